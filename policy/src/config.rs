@@ -1,0 +1,725 @@
+//! `airlock.toml`: the raw serde schema and its conversion into a checked
+//! [`Policy`]. Parsing happens once; after [`Policy::load`] the policy cannot
+//! be invalid.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use serde::Deserialize;
+
+use crate::glob::PathGlob;
+use crate::host::HostPattern;
+use crate::secrets::valid_name;
+
+/// Why a config could not be loaded. The message names the file, and for
+/// syntax and schema errors the key and line.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}", path = path.display())]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// TOML syntax or schema error (unknown key, wrong type); the message
+    /// carries the line, column and key.
+    #[error("invalid config {origin}: {message}")]
+    Parse {
+        /// Where the text came from.
+        origin: String,
+        /// toml's message, with line and column.
+        message: String,
+    },
+    /// The config parsed but is not a valid policy.
+    #[error("invalid config {origin}: {message}")]
+    Invalid {
+        /// Where the text came from.
+        origin: String,
+        /// What is wrong and where (tenant, route, key).
+        message: String,
+    },
+}
+
+// === raw schema ===
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    proxy: RawProxy,
+    #[serde(default)]
+    audit: RawAudit,
+    #[serde(default)]
+    secrets: BTreeMap<String, RawSecret>,
+    #[serde(default)]
+    tenants: BTreeMap<String, RawTenant>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProxy {
+    listen: Option<String>,
+    egress: Option<Egress>,
+    deny_private_egress: Option<bool>,
+    #[serde(default)]
+    upstream_ca: Vec<PathBuf>,
+    #[serde(default)]
+    resolve: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    path: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecret {
+    source: String,
+    var: Option<String>,
+    path: Option<PathBuf>,
+    command: Option<Vec<String>>,
+    ttl: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenant {
+    token: String,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: String,
+    host: String,
+    secret: String,
+    placeholder: String,
+    env: Option<String>,
+    headers: Option<Vec<String>>,
+    methods: Option<Vec<String>>,
+    paths: Option<Vec<String>>,
+}
+
+// === checked types ===
+
+/// What to do with hosts no route names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Egress {
+    /// Pass the bytes through untouched (subject to `deny_private_egress`).
+    Tunnel,
+    /// Intercept and refuse with `host_not_allowed`.
+    Deny,
+}
+
+/// `[proxy]`.
+#[derive(Clone, Debug)]
+pub struct ProxySettings {
+    /// Address the proxy listens on.
+    pub listen: SocketAddr,
+    /// Policy for hosts no route names.
+    pub egress: Egress,
+    /// Refuse tunnels to loopback/private/link-local addresses.
+    pub deny_private_egress: bool,
+    /// Extra PEM root files trusted for upstreams (absolute paths).
+    pub upstream_ca: Vec<PathBuf>,
+    /// Host → IP overrides, keys normalised.
+    pub resolve: HashMap<String, IpAddr>,
+}
+
+/// `[audit]`.
+#[derive(Clone, Debug)]
+pub struct AuditSettings {
+    /// The audit log (absolute path).
+    pub path: PathBuf,
+}
+
+/// Where a secret's value lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SecretSource {
+    /// The embedded store, `AIRLOCK_HOME/secrets/<name>`.
+    Store,
+    /// The proxy's own environment.
+    Env {
+        /// The variable name.
+        var: String,
+    },
+    /// A file readable only by its owner.
+    File {
+        /// Absolute path.
+        path: PathBuf,
+    },
+}
+
+/// One `[secrets.NAME]` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretSpec {
+    /// The secret's name.
+    pub name: String,
+    /// Where its value comes from.
+    pub source: SecretSource,
+    /// How long a fetched value is cached (`None`: once per config load).
+    pub ttl: Option<Duration>,
+}
+
+/// A tenant: one client workspace.
+pub struct Tenant {
+    /// The tenant's name (the proxy user name).
+    pub name: String,
+    token: zeroize::Zeroizing<String>,
+    /// Its routes, in config order.
+    pub routes: Vec<Route>,
+}
+
+impl fmt::Debug for Tenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tenant").field("name", &self.name).field("routes", &self.routes).finish_non_exhaustive()
+    }
+}
+
+impl Tenant {
+    /// The tenant's proxy token (what `airlock run`/`env` put in the proxy
+    /// URL).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+}
+
+/// A route: which host a tenant may reach with which secret.
+#[derive(Clone, Debug)]
+pub struct Route {
+    /// The route's name, unique within its tenant.
+    pub name: String,
+    /// Host pattern.
+    pub host: HostPattern,
+    /// Port (443 unless given).
+    pub port: u16,
+    /// Name of the secret injected.
+    pub secret: String,
+    /// What the agent holds instead of the secret.
+    pub placeholder: String,
+    /// Env var `airlock run`/`env` set to the placeholder.
+    pub env: Option<String>,
+    /// Lower-case header names the placeholder may be swapped in.
+    pub headers: Vec<String>,
+    /// Upper-case methods allowed.
+    pub methods: Vec<String>,
+    pub(crate) paths: Vec<PathGlob>,
+}
+
+impl Route {
+    /// The path globs (empty: every path).
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.paths.iter().map(PathGlob::as_str)
+    }
+
+    /// Whether this route serves a normalised host and port.
+    pub fn matches_host(&self, host: &str, port: u16) -> bool {
+        self.port == port && self.host.matches(host)
+    }
+
+    /// `host` or `host:port` as written for people.
+    pub fn authority(&self) -> String {
+        if self.port == crate::host::DEFAULT_PORT {
+            self.host.to_string()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// A tenant, by index into the loaded policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TenantId(pub(crate) usize);
+
+/// A route, by tenant and index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RouteId {
+    pub(crate) tenant: usize,
+    pub(crate) route: usize,
+}
+
+impl RouteId {
+    /// The tenant owning the route.
+    pub fn tenant(self) -> TenantId {
+        TenantId(self.tenant)
+    }
+}
+
+/// The whole checked configuration.
+pub struct Policy {
+    /// `[proxy]`.
+    pub proxy: ProxySettings,
+    /// `[audit]`.
+    pub audit: AuditSettings,
+    secrets: BTreeMap<String, SecretSpec>,
+    pub(crate) tenants: Vec<Tenant>,
+    /// One automaton over every placeholder of every tenant, built at load.
+    pub(crate) placeholders: AhoCorasick,
+    /// Pattern index of `placeholders` → the route owning it.
+    pub(crate) placeholder_routes: Vec<RouteId>,
+}
+
+impl fmt::Debug for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Policy")
+            .field("proxy", &self.proxy)
+            .field("audit", &self.audit)
+            .field("secrets", &self.secrets)
+            .field("tenants", &self.tenants)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Methods a route allows when it lists none: reads only.
+pub const DEFAULT_METHODS: [&str; 3] = ["GET", "HEAD", "OPTIONS"];
+/// Headers a placeholder may be swapped in when a route lists none.
+pub const DEFAULT_HEADERS: [&str; 2] = ["authorization", "x-api-key"];
+/// The default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// Headers that may never carry an injected secret: the proxy consumes or
+/// rewrites them.
+const FORBIDDEN_HEADERS: [&str; 11] = [
+    "host",
+    "proxy-authorization",
+    "proxy-connection",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "cookie",
+];
+
+impl Policy {
+    /// Reads and checks a config file. Relative paths in `[proxy]` and
+    /// `[secrets]` are relative to the file's directory; the audit path is
+    /// relative to `home`.
+    pub fn load(path: &Path, home: &Path) -> Result<Policy, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Policy::from_toml(&text, &path.display().to_string(), base, home)
+    }
+
+    /// Parses and checks config text. `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str, base: &Path, home: &Path) -> Result<Policy, ConfigError> {
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { origin: origin.to_owned(), message: e.to_string() })?;
+        build(raw, base, home).map_err(|message| ConfigError::Invalid { origin: origin.to_owned(), message })
+    }
+
+    /// Every tenant.
+    pub fn tenants(&self) -> impl Iterator<Item = (TenantId, &Tenant)> {
+        self.tenants.iter().enumerate().map(|(i, t)| (TenantId(i), t))
+    }
+
+    /// A tenant by id.
+    pub fn tenant(&self, id: TenantId) -> &Tenant {
+        &self.tenants[id.0]
+    }
+
+    /// A tenant by name.
+    pub fn tenant_by_name(&self, name: &str) -> Option<(TenantId, &Tenant)> {
+        self.tenants().find(|(_, t)| t.name == name)
+    }
+
+    /// A route by id.
+    pub fn route(&self, id: RouteId) -> &Route {
+        &self.tenants[id.tenant].routes[id.route]
+    }
+
+    /// A secret's spec.
+    pub fn secret(&self, name: &str) -> Option<&SecretSpec> {
+        self.secrets.get(name)
+    }
+
+    /// Every declared secret.
+    pub fn secrets(&self) -> impl Iterator<Item = &SecretSpec> {
+        self.secrets.values()
+    }
+
+    pub(crate) fn tenant_token(&self, id: usize) -> &[u8] {
+        self.tenants[id].token.as_bytes()
+    }
+}
+
+fn build(raw: RawConfig, base: &Path, home: &Path) -> Result<Policy, String> {
+    let absolute = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+
+    let listen = raw.proxy.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen: SocketAddr =
+        listen.parse().map_err(|_| format!("[proxy] listen = '{listen}' is not an address like 127.0.0.1:8080"))?;
+    let mut resolve = HashMap::new();
+    for (host, ip) in raw.proxy.resolve {
+        let h = crate::host::normalize(&host).ok_or_else(|| format!("[proxy] resolve: '{host}' is not a host"))?;
+        let ip: IpAddr =
+            ip.parse().map_err(|_| format!("[proxy] resolve: '{ip}' (for {host}) is not an IP address"))?;
+        resolve.insert(h, ip);
+    }
+    let proxy = ProxySettings {
+        listen,
+        egress: raw.proxy.egress.unwrap_or(Egress::Tunnel),
+        deny_private_egress: raw.proxy.deny_private_egress.unwrap_or(true),
+        upstream_ca: raw.proxy.upstream_ca.into_iter().map(absolute).collect(),
+        resolve,
+    };
+    let audit_path = raw.audit.path.unwrap_or_else(|| PathBuf::from("audit.jsonl"));
+    let audit = AuditSettings { path: if audit_path.is_absolute() { audit_path } else { home.join(audit_path) } };
+
+    let mut secrets = BTreeMap::new();
+    for (name, s) in raw.secrets {
+        let spec = build_secret(&name, s, &absolute)?;
+        secrets.insert(name, spec);
+    }
+
+    let mut tenants = Vec::new();
+    let mut placeholders: Vec<String> = Vec::new();
+    let mut placeholder_routes = Vec::new();
+    for (ti, (name, t)) in raw.tenants.into_iter().enumerate() {
+        if !valid_tenant_name(&name) {
+            return Err(format!("tenant '{name}': names are letters, digits, '_', '-' and '.' only"));
+        }
+        if t.token.len() < 16 || t.token.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+            return Err(format!(
+                "tenant '{name}': token must be at least 16 printable characters without spaces \
+                 (`airlock init` generates one)"
+            ));
+        }
+        let mut routes: Vec<Route> = Vec::new();
+        for (ri, r) in t.routes.into_iter().enumerate() {
+            let route = build_route(&name, r, &secrets)?;
+            if let Some(prev) = routes.iter().find(|p| p.name == route.name) {
+                return Err(format!("tenant '{name}': two routes are named '{}'", prev.name));
+            }
+            if let Some(prev) = routes.iter().find(|p| p.host == route.host && p.port == route.port) {
+                return Err(format!(
+                    "tenant '{name}': routes '{}' and '{}' both serve {}; a request could match \
+                     either — merge them into one route",
+                    prev.name,
+                    route.name,
+                    route.authority()
+                ));
+            }
+            placeholders.push(route.placeholder.clone());
+            placeholder_routes.push(RouteId { tenant: ti, route: ri });
+            routes.push(route);
+        }
+        tenants.push(Tenant { name, token: zeroize::Zeroizing::new(t.token), routes });
+    }
+
+    // Placeholders are looked up across every tenant (to tell `wrong_tenant`
+    // from `placeholder_host_mismatch`), so each must be unique, and none may
+    // contain another (else swapping one would corrupt the other).
+    let mut seen = HashSet::new();
+    if let Some(p) = placeholders.iter().find(|p| !seen.insert(*p)) {
+        return Err(format!("placeholder '{p}' is used by more than one route; each must be unique"));
+    }
+    for (i, p) in placeholders.iter().enumerate() {
+        if let Some(q) = placeholders.iter().enumerate().find(|(j, q)| *j != i && p.contains(q.as_str())) {
+            return Err(format!("placeholder '{p}' contains placeholder '{}'; choose names that do not overlap", q.1));
+        }
+    }
+    let automaton = AhoCorasick::builder()
+        .match_kind(MatchKind::LeftmostLongest)
+        .build(&placeholders)
+        .map_err(|e| format!("cannot build the placeholder matcher: {e}"))?;
+
+    Ok(Policy { proxy, audit, secrets, tenants, placeholders: automaton, placeholder_routes })
+}
+
+fn valid_tenant_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+fn build_secret(name: &str, s: RawSecret, absolute: &dyn Fn(PathBuf) -> PathBuf) -> Result<SecretSpec, String> {
+    if !valid_name(name) {
+        return Err(format!("[secrets.{name}]: names are letters, digits, '_', '-' and '.' only"));
+    }
+    let unused = |key: &str, present: bool| {
+        if present {
+            Err(format!("[secrets.{name}]: '{key}' does not apply to source = \"{}\"", s.source))
+        } else {
+            Ok(())
+        }
+    };
+    let source = match s.source.as_str() {
+        "store" => {
+            unused("var", s.var.is_some())?;
+            unused("path", s.path.is_some())?;
+            unused("command", s.command.is_some())?;
+            SecretSource::Store
+        }
+        "env" => {
+            unused("path", s.path.is_some())?;
+            unused("command", s.command.is_some())?;
+            let var =
+                s.var.clone().ok_or_else(|| format!("[secrets.{name}]: source = \"env\" needs var = \"NAME\""))?;
+            SecretSource::Env { var }
+        }
+        "file" => {
+            unused("var", s.var.is_some())?;
+            unused("command", s.command.is_some())?;
+            let path =
+                s.path.clone().ok_or_else(|| format!("[secrets.{name}]: source = \"file\" needs path = \"/path\""))?;
+            SecretSource::File { path: absolute(path) }
+        }
+        "command" | "keychain" => {
+            return Err(format!(
+                "[secrets.{name}]: source = \"{}\" is not supported by this version of airlock yet; \
+                 use store, env or file",
+                s.source
+            ));
+        }
+        other => {
+            return Err(format!(
+                "[secrets.{name}]: unknown source \"{other}\" (expected store, env, file, command or keychain)"
+            ));
+        }
+    };
+    let ttl =
+        s.ttl.as_deref().map(|t| parse_duration(t).map_err(|e| format!("[secrets.{name}] ttl: {e}"))).transpose()?;
+    Ok(SecretSpec { name: name.to_owned(), source, ttl })
+}
+
+/// Parses durations like `30s`, `5m`, `2h`, `1d`, `250ms`.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (num, unit) = text.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("'{text}' is not a duration like 30s, 5m or 2h"))?;
+    let secs = |mult: u64| n.checked_mul(mult).map(Duration::from_secs);
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86_400),
+        _ => None,
+    }
+    .ok_or_else(|| format!("'{text}' is not a duration like 30s, 5m or 2h"))
+}
+
+fn build_route(tenant: &str, r: RawRoute, secrets: &BTreeMap<String, SecretSpec>) -> Result<Route, String> {
+    let at = format!("tenant '{tenant}', route '{}'", r.name);
+    if r.name.is_empty() || !r.name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')) {
+        return Err(format!("{at}: route names are letters, digits, '_', '-' and '.' only"));
+    }
+    let (host, port) = HostPattern::parse(&r.host).map_err(|e| format!("{at}: host {e}"))?;
+    if !secrets.contains_key(&r.secret) {
+        return Err(format!("{at}: secret '{}' is not declared; add a [secrets.{}] table", r.secret, r.secret));
+    }
+    if r.placeholder.len() < 8
+        || !r.placeholder.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    {
+        return Err(format!(
+            "{at}: placeholder '{}' must be at least 8 characters of letters, digits, '_', '-' or '.'",
+            r.placeholder
+        ));
+    }
+    if let Some(env) = &r.env {
+        let ok = !env.is_empty()
+            && !env.starts_with(|c: char| c.is_ascii_digit())
+            && env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !ok {
+            return Err(format!("{at}: env '{env}' is not a valid environment variable name"));
+        }
+    }
+    let headers = match r.headers {
+        None => DEFAULT_HEADERS.iter().map(|h| (*h).to_owned()).collect(),
+        Some(hs) => {
+            let mut out = Vec::new();
+            for h in hs {
+                let lower = h.to_ascii_lowercase();
+                let token = !lower.is_empty() && lower.bytes().all(is_tchar);
+                if !token {
+                    return Err(format!("{at}: '{h}' is not a header name"));
+                }
+                if FORBIDDEN_HEADERS.contains(&lower.as_str()) {
+                    return Err(format!("{at}: a secret may not be injected into the '{lower}' header"));
+                }
+                out.push(lower);
+            }
+            out
+        }
+    };
+    let methods = match r.methods {
+        None => DEFAULT_METHODS.iter().map(|m| (*m).to_owned()).collect(),
+        Some(ms) => {
+            let mut out = Vec::new();
+            for m in ms {
+                if m.is_empty() || !m.bytes().all(is_tchar) || m.eq_ignore_ascii_case("CONNECT") {
+                    return Err(format!("{at}: '{m}' is not an allowed HTTP method"));
+                }
+                out.push(m.to_ascii_uppercase());
+            }
+            out
+        }
+    };
+    let paths = r
+        .paths
+        .unwrap_or_default()
+        .iter()
+        .map(|p| PathGlob::parse(p).map_err(|e| format!("{at}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Route {
+        name: r.name,
+        host,
+        port,
+        secret: r.secret,
+        placeholder: r.placeholder,
+        env: r.env,
+        headers,
+        methods,
+        paths,
+    })
+}
+
+/// RFC 9110 token characters.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// The starter config written by `airlock init` (and by `airlock serve` on
+/// a fresh AIRLOCK_HOME), with one tenant holding `token`.
+pub fn starter_config(token: &str) -> String {
+    format!(
+        r#"# airlock configuration. Reference: see README.md ("Config reference").
+
+[proxy]
+listen = "{DEFAULT_LISTEN}"
+egress = "tunnel"            # hosts no route names: "tunnel" (bytes pass untouched) or "deny"
+deny_private_egress = true   # tunnels to loopback/private/link-local IPs refused unless a route names the host
+upstream_ca = []             # extra PEM root files trusted for upstreams
+resolve = {{}}                 # host -> IP overrides, like curl --resolve
+
+[audit]
+path = "audit.jsonl"         # relative to AIRLOCK_HOME
+
+# One vaulted credential. Give it a value with:  airlock secret set example
+[secrets.example]
+source = "store"
+
+[tenants.demo]
+token = "{token}"
+
+[[tenants.demo.routes]]
+name = "example"
+host = "api.example.com"
+secret = "example"
+placeholder = "AIRLOCK_EXAMPLE_KEY"
+env = "EXAMPLE_API_KEY"
+headers = ["authorization", "x-api-key"]
+methods = ["GET", "HEAD", "OPTIONS"]
+"#
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Policy, ConfigError> {
+        Policy::from_toml(text, "test.toml", Path::new("/etc/airlock"), Path::new("/home/u/.local/share/airlock"))
+    }
+
+    const TOKEN: &str = "0123456789abcdef0123";
+
+    #[test]
+    fn starter_config_loads() {
+        let p = load(&starter_config(TOKEN)).unwrap();
+        let (_, t) = p.tenant_by_name("demo").unwrap();
+        assert_eq!(t.token(), TOKEN);
+        assert_eq!(t.routes[0].host, HostPattern::Exact("api.example.com".into()));
+        assert_eq!(p.audit.path, Path::new("/home/u/.local/share/airlock/audit.jsonl"));
+        assert_eq!(p.proxy.listen.to_string(), DEFAULT_LISTEN);
+        assert!(!format!("{p:?}").contains(TOKEN), "Debug must not print tokens");
+    }
+
+    #[test]
+    fn unknown_keys_name_key_and_line() {
+        let err = load("[proxy]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").unwrap_err().to_string();
+        assert!(err.contains("lisen") && err.contains("line 3"), "{err}");
+        let text = format!(
+            "[secrets.s]\nsource = \"store\"\n[tenants.a]\ntoken = \"{TOKEN}\"\n[[tenants.a.routes]]\nname = \"r\"\n\
+             host = \"a.test\"\nsecret = \"s\"\nplaceholder = \"AIRLOCK_A1\"\nheader = [\"x\"]\n"
+        );
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("header") && err.contains("line 10"), "{err}");
+    }
+
+    fn with_routes(routes: &str) -> String {
+        format!("[secrets.s]\nsource = \"env\"\nvar = \"S\"\n[tenants.a]\ntoken = \"{TOKEN}\"\n{routes}")
+    }
+
+    fn route(name: &str, host: &str, placeholder: &str) -> String {
+        format!(
+            "[[tenants.a.routes]]\nname = \"{name}\"\nhost = \"{host}\"\nsecret = \"s\"\nplaceholder = \"{placeholder}\"\n"
+        )
+    }
+
+    #[test]
+    fn rejects_invalid_policies() {
+        let cases = [
+            (with_routes(&(route("r", "a.test", "AIRLOCK_1") + &route("r", "b.test", "AIRLOCK_2"))), "two routes"),
+            (with_routes(&(route("r", "a.test", "AIRLOCK_1") + &route("q", "A.test.", "AIRLOCK_2"))), "both serve"),
+            (with_routes(&(route("r", "a.test", "AIRLOCK_1") + &route("q", "b.test", "AIRLOCK_1"))), "more than one"),
+            (with_routes(&(route("r", "a.test", "AIRLOCK_1") + &route("q", "b.test", "AIRLOCK_12"))), "contains"),
+            (with_routes(&route("r", "a.test", "short")), "at least 8"),
+            (with_routes(&route("r", "*.com", "AIRLOCK_1")), "two labels"),
+            (with_routes(&route("r", "a.test", "AIRLOCK_1").replace("\"s\"", "\"nope\"")), "not declared"),
+            (with_routes(&(route("r", "a.test", "AIRLOCK_1") + "headers = [\"host\"]\n")), "may not be injected"),
+            (with_routes(&(route("r", "a.test", "AIRLOCK_1") + "methods = [\"CONNECT\"]\n")), "not an allowed"),
+            (with_routes(&(route("r", "a.test", "AIRLOCK_1") + "paths = [\"v1\"]\n")), "must start with"),
+            (format!("[tenants.a]\ntoken = \"short\"\n"), "at least 16"),
+            ("[proxy]\nlisten = \"nope\"\n".to_owned(), "is not an address"),
+            ("[proxy]\negress = \"open\"\n".to_owned(), "egress"),
+            ("[secrets.s]\nsource = \"vault\"\n".to_owned(), "unknown source"),
+            ("[secrets.s]\nsource = \"env\"\n".to_owned(), "needs var"),
+            ("[secrets.s]\nsource = \"store\"\nvar = \"X\"\n".to_owned(), "does not apply"),
+            ("[secrets.s]\nsource = \"store\"\nttl = \"5 minutes\"\n".to_owned(), "duration"),
+        ];
+        for (text, want) in cases {
+            match load(&text) {
+                Ok(_) => panic!("accepted:\n{text}"),
+                Err(e) => assert!(e.to_string().contains(want), "want {want:?}, got: {e}\n{text}"),
+            }
+        }
+    }
+
+    #[test]
+    fn route_defaults() {
+        let p = load(&with_routes(&route("r", "*.a.test:8443", "AIRLOCK_1"))).unwrap();
+        let r = &p.tenants[0].routes[0];
+        assert_eq!(r.methods, DEFAULT_METHODS);
+        assert_eq!(r.headers, DEFAULT_HEADERS);
+        assert_eq!(r.port, 8443);
+        assert_eq!(r.authority(), "*.a.test:8443");
+        assert_eq!(r.paths().count(), 0);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+    }
+}

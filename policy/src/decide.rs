@@ -1,0 +1,687 @@
+//! The decision: authenticate a tenant, choose what to do with a CONNECT,
+//! and decide each request before any upstream connection is opened.
+//!
+//! Everything here is pure: the same inputs always give the same answer,
+//! with no I/O. Denial messages never contain header values (they may hold
+//! credentials); they name hosts, routes, headers and placeholders only.
+
+use std::fmt;
+
+use subtle::ConstantTimeEq;
+
+use crate::config::{Egress, Policy, Route, RouteId, TenantId};
+use crate::host;
+use crate::inject::basic_credentials;
+
+/// A denial code of DESIGN.md ("Denials"), plus the two request-shape codes
+/// the proxy needs (`misdirected_request`, `bad_request`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DenialCode {
+    /// No proxy credentials (407).
+    ProxyAuthRequired,
+    /// Wrong token or unknown tenant name (407).
+    UnknownTenant,
+    /// The tenant has no route for the host (403).
+    HostNotAllowed,
+    /// The route does not allow the method (403).
+    MethodNotAllowed,
+    /// The route does not allow the path (403).
+    PathNotAllowed,
+    /// A placeholder sent to a host, header or URL its route does not cover (403).
+    PlaceholderHostMismatch,
+    /// A placeholder of another tenant (403). Wins over every other code.
+    WrongTenant,
+    /// A tunnel to a loopback/private/link-local address (403).
+    PrivateEgressDenied,
+    /// The secret could not be fetched (503).
+    SecretUnavailable,
+    /// The upstream could not be reached (502).
+    UpstreamUnreachable,
+    /// The upstream's TLS certificate did not verify (502).
+    UpstreamTlsFailed,
+    /// The upstream did not answer in time (504).
+    UpstreamTimeout,
+    /// A response body that cannot be scanned for secrets (502).
+    UnredactableBody,
+    /// The request is over a size limit (431 for headers, 413 for bodies).
+    RequestTooLarge,
+    /// The request names another host than the intercepted connection (421).
+    MisdirectedRequest,
+    /// The request is malformed or not something a proxy serves (400).
+    BadRequest,
+}
+
+impl DenialCode {
+    /// The code as written in responses and the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenialCode::ProxyAuthRequired => "proxy_auth_required",
+            DenialCode::UnknownTenant => "unknown_tenant",
+            DenialCode::HostNotAllowed => "host_not_allowed",
+            DenialCode::MethodNotAllowed => "method_not_allowed",
+            DenialCode::PathNotAllowed => "path_not_allowed",
+            DenialCode::PlaceholderHostMismatch => "placeholder_host_mismatch",
+            DenialCode::WrongTenant => "wrong_tenant",
+            DenialCode::PrivateEgressDenied => "private_egress_denied",
+            DenialCode::SecretUnavailable => "secret_unavailable",
+            DenialCode::UpstreamUnreachable => "upstream_unreachable",
+            DenialCode::UpstreamTlsFailed => "upstream_tls_failed",
+            DenialCode::UpstreamTimeout => "upstream_timeout",
+            DenialCode::UnredactableBody => "unredactable_body",
+            DenialCode::RequestTooLarge => "request_too_large",
+            DenialCode::MisdirectedRequest => "misdirected_request",
+            DenialCode::BadRequest => "bad_request",
+        }
+    }
+
+    /// The HTTP status of a denial with this code.
+    pub fn status(self) -> u16 {
+        match self {
+            DenialCode::ProxyAuthRequired | DenialCode::UnknownTenant => 407,
+            DenialCode::HostNotAllowed
+            | DenialCode::MethodNotAllowed
+            | DenialCode::PathNotAllowed
+            | DenialCode::PlaceholderHostMismatch
+            | DenialCode::WrongTenant
+            | DenialCode::PrivateEgressDenied => 403,
+            DenialCode::SecretUnavailable => 503,
+            DenialCode::UpstreamUnreachable | DenialCode::UpstreamTlsFailed | DenialCode::UnredactableBody => 502,
+            DenialCode::UpstreamTimeout => 504,
+            DenialCode::RequestTooLarge => 431,
+            DenialCode::MisdirectedRequest => 421,
+            DenialCode::BadRequest => 400,
+        }
+    }
+}
+
+impl fmt::Display for DenialCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refusal the agent can act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denial {
+    /// The code.
+    pub code: DenialCode,
+    /// What happened, for people and agents.
+    pub message: String,
+    /// What to do next, without asking for a key.
+    pub next_step: String,
+    /// The route involved, when one was.
+    pub route: Option<RouteId>,
+}
+
+impl Denial {
+    /// A denial with no route.
+    pub fn new(code: DenialCode, message: impl Into<String>, next_step: impl Into<String>) -> Self {
+        Denial { code, message: message.into(), next_step: next_step.into(), route: None }
+    }
+}
+
+/// Why proxy authentication failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthError {
+    /// No `Proxy-Authorization` (or not Basic).
+    Missing,
+    /// Unknown tenant or wrong token.
+    Unknown,
+}
+
+impl AuthError {
+    /// The denial the proxy answers with.
+    pub fn denial(self) -> Denial {
+        match self {
+            AuthError::Missing => Denial::new(
+                DenialCode::ProxyAuthRequired,
+                "airlock needs proxy credentials naming a tenant",
+                "set HTTPS_PROXY=http://<tenant>:<token>@<proxy address> \
+                 (`airlock env --tenant <tenant>` prints it), or run the agent with `airlock run`",
+            ),
+            AuthError::Unknown => Denial::new(
+                DenialCode::UnknownTenant,
+                "the proxy credentials do not match any tenant",
+                "check the tenant name and token in HTTPS_PROXY against `airlock env --tenant <tenant>`",
+            ),
+        }
+    }
+}
+
+/// What to do with a `CONNECT` (or an absolute-form request's host).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnectAction {
+    /// Terminate TLS and decide each request; the route when one names the
+    /// host (none when egress is "deny").
+    Intercept(Option<RouteId>),
+    /// Pass bytes through untouched (after the private-egress check).
+    Tunnel,
+}
+
+/// One request as the decision sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestInfo<'a> {
+    /// The method, as sent.
+    pub method: &'a str,
+    /// The destination host (normalised here if it is not already).
+    pub host: &'a str,
+    /// The destination port.
+    pub port: u16,
+    /// The request target: path and query.
+    pub target: &'a str,
+    /// Every request header, lower-case names.
+    pub headers: &'a [(&'a str, &'a [u8])],
+}
+
+/// A header in which the placeholder is to be swapped for the secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Injection {
+    /// Index into [`RequestInfo::headers`].
+    pub header: usize,
+}
+
+/// The outcome of [`Policy::decide`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Forward, swapping the route's placeholder in these headers.
+    Allow {
+        /// The route that matched.
+        route: RouteId,
+        /// Headers carrying the route's placeholder (possibly none).
+        injections: Vec<Injection>,
+    },
+    /// Refuse; nothing leaves the machine.
+    Deny(Denial),
+}
+
+/// Where a placeholder was found.
+#[derive(Clone, Copy, Debug)]
+enum Spot {
+    Header(usize),
+    Target,
+}
+
+impl Policy {
+    /// Resolves the tenant named by a `Proxy-Authorization` (or
+    /// `Authorization`) header value: `Basic base64(tenant:token)`. Tokens
+    /// are compared in constant time.
+    pub fn authenticate(&self, header: Option<&[u8]>) -> Result<TenantId, AuthError> {
+        let creds = header.and_then(basic_credentials).ok_or(AuthError::Missing)?;
+        let (user, token) = match creds.iter().position(|&b| b == b':') {
+            Some(i) => (&creds[..i], &creds[i + 1..]),
+            None => return Err(AuthError::Unknown),
+        };
+        // Compare against every tenant so the time taken does not depend on
+        // which tenant (if any) matched.
+        let mut found = None;
+        for (i, t) in self.tenants.iter().enumerate() {
+            let ok = t.name.as_bytes().ct_eq(user) & self.tenant_token(i).ct_eq(token);
+            if bool::from(ok) {
+                found = Some(TenantId(i));
+            }
+        }
+        found.ok_or(AuthError::Unknown)
+    }
+
+    /// The most specific route of `tenant` serving a host and port.
+    pub fn route_for(&self, tenant: TenantId, host: &str, port: u16) -> Option<RouteId> {
+        let host = host::normalize(host)?;
+        self.tenants[tenant.0]
+            .routes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.matches_host(&host, port))
+            .max_by_key(|(_, r)| r.host.specificity())
+            .map(|(i, _)| RouteId { tenant: tenant.0, route: i })
+    }
+
+    /// Whether to intercept or tunnel a connection to `host:port`.
+    pub fn connect_action(&self, tenant: TenantId, host: &str, port: u16) -> ConnectAction {
+        match self.route_for(tenant, host, port) {
+            Some(route) => ConnectAction::Intercept(Some(route)),
+            None if self.proxy.egress == Egress::Deny => ConnectAction::Intercept(None),
+            None => ConnectAction::Tunnel,
+        }
+    }
+
+    /// The denial for a tunnel refused by `deny_private_egress`.
+    pub fn private_egress_denial(&self, tenant: TenantId, host: &str, ip: std::net::IpAddr) -> Denial {
+        let t = &self.tenants[tenant.0].name;
+        Denial::new(
+            DenialCode::PrivateEgressDenied,
+            format!(
+                "{host} resolves to {ip}, a loopback, private or link-local address, and no route of tenant '{t}' names it"
+            ),
+            format!("if {host} is meant to be reachable, ask the operator to add a route for it to tenant '{t}'"),
+        )
+    }
+
+    /// Decides one request, before any upstream connection.
+    pub fn decide(&self, tenant: TenantId, req: &RequestInfo<'_>) -> Decision {
+        let t = &self.tenants[tenant.0];
+        let host = match host::normalize(req.host) {
+            Some(h) => h,
+            None => {
+                return Decision::Deny(Denial::new(
+                    DenialCode::BadRequest,
+                    "the request's host is not a valid host name",
+                    "send the request to a valid host name or IP address",
+                ));
+            }
+        };
+
+        // 1. Placeholders, anywhere in the request. Another tenant's wins.
+        let found = self.find_placeholders(req);
+        if found.iter().any(|(_, r)| r.tenant != tenant.0) {
+            return Decision::Deny(Denial::new(
+                DenialCode::WrongTenant,
+                format!("the request carries a placeholder that does not belong to tenant '{}'", t.name),
+                format!(
+                    "use tenant '{}''s own placeholders (`airlock env --tenant {}` lists them); \
+                     a placeholder works only for the tenant it was issued to",
+                    t.name, t.name
+                ),
+            ));
+        }
+
+        // 2. The route for this host.
+        let route_id = self.route_for(tenant, &host, req.port);
+        let mut injections = Vec::new();
+        for &(spot, owner) in &found {
+            let owned = self.route(owner);
+            if Some(owner) != route_id {
+                return Decision::Deny(Denial {
+                    route: Some(owner),
+                    ..Denial::new(
+                        DenialCode::PlaceholderHostMismatch,
+                        format!(
+                            "placeholder {} is for {} (route '{}'), not {}",
+                            owned.placeholder,
+                            owned.authority(),
+                            owned.name,
+                            display_authority(&host, req.port)
+                        ),
+                        format!("send {} only to {}", owned.placeholder, owned.authority()),
+                    )
+                });
+            }
+            match spot {
+                Spot::Target => {
+                    return Decision::Deny(Denial {
+                        route: Some(owner),
+                        ..Denial::new(
+                            DenialCode::PlaceholderHostMismatch,
+                            format!(
+                                "placeholder {} is in the request URL; airlock injects only into headers",
+                                owned.placeholder
+                            ),
+                            format!(
+                                "send {} in one of these headers instead: {}",
+                                owned.placeholder,
+                                owned.headers.join(", ")
+                            ),
+                        )
+                    });
+                }
+                Spot::Header(i) => {
+                    let name = req.headers[i].0;
+                    if !owned.headers.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+                        return Decision::Deny(Denial {
+                            route: Some(owner),
+                            ..Denial::new(
+                                DenialCode::PlaceholderHostMismatch,
+                                format!(
+                                    "placeholder {} is in the '{name}' header, which route '{}' does not inject into",
+                                    owned.placeholder, owned.name
+                                ),
+                                format!(
+                                    "send {} in one of these headers instead: {}",
+                                    owned.placeholder,
+                                    owned.headers.join(", ")
+                                ),
+                            )
+                        });
+                    }
+                    if !injections.contains(&Injection { header: i }) {
+                        injections.push(Injection { header: i });
+                    }
+                }
+            }
+        }
+
+        let Some(route_id) = route_id else {
+            let authority = display_authority(&host, req.port);
+            return Decision::Deny(Denial::new(
+                DenialCode::HostNotAllowed,
+                format!("tenant '{}' has no route for {authority}", t.name),
+                format!("ask the operator to add a route for {authority} to tenant '{}'", t.name),
+            ));
+        };
+        let route = self.route(route_id);
+
+        // 3. Method and path.
+        let method = req.method;
+        if !route.methods.iter().any(|m| m == method) {
+            return Decision::Deny(Denial { route: Some(route_id), ..method_denial(&t.name, route, method) });
+        }
+        let path = req.target.split(['?', '#']).next().unwrap_or("");
+        if has_dot_segment(path) {
+            return Decision::Deny(Denial {
+                route: Some(route_id),
+                ..Denial::new(
+                    DenialCode::PathNotAllowed,
+                    "the path contains '.' or '..' segments, which airlock does not forward",
+                    "send the request with a normalised path",
+                )
+            });
+        }
+        if !route.paths.is_empty() && !route.paths.iter().any(|g| g.matches(path)) {
+            let allowed: Vec<&str> = route.paths().collect();
+            return Decision::Deny(Denial {
+                route: Some(route_id),
+                ..Denial::new(
+                    DenialCode::PathNotAllowed,
+                    format!("route '{}' of tenant '{}' does not allow the path {path}", route.name, t.name),
+                    format!(
+                        "use a path matching {}, or ask the operator to allow {path} on route '{}' of tenant '{}'",
+                        allowed.join(" or "),
+                        route.name,
+                        t.name
+                    ),
+                )
+            });
+        }
+        Decision::Allow { route: route_id, injections }
+    }
+
+    /// Every placeholder in the headers (raw and inside Basic credentials)
+    /// and the request target, with the route owning it.
+    fn find_placeholders(&self, req: &RequestInfo<'_>) -> Vec<(Spot, RouteId)> {
+        let mut found = Vec::new();
+        let mut scan = |spot: Spot, bytes: &[u8]| {
+            for m in self.placeholders.find_iter(bytes) {
+                found.push((spot, self.placeholder_routes[m.pattern().as_usize()]));
+            }
+        };
+        for (i, (_, value)) in req.headers.iter().enumerate() {
+            scan(Spot::Header(i), value);
+            if let Some(decoded) = basic_credentials(value) {
+                scan(Spot::Header(i), &decoded);
+            }
+        }
+        scan(Spot::Target, req.target.as_bytes());
+        // Percent-encoded placeholders in the URL count too.
+        if req.target.contains('%') {
+            scan(Spot::Target, &percent_decode(req.target.as_bytes()));
+        }
+        found
+    }
+}
+
+fn method_denial(tenant: &str, route: &Route, method: &str) -> Denial {
+    let read_only = route.methods.iter().all(|m| matches!(m.as_str(), "GET" | "HEAD" | "OPTIONS"));
+    let step = if read_only {
+        format!(
+            "this route is read-only; ask the operator to enable {method} for route '{}' of tenant '{tenant}'",
+            route.name
+        )
+    } else {
+        format!(
+            "route '{}' allows {}; ask the operator to enable {method} for route '{}' of tenant '{tenant}'",
+            route.name,
+            route.methods.join(", "),
+            route.name
+        )
+    };
+    Denial::new(
+        DenialCode::MethodNotAllowed,
+        format!("route '{}' of tenant '{tenant}' does not allow {method}", route.name),
+        step,
+    )
+}
+
+fn display_authority(host: &str, port: u16) -> String {
+    let host = if host.contains(':') { format!("[{host}]") } else { host.to_owned() };
+    if port == host::DEFAULT_PORT { host } else { format!("{host}:{port}") }
+}
+
+/// Whether a path has a `.` or `..` segment, literally or percent-encoded.
+fn has_dot_segment(path: &str) -> bool {
+    let decoded = percent_decode(path.as_bytes());
+    decoded.split(|&b| b == b'/' || b == b'\\').any(|seg| seg == b"." || seg == b"..")
+}
+
+fn percent_decode(input: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] == b'%'
+            && i + 2 < input.len()
+            && let (Some(h), Some(l)) = (hex(input[i + 1]), hex(input[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(input[i]);
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::path::Path;
+
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+
+    use super::*;
+
+    const CONFIG: &str = r#"
+[secrets.callrail]
+source = "env"
+var = "CALLRAIL"
+[secrets.wild]
+source = "env"
+var = "WILD"
+[secrets.b]
+source = "env"
+var = "B"
+
+[tenants.acme]
+token = "acme-token-0123456789"
+[[tenants.acme.routes]]
+name = "callrail"
+host = "api.callrail.com"
+secret = "callrail"
+placeholder = "AIRLOCK_CALLRAIL"
+headers = ["authorization"]
+paths = ["/v3/a/*"]
+[[tenants.acme.routes]]
+name = "wild"
+host = "*.example.com"
+secret = "wild"
+placeholder = "AIRLOCK_WILD"
+methods = ["GET", "POST"]
+[[tenants.acme.routes]]
+name = "local"
+host = "127.0.0.1:8443"
+secret = "wild"
+placeholder = "AIRLOCK_LOCAL"
+[[tenants.acme.routes]]
+name = "v6"
+host = "[::1]"
+secret = "wild"
+placeholder = "AIRLOCK_V6"
+[[tenants.acme.routes]]
+name = "idn"
+host = "xn--bcher-kva.example"
+secret = "wild"
+placeholder = "AIRLOCK_IDN"
+
+[tenants.beta]
+token = "beta-token-0123456789"
+[[tenants.beta.routes]]
+name = "b"
+host = "api.beta.test"
+secret = "b"
+placeholder = "AIRLOCK_BETA"
+"#;
+
+    fn policy() -> Policy {
+        Policy::from_toml(CONFIG, "test", Path::new("/"), Path::new("/")).unwrap()
+    }
+
+    fn basic(user: &str, pass: &str) -> String {
+        format!("Basic {}", STANDARD.encode(format!("{user}:{pass}")))
+    }
+
+    /// (method, host, port, target, headers) → Ok(route name, injected
+    /// header indices) or Err(code).
+    type Case<'a> = (&'a str, &'a str, u16, &'a str, Vec<(&'a str, String)>, Result<(&'a str, Vec<usize>), DenialCode>);
+
+    #[test]
+    fn decide_table() {
+        use DenialCode::*;
+        let p = policy();
+        let (acme, _) = p.tenant_by_name("acme").unwrap();
+        let auth = |v: &str| vec![("authorization", v.to_owned())];
+        let cases: Vec<Case<'_>> = vec![
+            // allow paths
+            (
+                "GET",
+                "api.callrail.com",
+                443,
+                "/v3/a/1/calls.json",
+                auth("Bearer AIRLOCK_CALLRAIL"),
+                Ok(("callrail", vec![0])),
+            ),
+            ("GET", "API.CallRail.com.", 443, "/v3/a/1?x=1", auth("Token AIRLOCK_CALLRAIL"), Ok(("callrail", vec![0]))),
+            ("HEAD", "api.callrail.com", 443, "/v3/a/", vec![], Ok(("callrail", vec![]))),
+            (
+                "GET",
+                "api.callrail.com",
+                443,
+                "/v3/a/x",
+                auth(&basic("AIRLOCK_CALLRAIL", "")),
+                Ok(("callrail", vec![0])),
+            ),
+            ("GET", "a.example.com", 443, "/", vec![("x-api-key", "AIRLOCK_WILD".into())], Ok(("wild", vec![0]))),
+            ("POST", "a.b.example.com", 443, "/", auth("AIRLOCK_WILD"), Ok(("wild", vec![0]))),
+            ("GET", "127.0.0.1", 8443, "/", auth("AIRLOCK_LOCAL"), Ok(("local", vec![0]))),
+            ("GET", "[::1]", 443, "/", auth("AIRLOCK_V6"), Ok(("v6", vec![0]))),
+            ("GET", "xn--bcher-kva.example", 443, "/", vec![], Ok(("idn", vec![]))),
+            // host
+            ("GET", "example.com", 443, "/", vec![], Err(HostNotAllowed)),
+            ("GET", "evil-example.com", 443, "/", vec![], Err(HostNotAllowed)),
+            ("GET", "api.callrail.com", 8443, "/v3/a/1", vec![], Err(HostNotAllowed)),
+            ("GET", "127.0.0.1", 443, "/", vec![], Err(HostNotAllowed)),
+            ("GET", "bücher.example", 443, "/", vec![], Err(BadRequest)),
+            // method and path
+            ("POST", "api.callrail.com", 443, "/v3/a/1", vec![], Err(MethodNotAllowed)),
+            ("DELETE", "a.example.com", 443, "/", vec![], Err(MethodNotAllowed)),
+            ("GET", "api.callrail.com", 443, "/v2/a/1", vec![], Err(PathNotAllowed)),
+            ("GET", "api.callrail.com", 443, "/v3/a/../../admin", vec![], Err(PathNotAllowed)),
+            ("GET", "api.callrail.com", 443, "/v3/a/%2e%2E/admin", vec![], Err(PathNotAllowed)),
+            // placeholders
+            ("GET", "a.example.com", 443, "/", auth("Bearer AIRLOCK_CALLRAIL"), Err(PlaceholderHostMismatch)),
+            ("GET", "api.stripe.com", 443, "/", auth("Bearer AIRLOCK_CALLRAIL"), Err(PlaceholderHostMismatch)),
+            (
+                "GET",
+                "api.callrail.com",
+                443,
+                "/v3/a/1",
+                vec![("x-api-key", "AIRLOCK_CALLRAIL".into())],
+                Err(PlaceholderHostMismatch),
+            ),
+            (
+                "GET",
+                "api.callrail.com",
+                443,
+                "/v3/a/1",
+                vec![("cookie", "k=AIRLOCK_CALLRAIL".into())],
+                Err(PlaceholderHostMismatch),
+            ),
+            ("GET", "api.callrail.com", 443, "/v3/a/1?key=AIRLOCK_CALLRAIL", vec![], Err(PlaceholderHostMismatch)),
+            ("GET", "api.callrail.com", 443, "/v3/a/1?key=AIRLOCK%5FCALLRAIL", vec![], Err(PlaceholderHostMismatch)),
+            ("GET", "api.callrail.com", 443, "/v3/a/1", auth("Bearer AIRLOCK_BETA"), Err(WrongTenant)),
+            ("GET", "api.beta.test", 443, "/", auth("Bearer AIRLOCK_BETA"), Err(WrongTenant)),
+            ("GET", "unrouted.test", 443, "/", auth(&basic("x", "AIRLOCK_BETA")), Err(WrongTenant)),
+            // wrong_tenant wins over every other code
+            (
+                "DELETE",
+                "nowhere.test",
+                1,
+                "/../x",
+                vec![("x-other", "AIRLOCK_CALLRAIL AIRLOCK_BETA".into())],
+                Err(WrongTenant),
+            ),
+        ];
+        for (method, host, port, target, headers, want) in cases {
+            let hs: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (*n, v.as_bytes())).collect();
+            let req = RequestInfo { method, host, port, target, headers: &hs };
+            let got = match p.decide(acme, &req) {
+                Decision::Allow { route, injections } => {
+                    Ok((p.route(route).name.as_str(), injections.iter().map(|i| i.header).collect()))
+                }
+                Decision::Deny(d) => {
+                    assert!(!d.message.is_empty() && !d.next_step.is_empty());
+                    Err(d.code)
+                }
+            };
+            assert_eq!(got, want, "{method} {host}:{port}{target} {headers:?}");
+        }
+    }
+
+    #[test]
+    fn denials_tell_the_agent_what_to_do() {
+        let p = policy();
+        let (acme, _) = p.tenant_by_name("acme").unwrap();
+        let req = RequestInfo { method: "POST", host: "api.callrail.com", port: 443, target: "/v3/a/1", headers: &[] };
+        let Decision::Deny(d) = p.decide(acme, &req) else { panic!("allowed") };
+        assert_eq!(
+            d.next_step,
+            "this route is read-only; ask the operator to enable POST for route 'callrail' of tenant 'acme'"
+        );
+        let req = RequestInfo { method: "GET", host: "api.stripe.com", port: 443, target: "/", headers: &[] };
+        let Decision::Deny(d) = p.decide(acme, &req) else { panic!("allowed") };
+        assert_eq!(d.message, "tenant 'acme' has no route for api.stripe.com");
+        assert_eq!(d.next_step, "ask the operator to add a route for api.stripe.com to tenant 'acme'");
+    }
+
+    #[test]
+    fn authenticates_tenants() {
+        let p = policy();
+        let ok = basic("acme", "acme-token-0123456789");
+        assert_eq!(p.authenticate(Some(ok.as_bytes())).map(|t| p.tenant(t).name.as_str()), Ok("acme"));
+        assert_eq!(p.authenticate(None), Err(AuthError::Missing));
+        assert_eq!(p.authenticate(Some(b"Bearer x")), Err(AuthError::Missing));
+        for (u, t) in [
+            ("acme", "beta-token-0123456789"),
+            ("nobody", "acme-token-0123456789"),
+            ("acme", ""),
+            ("acme", "acme-token-012345678"),
+        ] {
+            assert_eq!(p.authenticate(Some(basic(u, t).as_bytes())), Err(AuthError::Unknown), "{u}:{t}");
+        }
+        assert_eq!(
+            p.authenticate(Some(format!("Basic {}", STANDARD.encode("acme")).as_bytes())),
+            Err(AuthError::Unknown)
+        );
+    }
+
+    #[test]
+    fn connect_actions() {
+        let p = policy();
+        let (acme, _) = p.tenant_by_name("acme").unwrap();
+        assert!(matches!(p.connect_action(acme, "api.callrail.com", 443), ConnectAction::Intercept(Some(_))));
+        assert_eq!(p.connect_action(acme, "api.beta.test", 443), ConnectAction::Tunnel);
+        let deny = CONFIG.replace("[secrets.callrail]", "[proxy]\negress = \"deny\"\n[secrets.callrail]");
+        let p = Policy::from_toml(&deny, "test", Path::new("/"), Path::new("/")).unwrap();
+        assert_eq!(p.connect_action(acme, "api.beta.test", 443), ConnectAction::Intercept(None));
+    }
+}

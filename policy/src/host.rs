@@ -1,0 +1,187 @@
+//! Host names as policy sees them: normalisation of request hosts and the
+//! route host patterns (`name`, `name:port`, `*.suffix`, `*.suffix:port`).
+//!
+//! Matching is done on normalised hosts only: ASCII lower case, no trailing
+//! dot, IPv6 literals without brackets. Internationalised names must be
+//! written in their ASCII (punycode, `xn--`) form; a non-ASCII host never
+//! matches anything.
+
+use std::fmt;
+use std::net::IpAddr;
+
+/// Default port of a route host written without one.
+pub const DEFAULT_PORT: u16 = 443;
+
+/// Normalises a request host for matching: lower case, no trailing dot, IPv6
+/// brackets removed. Returns `None` when the host cannot be a valid DNS name
+/// or IP literal (empty, non-ASCII, spaces, `/`, `@`, …).
+pub fn normalize(host: &str) -> Option<String> {
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Some(ip.to_string());
+    }
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.is_empty() || host.len() > 253 {
+        return None;
+    }
+    let valid_label = |l: &str| {
+        !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if !host.split('.').all(valid_label) {
+        return None;
+    }
+    Some(host.to_ascii_lowercase())
+}
+
+/// Splits `host[:port]` (IPv6 literals bracketed) into a host and an optional
+/// port. Returns `None` when the port is not a number in 1..=65535 or the
+/// brackets are unbalanced.
+pub fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
+    if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        return match after {
+            "" => Some((host, None)),
+            p => Some((host, Some(parse_port(p.strip_prefix(':')?)?))),
+        };
+    }
+    match authority.rsplit_once(':') {
+        // A bare IPv6 literal has several colons and no port.
+        Some((h, _)) if h.contains(':') => Some((authority, None)),
+        Some((h, p)) => Some((h, Some(parse_port(p)?))),
+        None => Some((authority, None)),
+    }
+}
+
+fn parse_port(p: &str) -> Option<u16> {
+    if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    p.parse::<u16>().ok().filter(|&p| p != 0)
+}
+
+/// The host part of a route: an exact name (or IP literal), or a wildcard
+/// `*.suffix` that matches any name with at least one label before
+/// `.suffix` — never the bare `suffix` itself.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum HostPattern {
+    /// Matches exactly this normalised host.
+    Exact(String),
+    /// Matches `<one or more labels>.<suffix>`; holds the suffix without the
+    /// leading `*.`.
+    Wildcard(String),
+}
+
+impl HostPattern {
+    /// Parses `name`, `*.suffix`, optionally followed by `:port`.
+    pub fn parse(spec: &str) -> Result<(Self, u16), String> {
+        let (host, port) = split_host_port(spec).ok_or_else(|| format!("'{spec}' is not a host or host:port"))?;
+        let port = port.unwrap_or(DEFAULT_PORT);
+        if !host.is_ascii() {
+            return Err(format!("'{spec}' is not ASCII; write internationalised names in punycode (xn--…)"));
+        }
+        if let Some(suffix) = host.strip_prefix("*.") {
+            let suffix = normalize(suffix).ok_or_else(|| format!("'{spec}' is not a valid host"))?;
+            if suffix.parse::<IpAddr>().is_ok() || !suffix.contains('.') {
+                return Err(format!("'{spec}': a wildcard needs a domain of at least two labels after '*.'"));
+            }
+            return Ok((HostPattern::Wildcard(suffix), port));
+        }
+        if host.contains('*') {
+            return Err(format!("'{spec}': '*' is only allowed as a whole first label ('*.example.com')"));
+        }
+        let host = normalize(host).ok_or_else(|| format!("'{spec}' is not a valid host"))?;
+        Ok((HostPattern::Exact(host), port))
+    }
+
+    /// Whether a normalised host matches this pattern.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(h) => h == host,
+            HostPattern::Wildcard(suffix) => host
+                .strip_suffix(suffix.as_str())
+                .and_then(|prefix| prefix.strip_suffix('.'))
+                .is_some_and(|labels| !labels.is_empty()),
+        }
+    }
+
+    /// Larger is more specific: exact names beat every wildcard, and a
+    /// longer wildcard suffix beats a shorter one.
+    pub fn specificity(&self) -> usize {
+        match self {
+            HostPattern::Exact(_) => usize::MAX,
+            HostPattern::Wildcard(s) => s.len(),
+        }
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Exact(h) if h.contains(':') => write!(f, "[{h}]"),
+            HostPattern::Exact(h) => f.write_str(h),
+            HostPattern::Wildcard(s) => write!(f, "*.{s}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_hosts() {
+        let cases = [
+            ("API.Example.COM.", Some("api.example.com")),
+            ("api.example.com", Some("api.example.com")),
+            ("[::1]", Some("::1")),
+            ("::1", Some("::1")),
+            ("127.0.0.1", Some("127.0.0.1")),
+            ("xn--bcher-kva.example", Some("xn--bcher-kva.example")),
+            ("bücher.example", None),
+            ("", None),
+            (".", None),
+            ("a..b", None),
+            ("evil.com/x", None),
+            ("user@host", None),
+            ("a b", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(normalize(input).as_deref(), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn splits_authorities() {
+        assert_eq!(split_host_port("a.test:8443"), Some(("a.test", Some(8443))));
+        assert_eq!(split_host_port("a.test"), Some(("a.test", None)));
+        assert_eq!(split_host_port("[::1]:443"), Some(("::1", Some(443))));
+        assert_eq!(split_host_port("[::1]"), Some(("::1", None)));
+        assert_eq!(split_host_port("::1"), Some(("::1", None)));
+        assert_eq!(split_host_port("a.test:0"), None);
+        assert_eq!(split_host_port("a.test:99999"), None);
+        assert_eq!(split_host_port("a.test:+1"), None);
+        assert_eq!(split_host_port("[::1"), None);
+    }
+
+    #[test]
+    fn wildcard_never_matches_the_bare_domain() {
+        let (p, port) = HostPattern::parse("*.example.com").expect("valid pattern");
+        assert_eq!(port, 443);
+        assert!(p.matches("api.example.com"));
+        assert!(p.matches("a.b.example.com"));
+        assert!(!p.matches("example.com"));
+        assert!(!p.matches("evil-example.com"));
+        assert!(!p.matches("example.com.evil.test"));
+    }
+
+    #[test]
+    fn rejects_bad_patterns() {
+        for bad in ["*.com", "a.*.com", "*", "bücher.example", "x:port", "*.1.2.3.4", ""] {
+            assert!(HostPattern::parse(bad).is_err(), "{bad:?}");
+        }
+        let (p, port) = HostPattern::parse("API.Test.:8443").expect("valid");
+        assert_eq!((p, port), (HostPattern::Exact("api.test".into()), 8443));
+        let (p, _) = HostPattern::parse("[::1]:9").expect("valid");
+        assert_eq!(p.to_string(), "[::1]");
+    }
+}
