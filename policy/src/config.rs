@@ -688,7 +688,7 @@ mod tests {
             (with_routes(&(route("r", "a.test", "AIRLOCK_1") + "headers = [\"host\"]\n")), "may not be injected"),
             (with_routes(&(route("r", "a.test", "AIRLOCK_1") + "methods = [\"CONNECT\"]\n")), "not an allowed"),
             (with_routes(&(route("r", "a.test", "AIRLOCK_1") + "paths = [\"v1\"]\n")), "must start with"),
-            (format!("[tenants.a]\ntoken = \"short\"\n"), "at least 16"),
+            ("[tenants.a]\ntoken = \"short\"\n".to_owned(), "at least 16"),
             ("[proxy]\nlisten = \"nope\"\n".to_owned(), "is not an address"),
             ("[proxy]\negress = \"open\"\n".to_owned(), "egress"),
             ("[secrets.s]\nsource = \"vault\"\n".to_owned(), "unknown source"),

@@ -1,1 +1,32 @@
-//! placeholder
+//! airlock: a local forward HTTPS interception proxy that lets AI agents
+//! call APIs without ever holding the keys.
+//!
+//! This crate wires the parts together: the listener and proxy
+//! authentication ([`server`]), CONNECT handling and TLS interception
+//! ([`intercept`], [`tunnel`]), the request pipeline (decide → inject →
+//! forward, in [`forward`]), the upstream client ([`upstream`]), denials
+//! ([`respond`]), the audit log ([`audit`]) and AIRLOCK_HOME ([`home`]); the CLI is the `airlock` binary.
+//!
+//! What it must never do: forward a request the policy did not allow, send
+//! `Proxy-Authorization` upstream, fall back to unverified upstream TLS, or
+//! write a secret value into a log line, an audit record, an error message
+//! or a response.
+#![deny(missing_docs)]
+
+pub mod audit;
+pub mod forward;
+pub mod headers;
+pub mod home;
+pub mod intercept;
+pub mod respond;
+pub mod server;
+pub mod tunnel;
+pub mod upstream;
+
+pub use server::{Proxy, RunningProxy};
+
+/// The error type of boxed bodies and services.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type airlock sends to clients and upstreams.
+pub type Body = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;

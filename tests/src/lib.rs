@@ -1,1 +1,180 @@
-//! placeholder
+//! Test support for airlock's end-to-end tests: a TLS upstream that echoes
+//! what it received, a test CA minted at test time, the real proxy started
+//! in-process on `127.0.0.1:0`, and a Rust client that speaks CONNECT, TLS
+//! and HTTP/1.1 or HTTP/2 like any agent would.
+//!
+//! Everything listens on 127.0.0.1 only; host names such as
+//! `api.acme.test` reach the upstream through airlock's `resolve` override.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+pub mod client;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use airlock::RunningProxy;
+use airlock_policy::Policy;
+use airlock_policy::secrets::{SecretValue, Store};
+
+pub use upstream::{Seen, TestCa, Upstream};
+
+/// The acme tenant's real key, as the vault holds it.
+pub const ACME_SECRET: &str = "sk_live_acme_0123456789abcdef";
+/// The beta tenant's real key.
+pub const BETA_SECRET: &str = "sk_live_beta_fedcba9876543210";
+pub const ACME_TOKEN: &str = "acme-token-0123456789abcdef";
+pub const BETA_TOKEN: &str = "beta-token-0123456789abcdef";
+pub const ACME_PLACEHOLDER: &str = "AIRLOCK_ACME_KEY";
+pub const ACME_IP_PLACEHOLDER: &str = "AIRLOCK_ACME_IP_KEY";
+pub const BETA_PLACEHOLDER: &str = "AIRLOCK_BETA_KEY";
+
+/// A fresh, private directory under the system temp dir, removed on drop.
+#[derive(Debug)]
+pub struct TempHome {
+    pub path: PathBuf,
+}
+
+impl TempHome {
+    pub fn new(tag: &str) -> TempHome {
+        let mut b = [0u8; 8];
+        getrandom_fill(&mut b);
+        let path = std::env::temp_dir().join(format!("airlock-{tag}-{}", hex(&b)));
+        std::fs::create_dir_all(&path).unwrap();
+        TempHome { path }
+    }
+}
+
+impl Drop for TempHome {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+fn getrandom_fill(b: &mut [u8]) {
+    // Tests only need uniqueness: time and a counter will do.
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let v = t ^ (N.fetch_add(1, Ordering::Relaxed) << 48) ^ u64::from(std::process::id());
+    for (i, x) in b.iter_mut().enumerate() {
+        *x = (v >> ((i % 8) * 8)) as u8;
+    }
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The standard two-tenant config for a test upstream: tenant `acme` with a
+/// route to `api.acme.test:PORT` and one to `127.0.0.1:PORT`; tenant `beta`
+/// with a route to `api.beta.test:PORT`. `extra_proxy` is added to
+/// `[proxy]`; `extra` is appended at the end.
+pub fn standard_config(upstream: &Upstream, extra_proxy: &str, extra: &str) -> String {
+    let port = upstream.addr.port();
+    let ca = upstream.ca_path.display();
+    format!(
+        r#"[proxy]
+listen = "127.0.0.1:0"
+upstream_ca = ["{ca}"]
+resolve = {{ "api.acme.test" = "127.0.0.1", "api.beta.test" = "127.0.0.1", "other.test" = "127.0.0.1" }}
+{extra_proxy}
+
+[secrets.acme_key]
+source = "store"
+
+[secrets.beta_key]
+source = "store"
+
+[tenants.acme]
+token = "{ACME_TOKEN}"
+
+[[tenants.acme.routes]]
+name = "echo"
+host = "api.acme.test:{port}"
+secret = "acme_key"
+placeholder = "{ACME_PLACEHOLDER}"
+env = "ACME_API_KEY"
+headers = ["authorization", "x-api-key"]
+methods = ["GET", "HEAD", "OPTIONS", "POST"]
+
+[[tenants.acme.routes]]
+name = "by-ip"
+host = "127.0.0.1:{port}"
+secret = "acme_key"
+placeholder = "{ACME_IP_PLACEHOLDER}"
+
+[tenants.beta]
+token = "{BETA_TOKEN}"
+
+[[tenants.beta.routes]]
+name = "beta"
+host = "api.beta.test:{port}"
+secret = "beta_key"
+placeholder = "{BETA_PLACEHOLDER}"
+{extra}
+"#
+    )
+}
+
+/// A proxy under test, with its home directory.
+#[derive(Debug)]
+pub struct TestProxy {
+    pub home: TempHome,
+    pub proxy: RunningProxy,
+}
+
+impl TestProxy {
+    /// Writes `config` to a fresh home, stores the standard secrets, loads
+    /// the policy and starts the proxy.
+    pub async fn start(config: &str) -> TestProxy {
+        let home = TempHome::new("proxy");
+        let store = Store::new(&home.path);
+        store.set("acme_key", &SecretValue::new(ACME_SECRET.into()).unwrap()).unwrap();
+        store.set("beta_key", &SecretValue::new(BETA_SECRET.into()).unwrap()).unwrap();
+        let proxy = start_in(&home.path, config).await;
+        TestProxy { home, proxy }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.proxy.addr()
+    }
+
+    pub fn ca_path(&self) -> PathBuf {
+        self.home.path.join("ca.pem")
+    }
+
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.ca_path()).unwrap()
+    }
+
+    pub fn audit_lines(&self) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(self.home.path.join("audit.jsonl")).unwrap_or_default();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    pub fn proxy_url(&self, user: &str, token: &str) -> String {
+        format!("http://{user}:{token}@{}", self.addr())
+    }
+}
+
+/// Starts a proxy on `home` with `config` written as `home/airlock.toml`.
+pub async fn start_in(home: &Path, config: &str) -> RunningProxy {
+    let path = home.join("airlock.toml");
+    std::fs::write(&path, config).unwrap();
+    let policy = Policy::load(&path, home).unwrap();
+    airlock::Proxy::bind(home, policy).await.unwrap().spawn()
+}
+
+/// Polls `cond` until it holds or `timeout` passes.
+pub async fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cond()
+}

@@ -1,0 +1,291 @@
+//! The request pipeline for intercepted (and plain-HTTP) requests:
+//! check the authority, decide, fetch the secret, inject, forward, and
+//! answer — with one audit record per request.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tracing::{Instrument, debug, info, info_span};
+
+use airlock_policy::inject::inject;
+use airlock_policy::{Decision, Denial, DenialCode, Policy, RequestInfo, RouteId, TenantId};
+
+use crate::audit::{self, Outcome, Record};
+use crate::headers::{is_upgrade, strip_hop_by_hop};
+use crate::respond::{REQUEST_ID_HEADER, denial_response, request_id};
+use crate::server::{Shared, parse_destination};
+use crate::tunnel::upstream_denial;
+use crate::{Body, upstream};
+
+/// Where the agent's connection goes: fixed by the CONNECT (or the
+/// absolute-form URI), never by a request's `Host`.
+#[derive(Clone, Debug)]
+pub struct Destination {
+    /// The authenticated tenant.
+    pub tenant: TenantId,
+    /// Normalised host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Whether the upstream speaks TLS (CONNECT) or plain HTTP.
+    pub https: bool,
+    /// The agent's address.
+    pub peer: SocketAddr,
+}
+
+impl Destination {
+    fn default_port(&self) -> u16 {
+        if self.https { 443 } else { 80 }
+    }
+
+    /// `scheme://host[:port]` for the upstream URI.
+    fn origin(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        if self.port == self.default_port() {
+            format!("{scheme}://{host}")
+        } else {
+            format!("{scheme}://{host}:{}", self.port)
+        }
+    }
+}
+
+/// Per-request facts gathered for the audit record.
+struct Audit<'a> {
+    shared: &'a Shared,
+    policy: &'a Policy,
+    dest: &'a Destination,
+    request_id: String,
+    ts: String,
+    started: Instant,
+    method: String,
+    path: String,
+}
+
+impl Audit<'_> {
+    fn write(&self, route: Option<RouteId>, outcome: Outcome, code: Option<DenialCode>, status: u16, injected: bool) {
+        self.shared.audit.write(Record {
+            ts: self.ts.clone(),
+            request_id: self.request_id.clone(),
+            tenant: Some(self.policy.tenant(self.dest.tenant).name.clone()),
+            route: route.map(|r| self.policy.route(r).name.clone()),
+            method: self.method.clone(),
+            host: self.dest.host.clone(),
+            port: self.dest.port,
+            path: self.path.clone(),
+            decision: outcome,
+            code: code.map(DenialCode::as_str),
+            status,
+            injected,
+            redactions: 0,
+            secret_exposed: false,
+            bytes_up: 0,
+            bytes_down: 0,
+            duration_ms: self.started.elapsed().as_millis() as u64,
+        });
+    }
+
+    fn deny(&self, denial: &Denial) -> Response<Body> {
+        let resp = denial_response(denial, &self.request_id);
+        info!(code = %denial.code, "denied");
+        self.write(denial.route, Outcome::Deny, Some(denial.code), resp.status().as_u16(), false);
+        resp
+    }
+}
+
+/// Decides and forwards one request to a routed (or egress-denied) host.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    policy: Arc<Policy>,
+    dest: Arc<Destination>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let audit = Audit {
+        shared: &shared,
+        policy: &policy,
+        dest: &dest,
+        request_id: request_id(),
+        ts: audit::now_rfc3339(),
+        started: Instant::now(),
+        method: req.method().to_string(),
+        path: req.uri().path().to_owned(),
+    };
+    let span = info_span!("request", request_id = %audit.request_id, method = %req.method(), path = %req.uri().path());
+    async {
+        if let Err(denial) = check_authority(&req, &dest) {
+            return audit.deny(&denial);
+        }
+        let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let names: Vec<(&str, &[u8])> = req.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
+        let info = RequestInfo { method: req.method().as_str(), host: &dest.host, port: dest.port, target, headers: &names };
+        let (route_id, injections) = match policy.decide(dest.tenant, &info) {
+            Decision::Allow { route, injections } => (route, injections),
+            Decision::Deny(denial) => return audit.deny(&denial),
+        };
+        let route = policy.route(route_id);
+        tracing::Span::current().record("route", route.name.as_str());
+
+        // Swap the placeholder for the secret in the headers the decision named.
+        let mut swapped: Vec<(usize, HeaderValue)> = Vec::new();
+        if !injections.is_empty() {
+            let fetched = match policy.secret(&route.secret) {
+                Some(spec) => shared.vault.get(spec).map_err(|e| e.to_string()),
+                // Policy::load checks every route's secret is declared.
+                None => Err(format!("secret '{}' is not declared", route.secret)),
+            };
+            let secret = match fetched {
+                Ok(v) => v,
+                Err(reason) => {
+                    let denial = Denial {
+                        route: Some(route_id),
+                        ..Denial::new(
+                            DenialCode::SecretUnavailable,
+                            format!("the credential for route '{}' is unavailable: {reason}", route.name),
+                            "ask the operator to run `airlock check` and fix the secret; retrying will not help until then",
+                        )
+                    };
+                    return audit.deny(&denial);
+                }
+            };
+            for inj in &injections {
+                let Some((_, value)) = names.get(inj.header) else { continue };
+                let Some(bytes) = inject(value, route.placeholder.as_bytes(), secret.expose()) else { continue };
+                // Secrets hold no control characters (checked when fetched),
+                // so the swapped value is a valid header value.
+                if let Ok(mut v) = HeaderValue::from_bytes(&bytes) {
+                    v.set_sensitive(true);
+                    swapped.push((inj.header, v));
+                }
+            }
+        }
+        drop(names);
+        let injected = !swapped.is_empty();
+        let resp = send(&shared, &dest, req, swapped, &audit.request_id).await;
+        match resp {
+            Ok(resp) => {
+                debug!(status = resp.status().as_u16(), injected, "forwarded");
+                audit.write(Some(route_id), Outcome::Allow, None, resp.status().as_u16(), injected);
+                resp
+            }
+            Err(denial) => audit.deny(&Denial { route: Some(route_id), ..denial }),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Forwards a plain-HTTP request to a host no route names (egress =
+/// "tunnel"): untouched but for hop-by-hop headers.
+pub(crate) async fn pass_through(shared: Arc<Shared>, dest: Arc<Destination>, req: Request<Incoming>) -> Response<Body> {
+    let id = request_id();
+    match send(&shared, &dest, req, Vec::new(), &id).await {
+        Ok(resp) => resp,
+        Err(denial) => denial_response(&denial, &id),
+    }
+}
+
+/// Checks that the request names the connection's destination: the `Host`
+/// header (exactly one) and, in HTTP/2 or absolute form, the URI authority.
+fn check_authority(req: &Request<Incoming>, dest: &Destination) -> Result<(), Denial> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return Err(Denial::new(
+            DenialCode::BadRequest,
+            "the request has more than one Host header",
+            "send exactly one Host header",
+        ));
+    }
+    let named = first
+        .map(|h| h.to_str().ok().map(str::to_owned))
+        .into_iter()
+        .chain(req.uri().authority().map(|a| Some(a.as_str().to_owned())));
+    for authority in named {
+        let ok = authority
+            .and_then(|a| parse_destination(&a, dest.default_port()))
+            .is_some_and(|(h, p)| h == dest.host && p == dest.port);
+        if !ok {
+            let connected = if dest.port == dest.default_port() {
+                dest.host.clone()
+            } else {
+                format!("{}:{}", dest.host, dest.port)
+            };
+            return Err(Denial::new(
+                DenialCode::MisdirectedRequest,
+                format!("this connection is to {connected}, but the request names another host"),
+                format!("open a separate connection (CONNECT) for the other host; requests on this one may only go to {connected}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Sends the request upstream with the swapped header values, and turns the
+/// response (or failure) into what the agent gets.
+async fn send(
+    shared: &Shared,
+    dest: &Destination,
+    mut req: Request<Incoming>,
+    swapped: Vec<(usize, HeaderValue)>,
+    request_id: &str,
+) -> Result<Response<Body>, Denial> {
+    let upgrade = req.version() <= Version::HTTP_11 && is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+
+    let mut headers = HeaderMap::with_capacity(parts.headers.len());
+    let mut swapped = swapped.into_iter().peekable();
+    for (i, (name, value)) in parts.headers.iter().enumerate() {
+        let value = match swapped.peek() {
+            Some((j, _)) if *j == i => swapped.next().map(|(_, v)| v).unwrap_or_else(|| value.clone()),
+            _ => value.clone(),
+        };
+        headers.append(name.clone(), value);
+    }
+    strip_hop_by_hop(&mut headers, upgrade);
+    headers.remove(header::HOST);
+
+    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let uri: Uri = format!("{}{path}", dest.origin()).parse().map_err(|_| {
+        Denial::new(DenialCode::BadRequest, "the request target is not a valid URI", "send a valid request path")
+    })?;
+    let mut up = Request::new(body.map_err(Into::into).boxed_unsync());
+    *up.method_mut() = parts.method;
+    *up.uri_mut() = uri;
+    *up.version_mut() = Version::HTTP_11;
+    *up.headers_mut() = headers;
+
+    let client = if upgrade { &shared.upstream.client_h1 } else { &shared.upstream.client };
+    let mut resp = client.request(up).await.map_err(|e| {
+        let (code, reason) = upstream::classify(&e);
+        debug!(%code, %reason, "upstream request failed");
+        upstream_denial(code, reason)
+    })?;
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client_upgrade) = client_upgrade
+    {
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                Ok((client, upstream)) => {
+                    let (mut c, mut u) = (TokioIo::new(client), TokioIo::new(upstream));
+                    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                }
+                Err(e) => debug!(error = %e, "upgrade failed"),
+            }
+        });
+    }
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, parts.status == StatusCode::SWITCHING_PROTOCOLS);
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        parts.headers.insert(REQUEST_ID_HEADER, id);
+    }
+    Ok(Response::from_parts(parts, body.map_err(Into::into).boxed_unsync()))
+}

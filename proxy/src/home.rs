@@ -1,0 +1,89 @@
+//! AIRLOCK_HOME: where the config, the CA, the embedded secret store and the
+//! audit log live, and its first-run initialisation.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use airlock_ca::CertificateAuthority;
+use airlock_policy::starter_config;
+
+/// The config file name inside AIRLOCK_HOME.
+pub const CONFIG_FILE: &str = "airlock.toml";
+
+/// Resolved locations.
+#[derive(Clone, Debug)]
+pub struct Home {
+    /// AIRLOCK_HOME.
+    pub dir: PathBuf,
+    /// The config file.
+    pub config: PathBuf,
+    /// Whether the config is the default one inside `dir` (the only one
+    /// airlock creates by itself).
+    pub config_is_default: bool,
+}
+
+/// What [`Home::init`] created.
+#[derive(Clone, Debug, Default)]
+pub struct Created {
+    /// The CA was created.
+    pub ca: bool,
+    /// The starter config was written.
+    pub config: bool,
+}
+
+impl Home {
+    /// Resolves AIRLOCK_HOME (`$AIRLOCK_HOME`, else `$XDG_DATA_HOME/airlock`,
+    /// else `~/.local/share/airlock`) and the config (`--config`, else
+    /// `$AIRLOCK_CONFIG`, else `AIRLOCK_HOME/airlock.toml`).
+    pub fn resolve(config_flag: Option<PathBuf>) -> io::Result<Home> {
+        let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let dir = match var("AIRLOCK_HOME") {
+            Some(d) => d,
+            None => match var("XDG_DATA_HOME") {
+                Some(x) => x.join("airlock"),
+                None => var("HOME")
+                    .map(|h| h.join(".local/share/airlock"))
+                    .ok_or_else(|| io::Error::other("neither AIRLOCK_HOME nor HOME is set"))?,
+            },
+        };
+        let (config, config_is_default) = match config_flag.or_else(|| var("AIRLOCK_CONFIG")) {
+            Some(c) => (c, false),
+            None => (dir.join(CONFIG_FILE), true),
+        };
+        Ok(Home { dir, config, config_is_default })
+    }
+
+    /// Creates what is missing: the directory (0700), the CA, and — for the
+    /// default config location — a starter config with one tenant and a
+    /// fresh token (0600: it holds tenant tokens). Never overwrites.
+    pub fn init(&self) -> io::Result<Created> {
+        let mut created = Created::default();
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir)?;
+        if !CertificateAuthority::cert_path(&self.dir).exists() {
+            created.ca = true;
+        }
+        CertificateAuthority::load_or_create(&self.dir).map_err(io::Error::other)?;
+        if self.config_is_default && !self.config.exists() {
+            write_new(&self.config, starter_config(&generate_token()).as_bytes())?;
+            created.config = true;
+        }
+        Ok(created)
+    }
+}
+
+/// Writes a new file with mode 0600, failing if it exists.
+fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// A fresh tenant token: 16 random bytes, hex.
+pub fn generate_token() -> String {
+    let mut b = [0u8; 16];
+    // Without an entropy source there is no safe token to make.
+    getrandom::fill(&mut b).expect("the OS random number generator is available");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

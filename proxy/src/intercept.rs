@@ -1,0 +1,101 @@
+//! TLS interception of a CONNECT tunnel: read the ClientHello, check its SNI
+//! against the CONNECT host, present a leaf minted by airlock's CA for that
+//! host, and serve HTTP/1.1 or HTTP/2 to the agent by ALPN. Each request is
+//! then decided and forwarded by [`crate::forward`].
+//!
+//! The destination is always the CONNECT host and port: the SNI must name
+//! it (or be absent, as for IP literals), and a request naming another
+//! host is refused by the forwarder.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::server::Acceptor;
+use tokio_rustls::LazyConfigAcceptor;
+use tracing::{debug, warn};
+
+use airlock_policy::{Policy, host};
+
+use crate::forward::{self, Destination};
+use crate::server::{ConnGuard, Shared};
+
+/// How long the agent may take to send its ClientHello and finish the
+/// handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves an intercepted tunnel until the agent closes it.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    policy: Arc<Policy>,
+    dest: Destination,
+    upgraded: Upgraded,
+    guard: ConnGuard,
+) {
+    let handshake = async {
+        let start = LazyConfigAcceptor::new(Acceptor::default(), TokioIo::new(upgraded)).await?;
+        if let Some(sni) = start.client_hello().server_name() {
+            if host::normalize(sni).as_deref() != Some(dest.host.as_str()) {
+                warn!(sni, "TLS server name differs from the CONNECT host; closing");
+                return Ok(None);
+            }
+        }
+        let config = match shared.certs.server_config(&dest.host).await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "cannot mint a certificate");
+                return Ok(None);
+            }
+        };
+        start.into_stream(config).await.map(Some)
+    };
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok(Some(tls))) => tls,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            debug!(error = %e, "agent TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            debug!("agent TLS handshake timed out");
+            return;
+        }
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let dest = Arc::new(dest);
+    let service = service_fn(move |req| {
+        let (shared, policy, dest) = (Arc::clone(&shared), Arc::clone(&policy), Arc::clone(&dest));
+        async move { Ok::<_, Infallible>(forward::handle(shared, policy, dest, req).await) }
+    });
+    let io = TokioIo::new(tls);
+    let mut stop = guard.shutdown.clone();
+    // Both connection kinds shut down the same way: finish in-flight
+    // requests, accept no new ones.
+    macro_rules! serve_until_shutdown {
+        ($conn:expr) => {{
+            let conn = $conn;
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        }};
+    }
+    let result = if h2 {
+        serve_until_shutdown!(
+            http2::Builder::new(TokioExecutor::new()).timer(TokioTimer::new()).serve_connection(io, service)
+        )
+    } else {
+        serve_until_shutdown!(http1::Builder::new().serve_connection(io, service).with_upgrades())
+    };
+    if let Err(e) = result {
+        debug!(error = %e, "intercepted connection ended with an error");
+    }
+}

@@ -1,0 +1,88 @@
+//! The one place where denials become HTTP responses (DESIGN.md,
+//! "Denials"): status from the code, `x-airlock-denied`, the JSON body with
+//! code, message, next step and request id, and `Proxy-Authenticate` for
+//! 407s.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+
+use airlock_policy::{Denial, DenialCode};
+
+use crate::Body;
+
+/// Response header naming the request id of every answer airlock gives.
+pub const REQUEST_ID_HEADER: &str = "x-airlock-request-id";
+/// Response header naming the denial code.
+pub const DENIED_HEADER: &str = "x-airlock-denied";
+
+/// A fresh request id: 16 random bytes, hex.
+pub fn request_id() -> String {
+    let mut b = [0u8; 12];
+    // getrandom only fails when the OS has no entropy source at all; a
+    // fixed id is then still unique enough to tell log lines apart.
+    let _ = getrandom::fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The JSON body of a denial.
+pub fn denial_json(denial: &Denial, request_id: &str) -> serde_json::Value {
+    serde_json::json!({
+        "error": {
+            "code": denial.code.as_str(),
+            "message": denial.message,
+            "next_step": denial.next_step,
+            "request_id": request_id,
+        }
+    })
+}
+
+/// Turns a denial into the response the agent sees.
+pub fn denial_response(denial: &Denial, request_id: &str) -> Response<Body> {
+    let mut body = denial_json(denial, request_id).to_string();
+    body.push('\n');
+    let status = StatusCode::from_u16(denial.code.status()).unwrap_or(StatusCode::FORBIDDEN);
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(DENIED_HEADER, HeaderValue::from_static(denial.code.as_str()));
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        h.insert(REQUEST_ID_HEADER, id);
+    }
+    if matches!(denial.code, DenialCode::ProxyAuthRequired | DenialCode::UnknownTenant) {
+        h.insert(header::PROXY_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"airlock\""));
+    }
+    resp
+}
+
+/// A complete body from bytes.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    full(Bytes::new())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_auth_denials_carry_the_challenge() {
+        let d = Denial::new(DenialCode::ProxyAuthRequired, "m", "n");
+        let r = denial_response(&d, "abc");
+        assert_eq!(r.status(), 407);
+        assert_eq!(r.headers()["proxy-authenticate"], "Basic realm=\"airlock\"");
+        assert_eq!(r.headers()[DENIED_HEADER], "proxy_auth_required");
+        let d = Denial::new(DenialCode::HostNotAllowed, "m", "n");
+        let r = denial_response(&d, "abc");
+        assert_eq!(r.status(), 403);
+        assert!(!r.headers().contains_key("proxy-authenticate"));
+        assert_eq!(denial_json(&d, "abc")["error"]["request_id"], "abc");
+        assert_eq!(request_id().len(), 24);
+    }
+}

@@ -1,0 +1,357 @@
+//! The listener: accepts agent connections, authenticates the tenant on
+//! each CONNECT or absolute-form request, and hands the connection to
+//! interception, a tunnel or the plain-HTTP forwarder.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use airlock_ca::{CertificateAuthority, LeafCache};
+use airlock_policy::secrets::Vault;
+use airlock_policy::{ConnectAction, Denial, DenialCode, Policy, TenantId, host};
+
+use crate::audit::{self, AuditLog, AuditWriter, Outcome, Record};
+use crate::forward::{self, Destination};
+use crate::respond::{self, denial_response};
+use crate::upstream::{TrustError, Upstream};
+use crate::{Body, intercept, tunnel};
+
+/// How long graceful shutdown waits for in-flight connections.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Leaf certificates cached at most.
+const LEAF_CACHE_CAPACITY: usize = 10_000;
+/// How long a cached leaf is served before re-minting (leaves live < 90 days).
+const LEAF_CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The CA could not be created or loaded.
+    #[error(transparent)]
+    Ca(#[from] airlock_ca::CaError),
+    /// The upstream trust store could not be built.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    /// Binding the listener failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The audit log could not be opened.
+    #[error("cannot open the audit log {path}: {source}", path = path.display())]
+    Audit {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// Everything a connection needs, shared by all of them.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) vault: Vault,
+    pub(crate) certs: LeafCache,
+    pub(crate) upstream: Upstream,
+    pub(crate) audit: AuditLog,
+}
+
+/// Signals a connection task watches, and the guard that keeps shutdown
+/// waiting for it.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnGuard {
+    pub(crate) shutdown: watch::Receiver<bool>,
+    _alive: mpsc::Sender<()>,
+}
+
+/// A bound proxy, not yet serving.
+#[derive(Debug)]
+pub struct Proxy {
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    writer: AuditWriter,
+}
+
+impl Proxy {
+    /// Loads (or creates) the CA in `home`, binds `policy.proxy.listen`
+    /// (port 0 picks a free one) and opens the audit log.
+    pub async fn bind(home: &Path, policy: Policy) -> Result<Proxy, StartError> {
+        let ca = Arc::new(CertificateAuthority::load_or_create(home)?);
+        let addr = policy.proxy.listen;
+        let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+        let bound = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+        let mut settings = policy.proxy.clone();
+        settings.listen = bound;
+        let upstream = Upstream::new(&settings)?;
+        let (audit, writer) = AuditLog::open(&policy.audit.path)
+            .map_err(|source| StartError::Audit { path: policy.audit.path.clone(), source })?;
+        let certs = LeafCache::new(
+            ca,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            LEAF_CACHE_CAPACITY,
+            LEAF_CACHE_TTL,
+        );
+        let shared = Shared { vault: Vault::new(home), policy: Arc::new(policy), certs, upstream, audit };
+        Ok(Proxy { shared: Arc::new(shared), listener, writer })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        // The listener is bound; local_addr only fails on a closed socket.
+        self.listener.local_addr().unwrap_or_else(|_| self.shared.policy.proxy.listen)
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets
+    /// connections finish for up to [`SHUTDOWN_GRACE`], and flushes the
+    /// audit log.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let Proxy { shared, listener, writer } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let guard = ConnGuard { shutdown: stop_rx.clone(), _alive: alive_tx.clone() };
+                        let shared = Arc::clone(&shared);
+                        let span = info_span!("conn", %peer);
+                        tokio::spawn(serve_agent(shared, stream, peer, guard).instrument(span));
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off
+                        // rather than spin.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                () = &mut shutdown => break,
+            }
+        }
+        drop(listener);
+        let _ = stop_tx.send(true);
+        drop(alive_tx);
+        if tokio::time::timeout(SHUTDOWN_GRACE, alive_rx.recv()).await.is_err() {
+            warn!("shutdown grace period over; closing remaining connections");
+        }
+        drop(shared);
+        // The audit writer ends once every handle is gone; connection tasks
+        // that outlived the grace period still hold one, so don't wait on it
+        // forever.
+        let _ = tokio::task::spawn_blocking(move || writer.finish()).await;
+        info!("airlock stopped");
+    }
+
+    /// Serves in a background task; the handle stops it.
+    pub fn spawn(self) -> RunningProxy {
+        let addr = self.local_addr();
+        let shared = Arc::clone(&self.shared);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(self.run(async {
+            let _ = rx.await;
+        }));
+        RunningProxy { addr, stop: Some(tx), task, shared }
+    }
+}
+
+/// A proxy serving in the background.
+#[derive(Debug)]
+pub struct RunningProxy {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+    shared: Arc<Shared>,
+}
+
+impl RunningProxy {
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// How many leaf certificates have been minted (cache misses).
+    pub fn leaf_mints(&self) -> u64 {
+        self.shared.certs.mints()
+    }
+
+    /// Stops gracefully and waits until the audit log is flushed.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let task = std::mem::replace(&mut self.task, tokio::spawn(async {}));
+        drop(self.shared);
+        let _ = task.await;
+    }
+}
+
+/// Serves one agent connection: HTTP/1.1 proxy requests (CONNECT and
+/// absolute-form).
+async fn serve_agent(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, guard: ConnGuard) {
+    let _ = stream.set_nodelay(true);
+    let mut stop = guard.shutdown.clone();
+    let svc_guard = guard.clone();
+    let service = service_fn(move |req| {
+        let shared = Arc::clone(&shared);
+        let guard = svc_guard.clone();
+        async move { Ok::<_, Infallible>(proxy_request(shared, req, peer, guard).await) }
+    });
+    let conn = http1::Builder::new()
+        .header_read_timeout(Duration::from_secs(30))
+        .timer(hyper_util::rt::TokioTimer::new())
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        debug!(error = %e, "agent connection ended with an error");
+    }
+}
+
+/// One request on the agent's connection to the proxy.
+async fn proxy_request(shared: Arc<Shared>, req: Request<Incoming>, peer: SocketAddr, guard: ConnGuard) -> Response<Body> {
+    let request_id = respond::request_id();
+    let started = Instant::now();
+    let ts = audit::now_rfc3339();
+    let policy = Arc::clone(&shared.policy);
+
+    // Where is this going?
+    let method = req.method().to_string();
+    let https = req.method() == Method::CONNECT;
+    let authority = req.uri().authority().map(|a| a.as_str().to_owned());
+    let plain_http = !https && req.uri().scheme_str() == Some("http");
+    let dest = authority.as_deref().and_then(|a| parse_destination(a, if https { 443 } else { 80 }));
+    let refuse = |denial: Denial, tenant: Option<TenantId>, host: &str, port: u16| {
+        let resp = denial_response(&denial, &request_id);
+        shared.audit.write(Record {
+            ts: ts.clone(),
+            request_id: request_id.clone(),
+            tenant: tenant.map(|t| policy.tenant(t).name.clone()),
+            route: denial.route.map(|r| policy.route(r).name.clone()),
+            method: method.clone(),
+            host: host.to_owned(),
+            port,
+            path: String::new(),
+            decision: Outcome::Deny,
+            code: Some(denial.code.as_str()),
+            status: resp.status().as_u16(),
+            injected: false,
+            redactions: 0,
+            secret_exposed: false,
+            bytes_up: 0,
+            bytes_down: 0,
+            duration_ms: started.elapsed().as_millis() as u64,
+        });
+        info!(request_id = %request_id, code = %denial.code, "refused");
+        resp
+    };
+    let Some((host, port)) = dest.filter(|_| https || plain_http) else {
+        let denial = Denial::new(
+            DenialCode::BadRequest,
+            "airlock is a proxy: it serves CONNECT and absolute-form http:// requests",
+            "set HTTPS_PROXY/HTTP_PROXY to airlock's address instead of sending requests to it directly",
+        );
+        return refuse(denial, None, "", 0);
+    };
+
+    let auth = req.headers().get(http::header::PROXY_AUTHORIZATION).map(|v| v.as_bytes());
+    let tenant = match policy.authenticate(auth) {
+        Ok(t) => t,
+        Err(e) => return refuse(e.denial(), None, &host, port),
+    };
+    let tenant_name = policy.tenant(tenant).name.clone();
+    let span = info_span!("request", %request_id, tenant = %tenant_name, %host, port);
+    let action = policy.connect_action(tenant, &host, port);
+    let destination = Destination { tenant, host: host.clone(), port, https, peer };
+    async {
+        if !https {
+            return match action {
+                ConnectAction::Intercept(_) => {
+                    forward::handle(Arc::clone(&shared), Arc::clone(&policy), Arc::new(destination), req).await
+                }
+                ConnectAction::Tunnel => match tunnel::check_egress(&shared, &policy, tenant, &host, port).await {
+                    Ok(()) => forward::pass_through(shared.clone(), Arc::new(destination), req).await,
+                    Err(denial) => refuse(denial, Some(tenant), &host, port),
+                },
+            };
+        }
+        match action {
+            ConnectAction::Intercept(route) => {
+                debug!(route = route.map(|r| policy.route(r).name.as_str()), "intercepting");
+                let on_upgrade = hyper::upgrade::on(req);
+                let (shared, policy) = (Arc::clone(&shared), Arc::clone(&policy));
+                tokio::spawn(
+                    async move {
+                        match on_upgrade.await {
+                            Ok(upgraded) => intercept::serve(shared, policy, destination, upgraded, guard).await,
+                            Err(e) => debug!(error = %e, "CONNECT upgrade failed"),
+                        }
+                    }
+                    .in_current_span(),
+                );
+                Response::new(respond::empty())
+            }
+            ConnectAction::Tunnel => match tunnel::open(&shared, &policy, tenant, &host, port).await {
+                Ok(upstream) => {
+                    shared.audit.write(Record {
+                        ts: ts.clone(),
+                        request_id: request_id.clone(),
+                        tenant: Some(tenant_name),
+                        route: None,
+                        method: "CONNECT".into(),
+                        host: host.clone(),
+                        port,
+                        path: String::new(),
+                        decision: Outcome::Tunnel,
+                        code: None,
+                        status: 200,
+                        injected: false,
+                        redactions: 0,
+                        secret_exposed: false,
+                        bytes_up: 0,
+                        bytes_down: 0,
+                        duration_ms: started.elapsed().as_millis() as u64,
+                    });
+                    let on_upgrade = hyper::upgrade::on(req);
+                    tokio::spawn(tunnel::relay(on_upgrade, upstream, guard).in_current_span());
+                    Response::new(respond::empty())
+                }
+                Err(denial) => refuse(denial, Some(tenant), &host, port),
+            },
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Parses a CONNECT target or absolute URI authority into a normalised
+/// host and port.
+pub fn parse_destination(authority: &str, default_port: u16) -> Option<(String, u16)> {
+    if authority.contains('@') {
+        return None;
+    }
+    let (h, p) = host::split_host_port(authority)?;
+    Some((host::normalize(h)?, p.unwrap_or(default_port)))
+}

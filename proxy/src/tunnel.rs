@@ -1,0 +1,81 @@
+//! Tunnels: hosts no route names, with `egress = "tunnel"`, get their bytes
+//! passed through untouched — after the private-egress check, which refuses
+//! loopback, private and link-local destinations (cloud metadata lives at
+//! 169.254.169.254) unless a route names the host.
+
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use airlock_policy::{Denial, DenialCode, Policy, TenantId, host};
+
+use crate::server::{ConnGuard, Shared};
+
+/// Resolves `host:port` and refuses it when private egress is denied and any
+/// address it resolves to is not public, or when it is airlock itself.
+pub(crate) async fn check_egress(
+    shared: &Shared,
+    policy: &Policy,
+    tenant: TenantId,
+    host: &str,
+    port: u16,
+) -> Result<(), Denial> {
+    let addrs = shared.upstream.resolver.resolve(host, port).await.map_err(|e| connect_denial(&e))?;
+    if policy.proxy.deny_private_egress
+        && let Some(a) = addrs.iter().find(|a| host::is_non_public(a.ip()))
+    {
+        return Err(policy.private_egress_denial(tenant, host, a.ip()));
+    }
+    Ok(())
+}
+
+/// Checks egress and connects.
+pub(crate) async fn open(
+    shared: &Shared,
+    policy: &Policy,
+    tenant: TenantId,
+    host: &str,
+    port: u16,
+) -> Result<TcpStream, Denial> {
+    check_egress(shared, policy, tenant, host, port).await?;
+    shared.upstream.resolver.connect(host, port).await.map_err(|e| connect_denial(&e))
+}
+
+fn connect_denial(e: &crate::upstream::ConnectError) -> Denial {
+    upstream_denial(e.code(), e.to_string())
+}
+
+/// Relays bytes both ways until either side closes.
+pub(crate) async fn relay(on_upgrade: OnUpgrade, mut upstream: TcpStream, guard: ConnGuard) {
+    let upgraded = match on_upgrade.await {
+        Ok(u) => u,
+        Err(e) => {
+            debug!(error = %e, "tunnel upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(upgraded);
+    let mut stop = guard.shutdown.clone();
+    tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+            if let Ok((up, down)) = r {
+                debug!(bytes_up = up, bytes_down = down, "tunnel closed");
+            }
+        }
+        _ = stop.changed() => debug!("tunnel closed by shutdown"),
+    }
+}
+
+/// The denial for an upstream connection failure, shared with the
+/// forwarder.
+pub(crate) fn upstream_denial(code: DenialCode, reason: String) -> Denial {
+    let next = match code {
+        DenialCode::UpstreamTlsFailed => {
+            "the upstream's certificate did not verify; if this is a private API, ask the operator to add its CA to [proxy].upstream_ca"
+        }
+        DenialCode::UpstreamTimeout => "retry later; if it persists, check the host is up",
+        _ => "check the host name and port, and that the host is reachable from the machine running airlock",
+    };
+    Denial::new(code, reason, next)
+}

@@ -1,0 +1,253 @@
+//! A real TLS upstream on 127.0.0.1:0 that echoes the request it received
+//! as JSON, records what it saw, and counts its connections.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::TempHome;
+
+/// A CA minted at test time, for upstream certificates.
+pub struct TestCa {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for TestCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TestCa")
+    }
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        TestCa { issuer }
+    }
+
+    pub fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A leaf for `names` (IP literals become IP SANs), and its key.
+    pub fn leaf(&self, names: &[&str]) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        let mut params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let chain = vec![cert.der().clone(), self.issuer.der().clone()];
+        (chain, PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())))
+    }
+
+    pub fn server_config(&self, names: &[&str], alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
+        let (chain, key) = self.leaf(names);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(cfg)
+    }
+}
+
+/// One request the upstream received.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub version: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Which protocols the upstream offers by ALPN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocols {
+    Http1,
+    Http2,
+    Both,
+    /// No TLS at all.
+    Plain,
+}
+
+/// The echo upstream.
+#[derive(Debug)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub ca: Arc<TestCa>,
+    /// The test CA's certificate, as a file for `upstream_ca`.
+    pub ca_path: PathBuf,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    connections: Arc<AtomicUsize>,
+    _dir: TempHome,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Upstream {
+    /// An upstream with a certificate for the usual test names.
+    pub async fn start(protocols: Protocols) -> Upstream {
+        Upstream::start_with_names(protocols, &["api.acme.test", "api.beta.test", "other.test", "127.0.0.1"]).await
+    }
+
+    pub async fn start_with_names(protocols: Protocols, names: &[&str]) -> Upstream {
+        Upstream::start_on("127.0.0.1:0".parse().unwrap(), protocols, names, false).await
+    }
+
+    /// An upstream on `listen`; with `print`, each request's method, path
+    /// and `Authorization` header are printed to stdout (the walkthrough's
+    /// stand-in API does this to show what arrived).
+    pub async fn start_on(listen: SocketAddr, protocols: Protocols, names: &[&str], print: bool) -> Upstream {
+        let ca = Arc::new(TestCa::new("airlock test upstream CA"));
+        let dir = TempHome::new("upstream");
+        let ca_path = dir.path.join("upstream-ca.pem");
+        std::fs::write(&ca_path, ca.pem()).unwrap();
+        let alpn: &[&[u8]] = match protocols {
+            Protocols::Http1 => &[b"http/1.1"],
+            Protocols::Http2 => &[b"h2"],
+            Protocols::Both => &[b"h2", b"http/1.1"],
+            Protocols::Plain => &[],
+        };
+        let acceptor = (protocols != Protocols::Plain).then(|| TlsAcceptor::from(ca.server_config(names, alpn)));
+        let listener = TcpListener::bind(listen).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (seen2, conns2) = (Arc::clone(&seen), Arc::clone(&connections));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                conns2.fetch_add(1, Ordering::SeqCst);
+                let seen = Arc::clone(&seen2);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let seen = Arc::clone(&seen);
+                        async move { Ok::<_, Infallible>(echo(req, &seen, print).await) }
+                    });
+                    match acceptor {
+                        None => {
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(TokioIo::new(tcp), service)
+                                .with_upgrades()
+                                .await;
+                        }
+                        Some(acceptor) => {
+                            let Ok(tls) = acceptor.accept(tcp).await else { return };
+                            if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                                    .serve_connection(TokioIo::new(tls), service)
+                                    .await;
+                            } else {
+                                let _ = hyper::server::conn::http1::Builder::new()
+                                    .serve_connection(TokioIo::new(tls), service)
+                                    .with_upgrades()
+                                    .await;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Upstream { addr, ca, ca_path, seen, connections, _dir: dir, task }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Every request received so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+/// The echo endpoint: `/ws` upgrades and echoes bytes; everything else
+/// answers JSON with the method, path, version and headers received.
+async fn echo(mut req: Request<Incoming>, seen: &Mutex<Vec<Seen>>, print: bool) -> Response<Full<Bytes>> {
+    let record = Seen {
+        method: req.method().to_string(),
+        path: req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+        version: format!("{:?}", req.version()),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect(),
+    };
+    if print {
+        println!("{} {}  authorization: {}", record.method, record.path, record.header("authorization").unwrap_or("-"));
+    }
+    seen.lock().unwrap().push(record.clone());
+    if req.uri().path() == "/ws" {
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = on_upgrade.await {
+                let mut io = TokioIo::new(upgraded);
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = io.read(&mut buf).await {
+                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        return Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("upgrade", "websocket")
+            .header("connection", "upgrade")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+    }
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let json = serde_json::json!({
+        "method": record.method,
+        "path": record.path,
+        "version": record.version,
+        "headers": record.headers.iter().map(|(n, v)| serde_json::json!([n, v])).collect::<Vec<_>>(),
+        "body_len": body.len(),
+    });
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(json.to_string())))
+        .unwrap()
+}

@@ -1,0 +1,6 @@
+//! airlock end to end: real clients (curl, python3, a Rust client) through
+//! the real proxy to real TLS upstreams on 127.0.0.1.
+#![allow(clippy::unwrap_used)]
+
+mod ca;
+mod skeleton;

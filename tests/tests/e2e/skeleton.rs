@@ -1,0 +1,256 @@
+//! The walking skeleton: intercept, inject, forward.
+
+use std::process::Command;
+use std::time::Duration;
+
+use airlock_tests::client::{self, Http};
+use airlock_tests::upstream::Protocols;
+use airlock_tests::*;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// curl through the proxy (`HTTPS_PROXY`, `--cacert` the airlock CA).
+fn curl(proxy: &TestProxy, user: &str, token: &str, args: &[&str]) -> std::process::Output {
+    Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(proxy.ca_path())
+        .args(args)
+        .env("HTTPS_PROXY", proxy.proxy_url(user, token))
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .env_remove("https_proxy")
+        .output()
+        .expect("curl is installed (.ci/run installs it)")
+}
+
+fn seen_json(out: &std::process::Output) -> serde_json::Value {
+    assert!(out.status.success(), "curl failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[tokio::test]
+async fn curl_placeholder_is_swapped_for_the_secret() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let proxy = TestProxy::start(&standard_config(&upstream, "", "")).await;
+    let url = format!("https://api.acme.test:{}/v1/things?page=2", upstream.port());
+
+    let out = curl(&proxy, "acme", ACME_TOKEN, &["-H", &format!("Authorization: Bearer {ACME_PLACEHOLDER}"), &url]);
+    let echoed = seen_json(&out);
+    assert_eq!(echoed["path"], "/v1/things?page=2");
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].header("authorization"), Some(format!("Bearer {ACME_SECRET}").as_str()));
+    assert!(seen[0].header("proxy-authorization").is_none(), "Proxy-Authorization must never go upstream");
+    assert!(!seen[0].headers.iter().any(|(_, v)| v.contains(ACME_TOKEN)), "the tenant token leaked upstream");
+
+    // Basic credentials: placeholder as the user name (curl -u), swapped
+    // inside the decoded credentials and re-encoded.
+    let out = curl(&proxy, "acme", ACME_TOKEN, &["-u", &format!("{ACME_PLACEHOLDER}:"), &url]);
+    seen_json(&out);
+    let seen = upstream.seen();
+    let want = format!("Basic {}", STANDARD.encode(format!("{ACME_SECRET}:")));
+    assert_eq!(seen[1].header("authorization"), Some(want.as_str()));
+
+    // The audit log has one allow record per request, and no secret.
+    assert!(wait_for(Duration::from_secs(5), || proxy.audit_lines().len() >= 2).await);
+    let audit = std::fs::read_to_string(proxy.home.path.join("audit.jsonl")).unwrap();
+    assert!(!audit.contains(ACME_SECRET));
+    let lines = proxy.audit_lines();
+    assert!(lines.iter().all(|l| l["decision"] == "allow" && l["injected"] == true && l["route"] == "echo"));
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn rust_client_over_http1_and_http2() {
+    for (offered, http, want_version) in
+        [(Protocols::Http1, Http::H1, "HTTP/1.1"), (Protocols::Http2, Http::H2, "HTTP/2.0"), (Protocols::Http2, Http::H1, "HTTP/2.0"), (Protocols::Http1, Http::H2, "HTTP/1.1")]
+    {
+        let upstream = Upstream::start(offered).await;
+        let proxy = TestProxy::start(&standard_config(&upstream, "", "")).await;
+        let ca = proxy.ca_pem();
+        let req = client::get(
+            "api.acme.test",
+            upstream.port(),
+            "/x",
+            &[("x-api-key", ACME_PLACEHOLDER)],
+            http,
+        );
+        let reply = client::request(proxy.addr(), ("acme", ACME_TOKEN), "api.acme.test", upstream.port(), &[&ca], http, req)
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.version, if http == Http::H2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 });
+        assert!(reply.headers.contains_key("x-airlock-request-id"));
+        let seen = upstream.seen();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].header("x-api-key"), Some(ACME_SECRET));
+        assert_eq!(seen[0].version, want_version, "client {http:?}, upstream offers {offered:?}");
+        proxy.proxy.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn missing_or_wrong_credentials_get_407_and_the_connection_stays_usable() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let proxy = TestProxy::start(&standard_config(&upstream, "", "")).await;
+    let authority = format!("api.acme.test:{}", upstream.port());
+    for creds in [None, Some(("acme", "wrong-token-0123456789")), Some(("nobody", ACME_TOKEN))] {
+        let reply = client::connect(proxy.addr(), &authority, creds).await.unwrap();
+        assert_eq!(reply.status, 407, "{creds:?}");
+        assert!(reply.head.to_ascii_lowercase().contains("proxy-authenticate: basic realm=\"airlock\""));
+        let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        let want = if creds.is_none() { "proxy_auth_required" } else { "unknown_tenant" };
+        assert_eq!(body["error"]["code"], want);
+        assert!(body["error"]["next_step"].as_str().unwrap().contains("HTTPS_PROXY") || want == "unknown_tenant");
+        assert!(!reply.body.contains(ACME_TOKEN));
+        // The same connection takes the retry with credentials.
+        let retry = client::connect_on(reply.stream, &authority, Some(("acme", ACME_TOKEN))).await.unwrap();
+        assert_eq!(retry.status, 200);
+    }
+    // curl reports the 407 as a failed CONNECT.
+    let out = curl(&proxy, "acme", "wrong-token-0123456789", &[&format!("https://{authority}/")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("407"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(upstream.connections(), 0, "nothing reaches the upstream without valid credentials");
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn unrouted_hosts_are_tunnelled_untouched() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    // The upstream is on 127.0.0.1, so private egress must be allowed for
+    // this test's tunnel.
+    let proxy = TestProxy::start(&standard_config(&upstream, "deny_private_egress = false", "")).await;
+    let port = upstream.port();
+    let airlock_ca = proxy.ca_pem();
+    let upstream_ca = upstream.ca.pem();
+
+    // A client trusting only airlock's CA fails: the certificate it gets is
+    // the upstream's own (from the test CA), because airlock did not
+    // intercept.
+    let req = client::get("other.test", port, "/", &[], Http::H1);
+    let err = client::request(proxy.addr(), ("acme", ACME_TOKEN), "other.test", port, &[&airlock_ca], Http::H1, req)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("UnknownIssuer") || err.to_string().contains("certificate"), "{err}");
+
+    // Trusting the upstream's CA works end to end, and the placeholder
+    // arrives unchanged: tunnels are never touched.
+    let req = client::get("other.test", port, "/", &[("authorization", ACME_PLACEHOLDER)], Http::H1);
+    let reply = client::request(proxy.addr(), ("acme", ACME_TOKEN), "other.test", port, &[&upstream_ca], Http::H1, req)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    assert!(!reply.headers.contains_key("x-airlock-request-id"));
+    let seen = upstream.seen();
+    assert_eq!(seen.last().unwrap().header("authorization"), Some(ACME_PLACEHOLDER));
+    assert!(proxy.audit_lines().iter().any(|l| l["decision"] == "tunnel" && l["host"] == "other.test"));
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn tunnels_to_private_addresses_are_refused_by_default() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let proxy = TestProxy::start(&standard_config(&upstream, "", "")).await;
+    let reply = client::connect(proxy.addr(), &format!("other.test:{}", upstream.port()), Some(("acme", ACME_TOKEN)))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 403);
+    assert!(reply.head.contains("x-airlock-denied: private_egress_denied"), "{}", reply.head);
+    assert_eq!(upstream.connections(), 0);
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn spoofed_host_inside_a_tunnel_is_refused_with_421() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let proxy = TestProxy::start(&standard_config(&upstream, "", "")).await;
+    let ca = proxy.ca_pem();
+    let port = upstream.port();
+    for http in [Http::H1, Http::H2] {
+        // CONNECT to acme's host, then name beta's host inside.
+        let req = client::get("api.beta.test", port, "/", &[("authorization", ACME_PLACEHOLDER)], http);
+        let reply =
+            client::request(proxy.addr(), ("acme", ACME_TOKEN), "api.acme.test", port, &[&ca], http, req).await.unwrap();
+        assert_eq!(reply.status, 421, "{http:?}: {}", reply.text());
+        assert_eq!(reply.json()["error"]["code"], "misdirected_request");
+        assert_eq!(reply.headers["x-airlock-denied"], "misdirected_request");
+    }
+    assert_eq!(upstream.connections(), 0, "the upstream must see nothing");
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn sni_must_match_the_connect_host() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let proxy = TestProxy::start(&standard_config(&upstream, "", "")).await;
+    let ca = proxy.ca_pem();
+    let reply = client::connect(proxy.addr(), &format!("api.acme.test:{}", upstream.port()), Some(("acme", ACME_TOKEN)))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    let err = client::tls(reply.stream, "api.beta.test", &[&ca], &[b"http/1.1"]).await;
+    assert!(err.is_err(), "a TLS session naming another host must be refused");
+    assert_eq!(upstream.connections(), 0);
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn websocket_upgrade_passes_through_after_injection() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let proxy = TestProxy::start(&standard_config(&upstream, "", "")).await;
+    let ca = proxy.ca_pem();
+    let port = upstream.port();
+    let reply = client::connect(proxy.addr(), &format!("api.acme.test:{port}"), Some(("acme", ACME_TOKEN))).await.unwrap();
+    let mut tls = client::tls(reply.stream, "api.acme.test", &[&ca], &[b"http/1.1"]).await.unwrap();
+    let handshake = format!(
+        "GET /ws HTTP/1.1\r\nHost: api.acme.test:{port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer {ACME_PLACEHOLDER}\r\n\r\n"
+    );
+    tls.write_all(handshake.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(tls.read(&mut b).await.unwrap(), 1);
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    tls.write_all(b"ping-frame").await.unwrap();
+    let mut echoed = [0u8; 10];
+    tokio::time::timeout(Duration::from_secs(5), tls.read_exact(&mut echoed)).await.unwrap().unwrap();
+    assert_eq!(&echoed, b"ping-frame");
+    let seen = upstream.seen();
+    assert_eq!(seen[0].header("authorization"), Some(format!("Bearer {ACME_SECRET}").as_str()));
+    assert_eq!(seen[0].header("upgrade"), Some("websocket"));
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn plain_http_absolute_form_follows_the_same_policy() {
+    let upstream = Upstream::start(Protocols::Plain).await;
+    let proxy = TestProxy::start(&standard_config(&upstream, "", "")).await;
+    let port = upstream.port();
+    let send = |path: &str, placeholder: &str| {
+        Command::new("curl")
+            .args(["-sS", "--max-time", "20", "-x", &proxy.proxy_url("acme", ACME_TOKEN)])
+            .args(["-H", &format!("X-Api-Key: {placeholder}")])
+            .arg(format!("http://api.acme.test:{port}{path}"))
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy")
+            .output()
+            .unwrap()
+    };
+    let echoed = seen_json(&send("/plain", ACME_PLACEHOLDER));
+    assert_eq!(echoed["path"], "/plain");
+    let seen = upstream.seen();
+    assert_eq!(seen[0].header("x-api-key"), Some(ACME_SECRET));
+    assert!(seen[0].header("proxy-authorization").is_none());
+    // Another tenant's placeholder is refused before any upstream request.
+    let out = send("/other", BETA_PLACEHOLDER);
+    let denial: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(denial["error"]["code"], "wrong_tenant");
+    assert_eq!(upstream.seen().len(), 1);
+    proxy.proxy.shutdown().await;
+}
