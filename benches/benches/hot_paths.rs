@@ -19,8 +19,13 @@ fn decide(c: &mut Criterion) {
             vec![("authorization", auth.as_bytes()), ("accept", b"application/json"), ("user-agent", b"bench/1.0")];
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter(|| {
-                let req =
-                    RequestInfo { method: "GET", host: &host, port: 443, target: "/v1/things?page=2", headers: &headers };
+                let req = RequestInfo {
+                    method: "GET",
+                    host: &host,
+                    port: 443,
+                    target: "/v1/things?page=2",
+                    headers: &headers,
+                };
                 std::hint::black_box(policy.decide(acme, &req))
             })
         });
@@ -30,7 +35,13 @@ fn decide(c: &mut Criterion) {
 
 fn inject(c: &mut Criterion) {
     c.bench_function("inject_bearer", |b| {
-        b.iter(|| airlock_policy::inject::inject(b"Bearer AIRLOCK_KEY_000001", b"AIRLOCK_KEY_000001", b"sk_live_0123456789abcdef"))
+        b.iter(|| {
+            airlock_policy::inject::inject(
+                b"Bearer AIRLOCK_KEY_000001",
+                b"AIRLOCK_KEY_000001",
+                b"sk_live_0123456789abcdef",
+            )
+        })
     });
     let basic = b"Basic QUlSTE9DS19LRVlfMDAwMDAxOg==";
     c.bench_function("inject_basic", |b| {

@@ -4,7 +4,8 @@
 
 /// A config with `n` routes for tenant `acme`, all on distinct hosts.
 pub fn config_with_routes(n: usize) -> String {
-    let mut s = String::from("[secrets.k]\nsource = \"env\"\nvar = \"K\"\n[tenants.acme]\ntoken = \"acme-token-0123456789\"\n");
+    let mut s =
+        String::from("[secrets.k]\nsource = \"env\"\nvar = \"K\"\n[tenants.acme]\ntoken = \"acme-token-0123456789\"\n");
     for i in 0..n {
         s.push_str(&format!(
             "[[tenants.acme.routes]]\nname = \"r{i}\"\nhost = \"api{i}.example.com\"\nsecret = \"k\"\nplaceholder = \"AIRLOCK_KEY_{i:06}\"\n"

@@ -298,7 +298,11 @@ pub(crate) mod tests {
                 other => panic!("unexpected SAN {other:?}"),
             }
             let cn = cert.subject().iter_common_name().next().map(|c| c.as_str().unwrap().to_owned());
-            if host == long { assert_eq!(cn, None) } else { assert!(cn.is_some()) }
+            if host == long {
+                assert_eq!(cn, None)
+            } else {
+                assert!(cn.is_some())
+            }
             let v = cert.validity();
             let total = v.not_after.timestamp() - v.not_before.timestamp();
             assert!(total < 90 * 86_400, "{total}");

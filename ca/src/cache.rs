@@ -49,7 +49,8 @@ impl LeafCache {
         // An expired entry is dropped first; a concurrent caller may have
         // refreshed it meanwhile, which remove_if leaves alone.
         self.cache.remove_if(&host, |(_, minted)| minted.elapsed() >= self.ttl);
-        let (config, _) = self.cache.get_or_insert_async(&host, async { self.build(&host).map(|c| (c, Instant::now())) }).await?;
+        let (config, _) =
+            self.cache.get_or_insert_async(&host, async { self.build(&host).map(|c| (c, Instant::now())) }).await?;
         Ok(config)
     }
 

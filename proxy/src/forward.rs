@@ -182,7 +182,11 @@ pub(crate) async fn handle(
 
 /// Forwards a plain-HTTP request to a host no route names (egress =
 /// "tunnel"): untouched but for hop-by-hop headers.
-pub(crate) async fn pass_through(shared: Arc<Shared>, dest: Arc<Destination>, req: Request<Incoming>) -> Response<Body> {
+pub(crate) async fn pass_through(
+    shared: Arc<Shared>,
+    dest: Arc<Destination>,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let id = request_id();
     match send(&shared, &dest, req, Vec::new(), &id).await {
         Ok(resp) => resp,
@@ -219,7 +223,9 @@ fn check_authority(req: &Request<Incoming>, dest: &Destination) -> Result<(), De
             return Err(Denial::new(
                 DenialCode::MisdirectedRequest,
                 format!("this connection is to {connected}, but the request names another host"),
-                format!("open a separate connection (CONNECT) for the other host; requests on this one may only go to {connected}"),
+                format!(
+                    "open a separate connection (CONNECT) for the other host; requests on this one may only go to {connected}"
+                ),
             ));
         }
     }

@@ -38,11 +38,11 @@ pub(crate) async fn serve(
 ) {
     let handshake = async {
         let start = LazyConfigAcceptor::new(Acceptor::default(), TokioIo::new(upgraded)).await?;
-        if let Some(sni) = start.client_hello().server_name() {
-            if host::normalize(sni).as_deref() != Some(dest.host.as_str()) {
-                warn!(sni, "TLS server name differs from the CONNECT host; closing");
-                return Ok(None);
-            }
+        if let Some(sni) = start.client_hello().server_name()
+            && host::normalize(sni).as_deref() != Some(dest.host.as_str())
+        {
+            warn!(sni, "TLS server name differs from the CONNECT host; closing");
+            return Ok(None);
         }
         let config = match shared.certs.server_config(&dest.host).await {
             Ok(c) => c,

@@ -101,12 +101,7 @@ impl Proxy {
         let upstream = Upstream::new(&settings)?;
         let (audit, writer) = AuditLog::open(&policy.audit.path)
             .map_err(|source| StartError::Audit { path: policy.audit.path.clone(), source })?;
-        let certs = LeafCache::new(
-            ca,
-            vec![b"h2".to_vec(), b"http/1.1".to_vec()],
-            LEAF_CACHE_CAPACITY,
-            LEAF_CACHE_TTL,
-        );
+        let certs = LeafCache::new(ca, vec![b"h2".to_vec(), b"http/1.1".to_vec()], LEAF_CACHE_CAPACITY, LEAF_CACHE_TTL);
         let shared = Shared { vault: Vault::new(home), policy: Arc::new(policy), certs, upstream, audit };
         Ok(Proxy { shared: Arc::new(shared), listener, writer })
     }
@@ -231,7 +226,12 @@ async fn serve_agent(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, g
 }
 
 /// One request on the agent's connection to the proxy.
-async fn proxy_request(shared: Arc<Shared>, req: Request<Incoming>, peer: SocketAddr, guard: ConnGuard) -> Response<Body> {
+async fn proxy_request(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    guard: ConnGuard,
+) -> Response<Body> {
     let request_id = respond::request_id();
     let started = Instant::now();
     let ts = audit::now_rfc3339();

@@ -24,8 +24,14 @@ async fn main() {
     }
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let upstream = Upstream::start_on(listen, Protocols::Both, &names, true).await;
-    std::fs::write(&ca_out, upstream.ca.pem()).unwrap_or_else(|e| usage(&format!("cannot write {}: {e}", ca_out.display())));
-    eprintln!("echo-upstream on https://{} (names: {}); its CA is in {}", upstream.addr, names.join(", "), ca_out.display());
+    std::fs::write(&ca_out, upstream.ca.pem())
+        .unwrap_or_else(|e| usage(&format!("cannot write {}: {e}", ca_out.display())));
+    eprintln!(
+        "echo-upstream on https://{} (names: {}); its CA is in {}",
+        upstream.addr,
+        names.join(", "),
+        ca_out.display()
+    );
     let _ = tokio::signal::ctrl_c().await;
 }
 

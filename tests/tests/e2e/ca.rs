@@ -4,7 +4,7 @@
 //! restart.
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
+use tokio::process::Command;
 
 use airlock_tests::client::{self, Http};
 use airlock_tests::upstream::Protocols;
@@ -36,9 +36,15 @@ async fn leaves_verify_under_openssl_x509_strict() {
             .arg(proxy.ca_path())
             .arg(&path)
             .output()
+            .await
             .expect("openssl is installed");
-        assert!(out.status.success(), "{host}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        let text = Command::new("openssl").args(["x509", "-noout", "-text", "-in"]).arg(&path).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{host}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = Command::new("openssl").args(["x509", "-noout", "-text", "-in"]).arg(&path).output().await.unwrap();
         let text = String::from_utf8_lossy(&text.stdout);
         if host == "127.0.0.1" {
             assert!(text.contains("IP Address:127.0.0.1"), "{text}");
@@ -80,6 +86,7 @@ print(json.dumps({"status": resp.status, "path": body["path"]}))
             .env_remove("NO_PROXY")
             .env_remove("no_proxy")
             .output()
+            .await
             .expect("python3 is installed");
         assert!(out.status.success(), "{host}: {}", String::from_utf8_lossy(&out.stderr));
         let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -131,9 +138,10 @@ async fn the_ca_key_is_private_and_survives_a_restart() {
     assert_eq!(std::fs::read_to_string(home.path.join("ca.pem")).unwrap(), trusted);
     let port = upstream.port();
     let req = client::get("api.acme.test", port, "/again", &[("authorization", ACME_PLACEHOLDER)], Http::H1);
-    let reply = client::request(restarted.addr(), ("acme", ACME_TOKEN), "api.acme.test", port, &[&trusted], Http::H1, req)
-        .await
-        .unwrap();
+    let reply =
+        client::request(restarted.addr(), ("acme", ACME_TOKEN), "api.acme.test", port, &[&trusted], Http::H1, req)
+            .await
+            .unwrap();
     assert_eq!(reply.status, 200);
     assert_eq!(upstream.seen().last().unwrap().header("authorization"), Some(ACME_SECRET));
     restarted.shutdown().await;

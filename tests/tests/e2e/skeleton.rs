@@ -1,7 +1,7 @@
 //! The walking skeleton: intercept, inject, forward.
 
-use std::process::Command;
 use std::time::Duration;
+use tokio::process::Command;
 
 use airlock_tests::client::{self, Http};
 use airlock_tests::upstream::Protocols;
@@ -11,7 +11,7 @@ use base64::engine::general_purpose::STANDARD;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// curl through the proxy (`HTTPS_PROXY`, `--cacert` the airlock CA).
-fn curl(proxy: &TestProxy, user: &str, token: &str, args: &[&str]) -> std::process::Output {
+async fn curl(proxy: &TestProxy, user: &str, token: &str, args: &[&str]) -> std::process::Output {
     Command::new("curl")
         .args(["-sS", "--max-time", "20", "--cacert"])
         .arg(proxy.ca_path())
@@ -21,6 +21,7 @@ fn curl(proxy: &TestProxy, user: &str, token: &str, args: &[&str]) -> std::proce
         .env_remove("no_proxy")
         .env_remove("https_proxy")
         .output()
+        .await
         .expect("curl is installed (.ci/run installs it)")
 }
 
@@ -35,7 +36,8 @@ async fn curl_placeholder_is_swapped_for_the_secret() {
     let proxy = TestProxy::start(&standard_config(&upstream, "", "")).await;
     let url = format!("https://api.acme.test:{}/v1/things?page=2", upstream.port());
 
-    let out = curl(&proxy, "acme", ACME_TOKEN, &["-H", &format!("Authorization: Bearer {ACME_PLACEHOLDER}"), &url]);
+    let out =
+        curl(&proxy, "acme", ACME_TOKEN, &["-H", &format!("Authorization: Bearer {ACME_PLACEHOLDER}"), &url]).await;
     let echoed = seen_json(&out);
     assert_eq!(echoed["path"], "/v1/things?page=2");
     let seen = upstream.seen();
@@ -46,7 +48,7 @@ async fn curl_placeholder_is_swapped_for_the_secret() {
 
     // Basic credentials: placeholder as the user name (curl -u), swapped
     // inside the decoded credentials and re-encoded.
-    let out = curl(&proxy, "acme", ACME_TOKEN, &["-u", &format!("{ACME_PLACEHOLDER}:"), &url]);
+    let out = curl(&proxy, "acme", ACME_TOKEN, &["-u", &format!("{ACME_PLACEHOLDER}:"), &url]).await;
     seen_json(&out);
     let seen = upstream.seen();
     let want = format!("Basic {}", STANDARD.encode(format!("{ACME_SECRET}:")));
@@ -63,22 +65,20 @@ async fn curl_placeholder_is_swapped_for_the_secret() {
 
 #[tokio::test]
 async fn rust_client_over_http1_and_http2() {
-    for (offered, http, want_version) in
-        [(Protocols::Http1, Http::H1, "HTTP/1.1"), (Protocols::Http2, Http::H2, "HTTP/2.0"), (Protocols::Http2, Http::H1, "HTTP/2.0"), (Protocols::Http1, Http::H2, "HTTP/1.1")]
-    {
+    for (offered, http, want_version) in [
+        (Protocols::Http1, Http::H1, "HTTP/1.1"),
+        (Protocols::Http2, Http::H2, "HTTP/2.0"),
+        (Protocols::Http2, Http::H1, "HTTP/2.0"),
+        (Protocols::Http1, Http::H2, "HTTP/1.1"),
+    ] {
         let upstream = Upstream::start(offered).await;
         let proxy = TestProxy::start(&standard_config(&upstream, "", "")).await;
         let ca = proxy.ca_pem();
-        let req = client::get(
-            "api.acme.test",
-            upstream.port(),
-            "/x",
-            &[("x-api-key", ACME_PLACEHOLDER)],
-            http,
-        );
-        let reply = client::request(proxy.addr(), ("acme", ACME_TOKEN), "api.acme.test", upstream.port(), &[&ca], http, req)
-            .await
-            .unwrap();
+        let req = client::get("api.acme.test", upstream.port(), "/x", &[("x-api-key", ACME_PLACEHOLDER)], http);
+        let reply =
+            client::request(proxy.addr(), ("acme", ACME_TOKEN), "api.acme.test", upstream.port(), &[&ca], http, req)
+                .await
+                .unwrap();
         assert_eq!(reply.status, 200, "{}", reply.text());
         assert_eq!(reply.version, if http == Http::H2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 });
         assert!(reply.headers.contains_key("x-airlock-request-id"));
@@ -109,7 +109,7 @@ async fn missing_or_wrong_credentials_get_407_and_the_connection_stays_usable() 
         assert_eq!(retry.status, 200);
     }
     // curl reports the 407 as a failed CONNECT.
-    let out = curl(&proxy, "acme", "wrong-token-0123456789", &[&format!("https://{authority}/")]);
+    let out = curl(&proxy, "acme", "wrong-token-0123456789", &[&format!("https://{authority}/")]).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("407"), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(upstream.connections(), 0, "nothing reaches the upstream without valid credentials");
@@ -171,8 +171,9 @@ async fn spoofed_host_inside_a_tunnel_is_refused_with_421() {
     for http in [Http::H1, Http::H2] {
         // CONNECT to acme's host, then name beta's host inside.
         let req = client::get("api.beta.test", port, "/", &[("authorization", ACME_PLACEHOLDER)], http);
-        let reply =
-            client::request(proxy.addr(), ("acme", ACME_TOKEN), "api.acme.test", port, &[&ca], http, req).await.unwrap();
+        let reply = client::request(proxy.addr(), ("acme", ACME_TOKEN), "api.acme.test", port, &[&ca], http, req)
+            .await
+            .unwrap();
         assert_eq!(reply.status, 421, "{http:?}: {}", reply.text());
         assert_eq!(reply.json()["error"]["code"], "misdirected_request");
         assert_eq!(reply.headers["x-airlock-denied"], "misdirected_request");
@@ -186,9 +187,10 @@ async fn sni_must_match_the_connect_host() {
     let upstream = Upstream::start(Protocols::Both).await;
     let proxy = TestProxy::start(&standard_config(&upstream, "", "")).await;
     let ca = proxy.ca_pem();
-    let reply = client::connect(proxy.addr(), &format!("api.acme.test:{}", upstream.port()), Some(("acme", ACME_TOKEN)))
-        .await
-        .unwrap();
+    let reply =
+        client::connect(proxy.addr(), &format!("api.acme.test:{}", upstream.port()), Some(("acme", ACME_TOKEN)))
+            .await
+            .unwrap();
     assert_eq!(reply.status, 200);
     let err = client::tls(reply.stream, "api.beta.test", &[&ca], &[b"http/1.1"]).await;
     assert!(err.is_err(), "a TLS session naming another host must be refused");
@@ -202,7 +204,8 @@ async fn websocket_upgrade_passes_through_after_injection() {
     let proxy = TestProxy::start(&standard_config(&upstream, "", "")).await;
     let ca = proxy.ca_pem();
     let port = upstream.port();
-    let reply = client::connect(proxy.addr(), &format!("api.acme.test:{port}"), Some(("acme", ACME_TOKEN))).await.unwrap();
+    let reply =
+        client::connect(proxy.addr(), &format!("api.acme.test:{port}"), Some(("acme", ACME_TOKEN))).await.unwrap();
     let mut tls = client::tls(reply.stream, "api.acme.test", &[&ca], &[b"http/1.1"]).await.unwrap();
     let handshake = format!(
         "GET /ws HTTP/1.1\r\nHost: api.acme.test:{port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
@@ -240,15 +243,14 @@ async fn plain_http_absolute_form_follows_the_same_policy() {
             .env_remove("NO_PROXY")
             .env_remove("no_proxy")
             .output()
-            .unwrap()
     };
-    let echoed = seen_json(&send("/plain", ACME_PLACEHOLDER));
+    let echoed = seen_json(&send("/plain", ACME_PLACEHOLDER).await.unwrap());
     assert_eq!(echoed["path"], "/plain");
     let seen = upstream.seen();
     assert_eq!(seen[0].header("x-api-key"), Some(ACME_SECRET));
     assert!(seen[0].header("proxy-authorization").is_none());
     // Another tenant's placeholder is refused before any upstream request.
-    let out = send("/other", BETA_PLACEHOLDER);
+    let out = send("/other", BETA_PLACEHOLDER).await.unwrap();
     let denial: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(denial["error"]["code"], "wrong_tenant");
     assert_eq!(upstream.seen().len(), 1);
