@@ -31,7 +31,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum CaError {
     /// Reading or writing a CA file failed.
-    #[error("{path}: {source}", path = path.display())]
+    #[error("{path}", path = path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,

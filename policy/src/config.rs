@@ -21,7 +21,7 @@ use crate::secrets::valid_name;
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config {path}: {source}", path = path.display())]
+    #[error("cannot read config {path}", path = path.display())]
     Read {
         /// The config file.
         path: PathBuf,

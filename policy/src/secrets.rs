@@ -100,14 +100,14 @@ pub enum SecretError {
         mode: u32,
     },
     /// Reading a file failed.
-    #[error("secret '{name}': cannot read {path}: {source}", path = path.display())]
+    #[error("secret '{name}': cannot read {path}: {error}", path = path.display())]
     Io {
         /// The secret's name.
         name: String,
         /// The file.
         path: PathBuf,
-        /// The cause.
-        source: io::Error,
+        /// The cause (in the message, so denials carry it).
+        error: io::Error,
     },
     /// The fetched value is not usable.
     #[error("secret '{name}': {reason}")]
@@ -149,7 +149,7 @@ pub fn fetch(spec: &SecretSpec, store: &Store) -> Result<SecretValue, SecretErro
 /// Reads a file that must be readable by its owner only, trimming one
 /// trailing newline (files written by `echo` or editors end with one).
 fn read_private_file(name: &str, path: &Path) -> Result<Vec<u8>, SecretError> {
-    let io_err = |source| SecretError::Io { name: name.to_owned(), path: path.to_owned(), source };
+    let io_err = |error| SecretError::Io { name: name.to_owned(), path: path.to_owned(), error };
     let meta = fs::metadata(path).map_err(io_err)?;
     let mode = meta.mode() & 0o777;
     if mode & 0o077 != 0 {
@@ -230,7 +230,7 @@ impl Store {
     pub fn read(&self, name: &str) -> Result<Vec<u8>, SecretError> {
         let path = self.path(name);
         match read_private_file(name, &path) {
-            Err(SecretError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            Err(SecretError::Io { error, .. }) if error.kind() == io::ErrorKind::NotFound => {
                 Err(SecretError::NotInStore { name: name.to_owned() })
             }
             other => other,

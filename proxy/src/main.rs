@@ -92,7 +92,8 @@ fn main() -> ExitCode {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -163,7 +164,8 @@ fn serve(home: Home) -> anyhow::Result<ExitCode> {
         {
             eprintln!("\nPoint an agent at it (tenant '{name}'):");
             eprintln!("  export HTTPS_PROXY=http://{name}:{token}@{addr}");
-            eprintln!("  export SSL_CERT_FILE={}   # or: airlock ca export --bundle > bundle.pem", ca.display());
+            eprintln!("  airlock ca export --bundle > airlock-bundle.pem   # system roots + airlock CA");
+            eprintln!("  export SSL_CERT_FILE=$PWD/airlock-bundle.pem NODE_EXTRA_CA_CERTS={}", ca.display());
             eprintln!("Give the starter route its key:  airlock secret set example");
         }
         proxy.run(shutdown_signal()).await;

@@ -45,7 +45,7 @@ pub enum StartError {
     #[error(transparent)]
     Trust(#[from] TrustError),
     /// Binding the listener failed.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -53,7 +53,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// The audit log could not be opened.
-    #[error("cannot open the audit log {path}: {source}", path = path.display())]
+    #[error("cannot open the audit log {path}", path = path.display())]
     Audit {
         /// The file.
         path: PathBuf,
