@@ -280,12 +280,15 @@ impl Store {
 pub struct Vault {
     store: Store,
     cache: Mutex<HashMap<String, Arc<SecretValue>>>,
+    /// Bumped whenever a value is added or changes, so the redactor knows
+    /// to rebuild its patterns.
+    version: std::sync::atomic::AtomicU64,
 }
 
 impl Vault {
     /// A vault over the store in `home`.
     pub fn new(home: &Path) -> Self {
-        Vault { store: Store::new(home), cache: Mutex::new(HashMap::new()) }
+        Vault { store: Store::new(home), cache: Mutex::new(HashMap::new()), version: Default::default() }
     }
 
     /// The current value of a secret, fetched on first use.
@@ -295,7 +298,24 @@ impl Vault {
         }
         let value = Arc::new(fetch(spec, &self.store)?);
         self.lock().insert(spec.name.clone(), Arc::clone(&value));
+        self.version.fetch_add(1, std::sync::atomic::Ordering::Release);
         Ok(value)
+    }
+
+    /// Fetches every declared secret now, so the redactor knows all values
+    /// before the first response. Returns the failures.
+    pub fn prefetch<'a>(&self, specs: impl Iterator<Item = &'a SecretSpec>) -> Vec<SecretError> {
+        specs.filter_map(|s| self.get(s).err()).collect()
+    }
+
+    /// Every value fetched so far, by secret name.
+    pub fn known(&self) -> Vec<(String, Arc<SecretValue>)> {
+        self.lock().iter().map(|(k, v)| (k.clone(), Arc::clone(v))).collect()
+    }
+
+    /// Changes whenever the set of known values changes.
+    pub fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<SecretValue>>> {

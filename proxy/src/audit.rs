@@ -61,8 +61,11 @@ pub struct Record {
     pub bytes_up: u64,
     /// Response body bytes sent to the client.
     pub bytes_down: u64,
-    /// Time from arrival to the response head, in milliseconds.
+    /// Time from arrival to the end of the response, in milliseconds.
     pub duration_ms: u64,
+    /// False when the response was cut short (upstream fault, undecodable
+    /// body, or the client went away).
+    pub complete: bool,
 }
 
 /// Handle to the writer thread. Cloning shares the writer.

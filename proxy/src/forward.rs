@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use http::header::{self, HeaderMap, HeaderValue};
@@ -18,6 +19,7 @@ use airlock_policy::{Decision, Denial, DenialCode, Policy, RequestInfo, RouteId,
 
 use crate::audit::{self, Outcome, Record};
 use crate::headers::{is_upgrade, strip_hop_by_hop};
+use crate::redact::{Decoder, Ended, RedactBody, RedactionCount, scrub_headers};
 use crate::respond::{REQUEST_ID_HEADER, denial_response, request_id};
 use crate::server::{Shared, parse_destination};
 use crate::tunnel::upstream_denial;
@@ -70,7 +72,18 @@ struct Audit<'a> {
 
 impl Audit<'_> {
     fn write(&self, route: Option<RouteId>, outcome: Outcome, code: Option<DenialCode>, status: u16, injected: bool) {
-        self.shared.audit.write(Record {
+        self.shared.audit.write(self.record(route, outcome, code, status, injected));
+    }
+
+    fn record(
+        &self,
+        route: Option<RouteId>,
+        outcome: Outcome,
+        code: Option<DenialCode>,
+        status: u16,
+        injected: bool,
+    ) -> Record {
+        Record {
             ts: self.ts.clone(),
             request_id: self.request_id.clone(),
             tenant: Some(self.policy.tenant(self.dest.tenant).name.clone()),
@@ -88,7 +101,8 @@ impl Audit<'_> {
             bytes_up: 0,
             bytes_down: 0,
             duration_ms: self.started.elapsed().as_millis() as u64,
-        });
+            complete: true,
+        }
     }
 
     fn deny(&self, denial: &Denial) -> Response<Body> {
@@ -164,17 +178,77 @@ pub(crate) async fn handle(
                 }
             }
         }
+        // What the redactor maps back: each injected value to what the agent
+        // sent.
+        let injected_pairs: Vec<(Vec<u8>, Vec<u8>)> = swapped
+            .iter()
+            .filter_map(|(i, v)| names.get(*i).map(|(_, orig)| (v.as_bytes().to_vec(), orig.to_vec())))
+            .collect();
         drop(names);
         let injected = !swapped.is_empty();
-        let resp = send(&shared, &dest, req, swapped, &audit.request_id).await;
-        match resp {
-            Ok(resp) => {
-                debug!(status = resp.status().as_u16(), injected, "forwarded");
-                audit.write(Some(route_id), Outcome::Allow, None, resp.status().as_u16(), injected);
-                resp
-            }
-            Err(denial) => audit.deny(&Denial { route: Some(route_id), ..denial }),
+        let set = shared.scrubbers.for_request(&policy, &shared.vault, dest.tenant, &injected_pairs);
+        drop(injected_pairs);
+        let bytes_up = Arc::new(AtomicU64::new(0));
+        let upstream = match send(&shared, &dest, req, swapped, true, Arc::clone(&bytes_up)).await {
+            Ok(r) => r,
+            Err(denial) => return audit.deny(&Denial { route: Some(route_id), ..denial }),
+        };
+        let (mut parts, body) = upstream.into_parts();
+
+        // Headers are scrubbed before anything is sent.
+        let (headers, header_redactions) = scrub_headers(&set, std::mem::take(&mut parts.headers));
+        parts.headers = headers;
+        if let Ok(id) = HeaderValue::from_str(&audit.request_id) {
+            parts.headers.insert(REQUEST_ID_HEADER, id);
         }
+        let status = parts.status.as_u16();
+        let mut record = audit.record(Some(route_id), Outcome::Allow, None, status, injected);
+        if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+            // The upgraded bytes are relayed by `send`; only the handshake
+            // passes here.
+            record.redactions = header_redactions;
+            shared.audit.write(record);
+            return Response::from_parts(parts, body);
+        }
+        let encodings: Vec<String> = parts
+            .headers
+            .get_all(header::CONTENT_ENCODING)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        let decoder = match Decoder::for_encodings(encodings.iter().map(String::as_str)) {
+            Ok(d) => d,
+            Err(e) => {
+                let denial = Denial {
+                    route: Some(route_id),
+                    ..Denial::new(
+                        DenialCode::UnredactableBody,
+                        format!("the upstream answered {status} with a body airlock cannot scan: {e}"),
+                        "retry without asking for that encoding (airlock asks upstreams for identity); if it persists, ask the operator to check the API",
+                    )
+                };
+                return audit.deny(&denial);
+            }
+        };
+        // The body may change length (and is sent decoded).
+        parts.headers.remove(header::CONTENT_LENGTH);
+        if decoder.is_some() {
+            parts.headers.remove(header::CONTENT_ENCODING);
+        }
+        debug!(status, injected, "forwarded");
+        let count = RedactionCount::default();
+        let writer = shared.audit.clone();
+        let started = audit.started;
+        let on_end = move |ended: Ended| {
+            record.redactions = ended.redactions + header_redactions;
+            record.bytes_down = ended.bytes_down;
+            record.bytes_up = bytes_up.load(Ordering::Relaxed);
+            record.duration_ms = started.elapsed().as_millis() as u64;
+            record.complete = ended.complete;
+            writer.write(record);
+        };
+        let body = RedactBody::new(body, decoder, set, count, on_end);
+        Response::from_parts(parts, body.boxed_unsync())
     }
     .instrument(span)
     .await
@@ -188,7 +262,7 @@ pub(crate) async fn pass_through(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let id = request_id();
-    match send(&shared, &dest, req, Vec::new(), &id).await {
+    match send(&shared, &dest, req, Vec::new(), false, Arc::new(AtomicU64::new(0))).await {
         Ok(resp) => resp,
         Err(denial) => denial_response(&denial, &id),
     }
@@ -232,14 +306,18 @@ fn check_authority(req: &Request<Incoming>, dest: &Destination) -> Result<(), De
     Ok(())
 }
 
-/// Sends the request upstream with the swapped header values, and turns the
-/// response (or failure) into what the agent gets.
+/// Sends the request upstream with the swapped header values; returns the
+/// upstream's response with hop-by-hop headers removed. For intercepted
+/// requests, asks for an unencoded, whole body: `Accept-Encoding: identity`
+/// and no `Range` (a partial body could cut a secret at its edge, where the
+/// redactor cannot see it whole).
 async fn send(
     shared: &Shared,
     dest: &Destination,
     mut req: Request<Incoming>,
     swapped: Vec<(usize, HeaderValue)>,
-    request_id: &str,
+    intercepted: bool,
+    bytes_up: Arc<AtomicU64>,
 ) -> Result<Response<Body>, Denial> {
     let upgrade = req.version() <= Version::HTTP_11 && is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -256,12 +334,23 @@ async fn send(
     }
     strip_hop_by_hop(&mut headers, upgrade);
     headers.remove(header::HOST);
+    if intercepted {
+        headers.remove(header::RANGE);
+        headers.remove(header::IF_RANGE);
+        headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    }
 
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let uri: Uri = format!("{}{path}", dest.origin()).parse().map_err(|_| {
         Denial::new(DenialCode::BadRequest, "the request target is not a valid URI", "send a valid request path")
     })?;
-    let mut up = Request::new(body.map_err(Into::into).boxed_unsync());
+    let counted = body.map_frame(move |frame| {
+        if let Some(data) = frame.data_ref() {
+            bytes_up.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        frame
+    });
+    let mut up = Request::new(counted.map_err(Into::into).boxed_unsync());
     *up.method_mut() = parts.method;
     *up.uri_mut() = uri;
     *up.version_mut() = Version::HTTP_11;
@@ -290,8 +379,5 @@ async fn send(
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, parts.status == StatusCode::SWITCHING_PROTOCOLS);
-    if let Ok(id) = HeaderValue::from_str(request_id) {
-        parts.headers.insert(REQUEST_ID_HEADER, id);
-    }
     Ok(Response::from_parts(parts, body.map_err(Into::into).boxed_unsync()))
 }

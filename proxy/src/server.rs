@@ -70,6 +70,7 @@ pub(crate) struct Shared {
     pub(crate) certs: LeafCache,
     pub(crate) upstream: Upstream,
     pub(crate) audit: AuditLog,
+    pub(crate) scrubbers: crate::scrub::Scrubbers,
 }
 
 /// Signals a connection task watches, and the guard that keeps shutdown
@@ -102,7 +103,20 @@ impl Proxy {
         let (audit, writer) = AuditLog::open(&policy.audit.path)
             .map_err(|source| StartError::Audit { path: policy.audit.path.clone(), source })?;
         let certs = LeafCache::new(ca, vec![b"h2".to_vec(), b"http/1.1".to_vec()], LEAF_CACHE_CAPACITY, LEAF_CACHE_TTL);
-        let shared = Shared { vault: Vault::new(home), policy: Arc::new(policy), certs, upstream, audit };
+        let vault = Vault::new(home);
+        // Fetch every secret now: the redactor must know all values before
+        // the first response, whichever route it comes from.
+        for e in vault.prefetch(policy.secrets()) {
+            warn!(error = %e, "secret unavailable; requests that need it will be refused until it is fixed");
+        }
+        let shared = Shared {
+            vault,
+            policy: Arc::new(policy),
+            certs,
+            upstream,
+            audit,
+            scrubbers: crate::scrub::Scrubbers::default(),
+        };
         Ok(Proxy { shared: Arc::new(shared), listener, writer })
     }
 
@@ -263,6 +277,7 @@ async fn proxy_request(
             bytes_up: 0,
             bytes_down: 0,
             duration_ms: started.elapsed().as_millis() as u64,
+            complete: true,
         });
         info!(request_id = %request_id, code = %denial.code, "refused");
         resp
@@ -333,6 +348,7 @@ async fn proxy_request(
                         bytes_up: 0,
                         bytes_down: 0,
                         duration_ms: started.elapsed().as_millis() as u64,
+                        complete: true,
                     });
                     let on_upgrade = hyper::upgrade::on(req);
                     tokio::spawn(tunnel::relay(on_upgrade, upstream, guard).in_current_span());
