@@ -114,6 +114,7 @@ pub struct Reply {
     pub headers: http::HeaderMap,
     pub body: Bytes,
     pub version: http::Version,
+    pub trailers: Option<http::HeaderMap>,
 }
 
 impl Reply {
@@ -155,8 +156,10 @@ pub async fn send_all(
 
 async fn collect(resp: Response<hyper::body::Incoming>) -> Result<Reply, hyper::Error> {
     let (parts, body) = resp.into_parts();
-    let body = body.collect().await?.to_bytes();
-    Ok(Reply { status: parts.status.as_u16(), headers: parts.headers, body, version: parts.version })
+    let collected = body.collect().await?;
+    let trailers = collected.trailers().cloned();
+    let body = collected.to_bytes();
+    Ok(Reply { status: parts.status.as_u16(), headers: parts.headers, body, version: parts.version, trailers })
 }
 
 /// A GET request for `https://host:port/path` with extra headers.
@@ -194,4 +197,53 @@ pub async fn request(
     let tls = tls(reply.stream, host, roots_pem, alpn).await?;
     let mut replies = send_all(tls, http, vec![req]).await.map_err(io::Error::other)?;
     replies.pop().ok_or_else(|| io::Error::other("no response"))
+}
+
+/// CONNECT through the proxy and TLS, returning a ready HTTP/1.1 or HTTP/2
+/// sender for streaming tests.
+pub async fn open(
+    proxy: SocketAddr,
+    creds: (&str, &str),
+    host: &str,
+    port: u16,
+    roots_pem: &[&str],
+    http: Http,
+) -> io::Result<Sender> {
+    let reply = connect(proxy, &format!("{host}:{port}"), Some(creds)).await?;
+    if reply.status != 200 {
+        return Err(io::Error::other(format!("CONNECT answered {}", reply.status)));
+    }
+    let alpn: &[&[u8]] = if http == Http::H2 { &[b"h2"] } else { &[b"http/1.1"] };
+    let tls = tls(reply.stream, host, roots_pem, alpn).await?;
+    Ok(match http {
+        Http::H1 => {
+            let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(io::Error::other)?;
+            tokio::spawn(conn);
+            Sender::H1(s)
+        }
+        Http::H2 => {
+            let (s, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .map_err(io::Error::other)?;
+            tokio::spawn(conn);
+            Sender::H2(s)
+        }
+    })
+}
+
+/// An HTTP/1.1 or HTTP/2 request sender.
+#[derive(Debug)]
+pub enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
+}
+
+impl Sender {
+    /// Sends a request; the response body is left to stream.
+    pub async fn send(&mut self, req: Request<Empty<Bytes>>) -> Result<Response<hyper::body::Incoming>, hyper::Error> {
+        match self {
+            Sender::H1(s) => s.send_request(req).await,
+            Sender::H2(s) => s.send_request(req).await,
+        }
+    }
 }

@@ -7,6 +7,7 @@
 //! `api.acme.test` reach the upstream through airlock's `resolve` override.
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod behaviours;
 pub mod client;
 pub mod upstream;
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -23,6 +23,9 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::TempHome;
+
+pub(crate) use self::full as full_body;
+pub(crate) type Body = TestBody;
 
 /// A CA minted at test time, for upstream certificates.
 pub struct TestCa {
@@ -108,6 +111,7 @@ pub struct Upstream {
     pub ca_path: PathBuf,
     seen: Arc<Mutex<Vec<Seen>>>,
     connections: Arc<AtomicUsize>,
+    sse: Arc<tokio::sync::Notify>,
     _dir: TempHome,
     task: tokio::task::JoinHandle<()>,
 }
@@ -148,16 +152,20 @@ impl Upstream {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
         let (seen2, conns2) = (Arc::clone(&seen), Arc::clone(&connections));
+        let sse = Arc::new(tokio::sync::Notify::new());
+        let sse2 = Arc::clone(&sse);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else { return };
                 conns2.fetch_add(1, Ordering::SeqCst);
                 let seen = Arc::clone(&seen2);
+                let sse = Arc::clone(&sse2);
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let seen = Arc::clone(&seen);
-                        async move { Ok::<_, Infallible>(echo(req, &seen, print).await) }
+                        let sse = Arc::clone(&sse);
+                        async move { Ok::<_, Infallible>(echo(req, &seen, print, &sse).await) }
                     });
                     match acceptor {
                         None => {
@@ -183,7 +191,7 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, ca, ca_path, seen, connections, _dir: dir, task }
+        Upstream { addr, ca, ca_path, seen, connections, sse, _dir: dir, task }
     }
 
     pub fn port(&self) -> u16 {
@@ -195,6 +203,11 @@ impl Upstream {
         self.seen.lock().unwrap().clone()
     }
 
+    /// Lets the `/sse` endpoint send its second event.
+    pub fn release_sse(&self) {
+        self.sse.notify_one();
+    }
+
     /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
@@ -203,7 +216,18 @@ impl Upstream {
 
 /// The echo endpoint: `/ws` upgrades and echoes bytes; everything else
 /// answers JSON with the method, path, version and headers received.
-async fn echo(mut req: Request<Incoming>, seen: &Mutex<Vec<Seen>>, print: bool) -> Response<Full<Bytes>> {
+pub(crate) type TestBody = BoxBody<Bytes, std::io::Error>;
+
+pub(crate) fn full(b: impl Into<Bytes>) -> TestBody {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+async fn echo(
+    mut req: Request<Incoming>,
+    seen: &Mutex<Vec<Seen>>,
+    print: bool,
+    sse: &Arc<tokio::sync::Notify>,
+) -> Response<TestBody> {
     let record = Seen {
         method: req.method().to_string(),
         path: req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default(),
@@ -235,8 +259,12 @@ async fn echo(mut req: Request<Incoming>, seen: &Mutex<Vec<Seen>>, print: bool) 
             .status(StatusCode::SWITCHING_PROTOCOLS)
             .header("upgrade", "websocket")
             .header("connection", "upgrade")
-            .body(Full::new(Bytes::new()))
+            .body(full(Bytes::new()))
             .unwrap();
+    }
+    let auth = record.header("authorization").unwrap_or("").to_owned();
+    if let Some(resp) = crate::behaviours::respond(req.uri().path(), &auth, sse) {
+        return resp;
     }
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let json = serde_json::json!({
@@ -246,8 +274,5 @@ async fn echo(mut req: Request<Incoming>, seen: &Mutex<Vec<Seen>>, print: bool) 
         "headers": record.headers.iter().map(|(n, v)| serde_json::json!([n, v])).collect::<Vec<_>>(),
         "body_len": body.len(),
     });
-    Response::builder()
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(json.to_string())))
-        .unwrap()
+    Response::builder().header("content-type", "application/json").body(full(json.to_string())).unwrap()
 }

@@ -143,7 +143,9 @@ impl Decoder {
         self.compressed += input.len() as u64;
         let mut data = input.to_vec();
         for layer in &mut self.layers {
-            data = layer.write(&data).map_err(|e| DecodeError::Corrupt { encoding: layer.name(), reason: e.to_string() })?;
+            data = layer
+                .write(&data)
+                .map_err(|e| DecodeError::Corrupt { encoding: layer.name(), reason: e.to_string() })?;
         }
         self.account(data)
     }
@@ -160,7 +162,8 @@ impl Decoder {
                 data = std::mem::take(&mut more);
             }
             let layer = &mut self.layers[i];
-            let mut tail = layer.finish().map_err(|e| DecodeError::Corrupt { encoding: name, reason: e.to_string() })?;
+            let mut tail =
+                layer.finish().map_err(|e| DecodeError::Corrupt { encoding: name, reason: e.to_string() })?;
             data.append(&mut tail);
         }
         self.account(data)

@@ -27,7 +27,7 @@ mod body;
 mod decode;
 
 pub use body::{Ended, RedactBody, RedactionCount, scrub_headers};
-pub use decode::{Decoder, DecodeError};
+pub use decode::{DecodeError, Decoder};
 
 use std::sync::Arc;
 

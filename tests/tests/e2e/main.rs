@@ -3,4 +3,5 @@
 #![allow(clippy::unwrap_used)]
 
 mod ca;
+mod redact;
 mod skeleton;

@@ -1,0 +1,163 @@
+//! The upstream's misbehaving endpoints, each echoing the request's
+//! `Authorization` value (which holds the real key after injection) the way
+//! real APIs leak keys: in compressed bodies, split across frames, in
+//! headers, base64-embedded, in server-sent events, and in truncated bodies.
+
+use std::io::Write;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use http::Response;
+use http_body::Frame;
+use http_body_util::BodyExt;
+use tokio::sync::mpsc;
+
+use crate::upstream::{Body, full_body};
+
+/// A body fed frame by frame from a channel; an `Err` aborts it.
+struct ChannelBody(mpsc::Receiver<Result<Frame<Bytes>, std::io::Error>>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+fn streamed(headers: &[(&str, String)]) -> (mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>, Response<Body>) {
+    let (tx, rx) = mpsc::channel(16);
+    let mut b = Response::builder();
+    for (n, v) in headers {
+        b = b.header(*n, v.as_str());
+    }
+    (tx, b.body(ChannelBody(rx).boxed()).unwrap())
+}
+
+fn json_echo(auth: &str) -> Vec<u8> {
+    serde_json::json!({"error": "invalid key", "you_sent": auth}).to_string().into_bytes()
+}
+
+/// The response for a special path, or `None` for the plain echo.
+pub(crate) fn respond(path: &str, auth: &str, sse: &Arc<tokio::sync::Notify>) -> Option<Response<Body>> {
+    let plain = json_echo(auth);
+    let encoded = |encoding: &str, bytes: Vec<u8>| {
+        Response::builder()
+            .header("content-type", "application/json")
+            .header("content-encoding", encoding)
+            .header("content-length", bytes.len().to_string())
+            .body(full_body(bytes))
+            .unwrap()
+    };
+    Some(match path {
+        "/gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(&plain).unwrap();
+            encoded("gzip", e.finish().unwrap())
+        }
+        "/deflate" => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(&plain).unwrap();
+            encoded("deflate", e.finish().unwrap())
+        }
+        "/br" => {
+            let mut out = Vec::new();
+            {
+                let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+                w.write_all(&plain).unwrap();
+            }
+            encoded("br", out)
+        }
+        "/zstd" => encoded("zstd", zstd::encode_all(&plain[..], 3).unwrap()),
+        "/gzip-br" => {
+            let mut g = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            g.write_all(&plain).unwrap();
+            let gz = g.finish().unwrap();
+            let mut out = Vec::new();
+            {
+                let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+                w.write_all(&gz).unwrap();
+            }
+            encoded("gzip, br", out)
+        }
+        "/unknown-encoding" => encoded("compress", plain),
+        "/corrupt-gzip" => encoded("gzip", b"\x1f\x8b\x08\x00not really gzip at all".to_vec()),
+        "/header" => Response::builder()
+            .header("x-echo-auth", auth)
+            .header("location", format!("https://example.test/cb?auth={}", auth.replace(' ', "%20")))
+            .header("set-cookie", format!("session={}; Path=/", auth.rsplit(' ').next().unwrap_or("")))
+            .header("www-authenticate", format!("Bearer error=\"invalid_token\", token=\"{auth}\""))
+            .body(full_body("headers only"))
+            .unwrap(),
+        "/b64" => {
+            let key = auth.rsplit(' ').next().unwrap_or("");
+            let blob = serde_json::json!({
+                "basic": STANDARD.encode(format!("user:{key}")),
+                "shifted": STANDARD.encode(format!("xy{key}z")),
+                "header": STANDARD.encode(auth),
+            });
+            Response::builder().header("content-type", "application/json").body(full_body(blob.to_string())).unwrap()
+        }
+        "/split" => {
+            // The key split into 3-byte frames with delays between them.
+            let (tx, resp) = streamed(&[("content-type", "text/plain".into())]);
+            let body = format!("before {auth} after");
+            tokio::spawn(async move {
+                for chunk in body.as_bytes().chunks(3) {
+                    if tx.send(Ok(Frame::data(Bytes::copy_from_slice(chunk)))).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            });
+            resp
+        }
+        "/sse" => {
+            // One event, then wait until the test says it got it, then the
+            // next: a proxy that stalls the first event deadlocks this.
+            let (tx, resp) =
+                streamed(&[("content-type", "text/event-stream".into()), ("cache-control", "no-cache".into())]);
+            let auth = auth.to_owned();
+            let sse = Arc::clone(sse);
+            tokio::spawn(async move {
+                let first = format!("data: {{\"n\": 1, \"auth\": \"{auth}\"}}\n\n");
+                if tx.send(Ok(Frame::data(Bytes::from(first)))).await.is_err() {
+                    return;
+                }
+                if tokio::time::timeout(Duration::from_secs(10), sse.notified()).await.is_err() {
+                    let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"data: stalled\n\n")))).await;
+                    return;
+                }
+                let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"data: {\"n\": 2}\n\n")))).await;
+            });
+            resp
+        }
+        "/trailers" => {
+            let (tx, resp) = streamed(&[("content-type", "text/plain".into())]);
+            let auth = auth.to_owned();
+            tokio::spawn(async move {
+                let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"body")))).await;
+                let mut t = http::HeaderMap::new();
+                t.insert("x-echo-auth", auth.parse().unwrap());
+                let _ = tx.send(Ok(Frame::trailers(t))).await;
+            });
+            resp
+        }
+        "/truncated" => {
+            // Promises 1000 bytes, sends part of them, then fails.
+            let (tx, resp) = streamed(&[("content-length", "1000".into())]);
+            tokio::spawn(async move {
+                let _ = tx.send(Ok(Frame::data(Bytes::from(vec![b'x'; 100])))).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let _ = tx.send(Err(std::io::Error::other("upstream reset"))).await;
+            });
+            resp
+        }
+        _ => return None,
+    })
+}

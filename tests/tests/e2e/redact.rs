@@ -1,0 +1,260 @@
+//! The redactor end to end: whatever the upstream echoes, the client sees no
+//! form of the secret, while the upstream saw the real key.
+
+use std::time::Duration;
+
+use airlock_tests::client::{self, Http};
+use airlock_tests::upstream::Protocols;
+use airlock_tests::*;
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use http_body_util::BodyExt;
+use tokio::process::Command;
+
+/// Every form of `secret` a leak could take: raw, percent-encoded, and the
+/// base64 characters fixed by the secret at each of the three alignments.
+fn forms(secret: &str) -> Vec<String> {
+    let mut out = vec![secret.to_owned(), secret.replace('_', "%5F")];
+    for offset in 0..3usize {
+        let mut buf = vec![b'\0'; offset];
+        buf.extend_from_slice(secret.as_bytes());
+        let (start, end) = ((offset * 8).div_ceil(6), buf.len() * 8 / 6);
+        for enc in [STANDARD_NO_PAD.encode(&buf), URL_SAFE_NO_PAD.encode(&buf)] {
+            out.push(enc[start..end].to_owned());
+        }
+    }
+    out
+}
+
+fn assert_no_secret(what: &str, text: &str) {
+    for form in forms(ACME_SECRET) {
+        assert!(!text.contains(&form), "{what} leaked the secret as {form:?}: {text}");
+    }
+}
+
+async fn setup() -> (Upstream, TestProxy) {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let proxy = TestProxy::start(&standard_config(&upstream, "", "")).await;
+    (upstream, proxy)
+}
+
+async fn get(proxy: &TestProxy, upstream: &Upstream, path: &str, auth: &str, http: Http) -> client::Reply {
+    let req = client::get("api.acme.test", upstream.port(), path, &[("authorization", auth)], http);
+    let ca = proxy.ca_pem();
+    client::request(proxy.addr(), ("acme", ACME_TOKEN), "api.acme.test", upstream.port(), &[&ca], http, req)
+        .await
+        .unwrap()
+}
+
+fn bearer() -> String {
+    format!("Bearer {ACME_PLACEHOLDER}")
+}
+
+#[tokio::test]
+async fn echoed_authorization_comes_back_as_the_placeholder() {
+    let (upstream, proxy) = setup().await;
+    for http in [Http::H1, Http::H2] {
+        let reply = get(&proxy, &upstream, "/echo", &bearer(), http).await;
+        assert_eq!(reply.status, 200);
+        let text = reply.text();
+        assert_no_secret("echo body", &text);
+        assert!(text.contains(&format!("Bearer {ACME_PLACEHOLDER}")), "{text}");
+    }
+    for seen in upstream.seen() {
+        assert_eq!(seen.header("authorization"), Some(format!("Bearer {ACME_SECRET}").as_str()));
+    }
+
+    // Basic credentials through curl: the echoed header value maps back to
+    // what curl sent.
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(proxy.ca_path())
+        .args(["-u", &format!("{ACME_PLACEHOLDER}:")])
+        .arg(format!("https://api.acme.test:{}/echo", upstream.port()))
+        .env("HTTPS_PROXY", proxy.proxy_url("acme", ACME_TOKEN))
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_no_secret("curl basic echo", &text);
+    let sent = format!("Basic {}", STANDARD.encode(format!("{ACME_PLACEHOLDER}:")));
+    assert!(text.contains(&sent), "{text}");
+    let upstream_saw = format!("Basic {}", STANDARD.encode(format!("{ACME_SECRET}:")));
+    assert_eq!(upstream.seen().last().unwrap().header("authorization"), Some(upstream_saw.as_str()));
+
+    // The audit counts the redactions and never holds the secret.
+    assert!(wait_for(Duration::from_secs(5), || proxy.audit_lines().len() >= 3).await);
+    let audit = std::fs::read_to_string(proxy.home.path.join("audit.jsonl")).unwrap();
+    assert_no_secret("audit log", &audit);
+    assert!(proxy.audit_lines().iter().all(|l| l["redactions"].as_u64().unwrap() >= 1 && l["secret_exposed"] == false));
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn compressed_bodies_are_decoded_and_scrubbed() {
+    let (upstream, proxy) = setup().await;
+    for path in ["/gzip", "/deflate", "/br", "/zstd", "/gzip-br"] {
+        for http in [Http::H1, Http::H2] {
+            let reply = get(&proxy, &upstream, path, &bearer(), http).await;
+            assert_eq!(reply.status, 200, "{path}");
+            assert!(!reply.headers.contains_key("content-encoding"), "{path}: sent decoded");
+            let json = reply.json();
+            assert_eq!(json["you_sent"], format!("Bearer {ACME_PLACEHOLDER}"), "{path}");
+            assert_no_secret(path, &reply.text());
+        }
+    }
+    // airlock asked for identity every time.
+    assert!(upstream.seen().iter().all(|s| s.header("accept-encoding") == Some("identity")));
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn unscannable_bodies_are_never_passed_through() {
+    let (upstream, proxy) = setup().await;
+    let reply = get(&proxy, &upstream, "/unknown-encoding", &bearer(), Http::H1).await;
+    assert_eq!(reply.status, 502);
+    assert_eq!(reply.json()["error"]["code"], "unredactable_body");
+    assert_no_secret("unknown encoding", &reply.text());
+
+    // A corrupt gzip body fails once streaming has begun: the stream aborts.
+    for http in [Http::H1, Http::H2] {
+        let outcome = fetch(&proxy, &upstream, "/corrupt-gzip", http).await;
+        assert!(outcome.is_err(), "{http:?}: a body that fails to decode must not end cleanly: {outcome:?}");
+    }
+    proxy.proxy.shutdown().await;
+}
+
+/// Sends one request and reads the whole body. An error anywhere — the
+/// connection closing before the head (HTTP/1.1 drops a buffered head when
+/// the body fails right after it) or mid-body — is the aborted stream a
+/// client must see.
+async fn fetch(proxy: &TestProxy, upstream: &Upstream, path: &str, http: Http) -> Result<(u16, bytes::Bytes), String> {
+    let ca = proxy.ca_pem();
+    let mut sender =
+        client::open(proxy.addr(), ("acme", ACME_TOKEN), "api.acme.test", upstream.port(), &[&ca], http).await.unwrap();
+    let resp =
+        sender.send(client::get("api.acme.test", upstream.port(), path, &[], http)).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect())
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    Ok((status, body.to_bytes()))
+}
+
+#[tokio::test]
+async fn a_secret_split_across_delayed_frames_is_replaced() {
+    let (upstream, proxy) = setup().await;
+    for http in [Http::H1, Http::H2] {
+        let reply = get(&proxy, &upstream, "/split", &bearer(), http).await;
+        assert_eq!(reply.text(), format!("before Bearer {ACME_PLACEHOLDER} after"));
+    }
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn secrets_in_response_headers_are_scrubbed() {
+    let (upstream, proxy) = setup().await;
+    let reply = get(&proxy, &upstream, "/header", &bearer(), Http::H1).await;
+    assert_eq!(reply.headers["x-echo-auth"], format!("Bearer {ACME_PLACEHOLDER}").as_str());
+    for name in ["location", "set-cookie", "www-authenticate"] {
+        let v = reply.headers[name].to_str().unwrap();
+        assert_no_secret(name, v);
+        assert!(v.contains(ACME_PLACEHOLDER), "{name}: {v}");
+    }
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn base64_embedded_secrets_are_redacted() {
+    let (upstream, proxy) = setup().await;
+    let reply = get(&proxy, &upstream, "/b64", &bearer(), Http::H2).await;
+    let text = reply.text();
+    assert_no_secret("b64", &text);
+    let json = reply.json();
+    for field in ["basic", "shifted", "header"] {
+        assert!(json[field].as_str().unwrap().contains("[REDACTED]"), "{field}: {text}");
+    }
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn sse_events_are_not_held_back() {
+    let (upstream, proxy) = setup().await;
+    let ca = proxy.ca_pem();
+    for http in [Http::H1, Http::H2] {
+        let mut sender =
+            client::open(proxy.addr(), ("acme", ACME_TOKEN), "api.acme.test", upstream.port(), &[&ca], http)
+                .await
+                .unwrap();
+        let resp = sender
+            .send(client::get("api.acme.test", upstream.port(), "/sse", &[("authorization", &bearer())], http))
+            .await
+            .unwrap();
+        let mut body = resp.into_body();
+        // The first event must arrive while the upstream is still waiting to
+        // send the second.
+        let mut got = Vec::new();
+        while !got.ends_with(b"\n\n") {
+            let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+                .await
+                .expect("the first event was held back")
+                .unwrap()
+                .unwrap();
+            if let Ok(data) = frame.into_data() {
+                got.extend_from_slice(&data);
+            }
+        }
+        let first = String::from_utf8(got).unwrap();
+        assert_eq!(first, format!("data: {{\"n\": 1, \"auth\": \"Bearer {ACME_PLACEHOLDER}\"}}\n\n"));
+        upstream.release_sse();
+        let rest = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&rest[..], b"data: {\"n\": 2}\n\n");
+    }
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn trailers_are_forwarded_and_scrubbed() {
+    let (upstream, proxy) = setup().await;
+    let reply = get(&proxy, &upstream, "/trailers", &bearer(), Http::H2).await;
+    assert_eq!(reply.text(), "body");
+    let trailers = reply.trailers.expect("trailers arrive over HTTP/2");
+    assert_eq!(trailers["x-echo-auth"], format!("Bearer {ACME_PLACEHOLDER}").as_str());
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn upstream_faults_abort_the_stream_and_are_audited() {
+    let (upstream, proxy) = setup().await;
+    for http in [Http::H1, Http::H2] {
+        let outcome = fetch(&proxy, &upstream, "/truncated", http).await;
+        assert!(outcome.is_err(), "{http:?}: a truncated upstream body must not look complete: {outcome:?}");
+    }
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            proxy.audit_lines().iter().filter(|l| l["path"] == "/truncated" && l["complete"] == false).count() == 2
+        })
+        .await
+    );
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn range_requests_are_sent_whole() {
+    let (upstream, proxy) = setup().await;
+    let req =
+        client::get("api.acme.test", upstream.port(), "/echo", &[("range", "bytes=0-10"), ("if-range", "x")], Http::H1);
+    let ca = proxy.ca_pem();
+    let reply =
+        client::request(proxy.addr(), ("acme", ACME_TOKEN), "api.acme.test", upstream.port(), &[&ca], Http::H1, req)
+            .await
+            .unwrap();
+    assert_eq!(reply.status, 200);
+    let seen = upstream.seen();
+    assert!(seen[0].header("range").is_none() && seen[0].header("if-range").is_none());
+    proxy.proxy.shutdown().await;
+}
