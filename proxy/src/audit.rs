@@ -2,7 +2,14 @@
 //! written by a single writer thread so lines never interleave.
 //!
 //! Records hold names, codes and counts only — never a header value, a
-//! query string or a secret.
+//! query string or a secret (paths are scrubbed by the redactor first).
+//!
+//! The log is a hash chain. Each line ends with `"prev"`, the previous
+//! line's hash (64 zeros for the first), and `"hash"`, the SHA-256 (hex) of
+//! the line itself up to and including `prev` (the line with its `hash`
+//! member removed). An edited line fails its own hash; a removed, inserted
+//! or reordered line breaks the `prev` of the line after the change. On
+//! start the writer continues the chain from the file's last line.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -15,7 +22,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 /// What airlock did with a request or connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     /// Forwarded under a route.
@@ -27,7 +34,7 @@ pub enum Outcome {
 }
 
 /// One audit record (DESIGN.md, "Audit").
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Record {
     /// RFC 3339 UTC time the request arrived.
     pub ts: String,
@@ -48,7 +55,7 @@ pub struct Record {
     /// allow, deny or tunnel.
     pub decision: Outcome,
     /// The denial code, for denials.
-    pub code: Option<&'static str>,
+    pub code: Option<String>,
     /// The status sent to the client.
     pub status: u16,
     /// Whether a secret was injected.
@@ -95,6 +102,10 @@ impl AuditLog {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir)?;
         }
+        let mut prev = match last_line(path)? {
+            Some(line) => split_hash(&line).map(|(_, h)| h.to_owned()).unwrap_or_else(|| GENESIS.to_owned()),
+            None => GENESIS.to_owned(),
+        };
         let file = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
         let (tx, rx) = mpsc::channel::<Record>();
         let thread = thread::Builder::new().name("airlock-audit".into()).spawn(move || {
@@ -102,7 +113,9 @@ impl AuditLog {
             while let Ok(first) = rx.recv() {
                 let mut next = Some(first);
                 while let Some(record) = next {
-                    write_line(&mut out, &record);
+                    if let Some(hash) = write_line(&mut out, &record, &prev) {
+                        prev = hash;
+                    }
                     next = rx.try_recv().ok();
                 }
                 if let Err(e) = out.flush() {
@@ -121,16 +134,103 @@ impl AuditLog {
     }
 }
 
-fn write_line(out: &mut impl Write, record: &Record) {
-    match serde_json::to_vec(record) {
+/// The `prev` of the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[derive(Serialize)]
+struct Chained<'a> {
+    #[serde(flatten)]
+    record: &'a Record,
+    prev: &'a str,
+}
+
+/// Writes one line; returns its hash, the next line's `prev`.
+fn write_line(out: &mut impl Write, record: &Record, prev: &str) -> Option<String> {
+    match serde_json::to_vec(&Chained { record, prev }) {
         Ok(mut line) => {
-            line.push(b'\n');
+            let hash = sha256_hex(&line);
+            line.pop(); // the closing brace
+            line.extend_from_slice(format!(",\"hash\":\"{hash}\"}}\n").as_bytes());
             if let Err(e) = out.write_all(&line) {
                 tracing::error!(error = %e, "cannot write the audit log");
+                return None;
             }
+            Some(hash)
         }
-        Err(e) => tracing::error!(error = %e, "cannot encode an audit record"),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode an audit record");
+            None
+        }
     }
+}
+
+/// Splits a written line into the bytes its hash covers and the hash.
+fn split_hash(line: &[u8]) -> Option<(Vec<u8>, &str)> {
+    const SUFFIX: usize = ",\"hash\":\"".len() + 64 + "\"}".len();
+    let cut = line.len().checked_sub(SUFFIX)?;
+    let tail = std::str::from_utf8(&line[cut..]).ok()?;
+    let hash = tail.strip_prefix(",\"hash\":\"")?.strip_suffix("\"}")?;
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut covered = line[..cut].to_vec();
+    covered.push(b'}');
+    Some((covered, hash))
+}
+
+/// SHA-256 of a line, hex.
+pub fn sha256_hex(line: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, line).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The last complete line of a file, if any.
+fn last_line(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    let data = match fs::read(path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(data.split(|&b| b == b'\n').filter(|l| !l.is_empty()).next_back().map(<[u8]>::to_vec))
+}
+
+/// Why the chain does not verify.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChainError {
+    /// A line is not a JSON record with a `prev`.
+    #[error("line {line}: not an audit record")]
+    Malformed {
+        /// 1-based line number.
+        line: usize,
+    },
+    /// A line's `prev` is not the hash of the line before it.
+    #[error("line {line}: the chain is broken here (the line, or the one before it, was changed, removed or inserted)")]
+    Broken {
+        /// 1-based line number.
+        line: usize,
+    },
+}
+
+/// Checks the hash chain of an audit log's text. Returns the number of
+/// records, or the first line that fails.
+pub fn verify(text: &str) -> Result<usize, ChainError> {
+    let mut prev = GENESIS.to_owned();
+    let mut n = 0;
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i + 1;
+        let (covered, hash) = split_hash(line.as_bytes()).ok_or(ChainError::Malformed { line: line_no })?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&covered).map_err(|_| ChainError::Malformed { line: line_no })?;
+        if sha256_hex(&covered) != hash {
+            return Err(ChainError::Broken { line: line_no });
+        }
+        if value.get("prev").and_then(|p| p.as_str()) != Some(prev.as_str()) {
+            return Err(ChainError::Broken { line: line_no });
+        }
+        prev = hash.to_owned();
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// The current time as RFC 3339 UTC with milliseconds.
@@ -164,8 +264,53 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
-    use super::civil_from_days;
+    use super::*;
+
+    #[test]
+    fn chain_detects_tampering_at_the_line() {
+        let mut out = Vec::new();
+        let mut prev = GENESIS.to_owned();
+        for i in 0..5 {
+            let r = Record {
+                ts: now_rfc3339(),
+                request_id: format!("r{i}"),
+                tenant: Some("acme".into()),
+                route: None,
+                method: "GET".into(),
+                host: "h".into(),
+                port: 443,
+                path: "/".into(),
+                decision: Outcome::Allow,
+                code: None,
+                status: 200,
+                injected: false,
+                redactions: 0,
+                secret_exposed: false,
+                bytes_up: 0,
+                bytes_down: 0,
+                duration_ms: 1,
+                complete: true,
+            };
+            prev = write_line(&mut out, &r, &prev).unwrap();
+        }
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(verify(&text), Ok(5));
+        let tampered = text.replacen("\"status\":200", "\"status\":201", 3);
+        let lines: Vec<&str> = text.lines().collect();
+        let t_lines: Vec<&str> = tampered.lines().collect();
+        let mut edited = lines.clone();
+        edited[2] = t_lines[2];
+        assert_eq!(verify(&(edited.join("\n") + "\n")), Err(ChainError::Broken { line: 3 }));
+        let mut swapped = lines.clone();
+        swapped.swap(1, 3);
+        assert_eq!(verify(&(swapped.join("\n") + "\n")), Err(ChainError::Broken { line: 2 }));
+        let mut removed = lines.clone();
+        removed.remove(1);
+        assert_eq!(verify(&(removed.join("\n") + "\n")), Err(ChainError::Broken { line: 2 }));
+        assert_eq!(verify("not json\n"), Err(ChainError::Malformed { line: 1 }));
+    }
 
     #[test]
     fn civil_dates() {

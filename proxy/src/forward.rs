@@ -91,9 +91,9 @@ impl Audit<'_> {
             method: self.method.clone(),
             host: self.dest.host.clone(),
             port: self.dest.port,
-            path: self.path.clone(),
+            path: self.scrubbed_path(),
             decision: outcome,
-            code: code.map(DenialCode::as_str),
+            code: code.map(|c| c.as_str().to_owned()),
             status,
             injected,
             redactions: 0,
@@ -103,6 +103,15 @@ impl Audit<'_> {
             duration_ms: self.started.elapsed().as_millis() as u64,
             complete: true,
         }
+    }
+
+    /// The path with any secret in it replaced, as the audit log must never
+    /// hold one.
+    fn scrubbed_path(&self) -> String {
+        let set = self.shared.scrubbers.for_request(self.policy, &self.shared.vault, self.dest.tenant, &[]);
+        let mut out = Vec::with_capacity(self.path.len());
+        set.replace_all(self.path.as_bytes(), &mut out);
+        String::from_utf8_lossy(&out).into_owned()
     }
 
     fn deny(&self, denial: &Denial) -> Response<Body> {

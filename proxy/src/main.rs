@@ -43,6 +43,18 @@ enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
+    /// Print the audit log readably, follow it, or verify its hash chain.
+    Audit {
+        /// Only this tenant's records.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Keep printing records as they are written.
+        #[arg(long)]
+        follow: bool,
+        /// Check the hash chain; report the first broken line and exit 1.
+        #[arg(long)]
+        verify: bool,
+    },
     /// The embedded secret store.
     Secret {
         #[command(subcommand)]
@@ -120,6 +132,63 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Secret { command } => secret(&home, command),
+        Command::Audit { tenant, follow, verify } => audit(&home, tenant.as_deref(), follow, verify),
+    }
+}
+
+fn audit(home: &Home, tenant: Option<&str>, follow: bool, verify: bool) -> anyhow::Result<ExitCode> {
+    let path = load_policy(home)?.audit.path;
+    let read = || std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()));
+    if verify {
+        return match airlock::audit::verify(&read()?) {
+            Ok(n) => {
+                println!("{}: {n} records, chain intact", path.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                println!("{}: {e}", path.display());
+                Ok(ExitCode::FAILURE)
+            }
+        };
+    }
+    let mut printed = 0usize;
+    loop {
+        let text = match read() {
+            Ok(t) => t,
+            Err(_) if follow => String::new(),
+            Err(e) => return Err(e),
+        };
+        let lines: Vec<&str> = text.lines().collect();
+        for line in lines.iter().skip(printed) {
+            let Ok(r) = serde_json::from_str::<airlock::audit::Record>(line) else {
+                println!("(unreadable line) {line}");
+                continue;
+            };
+            if tenant.is_some_and(|t| r.tenant.as_deref() != Some(t)) {
+                continue;
+            }
+            println!(
+                "{} {:<6} {:<26} {} {:<10} {:<12} {} {}:{}{} redactions={} {}ms{}",
+                r.ts,
+                format!("{:?}", r.decision).to_lowercase(),
+                r.code.as_deref().unwrap_or("-"),
+                r.status,
+                r.tenant.as_deref().unwrap_or("-"),
+                r.route.as_deref().unwrap_or("-"),
+                r.method,
+                r.host,
+                r.port,
+                r.path,
+                r.redactions,
+                r.duration_ms,
+                if r.complete { "" } else { " (incomplete)" },
+            );
+        }
+        printed = printed.max(lines.len());
+        if !follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
     }
 }
 

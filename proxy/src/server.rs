@@ -269,7 +269,7 @@ async fn proxy_request(
             port,
             path: String::new(),
             decision: Outcome::Deny,
-            code: Some(denial.code.as_str()),
+            code: Some(denial.code.as_str().to_owned()),
             status: resp.status().as_u16(),
             injected: false,
             redactions: 0,

@@ -3,5 +3,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod ca;
+mod policy;
 mod redact;
 mod skeleton;
