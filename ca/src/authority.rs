@@ -1,66 +1,62 @@
-//! The CA itself: created once per AIRLOCK_HOME, loaded from its PEM files
-//! afterwards, and the leaf minting.
+//! The CA itself: created once per `AIRLOCK_HOME`, and from then on loaded
+//! from its PEM files.
+//!
+//! A freshly created CA is loaded back from the files just written, so new
+//! and existing CAs take one code path. Loading keeps the certificate
+//! exactly as stored: leaves name their authority by the subject key
+//! identifier *read from* `ca.pem`, never one recomputed from the key, so
+//! the two match byte for byte whatever tool or version made the CA.
 
 use std::fmt;
 use std::fs;
-use std::io::Write;
-use std::net::IpAddr;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256,
 };
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use time::OffsetDateTime;
+use x509_parser::extensions::ParsedExtension;
+use zeroize::Zeroizing;
 
-use crate::{CaError, normalize_host};
+use crate::leaf::{LEAF_BACKDATE, LEAF_VALIDITY};
+use crate::{CaError, files, random};
 
 const CERT_FILE: &str = "ca.pem";
 const KEY_FILE: &str = "ca-key.pem";
-/// How long the CA is valid.
-const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
-/// How far back a leaf's notBefore is set, for clients with a slow clock.
-const LEAF_BACKDATE: Duration = Duration::from_secs(3600);
-/// A leaf's whole validity, notBefore to notAfter: under the 90 days strict
-/// clients accept for locally trusted leaves (and Apple's 825-day limit).
-pub(crate) const LEAF_VALIDITY: Duration = Duration::from_secs(89 * 24 * 3600);
+/// How long a new CA is valid: ten years, leap days included.
+const CA_VALIDITY: Duration = Duration::from_secs(3653 * 24 * 3600);
+/// How long `load_or_create` waits for a concurrent creator to finish
+/// writing the second file before calling the pair incomplete.
+const CREATION_WAIT: Duration = Duration::from_secs(2);
 
-/// airlock's local CA.
+/// airlock's local CA: its certificate and the key that signs leaves.
 pub struct CertificateAuthority {
     cert_pem: String,
     cert_der: CertificateDer<'static>,
-    issuer: Issuer<'static, KeyPair>,
+    /// The CA's own notAfter; no leaf outlives it.
+    pub(crate) not_after: OffsetDateTime,
+    /// Subject, stored key identifier and signing key of the CA.
+    pub(crate) issuer: Issuer<'static, KeyPair>,
 }
+
+// === impl CertificateAuthority ===
 
 impl fmt::Debug for CertificateAuthority {
+    /// Never the key: only what is public anyway.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CertificateAuthority").finish_non_exhaustive()
+        f.debug_struct("CertificateAuthority").field("not_after", &self.not_after).finish_non_exhaustive()
     }
-}
-
-/// A minted leaf: the chain `[leaf, CA]` and the leaf's own key.
-pub struct Leaf {
-    /// `[leaf, CA]`, DER.
-    pub chain: Vec<CertificateDer<'static>>,
-    /// The leaf's private key (never the CA's).
-    pub key: PrivateKeyDer<'static>,
-}
-
-impl fmt::Debug for Leaf {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Leaf").field("chain_len", &self.chain.len()).finish_non_exhaustive()
-    }
-}
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
-    move |source| CaError::Io { path: path.to_owned(), source }
 }
 
 impl CertificateAuthority {
-    /// `dir/ca.pem`.
+    /// `dir/ca.pem`, the CA certificate agents must trust.
     pub fn cert_path(dir: &Path) -> PathBuf {
         dir.join(CERT_FILE)
     }
@@ -69,65 +65,140 @@ impl CertificateAuthority {
         dir.join(KEY_FILE)
     }
 
-    /// Loads `dir/ca.pem` and `dir/ca-key.pem`, creating both (and `dir`)
-    /// when neither exists. Never overwrites an existing file.
+    /// Loads `dir/ca.pem` + `dir/ca-key.pem`, creating both (and `dir`) if
+    /// neither exists.
+    ///
+    /// Never overwrites or deletes an existing file: when only one of the
+    /// two exists this is [`CaError::Incomplete`]. Safe against concurrent
+    /// callers on the same directory, in this or other processes: exactly
+    /// one creates the CA and all of them load that one.
     pub fn load_or_create(dir: &Path) -> Result<Self, CaError> {
         let (cert, key) = (Self::cert_path(dir), Self::key_path(dir));
-        match (cert.exists(), key.exists()) {
-            (true, true) => Self::load(dir),
-            (false, false) => Self::create(dir),
-            (true, false) => Err(CaError::Incomplete { present: cert, missing: key }),
-            (false, true) => Err(CaError::Incomplete { present: key, missing: cert }),
+        // `create` gives `None` when another creator got there first; then
+        // load what that one writes.
+        if !exists(&cert)?
+            && !exists(&key)?
+            && let Some(ca) = Self::create(dir)?
+        {
+            return Ok(ca);
         }
-    }
-
-    /// Loads an existing CA. The certificate is parsed from its PEM, so its
-    /// stored subject key identifier is what leaves name as their authority.
-    pub fn load(dir: &Path) -> Result<Self, CaError> {
-        let (cert_path, key_path) = (Self::cert_path(dir), Self::key_path(dir));
-        let cert_pem = fs::read_to_string(&cert_path).map_err(io_err(&cert_path))?;
-        let key_pem = zeroize::Zeroizing::new(fs::read_to_string(&key_path).map_err(io_err(&key_path))?);
-        let key = KeyPair::from_pem(&key_pem)
-            .map_err(|e| CaError::Invalid { path: key_path.clone(), reason: format!("not a PEM private key ({e})") })?;
-        let invalid = |reason: String| CaError::Invalid { path: cert_path.clone(), reason };
-        let cert_der = pem_to_der(&cert_pem).ok_or_else(|| invalid("not a PEM certificate".into()))?;
-        let (_, parsed) = x509_parser::parse_x509_certificate(&cert_der)
-            .map_err(|e| invalid(format!("cannot parse the certificate: {e}")))?;
-        if parsed.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
-            return Err(invalid(format!("the certificate does not match the key in {}", key_path.display())));
+        // One file without the other is either a creator half-way through
+        // (the key is written first, the certificate a moment later) or a
+        // broken directory. Give the first a moment before calling it the
+        // second.
+        let deadline = Instant::now() + CREATION_WAIT;
+        while exists(&cert)? != exists(&key)? && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
         }
-        let issuer = Issuer::from_ca_cert_der(&cert_der, key)
-            .map_err(|e| invalid(format!("cannot use the certificate as an issuer: {e}")))?;
-        Ok(CertificateAuthority { cert_pem, cert_der, issuer })
-    }
-
-    fn create(dir: &Path) -> Result<Self, CaError> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| CaError::Generate(e.to_string()))?;
-        let now = OffsetDateTime::now_utc();
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        // A per-CA suffix tells two machines' CAs apart in trust stores.
-        dn.push(DnType::CommonName, format!("airlock local CA {}", &hex(&random_bytes::<4>())));
-        dn.push(DnType::OrganizationName, "airlock");
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        params.not_before = now - LEAF_BACKDATE;
-        params.not_after = now + CA_VALIDITY;
-        params.serial_number = Some(random_serial());
-        let cert = params.self_signed(&key).map_err(|e| CaError::Generate(e.to_string()))?;
-
-        let (cert_path, key_path) = (Self::cert_path(dir), Self::key_path(dir));
-        let key_pem = zeroize::Zeroizing::new(key.serialize_pem());
-        write_atomically(&key_path, key_pem.as_bytes(), 0o600)?;
-        write_atomically(&cert_path, cert.pem().as_bytes(), 0o644)?;
-        // Load back from the files just written: one code path for new and
-        // existing CAs, and proof the files are usable.
         Self::load(dir)
     }
 
-    /// The CA certificate, PEM.
+    /// Loads an existing CA from `dir/ca.pem` + `dir/ca-key.pem`.
+    ///
+    /// Fails, naming the file, when either is missing or unreadable, is
+    /// not PEM, when the certificate is not a CA or has expired, or when
+    /// the key is not the certificate's.
+    pub fn load(dir: &Path) -> Result<Self, CaError> {
+        let (cert_path, key_path) = (Self::cert_path(dir), Self::key_path(dir));
+        match (exists(&cert_path)?, exists(&key_path)?) {
+            (true, false) => return Err(CaError::Incomplete { present: cert_path, missing: key_path }),
+            (false, true) => return Err(CaError::Incomplete { present: key_path, missing: cert_path }),
+            // Both exist, or neither does and reading says so.
+            _ => {}
+        }
+        let cert_pem = fs::read_to_string(&cert_path).map_err(io_err(&cert_path))?;
+        let key_pem = Zeroizing::new(fs::read_to_string(&key_path).map_err(io_err(&key_path))?);
+        warn_if_readable_by_others(&key_path);
+
+        let invalid_key = |reason: String| CaError::Invalid { path: key_path.clone(), reason };
+        let invalid_cert = |reason: String| CaError::Invalid { path: cert_path.clone(), reason };
+        // rcgen's parse errors name the problem, never the bytes.
+        let key = KeyPair::from_pem(&key_pem)
+            .map_err(|e| invalid_key(format!("not a PEM private key airlock can sign with ({e})")))?;
+        let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|_| invalid_cert("holds no PEM certificate".into()))?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(&cert_der)
+            .map_err(|e| invalid_cert(format!("cannot parse the certificate ({e})")))?;
+
+        if !parsed.is_ca() {
+            return Err(invalid_cert("is not a CA certificate (no basicConstraints CA:true)".into()));
+        }
+        if parsed.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+            return Err(invalid_key(format!("is not the key of the certificate in {}", cert_path.display())));
+        }
+        let not_after = parsed.validity().not_after.to_datetime();
+        let now = OffsetDateTime::now_utc();
+        if not_after <= now {
+            return Err(invalid_cert(format!(
+                "the CA expired on {}; move {CERT_FILE} and {KEY_FILE} away to create a new CA \
+                 (agents must then trust the new one)",
+                not_after.date()
+            )));
+        }
+        if not_after - now < LEAF_VALIDITY + LEAF_BACKDATE {
+            tracing::warn!(path = %cert_path.display(), expires = %not_after.date(), "the local CA expires soon");
+        }
+        let has_ski = parsed
+            .extensions()
+            .iter()
+            .any(|e| matches!(e.parsed_extension(), ParsedExtension::SubjectKeyIdentifier(_)));
+        if !has_ski {
+            // rcgen would then derive the leaves' AKI from the key, which
+            // strict clients cannot match to a CA without an SKI.
+            tracing::warn!(path = %cert_path.display(), "the CA has no subject key identifier; strict TLS clients will reject its leaves");
+        }
+
+        let issuer = Issuer::from_ca_cert_der(&cert_der, key)
+            .map_err(|e| invalid_cert(format!("cannot be used to issue certificates ({e})")))?;
+        Ok(CertificateAuthority { cert_pem, cert_der, not_after, issuer })
+    }
+
+    /// Creates a new CA in `dir`. `None` when another creator wrote the key
+    /// first, so this one wrote nothing.
+    fn create(dir: &Path) -> Result<Option<Self>, CaError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(CaError::Generate)?;
+        let now = OffsetDateTime::now_utc();
+
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        // The date and a random suffix tell one machine's CA from another's
+        // (and from an older one) in trust stores and certificate viewers.
+        let suffix = random::hex(&random::bytes::<4>()?);
+        dn.push(DnType::CommonName, format!("airlock local CA {} {suffix}", now.date()));
+        dn.push(DnType::OrganizationName, "airlock");
+        params.distinguished_name = dn;
+        // Path length 0: this CA signs leaves only, never another CA.
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        // SKI (rcgen writes it for every CA) and, as `openssl req -x509`
+        // does, an AKI equal to it.
+        params.use_authority_key_identifier_extension = true;
+        params.not_before = now - LEAF_BACKDATE;
+        params.not_after = now + CA_VALIDITY;
+        params.serial_number = Some(random::serial()?);
+        let cert = params.self_signed(&key).map_err(CaError::Generate)?;
+
+        let (cert_path, key_path) = (Self::cert_path(dir), Self::key_path(dir));
+        let key_pem = Zeroizing::new(key.serialize_pem());
+        // The key first: whoever links it owns the creation; everyone else
+        // finds it there and waits for the certificate.
+        match files::create_new(&key_path, key_pem.as_bytes(), 0o600) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(None),
+            Err(source) => return Err(CaError::Io { path: key_path, source }),
+        }
+        if let Err(source) = files::create_new(&cert_path, cert.pem().as_bytes(), 0o644) {
+            // A key without its certificate is useless and would make every
+            // later start fail as incomplete; it is ours, so remove it.
+            let _ = fs::remove_file(&key_path);
+            return Err(CaError::Io { path: cert_path, source });
+        }
+        tracing::info!(path = %cert_path.display(), "created a new local CA; agents must trust this certificate");
+        Self::load(dir).map(Some)
+    }
+
+    /// The CA certificate, PEM, exactly as stored in `ca.pem`.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
     }
@@ -136,188 +207,213 @@ impl CertificateAuthority {
     pub fn cert_der(&self) -> &CertificateDer<'static> {
         &self.cert_der
     }
+}
 
-    /// Mints a leaf for `host` (normalised first).
-    pub fn mint(&self, host: &str) -> Result<Leaf, CaError> {
-        let host = normalize_host(host)?;
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| CaError::Generate(e.to_string()))?;
-        let mut params = CertificateParams::default();
-        let san = match host.parse::<IpAddr>() {
-            Ok(ip) => SanType::IpAddress(ip),
-            Err(_) => SanType::DnsName(host.clone().try_into().map_err(|_| CaError::InvalidHost(host.clone()))?),
-        };
-        params.subject_alt_names = vec![san];
-        let mut dn = DistinguishedName::new();
-        if host.len() < 64 {
-            dn.push(DnType::CommonName, host.as_str());
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CaError + '_ {
+    move |source| CaError::Io { path: path.to_owned(), source }
+}
+
+fn exists(path: &Path) -> Result<bool, CaError> {
+    // An unreadable directory is an error, not "no CA yet": creating one
+    // would then fail anyway, or worse, succeed somewhere unexpected.
+    path.try_exists().map_err(io_err(path))
+}
+
+/// A key file others can read is not refused (mounted secrets are often
+/// 0644) but it is worth a word.
+fn warn_if_readable_by_others(path: &Path) {
+    if let Ok(meta) = fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), mode = format_args!("{mode:o}"), "the CA key is readable by group or others; chmod 600 it");
         }
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.use_authority_key_identifier_extension = true;
-        let not_before = OffsetDateTime::now_utc() - LEAF_BACKDATE;
-        params.not_before = not_before;
-        params.not_after = not_before + LEAF_VALIDITY;
-        params.serial_number = Some(random_serial());
-        let cert = params.signed_by(&key, &self.issuer).map_err(|e| CaError::Generate(e.to_string()))?;
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        Ok(Leaf { chain: vec![cert.der().clone(), self.cert_der.clone()], key })
     }
-}
-
-fn pem_to_der(pem: &str) -> Option<CertificateDer<'static>> {
-    use rustls_pki_types::pem::PemObject;
-    CertificateDer::from_pem_slice(pem.as_bytes()).ok()
-}
-
-/// Writes a file via a temporary sibling created with `mode`, then renames
-/// it into place, refusing to replace an existing file.
-fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CaError> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        // The umask may have narrowed the mode; the cert must be readable.
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
-        if path.exists() {
-            return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "refusing to overwrite"));
-        }
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(io_err(path))
-}
-
-fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    // Without an OS entropy source no safe certificate can be made at all.
-    getrandom::fill(&mut b).expect("the OS random number generator is available");
-    b
-}
-
-/// 16 random bytes as a positive serial: the top bit cleared (DER integers
-/// are signed) and the first byte non-zero (so it keeps all 16 bytes).
-fn random_serial() -> SerialNumber {
-    let mut b = random_bytes::<16>();
-    b[0] &= 0x7f;
-    b[0] |= 0x01;
-    SerialNumber::from_slice(&b)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-pub(crate) mod tests {
+mod tests {
     use std::os::unix::fs::MetadataExt;
+    use std::sync::Arc;
 
-    use x509_parser::extensions::{GeneralName, ParsedExtension};
     use x509_parser::prelude::*;
 
     use super::*;
-
-    pub(crate) fn unique() -> String {
-        hex(&random_bytes::<8>())
-    }
-
-    fn tempdir() -> PathBuf {
-        std::env::temp_dir().join(format!("airlock-ca-{}", unique()))
-    }
-
-    fn ski(cert: &X509Certificate<'_>) -> Vec<u8> {
-        cert.extensions()
-            .iter()
-            .find_map(|e| match e.parsed_extension() {
-                ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
-                _ => None,
-            })
-            .unwrap()
-    }
-
-    fn aki(cert: &X509Certificate<'_>) -> Vec<u8> {
-        cert.extensions()
-            .iter()
-            .find_map(|e| match e.parsed_extension() {
-                ParsedExtension::AuthorityKeyIdentifier(k) => k.key_identifier.as_ref().map(|k| k.0.to_vec()),
-                _ => None,
-            })
-            .unwrap()
-    }
+    use crate::test_support::{TempDir, aki, ski};
 
     #[test]
-    fn created_once_then_loaded_with_private_key_file() {
-        let dir = tempdir();
+    fn created_once_with_strict_modes_then_reloaded_from_disk() {
+        let tmp = TempDir::new();
+        // A directory that does not exist yet, two levels deep.
+        let dir = tmp.path().join("home/airlock");
         let ca = CertificateAuthority::load_or_create(&dir).unwrap();
-        assert_eq!(fs::metadata(dir.join("ca-key.pem")).unwrap().mode() & 0o777, 0o600);
+        let key_meta = fs::metadata(dir.join("ca-key.pem")).unwrap();
+        assert_eq!(key_meta.mode() & 0o777, 0o600);
         assert_eq!(fs::metadata(dir.join("ca.pem")).unwrap().mode() & 0o777, 0o644);
+        assert_eq!(fs::read_to_string(CertificateAuthority::cert_path(&dir)).unwrap(), ca.cert_pem());
+
         let again = CertificateAuthority::load_or_create(&dir).unwrap();
         assert_eq!(ca.cert_pem(), again.cert_pem());
-        assert!(!format!("{ca:?}").contains("PRIVATE"));
-
-        let (_, cert) = X509Certificate::from_der(ca.cert_der()).unwrap();
-        let bc = cert.basic_constraints().unwrap().unwrap();
-        assert!(bc.critical && bc.value.ca);
-        let ku = cert.key_usage().unwrap().unwrap().value;
-        assert!(ku.key_cert_sign() && ku.crl_sign());
-        let years = (cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp()) / (365 * 86_400);
-        assert!(years >= 9, "{years}");
-
-        fs::remove_file(dir.join("ca.pem")).unwrap();
-        let err = CertificateAuthority::load_or_create(&dir).unwrap_err().to_string();
-        assert!(err.contains("ca-key.pem") && err.contains("does not"), "{err}");
-        fs::remove_dir_all(dir).unwrap();
+        assert_eq!(ca.cert_der(), again.cert_der());
+        let loaded = CertificateAuthority::load(&dir).unwrap();
+        assert_eq!(ca.cert_pem(), loaded.cert_pem());
+        assert_eq!(fs::metadata(dir.join("ca-key.pem")).unwrap().ino(), key_meta.ino(), "the key was not rewritten");
+        let mut names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        assert_eq!(names, ["ca-key.pem", "ca.pem"]);
     }
 
     #[test]
-    fn leaves_are_what_strict_clients_require() {
-        let dir = tempdir();
-        CertificateAuthority::load_or_create(&dir).unwrap();
-        // Loaded from PEM: the leaves' AKI must equal the stored SKI.
-        let ca = CertificateAuthority::load(&dir).unwrap();
-        let (_, ca_cert) = X509Certificate::from_der(ca.cert_der()).unwrap();
-        let long = format!("{}.example.test", "a".repeat(60));
-        let mut serials = Vec::new();
-        for host in ["API.Example.test.", "127.0.0.1", "[::1]", long.as_str()] {
-            let leaf = ca.mint(host).unwrap();
-            assert_eq!(leaf.chain.len(), 2);
-            let (_, cert) = X509Certificate::from_der(&leaf.chain[0]).unwrap();
-            assert_eq!(aki(&cert), ski(&ca_cert), "{host}");
-            let sans = cert.subject_alternative_name().unwrap().unwrap().value.general_names.clone();
-            assert_eq!(sans.len(), 1);
-            match (&sans[0], host) {
-                (GeneralName::DNSName(n), "API.Example.test.") => assert_eq!(*n, "api.example.test"),
-                (GeneralName::IPAddress(ip), "127.0.0.1") => assert_eq!(*ip, [127, 0, 0, 1]),
-                (GeneralName::IPAddress(ip), "[::1]") => assert_eq!(ip.len(), 16),
-                (GeneralName::DNSName(n), _) => assert_eq!(*n, long),
-                other => panic!("unexpected SAN {other:?}"),
-            }
-            let cn = cert.subject().iter_common_name().next().map(|c| c.as_str().unwrap().to_owned());
-            if host == long {
-                assert_eq!(cn, None)
-            } else {
-                assert!(cn.is_some())
-            }
-            let v = cert.validity();
-            let total = v.not_after.timestamp() - v.not_before.timestamp();
-            assert!(total < 90 * 86_400, "{total}");
-            let backdate = OffsetDateTime::now_utc().unix_timestamp() - v.not_before.timestamp();
-            assert!((3500..3700).contains(&backdate), "{backdate}");
-            let ku = cert.key_usage().unwrap().unwrap().value;
-            assert!(ku.digital_signature() && !ku.key_cert_sign());
-            assert!(cert.extended_key_usage().unwrap().unwrap().value.server_auth);
-            assert_ne!(cert.public_key().raw, ca_cert.public_key().raw, "the leaf has its own key");
-            assert!(cert.raw_serial()[0] & 0x80 == 0);
-            serials.push(cert.raw_serial().to_vec());
+    fn the_ca_certificate_is_a_strict_ca() {
+        let tmp = TempDir::new();
+        let ca = CertificateAuthority::load_or_create(tmp.path()).unwrap();
+        let (_, cert) = X509Certificate::from_der(ca.cert_der()).unwrap();
+
+        let bc = cert.basic_constraints().unwrap().unwrap();
+        assert!(bc.critical && bc.value.ca);
+        assert_eq!(bc.value.path_len_constraint, Some(0));
+        let ku = cert.key_usage().unwrap().unwrap();
+        assert!(ku.critical && ku.value.key_cert_sign() && ku.value.crl_sign() && !ku.value.digital_signature());
+        let ski = ski(&cert).unwrap();
+        assert_eq!(ski.len(), 20);
+        assert_eq!(aki(&cert), Some(ski), "self-signed: AKI names its own SKI");
+
+        assert_eq!(cert.public_key().algorithm.algorithm, x509_parser::oid_registry::OID_KEY_TYPE_EC_PUBLIC_KEY);
+        assert_eq!(
+            cert.public_key().algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()),
+            Some(x509_parser::oid_registry::OID_EC_P256)
+        );
+        let v = cert.validity();
+        let days = (v.not_after.timestamp() - v.not_before.timestamp()) / 86_400;
+        assert!((3650..=3654).contains(&days), "{days} days");
+        assert!(cert.raw_serial()[0] & 0x80 == 0 && cert.raw_serial().len() == 16);
+
+        let cn = cert.subject().iter_common_name().next().unwrap().as_str().unwrap().to_owned();
+        let today = OffsetDateTime::now_utc().date().to_string();
+        assert!(cn.starts_with(&format!("airlock local CA {today} ")) && cn.len() == 17 + 10 + 1 + 8, "{cn}");
+        let org = cert.subject().iter_organization().next().unwrap().as_str().unwrap().to_owned();
+        assert_eq!(org, "airlock");
+        assert_eq!(cert.subject(), cert.issuer());
+    }
+
+    #[test]
+    fn two_cas_are_distinguishable() {
+        let (a, b) = (TempDir::new(), TempDir::new());
+        let a = CertificateAuthority::load_or_create(a.path()).unwrap();
+        let b = CertificateAuthority::load_or_create(b.path()).unwrap();
+        let subject = |ca: &CertificateAuthority| {
+            let (_, c) = X509Certificate::from_der(ca.cert_der()).unwrap();
+            c.subject().to_string()
+        };
+        assert_ne!(subject(&a), subject(&b));
+    }
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let tmp = TempDir::new();
+        let ca = CertificateAuthority::load_or_create(tmp.path()).unwrap();
+        let key_pem = fs::read_to_string(tmp.path().join("ca-key.pem")).unwrap();
+        let body: String = key_pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let debug = format!("{ca:?} {ca:#?}");
+        assert!(!debug.contains("PRIVATE") && !debug.contains(&body[..40]), "{debug}");
+        let leaf = ca.mint("a.test").unwrap();
+        let debug = format!("{leaf:?}");
+        assert!(!debug.contains("Pkcs8") && debug.contains("chain"), "{debug}");
+    }
+
+    #[test]
+    fn a_lone_file_is_an_error_naming_both_and_is_never_replaced() {
+        let tmp = TempDir::new();
+        CertificateAuthority::load_or_create(tmp.path()).unwrap();
+        let (cert, key) = (tmp.path().join("ca.pem"), tmp.path().join("ca-key.pem"));
+        let key_bytes = fs::read(&key).unwrap();
+        let cert_bytes = fs::read(&cert).unwrap();
+
+        fs::remove_file(&cert).unwrap();
+        for result in [CertificateAuthority::load_or_create(tmp.path()), CertificateAuthority::load(tmp.path())] {
+            let err = result.unwrap_err();
+            assert!(matches!(&err, CaError::Incomplete { present, missing } if *present == key && *missing == cert));
+            let msg = err.to_string();
+            assert!(msg.contains(&*key.to_string_lossy()) && msg.contains(&*cert.to_string_lossy()), "{msg}");
         }
-        serials.sort();
-        serials.dedup();
-        assert_eq!(serials.len(), 4);
-        fs::remove_dir_all(dir).unwrap();
+        assert_eq!(fs::read(&key).unwrap(), key_bytes, "the key is untouched");
+        assert!(!cert.exists(), "no certificate was made up for the old key");
+
+        fs::write(&cert, &cert_bytes).unwrap();
+        fs::remove_file(&key).unwrap();
+        let err = CertificateAuthority::load_or_create(tmp.path()).unwrap_err();
+        assert!(matches!(&err, CaError::Incomplete { present, missing } if *present == cert && *missing == key));
+        assert_eq!(fs::read(&cert).unwrap(), cert_bytes);
+        assert!(!key.exists());
+    }
+
+    #[test]
+    fn a_key_of_another_ca_is_refused_naming_the_key() {
+        let (a, b) = (TempDir::new(), TempDir::new());
+        CertificateAuthority::load_or_create(a.path()).unwrap();
+        CertificateAuthority::load_or_create(b.path()).unwrap();
+        fs::copy(b.path().join("ca-key.pem"), a.path().join("ca-key.pem")).unwrap();
+        let err = CertificateAuthority::load_or_create(a.path()).unwrap_err();
+        let key = a.path().join("ca-key.pem");
+        assert!(matches!(&err, CaError::Invalid { path, .. } if *path == key), "{err:?}");
+        assert!(err.to_string().contains("is not the key of the certificate"), "{err}");
+    }
+
+    #[test]
+    fn garbage_and_non_ca_files_are_refused_naming_the_file() {
+        let tmp = TempDir::new();
+        CertificateAuthority::load_or_create(tmp.path()).unwrap();
+        let (cert, key) = (tmp.path().join("ca.pem"), tmp.path().join("ca-key.pem"));
+        let good_cert = fs::read(&cert).unwrap();
+        let good_key = fs::read(&key).unwrap();
+
+        fs::write(&cert, "not a certificate").unwrap();
+        let err = CertificateAuthority::load(tmp.path()).unwrap_err();
+        assert!(matches!(&err, CaError::Invalid { path, .. } if *path == cert), "{err:?}");
+
+        // A leaf of this very CA, with the CA key: parses, matches nothing.
+        fs::write(&cert, &good_cert).unwrap();
+        let ca = CertificateAuthority::load(tmp.path()).unwrap();
+        let leaf = ca.mint("a.test").unwrap();
+        fs::write(&cert, crate::test_support::der_to_pem(&leaf.chain[0])).unwrap();
+        let err = CertificateAuthority::load(tmp.path()).unwrap_err();
+        assert!(matches!(&err, CaError::Invalid { path, reason } if *path == cert && reason.contains("not a CA")));
+
+        fs::write(&cert, &good_cert).unwrap();
+        fs::write(&key, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
+        let err = CertificateAuthority::load(tmp.path()).unwrap_err();
+        assert!(matches!(&err, CaError::Invalid { path, .. } if *path == key), "{err:?}");
+        assert!(!err.to_string().contains("AAAA"));
+
+        fs::write(&key, &good_key).unwrap();
+        CertificateAuthority::load(tmp.path()).unwrap();
+    }
+
+    #[test]
+    fn a_missing_ca_is_an_io_error_naming_the_certificate() {
+        let tmp = TempDir::new();
+        let err = CertificateAuthority::load(tmp.path()).unwrap_err();
+        let cert = tmp.path().join("ca.pem");
+        assert!(
+            matches!(&err, CaError::Io { path, source } if *path == cert && source.kind() == io::ErrorKind::NotFound),
+            "{err:?}"
+        );
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0, "load never creates");
+    }
+
+    #[test]
+    fn concurrent_creators_agree_on_one_ca() {
+        let tmp = TempDir::new();
+        let dir = Arc::new(tmp.path().join("home"));
+        let threads: Vec<_> = (0..6)
+            .map(|_| {
+                let dir = Arc::clone(&dir);
+                thread::spawn(move || CertificateAuthority::load_or_create(&dir).map(|ca| ca.cert_pem().to_owned()))
+            })
+            .collect();
+        let pems: Vec<String> = threads.into_iter().map(|t| t.join().unwrap().unwrap()).collect();
+        assert!(pems.windows(2).all(|w| w[0] == w[1]), "every caller loaded the same CA");
+        assert_eq!(fs::read_to_string(dir.join("ca.pem")).unwrap(), pems[0]);
+        assert_eq!(fs::read_dir(&*dir).unwrap().count(), 2, "no temporary files left behind");
     }
 }

@@ -190,7 +190,7 @@ fn last_line(path: &Path) -> io::Result<Option<Vec<u8>>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    Ok(data.split(|&b| b == b'\n').filter(|l| !l.is_empty()).next_back().map(<[u8]>::to_vec))
+    Ok(data.split(|&b| b == b'\n').rfind(|l| !l.is_empty()).map(<[u8]>::to_vec))
 }
 
 /// Why the chain does not verify.
