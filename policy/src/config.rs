@@ -88,6 +88,7 @@ struct RawSecret {
     path: Option<PathBuf>,
     command: Option<Vec<String>>,
     ttl: Option<String>,
+    timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -161,7 +162,20 @@ pub enum SecretSource {
         /// Absolute path.
         path: PathBuf,
     },
+    /// A command's stdout (argv, no shell): `op read …`, `infisical`,
+    /// `doppler`, `vault kv get`, `pass`.
+    Command {
+        /// Program and arguments.
+        argv: Vec<String>,
+        /// How long the command may run.
+        timeout: Duration,
+    },
 }
+
+/// How long a `command` source may run unless `timeout` says otherwise.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `command` values are cached unless `ttl` says otherwise.
+pub const DEFAULT_COMMAND_TTL: Duration = Duration::from_secs(300);
 
 /// One `[secrets.NAME]` entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -170,7 +184,8 @@ pub struct SecretSpec {
     pub name: String,
     /// Where its value comes from.
     pub source: SecretSource,
-    /// How long a fetched value is cached (`None`: once per config load).
+    /// How long a fetched value is cached (`None`: until the config is
+    /// reloaded or, for `store` and `file`, the file changes).
     pub ttl: Option<Duration>,
 }
 
@@ -481,10 +496,27 @@ fn build_secret(name: &str, s: RawSecret, absolute: &dyn Fn(PathBuf) -> PathBuf)
                 s.path.clone().ok_or_else(|| format!("[secrets.{name}]: source = \"file\" needs path = \"/path\""))?;
             SecretSource::File { path: absolute(path) }
         }
-        "command" | "keychain" => {
+        "command" => {
+            unused("var", s.var.is_some())?;
+            unused("path", s.path.is_some())?;
+            let argv = s.command.clone().unwrap_or_default();
+            if argv.is_empty() || argv[0].is_empty() {
+                return Err(format!(
+                    "[secrets.{name}]: source = \"command\" needs command = [\"program\", \"arg\", …]"
+                ));
+            }
+            let timeout = s
+                .timeout
+                .as_deref()
+                .map(|t| parse_duration(t).map_err(|e| format!("[secrets.{name}] timeout: {e}")))
+                .transpose()?
+                .unwrap_or(DEFAULT_COMMAND_TIMEOUT);
+            SecretSource::Command { argv, timeout }
+        }
+        "keychain" => {
             return Err(format!(
                 "[secrets.{name}]: source = \"{}\" is not supported by this version of airlock yet; \
-                 use store, env or file",
+                 use store, env, file or command (e.g. command = [\"secret-tool\", \"lookup\", …])",
                 s.source
             ));
         }

@@ -23,7 +23,7 @@ pub mod inject;
 pub mod secrets;
 
 pub use config::{
-    AuditSettings, ConfigError, Egress, Policy, ProxySettings, Route, RouteId, SecretSource, SecretSpec, Tenant,
-    TenantId, starter_config,
+    AuditSettings, ConfigError, DEFAULT_COMMAND_TIMEOUT, DEFAULT_COMMAND_TTL, Egress, Policy, ProxySettings, Route,
+    RouteId, SecretSource, SecretSpec, Tenant, TenantId, starter_config,
 };
 pub use decide::{AuthError, ConnectAction, Decision, Denial, DenialCode, Injection, RequestInfo};

@@ -12,8 +12,9 @@ use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use zeroize::Zeroizing;
 
@@ -117,6 +118,39 @@ pub enum SecretError {
         /// Why.
         reason: InvalidSecret,
     },
+    /// The command could not be started.
+    #[error("secret '{name}': cannot run {program}: {error}")]
+    CommandStart {
+        /// The secret's name.
+        name: String,
+        /// argv[0].
+        program: String,
+        /// Why.
+        error: io::Error,
+    },
+    /// The command ran past its timeout and was killed.
+    #[error("secret '{name}': {program} did not finish within {timeout:?} and was stopped")]
+    CommandTimeout {
+        /// The secret's name.
+        name: String,
+        /// argv[0].
+        program: String,
+        /// The limit.
+        timeout: std::time::Duration,
+    },
+    /// The command exited unsuccessfully. Carries a summary of its stderr,
+    /// never its stdout.
+    #[error("secret '{name}': {program} failed ({status}){stderr}", stderr = if stderr.is_empty() { String::new() } else { format!(": {stderr}") })]
+    CommandFailed {
+        /// The secret's name.
+        name: String,
+        /// argv[0].
+        program: String,
+        /// Exit status.
+        status: String,
+        /// The first line of stderr, shortened.
+        stderr: String,
+    },
     /// The secret is not declared in `[secrets]`.
     #[error("secret '{name}' is not declared in [secrets]")]
     Undeclared {
@@ -142,8 +176,71 @@ pub fn fetch(spec: &SecretSpec, store: &Store) -> Result<SecretValue, SecretErro
             .map(|v| v.into_encoded_bytes())
             .ok_or_else(|| SecretError::EnvMissing { name: name.clone(), var: var.clone() })?,
         SecretSource::File { path } => read_private_file(name, path)?,
+        SecretSource::Command { argv, timeout } => run_command(name, argv, *timeout)?,
     };
     SecretValue::new(raw).map_err(|reason| SecretError::Invalid { name: name.clone(), reason })
+}
+
+/// Runs a vault command (no shell) and returns its stdout, trimmed. Stdout
+/// is never logged or put in an error; stderr is summarised.
+fn run_command(name: &str, argv: &[String], timeout: std::time::Duration) -> Result<Vec<u8>, SecretError> {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let program = argv.first().cloned().unwrap_or_default();
+    let mut child = Command::new(&program)
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|error| SecretError::CommandStart { name: name.to_owned(), program: program.clone(), error })?;
+    // Read both pipes on their own threads so a chatty command cannot block
+    // on a full pipe while we wait for it.
+    let mut out_pipe = child.stdout.take();
+    let mut err_pipe = child.stderr.take();
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = zeroize::Zeroizing::new(Vec::new());
+        if let Some(p) = out_pipe.as_mut() {
+            let _ = p.read_to_end(&mut buf);
+        }
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(p) = err_pipe.as_mut() {
+            let _ = p.take(64 * 1024).read_to_end(&mut buf);
+        }
+        buf
+    });
+    let deadline = std::time::Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if std::time::Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(SecretError::CommandTimeout { name: name.to_owned(), program, timeout });
+            }
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(5)),
+            Err(error) => return Err(SecretError::CommandStart { name: name.to_owned(), program, error }),
+        }
+    };
+    let stdout = out_reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    if !status.success() {
+        let first = String::from_utf8_lossy(&stderr)
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("")
+            .chars()
+            .take(200)
+            .collect();
+        let status =
+            status.code().map(|c| format!("exit status {c}")).unwrap_or_else(|| "killed by a signal".to_owned());
+        return Err(SecretError::CommandFailed { name: name.to_owned(), program, status, stderr: first });
+    }
+    Ok(stdout.trim_ascii().to_vec())
 }
 
 /// Reads a file that must be readable by its owner only, trimming one
@@ -199,7 +296,8 @@ impl Store {
         &self.dir
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    /// Where a secret's value is stored.
+    pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
 
@@ -274,32 +372,153 @@ impl Store {
 
 // === impl Vault ===
 
-/// Fetches and caches secret values for one loaded config. Values from
-/// `store`, `env` and `file` are fetched once per config load.
+/// How long a replaced value stays in [`Vault::known`], so responses that
+/// still echo the old key (in-flight requests, upstream caches) are
+/// scrubbed after a rotation.
+pub const RETIRED_GRACE: Duration = Duration::from_secs(600);
+
+/// What identifies a file's content without reading it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let m = fs::metadata(path).ok()?;
+    Some(Stamp { modified: m.modified().ok(), len: m.len(), inode: m.ino() })
+}
+
+#[derive(Debug)]
+struct Entry {
+    value: Arc<SecretValue>,
+    fetched: Instant,
+    stamp: Option<Stamp>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    entries: HashMap<String, Entry>,
+    retired: Vec<(String, Arc<SecretValue>, Instant)>,
+}
+
+/// Fetches and caches secret values.
+///
+/// - `store` and `file` values are re-read when the file changes (checked
+///   with one `stat` per use), so `airlock secret set` takes effect on the
+///   next request; `env` values are read once per config load;
+///   `command` values are cached for their `ttl` (default 5 minutes).
+/// - Concurrent uses that need a fetch share one fetch.
+/// - A failed refresh keeps serving the last good value, with a warning,
+///   until it is twice its `ttl` old.
+/// - A replaced value stays known for [`RETIRED_GRACE`] so the redactor
+///   still scrubs it.
 #[derive(Debug)]
 pub struct Vault {
     store: Store,
-    cache: Mutex<HashMap<String, Arc<SecretValue>>>,
-    /// Bumped whenever a value is added or changes, so the redactor knows
-    /// to rebuild its patterns.
-    version: std::sync::atomic::AtomicU64,
+    state: Mutex<State>,
+    fetch_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Bumped whenever the set of known values changes, so the redactor
+    /// knows to rebuild its patterns.
+    version: AtomicU64,
+    fetches: AtomicU64,
 }
 
 impl Vault {
     /// A vault over the store in `home`.
     pub fn new(home: &Path) -> Self {
-        Vault { store: Store::new(home), cache: Mutex::new(HashMap::new()), version: Default::default() }
+        Vault {
+            store: Store::new(home),
+            state: Mutex::new(State::default()),
+            fetch_locks: Mutex::new(HashMap::new()),
+            version: AtomicU64::new(0),
+            fetches: AtomicU64::new(0),
+        }
     }
 
-    /// The current value of a secret, fetched on first use.
-    pub fn get(&self, spec: &SecretSpec) -> Result<Arc<SecretValue>, SecretError> {
-        if let Some(v) = self.lock().get(&spec.name) {
-            return Ok(Arc::clone(v));
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A poisoned lock only means another thread panicked mid-update; the
+        // maps themselves stay consistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn file_of(&self, spec: &SecretSpec) -> Option<PathBuf> {
+        match &spec.source {
+            SecretSource::Store => Some(self.store.path(&spec.name)),
+            SecretSource::File { path } => Some(path.clone()),
+            _ => None,
         }
-        let value = Arc::new(fetch(spec, &self.store)?);
-        self.lock().insert(spec.name.clone(), Arc::clone(&value));
-        self.version.fetch_add(1, std::sync::atomic::Ordering::Release);
-        Ok(value)
+    }
+
+    /// The cached value when it is still good, without fetching.
+    pub fn cached(&self, spec: &SecretSpec) -> Option<Arc<SecretValue>> {
+        let state = self.state();
+        let e = state.entries.get(&spec.name)?;
+        if spec.ttl.is_some_and(|ttl| e.fetched.elapsed() >= ttl) {
+            return None;
+        }
+        if let Some(path) = self.file_of(spec)
+            && stamp(&path) != e.stamp
+        {
+            return None;
+        }
+        Some(Arc::clone(&e.value))
+    }
+
+    /// The current value of a secret, fetching when the cached one is
+    /// missing or stale. May block (a `command` source runs a process):
+    /// call it off the async runtime's worker threads.
+    pub fn get(&self, spec: &SecretSpec) -> Result<Arc<SecretValue>, SecretError> {
+        if let Some(v) = self.cached(spec) {
+            return Ok(v);
+        }
+        let lock = {
+            let mut locks = self.fetch_locks.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(locks.entry(spec.name.clone()).or_default())
+        };
+        let _one_fetch = lock.lock().unwrap_or_else(|p| p.into_inner());
+        // Someone else may have fetched while we waited.
+        if let Some(v) = self.cached(spec) {
+            return Ok(v);
+        }
+        let before = self.file_of(spec).and_then(|p| stamp(&p));
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        match fetch(spec, &self.store) {
+            Ok(value) => {
+                let value = Arc::new(value);
+                let mut state = self.state();
+                let old = state.entries.insert(
+                    spec.name.clone(),
+                    Entry { value: Arc::clone(&value), fetched: Instant::now(), stamp: before },
+                );
+                match old {
+                    Some(old) if old.value != value => {
+                        state.retired.push((spec.name.clone(), old.value, Instant::now() + RETIRED_GRACE));
+                        self.version.fetch_add(1, Ordering::Release);
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.version.fetch_add(1, Ordering::Release);
+                    }
+                }
+                Ok(value)
+            }
+            Err(e) => {
+                let state = self.state();
+                if let Some(old) = state.entries.get(&spec.name) {
+                    let usable = match spec.ttl {
+                        Some(ttl) => old.fetched.elapsed() < ttl * 2,
+                        None => false,
+                    };
+                    if usable {
+                        tracing::warn!(secret = %spec.name, error = %e, "refresh failed; serving the last good value");
+                        return Ok(Arc::clone(&old.value));
+                    }
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Fetches every declared secret now, so the redactor knows all values
@@ -308,20 +527,42 @@ impl Vault {
         specs.filter_map(|s| self.get(s).err()).collect()
     }
 
-    /// Every value fetched so far, by secret name.
+    /// Forgets every cached value (a config reload), keeping each for
+    /// [`RETIRED_GRACE`] so the redactor still knows it.
+    pub fn retire_all(&self) {
+        let mut state = self.state();
+        let until = Instant::now() + RETIRED_GRACE;
+        let entries = std::mem::take(&mut state.entries);
+        for (name, e) in entries {
+            state.retired.push((name, e.value, until));
+        }
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    /// Every value the redactor must scrub: current and recently replaced,
+    /// by secret name.
     pub fn known(&self) -> Vec<(String, Arc<SecretValue>)> {
-        self.lock().iter().map(|(k, v)| (k.clone(), Arc::clone(v))).collect()
+        let mut state = self.state();
+        let now = Instant::now();
+        let before = state.retired.len();
+        state.retired.retain(|(_, _, until)| *until > now);
+        if state.retired.len() != before {
+            self.version.fetch_add(1, Ordering::Release);
+        }
+        let mut out: Vec<(String, Arc<SecretValue>)> =
+            state.entries.iter().map(|(k, e)| (k.clone(), Arc::clone(&e.value))).collect();
+        out.extend(state.retired.iter().map(|(k, v, _)| (k.clone(), Arc::clone(v))));
+        out
     }
 
     /// Changes whenever the set of known values changes.
     pub fn version(&self) -> u64 {
-        self.version.load(std::sync::atomic::Ordering::Acquire)
+        self.version.load(Ordering::Acquire)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<SecretValue>>> {
-        // A poisoned lock only means another thread panicked mid-insert; the
-        // map itself is still consistent.
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    /// Fetches performed so far (for tests and `airlock check`).
+    pub fn fetches(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
     }
 }
 

@@ -15,13 +15,13 @@ use hyper_util::rt::TokioIo;
 use tracing::{Instrument, debug, info, info_span};
 
 use airlock_policy::inject::inject;
-use airlock_policy::{Decision, Denial, DenialCode, Policy, RequestInfo, RouteId, TenantId};
+use airlock_policy::{AuthError, Decision, Denial, DenialCode, RequestInfo, RouteId, TenantId};
 
 use crate::audit::{self, Outcome, Record};
 use crate::headers::{is_upgrade, strip_hop_by_hop};
 use crate::redact::{Decoder, Ended, RedactBody, RedactionCount, scrub_headers};
 use crate::respond::{REQUEST_ID_HEADER, denial_response, request_id};
-use crate::server::{Shared, parse_destination};
+use crate::server::{Loaded, Shared, parse_destination};
 use crate::tunnel::upstream_denial;
 use crate::{Body, upstream};
 
@@ -29,8 +29,9 @@ use crate::{Body, upstream};
 /// absolute-form URI), never by a request's `Host`.
 #[derive(Clone, Debug)]
 pub struct Destination {
-    /// The authenticated tenant.
-    pub tenant: TenantId,
+    /// The authenticated tenant's name (looked up in the config current for
+    /// each request, which a reload may have replaced).
+    pub tenant: String,
     /// Normalised host.
     pub host: String,
     /// Port.
@@ -61,7 +62,8 @@ impl Destination {
 /// Per-request facts gathered for the audit record.
 struct Audit<'a> {
     shared: &'a Shared,
-    policy: &'a Policy,
+    loaded: &'a Loaded,
+    tenant: TenantId,
     dest: &'a Destination,
     request_id: String,
     ts: String,
@@ -86,8 +88,8 @@ impl Audit<'_> {
         Record {
             ts: self.ts.clone(),
             request_id: self.request_id.clone(),
-            tenant: Some(self.policy.tenant(self.dest.tenant).name.clone()),
-            route: route.map(|r| self.policy.route(r).name.clone()),
+            tenant: Some(self.dest.tenant.clone()),
+            route: route.map(|r| self.loaded.policy.route(r).name.clone()),
             method: self.method.clone(),
             host: self.dest.host.clone(),
             port: self.dest.port,
@@ -108,7 +110,7 @@ impl Audit<'_> {
     /// The path with any secret in it replaced, as the audit log must never
     /// hold one.
     fn scrubbed_path(&self) -> String {
-        let set = self.shared.scrubbers.for_request(self.policy, &self.shared.vault, self.dest.tenant, &[]);
+        let set = self.loaded.scrubbers.for_request(&self.loaded.policy, &self.shared.vault, self.tenant, &[]);
         let mut out = Vec::with_capacity(self.path.len());
         set.replace_all(self.path.as_bytes(), &mut out);
         String::from_utf8_lossy(&out).into_owned()
@@ -125,13 +127,20 @@ impl Audit<'_> {
 /// Decides and forwards one request to a routed (or egress-denied) host.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
-    policy: Arc<Policy>,
+    loaded: Arc<Loaded>,
     dest: Arc<Destination>,
     req: Request<Incoming>,
 ) -> Response<Body> {
+    let policy = &loaded.policy;
+    let Some((tenant, _)) = policy.tenant_by_name(&dest.tenant) else {
+        // The tenant was removed by a reload while this connection was open.
+        let denial = AuthError::Unknown.denial();
+        return denial_response(&denial, &request_id());
+    };
     let audit = Audit {
         shared: &shared,
-        policy: &policy,
+        loaded: &loaded,
+        tenant,
         dest: &dest,
         request_id: request_id(),
         ts: audit::now_rfc3339(),
@@ -147,7 +156,7 @@ pub(crate) async fn handle(
         let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let names: Vec<(&str, &[u8])> = req.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
         let info = RequestInfo { method: req.method().as_str(), host: &dest.host, port: dest.port, target, headers: &names };
-        let (route_id, injections) = match policy.decide(dest.tenant, &info) {
+        let (route_id, injections) = match policy.decide(tenant, &info) {
             Decision::Allow { route, injections } => (route, injections),
             Decision::Deny(denial) => return audit.deny(&denial),
         };
@@ -158,7 +167,7 @@ pub(crate) async fn handle(
         let mut swapped: Vec<(usize, HeaderValue)> = Vec::new();
         if !injections.is_empty() {
             let fetched = match policy.secret(&route.secret) {
-                Some(spec) => shared.vault.get(spec).map_err(|e| e.to_string()),
+                Some(spec) => fetch_secret(&shared, spec).await,
                 // Policy::load checks every route's secret is declared.
                 None => Err(format!("secret '{}' is not declared", route.secret)),
             };
@@ -195,10 +204,10 @@ pub(crate) async fn handle(
             .collect();
         drop(names);
         let injected = !swapped.is_empty();
-        let set = shared.scrubbers.for_request(&policy, &shared.vault, dest.tenant, &injected_pairs);
+        let set = loaded.scrubbers.for_request(policy, &shared.vault, tenant, &injected_pairs);
         drop(injected_pairs);
         let bytes_up = Arc::new(AtomicU64::new(0));
-        let upstream = match send(&shared, &dest, req, swapped, true, Arc::clone(&bytes_up)).await {
+        let upstream = match send(&loaded, &dest, req, swapped, true, Arc::clone(&bytes_up)).await {
             Ok(r) => r,
             Err(denial) => return audit.deny(&Denial { route: Some(route_id), ..denial }),
         };
@@ -263,15 +272,27 @@ pub(crate) async fn handle(
     .await
 }
 
+/// The secret's value: from the cache, or fetched on a blocking thread (a
+/// `command` source runs a process; a `file` one reads the disk).
+async fn fetch_secret(
+    shared: &Arc<Shared>,
+    spec: &airlock_policy::SecretSpec,
+) -> Result<Arc<airlock_policy::secrets::SecretValue>, String> {
+    if let Some(v) = shared.vault.cached(spec) {
+        return Ok(v);
+    }
+    let (vault, spec) = (Arc::clone(&shared.vault), spec.clone());
+    match tokio::task::spawn_blocking(move || vault.get(&spec)).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err("the secret fetch failed unexpectedly".to_owned()),
+    }
+}
+
 /// Forwards a plain-HTTP request to a host no route names (egress =
 /// "tunnel"): untouched but for hop-by-hop headers.
-pub(crate) async fn pass_through(
-    shared: Arc<Shared>,
-    dest: Arc<Destination>,
-    req: Request<Incoming>,
-) -> Response<Body> {
+pub(crate) async fn pass_through(loaded: &Loaded, dest: Arc<Destination>, req: Request<Incoming>) -> Response<Body> {
     let id = request_id();
-    match send(&shared, &dest, req, Vec::new(), false, Arc::new(AtomicU64::new(0))).await {
+    match send(loaded, &dest, req, Vec::new(), false, Arc::new(AtomicU64::new(0))).await {
         Ok(resp) => resp,
         Err(denial) => denial_response(&denial, &id),
     }
@@ -321,7 +342,7 @@ fn check_authority(req: &Request<Incoming>, dest: &Destination) -> Result<(), De
 /// and no `Range` (a partial body could cut a secret at its edge, where the
 /// redactor cannot see it whole).
 async fn send(
-    shared: &Shared,
+    loaded: &Loaded,
     dest: &Destination,
     mut req: Request<Incoming>,
     swapped: Vec<(usize, HeaderValue)>,
@@ -365,7 +386,7 @@ async fn send(
     *up.version_mut() = Version::HTTP_11;
     *up.headers_mut() = headers;
 
-    let client = if upgrade { &shared.upstream.client_h1 } else { &shared.upstream.client };
+    let client = if upgrade { &loaded.upstream.client_h1 } else { &loaded.upstream.client };
     let mut resp = client.request(up).await.map_err(|e| {
         let (code, reason) = upstream::classify(&e);
         debug!(%code, %reason, "upstream request failed");

@@ -19,7 +19,7 @@ use rustls::server::Acceptor;
 use tokio_rustls::LazyConfigAcceptor;
 use tracing::{debug, warn};
 
-use airlock_policy::{Policy, host};
+use airlock_policy::host;
 
 use crate::forward::{self, Destination};
 use crate::server::{ConnGuard, Shared};
@@ -29,13 +29,7 @@ use crate::server::{ConnGuard, Shared};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves an intercepted tunnel until the agent closes it.
-pub(crate) async fn serve(
-    shared: Arc<Shared>,
-    policy: Arc<Policy>,
-    dest: Destination,
-    upgraded: Upgraded,
-    guard: ConnGuard,
-) {
+pub(crate) async fn serve(shared: Arc<Shared>, dest: Destination, upgraded: Upgraded, guard: ConnGuard) {
     let handshake = async {
         let start = LazyConfigAcceptor::new(Acceptor::default(), TokioIo::new(upgraded)).await?;
         if let Some(sni) = start.client_hello().server_name()
@@ -68,8 +62,10 @@ pub(crate) async fn serve(
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let dest = Arc::new(dest);
     let service = service_fn(move |req| {
-        let (shared, policy, dest) = (Arc::clone(&shared), Arc::clone(&policy), Arc::clone(&dest));
-        async move { Ok::<_, Infallible>(forward::handle(shared, policy, dest, req).await) }
+        // Each request sees the config current when it arrives.
+        let (shared, dest) = (Arc::clone(&shared), Arc::clone(&dest));
+        let loaded = shared.loaded();
+        async move { Ok::<_, Infallible>(forward::handle(shared, loaded, dest, req).await) }
     });
     let io = TokioIo::new(tls);
     let mut stop = guard.shutdown.clone();

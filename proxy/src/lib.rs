@@ -25,7 +25,7 @@ pub mod server;
 pub mod tunnel;
 pub mod upstream;
 
-pub use server::{Proxy, RunningProxy};
+pub use server::{Proxy, ReloadError, Reloader, RunningProxy};
 
 /// The error type of boxed bodies and services.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -222,7 +222,16 @@ fn serve(home: Home) -> anyhow::Result<ExitCode> {
     let first_tenant = policy.tenants().next().map(|(_, t)| (t.name.clone(), t.token().to_owned()));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let proxy = airlock::Proxy::bind(&home.dir, policy).await?;
+        let proxy = airlock::Proxy::bind(&home.dir, &home.config, policy).await?;
+        let reloader = proxy.reloader();
+        tokio::spawn(reloader.clone().watch(std::time::Duration::from_secs(1)));
+        tokio::spawn(async move {
+            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the config");
+                reloader.reload_logged();
+            }
+        });
         let addr = proxy.local_addr();
         let ca = CertificateAuthority::cert_path(&home.dir);
         eprintln!("airlock {} listening on {addr}", env!("CARGO_PKG_VERSION"));

@@ -62,15 +62,71 @@ pub enum StartError {
     },
 }
 
+/// One loaded config and what is built from it. Requests take a snapshot;
+/// a reload swaps in a new one, so in-flight requests finish on the old.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) scrubbers: crate::scrub::Scrubbers,
+    pub(crate) upstream: Upstream,
+}
+
+impl Loaded {
+    fn new(policy: Policy, listen: SocketAddr) -> Result<Self, TrustError> {
+        let mut settings = policy.proxy.clone();
+        settings.listen = listen;
+        let upstream = Upstream::new(&settings)?;
+        Ok(Loaded { policy: Arc::new(policy), scrubbers: crate::scrub::Scrubbers::default(), upstream })
+    }
+}
+
+/// Why a reload was refused (the old config keeps serving).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    /// The new config is invalid.
+    #[error(transparent)]
+    Config(#[from] airlock_policy::ConfigError),
+    /// Its upstream trust store could not be built.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+}
+
 /// Everything a connection needs, shared by all of them.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) policy: Arc<Policy>,
-    pub(crate) vault: Vault,
+    loaded: std::sync::RwLock<Arc<Loaded>>,
+    pub(crate) vault: Arc<Vault>,
     pub(crate) certs: LeafCache,
-    pub(crate) upstream: Upstream,
     pub(crate) audit: AuditLog,
-    pub(crate) scrubbers: crate::scrub::Scrubbers,
+    listen: SocketAddr,
+    home: PathBuf,
+    config: PathBuf,
+}
+
+impl Shared {
+    /// The current config snapshot.
+    pub(crate) fn loaded(&self) -> Arc<Loaded> {
+        Arc::clone(&self.loaded.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Loads the config file again and swaps it in atomically. An invalid
+    /// config is refused and the old one keeps serving.
+    pub(crate) fn reload(&self) -> Result<(), ReloadError> {
+        let policy = Policy::load(&self.config, &self.home)?;
+        if policy.proxy.listen != self.loaded().policy.proxy.listen {
+            warn!("[proxy] listen changed; it takes effect at the next restart");
+        }
+        let loaded = Loaded::new(policy, self.listen)?;
+        // Old values stay known to the redactor for a grace period.
+        self.vault.retire_all();
+        for e in self.vault.prefetch(loaded.policy.secrets()) {
+            warn!(error = %e, "secret unavailable after reload");
+        }
+        *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
+        info!(config = %self.config.display(), "config reloaded");
+        Ok(())
+    }
 }
 
 /// Signals a connection task watches, and the guard that keeps shutdown
@@ -91,31 +147,30 @@ pub struct Proxy {
 
 impl Proxy {
     /// Loads (or creates) the CA in `home`, binds `policy.proxy.listen`
-    /// (port 0 picks a free one) and opens the audit log.
-    pub async fn bind(home: &Path, policy: Policy) -> Result<Proxy, StartError> {
+    /// (port 0 picks a free one) and opens the audit log. `config` is the
+    /// file `policy` was loaded from, read again on reload.
+    pub async fn bind(home: &Path, config: &Path, policy: Policy) -> Result<Proxy, StartError> {
         let ca = Arc::new(CertificateAuthority::load_or_create(home)?);
         let addr = policy.proxy.listen;
         let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
         let bound = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
-        let mut settings = policy.proxy.clone();
-        settings.listen = bound;
-        let upstream = Upstream::new(&settings)?;
         let (audit, writer) = AuditLog::open(&policy.audit.path)
             .map_err(|source| StartError::Audit { path: policy.audit.path.clone(), source })?;
         let certs = LeafCache::new(ca, vec![b"h2".to_vec(), b"http/1.1".to_vec()], LEAF_CACHE_CAPACITY, LEAF_CACHE_TTL);
-        let vault = Vault::new(home);
+        let vault = Arc::new(Vault::new(home));
         // Fetch every secret now: the redactor must know all values before
         // the first response, whichever route it comes from.
         for e in vault.prefetch(policy.secrets()) {
             warn!(error = %e, "secret unavailable; requests that need it will be refused until it is fixed");
         }
         let shared = Shared {
+            loaded: std::sync::RwLock::new(Arc::new(Loaded::new(policy, bound)?)),
             vault,
-            policy: Arc::new(policy),
             certs,
-            upstream,
             audit,
-            scrubbers: crate::scrub::Scrubbers::default(),
+            listen: bound,
+            home: home.to_owned(),
+            config: config.to_owned(),
         };
         Ok(Proxy { shared: Arc::new(shared), listener, writer })
     }
@@ -123,7 +178,7 @@ impl Proxy {
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         // The listener is bound; local_addr only fails on a closed socket.
-        self.listener.local_addr().unwrap_or_else(|_| self.shared.policy.proxy.listen)
+        self.listener.local_addr().unwrap_or(self.shared.listen)
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, lets
@@ -167,6 +222,11 @@ impl Proxy {
         info!("airlock stopped");
     }
 
+    /// A handle that reloads the config (for SIGHUP).
+    pub fn reloader(&self) -> Reloader {
+        Reloader(Arc::clone(&self.shared))
+    }
+
     /// Serves in a background task; the handle stops it.
     pub fn spawn(self) -> RunningProxy {
         let addr = self.local_addr();
@@ -176,6 +236,51 @@ impl Proxy {
             let _ = rx.await;
         }));
         RunningProxy { addr, stop: Some(tx), task, shared }
+    }
+}
+
+/// Reloads a running proxy's config.
+#[derive(Clone, Debug)]
+pub struct Reloader(Arc<Shared>);
+
+impl Reloader {
+    /// Reloads the config file; an invalid one is refused and the old one
+    /// keeps serving.
+    pub fn reload(&self) -> Result<(), ReloadError> {
+        self.0.reload()
+    }
+
+    /// The config file being served.
+    pub fn config_path(&self) -> &Path {
+        &self.0.config
+    }
+
+    /// Reloads, logging the outcome (an error keeps the old config).
+    pub fn reload_logged(&self) {
+        if let Err(e) = self.reload() {
+            warn!(error = %e, "config rejected; still serving the previous config");
+        }
+    }
+
+    /// Watches the config file and reloads when it changes (polled every
+    /// `every`; editors replace files, so the stamp includes the inode).
+    pub async fn watch(self, every: Duration) {
+        let stamp = |p: &Path| {
+            std::fs::metadata(p).ok().map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                (m.modified().ok(), m.len(), m.ino())
+            })
+        };
+        let mut last = stamp(&self.0.config);
+        loop {
+            tokio::time::sleep(every).await;
+            let now = stamp(&self.0.config);
+            if now != last && now.is_some() {
+                last = now;
+                info!("config file changed");
+                self.reload_logged();
+            }
+        }
     }
 }
 
@@ -192,6 +297,16 @@ impl RunningProxy {
     /// The listening address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Reloads the config file (what SIGHUP does).
+    pub fn reload(&self) -> Result<(), ReloadError> {
+        self.shared.reload()
+    }
+
+    /// How many secret fetches the vault has made.
+    pub fn secret_fetches(&self) -> u64 {
+        self.shared.vault.fetches()
     }
 
     /// How many leaf certificates have been minted (cache misses).
@@ -249,7 +364,8 @@ async fn proxy_request(
     let request_id = respond::request_id();
     let started = Instant::now();
     let ts = audit::now_rfc3339();
-    let policy = Arc::clone(&shared.policy);
+    let loaded = shared.loaded();
+    let policy = Arc::clone(&loaded.policy);
 
     // Where is this going?
     let method = req.method().to_string();
@@ -299,15 +415,15 @@ async fn proxy_request(
     let tenant_name = policy.tenant(tenant).name.clone();
     let span = info_span!("request", %request_id, tenant = %tenant_name, %host, port);
     let action = policy.connect_action(tenant, &host, port);
-    let destination = Destination { tenant, host: host.clone(), port, https, peer };
+    let destination = Destination { tenant: tenant_name.clone(), host: host.clone(), port, https, peer };
     async {
         if !https {
             return match action {
                 ConnectAction::Intercept(_) => {
-                    forward::handle(Arc::clone(&shared), Arc::clone(&policy), Arc::new(destination), req).await
+                    forward::handle(Arc::clone(&shared), Arc::clone(&loaded), Arc::new(destination), req).await
                 }
-                ConnectAction::Tunnel => match tunnel::check_egress(&shared, &policy, tenant, &host, port).await {
-                    Ok(()) => forward::pass_through(shared.clone(), Arc::new(destination), req).await,
+                ConnectAction::Tunnel => match tunnel::check_egress(&loaded, tenant, &host, port).await {
+                    Ok(()) => forward::pass_through(&loaded, Arc::new(destination), req).await,
                     Err(denial) => refuse(denial, Some(tenant), &host, port),
                 },
             };
@@ -316,11 +432,11 @@ async fn proxy_request(
             ConnectAction::Intercept(route) => {
                 debug!(route = route.map(|r| policy.route(r).name.as_str()), "intercepting");
                 let on_upgrade = hyper::upgrade::on(req);
-                let (shared, policy) = (Arc::clone(&shared), Arc::clone(&policy));
+                let shared = Arc::clone(&shared);
                 tokio::spawn(
                     async move {
                         match on_upgrade.await {
-                            Ok(upgraded) => intercept::serve(shared, policy, destination, upgraded, guard).await,
+                            Ok(upgraded) => intercept::serve(shared, destination, upgraded, guard).await,
                             Err(e) => debug!(error = %e, "CONNECT upgrade failed"),
                         }
                     }
@@ -328,7 +444,7 @@ async fn proxy_request(
                 );
                 Response::new(respond::empty())
             }
-            ConnectAction::Tunnel => match tunnel::open(&shared, &policy, tenant, &host, port).await {
+            ConnectAction::Tunnel => match tunnel::open(&loaded, tenant, &host, port).await {
                 Ok(upstream) => {
                     shared.audit.write(Record {
                         ts: ts.clone(),

@@ -8,20 +8,15 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use airlock_policy::{Denial, DenialCode, Policy, TenantId, host};
+use airlock_policy::{Denial, DenialCode, TenantId, host};
 
-use crate::server::{ConnGuard, Shared};
+use crate::server::{ConnGuard, Loaded};
 
 /// Resolves `host:port` and refuses it when private egress is denied and any
 /// address it resolves to is not public, or when it is airlock itself.
-pub(crate) async fn check_egress(
-    shared: &Shared,
-    policy: &Policy,
-    tenant: TenantId,
-    host: &str,
-    port: u16,
-) -> Result<(), Denial> {
-    let addrs = shared.upstream.resolver.resolve(host, port).await.map_err(|e| connect_denial(&e))?;
+pub(crate) async fn check_egress(loaded: &Loaded, tenant: TenantId, host: &str, port: u16) -> Result<(), Denial> {
+    let policy = &loaded.policy;
+    let addrs = loaded.upstream.resolver.resolve(host, port).await.map_err(|e| connect_denial(&e))?;
     if policy.proxy.deny_private_egress
         && let Some(a) = addrs.iter().find(|a| host::is_non_public(a.ip()))
     {
@@ -31,15 +26,9 @@ pub(crate) async fn check_egress(
 }
 
 /// Checks egress and connects.
-pub(crate) async fn open(
-    shared: &Shared,
-    policy: &Policy,
-    tenant: TenantId,
-    host: &str,
-    port: u16,
-) -> Result<TcpStream, Denial> {
-    check_egress(shared, policy, tenant, host, port).await?;
-    shared.upstream.resolver.connect(host, port).await.map_err(|e| connect_denial(&e))
+pub(crate) async fn open(loaded: &Loaded, tenant: TenantId, host: &str, port: u16) -> Result<TcpStream, Denial> {
+    check_egress(loaded, tenant, host, port).await?;
+    loaded.upstream.resolver.connect(host, port).await.map_err(|e| connect_denial(&e))
 }
 
 fn connect_denial(e: &crate::upstream::ConnectError) -> Denial {

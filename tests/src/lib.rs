@@ -165,7 +165,7 @@ pub async fn start_in(home: &Path, config: &str) -> RunningProxy {
     let path = home.join("airlock.toml");
     std::fs::write(&path, config).unwrap();
     let policy = Policy::load(&path, home).unwrap();
-    airlock::Proxy::bind(home, policy).await.unwrap().spawn()
+    airlock::Proxy::bind(home, &path, policy).await.unwrap().spawn()
 }
 
 /// Polls `cond` until it holds or `timeout` passes.
