@@ -75,23 +75,39 @@ pub struct Record {
     pub complete: bool,
 }
 
+enum Msg {
+    Record(Box<Record>),
+    Close,
+}
+
 /// Handle to the writer thread. Cloning shares the writer.
 #[derive(Clone, Debug)]
 pub struct AuditLog {
-    tx: mpsc::Sender<Record>,
+    tx: mpsc::Sender<Msg>,
 }
 
-/// Joins the writer thread once every [`AuditLog`] handle is dropped.
+/// Owns the writer thread; [`AuditWriter::finish`] stops it.
 #[derive(Debug)]
 pub struct AuditWriter {
+    tx: mpsc::Sender<Msg>,
     thread: thread::JoinHandle<()>,
 }
 
 impl AuditWriter {
-    /// Waits until every record sent so far is on disk. Call after dropping
-    /// every [`AuditLog`] handle.
+    /// Writes every record queued so far, flushes, and stops the writer.
+    /// Records queued afterwards are reported as lost.
     pub fn finish(self) {
+        let _ = self.tx.send(Msg::Close);
         let _ = self.thread.join();
+    }
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Msg::Record(_) => "Record",
+            Msg::Close => "Close",
+        })
     }
 }
 
@@ -107,28 +123,34 @@ impl AuditLog {
             None => GENESIS.to_owned(),
         };
         let file = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
-        let (tx, rx) = mpsc::channel::<Record>();
+        let (tx, rx) = mpsc::channel::<Msg>();
         let thread = thread::Builder::new().name("airlock-audit".into()).spawn(move || {
             let mut out = BufWriter::new(file);
-            while let Ok(first) = rx.recv() {
+            let mut open = true;
+            while open && let Ok(first) = rx.recv() {
                 let mut next = Some(first);
-                while let Some(record) = next {
-                    if let Some(hash) = write_line(&mut out, &record, &prev) {
-                        prev = hash;
+                while let Some(msg) = next {
+                    match msg {
+                        Msg::Record(record) => {
+                            if let Some(hash) = write_line(&mut out, &record, &prev) {
+                                prev = hash;
+                            }
+                        }
+                        Msg::Close => open = false,
                     }
-                    next = rx.try_recv().ok();
+                    next = if open { rx.try_recv().ok() } else { None };
                 }
                 if let Err(e) = out.flush() {
                     tracing::error!(error = %e, "cannot write the audit log");
                 }
             }
         })?;
-        Ok((AuditLog { tx }, AuditWriter { thread }))
+        Ok((AuditLog { tx: tx.clone() }, AuditWriter { tx, thread }))
     }
 
     /// Queues a record for writing.
     pub fn write(&self, record: Record) {
-        if self.tx.send(record).is_err() {
+        if self.tx.send(Msg::Record(Box::new(record))).is_err() {
             tracing::error!("audit writer has stopped; a record was lost");
         }
     }

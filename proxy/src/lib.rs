@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod check;
 pub mod forward;
 pub mod headers;
 pub mod home;

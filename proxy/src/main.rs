@@ -43,6 +43,13 @@ enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
+    /// Validate the config, reach every secret (never printing it), resolve
+    /// every route host; exit 1 when anything needs action.
+    Check {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = CheckFormat::Table)]
+        format: CheckFormat,
+    },
     /// Print the audit log readably, follow it, or verify its hash chain.
     Audit {
         /// Only this tenant's records.
@@ -60,6 +67,12 @@ enum Command {
         #[command(subcommand)]
         command: SecretCommand,
     },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum CheckFormat {
+    Table,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,6 +145,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Secret { command } => secret(&home, command),
+        Command::Check { format } => {
+            let policy = match load_policy(&home) {
+                Ok(p) => p,
+                Err(e) => {
+                    match format {
+                        CheckFormat::Table => println!("Needs action: {e:#}"),
+                        CheckFormat::Json => {
+                            println!("{}", serde_json::json!({"ok": false, "config_error": format!("{e:#}")}))
+                        }
+                    }
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let report = airlock::check::check(&home.dir, &policy);
+            match format {
+                CheckFormat::Table => print!("{}", report.table()),
+                CheckFormat::Json => println!(
+                    "{}",
+                    serde_json::json!({"ok": report.ok(), "routes": report.routes, "general": report.general})
+                ),
+            }
+            Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
         Command::Audit { tenant, follow, verify } => audit(&home, tenant.as_deref(), follow, verify),
     }
 }

@@ -215,9 +215,8 @@ impl Proxy {
             warn!("shutdown grace period over; closing remaining connections");
         }
         drop(shared);
-        // The audit writer ends once every handle is gone; connection tasks
-        // that outlived the grace period still hold one, so don't wait on it
-        // forever.
+        // Everything queued so far goes to disk; tasks that outlived the
+        // grace period lose only what they write after this.
         let _ = tokio::task::spawn_blocking(move || writer.finish()).await;
         info!("airlock stopped");
     }
@@ -263,22 +262,24 @@ impl Reloader {
     }
 
     /// Watches the config file and reloads when it changes (polled every
-    /// `every`; editors replace files, so the stamp includes the inode).
-    pub async fn watch(self, every: Duration) {
-        let stamp = |p: &Path| {
-            std::fs::metadata(p).ok().map(|m| {
-                use std::os::unix::fs::MetadataExt;
-                (m.modified().ok(), m.len(), m.ino())
-            })
-        };
+    /// `every`; editors replace files, so the stamp includes the inode). The
+    /// file's current state is taken now, so a change made right after this
+    /// call is not missed.
+    pub fn watch(self, every: Duration) -> impl std::future::Future<Output = ()> + Send + 'static {
+        fn stamp(p: &Path) -> Option<(Option<std::time::SystemTime>, u64, u64)> {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(p).ok().map(|m| (m.modified().ok(), m.len(), m.ino()))
+        }
         let mut last = stamp(&self.0.config);
-        loop {
-            tokio::time::sleep(every).await;
-            let now = stamp(&self.0.config);
-            if now != last && now.is_some() {
-                last = now;
-                info!("config file changed");
-                self.reload_logged();
+        async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let now = stamp(&self.0.config);
+                if now != last && now.is_some() {
+                    last = now;
+                    info!("config file changed");
+                    self.reload_logged();
+                }
             }
         }
     }
@@ -302,6 +303,11 @@ impl RunningProxy {
     /// Reloads the config file (what SIGHUP does).
     pub fn reload(&self) -> Result<(), ReloadError> {
         self.shared.reload()
+    }
+
+    /// A handle that reloads the config.
+    pub fn reloader(&self) -> Reloader {
+        Reloader(Arc::clone(&self.shared))
     }
 
     /// How many secret fetches the vault has made.

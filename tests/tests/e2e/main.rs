@@ -6,3 +6,4 @@ mod ca;
 mod policy;
 mod redact;
 mod skeleton;
+mod vault;

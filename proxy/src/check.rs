@@ -1,0 +1,122 @@
+//! `airlock check`: is every route ready? Loads the config, reaches every
+//! secret (never printing a value), resolves every route host, and checks
+//! the CA and the upstream trust store.
+
+use std::net::ToSocketAddrs;
+use std::path::Path;
+
+use serde::Serialize;
+
+use airlock_ca::CertificateAuthority;
+use airlock_policy::Policy;
+use airlock_policy::host::HostPattern;
+use airlock_policy::secrets::Vault;
+
+/// One route's readiness.
+#[derive(Clone, Debug, Serialize)]
+pub struct RouteStatus {
+    /// Tenant name.
+    pub tenant: String,
+    /// Route name.
+    pub route: String,
+    /// `host[:port]` as configured.
+    pub host: String,
+    /// Secret name.
+    pub secret: String,
+    /// Ready, or what needs doing.
+    pub ready: bool,
+    /// Why not, when not ready.
+    pub needs: Vec<String>,
+}
+
+/// The whole report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Per-route status.
+    pub routes: Vec<RouteStatus>,
+    /// Problems not tied to one route (CA, trust store, unused secrets).
+    pub general: Vec<String>,
+}
+
+impl Report {
+    /// Whether anything needs action.
+    pub fn ok(&self) -> bool {
+        self.general.is_empty() && self.routes.iter().all(|r| r.ready)
+    }
+
+    /// The report as a table for people.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let widths = [
+            self.routes.iter().map(|r| r.tenant.len()).max().unwrap_or(0).max(6),
+            self.routes.iter().map(|r| r.route.len()).max().unwrap_or(0).max(5),
+            self.routes.iter().map(|r| r.host.len()).max().unwrap_or(0).max(4),
+            self.routes.iter().map(|r| r.secret.len()).max().unwrap_or(0).max(6),
+        ];
+        let row = |cols: [&str; 5]| {
+            format!(
+                "{:w0$}  {:w1$}  {:w2$}  {:w3$}  {}\n",
+                cols[0],
+                cols[1],
+                cols[2],
+                cols[3],
+                cols[4],
+                w0 = widths[0],
+                w1 = widths[1],
+                w2 = widths[2],
+                w3 = widths[3]
+            )
+        };
+        out.push_str(&row(["TENANT", "ROUTE", "HOST", "SECRET", "STATUS"]));
+        for r in &self.routes {
+            let status = if r.ready { "Ready".to_owned() } else { format!("Needs action: {}", r.needs.join("; ")) };
+            out.push_str(&row([&r.tenant, &r.route, &r.host, &r.secret, &status]));
+        }
+        for g in &self.general {
+            out.push_str(&format!("Needs action: {g}\n"));
+        }
+        out
+    }
+}
+
+/// Checks a loaded policy against the machine it runs on.
+pub fn check(home: &Path, policy: &Policy) -> Report {
+    let mut general = Vec::new();
+    if let Err(e) = CertificateAuthority::load_or_create(home) {
+        general.push(format!("the CA cannot be loaded: {e}"));
+    }
+    if let Err(e) = crate::upstream::client_tls(&policy.proxy.upstream_ca, &[b"http/1.1"]) {
+        general.push(e.to_string());
+    }
+    let vault = Vault::new(home);
+    let mut routes = Vec::new();
+    for (_, t) in policy.tenants() {
+        for r in &t.routes {
+            let mut needs = Vec::new();
+            match policy.secret(&r.secret).map(|spec| vault.get(spec)) {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => needs.push(e.to_string()),
+                None => needs.push(format!("secret '{}' is not declared", r.secret)),
+            }
+            if let HostPattern::Exact(host) = &r.host {
+                let resolvable = policy.proxy.resolve.contains_key(host)
+                    || host.parse::<std::net::IpAddr>().is_ok()
+                    || (host.as_str(), r.port).to_socket_addrs().is_ok_and(|mut a| a.next().is_some());
+                if !resolvable {
+                    needs.push(format!(
+                        "{host} does not resolve from this machine (add it to [proxy].resolve if it is local)"
+                    ));
+                }
+            }
+            routes.push(RouteStatus {
+                tenant: t.name.clone(),
+                route: r.name.clone(),
+                host: r.authority(),
+                secret: r.secret.clone(),
+                ready: needs.is_empty(),
+                needs,
+            });
+        }
+    }
+    Report { routes, general }
+}

@@ -1,0 +1,265 @@
+//! The vault side end to end: each secret source through the proxy, the
+//! command source's TTL, single fetch and failure, rotation under load, and
+//! live reload.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use airlock_policy::secrets::{SecretValue, Store};
+use airlock_tests::client::{self, Http};
+use airlock_tests::upstream::Protocols;
+use airlock_tests::*;
+
+/// A route `name` on `api.acme.test` for tenant acme using secret `secret`
+/// declared with `source`.
+fn with_secret(upstream: &Upstream, secret: &str, source: &str) -> String {
+    let port = upstream.port();
+    let config = standard_config(upstream, "", &format!("\n[secrets.{secret}]\n{source}\n"));
+    // Point acme's main route at the secret under test.
+    config.replace(
+        &format!("name = \"echo\"\nhost = \"api.acme.test:{port}\"\nsecret = \"acme_key\""),
+        &format!("name = \"echo\"\nhost = \"api.acme.test:{port}\"\nsecret = \"{secret}\""),
+    )
+}
+
+async fn call(proxy: &TestProxy, upstream: &Upstream, extra: &[(&str, &str)]) -> client::Reply {
+    let auth = format!("Bearer {ACME_PLACEHOLDER}");
+    let mut headers = vec![("authorization", auth.as_str())];
+    headers.extend_from_slice(extra);
+    let req = client::get("api.acme.test", upstream.port(), "/echo", &headers, Http::H1);
+    let ca = proxy.ca_pem();
+    client::request(proxy.addr(), ("acme", ACME_TOKEN), "api.acme.test", upstream.port(), &[&ca], Http::H1, req)
+        .await
+        .unwrap()
+}
+
+fn last_auth(upstream: &Upstream) -> String {
+    upstream.seen().last().unwrap().header("authorization").unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn env_and_file_sources_reach_the_upstream() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    // env: a variable the test process already has (changing the
+    // environment of a multi-threaded test process is not sound).
+    let home_value = std::env::var("HOME").expect("HOME is set");
+    let proxy = TestProxy::start(&with_secret(&upstream, "from_env", "source = \"env\"\nvar = \"HOME\"")).await;
+    let reply = call(&proxy, &upstream, &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(last_auth(&upstream), format!("Bearer {home_value}"));
+    proxy.proxy.shutdown().await;
+
+    // file: owner-only file; a group-readable one is refused with the fix.
+    let dir = TempHome::new("file-secret");
+    let path = dir.path.join("key");
+    std::fs::write(&path, "sk_from_file_123\n").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let source = format!("source = \"file\"\npath = \"{}\"", path.display());
+    let proxy = TestProxy::start(&with_secret(&upstream, "from_file", &source)).await;
+    assert_eq!(call(&proxy, &upstream, &[]).await.status, 200);
+    assert_eq!(last_auth(&upstream), "Bearer sk_from_file_123");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&path, "sk_from_file_456\n").unwrap();
+    let seen_before = upstream.seen().len();
+    let reply = call(&proxy, &upstream, &[]).await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    let err = &reply.json()["error"];
+    assert_eq!(err["code"], "secret_unavailable");
+    assert!(err["message"].as_str().unwrap().contains("chmod 600"), "{err}");
+    assert!(!reply.text().contains("sk_from_file"));
+    assert_eq!(upstream.seen().len(), seen_before, "nothing is forwarded without the secret");
+    proxy.proxy.shutdown().await;
+}
+
+/// A vault command that counts its runs in `dir/count` and prints the
+/// value in `dir/value` (after an optional delay), or fails when
+/// `dir/fail` exists.
+fn vault_script(dir: &std::path::Path) -> std::path::PathBuf {
+    let script = dir.join("vault.sh");
+    std::fs::write(
+        &script,
+        r#"#!/bin/sh
+d=$(dirname "$0")
+echo run >> "$d/count"
+sleep 0.2
+if [ -e "$d/fail" ]; then
+  echo "LEAKED_STDOUT_sk_should_not_appear"
+  echo "vault: permission denied for path secret/acme" >&2
+  exit 3
+fi
+cat "$d/value"
+"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+fn runs(dir: &std::path::Path) -> usize {
+    std::fs::read_to_string(dir.join("count")).map(|s| s.lines().count()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn command_source_ttl_single_fetch_and_failure() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let dir = TempHome::new("vault-cmd");
+    let script = vault_script(&dir.path);
+    std::fs::write(dir.path.join("value"), "sk_from_command_1\n").unwrap();
+    let source = format!("source = \"command\"\ncommand = [\"{}\"]\nttl = \"1s\"", script.display());
+    let proxy = TestProxy::start(&with_secret(&upstream, "from_cmd", &source)).await;
+    assert_eq!(runs(&dir.path), 1, "prefetched once at start");
+
+    // Within the TTL: no new run.
+    assert_eq!(call(&proxy, &upstream, &[]).await.status, 200);
+    assert_eq!(call(&proxy, &upstream, &[]).await.status, 200);
+    assert_eq!(runs(&dir.path), 1);
+    assert_eq!(last_auth(&upstream), "Bearer sk_from_command_1");
+
+    // After the TTL, 20 concurrent requests share one run.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    std::fs::write(dir.path.join("value"), "sk_from_command_2\n").unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (addr, ca, port) = (proxy.addr(), proxy.ca_pem(), upstream.port());
+        tasks.push(tokio::spawn(async move {
+            let auth = format!("Bearer {ACME_PLACEHOLDER}");
+            let req = client::get("api.acme.test", port, "/echo", &[("authorization", &auth)], Http::H2);
+            client::request(addr, ("acme", ACME_TOKEN), "api.acme.test", port, &[&ca], Http::H2, req)
+                .await
+                .unwrap()
+                .status
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    assert_eq!(runs(&dir.path), 2, "concurrent uses after expiry must fetch once");
+    assert_eq!(last_auth(&upstream), "Bearer sk_from_command_2");
+
+    // A failing refresh within twice the TTL serves the last good value...
+    std::fs::write(dir.path.join("fail"), "").unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(call(&proxy, &upstream, &[]).await.status, 200);
+    assert_eq!(last_auth(&upstream), "Bearer sk_from_command_2");
+    // ...and past it, the request is refused with the stderr summary and
+    // never the command's stdout.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let reply = call(&proxy, &upstream, &[]).await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    let text = reply.text();
+    assert_eq!(reply.json()["error"]["code"], "secret_unavailable");
+    assert!(text.contains("permission denied for path secret/acme"), "{text}");
+    assert!(text.contains("exit status 3"), "{text}");
+    assert!(!text.contains("LEAKED_STDOUT"), "{text}");
+    let audit = std::fs::read_to_string(proxy.home.path.join("audit.jsonl")).unwrap();
+    assert!(!audit.contains("sk_from_command") && !audit.contains("LEAKED_STDOUT"));
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn rotation_under_load_takes_effect_on_the_next_request() {
+    let upstream = Arc::new(Upstream::start(Protocols::Both).await);
+    let proxy = Arc::new(TestProxy::start(&standard_config(&upstream, "", "")).await);
+    let rotated = Arc::new(AtomicBool::new(false));
+    const NEW: &str = "sk_live_acme_ROTATED_abcdef";
+    let looper = {
+        let (proxy, upstream, rotated) = (Arc::clone(&proxy), Arc::clone(&upstream), Arc::clone(&rotated));
+        tokio::spawn(async move {
+            let mut after = 0;
+            for _ in 0..200 {
+                let was_rotated = rotated.load(Ordering::SeqCst);
+                // Echo the old key back in a header: it must still be
+                // scrubbed after the rotation.
+                let reply = call(&proxy, &upstream, &[("x-echo-old", ACME_SECRET)]).await;
+                assert_eq!(reply.status, 200, "{}", reply.text());
+                let text = reply.text();
+                assert!(!text.contains(ACME_SECRET) && !text.contains(NEW), "a key leaked: {text}");
+                if was_rotated {
+                    assert_eq!(
+                        last_auth(&upstream),
+                        format!("Bearer {NEW}"),
+                        "a request after the rotation used the old key"
+                    );
+                    after += 1;
+                    if after >= 20 {
+                        break;
+                    }
+                }
+            }
+            after
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // What `airlock secret set acme_key` does.
+    Store::new(&proxy.home.path).set("acme_key", &SecretValue::new(NEW.into()).unwrap()).unwrap();
+    rotated.store(true, Ordering::SeqCst);
+    assert!(looper.await.unwrap() >= 20, "requests kept succeeding after the rotation");
+}
+
+#[tokio::test]
+async fn reload_rejects_a_broken_config_and_adds_routes_live() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let config = standard_config(&upstream, "", "");
+    let proxy = TestProxy::start(&config).await;
+    let path = proxy.home.path.join("airlock.toml");
+    let beta_req =
+        || client::get("api.beta.test", upstream.port(), "/echo", &[("authorization", "AIRLOCK_ACME_BETA")], Http::H1);
+    let ca = proxy.ca_pem();
+    let roots = [ca.as_str()];
+    let ask_beta = |req| {
+        client::request(proxy.addr(), ("acme", ACME_TOKEN), "api.beta.test", upstream.port(), &roots, Http::H1, req)
+    };
+
+    // A broken config is refused with the reason; the old one keeps serving.
+    std::fs::write(&path, config.replace("[tenants.acme]", "[tenants.acme]\nbogus = 1")).unwrap();
+    let err = proxy.proxy.reload().unwrap_err().to_string();
+    assert!(err.contains("bogus"), "{err}");
+    assert_eq!(call(&proxy, &upstream, &[]).await.status, 200);
+
+    // A valid one adds a route for acme to beta's host, picked up from the
+    // file change alone.
+    tokio::spawn(proxy.proxy.reloader().watch(Duration::from_millis(50)));
+    let added = format!(
+        "{config}\n[[tenants.acme.routes]]\nname = \"acme-beta\"\nhost = \"api.beta.test:{}\"\nsecret = \"acme_key\"\nplaceholder = \"AIRLOCK_ACME_BETA\"\n",
+        upstream.port()
+    );
+    std::fs::write(&path, &added).unwrap();
+    let mut last = String::new();
+    for _ in 0..100 {
+        match ask_beta(beta_req()).await {
+            Ok(reply) if reply.status == 200 => {
+                last.clear();
+                break;
+            }
+            Ok(reply) => last = reply.text(),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(last.is_empty(), "the new route never went live: {last}");
+    assert_eq!(last_auth(&upstream), ACME_SECRET);
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn check_reports_every_route() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let config = with_secret(&upstream, "missing_one", "source = \"store\"");
+    let proxy = TestProxy::start(&config).await;
+    let policy = airlock_policy::Policy::load(&proxy.home.path.join("airlock.toml"), &proxy.home.path).unwrap();
+    let report = airlock::check::check(&proxy.home.path, &policy);
+    assert!(!report.ok());
+    let echo = report.routes.iter().find(|r| r.route == "echo").unwrap();
+    assert!(!echo.ready);
+    assert!(echo.needs.iter().any(|n| n.contains("airlock secret set missing_one")), "{:?}", echo.needs);
+    let beta = report.routes.iter().find(|r| r.route == "beta").unwrap();
+    assert!(beta.ready, "{:?}", beta.needs);
+    let table = report.table();
+    assert!(table.contains("Ready") && table.contains("Needs action"), "{table}");
+    for secret in [ACME_SECRET, BETA_SECRET] {
+        assert!(!table.contains(secret) && !format!("{report:?}").contains(secret));
+    }
+    proxy.proxy.shutdown().await;
+}
