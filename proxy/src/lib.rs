@@ -13,6 +13,7 @@
 //! or a response.
 #![deny(missing_docs)]
 
+pub mod agent;
 pub mod audit;
 pub mod check;
 pub mod forward;

@@ -38,6 +38,29 @@ enum Command {
     Init,
     /// Run the proxy (first run initialises AIRLOCK_HOME).
     Serve,
+    /// Run a command with the proxy, CA and placeholder env set; starts an
+    /// in-process proxy when none is listening. Exit status passes through.
+    Run {
+        /// The tenant (may be omitted when there is exactly one).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// The command and its arguments (after `--`).
+        #[arg(trailing_var_arg = true, required = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Print the same environment for Docker, CI or `eval`.
+    Env {
+        /// The tenant (may be omitted when there is exactly one).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = EnvFormat::Sh)]
+        format: EnvFormat,
+        /// Proxy host as the agent reaches it (e.g. host.docker.internal or
+        /// the bridge IP); default: the configured listen address.
+        #[arg(long)]
+        proxy_host: Option<String>,
+    },
     /// The local CA.
     Ca {
         #[command(subcommand)]
@@ -67,6 +90,13 @@ enum Command {
         #[command(subcommand)]
         command: SecretCommand,
     },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum EnvFormat {
+    Sh,
+    Dotenv,
+    Github,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -138,13 +168,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let ca = CertificateAuthority::load_or_create(&home.dir)?;
             let mut out = String::new();
             if bundle {
-                out.push_str(&system_roots_pem());
+                out.push_str(&airlock::agent::system_roots_pem());
             }
             out.push_str(ca.cert_pem());
             std::io::stdout().write_all(out.as_bytes())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Secret { command } => secret(&home, command),
+        Command::Env { tenant, format, proxy_host } => {
+            let policy = load_policy(&home)?;
+            let tenant = airlock::agent::pick_tenant(&policy, tenant.as_deref())?;
+            let listen = policy.proxy.listen;
+            let authority = match proxy_host {
+                Some(h) => format!("{h}:{}", listen.port()),
+                None => listen.to_string(),
+            };
+            let vars = airlock::agent::agent_env(&home.dir, &policy, &tenant, &authority)?;
+            let format = match format {
+                EnvFormat::Sh => airlock::agent::Format::Sh,
+                EnvFormat::Dotenv => airlock::agent::Format::Dotenv,
+                EnvFormat::Github => airlock::agent::Format::Github,
+            };
+            print!("{}", airlock::agent::render(&vars, format));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { tenant, command } => run_agent(home, tenant.as_deref(), &command),
         Command::Check { format } => {
             let policy = match load_policy(&home) {
                 Ok(p) => p,
@@ -354,18 +402,73 @@ fn human_age(secs: u64) -> String {
     }
 }
 
-/// The system's trusted roots as PEM.
-fn system_roots_pem() -> String {
-    use base64::Engine;
-    let mut out = String::new();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let b64 = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
-        out.push_str("-----BEGIN CERTIFICATE-----\n");
-        for line in b64.as_bytes().chunks(64) {
-            out.push_str(std::str::from_utf8(line).unwrap_or_default());
-            out.push('\n');
-        }
-        out.push_str("-----END CERTIFICATE-----\n");
+/// Whether an airlock answers on `addr` (it refuses origin-form requests
+/// with an `x-airlock-denied` header).
+async fn airlock_listening(addr: std::net::SocketAddr) -> anyhow::Result<bool> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if addr.port() == 0 {
+        return Ok(false);
     }
-    out
+    let connect = tokio::time::timeout(std::time::Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await;
+    let Ok(Ok(mut stream)) = connect else { return Ok(false) };
+    stream.write_all(b"GET /airlock-probe HTTP/1.1\r\nHost: airlock\r\nConnection: close\r\n\r\n").await?;
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(2), stream.read(&mut buf)).await.unwrap_or(Ok(0))?;
+    if String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase().contains("x-airlock-denied") {
+        Ok(true)
+    } else {
+        bail!("something other than airlock is listening on {addr}; stop it or change [proxy] listen")
+    }
+}
+
+fn run_agent(home: Home, tenant: Option<&str>, command: &[String]) -> anyhow::Result<ExitCode> {
+    use std::os::unix::process::ExitStatusExt;
+    let policy = load_policy(&home)?;
+    let tenant = airlock::agent::pick_tenant(&policy, tenant)?;
+    let listen = policy.proxy.listen;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let running = if airlock_listening(listen).await? {
+            None
+        } else {
+            let env_policy = Policy::load(&home.config, &home.dir)?;
+            let proxy = airlock::Proxy::bind(&home.dir, &home.config, env_policy).await?;
+            tracing::info!(addr = %proxy.local_addr(), "no proxy was listening; started one for this command");
+            Some(proxy.spawn())
+        };
+        let addr = running.as_ref().map(|r| r.addr()).unwrap_or(listen);
+        let vars = airlock::agent::agent_env(&home.dir, &policy, &tenant, &addr.to_string())?;
+        let (program, args) = command.split_first().context("no command given")?;
+        let mut child = tokio::process::Command::new(program)
+            .args(args)
+            .envs(vars)
+            .spawn()
+            .with_context(|| format!("cannot run {program}"))?;
+        // Ctrl-C reaches the child directly (same process group); SIGTERM
+        // and SIGHUP sent to airlock are passed on. airlock itself waits for
+        // the child either way.
+        let pid = child.id().map(|p| nix::unistd::Pid::from_raw(p as i32));
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        let status = loop {
+            tokio::select! {
+                s = child.wait() => break s?,
+                _ = term.recv() => forward_signal(pid, nix::sys::signal::Signal::SIGTERM),
+                _ = hup.recv() => forward_signal(pid, nix::sys::signal::Signal::SIGHUP),
+                _ = int.recv() => {}
+            }
+        };
+        if let Some(r) = running {
+            r.shutdown().await;
+        }
+        let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(1));
+        anyhow::Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+    })
+}
+
+fn forward_signal(pid: Option<nix::unistd::Pid>, signal: nix::sys::signal::Signal) {
+    if let Some(pid) = pid {
+        let _ = nix::sys::signal::kill(pid, signal);
+    }
 }

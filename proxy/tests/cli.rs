@@ -1,0 +1,142 @@
+//! The `airlock` binary's offline commands, run as a user would: init,
+//! the secret store, env, check and audit --verify. (This file also makes
+//! `cargo test` build the binary that the end-to-end suite drives.)
+#![allow(clippy::unwrap_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn home(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "airlock-cli-{tag}-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn airlock(home: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_airlock"));
+    cmd.args(args).env("AIRLOCK_HOME", home).env_remove("AIRLOCK_CONFIG").env("RUST_LOG", "warn");
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    if let Some(input) = stdin {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn init_creates_a_private_home_once() {
+    let h = home("init");
+    let out = airlock(&h, &["init"], None);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::metadata(h.join("airlock.toml")).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::metadata(h.join("ca-key.pem")).unwrap().permissions().mode() & 0o777, 0o600);
+    let config = std::fs::read_to_string(h.join("airlock.toml")).unwrap();
+    let again = airlock(&h, &["init"], None);
+    assert!(again.status.success() && text(&again).contains("already initialised"));
+    assert_eq!(std::fs::read_to_string(h.join("airlock.toml")).unwrap(), config, "init never overwrites");
+}
+
+#[test]
+fn secrets_are_stored_privately_and_never_echoed() {
+    let h = home("secret");
+    let value = "sk_live_cli_test_value_987";
+    let out = airlock(&h, &["secret", "set", "example"], Some(&format!("{value}\n")));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains(value));
+    let path = h.join("secrets/example");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), value, "one trailing newline trimmed");
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    let list = airlock(&h, &["secret", "list"], None);
+    assert!(text(&list).contains("example") && !text(&list).contains(value));
+    let bad = airlock(&h, &["secret", "set", "x"], Some("line1\nline2\n"));
+    assert!(!bad.status.success() && text(&bad).contains("control characters"));
+    assert!(airlock(&h, &["secret", "rm", "example"], None).status.success());
+    assert!(!airlock(&h, &["secret", "rm", "example"], None).status.success());
+}
+
+#[test]
+fn env_prints_every_variable_in_each_format() {
+    let h = home("env");
+    assert!(airlock(&h, &["init"], None).status.success());
+    for (format, prefix) in [
+        ("sh", "export HTTPS_PROXY='http://demo:"),
+        ("dotenv", "HTTPS_PROXY=http://demo:"),
+        ("github", "HTTPS_PROXY=http://demo:"),
+    ] {
+        let out = airlock(&h, &["env", "--format", format, "--proxy-host", "host.docker.internal"], None);
+        assert!(out.status.success(), "{}", text(&out));
+        let s = String::from_utf8_lossy(&out.stdout);
+        assert!(s.starts_with(prefix), "{s}");
+        assert!(s.contains("@host.docker.internal:8080"), "{s}");
+        for var in [
+            "SSL_CERT_FILE",
+            "REQUESTS_CA_BUNDLE",
+            "CURL_CA_BUNDLE",
+            "GIT_SSL_CAINFO",
+            "PIP_CERT",
+            "NODE_EXTRA_CA_CERTS",
+        ] {
+            assert!(s.contains(var), "{format}: {var} missing");
+        }
+        assert!(s.contains("EXAMPLE_API_KEY") && s.contains("AIRLOCK_EXAMPLE_KEY"));
+    }
+    let bundle = std::fs::read_to_string(h.join("ca-bundle.pem")).unwrap();
+    assert!(bundle.ends_with(&std::fs::read_to_string(h.join("ca.pem")).unwrap()));
+    let verify =
+        Command::new("openssl").args(["verify", "-CAfile"]).arg(h.join("ca-bundle.pem")).arg(h.join("ca.pem")).output();
+    assert!(verify.unwrap().status.success(), "the bundle is usable by OpenSSL");
+}
+
+#[test]
+fn check_exits_non_zero_when_a_secret_is_missing_and_zero_when_ready() {
+    let h = home("check");
+    assert!(airlock(&h, &["init"], None).status.success());
+    // The starter route's host is not resolvable here and its secret is
+    // unset: both need action.
+    let out = airlock(&h, &["check"], None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("airlock secret set example"), "{}", text(&out));
+    let config = std::fs::read_to_string(h.join("airlock.toml")).unwrap();
+    std::fs::write(
+        h.join("airlock.toml"),
+        config.replace("resolve = {}", "resolve = { \"api.example.com\" = \"127.0.0.1\" }"),
+    )
+    .unwrap();
+    assert!(airlock(&h, &["secret", "set", "example"], Some("sk_check_123")).status.success());
+    let out = airlock(&h, &["check", "--format", "json"], None);
+    assert!(out.status.success(), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["ok"], true);
+    assert_eq!(json["routes"][0]["ready"], true);
+    assert!(!text(&out).contains("sk_check_123"));
+    std::fs::write(h.join("airlock.toml"), "[proxy]\nlisten = 3\n").unwrap();
+    let out = airlock(&h, &["check"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("listen"), "{}", text(&out));
+}
+
+#[test]
+fn audit_verify_reports_an_empty_log_and_a_broken_line() {
+    let h = home("audit");
+    assert!(airlock(&h, &["init"], None).status.success());
+    std::fs::write(h.join("audit.jsonl"), "").unwrap();
+    let out = airlock(&h, &["audit", "--verify"], None);
+    assert!(out.status.success() && text(&out).contains("0 records"), "{}", text(&out));
+    std::fs::write(h.join("audit.jsonl"), "{\"not\": \"chained\"}\n").unwrap();
+    let out = airlock(&h, &["audit", "--verify"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("line 1"), "{}", text(&out));
+}

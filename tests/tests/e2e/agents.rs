@@ -1,0 +1,138 @@
+//! Agents in practice: real clients started by `airlock run` (not hand-set
+//! env), to a routed host with the placeholder from the route's env var.
+//! The upstream sees the real key, the client sees none of it, and exit
+//! codes pass through.
+
+use std::path::PathBuf;
+use std::process::Output;
+
+use airlock_policy::secrets::{SecretValue, Store};
+use airlock_tests::upstream::Protocols;
+use airlock_tests::*;
+use tokio::process::Command;
+
+/// The `airlock` binary cargo built for this test run.
+fn airlock_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().and_then(|d| d.parent()).map(|d| d.join("airlock")).unwrap();
+    assert!(bin.exists(), "{} is missing: run the suite with `cargo test --workspace`", bin.display());
+    bin
+}
+
+/// A home with the standard config (listening on port 0, so `run` starts
+/// its own in-process proxy) and the standard secrets.
+fn home(upstream: &Upstream) -> TempHome {
+    let home = TempHome::new("agents");
+    std::fs::write(home.path.join("airlock.toml"), standard_config(upstream, "", "")).unwrap();
+    let store = Store::new(&home.path);
+    store.set("acme_key", &SecretValue::new(ACME_SECRET.into()).unwrap()).unwrap();
+    store.set("beta_key", &SecretValue::new(BETA_SECRET.into()).unwrap()).unwrap();
+    home
+}
+
+async fn run(home: &TempHome, argv: &[&str]) -> Output {
+    Command::new(airlock_bin())
+        .args(["run", "--tenant", "acme", "--"])
+        .args(argv)
+        .env("AIRLOCK_HOME", &home.path)
+        .env_remove("AIRLOCK_CONFIG")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap()
+}
+
+fn check_client_output(name: &str, out: &Output) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{name} failed ({:?}): {stdout}{stderr}", out.status);
+    assert!(!stdout.contains(ACME_SECRET) && !stderr.contains(ACME_SECRET), "{name} saw the secret: {stdout}{stderr}");
+    assert!(stdout.contains(&format!("Bearer {ACME_PLACEHOLDER}")), "{name}: {stdout}");
+}
+
+#[tokio::test]
+async fn curl_through_airlock_run() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let home = home(&upstream);
+    let url = format!("https://api.acme.test:{}/echo", upstream.port());
+    let out =
+        run(&home, &["sh", "-c", &format!("curl -sS --max-time 20 -H \"Authorization: Bearer $ACME_API_KEY\" {url}")])
+            .await;
+    check_client_output("curl", &out);
+    assert_eq!(upstream.seen().last().unwrap().header("authorization"), Some(format!("Bearer {ACME_SECRET}").as_str()));
+
+    // Exit codes pass through: curl -f fails with 22 on the 403 a write gets
+    // on... a route that allows POST — so use DELETE.
+    let out =
+        run(&home, &["sh", "-c", &format!("curl -sS -f -X DELETE -H \"Authorization: Bearer $ACME_API_KEY\" {url}")])
+            .await;
+    assert_eq!(out.status.code(), Some(22), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&home, &["sh", "-c", "exit 42"]).await;
+    assert_eq!(out.status.code(), Some(42));
+    // The audit trail the in-process proxy left holds no secret.
+    let audit = std::fs::read_to_string(home.path.join("audit.jsonl")).unwrap();
+    assert!(!audit.contains(ACME_SECRET));
+    assert_eq!(airlock::audit::verify(&audit), Ok(audit.lines().count()));
+}
+
+#[tokio::test]
+async fn python_urllib_through_airlock_run() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let home = home(&upstream);
+    let script = format!(
+        "import os, urllib.request\n\
+         req = urllib.request.Request('https://api.acme.test:{}/echo', headers={{'Authorization': 'Bearer ' + os.environ['ACME_API_KEY']}})\n\
+         print(urllib.request.urlopen(req, timeout=20).read().decode())\n",
+        upstream.port()
+    );
+    let out = run(&home, &["python3", "-c", &script]).await;
+    check_client_output("python urllib", &out);
+    assert_eq!(upstream.seen().last().unwrap().header("authorization"), Some(format!("Bearer {ACME_SECRET}").as_str()));
+}
+
+/// The Python with `requests` and `httpx` that scripts/test.sh installs.
+fn venv_python() -> String {
+    let python = std::env::var("AIRLOCK_TEST_PYTHON").unwrap_or_else(|_| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv/bin/python");
+        root.display().to_string()
+    });
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import requests, httpx"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(ok, "{python} lacks requests/httpx: run scripts/test.sh (it installs them into target/test-venv)");
+    python
+}
+
+#[tokio::test]
+async fn python_requests_and_httpx_through_airlock_run() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let home = home(&upstream);
+    let python = venv_python();
+    let url = format!("https://api.acme.test:{}/echo", upstream.port());
+    for (name, code) in [
+        (
+            "requests",
+            format!(
+                "import os, requests\nr = requests.get('{url}', headers={{'Authorization': 'Bearer ' + os.environ['ACME_API_KEY']}}, timeout=20)\nr.raise_for_status()\nprint(r.text)\n"
+            ),
+        ),
+        (
+            "httpx",
+            format!(
+                "import os, httpx\nr = httpx.get('{url}', headers={{'Authorization': 'Bearer ' + os.environ['ACME_API_KEY']}}, timeout=20)\nr.raise_for_status()\nprint(r.text)\n"
+            ),
+        ),
+    ] {
+        let before = upstream.seen().len();
+        let out = run(&home, &[&python, "-c", &code]).await;
+        check_client_output(name, &out);
+        assert_eq!(upstream.seen().len(), before + 1, "{name} went through airlock to the upstream");
+        assert_eq!(
+            upstream.seen().last().unwrap().header("authorization"),
+            Some(format!("Bearer {ACME_SECRET}").as_str())
+        );
+    }
+}
