@@ -263,6 +263,13 @@ pub(crate) async fn handle(
             record.bytes_up = bytes_up.load(Ordering::Relaxed);
             record.duration_ms = started.elapsed().as_millis() as u64;
             record.complete = ended.complete;
+            tracing::debug!(
+                request_id = %record.request_id,
+                redactions = record.redactions,
+                bytes_down = record.bytes_down,
+                complete = record.complete,
+                "response ended"
+            );
             writer.write(record);
         };
         let body = RedactBody::new(body, decoder, set, count, on_end);

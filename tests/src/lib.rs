@@ -31,6 +31,34 @@ pub const ACME_PLACEHOLDER: &str = "AIRLOCK_ACME_KEY";
 pub const ACME_IP_PLACEHOLDER: &str = "AIRLOCK_ACME_IP_KEY";
 pub const BETA_PLACEHOLDER: &str = "AIRLOCK_BETA_KEY";
 
+/// Every form of `secret` a leak could take: raw, percent-encoded, and the
+/// base64 characters fixed by the secret at each of the three byte
+/// alignments (standard and URL-safe alphabets). Written independently of
+/// the redactor, so tests do not grade it with its own code.
+pub fn secret_forms(secret: &str) -> Vec<String> {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    let mut out = vec![secret.to_owned(), secret.replace('_', "%5F")];
+    for offset in 0..3usize {
+        let mut buf = vec![b'\0'; offset];
+        buf.extend_from_slice(secret.as_bytes());
+        let (start, end) = ((offset * 8).div_ceil(6), buf.len() * 8 / 6);
+        for enc in [STANDARD_NO_PAD.encode(&buf), URL_SAFE_NO_PAD.encode(&buf)] {
+            out.push(enc[start..end].to_owned());
+        }
+    }
+    out
+}
+
+/// Panics if `text` holds any form of any of `secrets`.
+pub fn assert_no_secret(what: &str, text: &str, secrets: &[&str]) {
+    for secret in secrets {
+        for form in secret_forms(secret) {
+            assert!(!text.contains(&form), "{what} leaked a secret as {form:?}");
+        }
+    }
+}
+
 /// A fresh, private directory under the system temp dir, removed on drop.
 #[derive(Debug)]
 pub struct TempHome {
