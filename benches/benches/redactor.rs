@@ -65,6 +65,12 @@ fn redactor(c: &mut Criterion) {
                 s.count()
             })
         });
+        group.bench_with_input(BenchmarkId::new("oneshot_replace_all", n), &n, |b, _| {
+            b.iter(|| {
+                let mut out = Vec::with_capacity(input.len());
+                set.replace_all(&input, &mut out)
+            })
+        });
         // The baseline: aho-corasick's own search over the whole buffer,
         // same patterns, same match kind, nothing copied.
         let ac = aho_corasick::AhoCorasick::builder()
@@ -73,6 +79,11 @@ fn redactor(c: &mut Criterion) {
             .expect("patterns build");
         group.bench_with_input(BenchmarkId::new("find_iter_one_piece", n), &n, |b, _| {
             b.iter(|| ac.find_iter(&input).count())
+        });
+        // The same search frame by frame, to separate per-frame overhead
+        // from the redactor's own work.
+        group.bench_with_input(BenchmarkId::new("find_iter_per_frame", n), &n, |b, _| {
+            b.iter(|| input.chunks(FRAME).map(|f| ac.find_iter(f).count()).sum::<usize>())
         });
     }
     group.finish();

@@ -80,6 +80,41 @@ enum Msg {
     Close,
 }
 
+impl Record {
+    /// A record with no tenant, route, code, counts or duration yet; callers
+    /// fill in what they know with struct update syntax.
+    pub fn new(
+        ts: String,
+        request_id: String,
+        method: String,
+        host: String,
+        port: u16,
+        decision: Outcome,
+        status: u16,
+    ) -> Self {
+        Record {
+            ts,
+            request_id,
+            tenant: None,
+            route: None,
+            method,
+            host,
+            port,
+            path: String::new(),
+            decision,
+            code: None,
+            status,
+            injected: false,
+            redactions: 0,
+            secret_exposed: false,
+            bytes_up: 0,
+            bytes_down: 0,
+            duration_ms: 0,
+            complete: true,
+        }
+    }
+}
+
 /// Handle to the writer thread. Cloning shares the writer.
 #[derive(Clone, Debug)]
 pub struct AuditLog {
@@ -296,24 +331,8 @@ mod tests {
         let mut prev = GENESIS.to_owned();
         for i in 0..5 {
             let r = Record {
-                ts: now_rfc3339(),
-                request_id: format!("r{i}"),
                 tenant: Some("acme".into()),
-                route: None,
-                method: "GET".into(),
-                host: "h".into(),
-                port: 443,
-                path: "/".into(),
-                decision: Outcome::Allow,
-                code: None,
-                status: 200,
-                injected: false,
-                redactions: 0,
-                secret_exposed: false,
-                bytes_up: 0,
-                bytes_down: 0,
-                duration_ms: 1,
-                complete: true,
+                ..Record::new(now_rfc3339(), format!("r{i}"), "GET".into(), "h".into(), 443, Outcome::Allow, 200)
             };
             prev = write_line(&mut out, &r, &prev).unwrap();
         }

@@ -86,24 +86,21 @@ impl Audit<'_> {
         injected: bool,
     ) -> Record {
         Record {
-            ts: self.ts.clone(),
-            request_id: self.request_id.clone(),
             tenant: Some(self.dest.tenant.clone()),
             route: route.map(|r| self.loaded.policy.route(r).name.clone()),
-            method: self.method.clone(),
-            host: self.dest.host.clone(),
-            port: self.dest.port,
             path: self.scrubbed_path(),
-            decision: outcome,
             code: code.map(|c| c.as_str().to_owned()),
-            status,
             injected,
-            redactions: 0,
-            secret_exposed: false,
-            bytes_up: 0,
-            bytes_down: 0,
             duration_ms: self.started.elapsed().as_millis() as u64,
-            complete: true,
+            ..Record::new(
+                self.ts.clone(),
+                self.request_id.clone(),
+                self.method.clone(),
+                self.dest.host.clone(),
+                self.dest.port,
+                outcome,
+                status,
+            )
         }
     }
 

@@ -382,24 +382,19 @@ async fn proxy_request(
     let refuse = |denial: Denial, tenant: Option<TenantId>, host: &str, port: u16| {
         let resp = denial_response(&denial, &request_id);
         shared.audit.write(Record {
-            ts: ts.clone(),
-            request_id: request_id.clone(),
             tenant: tenant.map(|t| policy.tenant(t).name.clone()),
             route: denial.route.map(|r| policy.route(r).name.clone()),
-            method: method.clone(),
-            host: host.to_owned(),
-            port,
-            path: String::new(),
-            decision: Outcome::Deny,
             code: Some(denial.code.as_str().to_owned()),
-            status: resp.status().as_u16(),
-            injected: false,
-            redactions: 0,
-            secret_exposed: false,
-            bytes_up: 0,
-            bytes_down: 0,
             duration_ms: started.elapsed().as_millis() as u64,
-            complete: true,
+            ..Record::new(
+                ts.clone(),
+                request_id.clone(),
+                method.clone(),
+                host.to_owned(),
+                port,
+                Outcome::Deny,
+                resp.status().as_u16(),
+            )
         });
         info!(request_id = %request_id, code = %denial.code, "refused");
         resp
@@ -453,24 +448,17 @@ async fn proxy_request(
             ConnectAction::Tunnel => match tunnel::open(&loaded, tenant, &host, port).await {
                 Ok(upstream) => {
                     shared.audit.write(Record {
-                        ts: ts.clone(),
-                        request_id: request_id.clone(),
                         tenant: Some(tenant_name),
-                        route: None,
-                        method: "CONNECT".into(),
-                        host: host.clone(),
-                        port,
-                        path: String::new(),
-                        decision: Outcome::Tunnel,
-                        code: None,
-                        status: 200,
-                        injected: false,
-                        redactions: 0,
-                        secret_exposed: false,
-                        bytes_up: 0,
-                        bytes_down: 0,
                         duration_ms: started.elapsed().as_millis() as u64,
-                        complete: true,
+                        ..Record::new(
+                            ts.clone(),
+                            request_id.clone(),
+                            method.clone(),
+                            host.clone(),
+                            port,
+                            Outcome::Tunnel,
+                            200,
+                        )
                     });
                     let on_upgrade = hyper::upgrade::on(req);
                     tokio::spawn(tunnel::relay(on_upgrade, upstream, guard).in_current_span());
