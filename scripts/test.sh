@@ -1,20 +1,30 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the end-to-end tests drive (curl,
-# openssl, python3; requests and httpx in target/test-venv), then runs
+# openssl, python3, git, a D-Bus session with gnome-keyring for the keychain
+# source; requests and httpx in target/test-venv), then runs
 # `cargo test --workspace`. Extra arguments go to cargo test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-missing=()
-for tool in curl openssl python3 git; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+# tool → the Debian package that provides it.
+declare -A package=(
+    [curl]=curl [openssl]=openssl [python3]="python3 python3-venv" [git]=git
+    [dbus-run-session]=dbus-daemon [gnome-keyring-daemon]=gnome-keyring [secret-tool]=libsecret-tools
+)
+missing=() packages=()
+for tool in "${!package[@]}"; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        missing+=("$tool")
+        read -ra more <<<"${package[$tool]}"
+        packages+=("${more[@]}")
+    fi
 done
 if ((${#missing[@]})); then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl openssl python3 python3-venv git ca-certificates
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ca-certificates "${packages[@]}"
     else
-        echo "missing: ${missing[*]}; install them and re-run" >&2
+        echo "missing: ${missing[*]}; install the Debian packages ${packages[*]} (or your system's equivalents) and re-run" >&2
         exit 1
     fi
 fi

@@ -87,6 +87,8 @@ struct RawSecret {
     var: Option<String>,
     path: Option<PathBuf>,
     command: Option<Vec<String>>,
+    service: Option<String>,
+    account: Option<String>,
     ttl: Option<String>,
     timeout: Option<String>,
 }
@@ -170,11 +172,23 @@ pub enum SecretSource {
         /// How long the command may run.
         timeout: Duration,
     },
+    /// The OS keychain (the Secret Service on Linux, Keychain Services on
+    /// macOS): the item with this service and account.
+    Keychain {
+        /// The item's service (Secret Service attribute `service`).
+        service: String,
+        /// The item's account (Secret Service attribute `username`).
+        account: String,
+        /// How long the keychain may take to answer (a locked keychain may
+        /// wait for a prompt nobody sees).
+        timeout: Duration,
+    },
 }
 
 /// How long a `command` source may run unless `timeout` says otherwise.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long `command` values are cached unless `ttl` says otherwise.
+/// How long `command` and `keychain` values are cached unless `ttl` says
+/// otherwise.
 pub const DEFAULT_COMMAND_TTL: Duration = Duration::from_secs(300);
 
 /// One `[secrets.NAME]` entry.
@@ -185,7 +199,8 @@ pub struct SecretSpec {
     /// Where its value comes from.
     pub source: SecretSource,
     /// How long a fetched value is cached (`None`: until the config is
-    /// reloaded or, for `store` and `file`, the file changes).
+    /// reloaded or, for `store` and `file`, the file changes). `command`
+    /// and `keychain` default to [`DEFAULT_COMMAND_TTL`].
     pub ttl: Option<Duration>,
 }
 
@@ -468,66 +483,72 @@ fn build_secret(name: &str, s: RawSecret, absolute: &dyn Fn(PathBuf) -> PathBuf)
     if !valid_name(name) {
         return Err(format!("[secrets.{name}]: names are letters, digits, '_', '-' and '.' only"));
     }
-    let unused = |key: &str, present: bool| {
-        if present {
-            Err(format!("[secrets.{name}]: '{key}' does not apply to source = \"{}\"", s.source))
-        } else {
-            Ok(())
-        }
-    };
-    let source = match s.source.as_str() {
-        "store" => {
-            unused("var", s.var.is_some())?;
-            unused("path", s.path.is_some())?;
-            unused("command", s.command.is_some())?;
-            SecretSource::Store
-        }
-        "env" => {
-            unused("path", s.path.is_some())?;
-            unused("command", s.command.is_some())?;
-            let var =
-                s.var.clone().ok_or_else(|| format!("[secrets.{name}]: source = \"env\" needs var = \"NAME\""))?;
-            SecretSource::Env { var }
-        }
-        "file" => {
-            unused("var", s.var.is_some())?;
-            unused("command", s.command.is_some())?;
-            let path =
-                s.path.clone().ok_or_else(|| format!("[secrets.{name}]: source = \"file\" needs path = \"/path\""))?;
-            SecretSource::File { path: absolute(path) }
-        }
-        "command" => {
-            unused("var", s.var.is_some())?;
-            unused("path", s.path.is_some())?;
-            let argv = s.command.clone().unwrap_or_default();
-            if argv.is_empty() || argv[0].is_empty() {
-                return Err(format!(
-                    "[secrets.{name}]: source = \"command\" needs command = [\"program\", \"arg\", …]"
-                ));
-            }
-            let timeout = s
-                .timeout
-                .as_deref()
-                .map(|t| parse_duration(t).map_err(|e| format!("[secrets.{name}] timeout: {e}")))
-                .transpose()?
-                .unwrap_or(DEFAULT_COMMAND_TIMEOUT);
-            SecretSource::Command { argv, timeout }
-        }
-        "keychain" => {
-            return Err(format!(
-                "[secrets.{name}]: source = \"{}\" is not supported by this version of airlock yet; \
-                 use store, env, file or command (e.g. command = [\"secret-tool\", \"lookup\", …])",
-                s.source
-            ));
-        }
+    let timeout = s
+        .timeout
+        .as_deref()
+        .map(|t| parse_duration(t).map_err(|e| format!("[secrets.{name}] timeout: {e}")))
+        .transpose()?;
+    // Each source takes its own keys; a key meant for another source is a
+    // mistake worth naming rather than ignoring.
+    let allowed: &[&str] = match s.source.as_str() {
+        "store" => &[],
+        "env" => &["var"],
+        "file" => &["path"],
+        "command" => &["command", "timeout"],
+        "keychain" => &["service", "account", "timeout"],
         other => {
             return Err(format!(
                 "[secrets.{name}]: unknown source \"{other}\" (expected store, env, file, command or keychain)"
             ));
         }
     };
+    let present = [
+        ("var", s.var.is_some()),
+        ("path", s.path.is_some()),
+        ("command", s.command.is_some()),
+        ("service", s.service.is_some()),
+        ("account", s.account.is_some()),
+        ("timeout", timeout.is_some()),
+    ];
+    if let Some((key, _)) = present.iter().find(|(key, set)| *set && !allowed.contains(key)) {
+        return Err(format!("[secrets.{name}]: '{key}' does not apply to source = \"{}\"", s.source));
+    }
+    let source = match s.source.as_str() {
+        "store" => SecretSource::Store,
+        "env" => {
+            let var = s.var.ok_or_else(|| format!("[secrets.{name}]: source = \"env\" needs var = \"NAME\""))?;
+            SecretSource::Env { var }
+        }
+        "file" => {
+            let path = s.path.ok_or_else(|| format!("[secrets.{name}]: source = \"file\" needs path = \"/path\""))?;
+            SecretSource::File { path: absolute(path) }
+        }
+        "command" => {
+            let argv = s.command.unwrap_or_default();
+            if argv.is_empty() || argv[0].is_empty() {
+                return Err(format!(
+                    "[secrets.{name}]: source = \"command\" needs command = [\"program\", \"arg\", …]"
+                ));
+            }
+            SecretSource::Command { argv, timeout: timeout.unwrap_or(DEFAULT_COMMAND_TIMEOUT) }
+        }
+        _ => {
+            let service = s.service.unwrap_or_else(|| "airlock".to_owned());
+            let account = s.account.unwrap_or_else(|| name.to_owned());
+            if service.is_empty() || account.is_empty() {
+                return Err(format!("[secrets.{name}]: keychain service and account must not be empty"));
+            }
+            SecretSource::Keychain { service, account, timeout: timeout.unwrap_or(DEFAULT_COMMAND_TIMEOUT) }
+        }
+    };
     let ttl =
         s.ttl.as_deref().map(|t| parse_duration(t).map_err(|e| format!("[secrets.{name}] ttl: {e}"))).transpose()?;
+    // Values from outside processes change behind our back: look again
+    // every few minutes unless told otherwise.
+    let ttl = match source {
+        SecretSource::Command { .. } | SecretSource::Keychain { .. } => Some(ttl.unwrap_or(DEFAULT_COMMAND_TTL)),
+        _ => ttl,
+    };
     Ok(SecretSpec { name: name.to_owned(), source, ttl })
 }
 
@@ -727,6 +748,9 @@ mod tests {
             ("[secrets.s]\nsource = \"env\"\n".to_owned(), "needs var"),
             ("[secrets.s]\nsource = \"store\"\nvar = \"X\"\n".to_owned(), "does not apply"),
             ("[secrets.s]\nsource = \"store\"\nttl = \"5 minutes\"\n".to_owned(), "duration"),
+            ("[secrets.s]\nsource = \"env\"\nvar = \"X\"\ntimeout = \"1s\"\n".to_owned(), "'timeout' does not apply"),
+            ("[secrets.s]\nsource = \"keychain\"\ncommand = [\"x\"]\n".to_owned(), "'command' does not apply"),
+            ("[secrets.s]\nsource = \"keychain\"\naccount = \"\"\n".to_owned(), "must not be empty"),
         ];
         for (text, want) in cases {
             match load(&text) {
@@ -745,6 +769,26 @@ mod tests {
         assert_eq!(r.port, 8443);
         assert_eq!(r.authority(), "*.a.test:8443");
         assert_eq!(r.paths().count(), 0);
+    }
+
+    #[test]
+    fn secret_source_defaults() {
+        let text = "[secrets.k]\nsource = \"keychain\"\n[secrets.c]\nsource = \"command\"\ncommand = [\"op\"]\n\
+                    [secrets.k2]\nsource = \"keychain\"\nservice = \"vault\"\naccount = \"acme\"\nttl = \"1h\"\n\
+                    [secrets.s]\nsource = \"store\"\n";
+        let p = load(text).unwrap();
+        let five = Some(DEFAULT_COMMAND_TTL);
+        assert_eq!(
+            p.secrets["k"].source,
+            SecretSource::Keychain { service: "airlock".into(), account: "k".into(), timeout: DEFAULT_COMMAND_TIMEOUT }
+        );
+        assert_eq!(p.secrets["k"].ttl, five);
+        assert_eq!(p.secrets["c"].ttl, five, "command values are looked up again after the default ttl");
+        assert!(
+            matches!(&p.secrets["k2"].source, SecretSource::Keychain { service, account, .. } if service == "vault" && account == "acme")
+        );
+        assert_eq!(p.secrets["k2"].ttl, Some(Duration::from_secs(3600)));
+        assert_eq!(p.secrets["s"].ttl, None);
     }
 
     #[test]

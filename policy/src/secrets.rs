@@ -151,6 +151,28 @@ pub enum SecretError {
         /// The first line of stderr, shortened.
         stderr: String,
     },
+    /// The keychain has no item for this service and account.
+    #[error(
+        "secret '{name}': the keychain has no item for service '{service}', account '{account}'; \
+         add one (Linux: `secret-tool store --label={name} service {service} username {account}`, \
+         macOS: `security add-generic-password -s {service} -a {account} -w`)"
+    )]
+    KeychainMissing {
+        /// The secret's name.
+        name: String,
+        /// The item's service.
+        service: String,
+        /// The item's account.
+        account: String,
+    },
+    /// The keychain could not be reached or refused to answer.
+    #[error("secret '{name}': the keychain failed: {reason}")]
+    KeychainFailed {
+        /// The secret's name.
+        name: String,
+        /// Why (never the value).
+        reason: String,
+    },
     /// The secret is not declared in `[secrets]`.
     #[error("secret '{name}' is not declared in [secrets]")]
     Undeclared {
@@ -177,6 +199,7 @@ pub fn fetch(spec: &SecretSpec, store: &Store) -> Result<SecretValue, SecretErro
             .ok_or_else(|| SecretError::EnvMissing { name: name.clone(), var: var.clone() })?,
         SecretSource::File { path } => read_private_file(name, path)?,
         SecretSource::Command { argv, timeout } => run_command(name, argv, *timeout)?,
+        SecretSource::Keychain { service, account, timeout } => read_keychain(name, service, account, *timeout)?,
     };
     SecretValue::new(raw).map_err(|reason| SecretError::Invalid { name: name.clone(), reason })
 }
@@ -241,6 +264,55 @@ fn run_command(name: &str, argv: &[String], timeout: std::time::Duration) -> Res
         return Err(SecretError::CommandFailed { name: name.to_owned(), program, status, stderr: first });
     }
     Ok(stdout.trim_ascii().to_vec())
+}
+
+/// Reads one item from the OS keychain. The call runs on its own thread so
+/// a keychain that never answers (locked, waiting on a prompt nobody sees)
+/// costs a timeout, not a stuck request.
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+fn read_keychain(name: &str, service: &str, account: &str, timeout: Duration) -> Result<Vec<u8>, SecretError> {
+    use keyring::Error as K;
+    let failed = |reason: String| SecretError::KeychainFailed { name: name.to_owned(), reason };
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let (svc, acct) = (service.to_owned(), account.to_owned());
+    std::thread::Builder::new()
+        .name("airlock-keychain".to_owned())
+        .spawn(move || {
+            let value = keyring::Entry::new(&svc, &acct).and_then(|entry| entry.get_secret()).map(Zeroizing::new);
+            let _ = tx.send(value);
+        })
+        .map_err(|e| failed(format!("cannot start the keychain reader: {e}")))?;
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(value)) => Ok(value.to_vec()),
+        Ok(Err(K::NoEntry)) => Err(SecretError::KeychainMissing {
+            name: name.to_owned(),
+            service: service.to_owned(),
+            account: account.to_owned(),
+        }),
+        Ok(Err(K::Ambiguous(items))) => Err(failed(format!(
+            "{} items match service '{service}', account '{account}'; remove all but one",
+            items.len()
+        ))),
+        Ok(Err(K::NoStorageAccess(e))) => Err(failed(format!("cannot access the keychain (is it locked?): {e}"))),
+        Ok(Err(K::PlatformFailure(e))) => Err(failed(format!(
+            "{e} (on Linux this needs a Secret Service such as gnome-keyring on the session D-Bus)"
+        ))),
+        // The remaining kinds are about attributes, never the value; print
+        // only the kind to be sure.
+        Ok(Err(K::BadEncoding(_))) => Err(failed("the item is not valid UTF-8".to_owned())),
+        Ok(Err(K::TooLong(attr, limit))) => Err(failed(format!("{attr} is longer than {limit}"))),
+        Ok(Err(K::Invalid(attr, why))) => Err(failed(format!("{attr} is invalid: {why}"))),
+        Ok(Err(_)) => Err(failed("unexpected keychain error".to_owned())),
+        Err(_) => Err(failed(format!("no answer within {timeout:?} (a locked keychain may be waiting for a prompt)"))),
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+fn read_keychain(name: &str, _service: &str, _account: &str, _timeout: Duration) -> Result<Vec<u8>, SecretError> {
+    Err(SecretError::KeychainFailed {
+        name: name.to_owned(),
+        reason: "this build of airlock has no keychain support on this platform".to_owned(),
+    })
 }
 
 /// Reads a file that must be readable by its owner only, trimming one

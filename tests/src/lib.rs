@@ -50,6 +50,59 @@ pub fn secret_forms(secret: &str) -> Vec<String> {
     out
 }
 
+/// Secret values tests use beyond the standard two; every log and audit
+/// line the suite produces is searched for all of them.
+static SECRETS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Adds a test's own secret value to those the suite-wide searches of logs
+/// and audit files look for.
+pub fn register_secret(value: &str) {
+    SECRETS.lock().unwrap().push(value.to_owned());
+}
+
+/// Every secret value the suite knows of: the standard two and registered
+/// ones.
+pub fn known_secrets() -> Vec<String> {
+    let mut all = vec![ACME_SECRET.to_owned(), BETA_SECRET.to_owned()];
+    all.extend(SECRETS.lock().unwrap().iter().cloned());
+    all
+}
+
+/// Every log line the in-process proxies of this test binary wrote, at
+/// debug level for airlock's own crates.
+static LOG: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+/// Sends airlock's logs (debug and up) into [`LOG`], once per test binary.
+fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        struct Sink;
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                LOG.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let filter = tracing_subscriber::EnvFilter::new("info,airlock=trace,airlock_policy=trace,airlock_ca=trace");
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(|| Sink).try_init();
+    });
+}
+
+/// The log text captured so far.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&LOG.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+}
+
+/// Panics if any log line so far holds any form of any known secret.
+pub fn assert_logs_clean() {
+    let secrets = known_secrets();
+    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    assert_no_secret("the proxy's log", &captured_logs(), &secrets);
+}
+
 /// Panics if `text` holds any form of any of `secrets`.
 pub fn assert_no_secret(what: &str, text: &str, secrets: &[&str]) {
     for secret in secrets {
@@ -76,7 +129,18 @@ impl TempHome {
 }
 
 impl Drop for TempHome {
+    /// Before removing the home, searches its audit log and every log line
+    /// captured so far for every known secret: whatever a test asserted,
+    /// no secret may have been written down.
     fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let secrets = known_secrets();
+            let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+            if let Ok(audit) = std::fs::read_to_string(self.path.join("audit.jsonl")) {
+                assert_no_secret("the audit log", &audit, &secrets);
+            }
+            assert_no_secret("the proxy's log", &captured_logs(), &secrets);
+        }
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
@@ -90,6 +154,23 @@ fn getrandom_fill(b: &mut [u8]) {
     for (i, x) in b.iter_mut().enumerate() {
         *x = (v >> ((i % 8) * 8)) as u8;
     }
+}
+
+/// The `airlock` binary cargo built for this test run (next to the test
+/// executable's `deps/` directory).
+pub fn airlock_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().and_then(|d| d.parent()).map(|d| d.join("airlock")).unwrap();
+    assert!(bin.exists(), "{} is missing: run the suite with `cargo test --workspace`", bin.display());
+    bin
+}
+
+/// Fails with how to get it when a tool an end-to-end test drives is not
+/// installed (`scripts/test.sh` installs them all).
+pub fn require_tool(tool: &str, package: &str) {
+    let found =
+        std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()));
+    assert!(found, "{tool} is not installed: run scripts/test.sh (it installs the Debian package {package})");
 }
 
 pub fn hex(b: &[u8]) -> String {
@@ -190,6 +271,7 @@ impl TestProxy {
 
 /// Starts a proxy on `home` with `config` written as `home/airlock.toml`.
 pub async fn start_in(home: &Path, config: &str) -> RunningProxy {
+    capture_logs();
     let path = home.join("airlock.toml");
     std::fs::write(&path, config).unwrap();
     let policy = Policy::load(&path, home).unwrap();

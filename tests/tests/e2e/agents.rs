@@ -3,21 +3,12 @@
 //! The upstream sees the real key, the client sees none of it, and exit
 //! codes pass through.
 
-use std::path::PathBuf;
 use std::process::Output;
 
 use airlock_policy::secrets::{SecretValue, Store};
 use airlock_tests::upstream::Protocols;
 use airlock_tests::*;
 use tokio::process::Command;
-
-/// The `airlock` binary cargo built for this test run.
-fn airlock_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(|d| d.parent()).map(|d| d.join("airlock")).unwrap();
-    assert!(bin.exists(), "{} is missing: run the suite with `cargo test --workspace`", bin.display());
-    bin
-}
 
 /// A home with the standard config (listening on port 0, so `run` starts
 /// its own in-process proxy) and the standard secrets.

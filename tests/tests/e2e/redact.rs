@@ -73,6 +73,16 @@ async fn echoed_authorization_comes_back_as_the_placeholder() {
     let audit = std::fs::read_to_string(proxy.home.path.join("audit.jsonl")).unwrap();
     assert_no_secret("audit log", &audit);
     assert!(proxy.audit_lines().iter().all(|l| l["redactions"].as_u64().unwrap() >= 1 && l["secret_exposed"] == false));
+
+    // The proxy's debug log (captured for the whole suite, and searched for
+    // every secret whenever a test home goes away) saw these requests.
+    let logs = captured_logs();
+    for line in proxy.audit_lines() {
+        let id = line["request_id"].as_str().unwrap();
+        assert!(logs.contains(&format!("request_id={id}")), "request {id} is not in the captured log");
+    }
+    assert!(logs.contains("response ended") && logs.contains("forwarded"), "debug lines are captured");
+    assert_logs_clean();
     proxy.proxy.shutdown().await;
 }
 

@@ -52,6 +52,8 @@ async fn env_and_file_sources_reach_the_upstream() {
     proxy.proxy.shutdown().await;
 
     // file: owner-only file; a group-readable one is refused with the fix.
+    register_secret("sk_from_file_123");
+    register_secret("sk_from_file_456");
     let dir = TempHome::new("file-secret");
     let path = dir.path.join("key");
     std::fs::write(&path, "sk_from_file_123\n").unwrap();
@@ -104,6 +106,9 @@ fn runs(dir: &std::path::Path) -> usize {
 #[tokio::test]
 async fn command_source_ttl_single_fetch_and_failure() {
     let upstream = Upstream::start(Protocols::Both).await;
+    register_secret("sk_from_command_1");
+    register_secret("sk_from_command_2");
+    register_secret("LEAKED_STDOUT_sk_should_not_appear");
     let dir = TempHome::new("vault-cmd");
     let script = vault_script(&dir.path);
     std::fs::write(dir.path.join("value"), "sk_from_command_1\n").unwrap();
@@ -164,6 +169,7 @@ async fn rotation_under_load_takes_effect_on_the_next_request() {
     let proxy = Arc::new(TestProxy::start(&standard_config(&upstream, "", "")).await);
     let rotated = Arc::new(AtomicBool::new(false));
     const NEW: &str = "sk_live_acme_ROTATED_abcdef";
+    register_secret(NEW);
     let looper = {
         let (proxy, upstream, rotated) = (Arc::clone(&proxy), Arc::clone(&upstream), Arc::clone(&rotated));
         tokio::spawn(async move {
@@ -262,4 +268,157 @@ async fn check_reports_every_route() {
         assert!(!table.contains(secret) && !format!("{report:?}").contains(secret));
     }
     proxy.proxy.shutdown().await;
+}
+
+/// Runs `airlock run --tenant acme -- curl …` inside a private D-Bus session
+/// with a real gnome-keyring holding `value` under service `airlock-test`,
+/// account `acme`. Returns curl's output.
+async fn run_with_keychain(home: &TempHome, value: &str, url: &str) -> std::process::Output {
+    for (tool, package) in [
+        ("dbus-run-session", "dbus-daemon"),
+        ("gnome-keyring-daemon", "gnome-keyring"),
+        ("secret-tool", "libsecret-tools"),
+    ] {
+        require_tool(tool, package);
+    }
+    let script = format!(
+        r#"set -e
+eval "$(printf pw | gnome-keyring-daemon --unlock --components=secrets)" >/dev/null
+printf %s "$KC_VALUE" | secret-tool store --label=airlock-test service airlock-test username acme
+exec "$AIRLOCK" run --tenant acme -- sh -c 'curl -sS --max-time 20 -H "Authorization: Bearer $ACME_API_KEY" {url}'"#
+    );
+    tokio::process::Command::new("dbus-run-session")
+        .args(["--", "sh", "-c", &script])
+        // gnome-keyring keeps its files under $HOME: keep them in the test's home.
+        .env("HOME", &home.path)
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env("AIRLOCK_HOME", &home.path)
+        .env("AIRLOCK", airlock_bin())
+        .env("KC_VALUE", value)
+        .env("RUST_LOG", "warn")
+        .env_remove("AIRLOCK_CONFIG")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn keychain_source_reads_a_real_secret_service() {
+    const VALUE: &str = "sk_live_from_the_keychain_42";
+    register_secret(VALUE);
+    let upstream = Upstream::start(Protocols::Both).await;
+    let url = format!("https://api.acme.test:{}/echo", upstream.port());
+    let home = TempHome::new("keychain");
+    let secret = "source = \"keychain\"\nservice = \"airlock-test\"\naccount = \"acme\"";
+    std::fs::write(home.path.join("airlock.toml"), with_secret(&upstream, "kc", secret)).unwrap();
+
+    let out = tokio::time::timeout(Duration::from_secs(60), run_with_keychain(&home, VALUE, &url)).await.unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(last_auth(&upstream), format!("Bearer {VALUE}"), "the upstream sees the keychain's value");
+    assert!(stdout.contains(&format!("Bearer {ACME_PLACEHOLDER}")), "{stdout}");
+    assert_no_secret("client output", &format!("{stdout}{stderr}"), &[VALUE]);
+
+    // An item that is not in the keychain: a denial that says how to add it.
+    let seen = upstream.seen().len();
+    let missing = "source = \"keychain\"\nservice = \"airlock-test\"\naccount = \"nobody\"";
+    std::fs::write(home.path.join("airlock.toml"), with_secret(&upstream, "kc", missing)).unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(60), run_with_keychain(&home, VALUE, &url)).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let reply: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(reply["error"]["code"], "secret_unavailable", "{reply}");
+    assert!(reply["error"]["message"].as_str().unwrap().contains("secret-tool store"), "{reply}");
+    assert_eq!(upstream.seen().len(), seen, "nothing went upstream");
+    let audit = std::fs::read_to_string(home.path.join("audit.jsonl")).unwrap();
+    assert_no_secret("audit", &audit, &[VALUE]);
+}
+
+/// Rewrites the config in place with the same length and modification time,
+/// so the file watcher of `airlock serve` sees no change and only SIGHUP can
+/// make it reload.
+fn rewrite_unnoticed(path: &std::path::Path, text: &str, length: usize) {
+    assert!(text.len() <= length, "the padded length is too short");
+    let mtime = std::fs::metadata(path).unwrap().modified().unwrap();
+    let padded = format!("{text}{}\n", "#".repeat(length - text.len() - 1));
+    std::fs::write(path, padded).unwrap();
+    std::fs::File::options().write(true).open(path).unwrap().set_modified(mtime).unwrap();
+}
+
+#[tokio::test]
+async fn sighup_reloads_a_running_serve() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let home = TempHome::new("sighup");
+    let store = Store::new(&home.path);
+    store.set("acme_key", &SecretValue::new(ACME_SECRET.into()).unwrap()).unwrap();
+    store.set("beta_key", &SecretValue::new(BETA_SECRET.into()).unwrap()).unwrap();
+    let config = standard_config(&upstream, "", "");
+    let added = format!(
+        "{config}\n[[tenants.acme.routes]]\nname = \"acme-beta\"\nhost = \"api.beta.test:{}\"\nsecret = \"acme_key\"\nplaceholder = \"AIRLOCK_ACME_BETA\"\n",
+        upstream.port()
+    );
+    let broken = config.replace("[tenants.acme]", "[tenants.acme]\nbogus = 1");
+    let length = added.len().max(broken.len()) + 16;
+    let path = home.path.join("airlock.toml");
+    std::fs::write(&path, "").unwrap();
+    rewrite_unnoticed(&path, &config, length);
+
+    let log = home.path.join("serve.log");
+    let mut serve = tokio::process::Command::new(airlock_bin())
+        .arg("serve")
+        .env("AIRLOCK_HOME", &home.path)
+        .env_remove("AIRLOCK_CONFIG")
+        .env("RUST_LOG", "debug")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(wait_for(Duration::from_secs(20), || read_log().contains(" listening on ")).await, "{}", read_log());
+    let addr: std::net::SocketAddr =
+        read_log().split(" listening on ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    let ca = std::fs::read_to_string(home.path.join("ca.pem")).unwrap();
+    let roots = [ca.as_str()];
+    let ask = |host: &'static str, placeholder: &'static str| {
+        let req = client::get(host, upstream.port(), "/echo", &[("authorization", placeholder)], Http::H1);
+        client::request(addr, ("acme", ACME_TOKEN), host, upstream.port(), &roots, Http::H1, req)
+    };
+    let hup = |pid: u32| {
+        let ok = std::process::Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap().success();
+        assert!(ok, "kill -HUP failed");
+    };
+    let pid = serve.id().unwrap();
+    assert_eq!(ask("api.acme.test", ACME_PLACEHOLDER).await.unwrap().status, 200);
+    let before = ask("api.beta.test", "AIRLOCK_ACME_BETA").await.unwrap_err().to_string();
+    assert!(before.contains("private_egress_denied"), "no such route yet: {before}");
+
+    // A broken config behind SIGHUP: refused with the reason, old one serves.
+    rewrite_unnoticed(&path, &broken, length);
+    hup(pid);
+    assert!(wait_for(Duration::from_secs(20), || read_log().contains("bogus")).await, "{}", read_log());
+    assert_eq!(ask("api.acme.test", ACME_PLACEHOLDER).await.unwrap().status, 200, "the old config keeps serving");
+
+    // A valid one adds the route live.
+    rewrite_unnoticed(&path, &added, length);
+    hup(pid);
+    let mut status = None;
+    for _ in 0..200 {
+        status = ask("api.beta.test", "AIRLOCK_ACME_BETA").await.ok().map(|r| r.status);
+        if status == Some(200) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, Some(200), "the route added by SIGHUP never went live: {}", read_log());
+    assert_eq!(last_auth(&upstream), ACME_SECRET);
+    let text = read_log();
+    assert!(!text.contains("config file changed"), "the watcher, not SIGHUP, reloaded: {text}");
+    assert_eq!(text.matches("SIGHUP: reloading the config").count(), 2, "{text}");
+
+    serve.kill().await.unwrap();
+    // Every line `serve` logged at debug level is free of every secret.
+    assert_no_secret("serve's log", &text, &[ACME_SECRET, BETA_SECRET]);
 }
