@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::glob::PathGlob;
 use crate::host::HostPattern;
+use crate::limits::{Limits, RawLimits, Size};
 use crate::secrets::valid_name;
 
 /// Why a config could not be loaded. The message names the file, and for
@@ -56,6 +57,8 @@ struct RawConfig {
     proxy: RawProxy,
     #[serde(default)]
     audit: RawAudit,
+    #[serde(default)]
+    limits: RawLimits,
     #[serde(default)]
     secrets: BTreeMap<String, RawSecret>,
     #[serde(default)]
@@ -112,6 +115,7 @@ struct RawRoute {
     headers: Option<Vec<String>>,
     methods: Option<Vec<String>>,
     paths: Option<Vec<String>>,
+    max_request_body: Option<Size>,
 }
 
 // === checked types ===
@@ -246,6 +250,9 @@ pub struct Route {
     pub headers: Vec<String>,
     /// Upper-case methods allowed.
     pub methods: Vec<String>,
+    /// This route's request body limit, when it overrides
+    /// `[limits] max_request_body`.
+    pub max_request_body: Option<u64>,
     pub(crate) paths: Vec<PathGlob>,
 }
 
@@ -294,6 +301,8 @@ pub struct Policy {
     pub proxy: ProxySettings,
     /// `[audit]`.
     pub audit: AuditSettings,
+    /// `[limits]`.
+    pub limits: Limits,
     secrets: BTreeMap<String, SecretSpec>,
     pub(crate) tenants: Vec<Tenant>,
     /// One automaton over every placeholder of every tenant, built at load.
@@ -411,6 +420,7 @@ fn build(raw: RawConfig, base: &Path, home: &Path) -> Result<Policy, String> {
     };
     let audit_path = raw.audit.path.unwrap_or_else(|| PathBuf::from("audit.jsonl"));
     let audit = AuditSettings { path: if audit_path.is_absolute() { audit_path } else { home.join(audit_path) } };
+    let limits = Limits::build(raw.limits)?;
 
     let mut secrets = BTreeMap::new();
     for (name, s) in raw.secrets {
@@ -470,7 +480,7 @@ fn build(raw: RawConfig, base: &Path, home: &Path) -> Result<Policy, String> {
         .build(&placeholders)
         .map_err(|e| format!("cannot build the placeholder matcher: {e}"))?;
 
-    Ok(Policy { proxy, audit, secrets, tenants, placeholders: automaton, placeholder_routes })
+    Ok(Policy { proxy, audit, limits, secrets, tenants, placeholders: automaton, placeholder_routes })
 }
 
 fn valid_tenant_name(name: &str) -> bool {
@@ -631,6 +641,8 @@ fn build_route(tenant: &str, r: RawRoute, secrets: &BTreeMap<String, SecretSpec>
         .iter()
         .map(|p| PathGlob::parse(p).map_err(|e| format!("{at}: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
+    let max_request_body =
+        r.max_request_body.map(|s| s.bytes(&format!("{at}: max_request_body"))).transpose()?;
     Ok(Route {
         name: r.name,
         host,
@@ -640,6 +652,7 @@ fn build_route(tenant: &str, r: RawRoute, secrets: &BTreeMap<String, SecretSpec>
         env: r.env,
         headers,
         methods,
+        max_request_body,
         paths,
     })
 }

@@ -112,12 +112,20 @@ pub struct Denial {
     pub next_step: String,
     /// The route involved, when one was.
     pub route: Option<RouteId>,
+    /// The HTTP status when it is not the code's usual one (413 for a body
+    /// over its limit, where headers over theirs get 431).
+    pub status: Option<u16>,
 }
 
 impl Denial {
     /// A denial with no route.
     pub fn new(code: DenialCode, message: impl Into<String>, next_step: impl Into<String>) -> Self {
-        Denial { code, message: message.into(), next_step: next_step.into(), route: None }
+        Denial { code, message: message.into(), next_step: next_step.into(), route: None, status: None }
+    }
+
+    /// The HTTP status to answer with.
+    pub fn status(&self) -> u16 {
+        self.status.unwrap_or_else(|| self.code.status())
     }
 }
 

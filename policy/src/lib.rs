@@ -20,10 +20,12 @@ mod decide;
 mod glob;
 pub mod host;
 pub mod inject;
+pub mod limits;
 pub mod secrets;
 
 pub use config::{
     AuditSettings, ConfigError, DEFAULT_COMMAND_TIMEOUT, DEFAULT_COMMAND_TTL, Egress, Policy, ProxySettings, Route,
     RouteId, SecretSource, SecretSpec, Tenant, TenantId, starter_config,
 };
+pub use limits::Limits;
 pub use decide::{AuthError, ConnectAction, Decision, Denial, DenialCode, Injection, RequestInfo};

@@ -23,7 +23,7 @@ use crate::redact::{Decoder, Ended, RedactBody, RedactionCount, scrub_headers};
 use crate::respond::{REQUEST_ID_HEADER, denial_response, request_id};
 use crate::server::{Loaded, Shared, parse_destination};
 use crate::tunnel::upstream_denial;
-use crate::{Body, upstream};
+use crate::{Body, limits, upstream};
 
 /// Where the agent's connection goes: fixed by the CONNECT (or the
 /// absolute-form URI), never by a request's `Host`.
@@ -147,7 +147,7 @@ pub(crate) async fn handle(
     };
     let span = info_span!("request", request_id = %audit.request_id, method = %req.method(), path = %req.uri().path());
     async {
-        if let Err(denial) = check_authority(&req, &dest) {
+        if let Err(denial) = check_authority(&req, &dest).and_then(|()| limits::check_head(&req, &policy.limits)) {
             return audit.deny(&denial);
         }
         let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
@@ -204,7 +204,8 @@ pub(crate) async fn handle(
         let set = loaded.scrubbers.for_request(policy, &shared.vault, tenant, &injected_pairs);
         drop(injected_pairs);
         let bytes_up = Arc::new(AtomicU64::new(0));
-        let upstream = match send(&loaded, &dest, req, swapped, true, Arc::clone(&bytes_up)).await {
+        let body_limit = route.max_request_body.unwrap_or(policy.limits.max_request_body);
+        let upstream = match send(&loaded, &dest, req, swapped, true, body_limit, Arc::clone(&bytes_up)).await {
             Ok(r) => r,
             Err(denial) => return audit.deny(&Denial { route: Some(route_id), ..denial }),
         };
@@ -232,7 +233,7 @@ pub(crate) async fn handle(
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             .collect();
         let decoder = match Decoder::for_encodings(encodings.iter().map(String::as_str)) {
-            Ok(d) => d,
+            Ok(d) => d.map(|d| d.with_max_ratio(policy.limits.max_decoded_ratio)),
             Err(e) => {
                 let denial = Denial {
                     route: Some(route_id),
@@ -296,7 +297,8 @@ async fn fetch_secret(
 /// "tunnel"): untouched but for hop-by-hop headers.
 pub(crate) async fn pass_through(loaded: &Loaded, dest: Arc<Destination>, req: Request<Incoming>) -> Response<Body> {
     let id = request_id();
-    match send(loaded, &dest, req, Vec::new(), false, Arc::new(AtomicU64::new(0))).await {
+    let limit = loaded.policy.limits.max_request_body;
+    match send(loaded, &dest, req, Vec::new(), false, limit, Arc::new(AtomicU64::new(0))).await {
         Ok(resp) => resp,
         Err(denial) => denial_response(&denial, &id),
     }
@@ -351,8 +353,14 @@ async fn send(
     mut req: Request<Incoming>,
     swapped: Vec<(usize, HeaderValue)>,
     intercepted: bool,
+    body_limit: u64,
     bytes_up: Arc<AtomicU64>,
 ) -> Result<Response<Body>, Denial> {
+    let limits = &loaded.policy.limits;
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > body_limit) {
+        return Err(limits::body_too_large(body_limit));
+    }
     let upgrade = req.version() <= Version::HTTP_11 && is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
@@ -384,18 +392,28 @@ async fn send(
         }
         frame
     });
-    let mut up = Request::new(counted.map_err(Into::into).boxed_unsync());
+    let limited = http_body_util::Limited::new(counted, usize::try_from(body_limit).unwrap_or(usize::MAX));
+    let mut up = Request::new(limited.boxed_unsync());
     *up.method_mut() = parts.method;
     *up.uri_mut() = uri;
     *up.version_mut() = Version::HTTP_11;
     *up.headers_mut() = headers;
 
     let client = if upgrade { &loaded.upstream.client_h1 } else { &loaded.upstream.client };
-    let mut resp = client.request(up).await.map_err(|e| {
-        let (code, reason) = upstream::classify(&e);
-        debug!(%code, %reason, "upstream request failed");
-        upstream_denial(code, reason)
-    })?;
+    let response_timeout = limits.upstream_response_timeout;
+    let mut resp = match tokio::time::timeout(response_timeout, client.request(up)).await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) if has_source::<http_body_util::LengthLimitError>(&e) => return Err(limits::body_too_large(body_limit)),
+        Ok(Err(e)) => {
+            let (code, reason) = upstream::classify(&e);
+            debug!(%code, %reason, "upstream request failed");
+            return Err(upstream_denial(code, reason));
+        }
+        Err(_) => {
+            let reason = format!("no response from {} within {response_timeout:?}", dest.host);
+            return Err(upstream_denial(DenialCode::UpstreamTimeout, reason));
+        }
+    };
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client_upgrade) = client_upgrade
@@ -413,5 +431,18 @@ async fn send(
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, parts.status == StatusCode::SWITCHING_PROTOCOLS);
-    Ok(Response::from_parts(parts, body.map_err(Into::into).boxed_unsync()))
+    let body = limits::ReadTimeout::wrap(body.map_err(Into::into).boxed_unsync(), limits.upstream_read_timeout);
+    Ok(Response::from_parts(parts, body))
+}
+
+/// Whether `E` is somewhere in the error's source chain.
+fn has_source<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.is::<E>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }

@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -22,6 +22,7 @@ use tracing::{debug, warn};
 use airlock_policy::host;
 
 use crate::forward::{self, Destination};
+use crate::limits::{self, Activity, Tracked};
 use crate::server::{ConnGuard, Shared};
 
 /// How long the agent may take to send its ClientHello and finish the
@@ -61,16 +62,23 @@ pub(crate) async fn serve(shared: Arc<Shared>, dest: Destination, upgraded: Upgr
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let dest = Arc::new(dest);
+    let limits = shared.loaded().policy.limits.clone();
+    let activity = Activity::new();
+    let conn_activity = Arc::clone(&activity);
     let service = service_fn(move |req| {
         // Each request sees the config current when it arrives.
         let (shared, dest) = (Arc::clone(&shared), Arc::clone(&dest));
         let loaded = shared.loaded();
-        async move { Ok::<_, Infallible>(forward::handle(shared, loaded, dest, req).await) }
+        let in_flight = conn_activity.begin();
+        async move {
+            let resp = forward::handle(shared, loaded, dest, req).await;
+            Ok::<_, Infallible>(resp.map(|body| Tracked::wrap(body, in_flight)))
+        }
     });
     let io = TokioIo::new(tls);
     let mut stop = guard.shutdown.clone();
-    // Both connection kinds shut down the same way: finish in-flight
-    // requests, accept no new ones.
+    // Both connection kinds end the same way, on shutdown or when idle:
+    // finish in-flight requests, accept no new ones.
     macro_rules! serve_until_shutdown {
         ($conn:expr) => {{
             let conn = $conn;
@@ -81,15 +89,25 @@ pub(crate) async fn serve(shared: Arc<Shared>, dest: Destination, upgraded: Upgr
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
+                () = activity.idle(limits.idle_timeout) => {
+                    debug!("idle connection closed");
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
             }
         }};
     }
     let result = if h2 {
         serve_until_shutdown!(
-            http2::Builder::new(TokioExecutor::new()).timer(TokioTimer::new()).serve_connection(io, service)
+            http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_header_list_size(u32::try_from(limits.max_header_bytes * 2).unwrap_or(u32::MAX))
+                .serve_connection(io, service)
         )
     } else {
-        serve_until_shutdown!(http1::Builder::new().serve_connection(io, service).with_upgrades())
+        serve_until_shutdown!(
+            limits::h1_builder(&limits).serve_connection(io, service).with_upgrades()
+        )
     };
     if let Err(e) = result {
         debug!(error = %e, "intercepted connection ended with an error");

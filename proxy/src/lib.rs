@@ -20,6 +20,7 @@ pub mod forward;
 pub mod headers;
 pub mod home;
 pub mod intercept;
+mod limits;
 pub mod redact;
 pub mod respond;
 mod scrub;

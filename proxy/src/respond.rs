@@ -41,7 +41,7 @@ pub fn denial_json(denial: &Denial, request_id: &str) -> serde_json::Value {
 pub fn denial_response(denial: &Denial, request_id: &str) -> Response<Body> {
     let mut body = denial_json(denial, request_id).to_string();
     body.push('\n');
-    let status = StatusCode::from_u16(denial.code.status()).unwrap_or(StatusCode::FORBIDDEN);
+    let status = StatusCode::from_u16(denial.status()).unwrap_or(StatusCode::FORBIDDEN);
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
     let h = resp.headers_mut();

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
@@ -23,12 +22,11 @@ use airlock_policy::{ConnectAction, Denial, DenialCode, Policy, TenantId, host};
 
 use crate::audit::{self, AuditLog, AuditWriter, Outcome, Record};
 use crate::forward::{self, Destination};
+use crate::limits::{self, Activity, Tracked};
 use crate::respond::{self, denial_response};
 use crate::upstream::{TrustError, Upstream};
 use crate::{Body, intercept, tunnel};
 
-/// How long graceful shutdown waits for in-flight connections.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Leaf certificates cached at most.
 const LEAF_CACHE_CAPACITY: usize = 10_000;
 /// How long a cached leaf is served before re-minting (leaves live < 90 days).
@@ -75,7 +73,7 @@ impl Loaded {
     fn new(policy: Policy, listen: SocketAddr) -> Result<Self, TrustError> {
         let mut settings = policy.proxy.clone();
         settings.listen = listen;
-        let upstream = Upstream::new(&settings)?;
+        let upstream = Upstream::new(&settings, &policy.limits)?;
         Ok(Loaded { policy: Arc::new(policy), scrubbers: crate::scrub::Scrubbers::default(), upstream })
     }
 }
@@ -135,6 +133,9 @@ impl Shared {
 pub(crate) struct ConnGuard {
     pub(crate) shutdown: watch::Receiver<bool>,
     _alive: mpsc::Sender<()>,
+    /// The connection's slot under `max_connections`, held until the
+    /// connection (and any tunnel or interception it became) ends.
+    _slot: Arc<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// A bound proxy, not yet serving.
@@ -182,18 +183,34 @@ impl Proxy {
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, lets
-    /// connections finish for up to [`SHUTDOWN_GRACE`], and flushes the
+    /// connections finish for up to `[limits] shutdown_grace`, and flushes the
     /// audit log.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let Proxy { shared, listener, writer } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+        // Connection count and shutdown grace are fixed at start.
+        let limits = shared.loaded().policy.limits.clone();
+        let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
         tokio::pin!(shutdown);
         loop {
+            // At the limit, stop accepting: further agents wait in the
+            // listen backlog until a connection ends.
+            let slot = tokio::select! {
+                slot = Arc::clone(&slots).acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                },
+                () = &mut shutdown => break,
+            };
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        let guard = ConnGuard { shutdown: stop_rx.clone(), _alive: alive_tx.clone() };
+                        let guard = ConnGuard {
+                            shutdown: stop_rx.clone(),
+                            _alive: alive_tx.clone(),
+                            _slot: Arc::new(slot),
+                        };
                         let shared = Arc::clone(&shared);
                         let span = info_span!("conn", %peer);
                         tokio::spawn(serve_agent(shared, stream, peer, guard).instrument(span));
@@ -211,7 +228,7 @@ impl Proxy {
         drop(listener);
         let _ = stop_tx.send(true);
         drop(alive_tx);
-        if tokio::time::timeout(SHUTDOWN_GRACE, alive_rx.recv()).await.is_err() {
+        if tokio::time::timeout(limits.shutdown_grace, alive_rx.recv()).await.is_err() {
             warn!("shutdown grace period over; closing remaining connections");
         }
         drop(shared);
@@ -337,20 +354,28 @@ async fn serve_agent(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, g
     let _ = stream.set_nodelay(true);
     let mut stop = guard.shutdown.clone();
     let svc_guard = guard.clone();
+    let limits = shared.loaded().policy.limits.clone();
+    let activity = Activity::new();
+    let conn_activity = Arc::clone(&activity);
     let service = service_fn(move |req| {
         let shared = Arc::clone(&shared);
         let guard = svc_guard.clone();
-        async move { Ok::<_, Infallible>(proxy_request(shared, req, peer, guard).await) }
+        let in_flight = conn_activity.begin();
+        async move {
+            let resp = proxy_request(shared, req, peer, guard).await;
+            Ok::<_, Infallible>(resp.map(|body| Tracked::wrap(body, in_flight)))
+        }
     });
-    let conn = http1::Builder::new()
-        .header_read_timeout(Duration::from_secs(30))
-        .timer(hyper_util::rt::TokioTimer::new())
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
+    let conn = limits::h1_builder(&limits).serve_connection(TokioIo::new(stream), service).with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
         _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+        () = activity.idle(limits.idle_timeout) => {
+            debug!("idle connection closed");
             conn.as_mut().graceful_shutdown();
             conn.await
         }
@@ -407,6 +432,9 @@ async fn proxy_request(
         );
         return refuse(denial, None, "", 0);
     };
+    if let Err(denial) = limits::check_head(&req, &policy.limits) {
+        return refuse(denial, None, &host, port);
+    }
 
     let auth = req.headers().get(http::header::PROXY_AUTHORIZATION).map(|v| v.as_bytes());
     let tenant = match policy.authenticate(auth) {

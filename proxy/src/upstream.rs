@@ -32,8 +32,6 @@ use airlock_policy::DenialCode;
 
 use crate::Body;
 
-/// How long connecting (TCP and TLS) may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the trust store could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +107,7 @@ pub enum ConnectError {
         /// The cause.
         source: io::Error,
     },
-    /// Connecting took longer than [`CONNECT_TIMEOUT`].
+    /// Connecting took longer than `[limits] upstream_connect_timeout`.
     Timeout {
         /// `host:port`.
         authority: String,
@@ -173,12 +171,15 @@ pub fn find_connect_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Opt
 pub struct Resolver {
     overrides: Arc<HashMap<String, IpAddr>>,
     listen: SocketAddr,
+    /// How long TCP connect, and then the TLS handshake, may each take.
+    connect_timeout: Duration,
 }
 
 impl Resolver {
-    /// A resolver with overrides (keys normalised), refusing `listen`.
-    pub fn new(overrides: HashMap<String, IpAddr>, listen: SocketAddr) -> Self {
-        Resolver { overrides: Arc::new(overrides), listen }
+    /// A resolver with overrides (keys normalised), refusing `listen`;
+    /// connecting gives up after `connect_timeout`.
+    pub fn new(overrides: HashMap<String, IpAddr>, listen: SocketAddr, connect_timeout: Duration) -> Self {
+        Resolver { overrides: Arc::new(overrides), listen, connect_timeout }
     }
 
     /// The addresses for `host:port`.
@@ -225,7 +226,7 @@ impl Resolver {
             }
             Err(ConnectError::Unreachable { authority: authority.clone(), source: last })
         };
-        tokio::time::timeout(CONNECT_TIMEOUT, attempt).await.map_err(|_| ConnectError::Timeout { authority })?
+        tokio::time::timeout(self.connect_timeout, attempt).await.map_err(|_| ConnectError::Timeout { authority })?
     }
 }
 
@@ -324,7 +325,7 @@ impl Connector {
             source: io::Error::new(io::ErrorKind::InvalidInput, e),
         })?;
         let handshake = self.tls.connect(name, tcp);
-        match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+        match tokio::time::timeout(self.resolver.connect_timeout, handshake).await {
             Ok(Ok(s)) => Ok(UpstreamStream::Tls(Box::new(s))),
             Ok(Err(source)) => Err(ConnectError::Tls { authority, source }),
             Err(_) => Err(ConnectError::Timeout { authority }),
@@ -366,8 +367,8 @@ pub struct Upstream {
 
 impl Upstream {
     /// Builds both clients from the proxy settings.
-    pub fn new(settings: &airlock_policy::ProxySettings) -> Result<Self, TrustError> {
-        let resolver = Resolver::new(settings.resolve.clone(), settings.listen);
+    pub fn new(settings: &airlock_policy::ProxySettings, limits: &airlock_policy::Limits) -> Result<Self, TrustError> {
+        let resolver = Resolver::new(settings.resolve.clone(), settings.listen, limits.upstream_connect_timeout);
         let both = client_tls(&settings.upstream_ca, &[b"h2", b"http/1.1"])?;
         let h1 = client_tls(&settings.upstream_ca, &[b"http/1.1"])?;
         let build = |tls| {

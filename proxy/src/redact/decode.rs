@@ -27,11 +27,36 @@ pub enum DecodeError {
     },
 }
 
+/// Where a layer writes its output: a buffer that refuses to grow past
+/// `cap`, so a decompression bomb fails while it expands, before it can
+/// take the memory.
+#[derive(Debug, Default)]
+struct Sink {
+    buf: Vec<u8>,
+    cap: u64,
+    exceeded: bool,
+}
+
+impl Write for Sink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if (self.buf.len() + data.len()) as u64 > self.cap {
+            self.exceeded = true;
+            return Err(std::io::Error::other("decoded size limit"));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 enum Layer {
-    Gzip(flate2::write::GzDecoder<Vec<u8>>),
-    Zlib(flate2::write::ZlibDecoder<Vec<u8>>),
-    Brotli(Box<brotli_decompressor::DecompressorWriter<Vec<u8>>>),
-    Zstd(Box<zstd::stream::write::Decoder<'static, Vec<u8>>>),
+    Gzip(flate2::write::GzDecoder<Sink>),
+    Zlib(flate2::write::ZlibDecoder<Sink>),
+    Brotli(Box<brotli_decompressor::DecompressorWriter<Sink>>),
+    Zstd(Box<zstd::stream::write::Decoder<'static, Sink>>),
 }
 
 impl Layer {
@@ -44,50 +69,48 @@ impl Layer {
         }
     }
 
-    fn write(&mut self, input: &[u8]) -> std::io::Result<Vec<u8>> {
+    fn sink(&mut self) -> &mut Sink {
         match self {
-            Layer::Gzip(d) => {
-                d.write_all(input)?;
-                d.flush()?;
-                Ok(std::mem::take(d.get_mut()))
-            }
-            Layer::Zlib(d) => {
-                d.write_all(input)?;
-                d.flush()?;
-                Ok(std::mem::take(d.get_mut()))
-            }
-            Layer::Brotli(d) => {
-                d.write_all(input)?;
-                d.flush()?;
-                Ok(std::mem::take(d.get_mut()))
-            }
-            Layer::Zstd(d) => {
-                d.write_all(input)?;
-                d.flush()?;
-                Ok(std::mem::take(d.get_mut()))
-            }
+            Layer::Gzip(d) => d.get_mut(),
+            Layer::Zlib(d) => d.get_mut(),
+            Layer::Brotli(d) => d.get_mut(),
+            Layer::Zstd(d) => d.get_mut(),
         }
     }
 
-    fn finish(&mut self) -> std::io::Result<Vec<u8>> {
+    fn write_all(&mut self, input: &[u8]) -> std::io::Result<()> {
         match self {
-            Layer::Gzip(d) => {
-                d.try_finish()?;
-                Ok(std::mem::take(d.get_mut()))
-            }
-            Layer::Zlib(d) => {
-                d.try_finish()?;
-                Ok(std::mem::take(d.get_mut()))
-            }
-            Layer::Brotli(d) => {
-                d.close()?;
-                Ok(std::mem::take(d.get_mut()))
-            }
-            Layer::Zstd(d) => {
-                d.flush()?;
-                Ok(std::mem::take(d.get_mut()))
-            }
+            Layer::Gzip(d) => d.write_all(input).and_then(|()| d.flush()),
+            Layer::Zlib(d) => d.write_all(input).and_then(|()| d.flush()),
+            Layer::Brotli(d) => d.write_all(input).and_then(|()| d.flush()),
+            Layer::Zstd(d) => d.write_all(input).and_then(|()| d.flush()),
         }
+    }
+
+    fn close(&mut self) -> std::io::Result<()> {
+        match self {
+            Layer::Gzip(d) => d.try_finish(),
+            Layer::Zlib(d) => d.try_finish(),
+            Layer::Brotli(d) => d.close(),
+            Layer::Zstd(d) => d.flush(),
+        }
+    }
+
+    /// Feeds `input` (or, with `None`, ends the stream) and takes what came
+    /// out, which may be at most `cap` bytes.
+    fn step(&mut self, input: Option<&[u8]>, cap: u64, ratio: u64) -> Result<Vec<u8>, DecodeError> {
+        let name = self.name();
+        self.sink().cap = cap;
+        let result = match input {
+            Some(data) => self.write_all(data),
+            None => self.close(),
+        };
+        let sink = self.sink();
+        if sink.exceeded {
+            return Err(DecodeError::TooLarge { limit: ratio });
+        }
+        result.map_err(|e| DecodeError::Corrupt { encoding: name, reason: e.to_string() })?;
+        Ok(std::mem::take(&mut sink.buf))
     }
 }
 
@@ -109,7 +132,7 @@ impl std::fmt::Debug for Decoder {
 }
 
 /// Decoded bytes allowed per compressed byte, past the first MiB.
-pub const DEFAULT_MAX_RATIO: u64 = 200;
+pub const DEFAULT_MAX_RATIO: u64 = 100;
 
 impl Decoder {
     /// A decoder for the `Content-Encoding` values, in the order they were
@@ -120,11 +143,11 @@ impl Decoder {
         for coding in values.flat_map(|v| v.split(',')).map(|c| c.trim().to_ascii_lowercase()) {
             let layer = match coding.as_str() {
                 "" | "identity" => continue,
-                "gzip" | "x-gzip" => Layer::Gzip(flate2::write::GzDecoder::new(Vec::new())),
-                "deflate" => Layer::Zlib(flate2::write::ZlibDecoder::new(Vec::new())),
-                "br" => Layer::Brotli(Box::new(brotli_decompressor::DecompressorWriter::new(Vec::new(), 16 * 1024))),
+                "gzip" | "x-gzip" => Layer::Gzip(flate2::write::GzDecoder::new(Sink::default())),
+                "deflate" => Layer::Zlib(flate2::write::ZlibDecoder::new(Sink::default())),
+                "br" => Layer::Brotli(Box::new(brotli_decompressor::DecompressorWriter::new(Sink::default(), 16 * 1024))),
                 "zstd" => Layer::Zstd(Box::new(
-                    zstd::stream::write::Decoder::new(Vec::new())
+                    zstd::stream::write::Decoder::new(Sink::default())
                         .map_err(|e| DecodeError::Corrupt { encoding: "zstd", reason: e.to_string() })?,
                 )),
                 other => return Err(DecodeError::Unsupported(other.to_owned())),
@@ -138,43 +161,46 @@ impl Decoder {
         Ok(Some(Decoder { layers, compressed: 0, decoded: 0, max_ratio: DEFAULT_MAX_RATIO }))
     }
 
-    /// Feeds compressed bytes; returns what decoded so far.
+    /// Decodes one frame's worth of compressed bytes.
     pub fn decode(&mut self, input: &[u8]) -> Result<Vec<u8>, DecodeError> {
         self.compressed += input.len() as u64;
-        let mut data = input.to_vec();
-        for layer in &mut self.layers {
-            data = layer
-                .write(&data)
-                .map_err(|e| DecodeError::Corrupt { encoding: layer.name(), reason: e.to_string() })?;
-        }
-        self.account(data)
+        self.run(Some(input))
     }
 
     /// Ends the body; fails if the compressed stream was truncated.
     pub fn finish(&mut self) -> Result<Vec<u8>, DecodeError> {
-        let mut data = Vec::new();
-        for i in 0..self.layers.len() {
-            let layer = &mut self.layers[i];
-            let name = layer.name();
-            let corrupt = |e: std::io::Error| DecodeError::Corrupt { encoding: name, reason: e.to_string() };
-            if !data.is_empty() {
-                let mut more = layer.write(&data).map_err(corrupt)?;
-                data = std::mem::take(&mut more);
-            }
-            let layer = &mut self.layers[i];
-            let mut tail =
-                layer.finish().map_err(|e| DecodeError::Corrupt { encoding: name, reason: e.to_string() })?;
-            data.append(&mut tail);
-        }
-        self.account(data)
+        self.run(None)
     }
 
-    fn account(&mut self, data: Vec<u8>) -> Result<Vec<u8>, DecodeError> {
-        self.decoded += data.len() as u64;
-        let allowed = self.compressed.saturating_mul(self.max_ratio).saturating_add(1 << 20);
-        if self.decoded > allowed {
-            return Err(DecodeError::TooLarge { limit: self.max_ratio });
+    /// Sets how many times its compressed size the body may decode to
+    /// (after the first MiB).
+    pub fn with_max_ratio(mut self, ratio: u64) -> Self {
+        self.max_ratio = ratio;
+        self
+    }
+
+    /// Passes `input` through every layer, outermost first; `None` ends
+    /// each layer in turn. No layer may produce more than the budget left.
+    fn run(&mut self, input: Option<&[u8]>) -> Result<Vec<u8>, DecodeError> {
+        let ratio = self.max_ratio;
+        let allowed = self.compressed.saturating_mul(ratio).saturating_add(1 << 20);
+        let budget = allowed.saturating_sub(self.decoded);
+        let mut data = input.map(<[u8]>::to_vec);
+        for layer in &mut self.layers {
+            let mut out = match &data {
+                Some(d) if input.is_some() || !d.is_empty() => layer.step(Some(d), budget, ratio)?,
+                _ => Vec::new(),
+            };
+            if input.is_none() {
+                // Ending: what the outer layer flushed has passed through
+                // this one; now this one ends too.
+                let tail = layer.step(None, budget.saturating_sub(out.len() as u64), ratio)?;
+                out.extend_from_slice(&tail);
+            }
+            data = Some(out);
         }
+        let data = data.unwrap_or_default();
+        self.decoded += data.len() as u64;
         Ok(data)
     }
 }

@@ -134,3 +134,51 @@ proptest! {
         }
     }
 }
+
+mod decoding {
+    use std::io::Write;
+
+    use crate::redact::{DecodeError, Decoder};
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn decode_all(encodings: &str, body: &[u8], frame: usize, ratio: u64) -> Result<Vec<u8>, DecodeError> {
+        let mut d = Decoder::for_encodings(std::iter::once(encodings)).unwrap().unwrap().with_max_ratio(ratio);
+        let mut out = Vec::new();
+        for chunk in body.chunks(frame) {
+            out.extend(d.decode(chunk)?);
+        }
+        out.extend(d.finish()?);
+        Ok(out)
+    }
+
+    #[test]
+    fn stacked_encodings_round_trip() {
+        let text: Vec<u8> = (0..200_000u32).flat_map(|i| format!("row {i},").into_bytes()).collect();
+        let twice = gzip(&gzip(&text));
+        for frame in [1, 7, 4096, twice.len()] {
+            assert_eq!(decode_all("gzip, gzip", &twice, frame, 100).unwrap(), text, "frame {frame}");
+        }
+    }
+
+    #[test]
+    fn a_bomb_fails_while_it_expands() {
+        // 256 MiB of zeros gzip to about 250 KiB: a ratio near 1000.
+        let bomb = gzip(&vec![0u8; 256 << 20]);
+        assert!(bomb.len() < 1 << 20);
+        for frame in [16 * 1024, bomb.len()] {
+            // Fed in one piece, the decoder still stops at its budget rather
+            // than inflating all 256 MiB first.
+            match decode_all("gzip", &bomb, frame, 100) {
+                Err(DecodeError::TooLarge { limit: 100 }) => {}
+                other => panic!("frame {frame}: {:?}", other.map(|v| v.len())),
+            }
+        }
+        // The same bytes under a ratio that allows them decode whole.
+        assert_eq!(decode_all("gzip", &bomb, 64 * 1024, 2000).unwrap().len(), 256 << 20);
+    }
+}

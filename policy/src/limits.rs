@@ -1,0 +1,180 @@
+//! `[limits]`: how much and how long airlock accepts from agents and
+//! upstreams before it refuses or gives up. Every limit has a default that
+//! suits an agent calling APIs; none can be switched off.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::parse_duration;
+
+/// The raw `[limits]` table: sizes as `65536` or `"64KiB"`, durations as
+/// `"30s"`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLimits {
+    max_header_bytes: Option<Size>,
+    max_headers: Option<usize>,
+    max_request_body: Option<Size>,
+    header_read_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    upstream_connect_timeout: Option<String>,
+    upstream_response_timeout: Option<String>,
+    upstream_read_timeout: Option<String>,
+    max_connections: Option<usize>,
+    max_decoded_ratio: Option<u64>,
+    shutdown_grace: Option<String>,
+}
+
+/// A size in bytes, written as a number or a string with a unit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+impl Size {
+    pub(crate) fn bytes(&self, key: &str) -> Result<u64, String> {
+        match self {
+            Size::Bytes(n) => Ok(*n),
+            Size::Text(t) => parse_size(t).map_err(|e| format!("{key}: {e}")),
+        }
+    }
+}
+
+/// Parses `512`, `64KiB`, `10MiB`, `1GiB` (also `KB`/`MB`/`GB`, as powers of
+/// 1000).
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+    let bad = || format!("'{text}' is not a size like 65536, 64KiB or 10MiB");
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (num, unit) = text.split_at(split);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult).ok_or_else(bad)
+}
+
+/// The checked `[limits]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// The request line plus all header lines of one request, in bytes.
+    /// Over it: `431 request_too_large`.
+    pub max_header_bytes: usize,
+    /// Header fields in one request. Over it: `431 request_too_large`.
+    pub max_headers: usize,
+    /// A request body, in bytes, unless the route sets its own. Over it:
+    /// `413 request_too_large`.
+    pub max_request_body: u64,
+    /// How long an agent may take to send a request's head (slowloris).
+    pub header_read_timeout: Duration,
+    /// How long an agent connection may sit with no request in flight.
+    pub idle_timeout: Duration,
+    /// TCP connect plus TLS handshake to an upstream.
+    pub upstream_connect_timeout: Duration,
+    /// From sending the request to the upstream's response head.
+    pub upstream_response_timeout: Duration,
+    /// The longest silence while reading an upstream's response body.
+    pub upstream_read_timeout: Duration,
+    /// Agent connections served at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// How many times larger than its encoded size a compressed response may
+    /// decode to (after the first MiB). More: the stream is aborted as
+    /// `unredactable_body` (a decompression bomb).
+    pub max_decoded_ratio: u64,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_request_body: 32 << 20,
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            upstream_connect_timeout: Duration::from_secs(10),
+            upstream_response_timeout: Duration::from_secs(300),
+            upstream_read_timeout: Duration::from_secs(300),
+            max_connections: 10_000,
+            max_decoded_ratio: 100,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Limits {
+    pub(crate) fn build(raw: RawLimits) -> Result<Limits, String> {
+        let d = Limits::default();
+        let duration = |key: &str, value: Option<String>, default: Duration| -> Result<Duration, String> {
+            let Some(text) = value else { return Ok(default) };
+            let t = parse_duration(&text).map_err(|e| format!("[limits] {key}: {e}"))?;
+            if t.is_zero() {
+                return Err(format!("[limits] {key} must be more than zero"));
+            }
+            Ok(t)
+        };
+        let count = |key: &str, value: Option<usize>, default: usize| match value {
+            Some(0) => Err(format!("[limits] {key} must be more than zero")),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
+        let size = |key: &str, value: Option<Size>, default: u64| -> Result<u64, String> {
+            value.map(|s| s.bytes(&format!("[limits] {key}"))).transpose().map(|v| v.unwrap_or(default))
+        };
+        let max_header_bytes = size("max_header_bytes", raw.max_header_bytes, d.max_header_bytes as u64)?;
+        if !(1024..=(16 << 20)).contains(&max_header_bytes) {
+            return Err("[limits] max_header_bytes must be between 1KiB and 16MiB".to_owned());
+        }
+        let max_decoded_ratio = raw.max_decoded_ratio.unwrap_or(d.max_decoded_ratio);
+        if max_decoded_ratio < 2 {
+            return Err("[limits] max_decoded_ratio must be at least 2".to_owned());
+        }
+        Ok(Limits {
+            max_header_bytes: max_header_bytes as usize,
+            max_headers: count("max_headers", raw.max_headers, d.max_headers)?,
+            max_request_body: size("max_request_body", raw.max_request_body, d.max_request_body)?,
+            header_read_timeout: duration("header_read_timeout", raw.header_read_timeout, d.header_read_timeout)?,
+            idle_timeout: duration("idle_timeout", raw.idle_timeout, d.idle_timeout)?,
+            upstream_connect_timeout: duration(
+                "upstream_connect_timeout",
+                raw.upstream_connect_timeout,
+                d.upstream_connect_timeout,
+            )?,
+            upstream_response_timeout: duration(
+                "upstream_response_timeout",
+                raw.upstream_response_timeout,
+                d.upstream_response_timeout,
+            )?,
+            upstream_read_timeout: duration("upstream_read_timeout", raw.upstream_read_timeout, d.upstream_read_timeout)?,
+            max_connections: count("max_connections", raw.max_connections, d.max_connections)?,
+            max_decoded_ratio,
+            shutdown_grace: duration("shutdown_grace", raw.shutdown_grace, d.shutdown_grace)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("10MiB"), Ok(10 << 20));
+        assert_eq!(parse_size("2MB"), Ok(2_000_000));
+        assert!(parse_size("10 parsecs").is_err());
+        assert!(parse_size("99999999999999GiB").is_err());
+        assert!(parse_size("").is_err());
+    }
+}
