@@ -272,7 +272,8 @@ async fn check_reports_every_route() {
 
 /// Runs `airlock run --tenant acme -- curl …` inside a private D-Bus session
 /// with a real gnome-keyring holding `value` under service `airlock-test`,
-/// account `acme`. Returns curl's output.
+/// account `acme`. Returns the run's output; curl's body is in
+/// `home/curl.out` (the keyring daemon may write to stdout too).
 async fn run_with_keychain(home: &TempHome, value: &str, url: &str) -> std::process::Output {
     for (tool, package) in [
         ("dbus-run-session", "dbus-daemon"),
@@ -285,7 +286,7 @@ async fn run_with_keychain(home: &TempHome, value: &str, url: &str) -> std::proc
         r#"set -e
 eval "$(printf pw | gnome-keyring-daemon --unlock --components=secrets)" >/dev/null
 printf %s "$KC_VALUE" | secret-tool store --label=airlock-test service airlock-test username acme
-exec "$AIRLOCK" run --tenant acme -- sh -c 'curl -sS --max-time 20 -H "Authorization: Bearer $ACME_API_KEY" {url}'"#
+exec "$AIRLOCK" run --tenant acme -- sh -c 'curl -sS --max-time 20 -o "$AIRLOCK_HOME/curl.out" -H "Authorization: Bearer $ACME_API_KEY" {url}'"#
     );
     tokio::process::Command::new("dbus-run-session")
         .args(["--", "sh", "-c", &script])
@@ -317,18 +318,20 @@ async fn keychain_source_reads_a_real_secret_service() {
     std::fs::write(home.path.join("airlock.toml"), with_secret(&upstream, "kc", secret)).unwrap();
 
     let out = tokio::time::timeout(Duration::from_secs(60), run_with_keychain(&home, VALUE, &url)).await.unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{stdout}{stderr}");
+    let (output, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{output}{stderr}");
+    let stdout = std::fs::read_to_string(home.path.join("curl.out")).unwrap();
     assert_eq!(last_auth(&upstream), format!("Bearer {VALUE}"), "the upstream sees the keychain's value");
     assert!(stdout.contains(&format!("Bearer {ACME_PLACEHOLDER}")), "{stdout}");
-    assert_no_secret("client output", &format!("{stdout}{stderr}"), &[VALUE]);
+    assert_no_secret("client output", &format!("{stdout}{output}{stderr}"), &[VALUE]);
 
     // An item that is not in the keychain: a denial that says how to add it.
     let seen = upstream.seen().len();
     let missing = "source = \"keychain\"\nservice = \"airlock-test\"\naccount = \"nobody\"";
     std::fs::write(home.path.join("airlock.toml"), with_secret(&upstream, "kc", missing)).unwrap();
     let out = tokio::time::timeout(Duration::from_secs(60), run_with_keychain(&home, VALUE, &url)).await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = std::fs::read_to_string(home.path.join("curl.out")).unwrap();
     let reply: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     assert_eq!(reply["error"]["code"], "secret_unavailable", "{reply}");
     assert!(reply["error"]["message"].as_str().unwrap().contains("secret-tool store"), "{reply}");
