@@ -641,8 +641,7 @@ fn build_route(tenant: &str, r: RawRoute, secrets: &BTreeMap<String, SecretSpec>
         .iter()
         .map(|p| PathGlob::parse(p).map_err(|e| format!("{at}: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
-    let max_request_body =
-        r.max_request_body.map(|s| s.bytes(&format!("{at}: max_request_body"))).transpose()?;
+    let max_request_body = r.max_request_body.map(|s| s.bytes(&format!("{at}: max_request_body"))).transpose()?;
     Ok(Route {
         name: r.name,
         host,

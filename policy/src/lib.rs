@@ -27,5 +27,5 @@ pub use config::{
     AuditSettings, ConfigError, DEFAULT_COMMAND_TIMEOUT, DEFAULT_COMMAND_TTL, Egress, Policy, ProxySettings, Route,
     RouteId, SecretSource, SecretSpec, Tenant, TenantId, starter_config,
 };
-pub use limits::Limits;
 pub use decide::{AuthError, ConnectAction, Decision, Denial, DenialCode, Injection, RequestInfo};
+pub use limits::Limits;

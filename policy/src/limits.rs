@@ -155,7 +155,11 @@ impl Limits {
                 raw.upstream_response_timeout,
                 d.upstream_response_timeout,
             )?,
-            upstream_read_timeout: duration("upstream_read_timeout", raw.upstream_read_timeout, d.upstream_read_timeout)?,
+            upstream_read_timeout: duration(
+                "upstream_read_timeout",
+                raw.upstream_read_timeout,
+                d.upstream_read_timeout,
+            )?,
             max_connections: count("max_connections", raw.max_connections, d.max_connections)?,
             max_decoded_ratio,
             shutdown_grace: duration("shutdown_grace", raw.shutdown_grace, d.shutdown_grace)?,

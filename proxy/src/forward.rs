@@ -386,6 +386,7 @@ async fn send(
     let uri: Uri = format!("{}{path}", dest.origin()).parse().map_err(|_| {
         Denial::new(DenialCode::BadRequest, "the request target is not a valid URI", "send a valid request path")
     })?;
+    let sent = Arc::clone(&bytes_up);
     let counted = body.map_frame(move |frame| {
         if let Some(data) = frame.data_ref() {
             bytes_up.fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -403,7 +404,9 @@ async fn send(
     let response_timeout = limits.upstream_response_timeout;
     let mut resp = match tokio::time::timeout(response_timeout, client.request(up)).await {
         Ok(Ok(resp)) => resp,
-        Ok(Err(e)) if has_source::<http_body_util::LengthLimitError>(&e) => return Err(limits::body_too_large(body_limit)),
+        // The body outgrew its limit while streaming (`Limited` failed it;
+        // over HTTP/2 the error that surfaces is only the stream reset).
+        Ok(Err(_)) if sent.load(Ordering::Relaxed) > body_limit => return Err(limits::body_too_large(body_limit)),
         Ok(Err(e)) => {
             let (code, reason) = upstream::classify(&e);
             debug!(%code, %reason, "upstream request failed");
@@ -433,16 +436,4 @@ async fn send(
     strip_hop_by_hop(&mut parts.headers, parts.status == StatusCode::SWITCHING_PROTOCOLS);
     let body = limits::ReadTimeout::wrap(body.map_err(Into::into).boxed_unsync(), limits.upstream_read_timeout);
     Ok(Response::from_parts(parts, body))
-}
-
-/// Whether `E` is somewhere in the error's source chain.
-fn has_source<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(err);
-    while let Some(e) = next {
-        if e.is::<E>() {
-            return true;
-        }
-        next = e.source();
-    }
-    false
 }

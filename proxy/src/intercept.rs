@@ -105,9 +105,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, dest: Destination, upgraded: Upgr
                 .serve_connection(io, service)
         )
     } else {
-        serve_until_shutdown!(
-            limits::h1_builder(&limits).serve_connection(io, service).with_upgrades()
-        )
+        serve_until_shutdown!(limits::h1_builder(&limits).serve_connection(io, service).with_upgrades())
     };
     if let Err(e) = result {
         debug!(error = %e, "intercepted connection ended with an error");

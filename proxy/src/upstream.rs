@@ -32,7 +32,6 @@ use airlock_policy::DenialCode;
 
 use crate::Body;
 
-
 /// Why the trust store could not be built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -158,6 +158,26 @@ pub(crate) fn respond(path: &str, auth: &str, sse: &Arc<tokio::sync::Notify>) ->
             });
             resp
         }
+        "/drip" => {
+            // Sends a little, then goes silent for good.
+            let (tx, resp) = streamed(&[("content-type", "text/plain".into())]);
+            tokio::spawn(async move {
+                let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"first bytes ")))).await;
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                drop(tx);
+            });
+            resp
+        }
+        "/bomb" => {
+            // 64 MiB of zeros gzipped to about 64 KiB (a ratio near 1000),
+            // sent although airlock asked for identity.
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            let zeros = vec![0u8; 1 << 20];
+            for _ in 0..64 {
+                e.write_all(&zeros).unwrap();
+            }
+            encoded("gzip", e.finish().unwrap())
+        }
         _ => return None,
     })
 }

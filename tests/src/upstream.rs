@@ -263,6 +263,10 @@ async fn echo(
             .unwrap();
     }
     let auth = record.header("authorization").unwrap_or("").to_owned();
+    if req.uri().path() == "/hang" {
+        // Never answers: the response head does not come.
+        std::future::pending::<()>().await;
+    }
     if let Some(resp) = crate::behaviours::respond(req.uri().path(), &auth, sse) {
         return resp;
     }

@@ -145,7 +145,9 @@ impl Decoder {
                 "" | "identity" => continue,
                 "gzip" | "x-gzip" => Layer::Gzip(flate2::write::GzDecoder::new(Sink::default())),
                 "deflate" => Layer::Zlib(flate2::write::ZlibDecoder::new(Sink::default())),
-                "br" => Layer::Brotli(Box::new(brotli_decompressor::DecompressorWriter::new(Sink::default(), 16 * 1024))),
+                "br" => {
+                    Layer::Brotli(Box::new(brotli_decompressor::DecompressorWriter::new(Sink::default(), 16 * 1024)))
+                }
                 "zstd" => Layer::Zstd(Box::new(
                     zstd::stream::write::Decoder::new(Sink::default())
                         .map_err(|e| DecodeError::Corrupt { encoding: "zstd", reason: e.to_string() })?,

@@ -4,6 +4,7 @@
 
 mod agents;
 mod ca;
+mod hostile;
 mod policy;
 mod redact;
 mod skeleton;

@@ -1,0 +1,268 @@
+//! Hostile clients and upstreams: raw bytes over the proxy connection and
+//! inside intercepted TLS, oversized and malformed requests, slow and idle
+//! agents, upstreams that hang, drip or send a decompression bomb. Each
+//! gets the documented status or close within its timeout, nothing reaches
+//! the upstream that should not, and the proxy serves the next good
+//! request.
+
+use std::time::Duration;
+
+use airlock_tests::client::{self, Http};
+use airlock_tests::upstream::Protocols;
+use airlock_tests::*;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+/// The standard config with tight limits, so tests need not wait long.
+fn config(upstream: &Upstream) -> String {
+    standard_config(
+        upstream,
+        "",
+        "\n[limits]\nmax_request_body = \"4KiB\"\nheader_read_timeout = \"1s\"\nidle_timeout = \"1s\"\n\
+         upstream_response_timeout = \"1s\"\nupstream_read_timeout = \"1s\"\n",
+    )
+}
+
+/// An intercepted HTTP/1.1 connection to `api.acme.test`, as raw TLS.
+async fn intercepted(proxy: &TestProxy, upstream: &Upstream) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let authority = format!("api.acme.test:{}", upstream.port());
+    let reply = client::connect(proxy.addr(), &authority, Some(("acme", ACME_TOKEN))).await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.head);
+    client::tls(reply.stream, "api.acme.test", &[&proxy.ca_pem()], &[b"http/1.1"]).await.unwrap()
+}
+
+/// Reads one response (head and a `Content-Length` body) or reports how
+/// the connection ended. Gives up after 10 s.
+async fn read_reply(stream: &mut (impl AsyncRead + Unpin)) -> Result<(u16, String, String), String> {
+    let read = async {
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut byte).await {
+                Ok(0) => return Err(format!("closed after {} bytes", buf.len())),
+                Ok(_) => buf.push(byte[0]),
+                Err(e) => return Err(format!("error: {e}")),
+            }
+        }
+        let head = String::from_utf8_lossy(&buf).into_owned();
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let len = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        stream.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+        Ok((status, head, String::from_utf8_lossy(&body).into_owned()))
+    };
+    tokio::time::timeout(Duration::from_secs(10), read).await.map_err(|_| "no answer within 10s".to_owned())?
+}
+
+/// Sends raw bytes on a fresh intercepted connection and reads the answer.
+async fn raw(proxy: &TestProxy, upstream: &Upstream, bytes: &[u8]) -> Result<(u16, String, String), String> {
+    let mut tls = intercepted(proxy, upstream).await;
+    tls.write_all(bytes).await.map_err(|e| e.to_string())?;
+    read_reply(&mut tls).await
+}
+
+fn head(port: u16, extra: &str) -> String {
+    format!(
+        "GET /echo HTTP/1.1\r\nHost: api.acme.test:{port}\r\nAuthorization: Bearer {ACME_PLACEHOLDER}\r\n{extra}\r\n"
+    )
+}
+
+/// The proxy still answers a good request, with the key injected.
+async fn still_serves(proxy: &TestProxy, upstream: &Upstream) {
+    let auth = format!("Bearer {ACME_PLACEHOLDER}");
+    let req = client::get("api.acme.test", upstream.port(), "/echo", &[("authorization", &auth)], Http::H1);
+    let ca = proxy.ca_pem();
+    let reply =
+        client::request(proxy.addr(), ("acme", ACME_TOKEN), "api.acme.test", upstream.port(), &[&ca], Http::H1, req)
+            .await
+            .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(upstream.seen().last().unwrap().header("authorization"), Some(format!("Bearer {ACME_SECRET}").as_str()));
+}
+
+fn assert_denied(reply: &Result<(u16, String, String), String>, status: u16, code: &str) {
+    let (got, head, body) = reply.as_ref().unwrap_or_else(|e| panic!("want {status} {code}, got {e}"));
+    assert_eq!(*got, status, "{head}{body}");
+    let json: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(json["error"]["code"], code, "{body}");
+    assert!(head.to_ascii_lowercase().contains(&format!("x-airlock-denied: {code}")), "{head}");
+}
+
+#[tokio::test]
+async fn oversized_heads_are_refused_with_431() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let proxy = TestProxy::start(&config(&upstream)).await;
+    let port = upstream.port();
+
+    // Too many fields (over 100, under hyper's hard cap of twice that).
+    let many: String = (0..150).map(|i| format!("x-h{i}: v\r\n")).collect();
+    assert_denied(&raw(&proxy, &upstream, head(port, &many).as_bytes()).await, 431, "request_too_large");
+    // Too many bytes (over 64 KiB, under the hard cap).
+    let big = format!("x-big: {}\r\n", "a".repeat(80 * 1024));
+    assert_denied(&raw(&proxy, &upstream, head(port, &big).as_bytes()).await, 431, "request_too_large");
+    // Absurdly many bytes: hyper's own cap answers (a bare 431) or closes.
+    let huge = format!("x-big: {}\r\n", "a".repeat(1 << 20));
+    match raw(&proxy, &upstream, head(port, &huge).as_bytes()).await {
+        Ok((status, ..)) => assert_eq!(status, 431),
+        Err(e) => assert!(e.contains("closed") || e.contains("error"), "{e}"),
+    }
+    // The same limits apply to the proxy request itself.
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let connect =
+        format!("CONNECT api.acme.test:{0} HTTP/1.1\r\nHost: api.acme.test:{0}\r\n{many}\r\n", upstream.port());
+    stream.write_all(connect.as_bytes()).await.unwrap();
+    assert_denied(&read_reply(&mut stream).await, 431, "request_too_large");
+
+    assert!(upstream.seen().is_empty(), "nothing oversized went upstream");
+    still_serves(&proxy, &upstream).await;
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn bodies_over_the_route_limit_are_refused_with_413() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let proxy = TestProxy::start(&config(&upstream)).await;
+    let port = upstream.port();
+    let post = |extra: &str, body: &str| {
+        format!(
+            "POST /echo HTTP/1.1\r\nHost: api.acme.test:{port}\r\nAuthorization: Bearer {ACME_PLACEHOLDER}\r\n{extra}\r\n{body}"
+        )
+    };
+    // Declared too large: refused before anything goes upstream.
+    let reply = raw(&proxy, &upstream, post("Content-Length: 5000\r\n", "").as_bytes()).await;
+    assert_denied(&reply, 413, "request_too_large");
+    assert!(upstream.seen().is_empty());
+    // Chunked, growing past the limit as it streams: refused too. Its head
+    // may already have gone upstream (airlock streams bodies rather than
+    // buffering them), but its body is cut off with a reset, never ended.
+    let chunk = "a".repeat(1000);
+    let chunks: String = (0..6).map(|_| format!("3e8\r\n{chunk}\r\n")).collect::<String>() + "0\r\n\r\n";
+    let reply = raw(&proxy, &upstream, post("Transfer-Encoding: chunked\r\n", &chunks).as_bytes()).await;
+    assert_denied(&reply, 413, "request_too_large");
+    // Under the limit: forwarded whole.
+    let reply = raw(&proxy, &upstream, post("Content-Length: 3000\r\n", &"b".repeat(3000)).as_bytes()).await.unwrap();
+    assert_eq!(reply.0, 200, "{}", reply.1);
+    assert_eq!(upstream.seen().last().unwrap().method, "POST");
+    still_serves(&proxy, &upstream).await;
+    let audit = proxy.audit_lines();
+    assert_eq!(audit.iter().filter(|l| l["code"] == "request_too_large" && l["status"] == 413).count(), 2);
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_and_smuggling_requests_never_reach_the_upstream() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let proxy = TestProxy::start(&config(&upstream)).await;
+    let port = upstream.port();
+    let cases: [(&str, String); 5] = [
+        // Content-Length and Transfer-Encoding together: a smuggling classic.
+        (
+            "CL and TE",
+            format!(
+                "POST /echo HTTP/1.1\r\nHost: api.acme.test:{port}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: api.acme.test:{port}\r\n\r\n"
+            ),
+        ),
+        ("two Content-Lengths", head(port, "Content-Length: 0\r\nContent-Length: 5\r\n")),
+        ("obs-fold", head(port, "X-Folded: a\r\n  b\r\n")),
+        ("bare LF in a field", head(port, "X-Bad: a\nb\r\n")),
+        ("two Host headers", head(port, &format!("Host: api.acme.test:{port}\r\n"))),
+    ];
+    for (what, bytes) in cases {
+        let reply = raw(&proxy, &upstream, bytes.as_bytes()).await;
+        let (status, head, body) = reply.unwrap_or_else(|e| panic!("{what}: {e}"));
+        if what == "CL and TE" {
+            // RFC 9112 §6.1: Transfer-Encoding wins, and the connection
+            // closes after the response, so the bytes after the chunked
+            // body are never read as a second request.
+            assert_eq!(status, 200, "{head}");
+            assert!(head.to_ascii_lowercase().contains("connection: close"), "{head}");
+        } else {
+            assert_eq!(status, 400, "{what}: {head}{body}");
+        }
+        assert!(upstream.seen().iter().all(|s| s.path != "/smuggled"), "{what}: a second request was smuggled through");
+    }
+    // Whatever was answered, no smuggled request and no request with two
+    // Host headers went upstream.
+    assert!(upstream.seen().iter().all(|s| s.path == "/echo"));
+    still_serves(&proxy, &upstream).await;
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn slow_and_idle_agents_are_closed() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let proxy = TestProxy::start(&config(&upstream)).await;
+    let port = upstream.port();
+
+    // Slowloris on the proxy connection: half a head, then nothing.
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    stream.write_all(b"CONNECT api.acme.test:1 HTTP/1.1\r\nHost: a").await.unwrap();
+    let started = std::time::Instant::now();
+    let reply = read_reply(&mut stream).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "closed after the 1s header timeout");
+    assert!(matches!(&reply, Err(e) if e.contains("closed") || e.contains("error")) || matches!(reply, Ok((408, ..))));
+
+    // Slowloris inside the tunnel.
+    let mut tls = intercepted(&proxy, &upstream).await;
+    tls.write_all(b"GET /echo HTTP/1.1\r\nX-Slow: ").await.unwrap();
+    let started = std::time::Instant::now();
+    let reply = read_reply(&mut tls).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "{reply:?}");
+    assert!(reply.is_err() || matches!(reply, Ok((408, ..))), "{reply:?}");
+
+    // An idle keep-alive connection, after one good request.
+    let mut tls = intercepted(&proxy, &upstream).await;
+    tls.write_all(head(port, "").as_bytes()).await.unwrap();
+    assert_eq!(read_reply(&mut tls).await.unwrap().0, 200);
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the idle connection was never closed");
+    assert!(started.elapsed() >= Duration::from_millis(900), "closed before the idle timeout");
+
+    still_serves(&proxy, &upstream).await;
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn hanging_dripping_and_bombing_upstreams() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let proxy = TestProxy::start(&config(&upstream)).await;
+    let port = upstream.port();
+
+    // No response head within upstream_response_timeout: 504.
+    let reply = raw(&proxy, &upstream, head(port, "").replace("/echo", "/hang").as_bytes()).await;
+    assert_denied(&reply, 504, "upstream_timeout");
+
+    // A body that stops mid-way: the stream is aborted, never ended cleanly.
+    let mut tls = intercepted(&proxy, &upstream).await;
+    tls.write_all(head(port, "").replace("/echo", "/drip").as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut got)).await.unwrap();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        ended.is_err() || !text.ends_with("0\r\n\r\n"),
+        "a silent upstream must not look like a whole body: {text}"
+    );
+
+    // A decompression bomb: aborted once it outgrows the ratio.
+    let mut tls = intercepted(&proxy, &upstream).await;
+    tls.write_all(head(port, "").replace("/echo", "/bomb").as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut got)).await.unwrap();
+    assert!(got.len() < 16 << 20, "the bomb was cut off early ({} bytes sent)", got.len());
+    assert!(ended.is_err() || !got.ends_with(b"0\r\n\r\n"), "an aborted body must not end cleanly");
+
+    // The audit records each: a timeout, and two incomplete streams.
+    let audit = proxy.audit_lines();
+    let by_path = |p: &str| audit.iter().find(|l| l["path"] == p).cloned().unwrap_or_default();
+    assert_eq!(by_path("/hang")["code"], "upstream_timeout");
+    assert_eq!(by_path("/drip")["complete"], false, "{audit:?}");
+    assert_eq!(by_path("/bomb")["complete"], false, "{audit:?}");
+    still_serves(&proxy, &upstream).await;
+    proxy.proxy.shutdown().await;
+}
