@@ -147,6 +147,8 @@ pub(crate) async fn handle(
     };
     let span = info_span!("request", request_id = %audit.request_id, method = %req.method(), path = %req.uri().path());
     async {
+        #[cfg(debug_assertions)]
+        crate::fault::check(req.headers());
         if let Err(denial) = check_authority(&req, &dest).and_then(|()| limits::check_head(&req, &policy.limits)) {
             return audit.deny(&denial);
         }

@@ -30,6 +30,27 @@ pub mod upstream;
 
 pub use server::{Proxy, ReloadError, Reloader, RunningProxy};
 
+/// A test-only fault hook, compiled into debug builds only: once enabled,
+/// an intercepted request carrying `x-airlock-fault: panic` panics inside
+/// its connection's task, to show a panic there cannot take the proxy down.
+#[cfg(debug_assertions)]
+pub mod fault {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static ENABLED: AtomicBool = AtomicBool::new(false);
+
+    /// Turns the hook on for this process.
+    pub fn enable() {
+        ENABLED.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn check(headers: &http::HeaderMap) {
+        if ENABLED.load(Ordering::Relaxed) && headers.get("x-airlock-fault").is_some_and(|v| v == "panic") {
+            panic!("fault injected by x-airlock-fault");
+        }
+    }
+}
+
 /// The error type of boxed bodies and services.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -266,3 +266,20 @@ async fn hanging_dripping_and_bombing_upstreams() {
     still_serves(&proxy, &upstream).await;
     proxy.proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_panic_in_one_connection_leaves_the_proxy_serving() {
+    airlock::fault::enable();
+    let upstream = Upstream::start(Protocols::Both).await;
+    let proxy = TestProxy::start(&config(&upstream)).await;
+    let port = upstream.port();
+    // A keep-alive connection with a request in flight elsewhere, to show
+    // other connections live on.
+    let mut other = intercepted(&proxy, &upstream).await;
+    let reply = raw(&proxy, &upstream, head(port, "x-airlock-fault: panic\r\n").as_bytes()).await;
+    assert!(reply.is_err(), "the panicking connection is dropped: {reply:?}");
+    other.write_all(head(port, "").as_bytes()).await.unwrap();
+    assert_eq!(read_reply(&mut other).await.unwrap().0, 200, "another open connection still works");
+    still_serves(&proxy, &upstream).await;
+    proxy.proxy.shutdown().await;
+}
