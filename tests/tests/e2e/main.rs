@@ -5,6 +5,7 @@
 mod agents;
 mod ca;
 mod hostile;
+mod load;
 mod policy;
 mod redact;
 mod skeleton;
