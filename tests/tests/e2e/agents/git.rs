@@ -51,13 +51,20 @@ async fn git_ls_remote_and_clone_through_airlock_run() {
     let home = home(&upstream);
     let work = TempHome::new("git");
 
-    // A bare repository with one commit, served by git http-backend.
+    // A bare repository served by git http-backend: `main` with one commit,
+    // and 30 more branches a commit apart, so that the clone's request (a
+    // `want` line per branch) passes 1 KiB and git gzips it.
     git(&work.path, &["init", "-q", "-b", "main", "src"]);
     std::fs::write(work.path.join("src/README"), "cloned through airlock\n").unwrap();
     let src = work.path.join("src");
     git(&src, &["add", "README"]);
     git(&src, &["commit", "-q", "-m", "first"]);
     let commit = git(&src, &["rev-parse", "HEAD"]);
+    for i in 0..30 {
+        git(&src, &["commit", "-q", "--allow-empty", "-m", &format!("branch {i}")]);
+        git(&src, &["branch", &format!("b{i}")]);
+    }
+    git(&src, &["reset", "-q", "--hard", &commit]);
     let root = work.path.join("srv");
     std::fs::create_dir(&root).unwrap();
     git(&root, &["clone", "-q", "--bare", "../src", "repo.git"]);
@@ -97,6 +104,10 @@ async fn git_ls_remote_and_clone_through_airlock_run() {
     };
     assert!(authorized("GET", "/git/repo.git/info/refs?service=git-upload-pack"), "{seen:#?}");
     assert!(authorized("POST", "/git/repo.git/git-upload-pack"), "{seen:#?}");
+    assert!(
+        seen.iter().any(|s| s.path == "/git/repo.git/git-upload-pack" && s.header("content-encoding") == Some("gzip")),
+        "git sent its gzipped request body through airlock: {seen:#?}"
+    );
 
     // A password that is not the placeholder goes through untouched, the
     // server refuses it, and git fails with 128 without ever seeing the key.
