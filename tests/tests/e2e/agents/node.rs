@@ -1,8 +1,10 @@
 //! Node through `airlock run`. Node's built-in `fetch` ignores HTTPS_PROXY
-//! before Node 24 (`NODE_USE_ENV_PROXY=1` there), so the client is undici's
-//! own `fetch` with `EnvHttpProxyAgent` as the global dispatcher: the usual
-//! way Node agents honour the proxy variables. It trusts airlock's CA only
-//! through the NODE_EXTRA_CA_CERTS that `run` sets.
+//! before Node 24 (`NODE_USE_ENV_PROXY=1` there), so the script makes the
+//! undici package's `EnvHttpProxyAgent` (which reads HTTPS_PROXY and
+//! NO_PROXY) the global dispatcher: the usual way Node agents honour the
+//! proxy variables. Both undici's `fetch` and the built-in one then go
+//! through airlock. Node trusts airlock's CA only through the
+//! NODE_EXTRA_CA_CERTS that `run` sets.
 
 use std::path::{Path, PathBuf};
 
@@ -22,14 +24,17 @@ fn node_modules() -> PathBuf {
     dir
 }
 
-/// A script that sends `method` to `url` with the placeholder from
-/// ACME_API_KEY, prints the body, and exits 1 on an HTTP error status.
-fn script(undici: &Path, method: &str, url: &str) -> String {
+/// A script that makes undici's `EnvHttpProxyAgent` the global dispatcher,
+/// sends `method` to `url` with the placeholder from ACME_API_KEY through
+/// `fetch` (an expression: undici's `undici.fetch`, or Node's built-in
+/// `globalThis.fetch`, which shares undici's global dispatcher), prints the
+/// body, and exits 1 on an HTTP error status.
+fn script(undici: &Path, fetch: &str, method: &str, url: &str) -> String {
     let undici = serde_json::to_string(&undici.display().to_string()).unwrap();
     format!(
-        "const {{ EnvHttpProxyAgent, setGlobalDispatcher, fetch }} = require({undici});\n\
-         setGlobalDispatcher(new EnvHttpProxyAgent());\n\
-         fetch('{url}', {{ method: '{method}', headers: {{ authorization: 'Bearer ' + process.env.ACME_API_KEY }} }})\n\
+        "const undici = require({undici});\n\
+         undici.setGlobalDispatcher(new undici.EnvHttpProxyAgent());\n\
+         {fetch}('{url}', {{ method: '{method}', headers: {{ authorization: 'Bearer ' + process.env.ACME_API_KEY }} }})\n\
          \x20 .then(async (r) => {{\n\
          \x20   console.log(await r.text());\n\
          \x20   if (!r.ok) {{ console.error(`HTTP ${{r.status}}`); process.exitCode = 1; }}\n\
@@ -47,17 +52,19 @@ async fn node_undici_through_airlock_run() {
     let home = home(&upstream);
     let url = format!("https://api.acme.test:{}/echo", upstream.port());
 
-    let out = run(&home, &["node", "-e", &script(&undici, "GET", &url)]).await;
-    check_client_output("node", &out);
-    assert_eq!(upstream.seen().len(), 1, "node went through airlock to the upstream");
-    assert_eq!(upstream.seen()[0].header("authorization"), Some(format!("Bearer {ACME_SECRET}").as_str()));
+    for (n, fetch) in ["undici.fetch", "globalThis.fetch"].into_iter().enumerate() {
+        let out = run(&home, &["node", "-e", &script(&undici, fetch, "GET", &url)]).await;
+        check_client_output(&format!("node {fetch}"), &out);
+        assert_eq!(upstream.seen().len(), n + 1, "node's {fetch} went through airlock to the upstream");
+        assert_eq!(upstream.seen()[n].header("authorization"), Some(format!("Bearer {ACME_SECRET}").as_str()));
+    }
 
     // A method the route does not allow: airlock's 403 reaches the script,
     // which exits 1; nothing reaches the upstream.
-    let out = run(&home, &["node", "-e", &script(&undici, "DELETE", &url)]).await;
+    let out = run(&home, &["node", "-e", &script(&undici, "undici.fetch", "DELETE", &url)]).await;
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("method_not_allowed") && text.contains("HTTP 403"), "{text}");
     assert_no_secret("node's output", &text, &[ACME_SECRET]);
-    assert_eq!(upstream.seen().len(), 1);
+    assert_eq!(upstream.seen().len(), 2);
 }
