@@ -133,10 +133,14 @@ async fn curl_in_a_network_namespace_reaches_only_the_proxy() {
     assert_eq!(out.status.code(), Some(7), "{}", output_text(&out));
     assert_eq!(upstream.seen().len(), 1, "nothing but the proxied request reached the upstream");
 
+    // serve writes the audit record once the response is done; wait for it.
+    let audit_path = home.path.join("audit.jsonl");
+    let audited = || std::fs::read_to_string(&audit_path).is_ok_and(|a| a.ends_with('\n'));
+    assert!(wait_for(Duration::from_secs(10), audited).await, "serve wrote an audit record");
     relay.abort();
     airlock.start_kill().unwrap();
     airlock.wait().await.unwrap();
     assert_no_secret("airlock serve's log", &serve_log.lock().unwrap(), &[ACME_SECRET]);
-    let audit = std::fs::read_to_string(home.path.join("audit.jsonl")).unwrap();
+    let audit = std::fs::read_to_string(&audit_path).unwrap();
     assert_eq!(airlock::audit::verify(&audit), Ok(1), "{audit}");
 }
