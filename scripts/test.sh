@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the end-to-end tests drive (curl,
-# openssl, python3, git, a D-Bus session with gnome-keyring for the keychain
-# source; requests and httpx in target/test-venv), then runs
+# openssl, python3, git, node and npm, unshare and ip for the network
+# namespace test, a D-Bus session with gnome-keyring for the keychain
+# source; requests and httpx in target/test-venv; undici from
+# tests/node/package-lock.json in target/test-node), then runs
 # `cargo test --workspace`. Extra arguments go to cargo test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +11,7 @@ cd "$(dirname "$0")/.."
 # tool → the Debian package that provides it.
 declare -A package=(
     [curl]=curl [openssl]=openssl [python3]="python3 python3-venv" [git]=git
+    [node]=nodejs [npm]=npm [unshare]=util-linux [ip]=iproute2
     [dbus-run-session]=dbus-daemon [gnome-keyring-daemon]=gnome-keyring [secret-tool]=libsecret-tools
 )
 missing=() packages=()
@@ -35,5 +38,14 @@ if ! "$venv/bin/python" -c 'import requests, httpx' >/dev/null 2>&1; then
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check requests httpx
 fi
 export AIRLOCK_TEST_PYTHON="$PWD/$venv/bin/python"
+
+# undici, pinned by the committed lockfile; reinstalled when it changes.
+node_dir=target/test-node
+if ! cmp -s tests/node/package-lock.json "$node_dir/package-lock.json" || [ ! -f "$node_dir/node_modules/undici/package.json" ]; then
+    mkdir -p "$node_dir"
+    cp tests/node/package.json tests/node/package-lock.json "$node_dir/"
+    npm ci --prefix "$node_dir" --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null
+fi
+export AIRLOCK_TEST_NODE_MODULES="$PWD/$node_dir/node_modules"
 
 cargo test --workspace --locked "$@"

@@ -1,14 +1,19 @@
 //! Test support for airlock's end-to-end tests: a TLS upstream that echoes
 //! what it received, a test CA minted at test time, the real proxy started
 //! in-process on `127.0.0.1:0`, and a Rust client that speaks CONNECT, TLS
-//! and HTTP/1.1 or HTTP/2 like any agent would.
+//! and HTTP/1.1 or HTTP/2 like any agent would; real applications (a git
+//! smart-HTTP server, a package index) to mount on the upstream; relays for
+//! a client in its own network namespace.
 //!
 //! Everything listens on 127.0.0.1 only; host names such as
 //! `api.acme.test` reach the upstream through airlock's `resolve` override.
 #![allow(missing_docs, clippy::unwrap_used)]
 
+pub mod apps;
 mod behaviours;
 pub mod client;
+mod git_cgi;
+pub mod relay;
 pub mod upstream;
 
 use std::net::SocketAddr;

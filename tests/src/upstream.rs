@@ -1,5 +1,7 @@
 //! A real TLS upstream on 127.0.0.1:0 that echoes the request it received
-//! as JSON, records what it saw, and counts its connections.
+//! as JSON, records what it saw, and counts its connections. Real
+//! applications (a git server, a package index) can be mounted on it under
+//! a path prefix.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::TempHome;
+use crate::apps::{App, Mount};
 
 pub(crate) use self::full as full_body;
 pub(crate) type Body = TestBody;
@@ -112,6 +115,7 @@ pub struct Upstream {
     seen: Arc<Mutex<Vec<Seen>>>,
     connections: Arc<AtomicUsize>,
     sse: Arc<tokio::sync::Notify>,
+    mounts: Arc<Mutex<Vec<Mount>>>,
     _dir: TempHome,
     task: tokio::task::JoinHandle<()>,
 }
@@ -154,18 +158,22 @@ impl Upstream {
         let (seen2, conns2) = (Arc::clone(&seen), Arc::clone(&connections));
         let sse = Arc::new(tokio::sync::Notify::new());
         let sse2 = Arc::clone(&sse);
+        let mounts = Arc::new(Mutex::new(Vec::new()));
+        let mounts2 = Arc::clone(&mounts);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else { return };
                 conns2.fetch_add(1, Ordering::SeqCst);
                 let seen = Arc::clone(&seen2);
                 let sse = Arc::clone(&sse2);
+                let mounts = Arc::clone(&mounts2);
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let seen = Arc::clone(&seen);
                         let sse = Arc::clone(&sse);
-                        async move { Ok::<_, Infallible>(echo(req, &seen, print, &sse).await) }
+                        let mounts = Arc::clone(&mounts);
+                        async move { Ok::<_, Infallible>(echo(req, &seen, print, &sse, &mounts).await) }
                     });
                     match acceptor {
                         None => {
@@ -191,7 +199,7 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, ca, ca_path, seen, connections, sse, _dir: dir, task }
+        Upstream { addr, ca, ca_path, seen, connections, sse, mounts, _dir: dir, task }
     }
 
     pub fn port(&self) -> u16 {
@@ -208,25 +216,35 @@ impl Upstream {
         self.sse.notify_one();
     }
 
+    /// Serves `app` under the path `prefix` (e.g. `/git`) instead of the
+    /// echo, to requests whose Basic credentials have `password` as their
+    /// password; others get 401 and a Basic challenge.
+    pub fn mount(&self, prefix: &str, password: &str, app: App) {
+        let mount = Mount { prefix: prefix.trim_end_matches('/').to_owned(), password: password.to_owned(), app };
+        self.mounts.lock().unwrap().push(mount);
+    }
+
     /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
 }
 
-/// The echo endpoint: `/ws` upgrades and echoes bytes; everything else
-/// answers JSON with the method, path, version and headers received.
 pub(crate) type TestBody = BoxBody<Bytes, std::io::Error>;
 
 pub(crate) fn full(b: impl Into<Bytes>) -> TestBody {
     Full::new(b.into()).map_err(|never| match never {}).boxed()
 }
 
+/// The echo endpoint: mounted applications under their prefixes; `/ws`
+/// upgrades and echoes bytes; everything else answers JSON with the method,
+/// path, version and headers received. Every request is recorded.
 async fn echo(
     mut req: Request<Incoming>,
     seen: &Mutex<Vec<Seen>>,
     print: bool,
     sse: &Arc<tokio::sync::Notify>,
+    mounts: &Mutex<Vec<Mount>>,
 ) -> Response<TestBody> {
     let record = Seen {
         method: req.method().to_string(),
@@ -242,6 +260,11 @@ async fn echo(
         println!("{} {}  authorization: {}", record.method, record.path, record.header("authorization").unwrap_or("-"));
     }
     seen.lock().unwrap().push(record.clone());
+    let path = req.uri().path().to_owned();
+    let mounted = mounts.lock().unwrap().iter().find_map(|m| m.strip(&path).map(|rest| (m.clone(), rest.to_owned())));
+    if let Some((mount, rest)) = mounted {
+        return mount.serve(&rest, req).await;
+    }
     if req.uri().path() == "/ws" {
         let on_upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {

@@ -3,6 +3,11 @@
 //! The upstream sees the real key, the client sees none of it, and exit
 //! codes pass through.
 
+mod git;
+mod netns;
+mod node;
+mod pip;
+
 use std::process::Output;
 
 use airlock_policy::secrets::{SecretValue, Store};
@@ -21,25 +26,41 @@ fn home(upstream: &Upstream) -> TempHome {
     home
 }
 
-async fn run(home: &TempHome, argv: &[&str]) -> Output {
-    Command::new(airlock_bin())
-        .args(["run", "--tenant", "acme", "--"])
+/// `airlock run --tenant acme -- ARGV` on `home`, with nothing of the
+/// test's own environment that would pick another config or bypass the
+/// proxy.
+fn airlock_run(home: &TempHome, argv: &[&str]) -> Command {
+    let mut cmd = Command::new(airlock_bin());
+    cmd.args(["run", "--tenant", "acme", "--"])
         .args(argv)
         .env("AIRLOCK_HOME", &home.path)
         .env_remove("AIRLOCK_CONFIG")
         .env_remove("NO_PROXY")
         .env_remove("no_proxy")
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .unwrap()
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+async fn run(home: &TempHome, argv: &[&str]) -> Output {
+    airlock_run(home, argv).output().await.unwrap()
+}
+
+/// The audit records the in-process proxies of `airlock run` wrote.
+fn audit_records(home: &TempHome) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(home.path.join("audit.jsonl")).unwrap_or_default();
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// A client's stdout and stderr together, for the secret search.
+fn output_text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 fn check_client_output(name: &str, out: &Output) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{name} failed ({:?}): {stdout}{stderr}", out.status);
-    assert!(!stdout.contains(ACME_SECRET) && !stderr.contains(ACME_SECRET), "{name} saw the secret: {stdout}{stderr}");
+    assert_no_secret(&format!("{name}'s output"), &output_text(out), &[ACME_SECRET]);
     assert!(stdout.contains(&format!("Bearer {ACME_PLACEHOLDER}")), "{name}: {stdout}");
 }
 
