@@ -179,6 +179,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let policy = load_policy(&home)?;
             let tenant = airlock::agent::pick_tenant(&policy, tenant.as_deref())?;
             let listen = policy.proxy.listen;
+            if listen.port() == 0 {
+                bail!(
+                    "[proxy] listen = \"{listen}\" picks a free port at each start, so there is no fixed proxy \
+                     address to print; set a port (e.g. 127.0.0.1:8080), or use `airlock run`, which knows it"
+                );
+            }
             let authority = match proxy_host {
                 Some(h) => format!("{h}:{}", listen.port()),
                 None => listen.to_string(),

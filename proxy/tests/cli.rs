@@ -98,6 +98,12 @@ fn env_prints_every_variable_in_each_format() {
     let verify =
         Command::new("openssl").args(["verify", "-CAfile"]).arg(h.join("ca-bundle.pem")).arg(h.join("ca.pem")).output();
     assert!(verify.unwrap().status.success(), "the bundle is usable by OpenSSL");
+
+    // A listener on port 0 has no address to hand out: a clear error.
+    let config = std::fs::read_to_string(h.join("airlock.toml")).unwrap();
+    std::fs::write(h.join("airlock.toml"), config.replace("127.0.0.1:8080", "127.0.0.1:0")).unwrap();
+    let out = airlock(&h, &["env"], None);
+    assert!(!out.status.success() && text(&out).contains("airlock run"), "{}", text(&out));
 }
 
 #[test]
