@@ -283,3 +283,32 @@ async fn a_panic_in_one_connection_leaves_the_proxy_serving() {
     still_serves(&proxy, &upstream).await;
     proxy.proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn upstream_certificates_that_do_not_verify_are_refused() {
+    // An upstream whose CA airlock does not trust, and one whose leaf names
+    // another host: both `502 upstream_tls_failed` with the reason, never a
+    // fallback to unverified TLS.
+    let trusted = Upstream::start(Protocols::Both).await;
+    let untrusted = Upstream::start(Protocols::Both).await;
+    let wrong_name = Upstream::start_with_names(Protocols::Both, &["elsewhere.test"]).await;
+    // (The test CAs share a subject name, so the untrusted chain fails on
+    // its signature rather than as an unknown issuer.)
+    let swap_ca =
+        |c: String| c.replace(&untrusted.ca_path.display().to_string(), &trusted.ca_path.display().to_string());
+    for (upstream, config, reason) in [
+        (&untrusted, swap_ca(standard_config(&untrusted, "", "")), "invalid peer certificate"),
+        (&wrong_name, standard_config(&wrong_name, "", ""), "not valid for name"),
+    ] {
+        let proxy = TestProxy::start(&config).await;
+        let port = upstream.port();
+        let reply = raw(&proxy, upstream, head(port, "").as_bytes()).await;
+        assert_denied(&reply, 502, "upstream_tls_failed");
+        let (_, _, body) = reply.unwrap();
+        assert!(body.contains(reason), "{body}");
+        assert!(upstream.seen().is_empty(), "no request went over the unverified connection");
+        let audit = proxy.audit_lines();
+        assert_eq!(audit.last().unwrap()["code"], "upstream_tls_failed");
+        proxy.proxy.shutdown().await;
+    }
+}
