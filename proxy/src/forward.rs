@@ -234,8 +234,8 @@ pub(crate) async fn handle(
             .iter()
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             .collect();
-        let decoder = match Decoder::for_encodings(encodings.iter().map(String::as_str)) {
-            Ok(d) => d.map(|d| d.with_max_ratio(policy.limits.max_decoded_ratio)),
+        let decoder = match Decoder::for_encodings(encodings.iter().map(String::as_str), policy.limits.max_decoded_ratio) {
+            Ok(d) => d,
             Err(e) => {
                 let denial = Denial {
                     route: Some(route_id),

@@ -7,7 +7,6 @@
 //! it (or be absent, as for IP literals), and a request naming another
 //! host is refused by the forwarder.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +21,7 @@ use tracing::{debug, warn};
 use airlock_policy::host;
 
 use crate::forward::{self, Destination};
-use crate::limits::{self, Activity, Tracked};
+use crate::limits::{self, Activity};
 use crate::server::{ConnGuard, Shared};
 
 /// How long the agent may take to send its ClientHello and finish the
@@ -67,45 +66,20 @@ pub(crate) async fn serve(shared: Arc<Shared>, dest: Destination, upgraded: Upgr
     let conn_activity = Arc::clone(&activity);
     let service = service_fn(move |req| {
         // Each request sees the config current when it arrives.
-        let (shared, dest) = (Arc::clone(&shared), Arc::clone(&dest));
         let loaded = shared.loaded();
-        let in_flight = conn_activity.begin();
-        async move {
-            let resp = forward::handle(shared, loaded, dest, req).await;
-            Ok::<_, Infallible>(resp.map(|body| Tracked::wrap(body, in_flight)))
-        }
+        conn_activity.track(forward::handle(Arc::clone(&shared), loaded, Arc::clone(&dest), req))
     });
     let io = TokioIo::new(tls);
-    let mut stop = guard.shutdown.clone();
-    // Both connection kinds end the same way, on shutdown or when idle:
-    // finish in-flight requests, accept no new ones.
-    macro_rules! serve_until_shutdown {
-        ($conn:expr) => {{
-            let conn = $conn;
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => r,
-                _ = stop.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-                () = activity.idle(limits.idle_timeout) => {
-                    debug!("idle connection closed");
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            }
-        }};
-    }
+    let (stop, idle) = (guard.shutdown.clone(), limits.idle_timeout);
     let result = if h2 {
-        serve_until_shutdown!(
-            http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .max_header_list_size(u32::try_from(limits.max_header_bytes * 2).unwrap_or(u32::MAX))
-                .serve_connection(io, service)
-        )
+        let conn = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.max_header_bytes * 2).unwrap_or(u32::MAX))
+            .serve_connection(io, service);
+        limits::until_done(conn, |c| c.graceful_shutdown(), stop, &activity, idle).await
     } else {
-        serve_until_shutdown!(limits::h1_builder(&limits).serve_connection(io, service).with_upgrades())
+        let conn = limits::h1_builder(&limits).serve_connection(io, service).with_upgrades();
+        limits::until_done(conn, |c| c.graceful_shutdown(), stop, &activity, idle).await
     };
     if let Err(e) = result {
         debug!(error = %e, "intercepted connection ended with an error");

@@ -3,6 +3,8 @@
 //! connect and on the response head, connection count and decoded size are
 //! enforced where those happen.)
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -10,8 +12,10 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::Request;
+use http::{Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use tokio::sync::watch;
+use tracing::debug;
 
 use airlock_policy::{Denial, DenialCode, Limits};
 
@@ -22,8 +26,12 @@ use crate::Body;
 /// as a hard cap and answers a bare 431 above it.)
 pub(crate) fn check_head<B>(req: &Request<B>, limits: &Limits) -> Result<(), Denial> {
     let count = req.headers().len();
+    let uri = req.uri();
+    let target = uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(0, |p| p.as_str().len());
     let bytes = req.method().as_str().len()
-        + req.uri().to_string().len()
+        + target
         + req.headers().iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum::<usize>();
     if count > limits.max_headers {
         return Err(Denial::new(
@@ -88,10 +96,20 @@ impl Activity {
     }
 
     /// Marks a request in flight until the guard drops.
-    pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
+    fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.touch();
         InFlight(Arc::clone(self))
+    }
+
+    /// Wraps one request's handler for a `service_fn`: the request is in
+    /// flight from now until its response body is done.
+    pub(crate) fn track<F: Future<Output = Response<Body>>>(
+        self: &Arc<Self>,
+        handler: F,
+    ) -> impl Future<Output = Result<Response<Body>, Infallible>> + use<F> {
+        let in_flight = self.begin();
+        async move { Ok(handler.await.map(|body| Tracked::wrap(body, in_flight))) }
     }
 
     /// Resolves once the connection has had no request in flight for
@@ -108,6 +126,26 @@ impl Activity {
     }
 }
 
+/// Drives a server connection until it ends, the proxy shuts down, or it
+/// has had no request in flight for `idle`. In the last two cases it is
+/// asked to finish in-flight requests and take no new ones.
+pub(crate) async fn until_done<C: Future>(
+    conn: C,
+    graceful_shutdown: impl FnOnce(Pin<&mut C>),
+    mut stop: watch::Receiver<bool>,
+    activity: &Activity,
+    idle: Duration,
+) -> C::Output {
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => return r,
+        _ = stop.changed() => {}
+        () = activity.idle(idle) => debug!("idle connection closed"),
+    }
+    graceful_shutdown(conn.as_mut());
+    conn.await
+}
+
 /// A request in flight; see [`Activity::begin`].
 #[derive(Debug)]
 pub(crate) struct InFlight(Arc<Activity>);
@@ -120,13 +158,13 @@ impl Drop for InFlight {
 }
 
 /// A response body that keeps its request in flight until it is done.
-pub(crate) struct Tracked {
+struct Tracked {
     inner: Body,
     _guard: InFlight,
 }
 
 impl Tracked {
-    pub(crate) fn wrap(inner: Body, guard: InFlight) -> Body {
+    fn wrap(inner: Body, guard: InFlight) -> Body {
         use http_body_util::BodyExt;
         Tracked { inner, _guard: guard }.boxed_unsync()
     }

@@ -2,7 +2,6 @@
 //! each CONNECT or absolute-form request, and hands the connection to
 //! interception, a tunnel or the plain-HTTP forwarder.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,7 +21,7 @@ use airlock_policy::{ConnectAction, Denial, DenialCode, Policy, TenantId, host};
 
 use crate::audit::{self, AuditLog, AuditWriter, Outcome, Record};
 use crate::forward::{self, Destination};
-use crate::limits::{self, Activity, Tracked};
+use crate::limits::{self, Activity};
 use crate::respond::{self, denial_response};
 use crate::upstream::{TrustError, Upstream};
 use crate::{Body, intercept, tunnel};
@@ -352,34 +351,15 @@ impl RunningProxy {
 /// absolute-form).
 async fn serve_agent(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, guard: ConnGuard) {
     let _ = stream.set_nodelay(true);
-    let mut stop = guard.shutdown.clone();
     let svc_guard = guard.clone();
     let limits = shared.loaded().policy.limits.clone();
     let activity = Activity::new();
     let conn_activity = Arc::clone(&activity);
-    let service = service_fn(move |req| {
-        let shared = Arc::clone(&shared);
-        let guard = svc_guard.clone();
-        let in_flight = conn_activity.begin();
-        async move {
-            let resp = proxy_request(shared, req, peer, guard).await;
-            Ok::<_, Infallible>(resp.map(|body| Tracked::wrap(body, in_flight)))
-        }
-    });
+    let service =
+        service_fn(move |req| conn_activity.track(proxy_request(Arc::clone(&shared), req, peer, svc_guard.clone())));
     let conn = limits::h1_builder(&limits).serve_connection(TokioIo::new(stream), service).with_upgrades();
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = stop.changed() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-        () = activity.idle(limits.idle_timeout) => {
-            debug!("idle connection closed");
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
+    let stop = guard.shutdown.clone();
+    let result = limits::until_done(conn, |c| c.graceful_shutdown(), stop, &activity, limits.idle_timeout).await;
     if let Err(e) = result {
         debug!(error = %e, "agent connection ended with an error");
     }

@@ -131,14 +131,16 @@ impl std::fmt::Debug for Decoder {
     }
 }
 
-/// Decoded bytes allowed per compressed byte, past the first MiB.
-pub const DEFAULT_MAX_RATIO: u64 = 100;
-
 impl Decoder {
     /// A decoder for the `Content-Encoding` values, in the order they were
     /// listed (the order they were applied). `None` when there is nothing to
-    /// decode (no header, or only `identity`).
-    pub fn for_encodings<'a>(values: impl Iterator<Item = &'a str>) -> Result<Option<Decoder>, DecodeError> {
+    /// decode (no header, or only `identity`). The body may decode to at
+    /// most `max_ratio` times its compressed size, past the first MiB
+    /// (`[limits] max_decoded_ratio`).
+    pub fn for_encodings<'a>(
+        values: impl Iterator<Item = &'a str>,
+        max_ratio: u64,
+    ) -> Result<Option<Decoder>, DecodeError> {
         let mut layers = Vec::new();
         for coding in values.flat_map(|v| v.split(',')).map(|c| c.trim().to_ascii_lowercase()) {
             let layer = match coding.as_str() {
@@ -160,7 +162,7 @@ impl Decoder {
             return Ok(None);
         }
         layers.reverse();
-        Ok(Some(Decoder { layers, compressed: 0, decoded: 0, max_ratio: DEFAULT_MAX_RATIO }))
+        Ok(Some(Decoder { layers, compressed: 0, decoded: 0, max_ratio }))
     }
 
     /// Decodes one frame's worth of compressed bytes.
@@ -172,13 +174,6 @@ impl Decoder {
     /// Ends the body; fails if the compressed stream was truncated.
     pub fn finish(&mut self) -> Result<Vec<u8>, DecodeError> {
         self.run(None)
-    }
-
-    /// Sets how many times its compressed size the body may decode to
-    /// (after the first MiB).
-    pub fn with_max_ratio(mut self, ratio: u64) -> Self {
-        self.max_ratio = ratio;
-        self
     }
 
     /// Passes `input` through every layer, outermost first; `None` ends

@@ -147,7 +147,7 @@ mod decoding {
     }
 
     fn decode_all(encodings: &str, body: &[u8], frame: usize, ratio: u64) -> Result<Vec<u8>, DecodeError> {
-        let mut d = Decoder::for_encodings(std::iter::once(encodings)).unwrap().unwrap().with_max_ratio(ratio);
+        let mut d = Decoder::for_encodings(std::iter::once(encodings), ratio).unwrap().unwrap();
         let mut out = Vec::new();
         for chunk in body.chunks(frame) {
             out.extend(d.decode(chunk)?);
