@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -49,8 +49,9 @@ pub async fn connect_on(
     Ok(ConnectReply { status, head, body, stream })
 }
 
-/// Reads a response head, and the body when `Content-Length` gives one.
-pub async fn read_response_head(stream: &mut TcpStream) -> io::Result<(u16, String, String)> {
+/// Reads a response head, and the body when `Content-Length` gives one,
+/// from the proxy connection or from inside a tunnel.
+pub async fn read_response_head(stream: &mut (impl AsyncRead + Unpin)) -> io::Result<(u16, String, String)> {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
@@ -175,6 +176,27 @@ pub fn get(host: &str, port: u16, path: &str, headers: &[(&str, &str)], http: Ht
     b.body(Empty::new()).unwrap()
 }
 
+/// CONNECT through the proxy, then TLS trusting `roots_pem`, offering the
+/// ALPN of `http`.
+async fn tunnel(
+    proxy: SocketAddr,
+    creds: (&str, &str),
+    host: &str,
+    port: u16,
+    roots_pem: &[&str],
+    http: Http,
+) -> io::Result<TlsStream<TcpStream>> {
+    let reply = connect(proxy, &format!("{host}:{port}"), Some(creds)).await?;
+    if reply.status != 200 {
+        return Err(io::Error::other(format!("CONNECT answered {}: {}", reply.status, reply.body)));
+    }
+    let alpn: &[&[u8]] = match http {
+        Http::H1 => &[b"http/1.1"],
+        Http::H2 => &[b"h2"],
+    };
+    tls(reply.stream, host, roots_pem, alpn).await
+}
+
 /// CONNECT through the proxy, TLS trusting `roots_pem`, one request.
 pub async fn request(
     proxy: SocketAddr,
@@ -185,16 +207,7 @@ pub async fn request(
     http: Http,
     req: Request<Empty<Bytes>>,
 ) -> io::Result<Reply> {
-    let authority = format!("{host}:{port}");
-    let reply = connect(proxy, &authority, Some(creds)).await?;
-    if reply.status != 200 {
-        return Err(io::Error::other(format!("CONNECT answered {}: {}", reply.status, reply.body)));
-    }
-    let alpn: &[&[u8]] = match http {
-        Http::H1 => &[b"http/1.1"],
-        Http::H2 => &[b"h2"],
-    };
-    let tls = tls(reply.stream, host, roots_pem, alpn).await?;
+    let tls = tunnel(proxy, creds, host, port, roots_pem, http).await?;
     let mut replies = send_all(tls, http, vec![req]).await.map_err(io::Error::other)?;
     replies.pop().ok_or_else(|| io::Error::other("no response"))
 }
@@ -209,12 +222,7 @@ pub async fn open(
     roots_pem: &[&str],
     http: Http,
 ) -> io::Result<Sender> {
-    let reply = connect(proxy, &format!("{host}:{port}"), Some(creds)).await?;
-    if reply.status != 200 {
-        return Err(io::Error::other(format!("CONNECT answered {}", reply.status)));
-    }
-    let alpn: &[&[u8]] = if http == Http::H2 { &[b"h2"] } else { &[b"http/1.1"] };
-    let tls = tls(reply.stream, host, roots_pem, alpn).await?;
+    let tls = tunnel(proxy, creds, host, port, roots_pem, http).await?;
     Ok(match http {
         Http::H1 => {
             let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(io::Error::other)?;

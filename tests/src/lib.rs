@@ -245,9 +245,7 @@ impl TestProxy {
     /// the policy and starts the proxy.
     pub async fn start(config: &str) -> TestProxy {
         let home = TempHome::new("proxy");
-        let store = Store::new(&home.path);
-        store.set("acme_key", &SecretValue::new(ACME_SECRET.into()).unwrap()).unwrap();
-        store.set("beta_key", &SecretValue::new(BETA_SECRET.into()).unwrap()).unwrap();
+        store_standard_secrets(&home.path);
         let proxy = start_in(&home.path, config).await;
         TestProxy { home, proxy }
     }
@@ -271,6 +269,56 @@ impl TestProxy {
 
     pub fn proxy_url(&self, user: &str, token: &str) -> String {
         format!("http://{user}:{token}@{}", self.addr())
+    }
+}
+
+/// Puts the standard secrets (`acme_key`, `beta_key`) into `home`'s store.
+pub fn store_standard_secrets(home: &Path) {
+    let store = Store::new(home);
+    store.set("acme_key", &SecretValue::new(ACME_SECRET.into()).unwrap()).unwrap();
+    store.set("beta_key", &SecretValue::new(BETA_SECRET.into()).unwrap()).unwrap();
+}
+
+/// A real `airlock serve` on a home, its stderr in `home/serve.log`.
+#[derive(Debug)]
+pub struct Served {
+    pub child: tokio::process::Child,
+    /// Where it listens, from its "listening on" line.
+    pub addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Served {
+    /// Starts `airlock serve` on `home` logging at `rust_log`, and waits
+    /// until it says where it listens.
+    pub async fn start(home: &Path, rust_log: &str) -> Served {
+        let log = home.join("serve.log");
+        let child = tokio::process::Command::new(airlock_bin())
+            .arg("serve")
+            .env("AIRLOCK_HOME", home)
+            .env_remove("AIRLOCK_CONFIG")
+            .env("RUST_LOG", rust_log)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let read = || std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(wait_for(Duration::from_secs(20), || read().contains(" listening on ")).await, "{}", read());
+        let text = read();
+        let addr = text.split(" listening on ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+        Served { child, addr, log }
+    }
+
+    /// Everything it has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap()
     }
 }
 

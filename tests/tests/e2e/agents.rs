@@ -10,7 +10,6 @@ mod pip;
 
 use std::process::Output;
 
-use airlock_policy::secrets::{SecretValue, Store};
 use airlock_tests::upstream::Protocols;
 use airlock_tests::*;
 use tokio::process::Command;
@@ -20,9 +19,7 @@ use tokio::process::Command;
 fn home(upstream: &Upstream) -> TempHome {
     let home = TempHome::new("agents");
     std::fs::write(home.path.join("airlock.toml"), standard_config(upstream, "", "")).unwrap();
-    let store = Store::new(&home.path);
-    store.set("acme_key", &SecretValue::new(ACME_SECRET.into()).unwrap()).unwrap();
-    store.set("beta_key", &SecretValue::new(BETA_SECRET.into()).unwrap()).unwrap();
+    store_standard_secrets(&home.path);
     home
 }
 

@@ -33,28 +33,10 @@ async fn intercepted(proxy: &TestProxy, upstream: &Upstream) -> tokio_rustls::cl
 /// Reads one response (head and a `Content-Length` body) or reports how
 /// the connection ended. Gives up after 10 s.
 async fn read_reply(stream: &mut (impl AsyncRead + Unpin)) -> Result<(u16, String, String), String> {
-    let read = async {
-        let mut buf = Vec::new();
-        let mut byte = [0u8; 1];
-        while !buf.ends_with(b"\r\n\r\n") {
-            match stream.read(&mut byte).await {
-                Ok(0) => return Err(format!("closed after {} bytes", buf.len())),
-                Ok(_) => buf.push(byte[0]),
-                Err(e) => return Err(format!("error: {e}")),
-            }
-        }
-        let head = String::from_utf8_lossy(&buf).into_owned();
-        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let len = head
-            .lines()
-            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(0);
-        let mut body = vec![0u8; len];
-        stream.read_exact(&mut body).await.map_err(|e| e.to_string())?;
-        Ok((status, head, String::from_utf8_lossy(&body).into_owned()))
-    };
-    tokio::time::timeout(Duration::from_secs(10), read).await.map_err(|_| "no answer within 10s".to_owned())?
+    tokio::time::timeout(Duration::from_secs(10), client::read_response_head(stream))
+        .await
+        .map_err(|_| "no answer within 10s".to_owned())?
+        .map_err(|e| e.to_string())
 }
 
 /// Sends raw bytes on a fresh intercepted connection and reads the answer.

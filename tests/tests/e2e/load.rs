@@ -7,9 +7,8 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use airlock_policy::secrets::{SecretValue, Store};
 use airlock_tests::client::{self, Http};
 use airlock_tests::upstream::Protocols;
 use airlock_tests::*;
@@ -73,26 +72,11 @@ async fn ten_thousand_requests_at_concurrency_200() {
     let count: usize = std::env::var("AIRLOCK_LOAD_REQUESTS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
     let upstream = Upstream::start(Protocols::Both).await;
     let home = TempHome::new("load");
-    let store = Store::new(&home.path);
-    store.set("acme_key", &SecretValue::new(ACME_SECRET.into()).unwrap()).unwrap();
-    store.set("beta_key", &SecretValue::new(BETA_SECRET.into()).unwrap()).unwrap();
+    store_standard_secrets(&home.path);
     std::fs::write(home.path.join("airlock.toml"), standard_config(&upstream, "", "")).unwrap();
-    let log = home.path.join("serve.log");
-    let mut serve = tokio::process::Command::new(airlock_bin())
-        .arg("serve")
-        .env("AIRLOCK_HOME", &home.path)
-        .env_remove("AIRLOCK_CONFIG")
-        .env("RUST_LOG", "warn")
-        .stderr(std::fs::File::create(&log).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(wait_for(Duration::from_secs(20), || read_log().contains(" listening on ")).await, "{}", read_log());
-    let addr: std::net::SocketAddr =
-        read_log().split(" listening on ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    let mut serve = Served::start(&home.path, "warn").await;
+    let (addr, pid) = (serve.addr, serve.pid());
     let ca = std::fs::read_to_string(home.path.join("ca.pem")).unwrap();
-    let pid = serve.id().unwrap();
 
     // Warm up (TLS sessions, leaf cache, pools, allocator arenas), then
     // measure the full run.
@@ -113,8 +97,8 @@ async fn ten_thousand_requests_at_concurrency_200() {
     // allocator slack. Bound: twice the warmed-up RSS plus 64 MiB.
     assert!(after <= before * 2 + 64 * 1024, "RSS grew from {before} KiB to {after} KiB");
 
-    serve.kill().await.unwrap();
+    serve.child.kill().await.unwrap();
     let audit = std::fs::read_to_string(home.path.join("audit.jsonl")).unwrap();
     assert_no_secret("audit", &audit, &[ACME_SECRET, BETA_SECRET]);
-    assert_no_secret("serve's log", &read_log(), &[ACME_SECRET, BETA_SECRET]);
+    assert_no_secret("serve's log", &serve.log(), &[ACME_SECRET, BETA_SECRET]);
 }

@@ -355,9 +355,7 @@ fn rewrite_unnoticed(path: &std::path::Path, text: &str, length: usize) {
 async fn sighup_reloads_a_running_serve() {
     let upstream = Upstream::start(Protocols::Both).await;
     let home = TempHome::new("sighup");
-    let store = Store::new(&home.path);
-    store.set("acme_key", &SecretValue::new(ACME_SECRET.into()).unwrap()).unwrap();
-    store.set("beta_key", &SecretValue::new(BETA_SECRET.into()).unwrap()).unwrap();
+    store_standard_secrets(&home.path);
     let config = standard_config(&upstream, "", "");
     let added = format!(
         "{config}\n[[tenants.acme.routes]]\nname = \"acme-beta\"\nhost = \"api.beta.test:{}\"\nsecret = \"acme_key\"\nplaceholder = \"AIRLOCK_ACME_BETA\"\n",
@@ -369,20 +367,8 @@ async fn sighup_reloads_a_running_serve() {
     std::fs::write(&path, "").unwrap();
     rewrite_unnoticed(&path, &config, length);
 
-    let log = home.path.join("serve.log");
-    let mut serve = tokio::process::Command::new(airlock_bin())
-        .arg("serve")
-        .env("AIRLOCK_HOME", &home.path)
-        .env_remove("AIRLOCK_CONFIG")
-        .env("RUST_LOG", "debug")
-        .stderr(std::fs::File::create(&log).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(wait_for(Duration::from_secs(20), || read_log().contains(" listening on ")).await, "{}", read_log());
-    let addr: std::net::SocketAddr =
-        read_log().split(" listening on ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    let mut serve = Served::start(&home.path, "debug").await;
+    let (addr, pid) = (serve.addr, serve.pid());
     let ca = std::fs::read_to_string(home.path.join("ca.pem")).unwrap();
     let roots = [ca.as_str()];
     let ask = |host: &'static str, placeholder: &'static str| {
@@ -393,7 +379,6 @@ async fn sighup_reloads_a_running_serve() {
         let ok = std::process::Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap().success();
         assert!(ok, "kill -HUP failed");
     };
-    let pid = serve.id().unwrap();
     assert_eq!(ask("api.acme.test", ACME_PLACEHOLDER).await.unwrap().status, 200);
     let before = ask("api.beta.test", "AIRLOCK_ACME_BETA").await.unwrap_err().to_string();
     assert!(before.contains("private_egress_denied"), "no such route yet: {before}");
@@ -401,7 +386,7 @@ async fn sighup_reloads_a_running_serve() {
     // A broken config behind SIGHUP: refused with the reason, old one serves.
     rewrite_unnoticed(&path, &broken, length);
     hup(pid);
-    assert!(wait_for(Duration::from_secs(20), || read_log().contains("bogus")).await, "{}", read_log());
+    assert!(wait_for(Duration::from_secs(20), || serve.log().contains("bogus")).await, "{}", serve.log());
     assert_eq!(ask("api.acme.test", ACME_PLACEHOLDER).await.unwrap().status, 200, "the old config keeps serving");
 
     // A valid one adds the route live.
@@ -415,13 +400,13 @@ async fn sighup_reloads_a_running_serve() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(status, Some(200), "the route added by SIGHUP never went live: {}", read_log());
+    assert_eq!(status, Some(200), "the route added by SIGHUP never went live: {}", serve.log());
     assert_eq!(last_auth(&upstream), ACME_SECRET);
-    let text = read_log();
+    let text = serve.log();
     assert!(!text.contains("config file changed"), "the watcher, not SIGHUP, reloaded: {text}");
     assert_eq!(text.matches("SIGHUP: reloading the config").count(), 2, "{text}");
 
-    serve.kill().await.unwrap();
+    serve.child.kill().await.unwrap();
     // Every line `serve` logged at debug level is free of every secret.
     assert_no_secret("serve's log", &text, &[ACME_SECRET, BETA_SECRET]);
 }

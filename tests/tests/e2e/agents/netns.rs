@@ -5,12 +5,7 @@
 //! the host's 127.0.0.1. The client gets its variables from `airlock env`,
 //! as a container would. No address but 127.0.0.1 is ever involved.
 
-use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::*;
 
@@ -25,43 +20,6 @@ async fn in_namespace(script: &str, client: &str) -> Output {
         .output()
         .await
         .unwrap()
-}
-
-/// Starts `airlock serve` on `home` and returns it with the address from
-/// its "listening on" line; its later stderr collects into the string.
-async fn serve(home: &Path) -> (tokio::process::Child, SocketAddr, Arc<Mutex<String>>) {
-    let mut child = Command::new(airlock_bin())
-        .arg("serve")
-        .env("AIRLOCK_HOME", home)
-        .env_remove("AIRLOCK_CONFIG")
-        .env("RUST_LOG", "warn")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let log = Arc::new(Mutex::new(String::new()));
-    let addr = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            log.lock().unwrap().push_str(&format!("{line}\n"));
-            if let Some((_, addr)) = line.split_once(" listening on ") {
-                return addr.trim().parse::<SocketAddr>().unwrap();
-            }
-        }
-        panic!("airlock serve exited: {}", log.lock().unwrap());
-    })
-    .await
-    .expect("airlock serve says where it listens within 20s");
-    // Keep draining, so serve never blocks on a full pipe.
-    let sink = Arc::clone(&log);
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            sink.lock().unwrap().push_str(&format!("{line}\n"));
-        }
-    });
-    (child, addr, log)
 }
 
 #[tokio::test]
@@ -80,7 +38,8 @@ async fn curl_in_a_network_namespace_reaches_only_the_proxy() {
     }
     let upstream = Upstream::start(Protocols::Both).await;
     let home = home(&upstream);
-    let (mut airlock, addr, serve_log) = serve(&home.path).await;
+    let mut airlock = Served::start(&home.path, "warn").await;
+    let addr = airlock.addr;
     let work = TempHome::new("netns");
     let socket = work.path.join("proxy.sock");
     let relay = airlock_tests::relay::unix_to_tcp(&socket, addr).unwrap();
@@ -138,9 +97,9 @@ async fn curl_in_a_network_namespace_reaches_only_the_proxy() {
     let audited = || std::fs::read_to_string(&audit_path).is_ok_and(|a| a.ends_with('\n'));
     assert!(wait_for(Duration::from_secs(10), audited).await, "serve wrote an audit record");
     relay.abort();
-    airlock.start_kill().unwrap();
-    airlock.wait().await.unwrap();
-    assert_no_secret("airlock serve's log", &serve_log.lock().unwrap(), &[ACME_SECRET]);
+    airlock.child.start_kill().unwrap();
+    airlock.child.wait().await.unwrap();
+    assert_no_secret("airlock serve's log", &airlock.log(), &[ACME_SECRET]);
     let audit = std::fs::read_to_string(&audit_path).unwrap();
     assert_eq!(airlock::audit::verify(&audit), Ok(1), "{audit}");
 }
