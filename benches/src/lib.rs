@@ -1,6 +1,10 @@
-//! airlock's benches live in `benches/` (criterion) — see `benches/README.md`.
-//! This library holds what they share.
+//! airlock's benches live in `benches/` (criterion) and `src/bin/loadbench.rs`
+//! (the load harness) — see `benches/README.md`. This library holds what
+//! they share: a fast TLS upstream and an agent-side client.
 #![allow(missing_docs)]
+
+pub mod client;
+pub mod upstream;
 
 /// A config with `n` routes for tenant `acme`, all on distinct hosts.
 pub fn config_with_routes(n: usize) -> String {
