@@ -52,17 +52,16 @@ impl Scrubbers {
         if state.version != Some(version) {
             *state = State { version: Some(version), ..State::default() };
         }
-        let (builder, base) = state
-            .tenants
-            .entry(tenant)
-            .or_insert_with(|| {
-                let b = tenant_builder(policy, vault, tenant);
-                let set = Arc::new(b.build());
-                (b, set)
-            })
-            .clone();
+        let state = &mut *state;
+        // Borrowed, not cloned: the builder holds every form of every
+        // secret, and is only needed when an injected set is built.
+        let (builder, base) = state.tenants.entry(tenant).or_insert_with(|| {
+            let b = tenant_builder(policy, vault, tenant);
+            let set = Arc::new(b.build());
+            (b, set)
+        });
         if injected.is_empty() {
-            return base;
+            return Arc::clone(base);
         }
         let mut h = std::collections::hash_map::DefaultHasher::new();
         tenant.hash(&mut h);
@@ -79,7 +78,7 @@ impl Scrubbers {
         // inside them (leftmost-longest picks them anyway; this keeps the
         // replacement of an exact duplicate pattern deterministic).
         let mut combined = b;
-        combined.extend(&builder);
+        combined.extend(builder);
         let set = Arc::new(combined.build());
         if state.extras.len() >= EXTRAS_CAPACITY {
             state.extras.clear();
