@@ -207,7 +207,9 @@ fn write_line(out: &mut impl Write, record: &Record, prev: &str) -> Option<Strin
         Ok(mut line) => {
             let hash = sha256_hex(&line);
             line.pop(); // the closing brace
-            line.extend_from_slice(format!(",\"hash\":\"{hash}\"}}\n").as_bytes());
+            line.extend_from_slice(b",\"hash\":\"");
+            line.extend_from_slice(hash.as_bytes());
+            line.extend_from_slice(b"\"}\n");
             if let Err(e) = out.write_all(&line) {
                 tracing::error!(error = %e, "cannot write the audit log");
                 return None;
@@ -237,7 +239,7 @@ fn split_hash(line: &[u8]) -> Option<(Vec<u8>, &str)> {
 
 /// SHA-256 of a line, hex.
 pub fn sha256_hex(line: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, line).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex(ring::digest::digest(&ring::digest::SHA256, line).as_ref())
 }
 
 /// The last complete line of a file, if any.

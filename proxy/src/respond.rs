@@ -22,7 +22,7 @@ pub fn request_id() -> String {
     // getrandom only fails when the OS has no entropy source at all; a
     // fixed id is then still unique enough to tell log lines apart.
     let _ = getrandom::fill(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    crate::hex(&b)
 }
 
 /// The JSON body of a denial.
