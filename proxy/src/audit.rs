@@ -1,5 +1,12 @@
 //! The audit log: one JSON line per request and per refused connection,
-//! written by a single writer thread so lines never interleave.
+//! each encoded, chained and written whole under one lock, so lines never
+//! interleave and the chain follows the file order.
+//!
+//! Records are written by the task that ends the request, not handed to a
+//! writer thread: waking a thread for every record cost more CPU than
+//! encoding and writing it (about a fifth of the proxy's CPU per small
+//! request, measured by `loadbench`). An append to a local file is as
+//! quick as the log lines tracing already writes from the same tasks.
 //!
 //! Records hold names, codes and counts only — never a header value, a
 //! query string or a secret (paths are scrubbed by the redactor first).
@@ -12,11 +19,10 @@
 //! start the writer continues the chain from the file's last line.
 
 use std::fs::{self, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::mpsc;
-use std::thread;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -75,11 +81,6 @@ pub struct Record {
     pub complete: bool,
 }
 
-enum Msg {
-    Record(Box<Record>),
-    Close,
-}
-
 impl Record {
     /// A record with no tenant, route, code, counts or duration yet; callers
     /// fill in what they know with struct update syntax.
@@ -115,78 +116,64 @@ impl Record {
     }
 }
 
-/// Handle to the writer thread. Cloning shares the writer.
-#[derive(Clone, Debug)]
-pub struct AuditLog {
-    tx: mpsc::Sender<Msg>,
+/// The open log and the hash of its last line.
+#[derive(Debug)]
+struct Chain {
+    /// `None` once [`AuditWriter::finish`] has closed the log.
+    file: Option<fs::File>,
+    prev: String,
 }
 
-/// Owns the writer thread; [`AuditWriter::finish`] stops it.
+/// Handle to the log. Cloning shares it.
+#[derive(Clone, Debug)]
+pub struct AuditLog {
+    chain: Arc<Mutex<Chain>>,
+}
+
+/// Closes the log; [`AuditWriter::finish`] is the last write.
 #[derive(Debug)]
 pub struct AuditWriter {
-    tx: mpsc::Sender<Msg>,
-    thread: thread::JoinHandle<()>,
+    chain: Arc<Mutex<Chain>>,
 }
 
 impl AuditWriter {
-    /// Writes every record queued so far, flushes, and stops the writer.
-    /// Records queued afterwards are reported as lost.
+    /// Closes the log after every record written so far (each is already
+    /// in the file: lines are written whole, unbuffered). Records written
+    /// afterwards are reported as lost.
     pub fn finish(self) {
-        let _ = self.tx.send(Msg::Close);
-        let _ = self.thread.join();
-    }
-}
-
-impl std::fmt::Debug for Msg {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Msg::Record(_) => "Record",
-            Msg::Close => "Close",
-        })
+        let mut chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
+        chain.file = None;
     }
 }
 
 impl AuditLog {
-    /// Opens (appending, 0600, creating directories) the log at `path` and
-    /// starts the writer thread.
+    /// Opens (appending, 0600, creating directories) the log at `path`,
+    /// continuing the chain from its last line.
     pub fn open(path: &Path) -> io::Result<(AuditLog, AuditWriter)> {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir)?;
         }
-        let mut prev = match last_line(path)? {
+        let prev = match last_line(path)? {
             Some(line) => split_hash(&line).map(|(_, h)| h.to_owned()).unwrap_or_else(|| GENESIS.to_owned()),
             None => GENESIS.to_owned(),
         };
         let file = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
-        let (tx, rx) = mpsc::channel::<Msg>();
-        let thread = thread::Builder::new().name("airlock-audit".into()).spawn(move || {
-            let mut out = BufWriter::new(file);
-            let mut open = true;
-            while open && let Ok(first) = rx.recv() {
-                let mut next = Some(first);
-                while let Some(msg) = next {
-                    match msg {
-                        Msg::Record(record) => {
-                            if let Some(hash) = write_line(&mut out, &record, &prev) {
-                                prev = hash;
-                            }
-                        }
-                        Msg::Close => open = false,
-                    }
-                    next = if open { rx.try_recv().ok() } else { None };
-                }
-                if let Err(e) = out.flush() {
-                    tracing::error!(error = %e, "cannot write the audit log");
-                }
-            }
-        })?;
-        Ok((AuditLog { tx: tx.clone() }, AuditWriter { tx, thread }))
+        let chain = Arc::new(Mutex::new(Chain { file: Some(file), prev }));
+        Ok((AuditLog { chain: Arc::clone(&chain) }, AuditWriter { chain }))
     }
 
-    /// Queues a record for writing.
+    /// Writes a record as one line (one `write` of the whole line).
     pub fn write(&self, record: Record) {
-        if self.tx.send(Msg::Record(Box::new(record))).is_err() {
-            tracing::error!("audit writer has stopped; a record was lost");
+        // A poisoned lock means a write panicked; the chain state is only
+        // replaced after a line is written whole, so it is still valid.
+        let mut chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
+        let Chain { file, prev } = &mut *chain;
+        let Some(file) = file else {
+            tracing::error!("the audit log is closed; a record was lost");
+            return;
+        };
+        if let Some(hash) = write_line(file, &record, prev) {
+            *prev = hash;
         }
     }
 }
