@@ -26,6 +26,12 @@ pub const SMALL: &[u8] =
 /// Frame size of `/big`.
 const FRAME: usize = 64 << 10;
 
+/// The upstream's TLS config: a leaf for `*.bench.test` from `ca`,
+/// HTTP/1.1 only.
+pub fn tls_config(ca: &airlock_tests::TestCa) -> Arc<rustls::ServerConfig> {
+    ca.server_config(&["*.bench.test"], &[b"http/1.1"])
+}
+
 /// Serves `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, key: &str) {
     let acceptor = TlsAcceptor::from(tls);

@@ -20,16 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use airlock_benches::client::{Agent, Conn, Via};
-use airlock_policy::secrets::{SecretValue, Store};
-
-/// The routed key and its placeholder.
-const KEY: &str = "sk_live_bench_0123456789abcdef0123";
-const PLACEHOLDER: &str = "AIRLOCK_BENCH_KEY";
-const TOKEN: &str = "bench-token-0123456789abcdef";
-/// Secrets airlock loads (the redactor scans for all of them).
-const SECRETS: usize = 10;
-/// The host every keep-alive figure uses.
-const API_HOST: &str = "api.bench.test";
+use airlock_benches::{API_HOST, KEY, PLACEHOLDER, TOKEN, write_home};
 
 #[derive(Clone, Debug)]
 struct Options {
@@ -120,7 +111,7 @@ fn main() -> anyhow::Result<()> {
 fn run_upstream(ca_out: &Path) -> anyhow::Result<()> {
     let ca = airlock_tests::TestCa::new("airlock loadbench upstream CA");
     std::fs::write(ca_out, ca.pem())?;
-    let tls = ca.server_config(&["*.bench.test"], &[b"http/1.1"]);
+    let tls = airlock_benches::upstream::tls_config(&ca);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -269,42 +260,10 @@ struct Airlock {
     ca_pem: String,
 }
 
-/// `airlock serve` on a fresh home with ten stored secrets and one
-/// wildcard route covering the API host and the mint hosts.
+/// `airlock serve` on a fresh home (see [`write_home`]).
 async fn start_airlock(bin: &Path, dir: &Path, up: &Upstream, mint_hosts: &[String]) -> anyhow::Result<Airlock> {
     let home = dir.join("airlock-home");
-    std::fs::create_dir_all(&home)?;
-    let store = Store::new(&home);
-    let mut secrets = String::new();
-    for i in 0..SECRETS {
-        let value = if i == 0 { KEY.to_owned() } else { format!("sk_live_other_{i:02}_{:016x}", i * 7919) };
-        store.set(&format!("s{i}"), &SecretValue::new(value.into_bytes())?)?;
-        secrets.push_str(&format!("[secrets.s{i}]\nsource = \"store\"\n\n"));
-    }
-    let port = up.addr.port();
-    let mut resolve = format!("\"{API_HOST}\" = \"127.0.0.1\"");
-    for h in mint_hosts {
-        resolve.push_str(&format!(", \"{h}\" = \"127.0.0.1\""));
-    }
-    let config = format!(
-        r#"[proxy]
-listen = "127.0.0.1:0"
-upstream_ca = ["{ca}"]
-resolve = {{ {resolve} }}
-
-{secrets}
-[tenants.bench]
-token = "{TOKEN}"
-
-[[tenants.bench.routes]]
-name = "api"
-host = "*.bench.test:{port}"
-secret = "s0"
-placeholder = "{PLACEHOLDER}"
-"#,
-        ca = up.ca_path.display(),
-    );
-    std::fs::write(home.join("airlock.toml"), config)?;
+    write_home(&home, up.addr.port(), &up.ca_path, mint_hosts)?;
     let log = dir.join("airlock.log");
     let child = Command::new(bin)
         .arg("serve")
