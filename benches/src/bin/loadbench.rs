@@ -32,6 +32,9 @@ struct Options {
     only: Vec<String>,
     mitmdump: Option<PathBuf>,
     airlock: Option<PathBuf>,
+    /// A second airlock binary measured as target "baseline" (before/after
+    /// an optimisation, in the same run).
+    baseline: Option<PathBuf>,
 }
 
 impl Options {
@@ -45,6 +48,7 @@ impl Options {
             only: Vec::new(),
             mitmdump: std::env::var_os("MITMDUMP").map(PathBuf::from),
             airlock: None,
+            baseline: None,
         };
         let mut no_mitm = false;
         let mut args = std::env::args().skip(1);
@@ -66,10 +70,11 @@ impl Options {
                 "--mitmdump" => o.mitmdump = Some(value()?.into()),
                 "--no-mitm" => no_mitm = true,
                 "--airlock" => o.airlock = Some(value()?.into()),
+                "--baseline" => o.baseline = Some(value()?.into()),
                 "-h" | "--help" => {
                     println!(
                         "loadbench [--quick] [--rounds N] [--duration SECS] [--big-mib N] [--hosts N] [--idle N]\n          \
-                         [--only small,big,mint,mem] [--mitmdump PATH | --no-mitm] [--airlock PATH]"
+                         [--only small,big,mint,mem] [--mitmdump PATH | --no-mitm] [--airlock PATH] [--baseline PATH]"
                     );
                     std::process::exit(0);
                 }
@@ -261,10 +266,16 @@ struct Airlock {
 }
 
 /// `airlock serve` on a fresh home (see [`write_home`]).
-async fn start_airlock(bin: &Path, dir: &Path, up: &Upstream, mint_hosts: &[String]) -> anyhow::Result<Airlock> {
-    let home = dir.join("airlock-home");
+async fn start_airlock(
+    bin: &Path,
+    dir: &Path,
+    name: &str,
+    up: &Upstream,
+    mint_hosts: &[String],
+) -> anyhow::Result<Airlock> {
+    let home = dir.join(format!("{name}-home"));
     write_home(&home, up.addr.port(), &up.ca_path, mint_hosts)?;
-    let log = dir.join("airlock.log");
+    let log = dir.join(format!("{name}.log"));
     let child = Command::new(bin)
         .arg("serve")
         .env("AIRLOCK_HOME", &home)
@@ -396,18 +407,23 @@ impl Report {
         for t in targets {
             print!(" {t} |");
         }
-        println!(" airlock/direct | airlock/mitmproxy |");
+        let baseline = targets.contains(&"baseline");
+        println!(" airlock/direct | airlock/mitmproxy |{}", if baseline { " airlock/baseline |" } else { "" });
         print!("|---|");
         for _ in targets {
             print!("---:|");
         }
-        println!("---:|---:|");
+        println!("---:|---:|{}", if baseline { "---:|" } else { "" });
         for (name, unit, f) in &self.rows {
             print!("| {name} |");
             for t in targets {
                 print!(" {} |", f.cell(t, unit));
             }
-            println!(" {} | {} |", ratio(f, "airlock", "direct"), ratio(f, "airlock", "mitmproxy"));
+            print!(" {} | {} |", ratio(f, "airlock", "direct"), ratio(f, "airlock", "mitmproxy"));
+            if baseline {
+                print!(" {} |", ratio(f, "airlock", "baseline"));
+            }
+            println!();
         }
     }
 }
@@ -560,7 +576,11 @@ async fn run_in(options: &Options, dir: &Path) -> anyhow::Result<()> {
     let up = start_upstream(dir).await?;
     let port = up.addr.port();
     let mint_hosts: Vec<String> = (0..options.rounds * options.hosts).map(|i| format!("h{i}.bench.test")).collect();
-    let airlock = start_airlock(&bin, dir, &up, &mint_hosts).await?;
+    let airlock = start_airlock(&bin, dir, "airlock", &up, &mint_hosts).await?;
+    let baseline = match &options.baseline {
+        Some(b) => Some(start_airlock(b, dir, "baseline", &up, &mint_hosts).await?),
+        None => None,
+    };
     let mitm = match &options.mitmdump {
         Some(m) => Some(start_mitm(m, dir, &up).await?),
         None => {
@@ -593,6 +613,17 @@ async fn run_in(options: &Options, dir: &Path) -> anyhow::Result<()> {
             pid: Some(airlock.process.pid()),
         },
     ];
+    if let Some(b) = &baseline {
+        targets.push(Target {
+            name: "baseline",
+            agent: Agent::new(
+                Via::Proxy { addr: b.addr, creds: Some(format!("bench:{TOKEN}")) },
+                &b.ca_pem,
+                format!("Bearer {PLACEHOLDER}"),
+            )?,
+            pid: Some(b.process.pid()),
+        });
+    }
     if let Some(m) = &mitm {
         targets.push(Target {
             name: "mitmproxy",
