@@ -200,6 +200,11 @@ impl PatternSet {
             .unwrap_or(buf.len())
     }
 
+    /// Whether `input` holds any pattern.
+    pub fn is_match(&self, input: &[u8]) -> bool {
+        self.automaton.as_ref().is_some_and(|ac| ac.is_match(input))
+    }
+
     /// Replaces every match in `input` at once (the oracle the streaming
     /// path must equal; also used for headers). Returns the count.
     pub fn replace_all(&self, input: &[u8], out: &mut Vec<u8>) -> u64 {
