@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -365,16 +365,16 @@ async fn send(
     }
     let upgrade = req.version() <= Version::HTTP_11 && is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
 
-    let mut headers = HeaderMap::with_capacity(parts.headers.len());
+    // The swapped values go into the agent's own map, in place: `iter_mut`
+    // visits values in the order `iter` gave the decision its indices.
+    let mut headers = std::mem::take(&mut parts.headers);
     let mut swapped = swapped.into_iter().peekable();
-    for (i, (name, value)) in parts.headers.iter().enumerate() {
-        let value = match swapped.peek() {
-            Some((j, _)) if *j == i => swapped.next().map(|(_, v)| v).unwrap_or_else(|| value.clone()),
-            _ => value.clone(),
-        };
-        headers.append(name.clone(), value);
+    for (i, (_, value)) in headers.iter_mut().enumerate() {
+        if let Some((_, v)) = swapped.next_if(|(j, _)| *j == i) {
+            *value = v;
+        }
     }
     strip_hop_by_hop(&mut headers, upgrade);
     headers.remove(header::HOST);
