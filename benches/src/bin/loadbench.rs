@@ -247,12 +247,15 @@ fn airlock_binary(options: &Options) -> anyhow::Result<PathBuf> {
         return Ok(p.clone());
     }
     // target/release/loadbench → target/release/airlock; cargo is asked
-    // to bring it up to date (a no-op when it is).
+    // to bring it up to date (a no-op when it is). Built together with this
+    // package, so dependency features unify as they did for the harness and
+    // the two builds do not keep recompiling each other's dependencies.
     let exe = std::env::current_exe()?;
     let bin = exe.parent().context("the harness is in a directory")?.join("airlock");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!("building the release airlock binary (cargo build --release -p airlock --bin airlock)");
-    let status = Command::new(cargo).args(["build", "--release", "-p", "airlock", "--bin", "airlock"]).status();
+    let args = ["build", "--release", "-p", "airlock", "-p", "airlock-benches", "--bins"];
+    eprintln!("bringing the release airlock binary up to date (cargo {})", args.join(" "));
+    let status = Command::new(cargo).args(args).status();
     if !status.is_ok_and(|s| s.success()) && !bin.exists() {
         bail!("{} is missing and cargo could not build it", bin.display());
     }
@@ -515,21 +518,42 @@ async fn big(target: &Target, port: u16, bytes: u64) -> anyhow::Result<(f64, Opt
     Ok((bytes as f64 / f64::from(1u32 << 20) / elapsed, cpu.map(|c| c / gib)))
 }
 
+struct MintRun {
+    p50_ms: f64,
+    p99_ms: f64,
+    /// Median of the connection set-up alone (TCP, CONNECT, TLS).
+    open_p50_ms: f64,
+    /// Median of the first request alone, once the connection is up.
+    request_p50_ms: f64,
+}
+
 /// The first request to each of `hosts`, one after another, on a new
-/// connection each: p50 and p99 in ms.
-async fn mint(target: &Target, port: u16, hosts: &[String]) -> anyhow::Result<(f64, f64)> {
-    let mut lat = Vec::with_capacity(hosts.len());
+/// connection each: p50 and p99 of the whole, and the median of its two
+/// halves.
+async fn mint(target: &Target, port: u16, hosts: &[String]) -> anyhow::Result<MintRun> {
+    let (mut lat, mut open, mut request) = (Vec::new(), Vec::new(), Vec::new());
     for h in hosts {
         let t = Instant::now();
         let mut c = target.agent.open(h, port).await?;
+        let opened = t.elapsed();
         let (status, _) = c.get("/small").await?;
         if status != 200 {
             bail!("{}: {h}/small answered {status}", target.name);
         }
-        lat.push(t.elapsed().as_secs_f64() * 1e3);
+        let total = t.elapsed();
+        lat.push(total.as_secs_f64() * 1e3);
+        open.push(opened.as_secs_f64() * 1e3);
+        request.push((total - opened).as_secs_f64() * 1e3);
     }
-    lat.sort_by(f64::total_cmp);
-    Ok((pct(&lat, 0.5), pct(&lat, 0.99)))
+    for v in [&mut lat, &mut open, &mut request] {
+        v.sort_by(f64::total_cmp);
+    }
+    Ok(MintRun {
+        p50_ms: pct(&lat, 0.5),
+        p99_ms: pct(&lat, 0.99),
+        open_p50_ms: pct(&open, 0.5),
+        request_p50_ms: pct(&request, 0.5),
+    })
 }
 
 /// Opens `n` intercepted keep-alive connections (one request each) and
@@ -671,10 +695,15 @@ async fn run_in(options: &Options, dir: &Path) -> anyhow::Result<()> {
         if options.runs("mint") {
             let hosts = &mint_hosts[round * options.hosts..(round + 1) * options.hosts];
             for t in &targets {
-                let (p50, p99) = mint(t, port, hosts).await?;
-                eprintln!("  {:9} new host p50 {p50:6.2} ms  p99 {p99:6.2} ms", t.name);
-                report.figure("new host p50 ms", 2).push(t.name, Some(p50));
-                report.figure("new host p99 ms", 2).push(t.name, Some(p99));
+                let r = mint(t, port, hosts).await?;
+                eprintln!(
+                    "  {:9} new host p50 {:6.2} ms  p99 {:6.2} ms  (open {:.2} + first request {:.2})",
+                    t.name, r.p50_ms, r.p99_ms, r.open_p50_ms, r.request_p50_ms
+                );
+                report.figure("new host p50 ms", 2).push(t.name, Some(r.p50_ms));
+                report.figure("new host p99 ms", 2).push(t.name, Some(r.p99_ms));
+                report.figure("new host: open (TCP, CONNECT, TLS) p50 ms", 2).push(t.name, Some(r.open_p50_ms));
+                report.figure("new host: first request p50 ms", 2).push(t.name, Some(r.request_p50_ms));
             }
         }
     }
