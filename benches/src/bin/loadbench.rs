@@ -107,6 +107,7 @@ fn main() -> anyhow::Result<()> {
         return run_upstream(&ca_out);
     }
     let options = Options::parse()?;
+    harness_exe()?;
     raise_fd_limit();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(run(options))
@@ -229,7 +230,7 @@ struct Upstream {
 async fn start_upstream(dir: &Path) -> anyhow::Result<Upstream> {
     let ca_path = dir.join("upstream-ca.pem");
     let out = dir.join("upstream.out");
-    let child = Command::new(std::env::current_exe()?)
+    let child = Command::new(harness_exe()?)
         .arg("upstream")
         .arg(&ca_path)
         .stdin(Stdio::null())
@@ -242,6 +243,13 @@ async fn start_upstream(dir: &Path) -> anyhow::Result<Upstream> {
     Ok(Upstream { process, addr, ca_pem, ca_path })
 }
 
+/// This binary, as it was when the run started (were cargo to rebuild it
+/// meanwhile, /proc/self/exe would name the deleted file).
+fn harness_exe() -> anyhow::Result<PathBuf> {
+    static EXE: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    EXE.get_or_init(|| std::env::current_exe().ok()).clone().context("cannot find the harness binary")
+}
+
 fn airlock_binary(options: &Options) -> anyhow::Result<PathBuf> {
     if let Some(p) = &options.airlock {
         return Ok(p.clone());
@@ -250,10 +258,10 @@ fn airlock_binary(options: &Options) -> anyhow::Result<PathBuf> {
     // to bring it up to date (a no-op when it is). Built together with this
     // package, so dependency features unify as they did for the harness and
     // the two builds do not keep recompiling each other's dependencies.
-    let exe = std::env::current_exe()?;
+    let exe = harness_exe()?;
     let bin = exe.parent().context("the harness is in a directory")?.join("airlock");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let args = ["build", "--release", "-p", "airlock", "-p", "airlock-benches", "--bins"];
+    let args = ["build", "--release", "-p", "airlock", "-p", "airlock-benches", "--bin", "airlock"];
     eprintln!("bringing the release airlock binary up to date (cargo {})", args.join(" "));
     let status = Command::new(cargo).args(args).status();
     if !status.is_ok_and(|s| s.success()) && !bin.exists() {
