@@ -24,6 +24,7 @@ pub(crate) struct RawLimits {
     max_connections: Option<usize>,
     max_decoded_ratio: Option<u64>,
     shutdown_grace: Option<String>,
+    max_action_response: Option<Size>,
 }
 
 /// A size in bytes, written as a number or a string with a unit.
@@ -92,6 +93,10 @@ pub struct Limits {
     pub max_decoded_ratio: u64,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// The scrubbed response body an approved-action answer carries at
+    /// most, in bytes; a longer one is cut (never inside a placeholder or
+    /// a UTF-8 character) and flagged `truncated`.
+    pub max_action_response: u64,
 }
 
 impl Default for Limits {
@@ -108,6 +113,7 @@ impl Default for Limits {
             max_connections: 10_000,
             max_decoded_ratio: 100,
             shutdown_grace: Duration::from_secs(10),
+            max_action_response: 1 << 20,
         }
     }
 }
@@ -139,6 +145,10 @@ impl Limits {
         if max_decoded_ratio < 2 {
             return Err("[limits] max_decoded_ratio must be at least 2".to_owned());
         }
+        let max_action_response = size("max_action_response", raw.max_action_response, d.max_action_response)?;
+        if max_action_response == 0 {
+            return Err("[limits] max_action_response must be more than zero".to_owned());
+        }
         Ok(Limits {
             max_header_bytes: max_header_bytes as usize,
             max_headers: count("max_headers", raw.max_headers, d.max_headers)?,
@@ -163,6 +173,7 @@ impl Limits {
             max_connections: count("max_connections", raw.max_connections, d.max_connections)?,
             max_decoded_ratio,
             shutdown_grace: duration("shutdown_grace", raw.shutdown_grace, d.shutdown_grace)?,
+            max_action_response,
         })
     }
 }

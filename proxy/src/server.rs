@@ -1,6 +1,7 @@
 //! The listener: accepts agent connections, authenticates the tenant on
 //! each CONNECT or absolute-form request, and hands the connection to
-//! interception, a tunnel or the plain-HTTP forwarder.
+//! interception, a tunnel or the plain-HTTP forwarder — or, for
+//! origin-form `POST /v1/actions`, to the action API.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -372,6 +373,9 @@ async fn proxy_request(
     peer: SocketAddr,
     guard: ConnGuard,
 ) -> Response<Body> {
+    if crate::actions::is_action(&req) {
+        return crate::actions::handle(shared, req, peer).await;
+    }
     let request_id = respond::request_id();
     let started = Instant::now();
     let ts = audit::now_rfc3339();
