@@ -61,6 +61,7 @@ struct Envelope {
     /// `api_bridge.request` (the default).
     #[serde(default)]
     verb: Option<String>,
+    /// The HTTP method (upper-cased).
     method: String,
     /// The path, optionally with a query string.
     path: String,
@@ -281,7 +282,9 @@ fn build(policy: &Policy, tenant: TenantId, env: Envelope) -> Result<Prepared, D
         });
     }
 
-    let method = Method::from_bytes(env.method.as_bytes())
+    // Methods are case-sensitive in HTTP, but no API defines a lower-case
+    // one: `post` from an agent means POST.
+    let method = Method::from_bytes(env.method.to_ascii_uppercase().as_bytes())
         .map_err(|_| bad_request(format!("'{}' is not an HTTP method", env.method), "use GET, POST, …"))?;
     if !env.path.starts_with('/') || env.path.contains('#') {
         return Err(bad_request(
@@ -326,11 +329,12 @@ fn build(policy: &Policy, tenant: TenantId, env: Envelope) -> Result<Prepared, D
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     }
     let path = uri.path().to_owned();
+    let method_name = method.to_string();
     let mut request = Request::new(Full::new(body));
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
-    Ok(Prepared { tenant, route: route_id, method: env.method, path, request })
+    Ok(Prepared { tenant, route: route_id, method: method_name, path, request })
 }
 
 /// `key=value&…`, percent-encoded.

@@ -2,6 +2,7 @@
 //! the real proxy to real TLS upstreams on 127.0.0.1.
 #![allow(clippy::unwrap_used)]
 
+mod actions;
 mod agents;
 mod ca;
 mod hostile;
