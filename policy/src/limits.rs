@@ -192,4 +192,12 @@ mod tests {
         assert!(parse_size("99999999999999GiB").is_err());
         assert!(parse_size("").is_err());
     }
+
+    #[test]
+    fn max_action_response_defaults_parses_and_refuses_zero() {
+        let build = |text: &str| Limits::build(toml::from_str::<RawLimits>(text).map_err(|e| e.to_string())?);
+        assert_eq!(build("").map(|l| l.max_action_response), Ok(1 << 20));
+        assert_eq!(build("max_action_response = \"4KiB\"").map(|l| l.max_action_response), Ok(4096));
+        assert!(build("max_action_response = 0").is_err());
+    }
 }

@@ -139,13 +139,8 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: So
         // `build` refuses wildcard routes.
         HostPattern::Wildcard(_) => String::new(),
     };
-    let dest = Destination {
-        tenant: policy.tenant(prepared.tenant).name.clone(),
-        host,
-        port: route.port,
-        https: true,
-        peer,
-    };
+    let dest =
+        Destination { tenant: policy.tenant(prepared.tenant).name.clone(), host, port: route.port, https: true, peer };
     let audit = Audit::begin(&shared, &loaded, prepared.tenant, &dest, prepared.method, prepared.path);
     let span = info_span!(
         "action",
@@ -219,8 +214,7 @@ async fn prepare(shared: &Shared, loaded: &Loaded, req: Request<Incoming>) -> Re
         ));
     }
     limits::check_head(&req, &policy.limits).map_err(|d| (None, d))?;
-    let creds =
-        req.headers().get(header::PROXY_AUTHORIZATION).or_else(|| req.headers().get(header::AUTHORIZATION));
+    let creds = req.headers().get(header::PROXY_AUTHORIZATION).or_else(|| req.headers().get(header::AUTHORIZATION));
     let tenant = policy.authenticate(creds.map(HeaderValue::as_bytes)).map_err(|e| (None, auth_denial(e)))?;
     let bytes = read_body(req, &policy.limits).await.map_err(|d| (Some(tenant), d))?;
     let envelope: Envelope = serde_json::from_slice(&bytes).map_err(|e| {
@@ -250,7 +244,10 @@ fn build(policy: &Policy, tenant: TenantId, env: Envelope) -> Result<Prepared, D
         ));
     }
     if let Some(verb) = env.verb.as_deref().filter(|v| *v != VERB) {
-        return Err(bad_request(format!("unknown verb '{verb}'"), format!("use \"verb\": \"{VERB}\" (or leave it out)")));
+        return Err(bad_request(
+            format!("unknown verb '{verb}'"),
+            format!("use \"verb\": \"{VERB}\" (or leave it out)"),
+        ));
     }
     let Some(route_id) = policy.route_named(tenant, &env.service) else {
         let services: Vec<&str> =
@@ -436,8 +433,7 @@ async fn read_body(req: Request<Incoming>, limits: &airlock_policy::Limits) -> R
             "send a smaller body, or ask the operator to raise [limits] max_request_body",
         )
     };
-    let declared =
-        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
@@ -608,6 +604,21 @@ mod tests {
         let buf = b"ab[REDACTED]AIRLOCK_KEY";
         assert_eq!(cut_point(buf, 14, &keep), 12);
         assert_eq!(cut_point(buf, 5, &keep), 2);
+    }
+
+    #[tokio::test]
+    async fn a_cut_never_splits_a_utf8_character_and_binary_is_base64() {
+        let body = "é".repeat(100);
+        for cap in [1usize, 2, 51, 101, 199] {
+            let answer = collect(Response::new(respond::full(body.clone())), cap, &[REDACTED]).await.unwrap();
+            assert_eq!(answer["truncated"], true);
+            assert_eq!(answer["body_encoding"], "utf-8");
+            assert_eq!(answer["body"].as_str().unwrap().len(), cap / 2 * 2, "cap {cap}");
+        }
+        let answer = collect(Response::new(respond::full(body.clone())), 200, &[]).await.unwrap();
+        assert_eq!((answer["truncated"].as_bool(), answer["body"].as_str()), (Some(false), Some(body.as_str())));
+        let answer = collect(Response::new(respond::full(vec![0xff_u8, 0xfe, 0])), 100, &[]).await.unwrap();
+        assert_eq!((answer["body_encoding"].as_str(), answer["body"].as_str()), (Some("base64"), Some("//4A")));
     }
 
     #[test]

@@ -185,7 +185,11 @@ pub(crate) async fn handle(
 /// record when it ends. A denial is returned for the caller to audit
 /// ([`Audit::refuse`]) and answer in its own form. The response's
 /// extensions hold its [`RedactionCount`] (headers included).
-pub(crate) async fn forward<B>(shared: &Arc<Shared>, audit: &Audit<'_>, req: Request<B>) -> Result<Response<Body>, Denial>
+pub(crate) async fn forward<B>(
+    shared: &Arc<Shared>,
+    audit: &Audit<'_>,
+    req: Request<B>,
+) -> Result<Response<Body>, Denial>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<crate::BoxError>,
@@ -196,7 +200,8 @@ where
     let policy = &loaded.policy;
     let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let names: Vec<(&str, &[u8])> = req.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
-    let info = RequestInfo { method: req.method().as_str(), host: &dest.host, port: dest.port, target, headers: &names };
+    let info =
+        RequestInfo { method: req.method().as_str(), host: &dest.host, port: dest.port, target, headers: &names };
     let (route_id, injections) = match policy.decide(tenant, &info) {
         Decision::Allow { route, injections } => (route, injections),
         Decision::Deny(denial) => return Err(denial),

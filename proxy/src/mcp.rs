@@ -152,9 +152,9 @@ impl Server {
         let id = msg.get("id").cloned();
         let Some(method) = msg.get("method").and_then(Value::as_str) else {
             // A response to a request of ours (we send none), or junk.
-            return id.filter(|_| !msg.contains_key("result") && !msg.contains_key("error")).map(|id| {
-                error(id, -32600, "invalid request: no method")
-            });
+            return id
+                .filter(|_| !msg.contains_key("result") && !msg.contains_key("error"))
+                .map(|id| error(id, -32600, "invalid request: no method"));
         };
         let Some(id) = id.filter(|id| id.is_string() || id.is_number()) else {
             debug!(method, "notification");
@@ -337,7 +337,8 @@ pub fn tools(services: &Value) -> Value {
     let mut methods: Vec<String> = Vec::new();
     let mut described = String::new();
     for s in list {
-        let m: Vec<String> = s["methods"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_owned)).collect();
+        let m: Vec<String> =
+            s["methods"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_owned)).collect();
         let p: Vec<&str> = s["paths"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
         for x in &m {
             if !methods.contains(x) {

@@ -272,7 +272,8 @@ pub async fn action_with(
     body: impl Into<Bytes>,
 ) -> io::Result<Reply> {
     let tcp = TcpStream::connect(proxy).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(io::Error::other)?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(io::Error::other)?;
     tokio::spawn(conn);
     let mut b = Request::builder().method(method).uri("/v1/actions").header("host", proxy.to_string());
     for (n, v) in headers {
