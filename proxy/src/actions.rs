@@ -176,7 +176,10 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: So
             }
             // The pipeline's record (allow, incomplete) is already written;
             // the agent is told the body did not arrive whole.
-            Err(denial) => action_denial_response(&denial, &audit.request_id),
+            Err(denial) => {
+                tracing::info!(code = %denial.code, "the upstream body failed");
+                action_denial_response(&denial, &audit.request_id)
+            }
         }
     }
     .instrument(span)
