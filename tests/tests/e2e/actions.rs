@@ -446,3 +446,38 @@ async fn a_long_body_is_cut_after_scrubbing_never_inside_a_placeholder() {
     assert!(whole_placeholder > 1, "and after it in others");
     proxy.proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_upstream_that_fails_is_a_denial_never_a_short_body() {
+    let upstream = Upstream::start(Protocols::Http1).await;
+    let limits = "upstream_read_timeout = \"1s\"\nupstream_response_timeout = \"1s\"";
+    let proxy = TestProxy::start(&config(&upstream, limits)).await;
+    let auth = format!("Bearer {ACME_PLACEHOLDER}");
+    for (path, status, code, complete) in [
+        ("/truncated", 502, "upstream_unreachable", Some(false)),
+        ("/drip", 504, "upstream_timeout", Some(false)),
+        ("/corrupt-gzip", 502, "unredactable_body", Some(false)),
+        ("/unknown-encoding", 502, "unredactable_body", None),
+        ("/hang", 504, "upstream_timeout", None),
+    ] {
+        let envelope = json!({"tenant": "acme", "service": "echo", "method": "GET", "path": path, "headers": {"authorization": auth}});
+        let reply = tokio::time::timeout(Duration::from_secs(20), post(&proxy, &acme(), &envelope)).await.unwrap();
+        assert_eq!(reply.status, status, "{path}: {}", reply.text());
+        assert_eq!(reply.headers["x-airlock-denied"], code, "{path}");
+        assert_clean(path, &reply.text());
+        let answer = reply.json();
+        assert_eq!(answer["decision"], "deny", "{path}");
+        assert!(answer["error"]["next_step"].as_str().is_some_and(|s| !s.is_empty()), "{path}: {answer}");
+        // The record: the pipeline's allow marked incomplete when the head
+        // had arrived, else the denial.
+        let record = audit_record(&proxy, answer["request_id"].as_str().unwrap()).await;
+        match complete {
+            Some(complete) => {
+                assert_eq!(record["decision"], "allow", "{path}: {record}");
+                assert_eq!(record["complete"], complete, "{path}: {record}");
+            }
+            None => assert_eq!(record["code"], code, "{path}: {record}"),
+        }
+    }
+    proxy.proxy.shutdown().await;
+}
