@@ -13,7 +13,7 @@
 //! max_action_response` only after the redactor has replaced every secret,
 //! and never inside a placeholder or a UTF-8 character.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -36,6 +36,7 @@ use crate::forward::{self, Audit, Destination};
 use crate::redact::{DecodeError, REDACTED, RedactionCount};
 use crate::respond::{self, REQUEST_ID_HEADER, action_denial_response};
 use crate::server::{Loaded, Shared};
+use crate::upstream::Resolver;
 use crate::{Body, BoxError, limits};
 
 /// Where the action API listens on the proxy's listener.
@@ -44,10 +45,28 @@ pub const PATH: &str = "/v1/actions";
 /// The only verb defined so far: an HTTP request to a service.
 pub const VERB: &str = "api_bridge.request";
 
-/// Whether a request on the listener is for the action API (origin-form
-/// `/v1/actions`; proxy requests are CONNECT or absolute-form).
-pub(crate) fn is_action<B>(req: &Request<B>) -> bool {
-    req.uri().scheme().is_none() && req.uri().authority().is_none() && req.uri().path() == PATH
+/// Whether a request on the listener is for the action API: origin-form
+/// `/v1/actions`, or absolute-form `http://<this listener>/v1/actions`
+/// (what an agent whose `HTTP_PROXY` points at airlock sends when it calls
+/// the action API by URL: the proxy is asked for itself).
+pub(crate) fn is_action<B>(req: &Request<B>, resolver: &Resolver) -> bool {
+    let uri = req.uri();
+    if uri.path() != PATH {
+        return false;
+    }
+    match (uri.scheme_str(), uri.authority()) {
+        (None, None) => true,
+        (Some("http"), Some(authority)) => {
+            let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+            let ip = if host.eq_ignore_ascii_case("localhost") {
+                Some(IpAddr::V4(Ipv4Addr::LOCALHOST))
+            } else {
+                host.parse::<IpAddr>().ok()
+            };
+            ip.is_some_and(|ip| resolver.is_self(SocketAddr::new(ip, authority.port_u16().unwrap_or(80))))
+        }
+        _ => false,
+    }
 }
 
 /// The envelope an agent sends.
@@ -286,6 +305,10 @@ fn build(policy: &Policy, tenant: TenantId, env: Envelope) -> Result<Prepared, D
     // one: `post` from an agent means POST.
     let method = Method::from_bytes(env.method.to_ascii_uppercase().as_bytes())
         .map_err(|_| bad_request(format!("'{}' is not an HTTP method", env.method), "use GET, POST, …"))?;
+    if method == Method::CONNECT {
+        // A tunnel is not an action; the agent would need HTTPS_PROXY.
+        return Err(bad_request("CONNECT is not an action", "use the API's own methods (GET, POST, …)"));
+    }
     if !env.path.starts_with('/') || env.path.contains('#') {
         return Err(bad_request(
             "the path must start with '/' and hold no fragment ('#')",

@@ -373,13 +373,13 @@ async fn proxy_request(
     peer: SocketAddr,
     guard: ConnGuard,
 ) -> Response<Body> {
-    if crate::actions::is_action(&req) {
+    let loaded = shared.loaded();
+    if crate::actions::is_action(&req, &loaded.upstream.resolver) {
         return crate::actions::handle(shared, req, peer).await;
     }
     let request_id = respond::request_id();
     let started = Instant::now();
     let ts = audit::now_rfc3339();
-    let loaded = shared.loaded();
     let policy = Arc::clone(&loaded.policy);
 
     // Where is this going?

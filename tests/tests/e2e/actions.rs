@@ -182,6 +182,28 @@ async fn actions_carry_bodies_and_scrub_headers_and_encoded_bodies() {
     assert_eq!(answer["decision"], "allow");
     assert!(answer["body"].as_str().unwrap().contains(&auth));
     assert_eq!(upstream.seen().last().unwrap().header("authorization"), Some(format!("Bearer {ACME_SECRET}").as_str()));
+
+    // An agent under `airlock run` has HTTP_PROXY set to airlock itself:
+    // the action API, asked for through the proxy, still answers (with the
+    // proxy credentials), for 127.0.0.1 and localhost.
+    for host in ["127.0.0.1", "localhost"] {
+        let before = upstream.seen().len();
+        let out = tokio::process::Command::new("curl")
+            .args(["-sS", "--max-time", "20"])
+            .arg(format!("http://{host}:{}/v1/actions", proxy.addr().port()))
+            .args(["-H", "content-type: application/json", "-d", &envelope.to_string()])
+            .env("HTTP_PROXY", proxy.proxy_url("acme", ACME_TOKEN))
+            .env("http_proxy", proxy.proxy_url("acme", ACME_TOKEN))
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy")
+            .output()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let answer: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{host} ({e}): {text}"));
+        assert_eq!(answer["decision"], "allow", "{host}: {answer}");
+        assert_eq!(upstream.seen().len(), before + 1);
+    }
     proxy.proxy.shutdown().await;
 }
 
@@ -332,6 +354,14 @@ async fn every_denial_through_the_envelope_stops_before_the_upstream() {
             method: "POST",
             headers: acme_auth.clone(),
             body: envelope("acme", "echo", "GET", "http://evil.test/", json!({})),
+            status: 400,
+            code: "bad_request",
+        },
+        Case {
+            name: "CONNECT as the action's method",
+            method: "POST",
+            headers: acme_auth.clone(),
+            body: envelope("acme", "echo", "CONNECT", "/", json!({})),
             status: 400,
             code: "bad_request",
         },
