@@ -81,7 +81,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, dest: Destination, upgraded: Upgr
         let conn = limits::h1_builder(&limits).serve_connection(io, service).with_upgrades();
         limits::until_done(conn, |c| c.graceful_shutdown(), stop, &activity, idle).await
     };
-    if let Err(e) = result {
+    if let Some(Err(e)) = result {
         debug!(error = %e, "intercepted connection ended with an error");
     }
 }
