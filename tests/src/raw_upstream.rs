@@ -12,6 +12,8 @@
 //!   goes away.
 //! - `/bad-chunked`: one good chunk, then a chunk size that is not hex.
 //! - `/bad-header`: a header name with a control character.
+//! - `/hop`: hop-by-hop headers (`Connection: x-up-hop`, `X-Up-Hop`,
+//!   `Keep-Alive`, `Proxy-Connection`) around a 2-byte body.
 //! - anything else: `200`, `Content-Length: 2`, `ok`.
 
 use std::net::SocketAddr;
@@ -105,6 +107,11 @@ async fn serve(mut io: impl AsyncRead + AsyncWrite + Unpin, seen: &Mutex<Vec<Str
                     .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\nbad\r\n")
                     .await;
                 false
+            }
+            "/hop" => {
+                let head = "HTTP/1.1 200 OK\r\nConnection: x-up-hop\r\nX-Up-Hop: 1\r\nKeep-Alive: timeout=5\r\n\
+                            Proxy-Connection: keep-alive\r\nX-End-To-End: kept\r\nContent-Length: 2\r\n\r\nok";
+                io.write_all(head.as_bytes()).await.is_ok()
             }
             "/bad-header" => {
                 let _ = io.write_all(b"HTTP/1.1 200 OK\r\nx-b\x01d: v\r\nContent-Length: 2\r\n\r\nok").await;

@@ -456,3 +456,64 @@ async fn idle_tunnels_and_websockets_are_closed() {
     still_serves(&proxy, &upstream).await;
     proxy.proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_stripped_both_ways() {
+    // Agent to upstream: the connection's own headers, the ones it names,
+    // and any Proxy-Authorization (here sent inside the tunnel) stay behind,
+    // and nothing airlock adds carries the tenant's token.
+    let upstream = Upstream::start(Protocols::Http1).await;
+    let proxy = TestProxy::start(&config(&upstream)).await;
+    let port = upstream.port();
+    let creds = client::basic("acme", ACME_TOKEN);
+    let extra = format!(
+        "Connection: keep-alive, x-hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\n\
+         Proxy-Authorization: {creds}\r\nX-End-To-End: kept\r\n"
+    );
+    assert_eq!(raw(&proxy, &upstream, head(port, &extra).as_bytes()).await.unwrap().0, 200);
+    let seen = upstream.seen().pop().unwrap();
+    for name in ["x-hop", "keep-alive", "proxy-connection", "proxy-authorization", "via", "forwarded"] {
+        assert!(seen.header(name).is_none(), "{name} reached the upstream: {:?}", seen.headers);
+    }
+    assert!(seen.header("connection").is_none_or(|v| !v.contains("x-hop")), "{:?}", seen.headers);
+    assert_eq!(seen.header("x-end-to-end"), Some("kept"));
+    assert!(seen.headers.iter().all(|(_, v)| !v.contains(ACME_TOKEN)), "{:?}", seen.headers);
+    proxy.proxy.shutdown().await;
+
+    // Upstream to agent: the same, the other way.
+    let upstream = RawUpstream::start().await;
+    let proxy = TestProxy::start(&config(&upstream)).await;
+    let port = upstream.addr.port();
+    let (status, head, _) = raw(&proxy, &upstream, head(port, "").replace("/echo", "/hop").as_bytes()).await.unwrap();
+    assert_eq!(status, 200, "{head}");
+    let head = head.to_ascii_lowercase();
+    for name in ["x-up-hop", "keep-alive", "proxy-connection"] {
+        assert!(!head.contains(&format!("\n{name}:")), "{name} reached the agent: {head}");
+    }
+    assert!(head.contains("\nx-end-to-end: kept"), "{head}");
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_wait_their_turn() {
+    let upstream = Upstream::start(Protocols::Http1).await;
+    let proxy = TestProxy::start(&standard_config(&upstream, "", "\n[limits]\nmax_connections = 2\n")).await;
+    let port = upstream.port();
+    // Two intercepted connections hold both slots.
+    let mut held = vec![intercepted(&proxy, &upstream).await, intercepted(&proxy, &upstream).await];
+    // A third is accepted by the kernel but not served while they are open...
+    let addr = proxy.addr();
+    let third = tokio::spawn(async move {
+        client::connect(addr, &format!("api.acme.test:{port}"), Some(("acme", ACME_TOKEN))).await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!third.is_finished(), "served beyond max_connections");
+    // ...and is served as soon as one closes.
+    held.pop();
+    let reply = tokio::time::timeout(Duration::from_secs(10), third).await.unwrap().unwrap().unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.head);
+    // The connections still open work throughout.
+    held[0].write_all(head(port, "").as_bytes()).await.unwrap();
+    assert_eq!(read_reply(&mut held[0]).await.unwrap().0, 200);
+    proxy.proxy.shutdown().await;
+}
