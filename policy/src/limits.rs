@@ -18,6 +18,7 @@ pub(crate) struct RawLimits {
     max_request_body: Option<Size>,
     header_read_timeout: Option<String>,
     idle_timeout: Option<String>,
+    tunnel_idle_timeout: Option<String>,
     upstream_connect_timeout: Option<String>,
     upstream_response_timeout: Option<String>,
     upstream_read_timeout: Option<String>,
@@ -79,6 +80,9 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// How long an agent connection may sit with no request in flight.
     pub idle_timeout: Duration,
+    /// How long an opaque tunnel or an upgraded connection (WebSocket) may
+    /// pass no bytes either way before it is closed.
+    pub tunnel_idle_timeout: Duration,
     /// TCP connect plus TLS handshake to an upstream.
     pub upstream_connect_timeout: Duration,
     /// From sending the request to the upstream's response head.
@@ -107,6 +111,7 @@ impl Default for Limits {
             max_request_body: 32 << 20,
             header_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(120),
+            tunnel_idle_timeout: Duration::from_secs(600),
             upstream_connect_timeout: Duration::from_secs(10),
             upstream_response_timeout: Duration::from_secs(300),
             upstream_read_timeout: Duration::from_secs(300),
@@ -155,6 +160,7 @@ impl Limits {
             max_request_body: size("max_request_body", raw.max_request_body, d.max_request_body)?,
             header_read_timeout: duration("header_read_timeout", raw.header_read_timeout, d.header_read_timeout)?,
             idle_timeout: duration("idle_timeout", raw.idle_timeout, d.idle_timeout)?,
+            tunnel_idle_timeout: duration("tunnel_idle_timeout", raw.tunnel_idle_timeout, d.tunnel_idle_timeout)?,
             upstream_connect_timeout: duration(
                 "upstream_connect_timeout",
                 raw.upstream_connect_timeout,

@@ -77,6 +77,8 @@ pub struct Record {
 
 enum Msg {
     Record(Box<Record>),
+    /// Answered once everything queued before it is written and flushed.
+    Sync(mpsc::Sender<()>),
     Close,
 }
 
@@ -141,6 +143,7 @@ impl std::fmt::Debug for Msg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Msg::Record(_) => "Record",
+            Msg::Sync(_) => "Sync",
             Msg::Close => "Close",
         })
     }
@@ -164,6 +167,7 @@ impl AuditLog {
             let mut open = true;
             while open && let Ok(first) = rx.recv() {
                 let mut next = Some(first);
+                let mut waiting = Vec::new();
                 while let Some(msg) = next {
                     match msg {
                         Msg::Record(record) => {
@@ -171,6 +175,7 @@ impl AuditLog {
                                 prev = hash;
                             }
                         }
+                        Msg::Sync(done) => waiting.push(done),
                         Msg::Close => open = false,
                     }
                     next = if open { rx.try_recv().ok() } else { None };
@@ -178,9 +183,21 @@ impl AuditLog {
                 if let Err(e) = out.flush() {
                     tracing::error!(error = %e, "cannot write the audit log");
                 }
+                for done in waiting {
+                    let _ = done.send(());
+                }
             }
         })?;
         Ok((AuditLog { tx: tx.clone() }, AuditWriter { tx, thread }))
+    }
+
+    /// Blocks until every record queued so far is written and flushed (or
+    /// the writer has stopped).
+    pub fn sync(&self) {
+        let (done, wait) = mpsc::channel();
+        if self.tx.send(Msg::Sync(done)).is_ok() {
+            let _ = wait.recv();
+        }
     }
 
     /// Queues a record for writing.

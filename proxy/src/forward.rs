@@ -473,11 +473,12 @@ where
         && let Some(client_upgrade) = client_upgrade
     {
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        let idle = limits.tunnel_idle_timeout;
         tokio::spawn(async move {
             match tokio::try_join!(client_upgrade, upstream_upgrade) {
                 Ok((client, upstream)) => {
-                    let (mut c, mut u) = (TokioIo::new(client), TokioIo::new(upstream));
-                    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                    let (c, u) = (TokioIo::new(client), TokioIo::new(upstream));
+                    limits::relay(c, u, idle, std::future::pending()).await;
                 }
                 Err(e) => debug!(error = %e, "upgrade failed"),
             }

@@ -22,11 +22,14 @@ use airlock_policy::{ConnectAction, Denial, DenialCode, Policy, TenantId, host};
 
 use crate::audit::{self, AuditLog, AuditWriter, Outcome, Record};
 use crate::forward::{self, Destination};
-use crate::limits::{self, Activity};
+use crate::limits::{self, Activity, Phase};
 use crate::respond::{self, denial_response};
 use crate::upstream::{TrustError, Upstream};
 use crate::{Body, intercept, tunnel};
 
+/// How long shutdown waits, after the grace period, for connections to
+/// drop what they hold.
+const CLOSING_WAIT: Duration = Duration::from_secs(2);
 /// Leaf certificates cached at most.
 const LEAF_CACHE_CAPACITY: usize = 10_000;
 /// How long a cached leaf is served before re-minting (leaves live < 90 days).
@@ -131,7 +134,7 @@ impl Shared {
 /// waiting for it.
 #[derive(Clone, Debug)]
 pub(crate) struct ConnGuard {
-    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) shutdown: watch::Receiver<Phase>,
     _alive: mpsc::Sender<()>,
     /// The connection's slot under `max_connections`, held until the
     /// connection (and any tunnel or interception it became) ends.
@@ -187,7 +190,7 @@ impl Proxy {
     /// audit log.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let Proxy { shared, listener, writer } = self;
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
         let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
         // Connection count and shutdown grace are fixed at start.
         let limits = shared.loaded().policy.limits.clone();
@@ -207,7 +210,7 @@ impl Proxy {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let guard = ConnGuard {
-                            shutdown: stop_rx.clone(),
+                            shutdown: phase_rx.clone(),
                             _alive: alive_tx.clone(),
                             _slot: Arc::new(slot),
                         };
@@ -226,14 +229,19 @@ impl Proxy {
             }
         }
         drop(listener);
-        let _ = stop_tx.send(true);
+        let _ = phase_tx.send(Phase::Draining);
         drop(alive_tx);
         if tokio::time::timeout(limits.shutdown_grace, alive_rx.recv()).await.is_err() {
             warn!("shutdown grace period over; closing remaining connections");
+            // Connections drop what they still hold; each cut-off request
+            // writes its audit record (`complete: false`) as it goes.
+            let _ = phase_tx.send(Phase::Closing);
+            if tokio::time::timeout(CLOSING_WAIT, alive_rx.recv()).await.is_err() {
+                warn!("connections still open after closing; their audit records may be lost");
+            }
         }
         drop(shared);
-        // Everything queued so far goes to disk; tasks that outlived the
-        // grace period lose only what they write after this.
+        // Everything queued so far goes to disk.
         let _ = tokio::task::spawn_blocking(move || writer.finish()).await;
         info!("airlock stopped");
     }
@@ -337,6 +345,11 @@ impl RunningProxy {
         self.shared.certs.mints()
     }
 
+    /// Blocks until every audit record queued so far is on disk.
+    pub fn sync_audit(&self) {
+        self.shared.audit.sync();
+    }
+
     /// Stops gracefully and waits until the audit log is flushed.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
@@ -359,9 +372,9 @@ async fn serve_agent(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, g
     let service =
         service_fn(move |req| conn_activity.track(proxy_request(Arc::clone(&shared), req, peer, svc_guard.clone())));
     let conn = limits::h1_builder(&limits).serve_connection(TokioIo::new(stream), service).with_upgrades();
-    let stop = guard.shutdown.clone();
-    let result = limits::until_done(conn, |c| c.graceful_shutdown(), stop, &activity, limits.idle_timeout).await;
-    if let Err(e) = result {
+    let phase = guard.shutdown.clone();
+    let result = limits::until_done(conn, |c| c.graceful_shutdown(), phase, &activity, limits.idle_timeout).await;
+    if let Some(Err(e)) = result {
         debug!(error = %e, "agent connection ended with an error");
     }
 }
@@ -473,7 +486,8 @@ async fn proxy_request(
                         )
                     });
                     let on_upgrade = hyper::upgrade::on(req);
-                    tokio::spawn(tunnel::relay(on_upgrade, upstream, guard).in_current_span());
+                    let idle = policy.limits.tunnel_idle_timeout;
+                    tokio::spawn(tunnel::relay(on_upgrade, upstream, idle, guard).in_current_span());
                     Response::new(respond::empty())
                 }
                 Err(denial) => refuse(denial, Some(tenant), &host, port),

@@ -29,7 +29,7 @@ pub struct ConnectReply {
     pub stream: TcpStream,
 }
 
-fn basic(user: &str, token: &str) -> String {
+pub fn basic(user: &str, token: &str) -> String {
     format!("Basic {}", STANDARD.encode(format!("{user}:{token}")))
 }
 

@@ -9,5 +9,6 @@ mod hostile;
 mod load;
 mod policy;
 mod redact;
+mod shutdown;
 mod skeleton;
 mod vault;
