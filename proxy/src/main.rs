@@ -417,8 +417,8 @@ fn human_age(secs: u64) -> String {
     }
 }
 
-/// Whether an airlock answers on `addr` (it refuses origin-form requests
-/// with an `x-airlock-denied` header).
+/// Whether an airlock answers on `addr` (its health check carries its
+/// version header).
 async fn airlock_listening(addr: std::net::SocketAddr) -> anyhow::Result<bool> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     if addr.port() == 0 {
@@ -426,10 +426,12 @@ async fn airlock_listening(addr: std::net::SocketAddr) -> anyhow::Result<bool> {
     }
     let connect = tokio::time::timeout(std::time::Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await;
     let Ok(Ok(mut stream)) = connect else { return Ok(false) };
-    stream.write_all(b"GET /airlock-probe HTTP/1.1\r\nHost: airlock\r\nConnection: close\r\n\r\n").await?;
+    let probe = format!("GET {} HTTP/1.1\r\nHost: airlock\r\nConnection: close\r\n\r\n", airlock::server::HEALTH_PATH);
+    stream.write_all(probe.as_bytes()).await?;
     let mut buf = vec![0u8; 4096];
     let n = tokio::time::timeout(std::time::Duration::from_secs(2), stream.read(&mut buf)).await.unwrap_or(Ok(0))?;
-    if String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase().contains("x-airlock-denied") {
+    let head = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+    if head.starts_with("http/1.1 200") && head.contains(&format!("\r\n{}:", airlock::server::VERSION_HEADER)) {
         Ok(true)
     } else {
         bail!("something other than airlock is listening on {addr}; stop it or change [proxy] listen")

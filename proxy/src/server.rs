@@ -379,6 +379,29 @@ async fn serve_agent(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, g
     }
 }
 
+/// Where the listener answers a health check (origin-form GET, no
+/// credentials): `airlock run` and `airlock mcp` use it to find a running
+/// proxy, and container health checks can too.
+pub const HEALTH_PATH: &str = "/v1/health";
+
+/// The header a health answer carries: airlock's version.
+pub const VERSION_HEADER: &str = "x-airlock-version";
+
+fn is_health_check<B>(req: &Request<B>) -> bool {
+    req.method() == Method::GET && req.uri().authority().is_none() && req.uri().path() == HEALTH_PATH
+}
+
+/// The health answer: the listener is up. It says nothing about tenants,
+/// routes or secrets, and is not audited.
+fn health() -> Response<Body> {
+    let mut resp =
+        Response::new(respond::full(format!("{{\"status\":\"ok\",\"version\":\"{}\"}}\n", env!("CARGO_PKG_VERSION"))));
+    let h = resp.headers_mut();
+    h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    h.insert(VERSION_HEADER, http::HeaderValue::from_static(env!("CARGO_PKG_VERSION")));
+    resp
+}
+
 /// One request on the agent's connection to the proxy.
 async fn proxy_request(
     shared: Arc<Shared>,
@@ -389,6 +412,9 @@ async fn proxy_request(
     let loaded = shared.loaded();
     if crate::actions::is_action(&req, &loaded.upstream.resolver) {
         return crate::actions::handle(shared, req, peer).await;
+    }
+    if is_health_check(&req) {
+        return health();
     }
     let request_id = respond::request_id();
     let started = Instant::now();
