@@ -2,8 +2,8 @@
 # The whole test suite: installs what the end-to-end tests drive (curl,
 # openssl, python3, git, node and npm, unshare and ip for the network
 # namespace test, a D-Bus session with gnome-keyring for the keychain
-# source; requests and httpx in target/test-venv; undici from
-# tests/node/package-lock.json in target/test-node), then runs
+# source; requests and httpx in target/test-venv; undici and the MCP
+# TypeScript SDK from tests/node/package-lock.json in target/test-node), then runs
 # `cargo test --workspace`. Extra arguments go to cargo test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,9 +39,10 @@ if ! "$venv/bin/python" -c 'import requests, httpx' >/dev/null 2>&1; then
 fi
 export AIRLOCK_TEST_PYTHON="$PWD/$venv/bin/python"
 
-# undici, pinned by the committed lockfile; reinstalled when it changes.
+# undici and the MCP SDK, pinned by the committed lockfile; reinstalled when it changes.
 node_dir=target/test-node
-if ! cmp -s tests/node/package-lock.json "$node_dir/package-lock.json" || [ ! -f "$node_dir/node_modules/undici/package.json" ]; then
+if ! cmp -s tests/node/package-lock.json "$node_dir/package-lock.json" || [ ! -f "$node_dir/node_modules/undici/package.json" ] \
+    || [ ! -f "$node_dir/node_modules/@modelcontextprotocol/sdk/package.json" ]; then
     mkdir -p "$node_dir"
     cp tests/node/package.json tests/node/package-lock.json "$node_dir/"
     npm ci --prefix "$node_dir" --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null

@@ -378,6 +378,12 @@ impl Policy {
         self.tenants().find(|(_, t)| t.name == name)
     }
 
+    /// A tenant's route by its name (an approved action's `service`).
+    pub fn route_named(&self, tenant: TenantId, name: &str) -> Option<RouteId> {
+        let routes = &self.tenants[tenant.0].routes;
+        routes.iter().position(|r| r.name == name).map(|i| RouteId { tenant: tenant.0, route: i })
+    }
+
     /// A route by id.
     pub fn route(&self, id: RouteId) -> &Route {
         &self.tenants[id.tenant].routes[id.route]

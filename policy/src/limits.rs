@@ -18,12 +18,14 @@ pub(crate) struct RawLimits {
     max_request_body: Option<Size>,
     header_read_timeout: Option<String>,
     idle_timeout: Option<String>,
+    tunnel_idle_timeout: Option<String>,
     upstream_connect_timeout: Option<String>,
     upstream_response_timeout: Option<String>,
     upstream_read_timeout: Option<String>,
     max_connections: Option<usize>,
     max_decoded_ratio: Option<u64>,
     shutdown_grace: Option<String>,
+    max_action_response: Option<Size>,
 }
 
 /// A size in bytes, written as a number or a string with a unit.
@@ -78,6 +80,9 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// How long an agent connection may sit with no request in flight.
     pub idle_timeout: Duration,
+    /// How long an opaque tunnel or an upgraded connection (WebSocket) may
+    /// pass no bytes either way before it is closed.
+    pub tunnel_idle_timeout: Duration,
     /// TCP connect plus TLS handshake to an upstream.
     pub upstream_connect_timeout: Duration,
     /// From sending the request to the upstream's response head.
@@ -92,6 +97,10 @@ pub struct Limits {
     pub max_decoded_ratio: u64,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// The scrubbed response body an approved-action answer carries at
+    /// most, in bytes; a longer one is cut (never inside a placeholder or
+    /// a UTF-8 character) and flagged `truncated`.
+    pub max_action_response: u64,
 }
 
 impl Default for Limits {
@@ -102,12 +111,14 @@ impl Default for Limits {
             max_request_body: 32 << 20,
             header_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(120),
+            tunnel_idle_timeout: Duration::from_secs(600),
             upstream_connect_timeout: Duration::from_secs(10),
             upstream_response_timeout: Duration::from_secs(300),
             upstream_read_timeout: Duration::from_secs(300),
             max_connections: 10_000,
             max_decoded_ratio: 100,
             shutdown_grace: Duration::from_secs(10),
+            max_action_response: 1 << 20,
         }
     }
 }
@@ -139,12 +150,17 @@ impl Limits {
         if max_decoded_ratio < 2 {
             return Err("[limits] max_decoded_ratio must be at least 2".to_owned());
         }
+        let max_action_response = size("max_action_response", raw.max_action_response, d.max_action_response)?;
+        if max_action_response == 0 {
+            return Err("[limits] max_action_response must be more than zero".to_owned());
+        }
         Ok(Limits {
             max_header_bytes: max_header_bytes as usize,
             max_headers: count("max_headers", raw.max_headers, d.max_headers)?,
             max_request_body: size("max_request_body", raw.max_request_body, d.max_request_body)?,
             header_read_timeout: duration("header_read_timeout", raw.header_read_timeout, d.header_read_timeout)?,
             idle_timeout: duration("idle_timeout", raw.idle_timeout, d.idle_timeout)?,
+            tunnel_idle_timeout: duration("tunnel_idle_timeout", raw.tunnel_idle_timeout, d.tunnel_idle_timeout)?,
             upstream_connect_timeout: duration(
                 "upstream_connect_timeout",
                 raw.upstream_connect_timeout,
@@ -163,6 +179,7 @@ impl Limits {
             max_connections: count("max_connections", raw.max_connections, d.max_connections)?,
             max_decoded_ratio,
             shutdown_grace: duration("shutdown_grace", raw.shutdown_grace, d.shutdown_grace)?,
+            max_action_response,
         })
     }
 }
@@ -180,5 +197,13 @@ mod tests {
         assert!(parse_size("10 parsecs").is_err());
         assert!(parse_size("99999999999999GiB").is_err());
         assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn max_action_response_defaults_parses_and_refuses_zero() {
+        let build = |text: &str| Limits::build(toml::from_str::<RawLimits>(text).map_err(|e| e.to_string())?);
+        assert_eq!(build("").map(|l| l.max_action_response), Ok(1 << 20));
+        assert_eq!(build("max_action_response = \"4KiB\"").map(|l| l.max_action_response), Ok(4096));
+        assert!(build("max_action_response = 0").is_err());
     }
 }

@@ -162,6 +162,13 @@ impl AuditLog {
         Ok((AuditLog { chain: Arc::clone(&chain) }, AuditWriter { chain }))
     }
 
+    /// Returns once every record written so far is in the file. Each
+    /// `write` has written its line before returning, so this only waits
+    /// for one in progress on another thread.
+    pub fn sync(&self) {
+        drop(self.chain.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
     /// Writes a record as one line (one `write` of the whole line).
     pub fn write(&self, record: Record) {
         // A poisoned lock means a write panicked; the chain state is only

@@ -59,20 +59,44 @@ impl Destination {
     }
 }
 
-/// Per-request facts gathered for the audit record.
-struct Audit<'a> {
+/// Per-request facts gathered for the audit record: one per request, for
+/// intercepted requests and approved actions alike.
+pub(crate) struct Audit<'a> {
     shared: &'a Shared,
     loaded: &'a Loaded,
     tenant: TenantId,
     dest: &'a Destination,
-    request_id: String,
+    pub(crate) request_id: String,
     ts: String,
     started: Instant,
     method: String,
     path: String,
 }
 
-impl Audit<'_> {
+impl<'a> Audit<'a> {
+    /// Starts the record of a request of `tenant` to `dest` (now, with a
+    /// fresh request id).
+    pub(crate) fn begin(
+        shared: &'a Shared,
+        loaded: &'a Loaded,
+        tenant: TenantId,
+        dest: &'a Destination,
+        method: String,
+        path: String,
+    ) -> Self {
+        Audit {
+            shared,
+            loaded,
+            tenant,
+            dest,
+            request_id: request_id(),
+            ts: audit::now_rfc3339(),
+            started: Instant::now(),
+            method,
+            path,
+        }
+    }
+
     fn write(&self, route: Option<RouteId>, outcome: Outcome, code: Option<DenialCode>, status: u16, injected: bool) {
         self.shared.audit.write(self.record(route, outcome, code, status, injected));
     }
@@ -113,11 +137,15 @@ impl Audit<'_> {
         String::from_utf8_lossy(&out).into_owned()
     }
 
-    fn deny(&self, denial: &Denial) -> Response<Body> {
-        let resp = denial_response(denial, &self.request_id);
+    /// Logs and audits a denial; the caller answers it.
+    pub(crate) fn refuse(&self, denial: &Denial) {
         info!(code = %denial.code, "denied");
-        self.write(denial.route, Outcome::Deny, Some(denial.code), resp.status().as_u16(), false);
-        resp
+        self.write(denial.route, Outcome::Deny, Some(denial.code), denial.status(), false);
+    }
+
+    fn deny(&self, denial: &Denial) -> Response<Body> {
+        self.refuse(denial);
+        denial_response(denial, &self.request_id)
     }
 }
 
@@ -134,17 +162,7 @@ pub(crate) async fn handle(
         let denial = AuthError::Unknown.denial();
         return denial_response(&denial, &request_id());
     };
-    let audit = Audit {
-        shared: &shared,
-        loaded: &loaded,
-        tenant,
-        dest: &dest,
-        request_id: request_id(),
-        ts: audit::now_rfc3339(),
-        started: Instant::now(),
-        method: req.method().to_string(),
-        path: req.uri().path().to_owned(),
-    };
+    let audit = Audit::begin(&shared, &loaded, tenant, &dest, req.method().to_string(), req.uri().path().to_owned());
     let span = info_span!("request", request_id = %audit.request_id, method = %req.method(), path = %req.uri().path());
     async {
         #[cfg(debug_assertions)]
@@ -152,131 +170,158 @@ pub(crate) async fn handle(
         if let Err(denial) = check_authority(&req, &dest).and_then(|()| limits::check_head(&req, &policy.limits)) {
             return audit.deny(&denial);
         }
-        let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let names: Vec<(&str, &[u8])> = req.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
-        let info = RequestInfo { method: req.method().as_str(), host: &dest.host, port: dest.port, target, headers: &names };
-        let (route_id, injections) = match policy.decide(tenant, &info) {
-            Decision::Allow { route, injections } => (route, injections),
-            Decision::Deny(denial) => return audit.deny(&denial),
-        };
-        let route = policy.route(route_id);
-        tracing::Span::current().record("route", route.name.as_str());
-
-        // Swap the placeholder for the secret in the headers the decision named.
-        let mut swapped: Vec<(usize, HeaderValue)> = Vec::new();
-        if !injections.is_empty() {
-            let fetched = match policy.secret(&route.secret) {
-                Some(spec) => fetch_secret(&shared, spec).await,
-                // Policy::load checks every route's secret is declared.
-                None => Err(format!("secret '{}' is not declared", route.secret)),
-            };
-            let secret = match fetched {
-                Ok(v) => v,
-                Err(reason) => {
-                    let denial = Denial {
-                        route: Some(route_id),
-                        ..Denial::new(
-                            DenialCode::SecretUnavailable,
-                            format!("the credential for route '{}' is unavailable: {reason}", route.name),
-                            "ask the operator to run `airlock check` and fix the secret; retrying will not help until then",
-                        )
-                    };
-                    return audit.deny(&denial);
-                }
-            };
-            for inj in &injections {
-                let Some((_, value)) = names.get(inj.header) else { continue };
-                let Some(bytes) = inject(value, route.placeholder.as_bytes(), secret.expose()) else { continue };
-                // Secrets hold no control characters (checked when fetched),
-                // so the swapped value is a valid header value.
-                if let Ok(mut v) = HeaderValue::from_bytes(&bytes) {
-                    v.set_sensitive(true);
-                    swapped.push((inj.header, v));
-                }
-            }
+        match forward(&shared, &audit, req).await {
+            Ok(resp) => resp,
+            Err(denial) => audit.deny(&denial),
         }
-        // What the redactor maps back: each injected value to what the agent
-        // sent.
-        let injected_pairs: Vec<(Vec<u8>, Vec<u8>)> = swapped
-            .iter()
-            .filter_map(|(i, v)| names.get(*i).map(|(_, orig)| (v.as_bytes().to_vec(), orig.to_vec())))
-            .collect();
-        drop(names);
-        let injected = !swapped.is_empty();
-        let set = loaded.scrubbers.for_request(policy, &shared.vault, tenant, &injected_pairs);
-        drop(injected_pairs);
-        let bytes_up = Arc::new(AtomicU64::new(0));
-        let body_limit = route.max_request_body.unwrap_or(policy.limits.max_request_body);
-        let upstream = match send(&loaded, &dest, req, swapped, true, body_limit, Arc::clone(&bytes_up)).await {
-            Ok(r) => r,
-            Err(denial) => return audit.deny(&Denial { route: Some(route_id), ..denial }),
-        };
-        let (mut parts, body) = upstream.into_parts();
-
-        // Headers are scrubbed before anything is sent.
-        let (headers, header_redactions) = scrub_headers(&set, std::mem::take(&mut parts.headers));
-        parts.headers = headers;
-        if let Ok(id) = HeaderValue::from_str(&audit.request_id) {
-            parts.headers.insert(REQUEST_ID_HEADER, id);
-        }
-        let status = parts.status.as_u16();
-        let mut record = audit.record(Some(route_id), Outcome::Allow, None, status, injected);
-        if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-            // The upgraded bytes are relayed by `send`; only the handshake
-            // passes here.
-            record.redactions = header_redactions;
-            shared.audit.write(record);
-            return Response::from_parts(parts, body);
-        }
-        let encodings: Vec<String> = parts
-            .headers
-            .get_all(header::CONTENT_ENCODING)
-            .iter()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .collect();
-        let decoder = match Decoder::for_encodings(encodings.iter().map(String::as_str), policy.limits.max_decoded_ratio) {
-            Ok(d) => d,
-            Err(e) => {
-                let denial = Denial {
-                    route: Some(route_id),
-                    ..Denial::new(
-                        DenialCode::UnredactableBody,
-                        format!("the upstream answered {status} with a body airlock cannot scan: {e}"),
-                        "retry without asking for that encoding (airlock asks upstreams for identity); if it persists, ask the operator to check the API",
-                    )
-                };
-                return audit.deny(&denial);
-            }
-        };
-        // The body may change length (and is sent decoded).
-        parts.headers.remove(header::CONTENT_LENGTH);
-        if decoder.is_some() {
-            parts.headers.remove(header::CONTENT_ENCODING);
-        }
-        debug!(status, injected, "forwarded");
-        let count = RedactionCount::default();
-        let writer = shared.audit.clone();
-        let started = audit.started;
-        let on_end = move |ended: Ended| {
-            record.redactions = ended.redactions + header_redactions;
-            record.bytes_down = ended.bytes_down;
-            record.bytes_up = bytes_up.load(Ordering::Relaxed);
-            record.duration_ms = started.elapsed().as_millis() as u64;
-            record.complete = ended.complete;
-            tracing::debug!(
-                request_id = %record.request_id,
-                redactions = record.redactions,
-                bytes_down = record.bytes_down,
-                complete = record.complete,
-                "response ended"
-            );
-            writer.write(record);
-        };
-        let body = RedactBody::new(body, decoder, set, count, on_end);
-        Response::from_parts(parts, body.boxed_unsync())
     }
     .instrument(span)
     .await
+}
+
+/// The pipeline every request under a route goes through, intercepted or
+/// sent as an approved action: decide, fetch the secret, inject, send, and
+/// answer with scrubbed headers and a scrubbing body that writes the audit
+/// record when it ends. A denial is returned for the caller to audit
+/// ([`Audit::refuse`]) and answer in its own form. The response's
+/// extensions hold its [`RedactionCount`] (headers included).
+pub(crate) async fn forward<B>(
+    shared: &Arc<Shared>,
+    audit: &Audit<'_>,
+    req: Request<B>,
+) -> Result<Response<Body>, Denial>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<crate::BoxError>,
+{
+    let loaded = audit.loaded;
+    let dest = audit.dest;
+    let tenant = audit.tenant;
+    let policy = &loaded.policy;
+    let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let names: Vec<(&str, &[u8])> = req.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
+    let info =
+        RequestInfo { method: req.method().as_str(), host: &dest.host, port: dest.port, target, headers: &names };
+    let (route_id, injections) = match policy.decide(tenant, &info) {
+        Decision::Allow { route, injections } => (route, injections),
+        Decision::Deny(denial) => return Err(denial),
+    };
+    let route = policy.route(route_id);
+    tracing::Span::current().record("route", route.name.as_str());
+
+    // Swap the placeholder for the secret in the headers the decision named.
+    let mut swapped: Vec<(usize, HeaderValue)> = Vec::new();
+    if !injections.is_empty() {
+        let fetched = match policy.secret(&route.secret) {
+            Some(spec) => fetch_secret(shared, spec).await,
+            // Policy::load checks every route's secret is declared.
+            None => Err(format!("secret '{}' is not declared", route.secret)),
+        };
+        let secret = match fetched {
+            Ok(v) => v,
+            Err(reason) => {
+                return Err(Denial {
+                    route: Some(route_id),
+                    ..Denial::new(
+                        DenialCode::SecretUnavailable,
+                        format!("the credential for route '{}' is unavailable: {reason}", route.name),
+                        "ask the operator to run `airlock check` and fix the secret; retrying will not help until then",
+                    )
+                });
+            }
+        };
+        for inj in &injections {
+            let Some((_, value)) = names.get(inj.header) else { continue };
+            let Some(bytes) = inject(value, route.placeholder.as_bytes(), secret.expose()) else { continue };
+            // Secrets hold no control characters (checked when fetched),
+            // so the swapped value is a valid header value.
+            if let Ok(mut v) = HeaderValue::from_bytes(&bytes) {
+                v.set_sensitive(true);
+                swapped.push((inj.header, v));
+            }
+        }
+    }
+    // What the redactor maps back: each injected value to what the agent
+    // sent.
+    let injected_pairs: Vec<(Vec<u8>, Vec<u8>)> = swapped
+        .iter()
+        .filter_map(|(i, v)| names.get(*i).map(|(_, orig)| (v.as_bytes().to_vec(), orig.to_vec())))
+        .collect();
+    drop(names);
+    let injected = !swapped.is_empty();
+    let set = loaded.scrubbers.for_request(policy, &shared.vault, tenant, &injected_pairs);
+    drop(injected_pairs);
+    let bytes_up = Arc::new(AtomicU64::new(0));
+    let body_limit = route.max_request_body.unwrap_or(policy.limits.max_request_body);
+    let upstream = match send(loaded, dest, req, swapped, true, body_limit, Arc::clone(&bytes_up)).await {
+        Ok(r) => r,
+        Err(denial) => return Err(Denial { route: Some(route_id), ..denial }),
+    };
+    let (mut parts, body) = upstream.into_parts();
+
+    // Headers are scrubbed before anything is sent.
+    let (headers, header_redactions) = scrub_headers(&set, std::mem::take(&mut parts.headers));
+    parts.headers = headers;
+    if let Ok(id) = HeaderValue::from_str(&audit.request_id) {
+        parts.headers.insert(REQUEST_ID_HEADER, id);
+    }
+    let status = parts.status.as_u16();
+    let mut record = audit.record(Some(route_id), Outcome::Allow, None, status, injected);
+    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+        // The upgraded bytes are relayed by `send`; only the handshake
+        // passes here.
+        record.redactions = header_redactions;
+        shared.audit.write(record);
+        return Ok(Response::from_parts(parts, body));
+    }
+    let encodings: Vec<String> = parts
+        .headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    let decoder = match Decoder::for_encodings(encodings.iter().map(String::as_str), policy.limits.max_decoded_ratio) {
+        Ok(d) => d,
+        Err(e) => {
+            return Err(Denial {
+                route: Some(route_id),
+                ..Denial::new(
+                    DenialCode::UnredactableBody,
+                    format!("the upstream answered {status} with a body airlock cannot scan: {e}"),
+                    "retry without asking for that encoding (airlock asks upstreams for identity); if it persists, ask the operator to check the API",
+                )
+            });
+        }
+    };
+    // The body may change length (and is sent decoded).
+    parts.headers.remove(header::CONTENT_LENGTH);
+    if decoder.is_some() {
+        parts.headers.remove(header::CONTENT_ENCODING);
+    }
+    debug!(status, injected, "forwarded");
+    // The count starts with the header replacements; the body adds its own.
+    let count = RedactionCount::default();
+    count.add(header_redactions);
+    parts.extensions.insert(count.clone());
+    let writer = shared.audit.clone();
+    let started = audit.started;
+    let on_end = move |ended: Ended| {
+        record.redactions = ended.redactions;
+        record.bytes_down = ended.bytes_down;
+        record.bytes_up = bytes_up.load(Ordering::Relaxed);
+        record.duration_ms = started.elapsed().as_millis() as u64;
+        record.complete = ended.complete;
+        tracing::debug!(
+            request_id = %record.request_id,
+            redactions = record.redactions,
+            bytes_down = record.bytes_down,
+            complete = record.complete,
+            "response ended"
+        );
+        writer.write(record);
+    };
+    let body = RedactBody::new(body, decoder, set, count, on_end);
+    Ok(Response::from_parts(parts, body.boxed_unsync()))
 }
 
 /// The secret's value: from the cache, or fetched on a blocking thread (a
@@ -349,15 +394,19 @@ fn check_authority(req: &Request<Incoming>, dest: &Destination) -> Result<(), De
 /// requests, asks for an unencoded, whole body: `Accept-Encoding: identity`
 /// and no `Range` (a partial body could cut a secret at its edge, where the
 /// redactor cannot see it whole).
-async fn send(
+async fn send<B>(
     loaded: &Loaded,
     dest: &Destination,
-    mut req: Request<Incoming>,
+    mut req: Request<B>,
     swapped: Vec<(usize, HeaderValue)>,
     intercepted: bool,
     body_limit: u64,
     bytes_up: Arc<AtomicU64>,
-) -> Result<Response<Body>, Denial> {
+) -> Result<Response<Body>, Denial>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<crate::BoxError>,
+{
     let limits = &loaded.policy.limits;
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > body_limit) {
@@ -424,11 +473,12 @@ async fn send(
         && let Some(client_upgrade) = client_upgrade
     {
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        let idle = limits.tunnel_idle_timeout;
         tokio::spawn(async move {
             match tokio::try_join!(client_upgrade, upstream_upgrade) {
                 Ok((client, upstream)) => {
-                    let (mut c, mut u) = (TokioIo::new(client), TokioIo::new(upstream));
-                    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                    let (c, u) = (TokioIo::new(client), TokioIo::new(upstream));
+                    limits::relay(c, u, idle, std::future::pending()).await;
                 }
                 Err(e) => debug!(error = %e, "upgrade failed"),
             }

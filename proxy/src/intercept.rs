@@ -21,7 +21,7 @@ use tracing::{debug, warn};
 use airlock_policy::host;
 
 use crate::forward::{self, Destination};
-use crate::limits::{self, Activity};
+use crate::limits::{self, Activity, Phase};
 use crate::server::{ConnGuard, Shared};
 
 /// How long the agent may take to send its ClientHello and finish the
@@ -46,6 +46,14 @@ pub(crate) async fn serve(shared: Arc<Shared>, dest: Destination, upgraded: Upgr
             }
         };
         start.into_stream(config).await.map(Some)
+    };
+    // A handshake not done when shutdown starts is given up.
+    let mut phase = guard.shutdown.clone();
+    let handshake = async {
+        tokio::select! {
+            r = handshake => r,
+            () = limits::reached(&mut phase, Phase::Draining) => Ok(None),
+        }
     };
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
         Ok(Ok(Some(tls))) => tls,
@@ -81,7 +89,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, dest: Destination, upgraded: Upgr
         let conn = limits::h1_builder(&limits).serve_connection(io, service).with_upgrades();
         limits::until_done(conn, |c| c.graceful_shutdown(), stop, &activity, idle).await
     };
-    if let Err(e) = result {
+    if let Some(Err(e)) = result {
         debug!(error = %e, "intercepted connection ended with an error");
     }
 }

@@ -4,7 +4,8 @@
 //! This crate wires the parts together: the listener and proxy
 //! authentication ([`server`]), CONNECT handling and TLS interception
 //! ([`intercept`], [`tunnel`]), the request pipeline (decide → inject →
-//! forward, in [`forward`]), the upstream client ([`upstream`]), denials
+//! forward, in [`forward`]), approved-action requests ([`actions`]) and
+//! their MCP server ([`mcp`]), the upstream client ([`upstream`]), denials
 //! ([`respond`]), the audit log ([`audit`]) and AIRLOCK_HOME ([`home`]); the CLI is the `airlock` binary.
 //!
 //! What it must never do: forward a request the policy did not allow, send
@@ -13,6 +14,7 @@
 //! or a response.
 #![deny(missing_docs)]
 
+pub mod actions;
 pub mod agent;
 pub mod audit;
 pub mod check;
@@ -21,6 +23,7 @@ pub mod headers;
 pub mod home;
 pub mod intercept;
 mod limits;
+pub mod mcp;
 pub mod redact;
 pub mod respond;
 mod scrub;

@@ -1,7 +1,8 @@
-//! Enforcing `[limits]`: request head size, idle agent connections, and the
-//! upstream's silence while it sends a body. (Body size, timeouts on
-//! connect and on the response head, connection count and decoded size are
-//! enforced where those happen.)
+//! Enforcing `[limits]`: request head size, idle agent connections and
+//! tunnels, the upstream's silence while it sends a body, and the phases
+//! of a graceful shutdown. (Body size, timeouts on connect and on the
+//! response head, connection count and decoded size are enforced where
+//! those happen.)
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tracing::debug;
 
@@ -126,24 +128,99 @@ impl Activity {
     }
 }
 
+/// Where the proxy is in its life, as each connection task sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Phase {
+    Serving,
+    /// Shutting down: finish what is in flight, take nothing new.
+    Draining,
+    /// The grace period is over: drop whatever is still open, so its audit
+    /// record (`complete: false`) is written before the log is flushed.
+    Closing,
+}
+
+/// Resolves once the proxy has reached `phase` (or is gone).
+pub(crate) async fn reached(phase: &mut watch::Receiver<Phase>, want: Phase) {
+    let _ = phase.wait_for(|p| *p >= want).await;
+}
+
 /// Drives a server connection until it ends, the proxy shuts down, or it
 /// has had no request in flight for `idle`. In the last two cases it is
-/// asked to finish in-flight requests and take no new ones.
+/// asked to finish in-flight requests and take no new ones; when the proxy
+/// then reaches [`Phase::Closing`] it is dropped (`None`).
 pub(crate) async fn until_done<C: Future>(
     conn: C,
     graceful_shutdown: impl FnOnce(Pin<&mut C>),
-    mut stop: watch::Receiver<bool>,
+    mut phase: watch::Receiver<Phase>,
     activity: &Activity,
     idle: Duration,
-) -> C::Output {
+) -> Option<C::Output> {
     tokio::pin!(conn);
     tokio::select! {
-        r = conn.as_mut() => return r,
-        _ = stop.changed() => {}
+        r = conn.as_mut() => return Some(r),
+        () = reached(&mut phase, Phase::Draining) => {}
         () = activity.idle(idle) => debug!("idle connection closed"),
     }
     graceful_shutdown(conn.as_mut());
-    conn.await
+    tokio::select! {
+        r = conn => Some(r),
+        () = reached(&mut phase, Phase::Closing) => {
+            debug!("connection cut off at the end of the shutdown grace period");
+            None
+        }
+    }
+}
+
+/// Relays bytes both ways between `a` and `b` until either side closes,
+/// no byte has moved for `idle`, or `until` resolves. Returns the bytes
+/// moved each way when the relay ended by a close.
+pub(crate) async fn relay<A, B>(a: A, b: B, idle: Duration, until: impl Future<Output = ()>) -> Option<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let activity = Activity::new();
+    let mut a = Touching { inner: a, activity: Arc::clone(&activity) };
+    let mut b = Touching { inner: b, activity: Arc::clone(&activity) };
+    tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut a, &mut b) => r.ok(),
+        () = activity.idle(idle) => {
+            debug!(?idle, "tunnel closed: nothing moved either way");
+            None
+        }
+        () = until => None,
+    }
+}
+
+/// A stream that marks its relay active whenever bytes arrive.
+struct Touching<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Touching<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Touching<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// A request in flight; see [`Activity::begin`].

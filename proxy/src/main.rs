@@ -85,6 +85,14 @@ enum Command {
         #[arg(long)]
         verify: bool,
     },
+    /// Serve approved-action requests over MCP on stdin/stdout (tools
+    /// `api_request` and `list_services`); starts an in-process proxy when
+    /// none is listening. Logs go to stderr.
+    Mcp {
+        /// The tenant (may be omitted when there is exactly one).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
     /// The embedded secret store.
     Secret {
         #[command(subcommand)]
@@ -199,6 +207,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { tenant, command } => run_agent(home, tenant.as_deref(), &command),
+        Command::Mcp { tenant } => mcp(home, tenant.as_deref()),
         Command::Check { format } => {
             let policy = match load_policy(&home) {
                 Ok(p) => p,
@@ -408,8 +417,8 @@ fn human_age(secs: u64) -> String {
     }
 }
 
-/// Whether an airlock answers on `addr` (it refuses origin-form requests
-/// with an `x-airlock-denied` header).
+/// Whether an airlock answers on `addr` (its health check carries its
+/// version header).
 async fn airlock_listening(addr: std::net::SocketAddr) -> anyhow::Result<bool> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     if addr.port() == 0 {
@@ -417,14 +426,49 @@ async fn airlock_listening(addr: std::net::SocketAddr) -> anyhow::Result<bool> {
     }
     let connect = tokio::time::timeout(std::time::Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await;
     let Ok(Ok(mut stream)) = connect else { return Ok(false) };
-    stream.write_all(b"GET /airlock-probe HTTP/1.1\r\nHost: airlock\r\nConnection: close\r\n\r\n").await?;
+    let probe = format!("GET {} HTTP/1.1\r\nHost: airlock\r\nConnection: close\r\n\r\n", airlock::server::HEALTH_PATH);
+    stream.write_all(probe.as_bytes()).await?;
     let mut buf = vec![0u8; 4096];
     let n = tokio::time::timeout(std::time::Duration::from_secs(2), stream.read(&mut buf)).await.unwrap_or(Ok(0))?;
-    if String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase().contains("x-airlock-denied") {
+    let head = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+    if head.starts_with("http/1.1 200") && head.contains(&format!("\r\n{}:", airlock::server::VERSION_HEADER)) {
         Ok(true)
     } else {
         bail!("something other than airlock is listening on {addr}; stop it or change [proxy] listen")
     }
+}
+
+/// The proxy at `[proxy] listen` when an airlock answers there, else one
+/// started in-process (stopped by the caller).
+async fn find_or_start_proxy(
+    home: &Home,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<(std::net::SocketAddr, Option<airlock::RunningProxy>)> {
+    if airlock_listening(listen).await? {
+        return Ok((listen, None));
+    }
+    let policy = Policy::load(&home.config, &home.dir)?;
+    let proxy = airlock::Proxy::bind(&home.dir, &home.config, policy).await?;
+    tracing::info!(addr = %proxy.local_addr(), "no proxy was listening; started one in-process");
+    let running = proxy.spawn();
+    Ok((running.addr(), Some(running)))
+}
+
+fn mcp(home: Home, tenant: Option<&str>) -> anyhow::Result<ExitCode> {
+    let policy = load_policy(&home)?;
+    let tenant = airlock::agent::pick_tenant(&policy, tenant)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let (addr, running) = find_or_start_proxy(&home, policy.proxy.listen).await?;
+        let server = airlock::mcp::Server::new(&policy, &tenant, addr)?;
+        tracing::info!(tenant = %tenant, proxy = %addr, "MCP server ready on stdio");
+        let served = server.serve(tokio::io::stdin(), tokio::io::stdout()).await;
+        if let Some(r) = running {
+            r.shutdown().await;
+        }
+        served?;
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn run_agent(home: Home, tenant: Option<&str>, command: &[String]) -> anyhow::Result<ExitCode> {
@@ -434,15 +478,7 @@ fn run_agent(home: Home, tenant: Option<&str>, command: &[String]) -> anyhow::Re
     let listen = policy.proxy.listen;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let running = if airlock_listening(listen).await? {
-            None
-        } else {
-            let env_policy = Policy::load(&home.config, &home.dir)?;
-            let proxy = airlock::Proxy::bind(&home.dir, &home.config, env_policy).await?;
-            tracing::info!(addr = %proxy.local_addr(), "no proxy was listening; started one for this command");
-            Some(proxy.spawn())
-        };
-        let addr = running.as_ref().map(|r| r.addr()).unwrap_or(listen);
+        let (addr, running) = find_or_start_proxy(&home, listen).await?;
         let vars = airlock::agent::agent_env(&home.dir, &policy, &tenant, &addr.to_string())?;
         let (program, args) = command.split_first().context("no command given")?;
         let mut child = tokio::process::Command::new(program)

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 
-use airlock_policy::{Denial, DenialCode};
+use airlock_policy::Denial;
 
 use crate::Body;
 
@@ -39,7 +39,24 @@ pub fn denial_json(denial: &Denial, request_id: &str) -> serde_json::Value {
 
 /// Turns a denial into the response the agent sees.
 pub fn denial_response(denial: &Denial, request_id: &str) -> Response<Body> {
-    let mut body = denial_json(denial, request_id).to_string();
+    with_denial_head(denial, request_id, denial_json(denial, request_id))
+}
+
+/// The answer to an approved-action request that was denied (DESIGN.md,
+/// "Approved-action requests"): the denial's status and headers, and
+/// `{"request_id", "decision": "deny", "error": {…}}`.
+pub fn action_denial_response(denial: &Denial, request_id: &str) -> Response<Body> {
+    let mut json = denial_json(denial, request_id);
+    json["request_id"] = request_id.into();
+    json["decision"] = "deny".into();
+    with_denial_head(denial, request_id, json)
+}
+
+/// A denial's status and headers around a JSON body. A 407 challenges for
+/// proxy credentials; a 401 (the action API's answer to missing or wrong
+/// credentials, as it is not spoken to as a proxy) for `Authorization`.
+fn with_denial_head(denial: &Denial, request_id: &str, json: serde_json::Value) -> Response<Body> {
+    let mut body = json.to_string();
     body.push('\n');
     let status = StatusCode::from_u16(denial.status()).unwrap_or(StatusCode::FORBIDDEN);
     let mut resp = Response::new(full(body));
@@ -50,9 +67,12 @@ pub fn denial_response(denial: &Denial, request_id: &str) -> Response<Body> {
     if let Ok(id) = HeaderValue::from_str(request_id) {
         h.insert(REQUEST_ID_HEADER, id);
     }
-    if matches!(denial.code, DenialCode::ProxyAuthRequired | DenialCode::UnknownTenant) {
-        h.insert(header::PROXY_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"airlock\""));
-    }
+    let challenge = HeaderValue::from_static("Basic realm=\"airlock\"");
+    match status {
+        StatusCode::PROXY_AUTHENTICATION_REQUIRED => h.insert(header::PROXY_AUTHENTICATE, challenge),
+        StatusCode::UNAUTHORIZED => h.insert(header::WWW_AUTHENTICATE, challenge),
+        _ => None,
+    };
     resp
 }
 
@@ -70,6 +90,7 @@ pub fn empty() -> Body {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use airlock_policy::DenialCode;
 
     #[test]
     fn proxy_auth_denials_carry_the_challenge() {
@@ -84,5 +105,15 @@ mod tests {
         assert!(!r.headers().contains_key("proxy-authenticate"));
         assert_eq!(denial_json(&d, "abc")["error"]["request_id"], "abc");
         assert_eq!(request_id().len(), 24);
+    }
+
+    #[test]
+    fn action_denials_carry_the_decision_and_a_401_challenge() {
+        let d = Denial { status: Some(401), ..Denial::new(DenialCode::ProxyAuthRequired, "m", "n") };
+        let r = action_denial_response(&d, "abc");
+        assert_eq!(r.status(), 401);
+        assert_eq!(r.headers()["www-authenticate"], "Basic realm=\"airlock\"");
+        assert!(!r.headers().contains_key("proxy-authenticate"));
+        assert_eq!(r.headers()[DENIED_HEADER], "proxy_auth_required");
     }
 }

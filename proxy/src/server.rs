@@ -1,6 +1,7 @@
 //! The listener: accepts agent connections, authenticates the tenant on
 //! each CONNECT or absolute-form request, and hands the connection to
-//! interception, a tunnel or the plain-HTTP forwarder.
+//! interception, a tunnel or the plain-HTTP forwarder — or, for
+//! origin-form `POST /v1/actions`, to the action API.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,11 +22,14 @@ use airlock_policy::{ConnectAction, Denial, DenialCode, Policy, TenantId, host};
 
 use crate::audit::{self, AuditLog, AuditWriter, Outcome, Record};
 use crate::forward::{self, Destination};
-use crate::limits::{self, Activity};
+use crate::limits::{self, Activity, Phase};
 use crate::respond::{self, denial_response};
 use crate::upstream::{TrustError, Upstream};
 use crate::{Body, intercept, tunnel};
 
+/// How long shutdown waits, after the grace period, for connections to
+/// drop what they hold.
+const CLOSING_WAIT: Duration = Duration::from_secs(2);
 /// Leaf certificates cached at most.
 const LEAF_CACHE_CAPACITY: usize = 10_000;
 /// How long a cached leaf is served before re-minting (leaves live < 90 days).
@@ -130,7 +134,7 @@ impl Shared {
 /// waiting for it.
 #[derive(Clone, Debug)]
 pub(crate) struct ConnGuard {
-    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) shutdown: watch::Receiver<Phase>,
     _alive: mpsc::Sender<()>,
     /// The connection's slot under `max_connections`, held until the
     /// connection (and any tunnel or interception it became) ends.
@@ -186,7 +190,7 @@ impl Proxy {
     /// audit log.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let Proxy { shared, listener, writer } = self;
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
         let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
         // Connection count and shutdown grace are fixed at start.
         let limits = shared.loaded().policy.limits.clone();
@@ -206,7 +210,7 @@ impl Proxy {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let guard = ConnGuard {
-                            shutdown: stop_rx.clone(),
+                            shutdown: phase_rx.clone(),
                             _alive: alive_tx.clone(),
                             _slot: Arc::new(slot),
                         };
@@ -225,14 +229,19 @@ impl Proxy {
             }
         }
         drop(listener);
-        let _ = stop_tx.send(true);
+        let _ = phase_tx.send(Phase::Draining);
         drop(alive_tx);
         if tokio::time::timeout(limits.shutdown_grace, alive_rx.recv()).await.is_err() {
             warn!("shutdown grace period over; closing remaining connections");
+            // Connections drop what they still hold; each cut-off request
+            // writes its audit record (`complete: false`) as it goes.
+            let _ = phase_tx.send(Phase::Closing);
+            if tokio::time::timeout(CLOSING_WAIT, alive_rx.recv()).await.is_err() {
+                warn!("connections still open after closing; their audit records may be lost");
+            }
         }
         drop(shared);
-        // Everything queued so far goes to disk; tasks that outlived the
-        // grace period lose only what they write after this.
+        // Everything queued so far goes to disk.
         let _ = tokio::task::spawn_blocking(move || writer.finish()).await;
         info!("airlock stopped");
     }
@@ -336,6 +345,11 @@ impl RunningProxy {
         self.shared.certs.mints()
     }
 
+    /// Blocks until every audit record queued so far is on disk.
+    pub fn sync_audit(&self) {
+        self.shared.audit.sync();
+    }
+
     /// Stops gracefully and waits until the audit log is flushed.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
@@ -358,11 +372,34 @@ async fn serve_agent(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, g
     let service =
         service_fn(move |req| conn_activity.track(proxy_request(Arc::clone(&shared), req, peer, svc_guard.clone())));
     let conn = limits::h1_builder(&limits).serve_connection(TokioIo::new(stream), service).with_upgrades();
-    let stop = guard.shutdown.clone();
-    let result = limits::until_done(conn, |c| c.graceful_shutdown(), stop, &activity, limits.idle_timeout).await;
-    if let Err(e) = result {
+    let phase = guard.shutdown.clone();
+    let result = limits::until_done(conn, |c| c.graceful_shutdown(), phase, &activity, limits.idle_timeout).await;
+    if let Some(Err(e)) = result {
         debug!(error = %e, "agent connection ended with an error");
     }
+}
+
+/// Where the listener answers a health check (origin-form GET, no
+/// credentials): `airlock run` and `airlock mcp` use it to find a running
+/// proxy, and container health checks can too.
+pub const HEALTH_PATH: &str = "/v1/health";
+
+/// The header a health answer carries: airlock's version.
+pub const VERSION_HEADER: &str = "x-airlock-version";
+
+fn is_health_check<B>(req: &Request<B>) -> bool {
+    req.method() == Method::GET && req.uri().authority().is_none() && req.uri().path() == HEALTH_PATH
+}
+
+/// The health answer: the listener is up. It says nothing about tenants,
+/// routes or secrets, and is not audited.
+fn health() -> Response<Body> {
+    let mut resp =
+        Response::new(respond::full(format!("{{\"status\":\"ok\",\"version\":\"{}\"}}\n", env!("CARGO_PKG_VERSION"))));
+    let h = resp.headers_mut();
+    h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    h.insert(VERSION_HEADER, http::HeaderValue::from_static(env!("CARGO_PKG_VERSION")));
+    resp
 }
 
 /// One request on the agent's connection to the proxy.
@@ -372,10 +409,16 @@ async fn proxy_request(
     peer: SocketAddr,
     guard: ConnGuard,
 ) -> Response<Body> {
+    let loaded = shared.loaded();
+    if crate::actions::is_action(&req, &loaded.upstream.resolver) {
+        return crate::actions::handle(shared, req, peer).await;
+    }
+    if is_health_check(&req) {
+        return health();
+    }
     let request_id = respond::request_id();
     let started = Instant::now();
     let ts = audit::now_rfc3339();
-    let loaded = shared.loaded();
     let policy = Arc::clone(&loaded.policy);
 
     // Where is this going?
@@ -469,7 +512,8 @@ async fn proxy_request(
                         )
                     });
                     let on_upgrade = hyper::upgrade::on(req);
-                    tokio::spawn(tunnel::relay(on_upgrade, upstream, guard).in_current_span());
+                    let idle = policy.limits.tunnel_idle_timeout;
+                    tokio::spawn(tunnel::relay(on_upgrade, upstream, idle, guard).in_current_span());
                     Response::new(respond::empty())
                 }
                 Err(denial) => refuse(denial, Some(tenant), &host, port),

@@ -3,6 +3,8 @@
 //! loopback, private and link-local destinations (cloud metadata lives at
 //! 169.254.169.254) unless a route names the host.
 
+use std::time::Duration;
+
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -10,6 +12,7 @@ use tracing::debug;
 
 use airlock_policy::{Denial, DenialCode, TenantId, host};
 
+use crate::limits::{self, Phase};
 use crate::server::{ConnGuard, Loaded};
 
 /// Resolves `host:port` and refuses it when private egress is denied and any
@@ -35,8 +38,10 @@ fn connect_denial(e: &crate::upstream::ConnectError) -> Denial {
     upstream_denial(e.code(), e.to_string())
 }
 
-/// Relays bytes both ways until either side closes.
-pub(crate) async fn relay(on_upgrade: OnUpgrade, mut upstream: TcpStream, guard: ConnGuard) {
+/// Relays bytes both ways until either side closes, nothing moves for
+/// `idle` (`[limits] tunnel_idle_timeout`), or the shutdown grace period
+/// ends.
+pub(crate) async fn relay(on_upgrade: OnUpgrade, upstream: TcpStream, idle: Duration, guard: ConnGuard) {
     let upgraded = match on_upgrade.await {
         Ok(u) => u,
         Err(e) => {
@@ -44,15 +49,10 @@ pub(crate) async fn relay(on_upgrade: OnUpgrade, mut upstream: TcpStream, guard:
             return;
         }
     };
-    let mut client = TokioIo::new(upgraded);
-    let mut stop = guard.shutdown.clone();
-    tokio::select! {
-        r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
-            if let Ok((up, down)) = r {
-                debug!(bytes_up = up, bytes_down = down, "tunnel closed");
-            }
-        }
-        _ = stop.changed() => debug!("tunnel closed by shutdown"),
+    let mut phase = guard.shutdown.clone();
+    let closing = limits::reached(&mut phase, Phase::Closing);
+    if let Some((up, down)) = limits::relay(TokioIo::new(upgraded), upstream, idle, closing).await {
+        debug!(bytes_up = up, bytes_down = down, "tunnel closed");
     }
 }
 

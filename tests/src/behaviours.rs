@@ -171,12 +171,16 @@ pub(crate) fn respond(path: &str, auth: &str, sse: &Arc<tokio::sync::Notify>) ->
         "/bomb" => {
             // 64 MiB of zeros gzipped to about 64 KiB (a ratio near 1000),
             // sent although airlock asked for identity.
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-            let zeros = vec![0u8; 1 << 20];
-            for _ in 0..64 {
-                e.write_all(&zeros).unwrap();
-            }
-            encoded("gzip", e.finish().unwrap())
+            static BOMB: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+            let bomb = BOMB.get_or_init(|| {
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+                let zeros = vec![0u8; 1 << 20];
+                for _ in 0..64 {
+                    e.write_all(&zeros).unwrap();
+                }
+                e.finish().unwrap()
+            });
+            encoded("gzip", bomb.clone())
         }
         _ => return None,
     })

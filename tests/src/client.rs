@@ -29,7 +29,7 @@ pub struct ConnectReply {
     pub stream: TcpStream,
 }
 
-fn basic(user: &str, token: &str) -> String {
+pub fn basic(user: &str, token: &str) -> String {
     format!("Basic {}", STANDARD.encode(format!("{user}:{token}")))
 }
 
@@ -254,4 +254,37 @@ impl Sender {
             Sender::H2(s) => s.send_request(req).await,
         }
     }
+}
+
+/// POSTs `body` to the proxy's action API (`/v1/actions`, plain HTTP/1.1
+/// to the listener itself), with `auth` as the named header's value
+/// (`("authorization", "Basic …")` or `("proxy-authorization", …)`) and
+/// any extra headers.
+pub async fn action(proxy: SocketAddr, headers: &[(&str, &str)], body: impl Into<Bytes>) -> io::Result<Reply> {
+    action_with("POST", proxy, headers, body).await
+}
+
+/// Like [`action`], with another method.
+pub async fn action_with(
+    method: &str,
+    proxy: SocketAddr,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> io::Result<Reply> {
+    let tcp = TcpStream::connect(proxy).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(io::Error::other)?;
+    tokio::spawn(conn);
+    let mut b = Request::builder().method(method).uri("/v1/actions").header("host", proxy.to_string());
+    for (n, v) in headers {
+        b = b.header(*n, *v);
+    }
+    let req = b.body(http_body_util::Full::new(body.into())).map_err(io::Error::other)?;
+    let resp = sender.send_request(req).await.map_err(io::Error::other)?;
+    collect(resp).await.map_err(io::Error::other)
+}
+
+/// `Basic base64(user:token)`, as a header value.
+pub fn basic_auth(user: &str, token: &str) -> String {
+    basic(user, token)
 }

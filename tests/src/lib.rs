@@ -13,6 +13,7 @@ pub mod apps;
 mod behaviours;
 pub mod client;
 mod git_cgi;
+pub mod raw_upstream;
 pub mod relay;
 pub mod upstream;
 
@@ -24,7 +25,8 @@ use airlock::RunningProxy;
 use airlock_policy::Policy;
 use airlock_policy::secrets::{SecretValue, Store};
 
-pub use upstream::{Seen, TestCa, Upstream};
+pub use raw_upstream::RawUpstream;
+pub use upstream::{Seen, TestCa, Upstream, Validity};
 
 /// The acme tenant's real key, as the vault holds it.
 pub const ACME_SECRET: &str = "sk_live_acme_0123456789abcdef";
@@ -182,13 +184,37 @@ pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// A test upstream: where it listens, and the CA its certificate is from.
+pub trait Origin {
+    fn addr(&self) -> SocketAddr;
+    fn ca_path(&self) -> &Path;
+}
+
+impl Origin for Upstream {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    fn ca_path(&self) -> &Path {
+        &self.ca_path
+    }
+}
+
+impl Origin for RawUpstream {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    fn ca_path(&self) -> &Path {
+        &self.ca_path
+    }
+}
+
 /// The standard two-tenant config for a test upstream: tenant `acme` with a
 /// route to `api.acme.test:PORT` and one to `127.0.0.1:PORT`; tenant `beta`
 /// with a route to `api.beta.test:PORT`. `extra_proxy` is added to
 /// `[proxy]`; `extra` is appended at the end.
-pub fn standard_config(upstream: &Upstream, extra_proxy: &str, extra: &str) -> String {
-    let port = upstream.addr.port();
-    let ca = upstream.ca_path.display();
+pub fn standard_config(upstream: &impl Origin, extra_proxy: &str, extra: &str) -> String {
+    let port = upstream.addr().port();
+    let ca = upstream.ca_path().display();
     format!(
         r#"[proxy]
 listen = "127.0.0.1:0"
@@ -262,7 +288,9 @@ impl TestProxy {
         std::fs::read_to_string(self.ca_path()).unwrap()
     }
 
+    /// The audit log, once everything queued so far is written.
     pub fn audit_lines(&self) -> Vec<serde_json::Value> {
+        self.proxy.sync_audit();
         let text = std::fs::read_to_string(self.home.path.join("audit.jsonl")).unwrap_or_default();
         text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }

@@ -57,7 +57,20 @@ impl TestCa {
 
     /// A leaf for `names` (IP literals become IP SANs), and its key.
     pub fn leaf(&self, names: &[&str]) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        self.leaf_valid(names, Validity::Current)
+    }
+
+    /// A leaf for `names` that is current or already expired.
+    pub fn leaf_valid(
+        &self,
+        names: &[&str],
+        validity: Validity,
+    ) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
         let mut params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        if validity == Validity::Expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
         let key = KeyPair::generate().unwrap();
@@ -67,7 +80,12 @@ impl TestCa {
     }
 
     pub fn server_config(&self, names: &[&str], alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
-        let (chain, key) = self.leaf(names);
+        self.server_config_valid(names, alpn, Validity::Current)
+    }
+
+    /// A server config presenting a leaf for `names` with `validity`.
+    pub fn server_config_valid(&self, names: &[&str], alpn: &[&[u8]], validity: Validity) -> Arc<rustls::ServerConfig> {
+        let (chain, key) = self.leaf_valid(names, validity);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -78,6 +96,20 @@ impl TestCa {
         cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Arc::new(cfg)
     }
+}
+
+/// Whether a leaf is valid now or expired long ago.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Validity {
+    Current,
+    Expired,
+}
+
+/// A subject name no other test CA in this process has, so a chain from
+/// another test CA fails as an unknown issuer, not on its signature.
+pub(crate) fn unique_ca_name(what: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("airlock test {what} CA {}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// One request the upstream received.
@@ -136,11 +168,27 @@ impl Upstream {
         Upstream::start_on("127.0.0.1:0".parse().unwrap(), protocols, names, false).await
     }
 
+    /// An upstream whose certificate for the usual names expired long ago.
+    pub async fn start_expired(protocols: Protocols) -> Upstream {
+        let names = ["api.acme.test", "api.beta.test", "other.test", "127.0.0.1"];
+        Upstream::start_full("127.0.0.1:0".parse().unwrap(), protocols, &names, false, Validity::Expired).await
+    }
+
     /// An upstream on `listen`; with `print`, each request's method, path
     /// and `Authorization` header are printed to stdout (the walkthrough's
     /// stand-in API does this to show what arrived).
     pub async fn start_on(listen: SocketAddr, protocols: Protocols, names: &[&str], print: bool) -> Upstream {
-        let ca = Arc::new(TestCa::new("airlock test upstream CA"));
+        Upstream::start_full(listen, protocols, names, print, Validity::Current).await
+    }
+
+    async fn start_full(
+        listen: SocketAddr,
+        protocols: Protocols,
+        names: &[&str],
+        print: bool,
+        validity: Validity,
+    ) -> Upstream {
+        let ca = Arc::new(TestCa::new(&unique_ca_name("upstream")));
         let dir = TempHome::new("upstream");
         let ca_path = dir.path.join("upstream-ca.pem");
         std::fs::write(&ca_path, ca.pem()).unwrap();
@@ -150,7 +198,8 @@ impl Upstream {
             Protocols::Both => &[b"h2", b"http/1.1"],
             Protocols::Plain => &[],
         };
-        let acceptor = (protocols != Protocols::Plain).then(|| TlsAcceptor::from(ca.server_config(names, alpn)));
+        let acceptor =
+            (protocols != Protocols::Plain).then(|| TlsAcceptor::from(ca.server_config_valid(names, alpn, validity)));
         let listener = TcpListener::bind(listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));

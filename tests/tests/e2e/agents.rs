@@ -145,3 +145,42 @@ async fn python_requests_and_httpx_through_airlock_run() {
         );
     }
 }
+
+#[tokio::test]
+async fn airlock_run_uses_a_running_serve_found_by_its_health_check() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let home = TempHome::new("run-serve");
+    // A fixed port, so `run` looks for a proxy there (port 0 means "start
+    // your own").
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = standard_config(&upstream, "", "")
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
+    std::fs::write(home.path.join("airlock.toml"), config).unwrap();
+    store_standard_secrets(&home.path);
+    let mut serve = Served::start(&home.path, "debug").await;
+
+    // The health check: no credentials, the version, nothing audited.
+    let mut stream = tokio::net::TcpStream::connect(serve.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stream, b"GET /v1/health HTTP/1.1\r\nHost: airlock\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, head, body) = airlock_tests::client::read_response_head(&mut stream).await.unwrap();
+    assert_eq!(status, 200, "{head}");
+    assert!(head.to_ascii_lowercase().contains(&format!("x-airlock-version: {}", env!("CARGO_PKG_VERSION"))), "{head}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["status"], "ok");
+
+    let url = format!("https://api.acme.test:{}/echo", upstream.port());
+    let out =
+        run(&home, &["sh", "-c", &format!("curl -sS --max-time 20 -H \"Authorization: Bearer $ACME_API_KEY\" {url}")])
+            .await;
+    check_client_output("curl", &out);
+    let log = serve.log();
+    // The running serve carried the request (and `run` started no proxy of
+    // its own), and took the probe for no refused request.
+    assert_eq!(log.matches(" forwarded").count(), 1, "{log}");
+    assert!(!log.contains("refused"), "{log}");
+    assert!(wait_for(std::time::Duration::from_secs(5), || audit_records(&home).len() == 1).await);
+    let records = audit_records(&home);
+    assert_eq!((records[0]["path"].as_str(), records[0]["decision"].as_str()), (Some("/echo"), Some("allow")));
+    serve.child.kill().await.unwrap();
+}

@@ -13,7 +13,7 @@ use airlock_tests::*;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 /// The standard config with tight limits, so tests need not wait long.
-fn config(upstream: &Upstream) -> String {
+fn config(upstream: &impl Origin) -> String {
     standard_config(
         upstream,
         "",
@@ -23,8 +23,11 @@ fn config(upstream: &Upstream) -> String {
 }
 
 /// An intercepted HTTP/1.1 connection to `api.acme.test`, as raw TLS.
-async fn intercepted(proxy: &TestProxy, upstream: &Upstream) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let authority = format!("api.acme.test:{}", upstream.port());
+async fn intercepted(
+    proxy: &TestProxy,
+    upstream: &impl Origin,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let authority = format!("api.acme.test:{}", upstream.addr().port());
     let reply = client::connect(proxy.addr(), &authority, Some(("acme", ACME_TOKEN))).await.unwrap();
     assert_eq!(reply.status, 200, "{}", reply.head);
     client::tls(reply.stream, "api.acme.test", &[&proxy.ca_pem()], &[b"http/1.1"]).await.unwrap()
@@ -40,7 +43,7 @@ async fn read_reply(stream: &mut (impl AsyncRead + Unpin)) -> Result<(u16, Strin
 }
 
 /// Sends raw bytes on a fresh intercepted connection and reads the answer.
-async fn raw(proxy: &TestProxy, upstream: &Upstream, bytes: &[u8]) -> Result<(u16, String, String), String> {
+async fn raw(proxy: &TestProxy, upstream: &impl Origin, bytes: &[u8]) -> Result<(u16, String, String), String> {
     let mut tls = intercepted(proxy, upstream).await;
     tls.write_all(bytes).await.map_err(|e| e.to_string())?;
     read_reply(&mut tls).await
@@ -98,7 +101,30 @@ async fn oversized_heads_are_refused_with_431() {
     stream.write_all(connect.as_bytes()).await.unwrap();
     assert_denied(&read_reply(&mut stream).await, 431, "request_too_large");
 
-    assert!(upstream.seen().is_empty(), "nothing oversized went upstream");
+    // Over HTTP/2 the same limits give the same JSON denial, on a stream
+    // of a connection that goes on serving.
+    let ca = proxy.ca_pem();
+    let mut h2 =
+        client::open(proxy.addr(), ("acme", ACME_TOKEN), "api.acme.test", port, &[&ca], Http::H2).await.unwrap();
+    let auth = format!("Bearer {ACME_PLACEHOLDER}");
+    let many: Vec<(String, &str)> = (0..150).map(|i| (format!("x-h{i}"), "v")).collect();
+    let big = "a".repeat(80 * 1024);
+    let cases: [Vec<(&str, &str)>; 2] =
+        [many.iter().map(|(n, v)| (n.as_str(), *v)).collect(), vec![("x-big", big.as_str())]];
+    for extra in cases {
+        let mut headers = vec![("authorization", auth.as_str())];
+        headers.extend(extra);
+        let resp = h2.send(client::get("api.acme.test", port, "/echo", &headers, Http::H2)).await.unwrap();
+        assert_eq!(resp.status(), 431);
+        assert_eq!(resp.headers()["x-airlock-denied"], "request_too_large");
+        let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"]["code"], "request_too_large");
+    }
+    let resp = h2.send(client::get("api.acme.test", port, "/echo", &[("authorization", &auth)], Http::H2)).await;
+    assert_eq!(resp.unwrap().status(), 200, "the HTTP/2 connection still serves");
+
+    assert_eq!(upstream.seen().len(), 1, "nothing oversized went upstream");
     still_serves(&proxy, &upstream).await;
     proxy.proxy.shutdown().await;
 }
@@ -268,19 +294,20 @@ async fn a_panic_in_one_connection_leaves_the_proxy_serving() {
 
 #[tokio::test]
 async fn upstream_certificates_that_do_not_verify_are_refused() {
-    // An upstream whose CA airlock does not trust, and one whose leaf names
-    // another host: both `502 upstream_tls_failed` with the reason, never a
-    // fallback to unverified TLS.
+    // An upstream whose CA airlock does not trust, one whose leaf names
+    // another host, and one whose leaf has expired: each `502
+    // upstream_tls_failed` with the reason, never a fallback to unverified
+    // TLS.
     let trusted = Upstream::start(Protocols::Both).await;
     let untrusted = Upstream::start(Protocols::Both).await;
     let wrong_name = Upstream::start_with_names(Protocols::Both, &["elsewhere.test"]).await;
-    // (The test CAs share a subject name, so the untrusted chain fails on
-    // its signature rather than as an unknown issuer.)
+    let expired = Upstream::start_expired(Protocols::Both).await;
     let swap_ca =
         |c: String| c.replace(&untrusted.ca_path.display().to_string(), &trusted.ca_path.display().to_string());
     for (upstream, config, reason) in [
-        (&untrusted, swap_ca(standard_config(&untrusted, "", "")), "invalid peer certificate"),
+        (&untrusted, swap_ca(standard_config(&untrusted, "", "")), "UnknownIssuer"),
         (&wrong_name, standard_config(&wrong_name, "", ""), "not valid for name"),
+        (&expired, standard_config(&expired, "", ""), "certificate expired"),
     ] {
         let proxy = TestProxy::start(&config).await;
         let port = upstream.port();
@@ -293,4 +320,200 @@ async fn upstream_certificates_that_do_not_verify_are_refused() {
         assert_eq!(audit.last().unwrap()["code"], "upstream_tls_failed");
         proxy.proxy.shutdown().await;
     }
+}
+
+/// Sends a request for `path` on `tls` and reads until the proxy ends the
+/// response or the connection: whether it ended as a whole chunked body,
+/// and the bytes.
+async fn fetch_to_end(tls: &mut (impl AsyncRead + AsyncWriteExt + Unpin), port: u16, path: &str) -> (bool, String) {
+    let request = head(port, "Connection: close\r\n").replace("/echo", path);
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut got))
+        .await
+        .expect("the proxy answered within 10s");
+    let text = String::from_utf8_lossy(&got).into_owned();
+    (ended.is_ok() && text.ends_with("0\r\n\r\n"), text)
+}
+
+#[tokio::test]
+async fn lying_and_malformed_upstream_responses() {
+    let upstream = RawUpstream::start().await;
+    let proxy = TestProxy::start(&config(&upstream)).await;
+    let port = upstream.addr.port();
+
+    // A Content-Length longer than the body: the agent's stream is aborted,
+    // never ended as if whole.
+    let (whole, text) = fetch_to_end(&mut intercepted(&proxy, &upstream).await, port, "/short").await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(!whole, "a short body must not look whole: {text}");
+
+    // Invalid chunked framing from the upstream: aborted the same way.
+    let (whole, text) = fetch_to_end(&mut intercepted(&proxy, &upstream).await, port, "/bad-chunked").await;
+    assert!(!whole && !text.contains("bad"), "{text}");
+
+    // A Content-Length shorter than what follows: the agent gets exactly the
+    // declared body, and the surplus (a whole second response) is never
+    // served as the answer to its next request.
+    let mut tls = intercepted(&proxy, &upstream).await;
+    for path in ["/long", "/next"] {
+        tls.write_all(head(port, "").replace("/echo", path).as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Done at the end of a chunked body, or of the 2-byte `ok`.
+        let done =
+            |g: &[u8]| g.ends_with(b"0\r\n\r\n") || (g.windows(4).any(|w| w == b"\r\n\r\n") && g.ends_with(b"ok"));
+        while !done(&got) {
+            let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await.unwrap().unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 200"), "{path}: {text}");
+        assert!(!text.contains("smuggled"), "{path}: {text}");
+        let want = if path == "/long" { "hello" } else { "ok" };
+        assert!(text.contains(want), "{path}: {text}");
+    }
+
+    // A head that never ends, and a header no parser accepts: 502 with the
+    // reason, well within the response timeout.
+    for path in ["/endless-headers", "/bad-header"] {
+        let reply = raw(&proxy, &upstream, head(port, "").replace("/echo", path).as_bytes()).await;
+        assert_denied(&reply, 502, "upstream_unreachable");
+    }
+
+    // The audit records each: two incomplete streams and two refusals.
+    let audit = proxy.audit_lines();
+    let by_path = |p: &str| audit.iter().find(|l| l["path"] == p).cloned().unwrap_or_default();
+    assert_eq!(by_path("/short")["complete"], false, "{audit:?}");
+    assert_eq!(by_path("/bad-chunked")["complete"], false, "{audit:?}");
+    assert_eq!(by_path("/long")["complete"], true, "{audit:?}");
+    assert_eq!(by_path("/endless-headers")["code"], "upstream_unreachable", "{audit:?}");
+    assert_eq!(by_path("/bad-header")["code"], "upstream_unreachable", "{audit:?}");
+
+    // And the proxy serves the next request.
+    let reply = raw(&proxy, &upstream, head(port, "").replace("/echo", "/ok").as_bytes()).await;
+    assert_eq!(reply.unwrap().0, 200);
+    assert!(upstream.paths().contains(&"/ok".to_owned()));
+    proxy.proxy.shutdown().await;
+}
+
+/// Sends `ping` every 300 ms for 1.5 s (longer than the idle timeout) and
+/// expects each echoed back, then goes quiet and expects the connection
+/// closed within 10 s, but not before the timeout.
+async fn busy_then_idle(
+    io: &mut (impl AsyncRead + AsyncWriteExt + Unpin),
+    ping: &[u8],
+    mut echoed: impl FnMut(&[u8]) -> bool,
+) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    for _ in 0..5 {
+        io.write_all(ping).await.unwrap();
+        got.clear();
+        while !echoed(&got) {
+            let n = tokio::time::timeout(Duration::from_secs(5), io.read(&mut buf)).await.unwrap().unwrap();
+            assert!(n > 0, "closed while busy: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), io.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the idle connection was never closed");
+    assert!(started.elapsed() >= Duration::from_millis(600), "closed before the idle timeout");
+}
+
+#[tokio::test]
+async fn idle_tunnels_and_websockets_are_closed() {
+    let upstream = Upstream::start(Protocols::Http1).await;
+    let limits = "\n[limits]\ntunnel_idle_timeout = \"1s\"\n";
+    let proxy = TestProxy::start(&standard_config(&upstream, "deny_private_egress = false", limits)).await;
+    let port = upstream.port();
+
+    // An opaque tunnel to a host no route names, carrying keep-alive
+    // requests end to end with the upstream's own certificate.
+    let reply = client::connect(proxy.addr(), &format!("other.test:{port}"), Some(("acme", ACME_TOKEN))).await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.head);
+    let mut tls = client::tls(reply.stream, "other.test", &[&upstream.ca.pem()], &[b"http/1.1"]).await.unwrap();
+    let request = format!("GET /echo HTTP/1.1\r\nHost: other.test:{port}\r\n\r\n");
+    busy_then_idle(&mut tls, request.as_bytes(), |got| got.ends_with(b"}")).await;
+
+    // A WebSocket on an intercepted host.
+    let reply =
+        client::connect(proxy.addr(), &format!("api.acme.test:{port}"), Some(("acme", ACME_TOKEN))).await.unwrap();
+    let mut tls = client::tls(reply.stream, "api.acme.test", &[&proxy.ca_pem()], &[b"http/1.1"]).await.unwrap();
+    let handshake = format!(
+        "GET /ws HTTP/1.1\r\nHost: api.acme.test:{port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    tls.write_all(handshake.as_bytes()).await.unwrap();
+    let (status, head, _) = read_reply(&mut tls).await.unwrap();
+    assert_eq!(status, 101, "{head}");
+    busy_then_idle(&mut tls, b"ping-frame", |got| got == b"ping-frame").await;
+
+    still_serves(&proxy, &upstream).await;
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_stripped_both_ways() {
+    // Agent to upstream: the connection's own headers, the ones it names,
+    // and any Proxy-Authorization (here sent inside the tunnel) stay behind,
+    // and nothing airlock adds carries the tenant's token.
+    let upstream = Upstream::start(Protocols::Http1).await;
+    let proxy = TestProxy::start(&config(&upstream)).await;
+    let port = upstream.port();
+    let creds = client::basic("acme", ACME_TOKEN);
+    let extra = format!(
+        "Connection: keep-alive, x-hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\n\
+         Proxy-Authorization: {creds}\r\nX-End-To-End: kept\r\n"
+    );
+    assert_eq!(raw(&proxy, &upstream, head(port, &extra).as_bytes()).await.unwrap().0, 200);
+    let seen = upstream.seen().pop().unwrap();
+    for name in ["x-hop", "keep-alive", "proxy-connection", "proxy-authorization", "via", "forwarded"] {
+        assert!(seen.header(name).is_none(), "{name} reached the upstream: {:?}", seen.headers);
+    }
+    assert!(seen.header("connection").is_none_or(|v| !v.contains("x-hop")), "{:?}", seen.headers);
+    assert_eq!(seen.header("x-end-to-end"), Some("kept"));
+    assert!(seen.headers.iter().all(|(_, v)| !v.contains(ACME_TOKEN)), "{:?}", seen.headers);
+    proxy.proxy.shutdown().await;
+
+    // Upstream to agent: the same, the other way.
+    let upstream = RawUpstream::start().await;
+    let proxy = TestProxy::start(&config(&upstream)).await;
+    let port = upstream.addr.port();
+    let (status, head, _) = raw(&proxy, &upstream, head(port, "").replace("/echo", "/hop").as_bytes()).await.unwrap();
+    assert_eq!(status, 200, "{head}");
+    let head = head.to_ascii_lowercase();
+    for name in ["x-up-hop", "keep-alive", "proxy-connection"] {
+        assert!(!head.contains(&format!("\n{name}:")), "{name} reached the agent: {head}");
+    }
+    assert!(head.contains("\nx-end-to-end: kept"), "{head}");
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_wait_their_turn() {
+    let upstream = Upstream::start(Protocols::Http1).await;
+    let proxy = TestProxy::start(&standard_config(&upstream, "", "\n[limits]\nmax_connections = 2\n")).await;
+    let port = upstream.port();
+    // Two intercepted connections hold both slots.
+    let mut held = vec![intercepted(&proxy, &upstream).await, intercepted(&proxy, &upstream).await];
+    // A third is accepted by the kernel but not served while they are open...
+    let addr = proxy.addr();
+    let third = tokio::spawn(async move {
+        client::connect(addr, &format!("api.acme.test:{port}"), Some(("acme", ACME_TOKEN))).await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!third.is_finished(), "served beyond max_connections");
+    // ...and is served as soon as one closes.
+    held.pop();
+    let reply = tokio::time::timeout(Duration::from_secs(10), third).await.unwrap().unwrap().unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.head);
+    // The connections still open work throughout.
+    held[0].write_all(head(port, "").as_bytes()).await.unwrap();
+    assert_eq!(read_reply(&mut held[0]).await.unwrap().0, 200);
+    proxy.proxy.shutdown().await;
 }

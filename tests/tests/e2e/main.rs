@@ -2,11 +2,13 @@
 //! the real proxy to real TLS upstreams on 127.0.0.1.
 #![allow(clippy::unwrap_used)]
 
+mod actions;
 mod agents;
 mod ca;
 mod hostile;
 mod load;
 mod policy;
 mod redact;
+mod shutdown;
 mod skeleton;
 mod vault;

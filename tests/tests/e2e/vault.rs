@@ -166,7 +166,7 @@ async fn command_source_ttl_single_fetch_and_failure() {
 #[tokio::test]
 async fn rotation_under_load_takes_effect_on_the_next_request() {
     let upstream = Arc::new(Upstream::start(Protocols::Both).await);
-    let proxy = Arc::new(TestProxy::start(&standard_config(&upstream, "", "")).await);
+    let proxy = Arc::new(TestProxy::start(&standard_config(upstream.as_ref(), "", "")).await);
     let rotated = Arc::new(AtomicBool::new(false));
     const NEW: &str = "sk_live_acme_ROTATED_abcdef";
     register_secret(NEW);

@@ -1,0 +1,671 @@
+//! Approved-action requests (DESIGN.md, "Approved-action requests"): an
+//! agent that calls a tool rather than a URL POSTs an envelope to
+//! `/v1/actions` on the proxy's own listener, naming a service (a route of
+//! its tenant) and the request to make there.
+//!
+//! The envelope only chooses among what the tenant's routes already allow:
+//! the host and port come from the route, never from the agent. The
+//! request built from it runs through the one pipeline intercepted traffic
+//! uses ([`forward::forward`]: decide, inject, send, scrub, audit), so every
+//! decision, injection, redaction and audit record is the same code. What
+//! this module adds is the envelope's parsing, and the answer: the scrubbed
+//! response collected into JSON, its body cut at `[limits]
+//! max_action_response` only after the redactor has replaced every secret,
+//! and never inside a placeholder or a UTF-8 character.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use tracing::{Instrument, info_span};
+
+use airlock_policy::host::HostPattern;
+use airlock_policy::{AuthError, Denial, DenialCode, Policy, RouteId, TenantId};
+
+use crate::audit::{self, Outcome, Record};
+use crate::forward::{self, Audit, Destination};
+use crate::redact::{DecodeError, REDACTED, RedactionCount};
+use crate::respond::{self, REQUEST_ID_HEADER, action_denial_response};
+use crate::server::{Loaded, Shared};
+use crate::upstream::Resolver;
+use crate::{Body, BoxError, limits};
+
+/// Where the action API listens on the proxy's listener.
+pub const PATH: &str = "/v1/actions";
+
+/// The only verb defined so far: an HTTP request to a service.
+pub const VERB: &str = "api_bridge.request";
+
+/// Whether a request on the listener is for the action API: origin-form
+/// `/v1/actions`, or absolute-form `http://<this listener>/v1/actions`
+/// (what an agent whose `HTTP_PROXY` points at airlock sends when it calls
+/// the action API by URL: the proxy is asked for itself).
+pub(crate) fn is_action<B>(req: &Request<B>, resolver: &Resolver) -> bool {
+    let uri = req.uri();
+    if uri.path() != PATH {
+        return false;
+    }
+    match (uri.scheme_str(), uri.authority()) {
+        (None, None) => true,
+        (Some("http"), Some(authority)) => {
+            let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+            let ip = if host.eq_ignore_ascii_case("localhost") {
+                Some(IpAddr::V4(Ipv4Addr::LOCALHOST))
+            } else {
+                host.parse::<IpAddr>().ok()
+            };
+            ip.is_some_and(|ip| resolver.is_self(SocketAddr::new(ip, authority.port_u16().unwrap_or(80))))
+        }
+        _ => false,
+    }
+}
+
+/// The envelope an agent sends.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope {
+    /// Must be the authenticated tenant.
+    tenant: String,
+    /// A route name of the tenant.
+    service: String,
+    /// `api_bridge.request` (the default).
+    #[serde(default)]
+    verb: Option<String>,
+    /// The HTTP method (upper-cased).
+    method: String,
+    /// The path, optionally with a query string.
+    path: String,
+    /// Query parameters appended to the path: string, number or boolean
+    /// values, or arrays of them (repeated keys).
+    #[serde(default)]
+    query: Option<Map<String, Value>>,
+    /// Request headers: string values, or arrays of them.
+    #[serde(default)]
+    headers: Option<Map<String, Value>>,
+    /// Null (no body), a string (sent as it is, or decoded when
+    /// `body_encoding` is base64), or any other JSON value (sent as JSON).
+    #[serde(default)]
+    body: Value,
+    /// `utf-8` (default) or `base64`, for a string body.
+    #[serde(default)]
+    body_encoding: Option<String>,
+}
+
+/// Headers an envelope may not set: airlock sets or strips them itself
+/// (framing, connection management, proxy credentials, the destination).
+const RESERVED_HEADERS: [&str; 10] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// An envelope turned into a request under a route.
+struct Prepared {
+    tenant: TenantId,
+    route: RouteId,
+    method: String,
+    path: String,
+    request: Request<Full<Bytes>>,
+}
+
+/// A refusal before the request reached the pipeline, with the tenant when
+/// known.
+type Refusal = (Option<TenantId>, Denial);
+
+/// Serves one request to the action API.
+pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let started = Instant::now();
+    let ts = audit::now_rfc3339();
+    let loaded = shared.loaded();
+    let prepared = match prepare(&shared, &loaded, req).await {
+        Ok(p) => p,
+        Err((tenant, denial)) => {
+            // No destination yet: the record names the action API itself.
+            let request_id = respond::request_id();
+            let policy = &loaded.policy;
+            shared.audit.write(Record {
+                tenant: tenant.map(|t| policy.tenant(t).name.clone()),
+                route: denial.route.map(|r| policy.route(r).name.clone()),
+                path: PATH.to_owned(),
+                code: Some(denial.code.as_str().to_owned()),
+                duration_ms: started.elapsed().as_millis() as u64,
+                ..Record::new(ts, request_id.clone(), "POST".into(), String::new(), 0, Outcome::Deny, denial.status())
+            });
+            tracing::info!(%request_id, code = %denial.code, "action refused");
+            return action_denial_response(&denial, &request_id);
+        }
+    };
+    let policy = &loaded.policy;
+    let route = policy.route(prepared.route);
+    let host = match &route.host {
+        HostPattern::Exact(h) => h.clone(),
+        // `build` refuses wildcard routes.
+        HostPattern::Wildcard(_) => String::new(),
+    };
+    let dest =
+        Destination { tenant: policy.tenant(prepared.tenant).name.clone(), host, port: route.port, https: true, peer };
+    let audit = Audit::begin(&shared, &loaded, prepared.tenant, &dest, prepared.method, prepared.path);
+    let span = info_span!(
+        "action",
+        request_id = %audit.request_id,
+        tenant = %dest.tenant,
+        service = %route.name,
+        host = %dest.host,
+        port = dest.port,
+        method = %prepared.request.method(),
+        path = %prepared.request.uri().path(),
+        route = tracing::field::Empty,
+    );
+    let cap = usize::try_from(policy.limits.max_action_response).unwrap_or(usize::MAX);
+    let tenant = policy.tenant(prepared.tenant);
+    let mut keep: Vec<&[u8]> = tenant.routes.iter().map(|r| r.placeholder.as_bytes()).collect();
+    keep.push(REDACTED);
+    async {
+        if let Err(denial) = limits::check_head(&prepared.request, &policy.limits) {
+            audit.refuse(&denial);
+            return action_denial_response(&denial, &audit.request_id);
+        }
+        let resp = match forward::forward(&shared, &audit, prepared.request).await {
+            Ok(resp) => resp,
+            Err(denial) => {
+                audit.refuse(&denial);
+                return action_denial_response(&denial, &audit.request_id);
+            }
+        };
+        match collect(resp, cap, &keep).await {
+            Ok(mut answer) => {
+                answer["request_id"] = audit.request_id.clone().into();
+                json_response(&answer, &audit.request_id)
+            }
+            // The pipeline's record (allow, incomplete) is already written;
+            // the agent is told the body did not arrive whole.
+            Err(denial) => {
+                tracing::info!(code = %denial.code, "the upstream body failed");
+                action_denial_response(&denial, &audit.request_id)
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Authenticates, reads and checks the envelope, and builds the request it
+/// describes.
+async fn prepare(shared: &Shared, loaded: &Loaded, req: Request<Incoming>) -> Result<Prepared, Refusal> {
+    let policy = &loaded.policy;
+    if req.method() != Method::POST {
+        return Err((
+            None,
+            Denial {
+                status: Some(405),
+                ..bad_request(
+                    format!("{PATH} takes POST, not {}", req.method()),
+                    format!("POST the action envelope as JSON to {PATH}"),
+                )
+            },
+        ));
+    }
+    // Browsers send Origin; no agent does. A web page must never drive
+    // the action API, whatever credentials the browser holds.
+    if req.headers().contains_key(header::ORIGIN) {
+        return Err((
+            None,
+            Denial {
+                status: Some(403),
+                ..bad_request(
+                    "the action API does not serve requests from web pages (the request has an Origin header)",
+                    "call the action API from the agent's process, not from a browser",
+                )
+            },
+        ));
+    }
+    limits::check_head(&req, &policy.limits).map_err(|d| (None, d))?;
+    let creds = req.headers().get(header::PROXY_AUTHORIZATION).or_else(|| req.headers().get(header::AUTHORIZATION));
+    let tenant = policy.authenticate(creds.map(HeaderValue::as_bytes)).map_err(|e| (None, auth_denial(e)))?;
+    let bytes = read_body(req, &policy.limits).await.map_err(|d| (Some(tenant), d))?;
+    let envelope: Envelope = serde_json::from_slice(&bytes).map_err(|e| {
+        // serde's message may quote part of the envelope; scrub it like
+        // anything else airlock sends back.
+        let set = loaded.scrubbers.for_request(policy, &shared.vault, tenant, &[]);
+        let mut msg = Vec::new();
+        set.replace_all(e.to_string().as_bytes(), &mut msg);
+        let denial = bad_request(
+            format!("the action envelope is not valid: {}", String::from_utf8_lossy(&msg)),
+            "send JSON like {\"tenant\": \"…\", \"service\": \"…\", \"method\": \"GET\", \"path\": \"/…\"} \
+             (fields: tenant, service, verb, method, path, query, headers, body, body_encoding)",
+        );
+        (Some(tenant), denial)
+    })?;
+    build(policy, tenant, envelope).map_err(|d| (Some(tenant), d))
+}
+
+/// The envelope's request under the route it names.
+fn build(policy: &Policy, tenant: TenantId, env: Envelope) -> Result<Prepared, Denial> {
+    let t = policy.tenant(tenant);
+    if env.tenant != t.name {
+        return Err(Denial::new(
+            DenialCode::WrongTenant,
+            format!("the envelope names tenant '{}', but the credentials are tenant '{}''s", env.tenant, t.name),
+            format!("set \"tenant\": \"{}\" in the envelope, or use the credentials of the tenant it names", t.name),
+        ));
+    }
+    if let Some(verb) = env.verb.as_deref().filter(|v| *v != VERB) {
+        return Err(bad_request(
+            format!("unknown verb '{verb}'"),
+            format!("use \"verb\": \"{VERB}\" (or leave it out)"),
+        ));
+    }
+    let Some(route_id) = policy.route_named(tenant, &env.service) else {
+        let services: Vec<&str> =
+            t.routes.iter().filter(|r| matches!(r.host, HostPattern::Exact(_))).map(|r| r.name.as_str()).collect();
+        return Err(Denial::new(
+            DenialCode::HostNotAllowed,
+            format!("tenant '{}' has no service (route) named '{}'", t.name, env.service),
+            format!(
+                "use one of tenant '{}''s services ({}), or ask the operator to add a route named '{}'",
+                t.name,
+                if services.is_empty() { "it has none".to_owned() } else { services.join(", ") },
+                env.service
+            ),
+        ));
+    };
+    let route = policy.route(route_id);
+    if let HostPattern::Wildcard(_) = route.host {
+        return Err(Denial {
+            route: Some(route_id),
+            ..Denial::new(
+                DenialCode::HostNotAllowed,
+                format!(
+                    "service '{}' is a wildcard route ({}); an action needs a route with one exact host",
+                    route.name,
+                    route.authority()
+                ),
+                format!("ask the operator to add a route for the exact host to tenant '{}'", t.name),
+            )
+        });
+    }
+
+    // Methods are case-sensitive in HTTP, but no API defines a lower-case
+    // one: `post` from an agent means POST.
+    let method = Method::from_bytes(env.method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| bad_request(format!("'{}' is not an HTTP method", env.method), "use GET, POST, …"))?;
+    if method == Method::CONNECT {
+        // A tunnel is not an action; the agent would need HTTPS_PROXY.
+        return Err(bad_request("CONNECT is not an action", "use the API's own methods (GET, POST, …)"));
+    }
+    if !env.path.starts_with('/') || env.path.contains('#') {
+        return Err(bad_request(
+            "the path must start with '/' and hold no fragment ('#')",
+            "send the path as in the API's documentation, e.g. \"/v3/a/123/calls.json\"; put parameters in \"query\"",
+        ));
+    }
+    let mut target = env.path.clone();
+    let query = encode_query(env.query.as_ref())?;
+    if !query.is_empty() {
+        target.push(if target.contains('?') { '&' } else { '?' });
+        target.push_str(&query);
+    }
+    let uri: http::Uri = target.parse().map_err(|_| {
+        bad_request(
+            "the path is not a valid request target",
+            "percent-encode spaces and other special characters in the path",
+        )
+    })?;
+    let mut headers = envelope_headers(env.headers.as_ref())?;
+    let encoding = env.body_encoding.as_deref().unwrap_or("utf-8");
+    if encoding != "utf-8" && encoding != "base64" {
+        return Err(bad_request(format!("unknown body_encoding '{encoding}'"), "use \"utf-8\" or \"base64\""));
+    }
+    let body = match (&env.body, encoding) {
+        (Value::Null, _) => Bytes::new(),
+        (Value::String(s), "base64") => STANDARD.decode(s).map(Bytes::from).map_err(|_| {
+            bad_request("the body is not valid base64", "send base64 (standard alphabet, padded) or a text body")
+        })?,
+        (Value::String(s), _) => Bytes::from(s.clone().into_bytes()),
+        (_, "base64") => {
+            return Err(bad_request("a base64 body must be a string", "send the base64 text as a JSON string"));
+        }
+        (json, _) => {
+            if !headers.contains_key(header::CONTENT_TYPE) {
+                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            }
+            Bytes::from(json.to_string().into_bytes())
+        }
+    };
+    if !body.is_empty() || matches!(method, Method::POST | Method::PUT | Method::PATCH) {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
+    let path = uri.path().to_owned();
+    let method_name = method.to_string();
+    let mut request = Request::new(Full::new(body));
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    Ok(Prepared { tenant, route: route_id, method: method_name, path, request })
+}
+
+/// `key=value&…`, percent-encoded.
+fn encode_query(query: Option<&Map<String, Value>>) -> Result<String, Denial> {
+    let mut out = String::new();
+    let mut add = |k: &str, v: &Value| -> Result<(), Denial> {
+        let text = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            Value::Null => return Ok(()),
+            _ => {
+                return Err(bad_request(
+                    format!("query parameter '{k}' is not a string, number or boolean"),
+                    "give each query parameter a string, number or boolean value, or an array of them",
+                ));
+            }
+        };
+        if !out.is_empty() {
+            out.push('&');
+        }
+        out.push_str(&percent_encode(k));
+        out.push('=');
+        out.push_str(&percent_encode(&text));
+        Ok(())
+    };
+    for (k, v) in query.into_iter().flatten() {
+        match v {
+            Value::Array(items) => items.iter().try_for_each(|item| add(k, item))?,
+            other => add(k, other)?,
+        }
+    }
+    Ok(out)
+}
+
+/// Percent-encodes every byte outside RFC 3986's unreserved characters.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The envelope's headers as a map. Messages name headers, never values.
+fn envelope_headers(headers: Option<&Map<String, Value>>) -> Result<HeaderMap, Denial> {
+    let mut out = HeaderMap::new();
+    for (name, value) in headers.into_iter().flatten() {
+        let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            bad_request(format!("'{name}' is not a valid header name"), "use header names of letters, digits and '-'")
+        })?;
+        if RESERVED_HEADERS.contains(&n.as_str()) {
+            return Err(bad_request(
+                format!("the envelope may not set the '{n}' header; airlock sets it"),
+                format!("leave '{n}' out of \"headers\""),
+            ));
+        }
+        let values: Vec<&Value> = match value {
+            Value::Array(items) => items.iter().collect(),
+            one => vec![one],
+        };
+        for v in values {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => {
+                    return Err(bad_request(
+                        format!("header '{n}' is not a string"),
+                        "give each header a string value (or an array of strings)",
+                    ));
+                }
+            };
+            let v = HeaderValue::from_str(&text).map_err(|_| {
+                bad_request(
+                    format!("header '{n}' holds characters a header cannot carry"),
+                    "send header values without control characters or line breaks",
+                )
+            })?;
+            out.append(n.clone(), v);
+        }
+    }
+    Ok(out)
+}
+
+/// Reads the envelope, bounded by `[limits] max_request_body` and, as it
+/// is one small JSON document, by `header_read_timeout`.
+async fn read_body(req: Request<Incoming>, limits: &airlock_policy::Limits) -> Result<Bytes, Denial> {
+    let limit = limits.max_request_body;
+    let too_large = || Denial {
+        status: Some(413),
+        ..Denial::new(
+            DenialCode::RequestTooLarge,
+            format!("the action envelope is larger than [limits] max_request_body ({limit} bytes)"),
+            "send a smaller body, or ask the operator to raise [limits] max_request_body",
+        )
+    };
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let body = Limited::new(req.into_body(), usize::try_from(limit).unwrap_or(usize::MAX));
+    match tokio::time::timeout(limits.header_read_timeout, body.collect()).await {
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large()),
+        Ok(Err(_)) => Err(bad_request("the action envelope could not be read", "send the whole envelope again")),
+        Err(_) => Err(Denial {
+            status: Some(408),
+            ..bad_request(
+                format!("the action envelope did not arrive within {:?}", limits.header_read_timeout),
+                "send the envelope in one go",
+            )
+        }),
+    }
+}
+
+/// The scrubbed response as the answer's JSON (without `request_id`). The
+/// body is read through the redactor until it ends or the scrubbed bytes
+/// pass the cap by more than the longest replacement, then cut at a
+/// point that splits no placeholder and no UTF-8 character.
+async fn collect(resp: Response<Body>, cap: usize, keep: &[&[u8]]) -> Result<Value, Denial> {
+    let (parts, mut body) = resp.into_parts();
+    let margin = keep.iter().map(|k| k.len()).max().unwrap_or(0);
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Some(data) = frame.data_ref() {
+                    buf.extend_from_slice(data);
+                }
+            }
+            Err(e) => return Err(body_failure(&e)),
+        }
+        if buf.len() > cap.saturating_add(margin) {
+            break;
+        }
+    }
+    // Dropping a body not read to its end tells the pipeline the answer
+    // was cut (its audit record says complete: false).
+    drop(body);
+    let truncated = buf.len() > cap;
+    let end = if truncated { cut_point(&buf, cap, keep) } else { buf.len() };
+    let kept = &buf[..end];
+    let (text, encoding) = match std::str::from_utf8(kept) {
+        Ok(s) => (s.to_owned(), "utf-8"),
+        Err(e) if truncated && e.error_len().is_none() => {
+            // A character cut by the cap: end before it.
+            (String::from_utf8_lossy(&kept[..e.valid_up_to()]).into_owned(), "utf-8")
+        }
+        Err(_) => (STANDARD.encode(kept), "base64"),
+    };
+    let redactions = parts.extensions.get::<RedactionCount>().map_or(0, RedactionCount::get);
+    let mut headers = Map::new();
+    for name in parts.headers.keys() {
+        if name == REQUEST_ID_HEADER {
+            continue;
+        }
+        let values: Vec<Value> = parts
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let value = match <[Value; 1]>::try_from(values) {
+            Ok([one]) => one,
+            Err(many) => Value::Array(many),
+        };
+        headers.insert(name.as_str().to_owned(), value);
+    }
+    Ok(json!({
+        "request_id": "",
+        "decision": "allow",
+        "status": parts.status.as_u16(),
+        "headers": headers,
+        "body": text,
+        "body_encoding": encoding,
+        "redactions": redactions,
+        "truncated": truncated,
+        "secret_exposed": false,
+    }))
+}
+
+/// Where to cut `buf` near `cap`: at `cap`, moved back before any of
+/// `keep` (placeholders, `[REDACTED]`) that the cut would split.
+fn cut_point(buf: &[u8], cap: usize, keep: &[&[u8]]) -> usize {
+    let mut cut = cap.min(buf.len());
+    loop {
+        let before = cut;
+        for k in keep.iter().filter(|k| !k.is_empty()) {
+            let from = cut.saturating_sub(k.len() - 1);
+            if let Some(start) = (from..cut).find(|&s| buf[s..].starts_with(k)) {
+                cut = cut.min(start);
+            }
+        }
+        if cut == before {
+            return cut;
+        }
+    }
+}
+
+/// The answer when the body failed after the head arrived.
+fn body_failure(e: &BoxError) -> Denial {
+    if e.downcast_ref::<DecodeError>().is_some() {
+        return Denial::new(
+            DenialCode::UnredactableBody,
+            "the upstream's response body could not be decoded for scanning",
+            "retry; if it persists, ask the operator to check the API",
+        );
+    }
+    if e.downcast_ref::<limits::UpstreamSilent>().is_some() {
+        return Denial::new(
+            DenialCode::UpstreamTimeout,
+            e.to_string(),
+            "retry later; if the API is slow by design, ask the operator to raise [limits] upstream_read_timeout",
+        );
+    }
+    Denial::new(
+        DenialCode::UpstreamUnreachable,
+        "the upstream failed while sending the response body",
+        "retry; if it persists, the API is failing",
+    )
+}
+
+fn bad_request(message: impl Into<String>, next_step: impl Into<String>) -> Denial {
+    Denial::new(DenialCode::BadRequest, message, next_step)
+}
+
+/// Missing or wrong credentials: the proxy's codes, answered `401` with a
+/// `WWW-Authenticate` challenge, as the action API is spoken to directly
+/// rather than as a proxy.
+fn auth_denial(e: AuthError) -> Denial {
+    let next_step = "send the tenant's credentials as `Authorization: Basic base64(tenant:token)` \
+                     (curl -u tenant:token); `airlock env --tenant <tenant>` shows them in HTTPS_PROXY";
+    Denial { status: Some(401), next_step: next_step.to_owned(), ..e.denial() }
+}
+
+/// A 200 answer with the action's JSON.
+fn json_response(answer: &Value, request_id: &str) -> Response<Body> {
+    let mut body = answer.to_string();
+    body.push('\n');
+    let mut resp = Response::new(respond::full(body));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        h.insert(REQUEST_ID_HEADER, id);
+    }
+    resp
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cut_never_splits_a_placeholder() {
+        let keep: [&[u8]; 2] = [b"AIRLOCK_KEY", REDACTED];
+        let buf = b"0123456789AIRLOCK_KEY tail";
+        for cap in 0..buf.len() {
+            let cut = cut_point(buf, cap, &keep);
+            assert!(cut <= cap);
+            let inside = (11..=20).contains(&cap);
+            assert_eq!(cut, if inside { 10 } else { cap }, "cap {cap}");
+        }
+        // Back to back: moving before one lands inside the other.
+        let buf = b"ab[REDACTED]AIRLOCK_KEY";
+        assert_eq!(cut_point(buf, 14, &keep), 12);
+        assert_eq!(cut_point(buf, 5, &keep), 2);
+    }
+
+    #[tokio::test]
+    async fn a_cut_never_splits_a_utf8_character_and_binary_is_base64() {
+        let body = "é".repeat(100);
+        for cap in [1usize, 2, 51, 101, 199] {
+            let answer = collect(Response::new(respond::full(body.clone())), cap, &[REDACTED]).await.unwrap();
+            assert_eq!(answer["truncated"], true);
+            assert_eq!(answer["body_encoding"], "utf-8");
+            assert_eq!(answer["body"].as_str().unwrap().len(), cap / 2 * 2, "cap {cap}");
+        }
+        let answer = collect(Response::new(respond::full(body.clone())), 200, &[]).await.unwrap();
+        assert_eq!((answer["truncated"].as_bool(), answer["body"].as_str()), (Some(false), Some(body.as_str())));
+        let answer = collect(Response::new(respond::full(vec![0xff_u8, 0xfe, 0])), 100, &[]).await.unwrap();
+        assert_eq!((answer["body_encoding"].as_str(), answer["body"].as_str()), (Some("base64"), Some("//4A")));
+    }
+
+    #[test]
+    fn queries_are_percent_encoded_and_repeat_for_arrays() {
+        let q: Map<String, Value> =
+            serde_json::from_str(r#"{"a b": "c&d", "n": 2, "t": true, "list": ["x", "y"], "skip": null}"#).unwrap();
+        assert_eq!(encode_query(Some(&q)).unwrap(), "a%20b=c%26d&list=x&list=y&n=2&t=true");
+        let bad: Map<String, Value> = serde_json::from_str(r#"{"o": {"x": 1}}"#).unwrap();
+        assert_eq!(encode_query(Some(&bad)).unwrap_err().code, DenialCode::BadRequest);
+    }
+
+    #[test]
+    fn reserved_and_invalid_headers_are_refused_by_name() {
+        for h in [r#"{"Host": "evil.test"}"#, r#"{"content-length": "5"}"#, r#"{"x": "a\r\nb"}"#, r#"{"x": {}}"#] {
+            let m: Map<String, Value> = serde_json::from_str(h).unwrap();
+            let d = envelope_headers(Some(&m)).unwrap_err();
+            assert_eq!(d.code, DenialCode::BadRequest, "{h}");
+            assert!(!d.message.contains("evil.test") && !d.message.contains("a\r\nb"), "{}", d.message);
+        }
+        let m: Map<String, Value> = serde_json::from_str(r#"{"Accept": "a", "x-many": ["1", "2"]}"#).unwrap();
+        let h = envelope_headers(Some(&m)).unwrap();
+        assert_eq!(h.get_all("x-many").iter().count(), 2);
+    }
+}
