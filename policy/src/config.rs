@@ -215,6 +215,11 @@ pub struct Tenant {
     token: zeroize::Zeroizing<String>,
     /// Its routes, in config order.
     pub routes: Vec<Route>,
+    /// Routes with an exact host, by host: their ports and indexes (at
+    /// most one route per host and port).
+    exact: HashMap<String, Vec<(u16, usize)>>,
+    /// Routes with a wildcard host, most specific first.
+    wildcards: Vec<usize>,
 }
 
 impl fmt::Debug for Tenant {
@@ -224,6 +229,30 @@ impl fmt::Debug for Tenant {
 }
 
 impl Tenant {
+    fn new(name: String, token: String, routes: Vec<Route>) -> Tenant {
+        let mut exact = HashMap::new();
+        let mut wildcards = Vec::new();
+        for (i, r) in routes.iter().enumerate() {
+            match &r.host {
+                HostPattern::Exact(h) => exact.entry(h.clone()).or_insert_with(Vec::new).push((r.port, i)),
+                HostPattern::Wildcard(_) => wildcards.push(i),
+            }
+        }
+        wildcards.sort_by_key(|&i| std::cmp::Reverse(routes[i].host.specificity()));
+        Tenant { name, token: zeroize::Zeroizing::new(token), routes, exact, wildcards }
+    }
+
+    /// The index of the most specific route serving a normalised host and
+    /// port: the exact host's, else the longest matching wildcard. A lookup
+    /// and a scan of the wildcards only, however many routes there are.
+    pub(crate) fn route_index(&self, host: &str, port: u16) -> Option<usize> {
+        let exact = self.exact.get(host).and_then(|ports| ports.iter().find(|&&(p, _)| p == port));
+        if let Some(&(_, i)) = exact {
+            return Some(i);
+        }
+        self.wildcards.iter().copied().find(|&i| self.routes[i].matches_host(host, port))
+    }
+
     /// The tenant's proxy token (what `airlock run`/`env` put in the proxy
     /// URL).
     pub fn token(&self) -> &str {
@@ -448,25 +477,28 @@ fn build(raw: RawConfig, base: &Path, home: &Path) -> Result<Policy, String> {
             ));
         }
         let mut routes: Vec<Route> = Vec::new();
+        let mut names = HashSet::new();
+        let mut served: HashMap<(HostPattern, u16), usize> = HashMap::new();
         for (ri, r) in t.routes.into_iter().enumerate() {
             let route = build_route(&name, r, &secrets)?;
-            if let Some(prev) = routes.iter().find(|p| p.name == route.name) {
-                return Err(format!("tenant '{name}': two routes are named '{}'", prev.name));
+            if !names.insert(route.name.clone()) {
+                return Err(format!("tenant '{name}': two routes are named '{}'", route.name));
             }
-            if let Some(prev) = routes.iter().find(|p| p.host == route.host && p.port == route.port) {
+            if let Some(&prev) = served.get(&(route.host.clone(), route.port)) {
                 return Err(format!(
                     "tenant '{name}': routes '{}' and '{}' both serve {}; a request could match \
                      either — merge them into one route",
-                    prev.name,
+                    routes[prev].name,
                     route.name,
                     route.authority()
                 ));
             }
+            served.insert((route.host.clone(), route.port), ri);
             placeholders.push(route.placeholder.clone());
             placeholder_routes.push(RouteId { tenant: ti, route: ri });
             routes.push(route);
         }
-        tenants.push(Tenant { name, token: zeroize::Zeroizing::new(t.token), routes });
+        tenants.push(Tenant::new(name, t.token, routes));
     }
 
     // Placeholders are looked up across every tenant (to tell `wrong_tenant`

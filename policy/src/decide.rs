@@ -235,13 +235,8 @@ impl Policy {
     /// The most specific route of `tenant` serving a host and port.
     pub fn route_for(&self, tenant: TenantId, host: &str, port: u16) -> Option<RouteId> {
         let host = host::normalize(host)?;
-        self.tenants[tenant.0]
-            .routes
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.matches_host(&host, port))
-            .max_by_key(|(_, r)| r.host.specificity())
-            .map(|(i, _)| RouteId { tenant: tenant.0, route: i })
+        let route = self.tenants[tenant.0].route_index(&host, port)?;
+        Some(RouteId { tenant: tenant.0, route })
     }
 
     /// Whether to intercept or tunnel a connection to `host:port`.
@@ -691,5 +686,36 @@ placeholder = "AIRLOCK_BETA"
         let deny = CONFIG.replace("[secrets.callrail]", "[proxy]\negress = \"deny\"\n[secrets.callrail]");
         let p = Policy::from_toml(&deny, "test", Path::new("/"), Path::new("/")).unwrap();
         assert_eq!(p.connect_action(acme, "api.beta.test", 443), ConnectAction::Intercept(None));
+    }
+
+    #[test]
+    fn the_most_specific_route_serves_a_host() {
+        let mut config = String::from(
+            "[secrets.k]\nsource = \"env\"\nvar = \"K\"\n[tenants.acme]\ntoken = \"acme-token-0123456789\"\n",
+        );
+        for (name, host) in [
+            ("short", "*.example.com"),
+            ("long", "*.api.example.com"),
+            ("exact", "v1.api.example.com"),
+            ("other-port", "v1.api.example.com:8443"),
+            ("elsewhere", "other.test"),
+        ] {
+            config.push_str(&format!(
+                "[[tenants.acme.routes]]\nname = \"{name}\"\nhost = \"{host}\"\nsecret = \"k\"\nplaceholder = \"AIRLOCK_{}\"\n",
+                name.to_uppercase().replace('-', "_")
+            ));
+        }
+        let p = Policy::from_toml(&config, "test", Path::new("/"), Path::new("/")).unwrap();
+        let (acme, _) = p.tenant_by_name("acme").unwrap();
+        let route = |host: &str, port: u16| p.route_for(acme, host, port).map(|r| p.route(r).name.as_str());
+        assert_eq!(route("v1.api.example.com", 443), Some("exact"));
+        assert_eq!(route("V1.API.example.com.", 443), Some("exact"));
+        assert_eq!(route("v1.api.example.com", 8443), Some("other-port"));
+        assert_eq!(route("v2.api.example.com", 443), Some("long"));
+        assert_eq!(route("www.example.com", 443), Some("short"));
+        assert_eq!(route("example.com", 443), None);
+        assert_eq!(route("www.example.com", 8443), None);
+        assert_eq!(route("other.test", 443), Some("elsewhere"));
+        assert_eq!(route("nowhere.test", 443), None);
     }
 }
