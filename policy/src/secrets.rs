@@ -525,17 +525,21 @@ impl Vault {
 
     /// The cached value when it is still good, without fetching.
     pub fn cached(&self, spec: &SecretSpec) -> Option<Arc<SecretValue>> {
-        let state = self.state();
-        let e = state.entries.get(&spec.name)?;
-        if spec.ttl.is_some_and(|ttl| e.fetched.elapsed() >= ttl) {
-            return None;
-        }
+        let (value, then) = {
+            let state = self.state();
+            let e = state.entries.get(&spec.name)?;
+            if spec.ttl.is_some_and(|ttl| e.fetched.elapsed() >= ttl) {
+                return None;
+            }
+            (Arc::clone(&e.value), e.stamp)
+        };
+        // The file is looked at outside the lock every request takes.
         if let Some(path) = self.file_of(spec)
-            && stamp(&path) != e.stamp
+            && stamp(&path) != then
         {
             return None;
         }
-        Some(Arc::clone(&e.value))
+        Some(value)
     }
 
     /// The current value of a secret, fetching when the cached one is
