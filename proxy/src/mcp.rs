@@ -30,7 +30,7 @@ use http::{Request, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use serde_json::{Map, Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -107,8 +107,12 @@ impl Server {
             }
             Ok::<_, std::io::Error>(())
         });
-        let mut lines = BufReader::new(input).lines();
-        while let Some(line) = lines.next_line().await? {
+        let mut input = BufReader::new(input);
+        while let Some(line) = next_line(&mut input, MAX_MESSAGE).await? {
+            let Line::Message(line) = line else {
+                let _ = tx.send(error(Value::Null, -32600, "invalid request: a message line is over 64 MiB"));
+                continue;
+            };
             if line.trim().is_empty() {
                 continue;
             }
@@ -286,6 +290,50 @@ impl Server {
     }
 }
 
+/// The longest message line read (an envelope is bounded further by the
+/// proxy's `max_request_body`); a longer one is skipped with an error, not
+/// buffered.
+const MAX_MESSAGE: usize = 64 << 20;
+
+/// One line of input.
+#[derive(Debug, PartialEq)]
+enum Line {
+    Message(String),
+    /// Over the limit: skipped up to its newline.
+    TooLong,
+}
+
+/// Reads one line of at most `max` bytes (not counting the newline), or
+/// `None` at the end of input.
+async fn next_line(input: &mut (impl AsyncBufRead + Unpin), max: usize) -> std::io::Result<Option<Line>> {
+    let mut buf = Vec::new();
+    let mut too_long = false;
+    loop {
+        let available = input.fill_buf().await?;
+        if available.is_empty() {
+            if buf.is_empty() && !too_long {
+                return Ok(None);
+            }
+            break;
+        }
+        let newline = available.iter().position(|&b| b == b'\n');
+        let chunk = &available[..newline.unwrap_or(available.len())];
+        if !too_long && buf.len() + chunk.len() > max {
+            too_long = true;
+            buf = Vec::new();
+        }
+        if !too_long {
+            buf.extend_from_slice(chunk);
+        }
+        let used = newline.map_or(available.len(), |i| i + 1);
+        input.consume(used);
+        if newline.is_some() {
+            break;
+        }
+    }
+    Ok(Some(if too_long { Line::TooLong } else { Line::Message(String::from_utf8_lossy(&buf).into_owned()) }))
+}
+
 fn error(id: Value, code: i64, message: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
 }
@@ -419,4 +467,23 @@ pub fn tools(services: &Value) -> Value {
             "inputSchema": {"type": "object", "properties": {}, "additionalProperties": false},
         },
     ])
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lines_over_the_limit_are_skipped_not_buffered() {
+        let input = format!("{{\"a\":1}}\n{}\n{{\"b\":2}}\r\n{}", "x".repeat(100), "y".repeat(5));
+        // A small read buffer, so lines arrive in pieces.
+        let mut input = BufReader::with_capacity(7, input.as_bytes());
+        let mut got = Vec::new();
+        while let Some(line) = next_line(&mut input, 20).await.unwrap() {
+            got.push(line);
+        }
+        let message = |s: &str| Line::Message(s.to_owned());
+        assert_eq!(got, [message("{\"a\":1}"), Line::TooLong, message("{\"b\":2}\r"), message("yyyyy")]);
+    }
 }
