@@ -169,7 +169,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: So
         host = %dest.host,
         port = dest.port,
         method = %prepared.request.method(),
-        path = %prepared.request.uri().path(),
+        path = %audit.path(),
         route = tracing::field::Empty,
     );
     let cap = usize::try_from(policy.limits.max_action_response).unwrap_or(usize::MAX);

@@ -84,6 +84,7 @@ impl<'a> Audit<'a> {
         method: String,
         path: String,
     ) -> Self {
+        let path = scrub_path(shared, loaded, tenant, &path);
         Audit {
             shared,
             loaded,
@@ -95,6 +96,12 @@ impl<'a> Audit<'a> {
             method,
             path,
         }
+    }
+
+    /// The request's path with any secret in it replaced: what the audit
+    /// record and every log line show.
+    pub(crate) fn path(&self) -> &str {
+        &self.path
     }
 
     fn write(&self, route: Option<RouteId>, outcome: Outcome, code: Option<DenialCode>, status: u16, injected: bool) {
@@ -112,7 +119,9 @@ impl<'a> Audit<'a> {
         Record {
             tenant: Some(self.dest.tenant.clone()),
             route: route.map(|r| self.loaded.policy.route(r).name.clone()),
-            path: self.scrubbed_path(),
+            // Again: a secret fetched for the first time during this
+            // request was not known when the path was first scrubbed.
+            path: scrub_path(self.shared, self.loaded, self.tenant, &self.path),
             code: code.map(|c| c.as_str().to_owned()),
             injected,
             duration_ms: self.started.elapsed().as_millis() as u64,
@@ -128,15 +137,6 @@ impl<'a> Audit<'a> {
         }
     }
 
-    /// The path with any secret in it replaced, as the audit log must never
-    /// hold one.
-    fn scrubbed_path(&self) -> String {
-        let set = self.loaded.scrubbers.for_request(&self.loaded.policy, &self.shared.vault, self.tenant, &[]);
-        let mut out = Vec::with_capacity(self.path.len());
-        set.replace_all(self.path.as_bytes(), &mut out);
-        String::from_utf8_lossy(&out).into_owned()
-    }
-
     /// Logs and audits a denial; the caller answers it.
     pub(crate) fn refuse(&self, denial: &Denial) {
         info!(code = %denial.code, "denied");
@@ -147,6 +147,15 @@ impl<'a> Audit<'a> {
         self.refuse(denial);
         denial_response(denial, &self.request_id)
     }
+}
+
+/// `path` with any secret in it replaced, as no audit record or log line may
+/// hold one.
+fn scrub_path(shared: &Shared, loaded: &Loaded, tenant: TenantId, path: &str) -> String {
+    let set = loaded.scrubbers.for_request(&loaded.policy, &shared.vault, tenant, &[]);
+    let mut out = Vec::with_capacity(path.len());
+    set.replace_all(path.as_bytes(), &mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Decides and forwards one request to a routed (or egress-denied) host.
@@ -163,7 +172,7 @@ pub(crate) async fn handle(
         return denial_response(&denial, &request_id());
     };
     let audit = Audit::begin(&shared, &loaded, tenant, &dest, req.method().to_string(), req.uri().path().to_owned());
-    let span = info_span!("request", request_id = %audit.request_id, method = %req.method(), path = %req.uri().path());
+    let span = info_span!("request", request_id = %audit.request_id, method = %req.method(), path = %audit.path());
     async {
         #[cfg(debug_assertions)]
         crate::fault::check(req.headers());

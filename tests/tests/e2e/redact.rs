@@ -251,3 +251,22 @@ async fn range_requests_are_sent_whole() {
     assert!(seen[0].header("range").is_none() && seen[0].header("if-range").is_none());
     proxy.proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_secret_in_the_request_path_is_kept_out_of_logs_and_the_audit() {
+    // An agent that got hold of a real key and put it in a URL: the request
+    // is served, but no log line, audit record or answer shows the key.
+    let (upstream, proxy) = setup().await;
+    for http in [Http::H1, Http::H2] {
+        let reply = get(&proxy, &upstream, &format!("/echo/{ACME_SECRET}/x"), &bearer(), http).await;
+        assert_eq!(reply.status, 200);
+        assert_no_secret("the answer", &reply.text());
+        assert!(reply.text().contains(&format!("/echo/{ACME_PLACEHOLDER}/x")), "{}", reply.text());
+    }
+    let audit = proxy.audit_lines();
+    assert_eq!(audit.iter().filter(|l| l["path"] == format!("/echo/{ACME_PLACEHOLDER}/x")).count(), 2, "{audit:?}");
+    let logs = captured_logs();
+    assert!(logs.contains(&format!("path=/echo/{ACME_PLACEHOLDER}/x")), "the request's log lines name its path");
+    assert_logs_clean();
+    proxy.proxy.shutdown().await;
+}
