@@ -374,6 +374,22 @@ const FORBIDDEN_HEADERS: [&str; 11] = [
     "cookie",
 ];
 
+/// A parse error's line, column and message, without the quoted source
+/// line toml's own message carries: that line may hold a tenant's token,
+/// and the message goes to logs and terminals.
+fn parse_message(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    match e.span() {
+        Some(span) => {
+            let before = &text.as_bytes()[..span.start.min(text.len())];
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let column = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message.to_owned(),
+    }
+}
+
 impl Policy {
     /// Reads and checks a config file. Relative paths in `[proxy]` and
     /// `[secrets]` are relative to the file's directory; the audit path is
@@ -388,7 +404,7 @@ impl Policy {
     /// Parses and checks config text. `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str, base: &Path, home: &Path) -> Result<Policy, ConfigError> {
         let raw: RawConfig = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { origin: origin.to_owned(), message: e.to_string() })?;
+            .map_err(|e| ConfigError::Parse { origin: origin.to_owned(), message: parse_message(text, &e) })?;
         build(raw, base, home).map_err(|message| ConfigError::Invalid { origin: origin.to_owned(), message })
     }
 
@@ -744,6 +760,16 @@ mod tests {
     }
 
     const TOKEN: &str = "0123456789abcdef0123";
+
+    #[test]
+    fn parse_errors_give_the_place_but_never_quote_the_line() {
+        // A token with a stray quote: toml's own message would print the
+        // line, token and all.
+        let text = format!("[tenants.acme]\ntoken = \"{TOKEN}\"x\"\n");
+        let e = load(&text).unwrap_err().to_string();
+        assert!(e.contains("test.toml") && e.contains("line 2, column"), "{e}");
+        assert!(!e.contains(TOKEN), "{e}");
+    }
 
     #[test]
     fn starter_config_loads() {
