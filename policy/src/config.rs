@@ -384,7 +384,20 @@ fn parse_message(text: &str, e: &toml::de::Error) -> String {
             let before = &text.as_bytes()[..span.start.min(text.len())];
             let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
             let column = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
-            format!("line {line}, column {column}: {message}")
+            // The key (or table header) on that line names the setting;
+            // what follows `=` is never shown.
+            let source = text.lines().nth(line - 1).unwrap_or("").trim();
+            let key =
+                if source.starts_with('[') { Some(source) } else { source.split_once('=').map(|(k, _)| k.trim()) };
+            let key_like = |k: &&str| {
+                !k.is_empty()
+                    && k.len() <= 80
+                    && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.\"' []".contains(&b))
+            };
+            match key.filter(key_like) {
+                Some(key) => format!("line {line}, column {column} ({key}): {message}"),
+                None => format!("line {line}, column {column}: {message}"),
+            }
         }
         None => message.to_owned(),
     }
