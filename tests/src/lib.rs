@@ -333,7 +333,9 @@ impl Served {
             .spawn()
             .unwrap();
         let read = || std::fs::read_to_string(&log).unwrap_or_default();
-        assert!(wait_for(Duration::from_secs(20), || read().contains(" listening on ")).await, "{}", read());
+        // Whole line: stderr is unbuffered, so the line may arrive in pieces.
+        let listening = || read().split(" listening on ").nth(1).is_some_and(|rest| rest.contains('\n'));
+        assert!(wait_for(Duration::from_secs(20), listening).await, "{}", read());
         let text = read();
         let addr = text.split(" listening on ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
         Served { child, addr, log }
