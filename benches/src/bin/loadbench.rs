@@ -205,13 +205,15 @@ async fn wait_listening(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
     bail!("{what} did not start listening on {addr}")
 }
 
-/// Reads lines from `file` until one contains `marker`; returns the word after it.
+/// Reads lines from `file` until a whole one contains `marker`; returns the
+/// word after it. (A line may be read half-written.)
 async fn wait_for_line(file: &Path, marker: &str, what: &str) -> anyhow::Result<String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         let text = std::fs::read_to_string(file).unwrap_or_default();
         if let Some(after) = text.split(marker).nth(1)
-            && let Some(word) = after.split_whitespace().next()
+            && let Some((line, _)) = after.split_once('\n')
+            && let Some(word) = line.split_whitespace().next()
         {
             return Ok(word.to_owned());
         }
