@@ -70,7 +70,9 @@ pub(crate) struct Audit<'a> {
     ts: String,
     started: Instant,
     method: String,
+    /// Scrubbed with the secrets the vault knew at `path_version`.
     path: String,
+    path_version: u64,
 }
 
 impl<'a> Audit<'a> {
@@ -84,6 +86,9 @@ impl<'a> Audit<'a> {
         method: String,
         path: String,
     ) -> Self {
+        // The version is read first: a change while scrubbing shows as a
+        // newer version at record time, and the record scrubs again.
+        let path_version = shared.vault.version();
         let path = scrub_path(shared, loaded, tenant, &path);
         Audit {
             shared,
@@ -95,6 +100,7 @@ impl<'a> Audit<'a> {
             started: Instant::now(),
             method,
             path,
+            path_version,
         }
     }
 
@@ -119,9 +125,7 @@ impl<'a> Audit<'a> {
         Record {
             tenant: Some(self.dest.tenant.clone()),
             route: route.map(|r| self.loaded.policy.route(r).name.clone()),
-            // Again: a secret fetched for the first time during this
-            // request was not known when the path was first scrubbed.
-            path: scrub_path(self.shared, self.loaded, self.tenant, &self.path),
+            path: self.record_path(),
             code: code.map(|c| c.as_str().to_owned()),
             injected,
             duration_ms: self.started.elapsed().as_millis() as u64,
@@ -134,6 +138,17 @@ impl<'a> Audit<'a> {
                 outcome,
                 status,
             )
+        }
+    }
+
+    /// The path for the record: as scrubbed at the start, unless the vault
+    /// has learnt a value since (a secret fetched for the first time during
+    /// this request), in which case it is scrubbed again.
+    fn record_path(&self) -> String {
+        if self.shared.vault.version() == self.path_version {
+            self.path.clone()
+        } else {
+            scrub_path(self.shared, self.loaded, self.tenant, &self.path)
         }
     }
 
