@@ -4,7 +4,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use base64::Engine;
 use bytes::Bytes;
@@ -12,8 +11,7 @@ use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -51,18 +49,8 @@ impl Agent {
     /// An agent trusting the PEM roots in `roots_pem`, sending
     /// `authorization` on every request.
     pub fn new(via: Via, roots_pem: &str, authorization: String) -> io::Result<Agent> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(roots_pem.as_bytes()) {
-            roots.add(cert.map_err(io::Error::other)?).map_err(io::Error::other)?;
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(io::Error::other)?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Agent { via, tls: TlsConnector::from(Arc::new(cfg)), authorization })
+        let cfg = airlock_tests::client::client_config(&[roots_pem], &[b"http/1.1"])?;
+        Ok(Agent { via, tls: TlsConnector::from(cfg), authorization })
     }
 
     /// Opens a keep-alive HTTP/1.1 connection to `host:port`.

@@ -84,6 +84,13 @@ pub async fn tls(
     roots_pem: &[&str],
     alpn: &[&[u8]],
 ) -> io::Result<TlsStream<TcpStream>> {
+    let cfg = client_config(roots_pem, alpn)?;
+    let name = ServerName::try_from(server_name.to_owned()).map_err(io::Error::other)?;
+    TlsConnector::from(cfg).connect(name, stream).await
+}
+
+/// A client TLS config trusting only the given PEM roots, offering `alpn`.
+pub fn client_config(roots_pem: &[&str], alpn: &[&[u8]]) -> io::Result<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
     for pem in roots_pem {
         for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
@@ -97,8 +104,7 @@ pub async fn tls(
         .with_root_certificates(roots)
         .with_no_client_auth();
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let name = ServerName::try_from(server_name.to_owned()).map_err(io::Error::other)?;
-    TlsConnector::from(Arc::new(cfg)).connect(name, stream).await
+    Ok(Arc::new(cfg))
 }
 
 /// Which HTTP version to speak inside the tunnel.

@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::TempHome;
-use crate::upstream::{TestCa, unique_ca_name};
+use crate::upstream::{TEST_NAMES, ca_with_file};
 
 /// The scripted upstream, on 127.0.0.1.
 #[derive(Debug)]
@@ -47,11 +47,8 @@ impl Drop for RawUpstream {
 impl RawUpstream {
     /// Starts it with a certificate for the usual test names.
     pub async fn start() -> RawUpstream {
-        let ca = TestCa::new(&unique_ca_name("raw upstream"));
-        let dir = TempHome::new("raw-upstream");
-        let ca_path = dir.path.join("upstream-ca.pem");
-        std::fs::write(&ca_path, ca.pem()).unwrap();
-        let config = ca.server_config(&["api.acme.test", "api.beta.test", "other.test", "127.0.0.1"], &[b"http/1.1"]);
+        let (ca, dir, ca_path) = ca_with_file("raw-upstream");
+        let config = ca.server_config(&TEST_NAMES, &[b"http/1.1"]);
         let acceptor = TlsAcceptor::from(config);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -55,17 +55,9 @@ impl TestCa {
         self.issuer.pem()
     }
 
-    /// A leaf for `names` (IP literals become IP SANs), and its key.
-    pub fn leaf(&self, names: &[&str]) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-        self.leaf_valid(names, Validity::Current)
-    }
-
-    /// A leaf for `names` that is current or already expired.
-    pub fn leaf_valid(
-        &self,
-        names: &[&str],
-        validity: Validity,
-    ) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    /// A leaf for `names` (IP literals become IP SANs) that is current or
+    /// already expired, and its key.
+    pub fn leaf(&self, names: &[&str], validity: Validity) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
         let mut params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         if validity == Validity::Expired {
             params.not_before = rcgen::date_time_ymd(2020, 1, 1);
@@ -85,7 +77,7 @@ impl TestCa {
 
     /// A server config presenting a leaf for `names` with `validity`.
     pub fn server_config_valid(&self, names: &[&str], alpn: &[&[u8]], validity: Validity) -> Arc<rustls::ServerConfig> {
-        let (chain, key) = self.leaf_valid(names, validity);
+        let (chain, key) = self.leaf(names, validity);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -110,6 +102,20 @@ pub enum Validity {
 pub(crate) fn unique_ca_name(what: &str) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     format!("airlock test {what} CA {}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The names test upstreams' certificates are for.
+pub const TEST_NAMES: [&str; 4] = ["api.acme.test", "api.beta.test", "other.test", "127.0.0.1"];
+
+/// A fresh test CA, with its certificate written to a file (for
+/// `upstream_ca`) in a temporary directory that lives as long as the
+/// returned [`TempHome`].
+pub(crate) fn ca_with_file(what: &str) -> (TestCa, TempHome, PathBuf) {
+    let ca = TestCa::new(&unique_ca_name(what));
+    let dir = TempHome::new(what);
+    let path = dir.path.join("upstream-ca.pem");
+    std::fs::write(&path, ca.pem()).unwrap();
+    (ca, dir, path)
 }
 
 /// One request the upstream received.
@@ -161,7 +167,7 @@ impl Drop for Upstream {
 impl Upstream {
     /// An upstream with a certificate for the usual test names.
     pub async fn start(protocols: Protocols) -> Upstream {
-        Upstream::start_with_names(protocols, &["api.acme.test", "api.beta.test", "other.test", "127.0.0.1"]).await
+        Upstream::start_with_names(protocols, &TEST_NAMES).await
     }
 
     pub async fn start_with_names(protocols: Protocols, names: &[&str]) -> Upstream {
@@ -170,8 +176,7 @@ impl Upstream {
 
     /// An upstream whose certificate for the usual names expired long ago.
     pub async fn start_expired(protocols: Protocols) -> Upstream {
-        let names = ["api.acme.test", "api.beta.test", "other.test", "127.0.0.1"];
-        Upstream::start_full("127.0.0.1:0".parse().unwrap(), protocols, &names, false, Validity::Expired).await
+        Upstream::start_full("127.0.0.1:0".parse().unwrap(), protocols, &TEST_NAMES, false, Validity::Expired).await
     }
 
     /// An upstream on `listen`; with `print`, each request's method, path
@@ -188,10 +193,8 @@ impl Upstream {
         print: bool,
         validity: Validity,
     ) -> Upstream {
-        let ca = Arc::new(TestCa::new(&unique_ca_name("upstream")));
-        let dir = TempHome::new("upstream");
-        let ca_path = dir.path.join("upstream-ca.pem");
-        std::fs::write(&ca_path, ca.pem()).unwrap();
+        let (ca, dir, ca_path) = ca_with_file("upstream");
+        let ca = Arc::new(ca);
         let alpn: &[&[u8]] = match protocols {
             Protocols::Http1 => &[b"http/1.1"],
             Protocols::Http2 => &[b"h2"],
