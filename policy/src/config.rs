@@ -116,6 +116,10 @@ struct RawRoute {
     methods: Option<Vec<String>>,
     paths: Option<Vec<String>>,
     max_request_body: Option<Size>,
+    #[serde(default)]
+    danger_plaintext_private_upstream: bool,
+    #[serde(default)]
+    danger_unscrubbed_websocket: bool,
 }
 
 // === checked types ===
@@ -282,6 +286,16 @@ pub struct Route {
     /// This route's request body limit, when it overrides
     /// `[limits] max_request_body`.
     pub max_request_body: Option<u64>,
+    /// Allows the secret to be injected into a plain `http://` request,
+    /// sent in cleartext, when the host resolves only to loopback or
+    /// private addresses. Off by default: a request that would carry an
+    /// injected secret in cleartext is refused with `insecure_upstream`.
+    pub danger_plaintext_private_upstream: bool,
+    /// Relays WebSocket frames from the upstream without rewriting them (for
+    /// binary protocols a rewrite would corrupt). Frames are still scanned:
+    /// one holding a known secret is audited `secret_exposed: true`. Off by
+    /// default: frames are scrubbed like bodies.
+    pub danger_unscrubbed_websocket: bool,
     pub(crate) paths: Vec<PathGlob>,
 }
 
@@ -719,6 +733,8 @@ fn build_route(tenant: &str, r: RawRoute, secrets: &BTreeMap<String, SecretSpec>
         headers,
         methods,
         max_request_body,
+        danger_plaintext_private_upstream: r.danger_plaintext_private_upstream,
+        danger_unscrubbed_websocket: r.danger_unscrubbed_websocket,
         paths,
     })
 }

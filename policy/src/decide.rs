@@ -50,6 +50,9 @@ pub enum DenialCode {
     MisdirectedRequest,
     /// The request is malformed or not something a proxy serves (400).
     BadRequest,
+    /// A request that would carry an injected secret to a plain-HTTP
+    /// upstream, in cleartext (403).
+    InsecureUpstream,
 }
 
 impl DenialCode {
@@ -72,6 +75,7 @@ impl DenialCode {
             DenialCode::RequestTooLarge => "request_too_large",
             DenialCode::MisdirectedRequest => "misdirected_request",
             DenialCode::BadRequest => "bad_request",
+            DenialCode::InsecureUpstream => "insecure_upstream",
         }
     }
 
@@ -84,7 +88,8 @@ impl DenialCode {
             | DenialCode::PathNotAllowed
             | DenialCode::PlaceholderHostMismatch
             | DenialCode::WrongTenant
-            | DenialCode::PrivateEgressDenied => 403,
+            | DenialCode::PrivateEgressDenied
+            | DenialCode::InsecureUpstream => 403,
             DenialCode::SecretUnavailable => 503,
             DenialCode::UpstreamUnreachable | DenialCode::UpstreamTlsFailed | DenialCode::UnredactableBody => 502,
             DenialCode::UpstreamTimeout => 504,
@@ -396,6 +401,54 @@ impl Policy {
             });
         }
         Decision::Allow { route: route_id, injections }
+    }
+
+    /// Checks one message an agent sends inside an allowed WebSocket of
+    /// `route` (a frame's payload, reassembled): a placeholder of another
+    /// tenant is `wrong_tenant`, one of another of this tenant's routes is
+    /// `placeholder_host_mismatch`. The route's own placeholder is data and
+    /// passes (airlock injects into the handshake's headers only).
+    pub fn check_message(&self, tenant: TenantId, route: RouteId, payload: &[u8]) -> Result<(), Denial> {
+        let t = &self.tenants[tenant.0];
+        let mut owners: Vec<RouteId> =
+            self.placeholders.find_iter(payload).map(|m| self.placeholder_routes[m.pattern().as_usize()]).collect();
+        if payload.contains(&b'%') {
+            let decoded = percent_decode(payload);
+            owners
+                .extend(self.placeholders.find_iter(&decoded).map(|m| self.placeholder_routes[m.pattern().as_usize()]));
+        }
+        if owners.iter().any(|r| r.tenant != tenant.0) {
+            return Err(Denial {
+                route: Some(route),
+                ..Denial::new(
+                    DenialCode::WrongTenant,
+                    format!("a WebSocket message carries a placeholder that does not belong to tenant '{}'", t.name),
+                    format!(
+                        "use tenant '{}''s own placeholders; a placeholder works only for the tenant it was issued to",
+                        t.name
+                    ),
+                )
+            });
+        }
+        if let Some(&owner) = owners.iter().find(|&&r| r != route) {
+            let owned = self.route(owner);
+            let here = self.route(route);
+            return Err(Denial {
+                route: Some(owner),
+                ..Denial::new(
+                    DenialCode::PlaceholderHostMismatch,
+                    format!(
+                        "a WebSocket message to {} carries placeholder {}, which is for {} (route '{}')",
+                        here.authority(),
+                        owned.placeholder,
+                        owned.authority(),
+                        owned.name
+                    ),
+                    format!("send {} only to {}", owned.placeholder, owned.authority()),
+                )
+            });
+        }
+        Ok(())
     }
 
     /// Every placeholder in the headers (raw and inside Basic credentials)
@@ -717,5 +770,18 @@ placeholder = "AIRLOCK_BETA"
         assert_eq!(route("www.example.com", 8443), None);
         assert_eq!(route("other.test", 443), Some("elsewhere"));
         assert_eq!(route("nowhere.test", 443), None);
+    }
+
+    #[test]
+    fn websocket_messages_keep_placeholders_inside_their_route() {
+        let p = policy();
+        let acme = p.tenant_by_name("acme").unwrap().0;
+        let callrail = p.route_for(acme, "api.callrail.com", 443).unwrap();
+        let check = |payload: &str| p.check_message(acme, callrail, payload.as_bytes()).map_err(|d| d.code);
+        assert_eq!(check("{\"key\": \"AIRLOCK_CALLRAIL\"}"), Ok(()), "the route's own placeholder is data");
+        assert_eq!(check("plain text"), Ok(()));
+        assert_eq!(check("send AIRLOCK_WILD along"), Err(DenialCode::PlaceholderHostMismatch));
+        assert_eq!(check("AIRLOCK%5FWILD"), Err(DenialCode::PlaceholderHostMismatch), "percent-encoded");
+        assert_eq!(check("AIRLOCK_WILD and AIRLOCK_BETA"), Err(DenialCode::WrongTenant), "wrong tenant wins");
     }
 }

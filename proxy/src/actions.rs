@@ -158,8 +158,14 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: So
         // `build` refuses wildcard routes.
         HostPattern::Wildcard(_) => String::new(),
     };
-    let dest =
-        Destination { tenant: policy.tenant(prepared.tenant).name.clone(), host, port: route.port, https: true, peer };
+    let dest = Destination {
+        tenant: policy.tenant(prepared.tenant).name.clone(),
+        host,
+        port: route.port,
+        https: true,
+        peer,
+        guard: None,
+    };
     let audit = Audit::begin(&shared, &loaded, prepared.tenant, &dest, prepared.method, prepared.path);
     let span = info_span!(
         "action",
@@ -179,13 +185,13 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: So
     async {
         if let Err(denial) = limits::check_head(&prepared.request, &policy.limits) {
             audit.refuse(&denial);
-            return action_denial_response(&denial, &audit.request_id);
+            return action_denial_response(&audit.scrubbed(&denial), &audit.request_id);
         }
         let resp = match forward::forward(&shared, &audit, prepared.request).await {
             Ok(resp) => resp,
             Err(denial) => {
                 audit.refuse(&denial);
-                return action_denial_response(&denial, &audit.request_id);
+                return action_denial_response(&audit.scrubbed(&denial), &audit.request_id);
             }
         };
         match collect(resp, cap, &keep).await {
@@ -197,7 +203,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: So
             // the agent is told the body did not arrive whole.
             Err(denial) => {
                 tracing::info!(code = %denial.code, "the upstream body failed");
-                action_denial_response(&denial, &audit.request_id)
+                action_denial_response(&audit.scrubbed(&denial), &audit.request_id)
             }
         }
     }

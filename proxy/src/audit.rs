@@ -77,8 +77,16 @@ pub struct Record {
     /// Time from arrival to the end of the response, in milliseconds.
     pub duration_ms: u64,
     /// False when the response was cut short (upstream fault, undecodable
-    /// body, or the client went away).
+    /// body, or the client went away); for a WebSocket, true only when it
+    /// ended with a closing handshake.
     pub complete: bool,
+    /// WebSocket only: frames relayed from the agent (a fragmented message
+    /// is reassembled and counts once; control frames count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames_up: Option<u64>,
+    /// WebSocket only: frames relayed to the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames_down: Option<u64>,
 }
 
 impl Record {
@@ -112,6 +120,8 @@ impl Record {
             bytes_down: 0,
             duration_ms: 0,
             complete: true,
+            frames_up: None,
+            frames_down: None,
         }
     }
 }

@@ -8,22 +8,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tracing::{Instrument, debug, info, info_span};
 
 use airlock_policy::inject::inject;
-use airlock_policy::{AuthError, Decision, Denial, DenialCode, RequestInfo, RouteId, TenantId};
+use airlock_policy::{AuthError, Decision, Denial, DenialCode, RequestInfo, Route, RouteId, TenantId, host};
 
 use crate::audit::{self, Outcome, Record};
-use crate::headers::{is_upgrade, strip_hop_by_hop};
+use crate::headers::{is_websocket_upgrade, strip_hop_by_hop, transfer_codings, upgrades_to_websocket};
 use crate::redact::{Decoder, Ended, RedactBody, RedactionCount, scrub_headers};
-use crate::respond::{REQUEST_ID_HEADER, denial_response, request_id};
-use crate::server::{Loaded, Shared, parse_destination};
+use crate::respond::{self, REQUEST_ID_HEADER, denial_response, request_id};
+use crate::server::{ConnGuard, Loaded, Shared, parse_destination};
 use crate::tunnel::upstream_denial;
-use crate::{Body, limits, upstream};
+use crate::{Body, limits, upstream, websocket};
 
 /// Where the agent's connection goes: fixed by the CONNECT (or the
 /// absolute-form URI), never by a request's `Host`.
@@ -40,6 +41,10 @@ pub struct Destination {
     pub https: bool,
     /// The agent's address.
     pub peer: SocketAddr,
+    /// The agent connection's guard, for what outlives a request on it (a
+    /// WebSocket relay): its `max_connections` slot and the shutdown signal.
+    /// None for approved actions, which never upgrade.
+    pub(crate) guard: Option<ConnGuard>,
 }
 
 impl Destination {
@@ -160,7 +165,20 @@ impl<'a> Audit<'a> {
 
     fn deny(&self, denial: &Denial) -> Response<Body> {
         self.refuse(denial);
-        denial_response(denial, &self.request_id)
+        denial_response(&self.scrubbed(denial), &self.request_id)
+    }
+
+    /// The denial with every known secret replaced in its text: a message
+    /// may quote an upstream's words (an error, a certificate's names), and
+    /// nothing the agent reads may hold a secret.
+    pub(crate) fn scrubbed(&self, denial: &Denial) -> Denial {
+        let set = self.loaded.scrubbers.for_request(&self.loaded.policy, &self.shared.vault, self.tenant, &[]);
+        let scrub = |text: &str| {
+            let mut out = Vec::with_capacity(text.len());
+            set.replace_all(text.as_bytes(), &mut out);
+            String::from_utf8_lossy(&out).into_owned()
+        };
+        Denial { message: scrub(&denial.message), next_step: scrub(&denial.next_step), ..denial.clone() }
     }
 }
 
@@ -209,6 +227,11 @@ pub(crate) async fn handle(
 /// record when it ends. A denial is returned for the caller to audit
 /// ([`Audit::refuse`]) and answer in its own form. The response's
 /// extensions hold its [`RedactionCount`] (headers included).
+///
+/// The agent's response head is built from an allow-list — the status (its
+/// canonical reason phrase only), the scrubbed headers and airlock's own
+/// extensions — never from the upstream's parts, which carry a
+/// non-canonical reason phrase (and anything else hyper keeps) unscanned.
 pub(crate) async fn forward<B>(
     shared: &Arc<Shared>,
     audit: &Audit<'_>,
@@ -232,6 +255,11 @@ where
     };
     let route = policy.route(route_id);
     tracing::Span::current().record("route", route.name.as_str());
+
+    // A secret never goes out in cleartext.
+    if !injections.is_empty() && !dest.https {
+        check_plaintext(loaded, dest, route).await.map_err(|d| Denial { route: Some(route_id), ..d })?;
+    }
 
     // Swap the placeholder for the secret in the headers the decision named.
     let mut swapped: Vec<(usize, HeaderValue)> = Vec::new();
@@ -277,32 +305,44 @@ where
     drop(injected_pairs);
     let bytes_up = Arc::new(AtomicU64::new(0));
     let body_limit = route.max_request_body.unwrap_or(policy.limits.max_request_body);
-    let upstream = match send(loaded, dest, req, swapped, true, body_limit, Arc::clone(&bytes_up)).await {
+    let sent = match send(loaded, dest, req, swapped, true, body_limit, Arc::clone(&bytes_up)).await {
         Ok(r) => r,
         Err(denial) => return Err(Denial { route: Some(route_id), ..denial }),
     };
-    let (mut parts, body) = upstream.into_parts();
+    let Sent { status, headers, transfer_codings, body, upgrade } = sent;
 
     // Headers are scrubbed before anything is sent.
-    let (headers, header_redactions) = scrub_headers(&set, std::mem::take(&mut parts.headers));
-    parts.headers = headers;
+    let (mut headers, header_redactions) = scrub_headers(&set, headers);
     if let Ok(id) = HeaderValue::from_str(&audit.request_id) {
-        parts.headers.insert(REQUEST_ID_HEADER, id);
+        headers.insert(REQUEST_ID_HEADER, id);
     }
-    let status = parts.status.as_u16();
-    let mut record = audit.record(Some(route_id), Outcome::Allow, None, status, injected);
-    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-        // The upgraded bytes are relayed by `send`; only the handshake
-        // passes here.
+    let mut record = audit.record(Some(route_id), Outcome::Allow, None, status.as_u16(), injected);
+    if let Some(Upgrades { agent, upstream }) = upgrade {
+        // A WebSocket: its frames are relayed by `websocket::relay`, which
+        // writes the record when the connection closes.
         record.redactions = header_redactions;
-        shared.audit.write(record);
-        return Ok(Response::from_parts(parts, body));
+        let session = websocket::Session {
+            set,
+            policy: Arc::clone(policy),
+            tenant,
+            route: route_id,
+            unscrubbed: route.danger_unscrubbed_websocket,
+            record,
+            audit: shared.audit.clone(),
+            started: audit.started,
+            idle: policy.limits.tunnel_idle_timeout,
+            guard: dest.guard.clone(),
+        };
+        tokio::spawn(websocket::relay(agent, upstream, session).in_current_span());
+        return Ok(response_head(status, headers, respond::empty()));
     }
-    let encodings: Vec<String> = parts
-        .headers
+    // Content codings, then any transfer coding but chunked, were applied
+    // in that order; all are decoded.
+    let encodings: Vec<String> = headers
         .get_all(header::CONTENT_ENCODING)
         .iter()
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .chain(transfer_codings)
         .collect();
     let decoder = match Decoder::for_encodings(encodings.iter().map(String::as_str), policy.limits.max_decoded_ratio) {
         Ok(d) => d,
@@ -311,22 +351,21 @@ where
                 route: Some(route_id),
                 ..Denial::new(
                     DenialCode::UnredactableBody,
-                    format!("the upstream answered {status} with a body airlock cannot scan: {e}"),
+                    format!("the upstream answered {} with a body airlock cannot scan: {e}", status.as_u16()),
                     "retry without asking for that encoding (airlock asks upstreams for identity); if it persists, ask the operator to check the API",
                 )
             });
         }
     };
     // The body may change length (and is sent decoded).
-    parts.headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::CONTENT_LENGTH);
     if decoder.is_some() {
-        parts.headers.remove(header::CONTENT_ENCODING);
+        headers.remove(header::CONTENT_ENCODING);
     }
-    debug!(status, injected, "forwarded");
+    debug!(status = status.as_u16(), injected, "forwarded");
     // The count starts with the header replacements; the body adds its own.
     let count = RedactionCount::default();
     count.add(header_redactions);
-    parts.extensions.insert(count.clone());
     let writer = shared.audit.clone();
     let started = audit.started;
     let on_end = move |ended: Ended| {
@@ -344,8 +383,58 @@ where
         );
         writer.write(record);
     };
-    let body = RedactBody::new(body, decoder, set, count, on_end);
-    Ok(Response::from_parts(parts, body.boxed_unsync()))
+    let body = RedactBody::new(body, decoder, set, count.clone(), on_end);
+    let mut resp = response_head(status, headers, body.boxed_unsync());
+    resp.extensions_mut().insert(count);
+    Ok(resp)
+}
+
+/// The agent's response: the status (whose reason phrase is then the
+/// canonical one), the given headers, and no extension but airlock's own.
+fn response_head(status: StatusCode, headers: HeaderMap, body: Body) -> Response<Body> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    resp
+}
+
+/// Refuses to send a request carrying an injected secret to a plain-HTTP
+/// upstream, unless its route opts in with
+/// `danger_plaintext_private_upstream` and the host resolves only to
+/// loopback or private addresses.
+async fn check_plaintext(loaded: &Loaded, dest: &Destination, route: &Route) -> Result<(), Denial> {
+    let authority = if dest.port == 80 { dest.host.clone() } else { format!("{}:{}", dest.host, dest.port) };
+    let https = format!("https://{authority}/…");
+    if !route.danger_plaintext_private_upstream {
+        return Err(Denial::new(
+            DenialCode::InsecureUpstream,
+            format!(
+                "this request would carry route '{}''s credential to http://{authority} in cleartext; airlock sends \
+                 secrets only over verified TLS",
+                route.name
+            ),
+            format!("use {https} (with HTTPS_PROXY set); if the API only speaks plain HTTP, ask the operator"),
+        ));
+    }
+    let addrs = loaded
+        .upstream
+        .resolver
+        .resolve(&dest.host, dest.port)
+        .await
+        .map_err(|e| upstream_denial(e.code(), e.to_string()))?;
+    if let Some(public) = addrs.iter().find(|a| !host::is_non_public(a.ip())) {
+        return Err(Denial::new(
+            DenialCode::InsecureUpstream,
+            format!(
+                "{} resolves to {}, a public address; route '{}' allows cleartext only to loopback or private addresses",
+                dest.host,
+                public.ip(),
+                route.name
+            ),
+            format!("use {https}"),
+        ));
+    }
+    Ok(())
 }
 
 /// The secret's value: from the cache, or fetched on a blocking thread (a
@@ -365,14 +454,54 @@ async fn fetch_secret(
 }
 
 /// Forwards a plain-HTTP request to a host no route names (egress =
-/// "tunnel"): untouched but for hop-by-hop headers.
-pub(crate) async fn pass_through(loaded: &Loaded, dest: Arc<Destination>, req: Request<Incoming>) -> Response<Body> {
-    let id = request_id();
+/// "tunnel"): untouched but for hop-by-hop headers, like a tunnel's bytes,
+/// and audited as one (`decision: "tunnel"`). A WebSocket to such a host is
+/// relayed as a tunnel is; no other upgrade is.
+pub(crate) async fn pass_through(
+    shared: &Shared,
+    loaded: &Loaded,
+    tenant: TenantId,
+    dest: Arc<Destination>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let audit = Audit::begin(shared, loaded, tenant, &dest, req.method().to_string(), req.uri().path().to_owned());
     let limit = loaded.policy.limits.max_request_body;
-    match send(loaded, &dest, req, Vec::new(), false, limit, Arc::new(AtomicU64::new(0))).await {
-        Ok(resp) => resp,
-        Err(denial) => denial_response(&denial, &id),
-    }
+    let bytes_up = Arc::new(AtomicU64::new(0));
+    let sent = send(loaded, &dest, req, Vec::new(), false, limit, Arc::clone(&bytes_up)).await;
+    let (status, resp) = match sent {
+        Ok(Sent { status, mut headers, transfer_codings: _, body, upgrade }) => {
+            if let Ok(id) = HeaderValue::from_str(&audit.request_id) {
+                headers.insert(REQUEST_ID_HEADER, id);
+            }
+            if let Some(Upgrades { agent, upstream }) = upgrade {
+                let (idle, guard) = (loaded.policy.limits.tunnel_idle_timeout, dest.guard.clone());
+                tokio::spawn(
+                    async move {
+                        let Ok((agent, upstream)) = tokio::try_join!(agent, upstream) else { return };
+                        let closing = async move {
+                            match guard {
+                                Some(g) => limits::reached(&mut g.shutdown.clone(), limits::Phase::Closing).await,
+                                None => std::future::pending().await,
+                            }
+                        };
+                        limits::relay(TokioIo::new(agent), TokioIo::new(upstream), idle, closing).await;
+                    }
+                    .in_current_span(),
+                );
+                (status, response_head(status, headers, respond::empty()))
+            } else {
+                (status, response_head(status, headers, body))
+            }
+        }
+        Err(denial) => {
+            audit.refuse(&denial);
+            return denial_response(&denial, &audit.request_id);
+        }
+    };
+    let mut record = audit.record(None, Outcome::Tunnel, None, status.as_u16(), false);
+    record.bytes_up = bytes_up.load(Ordering::Relaxed);
+    shared.audit.write(record);
+    resp
 }
 
 /// Checks that the request names the connection's destination: the `Host`
@@ -413,11 +542,36 @@ fn check_authority(req: &Request<Incoming>, dest: &Destination) -> Result<(), De
     Ok(())
 }
 
+/// What the upstream answered, hop-by-hop headers removed.
+struct Sent {
+    status: StatusCode,
+    headers: HeaderMap,
+    /// `Transfer-Encoding` codings other than `chunked`, in the order
+    /// applied.
+    transfer_codings: Vec<String>,
+    body: Body,
+    /// Both sides' upgrades, for a `101` answering a WebSocket handshake.
+    upgrade: Option<Upgrades>,
+}
+
+/// The two halves of an upgraded connection, once each side has switched.
+struct Upgrades {
+    agent: OnUpgrade,
+    upstream: OnUpgrade,
+}
+
 /// Sends the request upstream with the swapped header values; returns the
 /// upstream's response with hop-by-hop headers removed. For intercepted
 /// requests, asks for an unencoded, whole body: `Accept-Encoding: identity`
 /// and no `Range` (a partial body could cut a secret at its edge, where the
 /// redactor cannot see it whole).
+///
+/// Only a WebSocket handshake keeps its `Upgrade` (without any
+/// `Sec-WebSocket-Extensions` offer, so frames are never compressed out of
+/// the redactor's sight); every other upgrade is stripped. A `101` is
+/// accepted only as the answer to a WebSocket handshake, naming
+/// `websocket` and no extension; any other is refused
+/// (`unredactable_body`), never relayed as a pipe.
 async fn send<B>(
     loaded: &Loaded,
     dest: &Destination,
@@ -426,7 +580,7 @@ async fn send<B>(
     intercepted: bool,
     body_limit: u64,
     bytes_up: Arc<AtomicU64>,
-) -> Result<Response<Body>, Denial>
+) -> Result<Sent, Denial>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<crate::BoxError>,
@@ -436,8 +590,8 @@ where
     if declared.is_some_and(|n| n > body_limit) {
         return Err(limits::body_too_large(body_limit));
     }
-    let upgrade = req.version() <= Version::HTTP_11 && is_upgrade(req.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let websocket = req.version() <= Version::HTTP_11 && is_websocket_upgrade(req.headers());
+    let agent_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
 
     // The swapped values go into the agent's own map, in place: `iter_mut`
@@ -449,8 +603,12 @@ where
             *value = v;
         }
     }
-    strip_hop_by_hop(&mut headers, upgrade);
+    strip_hop_by_hop(&mut headers, websocket);
     headers.remove(header::HOST);
+    if websocket {
+        // permessage-deflate (RFC 7692) and any other extension stay off.
+        headers.remove(header::SEC_WEBSOCKET_EXTENSIONS);
+    }
     if intercepted {
         headers.remove(header::RANGE);
         headers.remove(header::IF_RANGE);
@@ -475,7 +633,7 @@ where
     *up.version_mut() = Version::HTTP_11;
     *up.headers_mut() = headers;
 
-    let client = if upgrade { &loaded.upstream.client_h1 } else { &loaded.upstream.client };
+    let client = if websocket { &loaded.upstream.client_h1 } else { &loaded.upstream.client };
     let response_timeout = limits.upstream_response_timeout;
     let mut resp = match tokio::time::timeout(response_timeout, client.request(up)).await {
         Ok(Ok(resp)) => resp,
@@ -484,7 +642,7 @@ where
         Ok(Err(_)) if sent.load(Ordering::Relaxed) > body_limit => return Err(limits::body_too_large(body_limit)),
         Ok(Err(e)) => {
             let (code, reason) = upstream::classify(&e);
-            debug!(%code, %reason, "upstream request failed");
+            debug!(%code, "upstream request failed");
             return Err(upstream_denial(code, reason));
         }
         Err(_) => {
@@ -493,23 +651,41 @@ where
         }
     };
 
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS
-        && let Some(client_upgrade) = client_upgrade
-    {
-        let upstream_upgrade = hyper::upgrade::on(&mut resp);
-        let idle = limits.tunnel_idle_timeout;
-        tokio::spawn(async move {
-            match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                Ok((client, upstream)) => {
-                    let (c, u) = (TokioIo::new(client), TokioIo::new(upstream));
-                    limits::relay(c, u, idle, std::future::pending()).await;
-                }
-                Err(e) => debug!(error = %e, "upgrade failed"),
-            }
-        });
-    }
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let upgrade = match agent_upgrade {
+        Some(agent) if switching => {
+            check_websocket_accepted(resp.headers())?;
+            Some(Upgrades { agent, upstream: hyper::upgrade::on(&mut resp) })
+        }
+        _ if switching => return Err(unscannable_upgrade("the upstream switched protocols unasked")),
+        _ => None,
+    };
     let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers, parts.status == StatusCode::SWITCHING_PROTOCOLS);
+    let transfer_codings = transfer_codings(&parts.headers);
+    strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
     let body = limits::ReadTimeout::wrap(body.map_err(Into::into).boxed_unsync(), limits.upstream_read_timeout);
-    Ok(Response::from_parts(parts, body))
+    Ok(Sent { status: parts.status, headers: parts.headers, transfer_codings, body, upgrade })
+}
+
+/// Checks an upstream's `101` to a WebSocket handshake: it must switch to
+/// `websocket` and accept no extension (none was offered).
+fn check_websocket_accepted(headers: &HeaderMap) -> Result<(), Denial> {
+    if !upgrades_to_websocket(headers) {
+        return Err(unscannable_upgrade(
+            "the upstream answered a WebSocket handshake by switching to another protocol",
+        ));
+    }
+    if headers.contains_key(header::SEC_WEBSOCKET_EXTENSIONS) {
+        return Err(unscannable_upgrade("the upstream accepted a WebSocket extension airlock did not offer"));
+    }
+    Ok(())
+}
+
+/// The refusal of a protocol switch airlock cannot scan.
+fn unscannable_upgrade(what: &str) -> Denial {
+    Denial::new(
+        DenialCode::UnredactableBody,
+        format!("{what}; airlock relays only WebSocket, whose frames it can scan"),
+        "send the request without an Upgrade header (airlock strips h2c and every upgrade but WebSocket)",
+    )
 }

@@ -30,6 +30,7 @@ mod scrub;
 pub mod server;
 pub mod tunnel;
 pub mod upstream;
+mod websocket;
 
 pub use server::{Proxy, ReloadError, Reloader, RunningProxy};
 

@@ -467,7 +467,8 @@ async fn proxy_request(
     let tenant_name = policy.tenant(tenant).name.clone();
     let span = info_span!("request", %request_id, tenant = %tenant_name, %host, port);
     let action = policy.connect_action(tenant, &host, port);
-    let destination = Destination { tenant: tenant_name.clone(), host: host.clone(), port, https, peer };
+    let destination =
+        Destination { tenant: tenant_name.clone(), host: host.clone(), port, https, peer, guard: Some(guard.clone()) };
     async {
         if !https {
             return match action {
@@ -475,7 +476,7 @@ async fn proxy_request(
                     forward::handle(Arc::clone(&shared), Arc::clone(&loaded), Arc::new(destination), req).await
                 }
                 ConnectAction::Tunnel => match tunnel::check_egress(&loaded, tenant, &host, port).await {
-                    Ok(()) => forward::pass_through(&loaded, Arc::new(destination), req).await,
+                    Ok(()) => forward::pass_through(&shared, &loaded, tenant, Arc::new(destination), req).await,
                     Err(denial) => refuse(denial, Some(tenant), &host, port),
                 },
             };

@@ -184,7 +184,7 @@ pub fn get(host: &str, port: u16, path: &str, headers: &[(&str, &str)], http: Ht
 
 /// CONNECT through the proxy, then TLS trusting `roots_pem`, offering the
 /// ALPN of `http`.
-async fn tunnel(
+pub async fn tunnel(
     proxy: SocketAddr,
     creds: (&str, &str),
     host: &str,

@@ -16,6 +16,7 @@ mod git_cgi;
 pub mod raw_upstream;
 pub mod relay;
 pub mod upstream;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -20,7 +20,6 @@ use rcgen::{
     KeyUsagePurpose,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -293,7 +292,7 @@ pub(crate) fn full(b: impl Into<Bytes>) -> TestBody {
 /// path, version and headers received. Every request is recorded.
 async fn echo(
     mut req: Request<Incoming>,
-    seen: &Mutex<Vec<Seen>>,
+    seen: &Arc<Mutex<Vec<Seen>>>,
     print: bool,
     sse: &Arc<tokio::sync::Notify>,
     mounts: &Mutex<Vec<Mount>>,
@@ -317,25 +316,9 @@ async fn echo(
     if let Some((mount, rest)) = mounted {
         return mount.serve(&rest, req).await;
     }
-    if req.uri().path() == "/ws" {
-        let on_upgrade = hyper::upgrade::on(&mut req);
-        tokio::spawn(async move {
-            if let Ok(upgraded) = on_upgrade.await {
-                let mut io = TokioIo::new(upgraded);
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = io.read(&mut buf).await {
-                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        return Response::builder()
-            .status(StatusCode::SWITCHING_PROTOCOLS)
-            .header("upgrade", "websocket")
-            .header("connection", "upgrade")
-            .body(full(Bytes::new()))
-            .unwrap();
+    if req.uri().path().starts_with("/ws") {
+        let auth = record.header("authorization").unwrap_or("").to_owned();
+        return crate::ws::accept(&mut req, &auth, seen);
     }
     let auth = record.header("authorization").unwrap_or("").to_owned();
     if req.uri().path() == "/hang" {

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use airlock_tests::client::{self, Http};
 use airlock_tests::upstream::Protocols;
+use airlock_tests::ws::tungstenite::Message;
 use airlock_tests::*;
+use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 /// The standard config with tight limits, so tests need not wait long.
@@ -435,18 +437,39 @@ async fn idle_tunnels_and_websockets_are_closed() {
     let request = format!("GET /echo HTTP/1.1\r\nHost: other.test:{port}\r\n\r\n");
     busy_then_idle(&mut tls, request.as_bytes(), |got| got.ends_with(b"}")).await;
 
-    // A WebSocket on an intercepted host.
-    let reply =
-        client::connect(proxy.addr(), &format!("api.acme.test:{port}"), Some(("acme", ACME_TOKEN))).await.unwrap();
-    let mut tls = client::tls(reply.stream, "api.acme.test", &[&proxy.ca_pem()], &[b"http/1.1"]).await.unwrap();
-    let handshake = format!(
-        "GET /ws HTTP/1.1\r\nHost: api.acme.test:{port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-    );
-    tls.write_all(handshake.as_bytes()).await.unwrap();
-    let (status, head, _) = read_reply(&mut tls).await.unwrap();
-    assert_eq!(status, 101, "{head}");
-    busy_then_idle(&mut tls, b"ping-frame", |got| got == b"ping-frame").await;
+    // A WebSocket on an intercepted host: closed by airlock (1001) once
+    // idle, never before.
+    let (mut socket, resp) = airlock_tests::ws::connect(
+        proxy.addr(),
+        ("acme", ACME_TOKEN),
+        "api.acme.test",
+        port,
+        "/ws",
+        &[&proxy.ca_pem()],
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 101);
+    for _ in 0..5 {
+        socket.send(Message::text("ping-frame")).await.unwrap();
+        let echoed = tokio::time::timeout(Duration::from_secs(5), airlock_tests::ws::next_data(&mut socket)).await;
+        assert_eq!(echoed.unwrap(), Some(Message::text("ping-frame")), "closed while busy");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await;
+    assert_eq!(closed.expect("the idle WebSocket was never closed"), Some(1001));
+    assert!(started.elapsed() >= Duration::from_millis(600), "closed before the idle timeout");
 
     still_serves(&proxy, &upstream).await;
     proxy.proxy.shutdown().await;

@@ -200,33 +200,44 @@ async fn sni_must_match_the_connect_host() {
 
 #[tokio::test]
 async fn websocket_upgrade_passes_through_after_injection() {
+    use airlock_tests::ws::{self, tungstenite::Message};
+    use futures_util::{SinkExt, StreamExt};
+
     let upstream = Upstream::start(Protocols::Both).await;
     let proxy = TestProxy::start(&standard_config(&upstream, "", "")).await;
     let ca = proxy.ca_pem();
-    let port = upstream.port();
-    let reply =
-        client::connect(proxy.addr(), &format!("api.acme.test:{port}"), Some(("acme", ACME_TOKEN))).await.unwrap();
-    let mut tls = client::tls(reply.stream, "api.acme.test", &[&ca], &[b"http/1.1"]).await.unwrap();
-    let handshake = format!(
-        "GET /ws HTTP/1.1\r\nHost: api.acme.test:{port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer {ACME_PLACEHOLDER}\r\n\r\n"
-    );
-    tls.write_all(handshake.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(tls.read(&mut b).await.unwrap(), 1);
-        head.push(b[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    tls.write_all(b"ping-frame").await.unwrap();
-    let mut echoed = [0u8; 10];
-    tokio::time::timeout(Duration::from_secs(5), tls.read_exact(&mut echoed)).await.unwrap().unwrap();
-    assert_eq!(&echoed, b"ping-frame");
+    let auth = format!("Bearer {ACME_PLACEHOLDER}");
+    let headers = [("authorization", auth.as_str()), ("sec-websocket-extensions", "permessage-deflate")];
+    let (mut socket, resp) =
+        ws::connect(proxy.addr(), ("acme", ACME_TOKEN), "api.acme.test", upstream.port(), "/ws", &[&ca], &headers)
+            .await
+            .unwrap();
+    assert_eq!(resp.status(), 101);
+    assert!(resp.headers().get("x-airlock-request-id").is_some());
+    socket.send(Message::text("hello")).await.unwrap();
+    assert_eq!(ws::next_data(&mut socket).await, Some(Message::text("hello")));
+    socket.send(Message::binary(vec![0u8, 1, 2])).await.unwrap();
+    assert_eq!(ws::next_data(&mut socket).await, Some(Message::binary(vec![0u8, 1, 2])));
+    socket.close(None).await.unwrap();
+    while let Some(Ok(_)) = socket.next().await {}
+
     let seen = upstream.seen();
     assert_eq!(seen[0].header("authorization"), Some(format!("Bearer {ACME_SECRET}").as_str()));
     assert_eq!(seen[0].header("upgrade"), Some("websocket"));
+    assert_eq!(seen[0].header("sec-websocket-extensions"), None, "permessage-deflate is negotiated off");
+    assert_eq!(seen[1].header("message"), Some("hello"));
+    // One record for the connection, written when it closed cleanly.
+    assert!(wait_for(Duration::from_secs(5), || !proxy.audit_lines().is_empty()).await);
+    let audit = proxy.audit_lines();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    let r = &audit[0];
+    assert_eq!(
+        (r["status"].as_u64(), r["decision"].as_str(), r["injected"].as_bool()),
+        (Some(101), Some("allow"), Some(true))
+    );
+    assert_eq!((r["frames_up"].as_u64(), r["frames_down"].as_u64()), (Some(3), Some(2)), "{r}");
+    assert_eq!(r["complete"], true, "{r}");
+    assert_eq!(r["secret_exposed"], false);
     proxy.proxy.shutdown().await;
 }
 

@@ -1,0 +1,319 @@
+//! The WebSocket relay (RFC 6455) after an allowed handshake: every
+//! message is read whole on one side and written, re-framed, on the other,
+//! so that no byte crosses unchecked.
+//!
+//! - Upstream → agent: text, binary, ping, pong and close payloads go
+//!   through the redactor (a fragmented message is reassembled first, so a
+//!   secret split across fragments is still seen whole). With the route's
+//!   `danger_unscrubbed_websocket`, payloads pass unchanged but are still
+//!   scanned: one holding a known secret marks the record
+//!   `secret_exposed`.
+//! - Agent → upstream: each payload is checked for placeholders like a
+//!   request's headers ([`Policy::check_message`]); another tenant's or
+//!   another route's placeholder closes the connection (`1008`, the code
+//!   as the reason) and is audited as a denial. Nothing is injected into
+//!   frames.
+//! - permessage-deflate is negotiated off (the handshake's
+//!   `Sec-WebSocket-Extensions` offer is removed), so every payload is
+//!   readable; an upstream that accepts an extension anyway is refused.
+//! - One audit record per connection, written when it closes, with frames,
+//!   payload bytes and redactions counted; `complete` only after a closing
+//!   handshake. The relay holds its agent connection's slot under
+//!   `max_connections` and is closed (`1001`) when the shutdown grace
+//!   period ends.
+//!
+//! Framing, masking and reassembly are tokio-tungstenite's; only the relay
+//! policy is ours.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tracing::{debug, info, warn};
+
+use airlock_policy::{Denial, Policy, RouteId, TenantId};
+
+use crate::audit::{AuditLog, Outcome, Record};
+use crate::limits::{self, Phase};
+use crate::redact::PatternSet;
+use crate::server::ConnGuard;
+
+/// The largest message (and frame) relayed, in bytes: each is held whole
+/// while it is checked. A larger one closes the connection (`1009`).
+pub const MAX_MESSAGE: usize = 16 << 20;
+/// How long a closing handshake may take before the connection is dropped.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+/// Control frame payloads are at most 125 bytes (RFC 6455 §5.5); a close
+/// frame's reason at most 123 after its code.
+const MAX_CONTROL: usize = 125;
+
+/// Everything the relay of one WebSocket needs.
+pub(crate) struct Session {
+    /// Scrubs what the upstream sends.
+    pub(crate) set: Arc<PatternSet>,
+    /// Checks what the agent sends.
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) tenant: TenantId,
+    pub(crate) route: RouteId,
+    /// The route's `danger_unscrubbed_websocket`.
+    pub(crate) unscrubbed: bool,
+    /// The handshake's record (status 101, the header redactions), written
+    /// when the connection ends.
+    pub(crate) record: Record,
+    pub(crate) audit: AuditLog,
+    pub(crate) started: Instant,
+    /// `[limits] tunnel_idle_timeout`.
+    pub(crate) idle: Duration,
+    /// The agent connection's guard: its slot, and the shutdown signal.
+    pub(crate) guard: Option<ConnGuard>,
+}
+
+/// Counts for the record.
+#[derive(Default)]
+struct Counts {
+    frames_up: u64,
+    frames_down: u64,
+    bytes_up: u64,
+    bytes_down: u64,
+    redactions: u64,
+    exposed: bool,
+}
+
+/// How a relay ended.
+enum End {
+    /// A closing handshake finished.
+    Closed,
+    /// A side went away, broke the protocol or exceeded a limit.
+    Broken,
+    /// The agent sent a placeholder it may not use here.
+    Denied(Denial),
+    /// Nothing moved for the idle timeout.
+    Idle,
+    /// The shutdown grace period ended.
+    Shutdown,
+}
+
+/// Relays a WebSocket between the agent and the upstream once both sides
+/// have switched protocols, then writes the record.
+pub(crate) async fn relay(agent: OnUpgrade, upstream: OnUpgrade, session: Session) {
+    let config = WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE)).max_frame_size(Some(MAX_MESSAGE));
+    let (agent, upstream) = match tokio::try_join!(agent, upstream) {
+        Ok(both) => both,
+        Err(e) => {
+            debug!(error = %e, "WebSocket upgrade failed");
+            write_record(session, Counts::default(), &End::Broken);
+            return;
+        }
+    };
+    let agent = WebSocketStream::from_raw_socket(TokioIo::new(agent), Role::Server, Some(config)).await;
+    let upstream = WebSocketStream::from_raw_socket(TokioIo::new(upstream), Role::Client, Some(config)).await;
+    let mut counts = Counts::default();
+    let end = run(agent, upstream, &session, &mut counts).await;
+    write_record(session, counts, &end);
+}
+
+async fn run<A, U>(
+    mut agent: WebSocketStream<A>,
+    mut upstream: WebSocketStream<U>,
+    s: &Session,
+    counts: &mut Counts,
+) -> End
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut phase = s.guard.as_ref().map(|g| g.shutdown.clone());
+    let closing = async {
+        match &mut phase {
+            Some(p) => limits::reached(p, Phase::Closing).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(closing);
+    let idle = tokio::time::sleep(s.idle);
+    tokio::pin!(idle);
+    let end = loop {
+        tokio::select! {
+            m = agent.next() => {
+                let Some(Ok(msg)) = m else { break End::Broken };
+                idle.as_mut().reset(tokio::time::Instant::now() + s.idle);
+                if let Err(denial) = s.policy.check_message(s.tenant, s.route, payload(&msg)) {
+                    break End::Denied(denial);
+                }
+                counts.frames_up += 1;
+                counts.bytes_up += payload(&msg).len() as u64;
+                let close = matches!(msg, Message::Close(_));
+                if upstream.send(msg).await.is_err() {
+                    break End::Broken;
+                }
+                if close {
+                    break finish_close(&mut agent, &mut upstream).await;
+                }
+            }
+            m = upstream.next() => {
+                let Some(Ok(msg)) = m else { break End::Broken };
+                idle.as_mut().reset(tokio::time::Instant::now() + s.idle);
+                let msg = scrub(&s.set, msg, s.unscrubbed, counts);
+                counts.frames_down += 1;
+                counts.bytes_down += payload(&msg).len() as u64;
+                let close = matches!(msg, Message::Close(_));
+                if agent.send(msg).await.is_err() {
+                    break End::Broken;
+                }
+                if close {
+                    break finish_close(&mut upstream, &mut agent).await;
+                }
+            }
+            () = &mut idle => break End::Idle,
+            () = &mut closing => break End::Shutdown,
+        }
+    };
+    let (to_agent, to_upstream) = match &end {
+        End::Denied(d) => (
+            Some(close_frame(CloseCode::Policy, &format!("airlock: {}", d.code))),
+            Some(close_frame(CloseCode::Away, "airlock closed the connection")),
+        ),
+        End::Idle => {
+            let f = close_frame(CloseCode::Away, "airlock: idle timeout");
+            (Some(f.clone()), Some(f))
+        }
+        End::Shutdown => {
+            let f = close_frame(CloseCode::Away, "airlock is shutting down");
+            (Some(f.clone()), Some(f))
+        }
+        End::Closed | End::Broken => (None, None),
+    };
+    if let (Some(a), Some(u)) = (to_agent, to_upstream) {
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            let _ = tokio::join!(agent.close(Some(a)), upstream.close(Some(u)));
+        })
+        .await;
+    }
+    end
+}
+
+/// After `from` sent a close frame (already passed on to `to`): lets
+/// `from`'s reply go out and waits for `to`'s reply. Clean only when `to`
+/// answered with its own close frame.
+async fn finish_close<F, T>(from: &mut WebSocketStream<F>, to: &mut WebSocketStream<T>) -> End
+where
+    F: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let wait = async {
+        // tungstenite queued the reply to `from` when it read the close.
+        let _ = from.close(None).await;
+        loop {
+            match to.next().await {
+                Some(Ok(Message::Close(_))) => return End::Closed,
+                // Messages after a close are not passed on.
+                Some(Ok(_)) => continue,
+                // The reply was read and the stream has ended.
+                None => return End::Closed,
+                Some(Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed)) => return End::Closed,
+                Some(Err(_)) => return End::Broken,
+            }
+        }
+    };
+    tokio::time::timeout(CLOSE_WAIT, wait).await.unwrap_or(End::Broken)
+}
+
+/// The payload of a message as it goes on the wire (a close frame's
+/// reason).
+fn payload(msg: &Message) -> &[u8] {
+    match msg {
+        Message::Text(t) => t.as_bytes(),
+        Message::Binary(b) | Message::Ping(b) | Message::Pong(b) => b,
+        Message::Close(Some(f)) => f.reason.as_bytes(),
+        Message::Close(None) | Message::Frame(_) => &[],
+    }
+}
+
+fn close_frame(code: CloseCode, reason: &str) -> CloseFrame {
+    CloseFrame { code, reason: Utf8Bytes::from(reason.to_owned()) }
+}
+
+/// A message from the upstream with every known secret replaced (or, on an
+/// unscrubbed route, scanned and passed as it is).
+fn scrub(set: &PatternSet, msg: Message, unscrubbed: bool, counts: &mut Counts) -> Message {
+    let data = payload(&msg);
+    if !set.is_match(data) {
+        return msg;
+    }
+    if unscrubbed {
+        counts.exposed = true;
+        warn!("a WebSocket frame passed a known secret to the agent unscrubbed (danger_unscrubbed_websocket)");
+        return msg;
+    }
+    let mut out = Vec::with_capacity(data.len());
+    counts.redactions += set.replace_all(data, &mut out);
+    match msg {
+        Message::Text(_) => Message::Text(Utf8Bytes::from(String::from_utf8_lossy(&out).into_owned())),
+        Message::Binary(_) => Message::Binary(Bytes::from(out)),
+        Message::Ping(_) => Message::Ping(Bytes::from(truncate(out, MAX_CONTROL))),
+        Message::Pong(_) => Message::Pong(Bytes::from(truncate(out, MAX_CONTROL))),
+        Message::Close(Some(f)) => {
+            let reason = String::from_utf8_lossy(&truncate(out, MAX_CONTROL - 2)).into_owned();
+            Message::Close(Some(CloseFrame { code: f.code, reason: Utf8Bytes::from(reason) }))
+        }
+        other @ (Message::Close(None) | Message::Frame(_)) => other,
+    }
+}
+
+/// At most `max` bytes, cut before a partial UTF-8 character (a close
+/// reason must stay text).
+fn truncate(mut bytes: Vec<u8>, max: usize) -> Vec<u8> {
+    if bytes.len() > max {
+        let mut end = max;
+        while end > 0 && (bytes[end] & 0xC0) == 0x80 {
+            end -= 1;
+        }
+        bytes.truncate(end);
+    }
+    bytes
+}
+
+fn write_record(session: Session, counts: Counts, end: &End) {
+    let Session { mut record, audit, started, .. } = session;
+    record.frames_up = Some(counts.frames_up);
+    record.frames_down = Some(counts.frames_down);
+    record.bytes_up = counts.bytes_up;
+    record.bytes_down = counts.bytes_down;
+    record.redactions += counts.redactions;
+    record.secret_exposed = counts.exposed;
+    record.complete = matches!(end, End::Closed);
+    record.duration_ms = started.elapsed().as_millis() as u64;
+    if let End::Denied(denial) = end {
+        record.decision = Outcome::Deny;
+        record.code = Some(denial.code.as_str().to_owned());
+        info!(request_id = %record.request_id, code = %denial.code, "WebSocket message refused; connection closed");
+    }
+    debug!(
+        request_id = %record.request_id,
+        frames_up = counts.frames_up,
+        frames_down = counts.frames_down,
+        complete = record.complete,
+        "WebSocket closed"
+    );
+    audit.write(record);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_keeps_text_whole() {
+        assert_eq!(truncate(b"abc".to_vec(), 2), b"ab");
+        assert_eq!(truncate("aé".as_bytes().to_vec(), 2), b"a");
+        assert_eq!(truncate(b"ab".to_vec(), 5), b"ab");
+    }
+}
