@@ -19,7 +19,9 @@ use airlock_policy::inject::inject;
 use airlock_policy::{AuthError, Decision, Denial, DenialCode, RequestInfo, Route, RouteId, TenantId, host};
 
 use crate::audit::{self, Outcome, Record};
-use crate::headers::{is_websocket_upgrade, strip_hop_by_hop, transfer_codings, upgrades_to_websocket};
+use crate::headers::{
+    accepts_trailers, is_websocket_upgrade, strip_hop_by_hop, transfer_codings, upgrades_to_websocket,
+};
 use crate::redact::{Decoder, Ended, RedactBody, RedactionCount, scrub_headers};
 use crate::respond::{self, REQUEST_ID_HEADER, denial_response, request_id};
 use crate::server::{ConnGuard, Loaded, Shared, parse_destination};
@@ -309,10 +311,13 @@ where
         Ok(r) => r,
         Err(denial) => return Err(Denial { route: Some(route_id), ..denial }),
     };
-    let Sent { status, headers, transfer_codings, body, upgrade } = sent;
+    let Sent { status, headers, transfer_codings, body, upgrade, reason } = sent;
 
-    // Headers are scrubbed before anything is sent.
-    let (mut headers, header_redactions) = scrub_headers(&set, headers);
+    // Headers are scrubbed before anything is sent. The reason phrase is
+    // dropped (the agent gets the canonical one); one that held a secret
+    // counts as a redaction.
+    let (mut headers, mut header_redactions) = scrub_headers(&set, headers);
+    header_redactions += u64::from(reason.is_some_and(|r| set.is_match(&r)));
     if let Ok(id) = HeaderValue::from_str(&audit.request_id) {
         headers.insert(REQUEST_ID_HEADER, id);
     }
@@ -469,7 +474,7 @@ pub(crate) async fn pass_through(
     let bytes_up = Arc::new(AtomicU64::new(0));
     let sent = send(loaded, &dest, req, Vec::new(), false, limit, Arc::clone(&bytes_up)).await;
     let (status, resp) = match sent {
-        Ok(Sent { status, mut headers, transfer_codings: _, body, upgrade }) => {
+        Ok(Sent { status, mut headers, body, upgrade, .. }) => {
             if let Ok(id) = HeaderValue::from_str(&audit.request_id) {
                 headers.insert(REQUEST_ID_HEADER, id);
             }
@@ -552,6 +557,9 @@ struct Sent {
     body: Body,
     /// Both sides' upgrades, for a `101` answering a WebSocket handshake.
     upgrade: Option<Upgrades>,
+    /// The upstream's reason phrase when it was not the canonical one:
+    /// never passed on, only checked (a secret in it counts as scrubbed).
+    reason: Option<bytes::Bytes>,
 }
 
 /// The two halves of an upgraded connection, once each side has switched.
@@ -597,6 +605,7 @@ where
     // The swapped values go into the agent's own map, in place: `iter_mut`
     // visits values in the order `iter` gave the decision its indices.
     let mut headers = std::mem::take(&mut parts.headers);
+    let trailers = accepts_trailers(&headers);
     let mut swapped = swapped.into_iter().peekable();
     for (i, (_, value)) in headers.iter_mut().enumerate() {
         if let Some((_, v)) = swapped.next_if(|(j, _)| *j == i) {
@@ -604,6 +613,9 @@ where
         }
     }
     strip_hop_by_hop(&mut headers, websocket);
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     headers.remove(header::HOST);
     if websocket {
         // permessage-deflate (RFC 7692) and any other extension stay off.
@@ -663,8 +675,10 @@ where
     let (mut parts, body) = resp.into_parts();
     let transfer_codings = transfer_codings(&parts.headers);
     strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
+    let reason =
+        parts.extensions.get::<hyper::ext::ReasonPhrase>().map(|r| bytes::Bytes::copy_from_slice(r.as_bytes()));
     let body = limits::ReadTimeout::wrap(body.map_err(Into::into).boxed_unsync(), limits.upstream_read_timeout);
-    Ok(Sent { status: parts.status, headers: parts.headers, transfer_codings, body, upgrade })
+    Ok(Sent { status: parts.status, headers: parts.headers, transfer_codings, body, upgrade, reason })
 }
 
 /// Checks an upstream's `101` to a WebSocket handshake: it must switch to

@@ -14,15 +14,15 @@
 use http::HeaderMap;
 use http::header::{self, HeaderName};
 
-/// Headers that only describe one hop.
-const HOP_BY_HOP: [HeaderName; 10] = [
+/// Headers that only describe one hop. (`Trailer` is end to end: it names
+/// the fields of the trailer section, RFC 9110 §6.6.2.)
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
     // The h2c upgrade's settings (RFC 7540 §3.2.1), connection-specific.
@@ -57,6 +57,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, websocket: bool) {
 /// (RFC 9110 §5.6.1).
 fn list<'a>(headers: &'a HeaderMap, name: &header::HeaderName) -> impl Iterator<Item = &'a str> {
     headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim)
+}
+
+/// Whether a request's `TE` accepts trailers: the one `TE` value HTTP/2
+/// allows, which a proxy passes on (gRPC servers require it).
+pub fn accepts_trailers(headers: &HeaderMap) -> bool {
+    list(headers, &header::TE).any(|t| t.split(';').next().is_some_and(|c| c.trim().eq_ignore_ascii_case("trailers")))
 }
 
 /// Whether an `Upgrade` field names WebSocket (the token is
@@ -95,6 +101,7 @@ mod tests {
         h.insert("proxy-authorization", "Basic abc".parse().unwrap());
         h.insert("te", "trailers".parse().unwrap());
         h.insert("accept", "*/*".parse().unwrap());
+        assert!(accepts_trailers(&h));
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["accept"]);
     }

@@ -14,6 +14,22 @@
 //! - `/bad-header`: a header name with a control character.
 //! - `/hop`: hop-by-hop headers (`Connection: x-up-hop`, `X-Up-Hop`,
 //!   `Keep-Alive`, `Proxy-Connection`) around a 2-byte body.
+//!
+//! Channels a hostile upstream could return the injected `Authorization`
+//! value (`AUTH`; `KEY` is its last word, the bare key) through:
+//! - `/reason`: `401` with `AUTH` in the reason phrase.
+//! - `/informational`: `103` and `100` heads carrying `AUTH`, then `200`.
+//! - `/trailers`: a chunked body with `AUTH` in a trailer field.
+//! - `/header-name`: header fields whose names hold `KEY`.
+//! - `/te-gzip`: `Transfer-Encoding: gzip, chunked`, the gzip holding `AUTH`;
+//!   `/te-gzip-close`: `Transfer-Encoding: gzip`, ended by closing;
+//!   `/te-unknown`: `Transfer-Encoding: x-unknown, chunked`.
+//! - `/upgrade`: asked to upgrade (any `Upgrade` header), answers `101` with
+//!   the first token and then writes `AUTH` as raw bytes; otherwise `200`
+//!   `no upgrade`. `/always-101`: answers `101 h2c` and `AUTH` whatever was
+//!   asked. `/ws-extension`: answers a WebSocket `101` accepting
+//!   `permessage-deflate`, unasked. After a `101` it reads until the peer
+//!   closes (every byte is recorded, see [`RawUpstream::received`]).
 //! - anything else: `200`, `Content-Length: 2`, `ok`.
 
 use std::net::SocketAddr;
@@ -34,6 +50,8 @@ pub struct RawUpstream {
     /// The test CA's certificate, as a file for `upstream_ca`.
     pub ca_path: PathBuf,
     paths: Arc<Mutex<Vec<String>>>,
+    received: Arc<Mutex<Vec<u8>>>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
     _dir: TempHome,
     task: tokio::task::JoinHandle<()>,
 }
@@ -47,29 +65,144 @@ impl Drop for RawUpstream {
 impl RawUpstream {
     /// Starts it with a certificate for the usual test names.
     pub async fn start() -> RawUpstream {
+        RawUpstream::start_with(true).await
+    }
+
+    /// Starts it speaking plain HTTP, no TLS.
+    pub async fn start_plain() -> RawUpstream {
+        RawUpstream::start_with(false).await
+    }
+
+    async fn start_with(tls: bool) -> RawUpstream {
         let (ca, dir, ca_path) = ca_with_file("raw-upstream");
         let config = ca.server_config(&TEST_NAMES, &[b"http/1.1"]);
-        let acceptor = TlsAcceptor::from(config);
+        let acceptor = tls.then(|| TlsAcceptor::from(config));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let paths = Arc::new(Mutex::new(Vec::new()));
-        let seen = Arc::clone(&paths);
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (seen, bytes, count) = (Arc::clone(&paths), Arc::clone(&received), Arc::clone(&connections));
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
-                let (acceptor, seen) = (acceptor.clone(), Arc::clone(&seen));
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let (acceptor, seen, bytes) = (acceptor.clone(), Arc::clone(&seen), Arc::clone(&bytes));
                 tokio::spawn(async move {
-                    if let Ok(tls) = acceptor.accept(tcp).await {
-                        serve(tls, &seen).await;
+                    match acceptor {
+                        Some(acceptor) => {
+                            if let Ok(tls) = acceptor.accept(tcp).await {
+                                serve(Recording { inner: tls, bytes }, &seen).await;
+                            }
+                        }
+                        None => serve(Recording { inner: tcp, bytes }, &seen).await,
                     }
                 });
             }
         });
-        RawUpstream { addr, ca_path, paths, _dir: dir, task }
+        RawUpstream { addr, ca_path, paths, received, connections, _dir: dir, task }
     }
 
     /// The paths of the requests received so far.
     pub fn paths(&self) -> Vec<String> {
         self.paths.lock().unwrap().clone()
+    }
+
+    /// Every byte received so far, on every connection (after TLS).
+    pub fn received(&self) -> Vec<u8> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A stream that appends every byte read to a shared log.
+struct Recording<S> {
+    inner: S,
+    bytes: Arc<Mutex<Vec<u8>>>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Recording<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let new = buf.filled()[before..].to_vec();
+        self.bytes.lock().unwrap().extend_from_slice(&new);
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Recording<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// One request head: its path and header fields (lower-case names).
+struct Head {
+    path: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Head {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn chunked(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for piece in data.chunks(7) {
+        out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        out.extend_from_slice(piece);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+/// Switches protocols, writes `auth` as raw bytes, then reads (and so
+/// records) whatever the peer sends until it closes.
+async fn pipe(io: &mut (impl AsyncRead + AsyncWrite + Unpin), head: &str, auth: &str) {
+    if io.write_all(head.as_bytes()).await.is_err() || io.write_all(format!("pipe: {auth}\n").as_bytes()).await.is_err()
+    {
+        return;
+    }
+    let _ = io.flush().await;
+    let mut sink = [0u8; 4096];
+    while let Ok(n) = io.read(&mut sink).await {
+        if n == 0 {
+            break;
+        }
     }
 }
 
@@ -77,9 +210,75 @@ impl RawUpstream {
 async fn serve(mut io: impl AsyncRead + AsyncWrite + Unpin, seen: &Mutex<Vec<String>>) {
     let mut buf = Vec::new();
     loop {
-        let Some(path) = read_head(&mut io, &mut buf).await else { return };
+        let Some(head) = read_head(&mut io, &mut buf).await else { return };
+        let path = head.path.clone();
         seen.lock().unwrap().push(path.clone());
+        let auth = head.header("authorization").unwrap_or("").to_owned();
+        let key = auth.rsplit(' ').next().unwrap_or("").to_owned();
         let keep_open = match path.as_str() {
+            "/reason" => {
+                let resp = format!("HTTP/1.1 401 bad key {auth}\r\nContent-Length: 2\r\n\r\nno");
+                io.write_all(resp.as_bytes()).await.is_ok()
+            }
+            "/informational" => {
+                let resp = format!(
+                    "HTTP/1.1 103 Early Hints\r\nLink: </k/{key}>; rel=preload\r\nX-Echo: {auth}\r\n\r\n\
+                     HTTP/1.1 100 Continue {auth}\r\nX-Echo: {auth}\r\n\r\n\
+                     HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                );
+                io.write_all(resp.as_bytes()).await.is_ok()
+            }
+            "/trailers" => {
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-echo\r\n\r\n\
+                     4\r\nbody\r\n0\r\nX-Echo: {auth}\r\n\r\n"
+                );
+                io.write_all(resp.as_bytes()).await.is_ok()
+            }
+            "/header-name" => {
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\n{key}: 1\r\nX-{key}-Echo: 2\r\nX-Kept: 3\r\nContent-Length: 2\r\n\r\nok"
+                );
+                io.write_all(resp.as_bytes()).await.is_ok()
+            }
+            "/te-gzip" => {
+                let mut resp =
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: gzip, chunked\r\n\r\n".to_vec();
+                resp.extend(chunked(&gzip(format!("you sent {auth}").as_bytes())));
+                io.write_all(&resp).await.is_ok()
+            }
+            "/te-gzip-close" => {
+                let mut resp = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: gzip\r\nConnection: close\r\n\r\n".to_vec();
+                resp.extend(gzip(format!("you sent {auth}").as_bytes()));
+                let _ = io.write_all(&resp).await;
+                false
+            }
+            "/te-unknown" => {
+                let mut resp = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: x-unknown, chunked\r\n\r\n".to_vec();
+                resp.extend(chunked(format!("you sent {auth}").as_bytes()));
+                io.write_all(&resp).await.is_ok()
+            }
+            "/upgrade" => match head.header("upgrade") {
+                Some(upgrade) => {
+                    let token = upgrade.split(',').next().unwrap_or("").trim().to_owned();
+                    let resp =
+                        format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: {token}\r\nConnection: Upgrade\r\n\r\n");
+                    pipe(&mut io, &resp, &auth).await;
+                    return;
+                }
+                None => io.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nno upgrade").await.is_ok(),
+            },
+            "/always-101" => {
+                pipe(&mut io, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n", &auth)
+                    .await;
+                return;
+            }
+            "/ws-extension" => {
+                let resp = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                            Sec-WebSocket-Accept: x\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n";
+                pipe(&mut io, resp, &auth).await;
+                return;
+            }
             "/short" => {
                 let _ = io.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789").await;
                 false
@@ -124,14 +323,20 @@ async fn serve(mut io: impl AsyncRead + AsyncWrite + Unpin, seen: &Mutex<Vec<Str
     }
 }
 
-/// Reads one request head (a request body is not expected) and returns its
-/// path, or `None` when the peer closed.
-async fn read_head(io: &mut (impl AsyncRead + Unpin), buf: &mut Vec<u8>) -> Option<String> {
+/// Reads one request head (a request body is not expected), or `None` when
+/// the peer closed.
+async fn read_head(io: &mut (impl AsyncRead + Unpin), buf: &mut Vec<u8>) -> Option<Head> {
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).into_owned();
             buf.drain(..end + 4);
-            return head.split(' ').nth(1).map(str::to_owned);
+            let mut lines = head.split("\r\n");
+            let path = lines.next()?.split(' ').nth(1)?.to_owned();
+            let headers = lines
+                .filter_map(|l| l.split_once(':'))
+                .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                .collect();
+            return Some(Head { path, headers });
         }
         let mut chunk = [0u8; 4096];
         match io.read(&mut chunk).await {

@@ -5,6 +5,7 @@
 mod actions;
 mod agents;
 mod ca;
+mod channels;
 mod hostile;
 mod load;
 mod policy;

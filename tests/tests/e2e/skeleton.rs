@@ -8,7 +8,6 @@ use airlock_tests::upstream::Protocols;
 use airlock_tests::*;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// curl through the proxy (`HTTPS_PROXY`, `--cacert` the airlock CA).
 async fn curl(proxy: &TestProxy, user: &str, token: &str, args: &[&str]) -> std::process::Output {
@@ -246,22 +245,25 @@ async fn plain_http_absolute_form_follows_the_same_policy() {
     let upstream = Upstream::start(Protocols::Plain).await;
     let proxy = TestProxy::start(&standard_config(&upstream, "", "")).await;
     let port = upstream.port();
-    let send = |path: &str, placeholder: &str| {
-        Command::new("curl")
-            .args(["-sS", "--max-time", "20", "-x", &proxy.proxy_url("acme", ACME_TOKEN)])
-            .args(["-H", &format!("X-Api-Key: {placeholder}")])
-            .arg(format!("http://api.acme.test:{port}{path}"))
-            .env_remove("NO_PROXY")
-            .env_remove("no_proxy")
-            .output()
+    let send = |path: &str, placeholder: Option<&str>| {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "20", "-x", &proxy.proxy_url("acme", ACME_TOKEN)]);
+        if let Some(p) = placeholder {
+            cmd.args(["-H", &format!("X-Api-Key: {p}")]);
+        }
+        cmd.arg(format!("http://api.acme.test:{port}{path}")).env_remove("NO_PROXY").env_remove("no_proxy").output()
     };
-    let echoed = seen_json(&send("/plain", ACME_PLACEHOLDER).await.unwrap());
+    let echoed = seen_json(&send("/plain", None).await.unwrap());
     assert_eq!(echoed["path"], "/plain");
     let seen = upstream.seen();
-    assert_eq!(seen[0].header("x-api-key"), Some(ACME_SECRET));
     assert!(seen[0].header("proxy-authorization").is_none());
-    // Another tenant's placeholder is refused before any upstream request.
-    let out = send("/other", BETA_PLACEHOLDER).await.unwrap();
+    // A placeholder would put the secret on the wire in cleartext: refused
+    // before any upstream request.
+    let out = send("/secret", Some(ACME_PLACEHOLDER)).await.unwrap();
+    let denial: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(denial["error"]["code"], "insecure_upstream");
+    // Another tenant's placeholder is refused as such.
+    let out = send("/other", Some(BETA_PLACEHOLDER)).await.unwrap();
     let denial: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(denial["error"]["code"], "wrong_tenant");
     assert_eq!(upstream.seen().len(), 1);
