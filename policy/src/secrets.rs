@@ -5,6 +5,9 @@
 //! A [`SecretValue`] never prints its bytes (`Debug` and `Display` show
 //! `[secret]`) and is zeroed when dropped; errors name the secret and the
 //! source, never the value.
+//!
+//! A vault command runs without the variables the config's `env` secrets
+//! name (see [`crate::Policy::secret_env_vars`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -198,7 +201,7 @@ pub fn fetch(spec: &SecretSpec, store: &Store) -> Result<SecretValue, SecretErro
             .map(|v| v.into_encoded_bytes())
             .ok_or_else(|| SecretError::EnvMissing { name: name.clone(), var: var.clone() })?,
         SecretSource::File { path } => read_private_file(name, path)?,
-        SecretSource::Command { argv, timeout } => run_command(name, argv, *timeout)?,
+        SecretSource::Command { argv, timeout, withheld_env } => run_command(name, argv, *timeout, withheld_env)?,
         SecretSource::Keychain { service, account, timeout } => read_keychain(name, service, account, *timeout)?,
     };
     SecretValue::new(raw).map_err(|reason| SecretError::Invalid { name: name.clone(), reason })
@@ -206,11 +209,29 @@ pub fn fetch(spec: &SecretSpec, store: &Store) -> Result<SecretValue, SecretErro
 
 /// Runs a vault command (no shell) and returns its stdout, trimmed. Stdout
 /// is never logged or put in an error; stderr is summarised.
-fn run_command(name: &str, argv: &[String], timeout: std::time::Duration) -> Result<Vec<u8>, SecretError> {
+///
+/// The command inherits airlock's environment except `withheld` (the
+/// variables of the config's `env` secrets). It gets no clean, allow-listed
+/// environment: vault CLIs read their own credentials and settings from
+/// variables no list could name in full (`OP_SERVICE_ACCOUNT_TOKEN`,
+/// `OP_SESSION_*`, `VAULT_ADDR`/`VAULT_TOKEN`, `DOPPLER_TOKEN`,
+/// `INFISICAL_TOKEN`, `AWS_*`, `GNUPGHOME` for `pass`, the D-Bus address,
+/// `HOME`, proxies…), and the command is the operator's own program, trusted
+/// with those already. What it never needs is another secret's value.
+fn run_command(
+    name: &str,
+    argv: &[String],
+    timeout: std::time::Duration,
+    withheld: &[String],
+) -> Result<Vec<u8>, SecretError> {
     use std::io::Read;
     use std::process::{Command, Stdio};
     let program = argv.first().cloned().unwrap_or_default();
-    let mut child = Command::new(&program)
+    let mut command = Command::new(&program);
+    for var in withheld {
+        command.env_remove(var);
+    }
+    let mut child = command
         .args(&argv[1..])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -661,6 +682,20 @@ mod tests {
         assert_eq!(format!("{v:?} {v}"), "[secret] [secret]");
         assert_eq!(SecretValue::new(Vec::new()), Err(InvalidSecret::Empty));
         assert_eq!(SecretValue::new(b"a\r\nb".to_vec()), Err(InvalidSecret::ControlCharacters));
+    }
+
+    #[test]
+    fn a_command_inherits_the_environment_but_withheld_variables() {
+        // Set by cargo for the test process; changing the environment of a
+        // multi-threaded test process is not sound.
+        let var = "CARGO_MANIFEST_DIR";
+        assert!(std::env::var_os(var).is_some(), "cargo sets {var} for tests");
+        let argv: Vec<String> =
+            ["sh", "-c", "printf '%s/%s' \"${CARGO_MANIFEST_DIR-withheld}\" \"${CARGO_PKG_NAME-withheld}\""]
+                .map(String::from)
+                .into();
+        let out = run_command("e", &argv, Duration::from_secs(10), &[var.to_owned()]).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), format!("withheld/{}", env!("CARGO_PKG_NAME")));
     }
 
     #[test]
