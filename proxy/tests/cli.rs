@@ -238,3 +238,52 @@ placeholder = "AIRLOCK_BETA_ENV"
     assert!(!seen.lines().any(|l| l.starts_with("ACME_ENV_KEY=") || l.starts_with("BETA_ENV_KEY=")));
     assert!(seen.lines().any(|l| l == "VAULT_TOKEN=vault-cli-token-passed-on"), "a vault CLI's own token is kept");
 }
+
+/// `airlock check` is the operator's: it shows a failed vault command's
+/// stderr, with every value the vault knows replaced — including one fetched
+/// after the command in config order (commands are fetched last).
+#[test]
+fn check_shows_a_failed_commands_stderr_scrubbed() {
+    const STORED: &str = "sk_stored_value_for_check_41b7";
+    let h = home("check-stderr");
+    let store_file = h.join("secrets/z_stored");
+    let config = format!(
+        r#"[proxy]
+resolve = {{ "api.acme.test" = "127.0.0.1" }}
+
+[secrets.a_command]
+source = "command"
+command = ["sh", "-c", "echo \"vault: denied; stored value $(cat '{}'), token hvs_check_token\" >&2; exit 2"]
+
+[secrets.z_stored]
+source = "store"
+
+[tenants.acme]
+token = "acme-token-check-0123456789"
+
+[[tenants.acme.routes]]
+name = "by-command"
+host = "api.acme.test"
+secret = "a_command"
+placeholder = "AIRLOCK_BY_COMMAND"
+
+[[tenants.acme.routes]]
+name = "stored"
+host = "api.acme.test:8443"
+secret = "z_stored"
+placeholder = "AIRLOCK_STORED"
+"#,
+        store_file.display()
+    );
+    std::fs::write(h.join("airlock.toml"), config).unwrap();
+    assert!(airlock(&h, &["secret", "set", "z_stored"], Some(STORED)).status.success());
+    let out = airlock(&h, &["check"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let all = text(&out);
+    assert!(!all.contains(STORED), "check printed a stored value");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("failed (exit status 2): vault: denied; stored value [REDACTED], token hvs_check_token"),
+        "{stdout}"
+    );
+}
