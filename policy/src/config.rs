@@ -179,6 +179,11 @@ pub enum SecretSource {
         argv: Vec<String>,
         /// How long the command may run.
         timeout: Duration,
+        /// Variables removed from the command's environment: every one an
+        /// `env` secret of the same config names (see
+        /// [`Policy::secret_env_vars`]). Filled in at load, so a spec is
+        /// all it takes to run the command safely.
+        withheld_env: Vec<String>,
     },
     /// The OS keychain (the Secret Service on Linux, Keychain Services on
     /// macOS): the item with this service and account.
@@ -471,6 +476,14 @@ impl Policy {
         self.secrets.values()
     }
 
+    /// The variables of airlock's own environment that hold secrets: those
+    /// every `env` secret names, whichever tenant uses it. No child airlock
+    /// starts (the `airlock run` agent, a vault command) inherits them;
+    /// airlock itself keeps them, as each config load reads them again.
+    pub fn secret_env_vars(&self) -> impl Iterator<Item = &str> {
+        env_vars(&self.secrets)
+    }
+
     pub(crate) fn tenant_token(&self, id: usize) -> &[u8] {
         self.tenants[id].token.as_bytes()
     }
@@ -504,6 +517,14 @@ fn build(raw: RawConfig, base: &Path, home: &Path) -> Result<Policy, String> {
     for (name, s) in raw.secrets {
         let spec = build_secret(&name, s, &absolute)?;
         secrets.insert(name, spec);
+    }
+    // A vault command is the operator's own program and needs its CLI's
+    // tokens from the environment, but never another secret's value.
+    let env_vars: Vec<String> = env_vars(&secrets).map(str::to_owned).collect();
+    for spec in secrets.values_mut() {
+        if let SecretSource::Command { withheld_env, .. } = &mut spec.source {
+            withheld_env.clone_from(&env_vars);
+        }
     }
 
     let mut tenants = Vec::new();
@@ -564,6 +585,18 @@ fn build(raw: RawConfig, base: &Path, home: &Path) -> Result<Policy, String> {
     Ok(Policy { proxy, audit, limits, secrets, tenants, placeholders: automaton, placeholder_routes })
 }
 
+/// The variables the `env` secrets among `secrets` read, each once.
+fn env_vars(secrets: &BTreeMap<String, SecretSpec>) -> impl Iterator<Item = &str> {
+    let mut seen = HashSet::new();
+    secrets
+        .values()
+        .filter_map(|s| match &s.source {
+            SecretSource::Env { var } => Some(var.as_str()),
+            _ => None,
+        })
+        .filter(move |v| seen.insert(*v))
+}
+
 fn valid_tenant_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
@@ -621,7 +654,12 @@ fn build_secret(name: &str, s: RawSecret, absolute: &dyn Fn(PathBuf) -> PathBuf)
                     "[secrets.{name}]: source = \"command\" needs command = [\"program\", \"arg\", …]"
                 ));
             }
-            SecretSource::Command { argv, timeout: timeout.unwrap_or(DEFAULT_COMMAND_TIMEOUT) }
+            // `withheld_env` is filled in by `build` once every secret is known.
+            SecretSource::Command {
+                argv,
+                timeout: timeout.unwrap_or(DEFAULT_COMMAND_TIMEOUT),
+                withheld_env: Vec::new(),
+            }
         }
         _ => {
             let service = s.service.unwrap_or_else(|| "airlock".to_owned());
@@ -894,6 +932,21 @@ mod tests {
         );
         assert_eq!(p.secrets["k2"].ttl, Some(Duration::from_secs(3600)));
         assert_eq!(p.secrets["s"].ttl, None);
+    }
+
+    #[test]
+    fn vault_commands_withhold_every_env_secret_variable() {
+        let text = format!(
+            "[secrets.a]\nsource = \"env\"\nvar = \"A_KEY\"\n[secrets.a2]\nsource = \"env\"\nvar = \"A_KEY\"\n\
+             [secrets.b]\nsource = \"env\"\nvar = \"B_KEY\"\n[secrets.c]\nsource = \"command\"\ncommand = [\"op\"]\n\
+             [secrets.s]\nsource = \"store\"\n[tenants.a]\ntoken = \"{TOKEN}\"\n{}",
+            route("r", "a.test", "AIRLOCK_1").replace("\"s\"", "\"a\"")
+        );
+        let p = load(&text).unwrap();
+        // Every tenant's, even a secret no route uses; each variable once.
+        assert_eq!(p.secret_env_vars().collect::<Vec<_>>(), ["A_KEY", "B_KEY"]);
+        let SecretSource::Command { withheld_env, .. } = &p.secrets["c"].source else { panic!("not a command") };
+        assert_eq!(withheld_env, &["A_KEY", "B_KEY"]);
     }
 
     #[test]

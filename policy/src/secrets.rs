@@ -4,7 +4,11 @@
 //! This is the one module of the crate that reads the environment or files.
 //! A [`SecretValue`] never prints its bytes (`Debug` and `Display` show
 //! `[secret]`) and is zeroed when dropped; errors name the secret and the
-//! source, never the value.
+//! source, never the value, and never quote a vault command's output (a
+//! failed command's stderr goes, scrubbed, to the operator's log only).
+//!
+//! A vault command runs without the variables the config's `env` secrets
+//! name (see [`crate::Policy::secret_env_vars`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -138,9 +142,12 @@ pub enum SecretError {
         /// The limit.
         timeout: std::time::Duration,
     },
-    /// The command exited unsuccessfully. Carries a summary of its stderr,
-    /// never its stdout.
-    #[error("secret '{name}': {program} failed ({status}){stderr}", stderr = if stderr.is_empty() { String::new() } else { format!(": {stderr}") })]
+    /// The command exited unsuccessfully. The message names the program
+    /// and its exit status, never its output: it reaches the agent (in a
+    /// `secret_unavailable` denial), and stderr may hold the key or the
+    /// vault's own token. The operator reads the summary in the log line
+    /// the failure writes, or in [`SecretError::operator_message`].
+    #[error("secret '{name}': {program} failed ({status}); what it wrote to stderr is in airlock's log")]
     CommandFailed {
         /// The secret's name.
         name: String,
@@ -148,8 +155,8 @@ pub enum SecretError {
         program: String,
         /// Exit status.
         status: String,
-        /// The first line of stderr, shortened.
-        stderr: String,
+        /// Its stderr, summarised and scrubbed, for the operator only.
+        stderr: StderrSummary,
     },
     /// The keychain has no item for this service and account.
     #[error(
@@ -181,6 +188,99 @@ pub enum SecretError {
     },
 }
 
+impl SecretError {
+    /// The name of the secret that could not be fetched.
+    pub fn secret(&self) -> &str {
+        match self {
+            SecretError::NotInStore { name }
+            | SecretError::EnvMissing { name, .. }
+            | SecretError::LoosePermissions { name, .. }
+            | SecretError::Io { name, .. }
+            | SecretError::Invalid { name, .. }
+            | SecretError::CommandStart { name, .. }
+            | SecretError::CommandTimeout { name, .. }
+            | SecretError::CommandFailed { name, .. }
+            | SecretError::KeychainMissing { name, .. }
+            | SecretError::KeychainFailed { name, .. }
+            | SecretError::Undeclared { name } => name,
+        }
+    }
+
+    /// The message for the operator (`airlock check`, logs): the `Display`
+    /// message, but for a failed command its stderr summary in place of the
+    /// pointer to the log. Never for the agent: the summary may hold what
+    /// the vault does not know, such as the vault CLI's own token.
+    pub fn operator_message(&self) -> String {
+        match self {
+            SecretError::CommandFailed { name, program, status, stderr } if stderr.as_str().is_empty() => {
+                format!("secret '{name}': {program} failed ({status}) and wrote nothing to stderr")
+            }
+            SecretError::CommandFailed { name, program, status, stderr } => {
+                format!("secret '{name}': {program} failed ({status}): {}", stderr.as_str())
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+/// How many characters of a failed command's stderr the operator sees.
+pub const STDERR_SUMMARY_CHARS: usize = 300;
+
+/// What a failed vault command wrote to stderr, summarised for the
+/// operator: every value the vault knew replaced by `[REDACTED]`, its
+/// non-empty lines joined with ` | `, control characters dropped, at most
+/// [`STDERR_SUMMARY_CHARS`] characters.
+///
+/// Operator-only: it may still hold what the vault does not know (the vault
+/// CLI's own token), so it has no `Display` and its `Debug` prints only its
+/// length; [`StderrSummary::as_str`] is the one way to read it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StderrSummary(String);
+
+impl StderrSummary {
+    /// Summarises `stderr`, replacing every occurrence of every `known`
+    /// value first (so truncating cannot leave half a value that no longer
+    /// matches).
+    fn new<'a>(stderr: &[u8], known: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        let known: Vec<&[u8]> = known.into_iter().filter(|v| !v.is_empty()).collect();
+        let scrubbed = match aho_corasick::AhoCorasick::builder()
+            .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+            .build(&known)
+        {
+            // Leftmost-longest: a value that contains another known value is
+            // replaced whole.
+            Ok(ac) => Zeroizing::new(ac.replace_all_bytes(stderr, &vec![&b"[REDACTED]"[..]; known.len()])),
+            // Only a pattern set too large to compile fails; say nothing
+            // rather than something unscrubbed.
+            Err(_) => return StderrSummary("(stderr not shown: it could not be scrubbed)".to_owned()),
+        };
+        let text = String::from_utf8_lossy(&scrubbed);
+        let joined = text
+            .lines()
+            .map(|l| l.chars().filter(|c| !c.is_control()).collect::<String>())
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| l.trim().to_owned())
+            .collect::<Vec<_>>()
+            .join(" | ");
+        let mut summary: String = joined.chars().take(STDERR_SUMMARY_CHARS).collect();
+        if summary.len() < joined.len() {
+            summary.push('…');
+        }
+        StderrSummary(summary)
+    }
+
+    /// The summary, for the operator's eyes only.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for StderrSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StderrSummary({} chars)", self.0.chars().count())
+    }
+}
+
 /// Whether a name can be a secret's name (and a file name in the store).
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -189,28 +289,34 @@ pub fn valid_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
-/// Fetches the current value of one secret from its source.
-pub fn fetch(spec: &SecretSpec, store: &Store) -> Result<SecretValue, SecretError> {
-    let name = &spec.name;
-    let raw = match &spec.source {
-        SecretSource::Store => store.read(name)?,
-        SecretSource::Env { var } => std::env::var_os(var)
-            .map(|v| v.into_encoded_bytes())
-            .ok_or_else(|| SecretError::EnvMissing { name: name.clone(), var: var.clone() })?,
-        SecretSource::File { path } => read_private_file(name, path)?,
-        SecretSource::Command { argv, timeout } => run_command(name, argv, *timeout)?,
-        SecretSource::Keychain { service, account, timeout } => read_keychain(name, service, account, *timeout)?,
-    };
-    SecretValue::new(raw).map_err(|reason| SecretError::Invalid { name: name.clone(), reason })
-}
-
 /// Runs a vault command (no shell) and returns its stdout, trimmed. Stdout
-/// is never logged or put in an error; stderr is summarised.
-fn run_command(name: &str, argv: &[String], timeout: std::time::Duration) -> Result<Vec<u8>, SecretError> {
+/// is never logged or put in an error. When the command fails, its stderr
+/// is summarised with every value `known` returns replaced, logged for the
+/// operator, and kept out of the error's message (which the agent reads).
+///
+/// The command inherits airlock's environment except `withheld` (the
+/// variables of the config's `env` secrets). It gets no clean, allow-listed
+/// environment: vault CLIs read their own credentials and settings from
+/// variables no list could name in full (`OP_SERVICE_ACCOUNT_TOKEN`,
+/// `OP_SESSION_*`, `VAULT_ADDR`/`VAULT_TOKEN`, `DOPPLER_TOKEN`,
+/// `INFISICAL_TOKEN`, `AWS_*`, `GNUPGHOME` for `pass`, the D-Bus address,
+/// `HOME`, proxies…), and the command is the operator's own program, trusted
+/// with those already. What it never needs is another secret's value.
+fn run_command(
+    name: &str,
+    argv: &[String],
+    timeout: Duration,
+    withheld: &[String],
+    known: &dyn Fn() -> Vec<Arc<SecretValue>>,
+) -> Result<Vec<u8>, SecretError> {
     use std::io::Read;
     use std::process::{Command, Stdio};
     let program = argv.first().cloned().unwrap_or_default();
-    let mut child = Command::new(&program)
+    let mut command = Command::new(&program);
+    for var in withheld {
+        command.env_remove(var);
+    }
+    let mut child = command
         .args(&argv[1..])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -229,7 +335,8 @@ fn run_command(name: &str, argv: &[String], timeout: std::time::Duration) -> Res
         buf
     });
     let err_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
+        // It may hold the key: zeroed like stdout.
+        let mut buf = zeroize::Zeroizing::new(Vec::new());
         if let Some(p) = err_pipe.as_mut() {
             let _ = p.take(64 * 1024).read_to_end(&mut buf);
         }
@@ -251,17 +358,12 @@ fn run_command(name: &str, argv: &[String], timeout: std::time::Duration) -> Res
     let stdout = out_reader.join().unwrap_or_default();
     let stderr = err_reader.join().unwrap_or_default();
     if !status.success() {
-        let first = String::from_utf8_lossy(&stderr)
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .unwrap_or("")
-            .chars()
-            .take(200)
-            .collect();
+        let known = known();
+        let summary = StderrSummary::new(&stderr, known.iter().map(|v| v.expose()));
         let status =
             status.code().map(|c| format!("exit status {c}")).unwrap_or_else(|| "killed by a signal".to_owned());
-        return Err(SecretError::CommandFailed { name: name.to_owned(), program, status, stderr: first });
+        tracing::warn!(secret = %name, %program, %status, stderr = summary.as_str(), "vault command failed");
+        return Err(SecretError::CommandFailed { name: name.to_owned(), program, status, stderr: summary });
     }
     Ok(stdout.trim_ascii().to_vec())
 }
@@ -542,6 +644,24 @@ impl Vault {
         Some(value)
     }
 
+    /// Fetches the current value of one secret from its source.
+    fn fetch(&self, spec: &SecretSpec) -> Result<SecretValue, SecretError> {
+        let name = &spec.name;
+        let raw = match &spec.source {
+            SecretSource::Store => self.store.read(name)?,
+            SecretSource::Env { var } => std::env::var_os(var)
+                .map(|v| v.into_encoded_bytes())
+                .ok_or_else(|| SecretError::EnvMissing { name: name.clone(), var: var.clone() })?,
+            SecretSource::File { path } => read_private_file(name, path)?,
+            SecretSource::Command { argv, timeout, withheld_env } => {
+                let known = || self.known().into_iter().map(|(_, v)| v).collect();
+                run_command(name, argv, *timeout, withheld_env, &known)?
+            }
+            SecretSource::Keychain { service, account, timeout } => read_keychain(name, service, account, *timeout)?,
+        };
+        SecretValue::new(raw).map_err(|reason| SecretError::Invalid { name: name.clone(), reason })
+    }
+
     /// The current value of a secret, fetching when the cached one is
     /// missing or stale. May block (a `command` source runs a process):
     /// call it off the async runtime's worker threads.
@@ -560,7 +680,7 @@ impl Vault {
         }
         let before = self.file_of(spec).and_then(|p| stamp(&p));
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        match fetch(spec, &self.store) {
+        match self.fetch(spec) {
             Ok(value) => {
                 let value = Arc::new(value);
                 let mut state = self.state();
@@ -599,8 +719,13 @@ impl Vault {
 
     /// Fetches every declared secret now, so the redactor knows all values
     /// before the first response. Returns the failures.
+    ///
+    /// `command` secrets come last: a failing command's stderr is scrubbed
+    /// of the values the vault knows, so it should know the others first.
     pub fn prefetch<'a>(&self, specs: impl Iterator<Item = &'a SecretSpec>) -> Vec<SecretError> {
-        specs.filter_map(|s| self.get(s).err()).collect()
+        let (commands, others): (Vec<_>, Vec<_>) =
+            specs.partition(|s| matches!(s.source, SecretSource::Command { .. }));
+        others.into_iter().chain(commands).filter_map(|s| self.get(s).err()).collect()
     }
 
     /// Forgets every cached value (a config reload), keeping each for
@@ -661,6 +786,55 @@ mod tests {
         assert_eq!(format!("{v:?} {v}"), "[secret] [secret]");
         assert_eq!(SecretValue::new(Vec::new()), Err(InvalidSecret::Empty));
         assert_eq!(SecretValue::new(b"a\r\nb".to_vec()), Err(InvalidSecret::ControlCharacters));
+    }
+
+    #[test]
+    fn stderr_summaries_replace_known_values_and_stay_short() {
+        let (key, longer) = (&b"sk_live_key"[..], &b"sk_live_key_and_more"[..]);
+        let stderr = b"\n  error: sk_live_key_and_more rejected\r\n\x1b[31mretry with sk_live_key\x1b[0m\n\n";
+        let s = StderrSummary::new(stderr, [key, longer, &b""[..]]);
+        assert_eq!(s.as_str(), "error: [REDACTED] rejected | [31mretry with [REDACTED][0m");
+        assert_eq!(format!("{s:?}"), "StderrSummary(57 chars)", "Debug never prints the text");
+        // Scrubbed before it is cut: a value across the cut is not half left.
+        let mut long = vec![b'x'; STDERR_SUMMARY_CHARS - 4];
+        long.extend_from_slice(key);
+        let s = StderrSummary::new(&long, [key]);
+        assert!(s.as_str().ends_with("xxxx[RED…"), "{}", s.as_str());
+        assert_eq!(s.as_str().chars().count(), STDERR_SUMMARY_CHARS + 1);
+        assert!(!s.as_str().contains("sk_"));
+    }
+
+    #[test]
+    fn a_failed_command_is_summarised_for_the_operator_only() {
+        let argv: Vec<String> =
+            ["sh", "-c", "echo 'vault: denied for sk_known_value_1 (token hvs_abc)' >&2; echo sk_stdout; exit 7"]
+                .map(String::from)
+                .into();
+        let known = || vec![Arc::new(SecretValue::new(b"sk_known_value_1".to_vec()).unwrap())];
+        let e = run_command("k", &argv, Duration::from_secs(10), &[], &known).unwrap_err();
+        let agent = e.to_string();
+        assert_eq!(agent, "secret 'k': sh failed (exit status 7); what it wrote to stderr is in airlock's log");
+        assert_eq!(e.secret(), "k");
+        let operator = e.operator_message();
+        assert_eq!(operator, "secret 'k': sh failed (exit status 7): vault: denied for [REDACTED] (token hvs_abc)");
+        assert!(!format!("{e:?}").contains("hvs_abc"), "Debug never prints stderr");
+        let quiet: Vec<String> = ["sh", "-c", "exit 1"].map(String::from).into();
+        let e = run_command("q", &quiet, Duration::from_secs(10), &[], &Vec::new).unwrap_err();
+        assert!(e.operator_message().ends_with("wrote nothing to stderr"), "{}", e.operator_message());
+    }
+
+    #[test]
+    fn a_command_inherits_the_environment_but_withheld_variables() {
+        // Set by cargo for the test process; changing the environment of a
+        // multi-threaded test process is not sound.
+        let var = "CARGO_MANIFEST_DIR";
+        assert!(std::env::var_os(var).is_some(), "cargo sets {var} for tests");
+        let argv: Vec<String> =
+            ["sh", "-c", "printf '%s/%s' \"${CARGO_MANIFEST_DIR-withheld}\" \"${CARGO_PKG_NAME-withheld}\""]
+                .map(String::from)
+                .into();
+        let out = run_command("e", &argv, Duration::from_secs(10), &[var.to_owned()], &Vec::new).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), format!("withheld/{}", env!("CARGO_PKG_NAME")));
     }
 
     #[test]

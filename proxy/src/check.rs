@@ -2,6 +2,7 @@
 //! secret (never printing a value), resolves every route host, and checks
 //! the CA and the upstream trust store.
 
+use std::collections::{BTreeSet, HashMap};
 use std::net::ToSocketAddrs;
 use std::path::Path;
 
@@ -89,14 +90,24 @@ pub fn check(home: &Path, policy: &Policy) -> Report {
         general.push(e.to_string());
     }
     let vault = Vault::new(home);
+    // Each secret a route uses is fetched once, all before any failure is
+    // described: a failed command's stderr summary is scrubbed of every
+    // value the vault knows by then. The check is for the operator, so it
+    // shows that summary (`operator_message`), which a denial never does.
+    let used: BTreeSet<&str> = policy.tenants().flat_map(|(_, t)| t.routes.iter().map(|r| r.secret.as_str())).collect();
+    let failures: HashMap<String, String> = vault
+        .prefetch(policy.secrets().filter(|s| used.contains(s.name.as_str())))
+        .into_iter()
+        .map(|e| (e.secret().to_owned(), e.operator_message()))
+        .collect();
     let mut routes = Vec::new();
     for (_, t) in policy.tenants() {
         for r in &t.routes {
             let mut needs = Vec::new();
-            match policy.secret(&r.secret).map(|spec| vault.get(spec)) {
-                Some(Ok(_)) => {}
-                Some(Err(e)) => needs.push(e.to_string()),
-                None => needs.push(format!("secret '{}' is not declared", r.secret)),
+            if policy.secret(&r.secret).is_none() {
+                needs.push(format!("secret '{}' is not declared", r.secret));
+            } else if let Some(failure) = failures.get(&r.secret) {
+                needs.push(failure.clone());
             }
             if let HostPattern::Exact(host) = &r.host {
                 let resolvable = policy.proxy.resolve.contains_key(host)

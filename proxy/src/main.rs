@@ -481,11 +481,14 @@ fn run_agent(home: Home, tenant: Option<&str>, command: &[String]) -> anyhow::Re
         let (addr, running) = find_or_start_proxy(&home, listen).await?;
         let vars = airlock::agent::agent_env(&home.dir, &policy, &tenant, &addr.to_string())?;
         let (program, args) = command.split_first().context("no command given")?;
-        let mut child = tokio::process::Command::new(program)
-            .args(args)
-            .envs(vars)
-            .spawn()
-            .with_context(|| format!("cannot run {program}"))?;
+        let mut agent = tokio::process::Command::new(program);
+        // The agent gets none of the variables `env` secrets read (every
+        // tenant's), then the agent variables: a route's `env` may reuse
+        // such a name, and then holds its placeholder.
+        for var in policy.secret_env_vars() {
+            agent.env_remove(var);
+        }
+        let mut child = agent.args(args).envs(vars).spawn().with_context(|| format!("cannot run {program}"))?;
         // Ctrl-C reaches the child directly (same process group); SIGTERM
         // and SIGHUP sent to airlock are passed on. airlock itself waits for
         // the child either way.

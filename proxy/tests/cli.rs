@@ -146,3 +146,144 @@ fn audit_verify_reports_an_empty_log_and_a_broken_line() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("line 1"), "{}", text(&out));
 }
+
+/// What `env` secrets read must stay airlock's: the `airlock run` agent and
+/// every vault command get none of those variables (every tenant's, not only
+/// the agent's), while everything else — a vault CLI's own token — is passed
+/// on, and a route's `env` of the same name carries the placeholder.
+#[test]
+fn run_and_vault_commands_never_see_env_sourced_secrets() {
+    const ACME_VALUE: &str = "sk_env_acme_value_5f2a9c";
+    const BETA_VALUE: &str = "sk_env_beta_value_83d1e7";
+    let h = home("childenv");
+    let command_env = h.join("command-env");
+    let config = format!(
+        r#"[proxy]
+listen = "127.0.0.1:0"
+
+[secrets.acme_env]
+source = "env"
+var = "ACME_ENV_KEY"
+
+[secrets.beta_env]
+source = "env"
+var = "BETA_ENV_KEY"
+
+[secrets.from_command]
+source = "command"
+command = ["sh", "-c", "env > '{}'; printf cmd_value_1"]
+
+[tenants.acme]
+token = "acme-token-childenv-0123456789"
+
+[[tenants.acme.routes]]
+name = "acme"
+host = "api.acme.test"
+secret = "acme_env"
+placeholder = "AIRLOCK_ACME_ENV"
+env = "ACME_API_KEY"
+
+[[tenants.acme.routes]]
+name = "same-name"
+host = "api.same.test"
+secret = "acme_env"
+placeholder = "AIRLOCK_ACME_SAME"
+env = "ACME_ENV_KEY"
+
+[[tenants.acme.routes]]
+name = "vault"
+host = "api.vault.test"
+secret = "from_command"
+placeholder = "AIRLOCK_FROM_COMMAND"
+
+[tenants.beta]
+token = "beta-token-childenv-0123456789"
+
+[[tenants.beta.routes]]
+name = "beta"
+host = "api.beta.test"
+secret = "beta_env"
+placeholder = "AIRLOCK_BETA_ENV"
+"#,
+        command_env.display()
+    );
+    std::fs::write(h.join("airlock.toml"), config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args(["run", "--tenant", "acme", "--", "env"])
+        .env("AIRLOCK_HOME", &h)
+        .env_remove("AIRLOCK_CONFIG")
+        .env("RUST_LOG", "warn")
+        .env("ACME_ENV_KEY", ACME_VALUE)
+        .env("BETA_ENV_KEY", BETA_VALUE)
+        .env("VAULT_TOKEN", "vault-cli-token-passed-on")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert!(out.status.success(), "airlock run failed");
+    for (what, value) in [("acme's", ACME_VALUE), ("beta's", BETA_VALUE)] {
+        assert!(!all.contains(value), "the agent saw {what} env-sourced secret");
+    }
+    let agent_env = String::from_utf8_lossy(&out.stdout);
+    for line in ["ACME_API_KEY=AIRLOCK_ACME_ENV", "ACME_ENV_KEY=AIRLOCK_ACME_SAME", "HTTPS_PROXY=http://acme:"] {
+        assert!(agent_env.lines().any(|l| l.starts_with(line)), "the agent's env lacks {line}");
+    }
+    assert!(!agent_env.lines().any(|l| l.starts_with("BETA_ENV_KEY=")), "the agent got beta's variable");
+
+    // The proxy `run` started prefetched the command secret.
+    let seen = std::fs::read_to_string(&command_env).unwrap();
+    for (what, value) in [("acme's", ACME_VALUE), ("beta's", BETA_VALUE)] {
+        assert!(!seen.contains(value), "the vault command saw {what} env-sourced secret");
+    }
+    assert!(!seen.lines().any(|l| l.starts_with("ACME_ENV_KEY=") || l.starts_with("BETA_ENV_KEY=")));
+    assert!(seen.lines().any(|l| l == "VAULT_TOKEN=vault-cli-token-passed-on"), "a vault CLI's own token is kept");
+}
+
+/// `airlock check` is the operator's: it shows a failed vault command's
+/// stderr, with every value the vault knows replaced — including one fetched
+/// after the command in config order (commands are fetched last).
+#[test]
+fn check_shows_a_failed_commands_stderr_scrubbed() {
+    const STORED: &str = "sk_stored_value_for_check_41b7";
+    let h = home("check-stderr");
+    let store_file = h.join("secrets/z_stored");
+    let config = format!(
+        r#"[proxy]
+resolve = {{ "api.acme.test" = "127.0.0.1" }}
+
+[secrets.a_command]
+source = "command"
+command = ["sh", "-c", "echo \"vault: denied; stored value $(cat '{}'), token hvs_check_token\" >&2; exit 2"]
+
+[secrets.z_stored]
+source = "store"
+
+[tenants.acme]
+token = "acme-token-check-0123456789"
+
+[[tenants.acme.routes]]
+name = "by-command"
+host = "api.acme.test"
+secret = "a_command"
+placeholder = "AIRLOCK_BY_COMMAND"
+
+[[tenants.acme.routes]]
+name = "stored"
+host = "api.acme.test:8443"
+secret = "z_stored"
+placeholder = "AIRLOCK_STORED"
+"#,
+        store_file.display()
+    );
+    std::fs::write(h.join("airlock.toml"), config).unwrap();
+    assert!(airlock(&h, &["secret", "set", "z_stored"], Some(STORED)).status.success());
+    let out = airlock(&h, &["check"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let all = text(&out);
+    assert!(!all.contains(STORED), "check printed a stored value");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("failed (exit status 2): vault: denied; stored value [REDACTED], token hvs_check_token"),
+        "{stdout}"
+    );
+}

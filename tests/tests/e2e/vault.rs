@@ -148,18 +148,71 @@ async fn command_source_ttl_single_fetch_and_failure() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(call(&proxy, &upstream, &[]).await.status, 200);
     assert_eq!(last_auth(&upstream), "Bearer sk_from_command_2");
-    // ...and past it, the request is refused with the stderr summary and
-    // never the command's stdout.
+    // ...and past it, the request is refused with the exit status, never
+    // the command's output; its stderr is for the operator's log.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let reply = call(&proxy, &upstream, &[]).await;
     assert_eq!(reply.status, 503, "{}", reply.text());
     let text = reply.text();
     assert_eq!(reply.json()["error"]["code"], "secret_unavailable");
-    assert!(text.contains("permission denied for path secret/acme"), "{text}");
+    assert!(!text.contains("permission denied for path secret/acme"), "{text}");
     assert!(text.contains("exit status 3"), "{text}");
     assert!(!text.contains("LEAKED_STDOUT"), "{text}");
+    assert!(captured_logs().contains("permission denied for path secret/acme"), "the operator's log has it");
     let audit = std::fs::read_to_string(proxy.home.path.join("audit.jsonl")).unwrap();
     assert!(!audit.contains("sk_from_command") && !audit.contains("LEAKED_STDOUT"));
+    proxy.proxy.shutdown().await;
+}
+
+/// A vault command that fails says why on stderr, and stderr may hold a key
+/// or the vault's own token: the agent's denial names the program and its
+/// exit status only; the operator's log has the summary, with every value
+/// the vault knows replaced.
+#[tokio::test]
+async fn a_failing_command_is_never_quoted_to_the_agent() {
+    const VAULT_TOKEN: &str = "hvs_operator_only_vault_token_7c1d";
+    let upstream = Upstream::start(Protocols::Both).await;
+    let dir = TempHome::new("vault-stderr");
+    // The store file of the standard config, which the vault has fetched.
+    let acme_key = dir.path.join("acme-key-path");
+    let script = dir.path.join("failing.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nprintf 'op: stderr-marker-4b9e denied (key %s, token {VAULT_TOKEN})\\n' \"$(cat \"$(cat '{}')\")\" >&2\nexit 1\n",
+            acme_key.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let source = format!("source = \"command\"\ncommand = [\"{}\"]", script.display());
+    let proxy = TestProxy::start(&with_secret(&upstream, "failing", &source)).await;
+    std::fs::write(&acme_key, proxy.home.path.join("secrets/acme_key").display().to_string()).unwrap();
+
+    let reply = call(&proxy, &upstream, &[]).await;
+    assert_eq!(reply.status, 503);
+    let text = reply.text();
+    assert_eq!(reply.json()["error"]["code"], "secret_unavailable");
+    assert_no_secret("the denial", &text, &[ACME_SECRET]);
+    for quoted in [VAULT_TOKEN, "stderr-marker-4b9e", "denied ("] {
+        assert!(!text.contains(quoted), "the denial quotes the command's stderr ({quoted})");
+    }
+    let message = reply.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("'failing'") && message.contains("exit status 1"), "{message}");
+    assert!(message.contains("log"), "the denial says where the details are: {message}");
+
+    // The operator's log line: the summary, scrubbed of the values the vault
+    // knows (a token it does not know is the operator's to see).
+    let line = captured_logs()
+        .lines()
+        .rev()
+        .find(|l| l.contains("stderr-marker-4b9e"))
+        .map(str::to_owned)
+        .expect("the log has the stderr summary");
+    assert_no_secret("the log line", &line, &[ACME_SECRET]);
+    assert!(line.contains("denied (key [REDACTED], token"), "the known key is replaced: {line}");
+    assert!(line.contains("vault command failed") && line.contains("secret=failing"), "{line}");
+    assert!(line.contains("request_id="), "the line belongs to the request's span: {line}");
     proxy.proxy.shutdown().await;
 }
 
