@@ -517,8 +517,22 @@ async fn connections_over_the_limit_wait_their_turn() {
     let upstream = Upstream::start(Protocols::Http1).await;
     let proxy = TestProxy::start(&standard_config(&upstream, "", "\n[limits]\nmax_connections = 2\n")).await;
     let port = upstream.port();
-    // Two intercepted connections hold both slots.
-    let mut held = vec![intercepted(&proxy, &upstream).await, intercepted(&proxy, &upstream).await];
+    // An intercepted connection and a WebSocket (whose relay outlives the
+    // HTTP connection it upgraded) hold both slots.
+    let mut held = intercepted(&proxy, &upstream).await;
+    let (mut socket, _) = airlock_tests::ws::connect(
+        proxy.addr(),
+        ("acme", ACME_TOKEN),
+        "api.acme.test",
+        port,
+        "/ws",
+        &[&proxy.ca_pem()],
+        &[],
+    )
+    .await
+    .unwrap();
+    socket.send(Message::text("first")).await.unwrap();
+    assert_eq!(airlock_tests::ws::next_data(&mut socket).await, Some(Message::text("first")));
     // A third is accepted by the kernel but not served while they are open...
     let addr = proxy.addr();
     let third = tokio::spawn(async move {
@@ -526,12 +540,13 @@ async fn connections_over_the_limit_wait_their_turn() {
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!third.is_finished(), "served beyond max_connections");
-    // ...and is served as soon as one closes.
-    held.pop();
+    // ...and is served as soon as the WebSocket closes.
+    socket.close(None).await.unwrap();
+    while let Some(Ok(_)) = socket.next().await {}
     let reply = tokio::time::timeout(Duration::from_secs(10), third).await.unwrap().unwrap().unwrap();
     assert_eq!(reply.status, 200, "{}", reply.head);
-    // The connections still open work throughout.
-    held[0].write_all(head(port, "").as_bytes()).await.unwrap();
-    assert_eq!(read_reply(&mut held[0]).await.unwrap().0, 200);
+    // The connection still open works throughout.
+    held.write_all(head(port, "").as_bytes()).await.unwrap();
+    assert_eq!(read_reply(&mut held).await.unwrap().0, 200);
     proxy.proxy.shutdown().await;
 }

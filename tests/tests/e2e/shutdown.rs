@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use airlock_tests::client;
 use airlock_tests::upstream::Protocols;
+use airlock_tests::ws::tungstenite::Message;
 use airlock_tests::*;
+use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -40,8 +42,14 @@ async fn sigterm_drains_in_flight_requests_then_cuts_off_the_rest() {
     let ca = std::fs::read_to_string(home.path.join("ca.pem")).unwrap();
     let port = upstream.port();
 
-    // Two event streams in flight.
+    // Two event streams in flight, and a WebSocket open.
     let mut streams = [first_event(serve.addr, &ca, port).await, first_event(serve.addr, &ca, port).await];
+    let (mut socket, _) =
+        airlock_tests::ws::connect(serve.addr, ("acme", ACME_TOKEN), "api.acme.test", port, "/ws", &[&ca], &[])
+            .await
+            .unwrap();
+    socket.send(Message::text("before")).await.unwrap();
+    assert_eq!(airlock_tests::ws::next_data(&mut socket).await, Some(Message::text("before")));
 
     let ok = std::process::Command::new("kill").args(["-TERM", &serve.pid().to_string()]).status().unwrap().success();
     assert!(ok, "kill -TERM failed");
@@ -57,6 +65,9 @@ async fn sigterm_drains_in_flight_requests_then_cuts_off_the_rest() {
     }
     assert!(refused, "still accepting after SIGTERM: {}", serve.log());
 
+    // The WebSocket works during the grace period...
+    socket.send(Message::text("during")).await.unwrap();
+    assert_eq!(airlock_tests::ws::next_data(&mut socket).await, Some(Message::text("during")));
     // ...one stream is let finish and ends whole; the other is still open
     // when the grace period ends and is cut off.
     upstream.release_sse();
@@ -67,6 +78,19 @@ async fn sigterm_drains_in_flight_requests_then_cuts_off_the_rest() {
         assert!(read.is_ok(), "a stream outlived the grace period");
         endings.push(String::from_utf8_lossy(&rest).into_owned());
     }
+    // ...and is closed (1001) when it ends.
+    let close = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(f))) => return f.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("the WebSocket outlived the grace period");
+    assert_eq!(close, Some(1001));
     let whole = |t: &String| t.contains("\"n\": 2") && t.ends_with("0\r\n\r\n");
     assert_eq!(endings.iter().filter(|t| whole(t)).count(), 1, "{endings:?}");
     assert!(endings.iter().any(|t| !t.contains("\"n\": 2") && !t.ends_with("0\r\n\r\n")), "{endings:?}");
@@ -82,6 +106,9 @@ async fn sigterm_drains_in_flight_requests_then_cuts_off_the_rest() {
     assert_eq!(sse.len(), 2, "{audit}");
     assert_eq!(sse.iter().filter(|r| r["complete"] == true).count(), 1, "{audit}");
     assert_eq!(sse.iter().filter(|r| r["complete"] == false).count(), 1, "{audit}");
+    let ws: Vec<_> = records.iter().filter(|r| r["path"] == "/ws").collect();
+    assert_eq!(ws.len(), 1, "{audit}");
+    assert_eq!((ws[0]["complete"].as_bool(), ws[0]["frames_up"].as_u64()), (Some(false), Some(2)), "{audit}");
     let verify = std::process::Command::new(airlock_bin())
         .args(["audit", "--verify"])
         .env("AIRLOCK_HOME", &home.path)
