@@ -43,6 +43,34 @@ fn json_echo(auth: &str) -> Vec<u8> {
     serde_json::json!({"error": "invalid key", "you_sent": auth}).to_string().into_bytes()
 }
 
+/// `/probe?guess=G` and `/probe-abort?guess=G`: text the agent chose,
+/// echoed as the last bytes of a write, then a pause — the shape of a log
+/// or terminal stream that an agent could use to ask the redactor whether
+/// `G` starts a secret. `/probe` then waits until the test releases it (the
+/// `/sse` signal) and ends with `\ndone\n`; `/probe-abort` fails the body
+/// right after the echo.
+pub(crate) fn probe(path: &str, query: &str, release: &Arc<tokio::sync::Notify>) -> Response<Body> {
+    let guess = query.strip_prefix("guess=").unwrap_or("").to_owned();
+    let abort = path == "/probe-abort";
+    let (tx, resp) = streamed(&[("content-type", "text/plain".into())]);
+    let release = Arc::clone(release);
+    tokio::spawn(async move {
+        let echo = format!("line one\nyou typed: {guess}");
+        if tx.send(Ok(Frame::data(Bytes::from(echo)))).await.is_err() {
+            return;
+        }
+        if abort {
+            // Let the echo be read first, then fail the body.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _ = tx.send(Err(std::io::Error::other("upstream reset"))).await;
+            return;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), release.notified()).await;
+        let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"\ndone\n")))).await;
+    });
+    resp
+}
+
 /// The response for a special path, or `None` for the plain echo.
 pub(crate) fn respond(path: &str, auth: &str, sse: &Arc<tokio::sync::Notify>) -> Option<Response<Body>> {
     let plain = json_echo(auth);

@@ -325,6 +325,9 @@ async fn echo(
         // Never answers: the response head does not come.
         std::future::pending::<()>().await;
     }
+    if req.uri().path().starts_with("/probe") {
+        return crate::behaviours::probe(req.uri().path(), req.uri().query().unwrap_or(""), sse);
+    }
     if let Some(resp) = crate::behaviours::respond(req.uri().path(), &auth, sse) {
         return resp;
     }

@@ -270,3 +270,72 @@ async fn a_secret_in_the_request_path_is_kept_out_of_logs_and_the_audit() {
     assert_logs_clean();
     proxy.proxy.shutdown().await;
 }
+
+/// What the agent receives of `path?guess=G`: with `until` set, the bytes
+/// that arrive before the upstream goes on (read until `until` bytes came,
+/// or, for `None`, until nothing more arrives for 1 s), then the upstream
+/// is released; for `/probe-abort`, everything before the stream fails.
+async fn probe(proxy: &TestProxy, upstream: &Upstream, path: &str, guess: &str, until: Option<usize>) -> Vec<u8> {
+    let ca = proxy.ca_pem();
+    let mut sender =
+        client::open(proxy.addr(), ("acme", ACME_TOKEN), "api.acme.test", upstream.port(), &[&ca], Http::H1)
+            .await
+            .unwrap();
+    let req = client::get("api.acme.test", upstream.port(), &format!("{path}?guess={guess}"), &[], Http::H1);
+    let mut body = sender.send(req).await.unwrap().into_body();
+    let mut got = Vec::new();
+    let abort = path == "/probe-abort";
+    loop {
+        if !abort && until.is_some_and(|n| got.len() >= n) {
+            break;
+        }
+        let wait = if abort || until.is_some() { Duration::from_secs(10) } else { Duration::from_secs(1) };
+        match tokio::time::timeout(wait, body.frame()).await {
+            Ok(Some(Ok(frame))) => got.extend_from_slice(frame.data_ref().map(|d| &d[..]).unwrap_or_default()),
+            // The abort variant ends here; so does the pause variant if the
+            // stream ended early.
+            Ok(Some(Err(_)) | None) => break,
+            Err(_) if abort => panic!("the aborted stream never ended"),
+            Err(_) => break,
+        }
+    }
+    upstream.release_sse();
+    got
+}
+
+#[tokio::test]
+async fn the_hold_back_reveals_nothing_about_secrets() {
+    // Finding: text an agent makes an upstream echo as the last bytes of a
+    // write was held back only while it could start a known secret, so the
+    // timing (or, when the upstream then failed, the loss) of those bytes
+    // told the agent whether its guess starts any tenant's key. Whatever
+    // the guess, the same bytes must arrive.
+    let (upstream, proxy) = setup().await;
+    let len = "sk_live_beta_fedc".len();
+    let pairs = [
+        // Another tenant's key, and this tenant's own.
+        ("sk_live_beta_fedc", "sk_live_beta_fedx"),
+        ("sk_live_acme_0123", "sk_live_acme_012z"),
+    ];
+    for (prefix, other) in pairs {
+        assert_eq!((prefix.len(), other.len()), (len, len));
+        // The abort variant: the held tail is dropped either way.
+        let a = probe(&proxy, &upstream, "/probe-abort", prefix, None).await;
+        let b = probe(&proxy, &upstream, "/probe-abort", other, None).await;
+        assert_eq!(a.len(), b.len(), "aborted: a prefix of a secret lost other bytes than a non-prefix");
+        assert_eq!(a.strip_suffix(prefix.as_bytes()).is_some(), b.strip_suffix(other.as_bytes()).is_some());
+    }
+    // The pause variant, replayed as the attack ran: from the key format's
+    // public prefix, try each next character and watch what arrives before
+    // the pause. A baseline guess that starts nothing sets what a pause
+    // shows; every candidate must show exactly as much.
+    let baseline = probe(&proxy, &upstream, "/probe", "zzzzzzzzzzzzzz", None).await;
+    assert!(baseline.starts_with(b"line one\n"), "{}", String::from_utf8_lossy(&baseline));
+    for c in "0123456789abcdef".chars() {
+        let guess = format!("sk_live_beta_{c}");
+        assert_eq!(guess.len(), "zzzzzzzzzzzzzz".len());
+        let got = probe(&proxy, &upstream, "/probe", &guess, Some(baseline.len())).await;
+        assert_eq!(got.len(), baseline.len(), "candidate {c}: the pause showed a different amount");
+    }
+    proxy.proxy.shutdown().await;
+}
