@@ -68,3 +68,41 @@ async fn node_undici_through_airlock_run() {
     assert_no_secret("node's output", &text, &[ACME_SECRET]);
     assert_eq!(upstream.seen().len(), 2);
 }
+
+#[tokio::test]
+async fn node_undici_websocket_through_airlock_run() {
+    // undici's WebSocket, dispatched through EnvHttpProxyAgent: the
+    // handshake carries the placeholder, the upstream sends the injected
+    // value back in fragmented, binary and close frames, and the script
+    // prints what it received.
+    require_tool("node", "nodejs");
+    let undici = serde_json::to_string(&node_modules().join("undici").display().to_string()).unwrap();
+    let upstream = Upstream::start(Protocols::Both).await;
+    let home = home(&upstream);
+    let url = format!("wss://api.acme.test:{}/ws-leak", upstream.port());
+    let script = format!(
+        "const undici = require({undici});\n\
+         const ws = new undici.WebSocket('{url}', {{ dispatcher: new undici.EnvHttpProxyAgent(),\n\
+         \x20 headers: {{ authorization: 'Bearer ' + process.env.ACME_API_KEY }} }});\n\
+         ws.binaryType = 'arraybuffer';\n\
+         let n = 0;\n\
+         ws.onmessage = (e) => {{\n\
+         \x20 const text = typeof e.data === 'string' ? e.data : Buffer.from(e.data).toString('latin1');\n\
+         \x20 console.log('message: ' + text);\n\
+         \x20 if (++n === 2) ws.send('bye');\n\
+         }};\n\
+         ws.onclose = (e) => {{ console.log(`close: ${{e.code}} ${{e.reason}}`); }};\n\
+         ws.onerror = (e) => {{ console.error('error: ' + (e.message || e.error)); process.exitCode = 1; }};\n"
+    );
+    let out = run(&home, &["node", "-e", &script]).await;
+    let text = output_text(&out);
+    assert!(out.status.success(), "{text}");
+    assert_no_secret("node's WebSocket", &text, &[ACME_SECRET]);
+    assert!(text.contains(&format!("message: Bearer {ACME_PLACEHOLDER}\n")), "{text}");
+    assert!(text.contains("close: 1000 bye "), "{text}");
+    assert_eq!(upstream.seen()[0].header("authorization"), Some(format!("Bearer {ACME_SECRET}").as_str()));
+    let records = audit_records(&home);
+    let ws = records.iter().find(|r| r["path"] == "/ws-leak").unwrap();
+    assert_eq!((ws["status"].as_u64(), ws["complete"].as_bool()), (Some(101), Some(true)), "{ws}");
+    assert!(ws["redactions"].as_u64().unwrap() >= 3, "{ws}");
+}
