@@ -26,6 +26,7 @@ pub(crate) struct RawLimits {
     max_decoded_ratio: Option<u64>,
     shutdown_grace: Option<String>,
     max_action_response: Option<Size>,
+    max_websocket_message: Option<Size>,
 }
 
 /// A size in bytes, written as a number or a string with a unit.
@@ -101,6 +102,9 @@ pub struct Limits {
     /// most, in bytes; a longer one is cut (never inside a placeholder or
     /// a UTF-8 character) and flagged `truncated`.
     pub max_action_response: u64,
+    /// The largest WebSocket message relayed, in bytes: each is held whole
+    /// while it is scanned. A larger one closes the connection (`1009`).
+    pub max_websocket_message: u64,
 }
 
 impl Default for Limits {
@@ -119,6 +123,7 @@ impl Default for Limits {
             max_decoded_ratio: 100,
             shutdown_grace: Duration::from_secs(10),
             max_action_response: 1 << 20,
+            max_websocket_message: 16 << 20,
         }
     }
 }
@@ -154,6 +159,10 @@ impl Limits {
         if max_action_response == 0 {
             return Err("[limits] max_action_response must be more than zero".to_owned());
         }
+        let max_websocket_message = size("max_websocket_message", raw.max_websocket_message, d.max_websocket_message)?;
+        if max_websocket_message < 1024 {
+            return Err("[limits] max_websocket_message must be at least 1KiB".to_owned());
+        }
         Ok(Limits {
             max_header_bytes: max_header_bytes as usize,
             max_headers: count("max_headers", raw.max_headers, d.max_headers)?,
@@ -180,6 +189,7 @@ impl Limits {
             max_decoded_ratio,
             shutdown_grace: duration("shutdown_grace", raw.shutdown_grace, d.shutdown_grace)?,
             max_action_response,
+            max_websocket_message,
         })
     }
 }
@@ -205,5 +215,8 @@ mod tests {
         assert_eq!(build("").map(|l| l.max_action_response), Ok(1 << 20));
         assert_eq!(build("max_action_response = \"4KiB\"").map(|l| l.max_action_response), Ok(4096));
         assert!(build("max_action_response = 0").is_err());
+        assert_eq!(build("").map(|l| l.max_websocket_message), Ok(16 << 20));
+        assert_eq!(build("max_websocket_message = \"64KiB\"").map(|l| l.max_websocket_message), Ok(65536));
+        assert!(build("max_websocket_message = 10").is_err());
     }
 }

@@ -336,6 +336,7 @@ where
             audit: shared.audit.clone(),
             started: audit.started,
             idle: policy.limits.tunnel_idle_timeout,
+            max_message: usize::try_from(policy.limits.max_websocket_message).unwrap_or(usize::MAX),
             guard: dest.guard.clone(),
         };
         tokio::spawn(websocket::relay(agent, upstream, session).in_current_span());

@@ -36,7 +36,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Error, Message, Utf8Bytes};
 use tracing::{debug, info, warn};
 
 use airlock_policy::{Denial, Policy, RouteId, TenantId};
@@ -46,9 +46,6 @@ use crate::limits::{self, Phase};
 use crate::redact::PatternSet;
 use crate::server::ConnGuard;
 
-/// The largest message (and frame) relayed, in bytes: each is held whole
-/// while it is checked. A larger one closes the connection (`1009`).
-pub const MAX_MESSAGE: usize = 16 << 20;
 /// How long a closing handshake may take before the connection is dropped.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// Control frame payloads are at most 125 bytes (RFC 6455 §5.5); a close
@@ -72,6 +69,9 @@ pub(crate) struct Session {
     pub(crate) started: Instant,
     /// `[limits] tunnel_idle_timeout`.
     pub(crate) idle: Duration,
+    /// `[limits] max_websocket_message`: each message is held whole while
+    /// it is scanned; a larger one closes the connection (`1009`).
+    pub(crate) max_message: usize,
     /// The agent connection's guard: its slot, and the shutdown signal.
     pub(crate) guard: Option<ConnGuard>,
 }
@@ -95,6 +95,8 @@ enum End {
     Broken,
     /// The agent sent a placeholder it may not use here.
     Denied(Denial),
+    /// A message was larger than `max_websocket_message`.
+    TooLarge,
     /// Nothing moved for the idle timeout.
     Idle,
     /// The shutdown grace period ended.
@@ -104,7 +106,8 @@ enum End {
 /// Relays a WebSocket between the agent and the upstream once both sides
 /// have switched protocols, then writes the record.
 pub(crate) async fn relay(agent: OnUpgrade, upstream: OnUpgrade, session: Session) {
-    let config = WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE)).max_frame_size(Some(MAX_MESSAGE));
+    let max = Some(session.max_message);
+    let config = WebSocketConfig::default().max_message_size(max).max_frame_size(max);
     let (agent, upstream) = match tokio::try_join!(agent, upstream) {
         Ok(both) => both,
         Err(e) => {
@@ -143,7 +146,11 @@ where
     let end = loop {
         tokio::select! {
             m = agent.next() => {
-                let Some(Ok(msg)) = m else { break End::Broken };
+                let msg = match m {
+                    Some(Ok(msg)) => msg,
+                    Some(Err(Error::Capacity(_))) => break End::TooLarge,
+                    _ => break End::Broken,
+                };
                 idle.as_mut().reset(tokio::time::Instant::now() + s.idle);
                 if let Err(denial) = s.policy.check_message(s.tenant, s.route, payload(&msg)) {
                     break End::Denied(denial);
@@ -159,7 +166,11 @@ where
                 }
             }
             m = upstream.next() => {
-                let Some(Ok(msg)) = m else { break End::Broken };
+                let msg = match m {
+                    Some(Ok(msg)) => msg,
+                    Some(Err(Error::Capacity(_))) => break End::TooLarge,
+                    _ => break End::Broken,
+                };
                 idle.as_mut().reset(tokio::time::Instant::now() + s.idle);
                 let msg = scrub(&s.set, msg, s.unscrubbed, counts);
                 counts.frames_down += 1;
@@ -181,6 +192,10 @@ where
             Some(close_frame(CloseCode::Policy, &format!("airlock: {}", d.code))),
             Some(close_frame(CloseCode::Away, "airlock closed the connection")),
         ),
+        End::TooLarge => {
+            let f = close_frame(CloseCode::Size, "airlock: message larger than max_websocket_message");
+            (Some(f.clone()), Some(f))
+        }
         End::Idle => {
             let f = close_frame(CloseCode::Away, "airlock: idle timeout");
             (Some(f.clone()), Some(f))
@@ -218,7 +233,7 @@ where
                 Some(Ok(_)) => continue,
                 // The reply was read and the stream has ended.
                 None => return End::Closed,
-                Some(Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed)) => return End::Closed,
+                Some(Err(Error::ConnectionClosed)) => return End::Closed,
                 Some(Err(_)) => return End::Broken,
             }
         }

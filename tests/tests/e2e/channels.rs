@@ -240,8 +240,7 @@ async fn no_upgrade_but_websocket_ever_becomes_a_pipe() {
                     let mut io = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
                     let creds = client::basic("acme", ACME_TOKEN);
                     let target = format!("http://{authority}{path}");
-                    let got = upgrade_then_delete_plain(&mut io, &authority, &target, upgrade, &creds).await;
-                    got
+                    upgrade_then_delete_plain(&mut io, &authority, &target, upgrade, &creds).await
                 };
                 assert_clean("agent", &got);
                 assert!(
@@ -389,6 +388,38 @@ async fn websocket_frames_are_scrubbed_down_and_checked_up() {
             (Some("deny"), Some(code), Some(false))
         );
     }
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn websocket_messages_are_bounded() {
+    let upstream = Upstream::start(Protocols::Http1).await;
+    let proxy =
+        TestProxy::start(&standard_config(&upstream, "", "\n[limits]\nmax_websocket_message = \"4KiB\"\n")).await;
+    let (mut socket, _) = ws::connect(
+        proxy.addr(),
+        ("acme", ACME_TOKEN),
+        "api.acme.test",
+        upstream.port(),
+        "/ws",
+        &[&proxy.ca_pem()],
+        &[],
+    )
+    .await
+    .unwrap();
+    socket.send(Message::text("x".repeat(4000))).await.unwrap();
+    assert_eq!(ws::next_data(&mut socket).await, Some(Message::text("x".repeat(4000))));
+    socket.send(Message::text("y".repeat(5000))).await.unwrap();
+    let close = loop {
+        match socket.next().await {
+            Some(Ok(Message::Close(f))) => break f.unwrap(),
+            Some(Ok(_)) => continue,
+            other => panic!("not closed: {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 1009, "{close:?}");
+    assert!(!upstream.seen().iter().any(|s| s.header("message").is_some_and(|m| m.starts_with('y'))));
+    assert_eq!(record(&proxy, "/ws").await["complete"], false);
     proxy.proxy.shutdown().await;
 }
 
