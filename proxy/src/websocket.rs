@@ -34,6 +34,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error, Message, Utf8Bytes};
@@ -123,70 +124,119 @@ pub(crate) async fn relay(agent: OnUpgrade, upstream: OnUpgrade, session: Sessio
     write_record(session, counts, &end);
 }
 
-async fn run<A, U>(
-    mut agent: WebSocketStream<A>,
-    mut upstream: WebSocketStream<U>,
-    s: &Session,
-    counts: &mut Counts,
-) -> End
+async fn run<A, U>(agent: WebSocketStream<A>, upstream: WebSocketStream<U>, s: &Session, counts: &mut Counts) -> End
 where
     A: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut phase = s.guard.as_ref().map(|g| g.shutdown.clone());
-    let closing = async {
-        match &mut phase {
-            Some(p) => limits::reached(p, Phase::Closing).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(closing);
-    let idle = tokio::time::sleep(s.idle);
-    tokio::pin!(idle);
-    let end = loop {
-        tokio::select! {
-            m = agent.next() => {
+    // Each direction runs on its own, so a side that is slow to read never
+    // stops the other direction (both sides' buffers filling at once would
+    // otherwise stall the relay for good).
+    let (mut agent_tx, mut agent_rx) = agent.split();
+    let (mut upstream_tx, mut upstream_rx) = upstream.split();
+    let last = std::sync::atomic::AtomicU64::new(0);
+    let epoch = tokio::time::Instant::now();
+    let mut up_counts = Up::default();
+    let end = {
+        let touch = || last.store(epoch.elapsed().as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+        let (up_counts, down_counts) = (&mut up_counts, &mut *counts);
+        let up = async {
+            while let Some(m) = agent_rx.next().await {
                 let msg = match m {
-                    Some(Ok(msg)) => msg,
-                    Some(Err(Error::Capacity(_))) => break End::TooLarge,
-                    _ => break End::Broken,
+                    Ok(msg) => msg,
+                    Err(Error::Capacity(_)) => return Way::TooLarge,
+                    Err(_) => return Way::Broken,
                 };
-                idle.as_mut().reset(tokio::time::Instant::now() + s.idle);
+                touch();
                 if let Err(denial) = s.policy.check_message(s.tenant, s.route, payload(&msg)) {
-                    break End::Denied(denial);
+                    return Way::Denied(denial);
                 }
-                counts.frames_up += 1;
-                counts.bytes_up += payload(&msg).len() as u64;
+                up_counts.frames += 1;
+                up_counts.bytes += payload(&msg).len() as u64;
                 let close = matches!(msg, Message::Close(_));
-                if upstream.send(msg).await.is_err() {
-                    break End::Broken;
+                match upstream_tx.send(msg).await {
+                    Ok(()) => {}
+                    // A close answering one from that side: tungstenite
+                    // has already replied for it.
+                    Err(
+                        Error::ConnectionClosed
+                        | Error::AlreadyClosed
+                        | Error::Protocol(ProtocolError::SendAfterClosing),
+                    ) if close => {}
+                    Err(_) => return Way::Broken,
                 }
                 if close {
-                    break finish_close(&mut agent, &mut upstream).await;
+                    // Read on, so the reply tungstenite queued goes out.
+                    return drain(&mut agent_rx).await;
                 }
             }
-            m = upstream.next() => {
+            Way::Broken
+        };
+        let down = async {
+            while let Some(m) = upstream_rx.next().await {
                 let msg = match m {
-                    Some(Ok(msg)) => msg,
-                    Some(Err(Error::Capacity(_))) => break End::TooLarge,
-                    _ => break End::Broken,
+                    Ok(msg) => msg,
+                    Err(Error::Capacity(_)) => return Way::TooLarge,
+                    Err(_) => return Way::Broken,
                 };
-                idle.as_mut().reset(tokio::time::Instant::now() + s.idle);
-                let msg = scrub(&s.set, msg, s.unscrubbed, counts);
-                counts.frames_down += 1;
-                counts.bytes_down += payload(&msg).len() as u64;
+                touch();
+                let msg = scrub(&s.set, msg, s.unscrubbed, down_counts);
+                down_counts.frames_down += 1;
+                down_counts.bytes_down += payload(&msg).len() as u64;
                 let close = matches!(msg, Message::Close(_));
-                if agent.send(msg).await.is_err() {
-                    break End::Broken;
+                match agent_tx.send(msg).await {
+                    Ok(()) => {}
+                    // A close answering one from that side: tungstenite
+                    // has already replied for it.
+                    Err(
+                        Error::ConnectionClosed
+                        | Error::AlreadyClosed
+                        | Error::Protocol(ProtocolError::SendAfterClosing),
+                    ) if close => {}
+                    Err(_) => return Way::Broken,
                 }
                 if close {
-                    break finish_close(&mut upstream, &mut agent).await;
+                    return drain(&mut upstream_rx).await;
                 }
             }
-            () = &mut idle => break End::Idle,
-            () = &mut closing => break End::Shutdown,
-        }
+            Way::Broken
+        };
+        let idle = async {
+            loop {
+                let since = epoch
+                    .elapsed()
+                    .saturating_sub(std::time::Duration::from_millis(last.load(std::sync::atomic::Ordering::Relaxed)));
+                if since >= s.idle {
+                    return;
+                }
+                tokio::time::sleep(s.idle - since).await;
+            }
+        };
+        let mut phase = s.guard.as_ref().map(|g| g.shutdown.clone());
+        let closing = async {
+            match &mut phase {
+                Some(p) => limits::reached(p, Phase::Closing).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(up, down, idle, closing);
+        let end = tokio::select! {
+            way = &mut up => match way {
+                // A close passed up; the upstream's reply must come down.
+                Way::Closed => finish(&mut down).await,
+                other => other.end(),
+            },
+            way = &mut down => match way {
+                Way::Closed => finish(&mut up).await,
+                other => other.end(),
+            },
+            () = &mut idle => End::Idle,
+            () = &mut closing => End::Shutdown,
+        };
+        end
     };
+    counts.frames_up = up_counts.frames;
+    counts.bytes_up = up_counts.bytes;
     let (to_agent, to_upstream) = match &end {
         End::Denied(d) => (
             Some(close_frame(CloseCode::Policy, &format!("airlock: {}", d.code))),
@@ -208,37 +258,61 @@ where
     };
     if let (Some(a), Some(u)) = (to_agent, to_upstream) {
         let _ = tokio::time::timeout(CLOSE_WAIT, async {
-            let _ = tokio::join!(agent.close(Some(a)), upstream.close(Some(u)));
+            let _ = tokio::join!(agent_tx.send(Message::Close(Some(a))), upstream_tx.send(Message::Close(Some(u))));
         })
         .await;
     }
     end
 }
 
-/// After `from` sent a close frame (already passed on to `to`): lets
-/// `from`'s reply go out and waits for `to`'s reply. Clean only when `to`
-/// answered with its own close frame.
-async fn finish_close<F, T>(from: &mut WebSocketStream<F>, to: &mut WebSocketStream<T>) -> End
-where
-    F: AsyncRead + AsyncWrite + Unpin,
-    T: AsyncRead + AsyncWrite + Unpin,
-{
-    let wait = async {
-        // tungstenite queued the reply to `from` when it read the close.
-        let _ = from.close(None).await;
-        loop {
-            match to.next().await {
-                Some(Ok(Message::Close(_))) => return End::Closed,
-                // Messages after a close are not passed on.
-                Some(Ok(_)) => continue,
-                // The reply was read and the stream has ended.
-                None => return End::Closed,
-                Some(Err(Error::ConnectionClosed)) => return End::Closed,
-                Some(Err(_)) => return End::Broken,
-            }
+/// Messages and payload bytes from the agent.
+#[derive(Default)]
+struct Up {
+    frames: u64,
+    bytes: u64,
+}
+
+/// How one direction of the relay ended.
+enum Way {
+    /// It carried a close frame, and the side that sent it has finished.
+    Closed,
+    Broken,
+    Denied(Denial),
+    TooLarge,
+}
+
+impl Way {
+    fn end(self) -> End {
+        match self {
+            Way::Closed => End::Closed,
+            Way::Broken => End::Broken,
+            Way::Denied(d) => End::Denied(d),
+            Way::TooLarge => End::TooLarge,
         }
-    };
-    tokio::time::timeout(CLOSE_WAIT, wait).await.unwrap_or(End::Broken)
+    }
+}
+
+/// After one direction passed a close frame: the other must pass the reply
+/// within [`CLOSE_WAIT`] for the close to be clean.
+async fn finish(other: &mut (impl std::future::Future<Output = Way> + Unpin)) -> End {
+    match tokio::time::timeout(CLOSE_WAIT, other).await {
+        Ok(Way::Closed) => End::Closed,
+        _ => End::Broken,
+    }
+}
+
+/// Reads the rest of a side that has sent its close frame, so tungstenite
+/// sends the reply it queued; the stream then ends. A close frame passed
+/// each way is a clean close, however the transport ends after it (servers
+/// often drop TCP, or TLS without `close_notify`, once they have replied).
+async fn drain<S>(rx: &mut futures_util::stream::SplitStream<WebSocketStream<S>>) -> Way
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    // Messages after a close are not passed on.
+    let read = async { while let Some(Ok(_)) = rx.next().await {} };
+    let _ = tokio::time::timeout(CLOSE_WAIT, read).await;
+    Way::Closed
 }
 
 /// The payload of a message as it goes on the wire (a close frame's

@@ -392,6 +392,53 @@ async fn websocket_frames_are_scrubbed_down_and_checked_up() {
 }
 
 #[tokio::test]
+async fn websocket_bursts_both_ways_never_stall_the_relay() {
+    // The agent writes without waiting while the upstream echoes: the relay
+    // must read each side while it writes to the other, or both sides'
+    // buffers fill and everything stops.
+    let upstream = Upstream::start(Protocols::Http1).await;
+    let proxy = TestProxy::start(&standard_config(&upstream, "", "")).await;
+    let (socket, _) = ws::connect(
+        proxy.addr(),
+        ("acme", ACME_TOKEN),
+        "api.acme.test",
+        upstream.port(),
+        "/ws",
+        &[&proxy.ca_pem()],
+        &[],
+    )
+    .await
+    .unwrap();
+    let (mut tx, mut rx) = socket.split();
+    let (count, size) = (256usize, 64 * 1024);
+    let writer = tokio::spawn(async move {
+        for i in 0..count {
+            tx.send(Message::binary(vec![(i % 251) as u8; size])).await.unwrap();
+        }
+        tx
+    });
+    let echoed = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut n = 0;
+        while n < count {
+            match rx.next().await {
+                Some(Ok(Message::Binary(b))) => {
+                    assert_eq!((b.len(), b[0]), (size, (n % 251) as u8));
+                    n += 1;
+                }
+                Some(Ok(_)) => {}
+                other => panic!("ended after {n}: {other:?}"),
+            }
+        }
+        n
+    })
+    .await;
+    assert_eq!(echoed.expect("the relay stalled"), count);
+    let mut tx = writer.await.unwrap();
+    tx.close().await.unwrap();
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
 async fn websocket_messages_are_bounded() {
     let upstream = Upstream::start(Protocols::Http1).await;
     let proxy =

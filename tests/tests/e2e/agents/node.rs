@@ -103,6 +103,6 @@ async fn node_undici_websocket_through_airlock_run() {
     assert_eq!(upstream.seen()[0].header("authorization"), Some(format!("Bearer {ACME_SECRET}").as_str()));
     let records = audit_records(&home);
     let ws = records.iter().find(|r| r["path"] == "/ws-leak").unwrap();
-    assert_eq!((ws["status"].as_u64(), ws["complete"].as_bool()), (Some(101), Some(true)), "{ws}");
+    assert_eq!((ws["status"].as_u64(), ws["complete"].as_bool()), (Some(101), Some(true)), "{ws} {text}");
     assert!(ws["redactions"].as_u64().unwrap() >= 3, "{ws}");
 }
