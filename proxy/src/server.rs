@@ -74,6 +74,16 @@ pub(crate) struct Loaded {
 
 impl Loaded {
     fn new(policy: Policy, listen: SocketAddr) -> Result<Self, TrustError> {
+        for (_, tenant) in policy.tenants() {
+            for route in &tenant.routes {
+                if route.danger_plaintext_private_upstream {
+                    warn!(tenant = %tenant.name, route = %route.name, "danger_plaintext_private_upstream: this route's secret may be sent in cleartext to a private address");
+                }
+                if route.danger_unscrubbed_websocket {
+                    warn!(tenant = %tenant.name, route = %route.name, "danger_unscrubbed_websocket: this route's WebSocket frames reach the agent unscrubbed");
+                }
+            }
+        }
         let mut settings = policy.proxy.clone();
         settings.listen = listen;
         let upstream = Upstream::new(&settings, &policy.limits)?;
