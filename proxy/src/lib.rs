@@ -55,6 +55,18 @@ pub mod fault {
     }
 }
 
+/// Whether a log event may be written: airlock's own crates log at the
+/// level `RUST_LOG` asks for; every other target (hyper, h2, rustls,
+/// tungstenite, …) at most at `WARN`, since libraries' debug and trace
+/// output quotes bytes from peers — a WebSocket close reason, an HTTP/2
+/// GOAWAY's debug data — which may hold a secret.
+pub fn log_allowed(target: &str, level: tracing::Level) -> bool {
+    let ours = ["airlock", "airlock_policy", "airlock_ca"]
+        .iter()
+        .any(|c| target.strip_prefix(c).is_some_and(|rest| rest.is_empty() || rest.starts_with("::")));
+    ours || level <= tracing::Level::WARN
+}
+
 /// Lower-case hex of `bytes`, in one allocation (request ids and audit
 /// hashes are made on every request).
 pub(crate) fn hex(bytes: &[u8]) -> String {
@@ -75,6 +87,17 @@ pub type Body = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxErro
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn library_logs_are_capped_at_warn() {
+        use tracing::Level;
+        assert!(super::log_allowed("airlock::forward", Level::TRACE));
+        assert!(super::log_allowed("airlock_policy", Level::DEBUG));
+        assert!(!super::log_allowed("tungstenite::protocol", Level::DEBUG));
+        assert!(!super::log_allowed("h2::proto::connection", Level::DEBUG));
+        assert!(!super::log_allowed("airlockish", Level::DEBUG));
+        assert!(super::log_allowed("hyper", Level::WARN));
+    }
+
     #[test]
     fn hex_is_lower_case_two_digits_per_byte() {
         assert_eq!(super::hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");

@@ -153,13 +153,21 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Libraries log peer bytes at debug and trace (a WebSocket close
+    // reason, an HTTP/2 GOAWAY's debug data): whatever RUST_LOG says, only
+    // their warnings and errors are written.
+    let cap = tracing_subscriber::filter::filter_fn(|m| airlock::log_allowed(m.target(), *m.level()));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
+    let registry = tracing_subscriber::registry();
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => registry.with(layer.with_filter(filter).with_filter(cap)).init(),
+        LogFormat::Json => registry.with(layer.json().with_filter(filter).with_filter(cap)).init(),
     }
 }
 

@@ -133,13 +133,25 @@ impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConnectError::Unreachable { authority, source } => write!(f, "cannot connect to {authority}: {source}"),
-            ConnectError::Tls { authority, source } => {
-                let reason = source.get_ref().map(|e| e.to_string()).unwrap_or_else(|| source.to_string());
-                write!(f, "TLS with {authority} failed: {reason}")
-            }
+            ConnectError::Tls { authority, source } => write!(f, "TLS with {authority} failed: {}", tls_reason(source)),
             ConnectError::Timeout { authority } => write!(f, "connecting to {authority} timed out"),
             ConnectError::Loop { authority } => write!(f, "{authority} is airlock's own listening address"),
         }
+    }
+}
+
+/// Why a TLS handshake failed, in words that quote nothing the upstream
+/// chose: rustls names the certificate's own names when they do not match,
+/// and those are upstream text (a hostile upstream could put a key there,
+/// in any letter case).
+fn tls_reason(source: &io::Error) -> String {
+    use rustls::{CertificateError, Error};
+    match source.get_ref().and_then(|e| e.downcast_ref::<Error>()) {
+        Some(Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        )) => "invalid peer certificate: certificate not valid for this host name".to_owned(),
+        Some(e) => e.to_string(),
+        None => source.get_ref().map(|e| e.to_string()).unwrap_or_else(|| source.to_string()),
     }
 }
 

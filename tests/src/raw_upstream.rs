@@ -23,7 +23,8 @@
 //! - `/header-name`: header fields whose names hold `KEY`.
 //! - `/te-gzip`: `Transfer-Encoding: gzip, chunked`, the gzip holding `AUTH`;
 //!   `/te-gzip-close`: `Transfer-Encoding: gzip`, ended by closing;
-//!   `/te-unknown`: `Transfer-Encoding: x-unknown, chunked`.
+//!   `/te-unknown`: `Transfer-Encoding: x-unknown, chunked`; `/te-key`:
+//!   the key, upper-cased, as a transfer coding.
 //! - `/upgrade`: asked to upgrade (any `Upgrade` header), answers `101` with
 //!   the first token and then writes `AUTH` as raw bytes; otherwise `200`
 //!   `no upgrade`. `/always-101`: answers `101 h2c` and `AUTH` whatever was
@@ -252,6 +253,13 @@ async fn serve(mut io: impl AsyncRead + AsyncWrite + Unpin, seen: &Mutex<Vec<Str
                 resp.extend(gzip(format!("you sent {auth}").as_bytes()));
                 let _ = io.write_all(&resp).await;
                 false
+            }
+            "/te-key" => {
+                let head =
+                    format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: {}, chunked\r\n\r\n", key.to_ascii_uppercase());
+                let mut resp = head.into_bytes();
+                resp.extend(chunked(b"body"));
+                io.write_all(&resp).await.is_ok()
             }
             "/te-unknown" => {
                 let mut resp = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: x-unknown, chunked\r\n\r\n".to_vec();

@@ -8,9 +8,14 @@ use std::io::Write;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecodeError {
-    /// A `Content-Encoding` airlock does not decode.
-    #[error("content-encoding '{0}' is not supported, so the body cannot be scanned for secrets")]
-    Unsupported(String),
+    /// A content or transfer coding airlock does not decode. The message
+    /// never quotes the upstream's coding: it is upstream text, and the
+    /// case-folding it went through would hide a secret from the scrubber.
+    #[error(
+        "the body has a content or transfer coding airlock does not decode (it decodes gzip, deflate, br and zstd), \
+         so it cannot be scanned for secrets"
+    )]
+    Unsupported,
     /// The compressed data is corrupt or truncated.
     #[error("the {encoding} body failed to decode: {reason}")]
     Corrupt {
@@ -154,7 +159,7 @@ impl Decoder {
                     zstd::stream::write::Decoder::new(Sink::default())
                         .map_err(|e| DecodeError::Corrupt { encoding: "zstd", reason: e.to_string() })?,
                 )),
-                other => return Err(DecodeError::Unsupported(other.to_owned())),
+                _ => return Err(DecodeError::Unsupported),
             };
             layers.push(layer);
         }

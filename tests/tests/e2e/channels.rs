@@ -599,35 +599,74 @@ async fn connect_inside_an_intercepted_tunnel_is_refused() {
     proxy.proxy.shutdown().await;
 }
 
+/// A proxy whose acme key is `key` (instead of the standard one).
+async fn proxy_with_key(upstream: &impl Origin, key: &str) -> TestProxy {
+    let home = TempHome::new("key");
+    store_standard_secrets(&home.path);
+    let store = airlock_policy::secrets::Store::new(&home.path);
+    store.set("acme_key", &airlock_policy::secrets::SecretValue::new(key.as_bytes().to_vec()).unwrap()).unwrap();
+    let running = start_in(&home.path, &standard_config(upstream, "", "")).await;
+    TestProxy { home, proxy: running }
+}
+
 #[tokio::test]
 async fn airlock_never_quotes_a_secret_from_the_upstream() {
-    // An upstream whose certificate names the key: the TLS failure's
-    // reason quotes the certificate's names, scrubbed.
-    let name = format!("{}.test", ACME_SECRET.replace('_', "-"));
-    register_secret(&ACME_SECRET.replace('_', "-"));
+    // A mixed-case key, echoed by hostile upstreams in other letter case
+    // where the text is case-insensitive (and so gets case-folded): in a
+    // certificate's names, and as a transfer coding. The scrubber matches
+    // exact bytes, so airlock must not quote such text at all.
+    let key = "Sk-Live-Acme-0123456789ABCDEF";
+    register_secret(key);
+    let lower = key.to_ascii_lowercase();
+    let name = format!("{lower}.test");
     let upstream = Upstream::start_with_names(Protocols::Http1, &[&name]).await;
-    let home = TempHome::new("quote");
-    let store = airlock_policy::secrets::Store::new(&home.path);
-    store_standard_secrets(&home.path);
-    let dashed = airlock_policy::secrets::SecretValue::new(ACME_SECRET.replace('_', "-").into_bytes()).unwrap();
-    store.set("acme_key", &dashed).unwrap();
-    let running = start_in(&home.path, &standard_config(&upstream, "", "")).await;
-    let proxy = TestProxy { home, proxy: running };
+    let proxy = proxy_with_key(&upstream, key).await;
     let req = client::get("api.acme.test", upstream.port(), "/x", &[("authorization", &bearer())], Http::H1);
-    let reply = client::request(
-        proxy.addr(),
+    let ca = proxy.ca_pem();
+    let reply =
+        client::request(proxy.addr(), ("acme", ACME_TOKEN), "api.acme.test", upstream.port(), &[&ca], Http::H1, req)
+            .await
+            .unwrap();
+    assert_eq!(reply.status, 502);
+    let text = reply.text();
+    assert!(text.contains("upstream_tls_failed") && text.contains("not valid for this host name"), "{text}");
+    assert!(!text.to_ascii_lowercase().contains(&lower), "{text}");
+    proxy.proxy.shutdown().await;
+
+    let raw = RawUpstream::start().await;
+    let proxy = proxy_with_key(&raw, key).await;
+    let (status, _, body, _) = get(&proxy, raw.addr.port(), "/te-key", Http::H1).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("unredactable_body") && !body.to_ascii_lowercase().contains(&lower), "{body}");
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn logs_at_trace_never_quote_what_peers_send() {
+    // A real `airlock serve` at RUST_LOG=trace relaying a WebSocket whose
+    // upstream sends the key back (text, binary, ping, close reason):
+    // libraries' debug and trace output would quote those bytes.
+    let upstream = Upstream::start(Protocols::Http1).await;
+    let home = TempHome::new("trace-log");
+    store_standard_secrets(&home.path);
+    std::fs::write(home.path.join("airlock.toml"), standard_config(&upstream, "", "")).unwrap();
+    let serve = Served::start(&home.path, "trace").await;
+    let ca = std::fs::read_to_string(home.path.join("ca.pem")).unwrap();
+    let auth = bearer();
+    let (mut socket, _) = ws::connect(
+        serve.addr,
         ("acme", ACME_TOKEN),
         "api.acme.test",
         upstream.port(),
-        &[&proxy.ca_pem()],
-        Http::H1,
-        req,
+        "/ws-leak",
+        &[&ca],
+        &[("authorization", &auth)],
     )
     .await
     .unwrap();
-    assert_eq!(reply.status, 502);
-    let text = reply.text();
-    assert!(text.contains("upstream_tls_failed"), "{text}");
-    assert!(!text.contains(&ACME_SECRET.replace('_', "-")), "{text}");
-    proxy.proxy.shutdown().await;
+    assert!(ws::next_data(&mut socket).await.is_some());
+    socket.send(Message::text("bye")).await.unwrap();
+    while let Some(Ok(_)) = socket.next().await {}
+    assert!(wait_for(Duration::from_secs(5), || serve.log().contains("WebSocket closed")).await, "{}", serve.log());
+    airlock_tests::assert_no_secret("serve's trace log", &serve.log(), &[ACME_SECRET]);
 }
