@@ -156,20 +156,41 @@ pub(crate) async fn until_done<C: Future>(
     idle: Duration,
 ) -> Option<C::Output> {
     tokio::pin!(conn);
-    tokio::select! {
+    let idled = tokio::select! {
         r = conn.as_mut() => return Some(r),
-        () = reached(&mut phase, Phase::Draining) => {}
-        () = activity.idle(idle) => debug!("idle connection closed"),
-    }
+        () = reached(&mut phase, Phase::Draining) => false,
+        () = activity.idle(idle) => {
+            debug!("idle connection closed");
+            true
+        }
+    };
     graceful_shutdown(conn.as_mut());
+    // An idle connection whose client ignores the close (an HTTP/2 client
+    // that never answers GOAWAY keeps its connection, and its slot under
+    // `max_connections`, for ever) is dropped once it has stayed idle a
+    // little longer.
+    let give_up = async {
+        if idled {
+            activity.idle(IDLE_CLOSE_WAIT).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::select! {
         r = conn => Some(r),
         () = reached(&mut phase, Phase::Closing) => {
             debug!("connection cut off at the end of the shutdown grace period");
             None
         }
+        () = give_up => {
+            debug!("idle connection did not close when asked; dropped");
+            None
+        }
     }
 }
+
+/// How long an idle connection asked to close may take to do so.
+const IDLE_CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// Relays bytes both ways between `a` and `b` until either side closes,
 /// no byte has moved for `idle`, or `until` resolves. Returns the bytes

@@ -233,6 +233,18 @@ async fn slow_and_idle_agents_are_closed() {
     assert!(closed.is_ok(), "the idle connection was never closed");
     assert!(started.elapsed() >= Duration::from_millis(900), "closed before the idle timeout");
 
+    // An idle HTTP/2 connection whose client ignores GOAWAY (and the PING
+    // after it): dropped a little after the idle timeout, so it cannot hold
+    // its max_connections slot for ever.
+    let authority = format!("api.acme.test:{port}");
+    let reply = client::connect(proxy.addr(), &authority, Some(("acme", ACME_TOKEN))).await.unwrap();
+    let mut h2 = client::tls(reply.stream, "api.acme.test", &[&proxy.ca_pem()], &[b"h2"]).await.unwrap();
+    // The connection preface and an empty SETTINGS frame; then only reads.
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await.unwrap();
+    let mut sink = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(20), h2.read_to_end(&mut sink)).await;
+    assert!(closed.is_ok(), "an HTTP/2 client ignoring GOAWAY kept its idle connection");
+
     still_serves(&proxy, &upstream).await;
     proxy.proxy.shutdown().await;
 }
