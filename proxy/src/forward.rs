@@ -80,6 +80,10 @@ pub(crate) struct Audit<'a> {
     /// Scrubbed with the secrets the vault knew at `path_version`.
     path: String,
     path_version: u64,
+    /// Set once a secret is in the request: a refusal after that point (of
+    /// the upstream's answer) is recorded as injected, as the key may have
+    /// left.
+    injected: std::sync::atomic::AtomicBool,
 }
 
 impl<'a> Audit<'a> {
@@ -108,6 +112,7 @@ impl<'a> Audit<'a> {
             method,
             path,
             path_version,
+            injected: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -162,7 +167,8 @@ impl<'a> Audit<'a> {
     /// Logs and audits a denial; the caller answers it.
     pub(crate) fn refuse(&self, denial: &Denial) {
         info!(code = %denial.code, "denied");
-        self.write(denial.route, Outcome::Deny, Some(denial.code), denial.status(), false);
+        let injected = self.injected.load(Ordering::Relaxed);
+        self.write(denial.route, Outcome::Deny, Some(denial.code), denial.status(), injected);
     }
 
     fn deny(&self, denial: &Denial) -> Response<Body> {
@@ -303,6 +309,7 @@ where
         .collect();
     drop(names);
     let injected = !swapped.is_empty();
+    audit.injected.store(injected, Ordering::Relaxed);
     let set = loaded.scrubbers.for_request(policy, &shared.vault, tenant, &injected_pairs);
     drop(injected_pairs);
     let bytes_up = Arc::new(AtomicU64::new(0));

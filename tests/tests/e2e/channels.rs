@@ -187,6 +187,9 @@ async fn transfer_codings_are_decoded_before_scanning_or_refused() {
         assert_eq!((status, headers["x-airlock-denied"].to_str().unwrap()), (502, "unredactable_body"), "{body}");
         assert_clean("refusal", &body);
     }
+    // The refusal came after the key went upstream: the record says so.
+    let r = record(&proxy, "/te-unknown").await;
+    assert_eq!((r["decision"].as_str(), r["injected"].as_bool()), (Some("deny"), Some(true)), "{r}");
     proxy.proxy.shutdown().await;
 }
 
