@@ -357,6 +357,9 @@ pub struct Policy {
     pub(crate) placeholders: AhoCorasick,
     /// Pattern index of `placeholders` → the route owning it.
     pub(crate) placeholder_routes: Vec<RouteId>,
+    /// The same placeholders, matched ignoring ASCII case, for header names
+    /// (which HTTP lower-cases); same pattern indices.
+    pub(crate) placeholder_names: AhoCorasick,
 }
 
 impl fmt::Debug for Policy {
@@ -581,8 +584,21 @@ fn build(raw: RawConfig, base: &Path, home: &Path) -> Result<Policy, String> {
         .match_kind(MatchKind::LeftmostLongest)
         .build(&placeholders)
         .map_err(|e| format!("cannot build the placeholder matcher: {e}"))?;
-
-    Ok(Policy { proxy, audit, limits, secrets, tenants, placeholders: automaton, placeholder_routes })
+    let placeholder_names = AhoCorasick::builder()
+        .match_kind(MatchKind::LeftmostLongest)
+        .ascii_case_insensitive(true)
+        .build(&placeholders)
+        .map_err(|e| format!("cannot build the placeholder matcher: {e}"))?;
+    Ok(Policy {
+        proxy,
+        audit,
+        limits,
+        secrets,
+        tenants,
+        placeholders: automaton,
+        placeholder_routes,
+        placeholder_names,
+    })
 }
 
 /// The variables the `env` secrets among `secrets` read, each once.

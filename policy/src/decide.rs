@@ -212,6 +212,8 @@ pub enum Decision {
 #[derive(Clone, Copy, Debug)]
 enum Spot {
     Header(usize),
+    /// In a header's name, where nothing is ever injected.
+    HeaderName,
     Target,
 }
 
@@ -315,6 +317,23 @@ impl Policy {
                 });
             }
             match spot {
+                Spot::HeaderName => {
+                    return Decision::Deny(Denial {
+                        route: Some(owner),
+                        ..Denial::new(
+                            DenialCode::PlaceholderHostMismatch,
+                            format!(
+                                "placeholder {} is a header's name; airlock injects only into header values",
+                                owned.placeholder
+                            ),
+                            format!(
+                                "send {} as the value of one of these headers: {}",
+                                owned.placeholder,
+                                owned.headers.join(", ")
+                            ),
+                        )
+                    });
+                }
                 Spot::Target => {
                     return Decision::Deny(Denial {
                         route: Some(owner),
@@ -451,10 +470,65 @@ impl Policy {
         Ok(())
     }
 
+    /// Checks the trailer fields of a request under `route` (names and
+    /// values): airlock injects only into headers, so any placeholder there
+    /// is refused — another tenant's as `wrong_tenant`, any other as
+    /// `placeholder_host_mismatch` — and the request is not completed.
+    pub fn check_trailers(&self, tenant: TenantId, route: RouteId, fields: &[(&str, &[u8])]) -> Result<(), Denial> {
+        let t = &self.tenants[tenant.0];
+        let mut owners = Vec::new();
+        for (name, value) in fields {
+            owners.extend(
+                self.placeholder_names
+                    .find_iter(name.as_bytes())
+                    .map(|m| self.placeholder_routes[m.pattern().as_usize()]),
+            );
+            for text in [*value] {
+                owners
+                    .extend(self.placeholders.find_iter(text).map(|m| self.placeholder_routes[m.pattern().as_usize()]));
+                if let Some(decoded) = basic_credentials(text) {
+                    owners.extend(
+                        self.placeholders.find_iter(&decoded).map(|m| self.placeholder_routes[m.pattern().as_usize()]),
+                    );
+                }
+            }
+        }
+        if owners.iter().any(|r| r.tenant != tenant.0) {
+            return Err(Denial {
+                route: Some(route),
+                ..Denial::new(
+                    DenialCode::WrongTenant,
+                    format!("the request's trailer carries a placeholder that does not belong to tenant '{}'", t.name),
+                    format!("use tenant '{}''s own placeholders, in headers", t.name),
+                )
+            });
+        }
+        if let Some(&owner) = owners.first() {
+            let owned = self.route(owner);
+            return Err(Denial {
+                route: Some(owner),
+                ..Denial::new(
+                    DenialCode::PlaceholderHostMismatch,
+                    format!(
+                        "placeholder {} is in the request's trailer; airlock injects only into headers",
+                        owned.placeholder
+                    ),
+                    format!("send {} in one of these headers instead: {}", owned.placeholder, owned.headers.join(", ")),
+                )
+            });
+        }
+        Ok(())
+    }
+
     /// Every placeholder in the headers (raw and inside Basic credentials)
     /// and the request target, with the route owning it.
     fn find_placeholders(&self, req: &RequestInfo<'_>) -> Vec<(Spot, RouteId)> {
         let mut found = Vec::new();
+        for (name, _) in req.headers {
+            for m in self.placeholder_names.find_iter(name.as_bytes()) {
+                found.push((Spot::HeaderName, self.placeholder_routes[m.pattern().as_usize()]));
+            }
+        }
         let mut scan = |spot: Spot, bytes: &[u8]| {
             for m in self.placeholders.find_iter(bytes) {
                 found.push((spot, self.placeholder_routes[m.pattern().as_usize()]));
@@ -770,6 +844,22 @@ placeholder = "AIRLOCK_BETA"
         assert_eq!(route("www.example.com", 8443), None);
         assert_eq!(route("other.test", 443), Some("elsewhere"));
         assert_eq!(route("nowhere.test", 443), None);
+    }
+
+    #[test]
+    fn placeholders_in_header_names_and_trailers_are_refused() {
+        let p = policy();
+        let acme = p.tenant_by_name("acme").unwrap().0;
+        let headers: Vec<(&str, &[u8])> = vec![("airlock_wild", b"1")];
+        let req = RequestInfo { method: "GET", host: "x.example.com", port: 443, target: "/", headers: &headers };
+        let Decision::Deny(d) = p.decide(acme, &req) else { panic!("allowed") };
+        assert_eq!(d.code, DenialCode::PlaceholderHostMismatch);
+        let callrail = p.route_for(acme, "api.callrail.com", 443).unwrap();
+        let check = |fields: &[(&str, &[u8])]| p.check_trailers(acme, callrail, fields).map_err(|d| d.code);
+        assert_eq!(check(&[("x-ok", b"fine")]), Ok(()));
+        assert_eq!(check(&[("x-t", b"Bearer AIRLOCK_CALLRAIL")]), Err(DenialCode::PlaceholderHostMismatch));
+        assert_eq!(check(&[("x-t", b"AIRLOCK_BETA")]), Err(DenialCode::WrongTenant));
+        assert_eq!(check(&[("airlock_beta", b"1")]), Err(DenialCode::WrongTenant), "a name, lower-cased");
     }
 
     #[test]

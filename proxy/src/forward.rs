@@ -314,7 +314,9 @@ where
     drop(injected_pairs);
     let bytes_up = Arc::new(AtomicU64::new(0));
     let body_limit = route.max_request_body.unwrap_or(policy.limits.max_request_body);
-    let sent = match send(loaded, dest, req, swapped, true, body_limit, Arc::clone(&bytes_up)).await {
+    let decided = DecidedRoute { policy: Arc::clone(policy), tenant, route: route_id };
+    let out = Outgoing { swapped, route: Some(decided), body_limit, bytes_up: Arc::clone(&bytes_up) };
+    let sent = match send(loaded, dest, req, out).await {
         Ok(r) => r,
         Err(denial) => return Err(Denial { route: Some(route_id), ..denial }),
     };
@@ -482,7 +484,8 @@ pub(crate) async fn pass_through(
     let audit = Audit::begin(shared, loaded, tenant, &dest, req.method().to_string(), req.uri().path().to_owned());
     let limit = loaded.policy.limits.max_request_body;
     let bytes_up = Arc::new(AtomicU64::new(0));
-    let sent = send(loaded, &dest, req, Vec::new(), false, limit, Arc::clone(&bytes_up)).await;
+    let out = Outgoing { swapped: Vec::new(), route: None, body_limit: limit, bytes_up: Arc::clone(&bytes_up) };
+    let sent = send(loaded, &dest, req, out).await;
     let (status, resp) = match sent {
         Ok(Sent { status, mut headers, body, upgrade, .. }) => {
             if let Ok(id) = HeaderValue::from_str(&audit.request_id) {
@@ -557,6 +560,77 @@ fn check_authority(req: &Request<Incoming>, dest: &Destination) -> Result<(), De
     Ok(())
 }
 
+/// What `send` sends besides the agent's request.
+struct Outgoing {
+    /// Header values to put in place of the agent's, by index.
+    swapped: Vec<(usize, HeaderValue)>,
+    /// The route the request was decided under (intercepted requests): asks
+    /// the upstream for an unencoded whole body and checks the request's
+    /// trailer fields. None: passed through untouched.
+    route: Option<DecidedRoute>,
+    body_limit: u64,
+    /// Counts the request body bytes sent.
+    bytes_up: Arc<AtomicU64>,
+}
+
+/// A request decided under a route of a tenant.
+#[derive(Clone)]
+struct DecidedRoute {
+    policy: Arc<airlock_policy::Policy>,
+    tenant: TenantId,
+    route: RouteId,
+}
+
+/// A request body whose trailer fields are checked for placeholders before
+/// they go upstream (RFC 9110 §6.5: trailers are fields like headers, and
+/// airlock injects only into headers). A refused trailer fails the body,
+/// so the request is never completed upstream, and leaves its denial for
+/// the caller.
+struct TrailerCheck {
+    inner: Body,
+    route: DecidedRoute,
+    refused: Arc<std::sync::Mutex<Option<Denial>>>,
+}
+
+impl TrailerCheck {
+    fn wrap(inner: Body, route: DecidedRoute, refused: Arc<std::sync::Mutex<Option<Denial>>>) -> Body {
+        TrailerCheck { inner, route, refused }.boxed_unsync()
+    }
+}
+
+impl http_body::Body for TrailerCheck {
+    type Data = bytes::Bytes;
+    type Error = crate::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(trailers) = frame.trailers_ref()
+        {
+            let fields: Vec<(&str, &[u8])> = trailers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
+            let r = &self.route;
+            if let Err(denial) = r.policy.check_trailers(r.tenant, r.route, &fields) {
+                if let Ok(mut slot) = self.refused.lock() {
+                    *slot = Some(denial);
+                }
+                return std::task::Poll::Ready(Some(Err("the request's trailer carries a placeholder".into())));
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// What the upstream answered, hop-by-hop headers removed.
 struct Sent {
     status: StatusCode,
@@ -590,19 +664,13 @@ struct Upgrades {
 /// accepted only as the answer to a WebSocket handshake, naming
 /// `websocket` and no extension; any other is refused
 /// (`unredactable_body`), never relayed as a pipe.
-async fn send<B>(
-    loaded: &Loaded,
-    dest: &Destination,
-    mut req: Request<B>,
-    swapped: Vec<(usize, HeaderValue)>,
-    intercepted: bool,
-    body_limit: u64,
-    bytes_up: Arc<AtomicU64>,
-) -> Result<Sent, Denial>
+async fn send<B>(loaded: &Loaded, dest: &Destination, mut req: Request<B>, out: Outgoing) -> Result<Sent, Denial>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<crate::BoxError>,
 {
+    let Outgoing { swapped, route, body_limit, bytes_up } = out;
+    let intercepted = route.is_some();
     let limits = &loaded.policy.limits;
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > body_limit) {
@@ -649,7 +717,12 @@ where
         frame
     });
     let limited = http_body_util::Limited::new(counted, usize::try_from(body_limit).unwrap_or(usize::MAX));
-    let mut up = Request::new(limited.boxed_unsync());
+    let refused = Arc::new(std::sync::Mutex::new(None));
+    let body = match route {
+        Some(route) => TrailerCheck::wrap(limited.boxed_unsync(), route, Arc::clone(&refused)),
+        None => limited.boxed_unsync(),
+    };
+    let mut up = Request::new(body);
     *up.method_mut() = parts.method;
     *up.uri_mut() = uri;
     *up.version_mut() = Version::HTTP_11;
@@ -662,6 +735,12 @@ where
         // The body outgrew its limit while streaming (`Limited` failed it;
         // over HTTP/2 the error that surfaces is only the stream reset).
         Ok(Err(_)) if sent.load(Ordering::Relaxed) > body_limit => return Err(limits::body_too_large(body_limit)),
+        // The request's trailer carried a placeholder; it was not sent.
+        Ok(Err(_)) if refused.lock().is_ok_and(|r| r.is_some()) => {
+            return Err(refused.lock().ok().and_then(|mut r| r.take()).unwrap_or_else(|| {
+                Denial::new(DenialCode::BadRequest, "the request's trailer was refused", "send no trailer fields")
+            }));
+        }
         Ok(Err(e)) => {
             let (code, reason) = upstream::classify(&e);
             debug!(%code, "upstream request failed");

@@ -673,3 +673,45 @@ async fn logs_at_trace_never_quote_what_peers_send() {
     assert!(wait_for(Duration::from_secs(5), || serve.log().contains("WebSocket closed")).await, "{}", serve.log());
     airlock_tests::assert_no_secret("serve's trace log", &serve.log(), &[ACME_SECRET]);
 }
+
+#[tokio::test]
+async fn placeholders_in_request_trailers_and_header_names_are_checked() {
+    let upstream = Upstream::start(Protocols::Http1).await;
+    let proxy = TestProxy::start(&standard_config(&upstream, "", "")).await;
+    let port = upstream.port();
+    let authority = format!("api.acme.test:{port}");
+    let auth = bearer();
+    let requests = [
+        // Another tenant's placeholder in a trailer field, and this route's
+        // own (never injected there).
+        (
+            format!(
+                "POST /trailer HTTP/1.1\r\nHost: {authority}\r\nAuthorization: {auth}\r\nTransfer-Encoding: chunked\r\n\
+                 Trailer: X-T\r\n\r\n5\r\nhello\r\n0\r\nX-T: {BETA_PLACEHOLDER}\r\n\r\n"
+            ),
+            "wrong_tenant",
+        ),
+        (
+            format!(
+                "POST /trailer HTTP/1.1\r\nHost: {authority}\r\nAuthorization: {auth}\r\nTransfer-Encoding: chunked\r\n\
+                 Trailer: X-T\r\n\r\n5\r\nhello\r\n0\r\nX-T: Bearer {ACME_PLACEHOLDER}\r\n\r\n"
+            ),
+            "placeholder_host_mismatch",
+        ),
+        // A placeholder as a header's name (HTTP lower-cases it).
+        (format!("GET /name HTTP/1.1\r\nHost: {authority}\r\n{BETA_PLACEHOLDER}: 1\r\n\r\n"), "wrong_tenant"),
+    ];
+    for (request, code) in requests {
+        let reply = client::connect(proxy.addr(), &authority, Some(("acme", ACME_TOKEN))).await.unwrap();
+        let mut io = client::tls(reply.stream, "api.acme.test", &[&proxy.ca_pem()], &[b"http/1.1"]).await.unwrap();
+        io.write_all(request.as_bytes()).await.unwrap();
+        let (status, head, body) =
+            tokio::time::timeout(Duration::from_secs(10), client::read_response_head(&mut io)).await.unwrap().unwrap();
+        assert_eq!(status, 403, "{head}{body}");
+        assert!(body.contains(code), "{body}");
+    }
+    let codes: Vec<_> = proxy.audit_lines().iter().map(|r| r["code"].as_str().unwrap_or("").to_owned()).collect();
+    assert_eq!(codes, ["wrong_tenant", "placeholder_host_mismatch", "wrong_tenant"]);
+    assert!(upstream.seen().iter().all(|s| s.path != "/name"), "a refused head never goes upstream");
+    proxy.proxy.shutdown().await;
+}
