@@ -483,14 +483,11 @@ impl Policy {
                     .find_iter(name.as_bytes())
                     .map(|m| self.placeholder_routes[m.pattern().as_usize()]),
             );
-            for text in [*value] {
-                owners
-                    .extend(self.placeholders.find_iter(text).map(|m| self.placeholder_routes[m.pattern().as_usize()]));
-                if let Some(decoded) = basic_credentials(text) {
-                    owners.extend(
-                        self.placeholders.find_iter(&decoded).map(|m| self.placeholder_routes[m.pattern().as_usize()]),
-                    );
-                }
+            owners.extend(self.placeholders.find_iter(value).map(|m| self.placeholder_routes[m.pattern().as_usize()]));
+            if let Some(decoded) = basic_credentials(value) {
+                owners.extend(
+                    self.placeholders.find_iter(&decoded).map(|m| self.placeholder_routes[m.pattern().as_usize()]),
+                );
             }
         }
         if owners.iter().any(|r| r.tenant != tenant.0) {
