@@ -547,6 +547,13 @@ impl Policy {
 }
 
 fn method_denial(tenant: &str, route: &Route, method: &str) -> Denial {
+    if method.eq_ignore_ascii_case("CONNECT") {
+        return Denial::new(
+            DenialCode::MethodNotAllowed,
+            "CONNECT is not served inside an intercepted connection",
+            "open a separate connection to the proxy (CONNECT from there) for another destination",
+        );
+    }
     let read_only = route.methods.iter().all(|m| matches!(m.as_str(), "GET" | "HEAD" | "OPTIONS"));
     let step = if read_only {
         format!(

@@ -104,6 +104,9 @@ pub struct Limits {
     pub max_action_response: u64,
     /// The largest WebSocket message relayed, in bytes: each is held whole
     /// while it is scanned. A larger one closes the connection (`1009`).
+    /// 1 MiB by default, as Python's `websockets` library: messages are held
+    /// whole, so the memory WebSockets can take is this times
+    /// `max_connections`.
     pub max_websocket_message: u64,
 }
 
@@ -123,7 +126,7 @@ impl Default for Limits {
             max_decoded_ratio: 100,
             shutdown_grace: Duration::from_secs(10),
             max_action_response: 1 << 20,
-            max_websocket_message: 16 << 20,
+            max_websocket_message: 1 << 20,
         }
     }
 }
@@ -215,7 +218,7 @@ mod tests {
         assert_eq!(build("").map(|l| l.max_action_response), Ok(1 << 20));
         assert_eq!(build("max_action_response = \"4KiB\"").map(|l| l.max_action_response), Ok(4096));
         assert!(build("max_action_response = 0").is_err());
-        assert_eq!(build("").map(|l| l.max_websocket_message), Ok(16 << 20));
+        assert_eq!(build("").map(|l| l.max_websocket_message), Ok(1 << 20));
         assert_eq!(build("max_websocket_message = \"64KiB\"").map(|l| l.max_websocket_message), Ok(65536));
         assert!(build("max_websocket_message = 10").is_err());
     }

@@ -18,7 +18,9 @@ use rustls::server::Acceptor;
 use tokio_rustls::LazyConfigAcceptor;
 use tracing::{debug, warn};
 
-use airlock_policy::host;
+use airlock_policy::{DenialCode, host};
+
+use crate::audit::{Outcome, Record};
 
 use crate::forward::{self, Destination};
 use crate::limits::{self, Activity, Phase};
@@ -36,6 +38,21 @@ pub(crate) async fn serve(shared: Arc<Shared>, dest: Destination, upgraded: Upgr
             && host::normalize(sni).as_deref() != Some(dest.host.as_str())
         {
             warn!(sni, "TLS server name differs from the CONNECT host; closing");
+            // A refused connection is audited like any other.
+            let request_id = crate::respond::request_id();
+            shared.audit.write(Record {
+                tenant: Some(dest.tenant.clone()),
+                code: Some(DenialCode::MisdirectedRequest.as_str().to_owned()),
+                ..Record::new(
+                    crate::audit::now_rfc3339(),
+                    request_id,
+                    "CONNECT".to_owned(),
+                    dest.host.clone(),
+                    dest.port,
+                    Outcome::Deny,
+                    DenialCode::MisdirectedRequest.status(),
+                )
+            });
             return Ok(None);
         }
         let config = match shared.certs.server_config(&dest.host).await {

@@ -202,6 +202,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
             let authority = match proxy_host {
+                // A host name or IP literal only: it is written into
+                // dotenv and $GITHUB_ENV lines, where a line break would
+                // add variables of its own.
+                Some(h)
+                    if airlock_policy::host::normalize(h.trim_start_matches('[').trim_end_matches(']')).is_none() =>
+                {
+                    bail!("--proxy-host {h:?} is not a host name or IP address")
+                }
                 Some(h) => format!("{h}:{}", listen.port()),
                 None => listen.to_string(),
             };

@@ -93,6 +93,13 @@ fn env_prints_every_variable_in_each_format() {
         }
         assert!(s.contains("EXAMPLE_API_KEY") && s.contains("AIRLOCK_EXAMPLE_KEY"));
     }
+    // The host goes into dotenv and $GITHUB_ENV lines: one that would add a
+    // line of its own is refused; an IPv6 literal is fine.
+    let out =
+        airlock(&h, &["env", "--format", "github", "--proxy-host", "x\nNODE_OPTIONS=--require=/tmp/evil.js"], None);
+    assert!(!out.status.success() && out.stdout.is_empty(), "{}", text(&out));
+    let out = airlock(&h, &["env", "--format", "dotenv", "--proxy-host", "[::1]"], None);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("@[::1]:8080"), "{}", text(&out));
     let bundle = std::fs::read_to_string(h.join("ca-bundle.pem")).unwrap();
     assert!(bundle.ends_with(&std::fs::read_to_string(h.join("ca.pem")).unwrap()));
     let verify =

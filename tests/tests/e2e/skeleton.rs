@@ -194,6 +194,10 @@ async fn sni_must_match_the_connect_host() {
     let err = client::tls(reply.stream, "api.beta.test", &[&ca], &[b"http/1.1"]).await;
     assert!(err.is_err(), "a TLS session naming another host must be refused");
     assert_eq!(upstream.connections(), 0);
+    // The refused connection is audited.
+    assert!(wait_for(Duration::from_secs(5), || !proxy.audit_lines().is_empty()).await);
+    let audit = proxy.audit_lines();
+    assert_eq!((audit[0]["decision"].as_str(), audit[0]["code"].as_str()), (Some("deny"), Some("misdirected_request")));
     proxy.proxy.shutdown().await;
 }
 
