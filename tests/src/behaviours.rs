@@ -71,6 +71,36 @@ pub(crate) fn probe(path: &str, query: &str, release: &Arc<tokio::sync::Notify>)
     resp
 }
 
+/// One line per spelling of `key`: percent-encoded (upper and lower case,
+/// every character or every other), JSON `\u00XX` escapes (and Go's
+/// HTML-safe `\u003c` form around it), HTML character references (hex,
+/// decimal), and MIME base64 wrapped at 76 columns with the line break
+/// inside the key.
+pub fn spellings(key: &str) -> String {
+    let each = |f: &dyn Fn(usize, u8) -> String| key.bytes().enumerate().map(|(i, b)| f(i, b)).collect::<String>();
+    let mut lines = vec![
+        each(&|_, b| format!("%{b:02X}")),
+        each(&|_, b| format!("%{b:02x}")),
+        each(&|i, b| if i % 2 == 0 { format!("%{b:02x}") } else { char::from(b).to_string() }),
+        format!("{{\"k\": \"{}\"}}", each(&|_, b| format!("\\u{:04x}", b))),
+        format!(
+            "{{\"k\": \"\\u003c{}\\u003e\"}}",
+            each(&|i, b| if i % 3 == 0 { format!("\\u{:04X}", b) } else { char::from(b).to_string() })
+        ),
+        format!("<a href=\"{}\">", each(&|_, b| format!("&#x{b:x};"))),
+        format!("<p>{}</p>", each(&|_, b| format!("&#{b};"))),
+    ];
+    // base64 of filler + key + filler, 57 bytes (76 characters) a line; the
+    // key starts at byte 50, so the first line break falls inside it.
+    let mut blob = vec![b'.'; 50];
+    blob.extend_from_slice(key.as_bytes());
+    blob.extend_from_slice(&[b'.'; 40]);
+    let b64 = STANDARD.encode(&blob);
+    let wrapped: Vec<String> = b64.as_bytes().chunks(76).map(|l| String::from_utf8_lossy(l).into_owned()).collect();
+    lines.push(wrapped.join("\r\n"));
+    lines.join("\n") + "\n"
+}
+
 /// The response for a special path, or `None` for the plain echo.
 pub(crate) fn respond(path: &str, auth: &str, sse: &Arc<tokio::sync::Notify>) -> Option<Response<Body>> {
     let plain = json_echo(auth);
@@ -114,6 +144,24 @@ pub(crate) fn respond(path: &str, auth: &str, sse: &Arc<tokio::sync::Notify>) ->
             encoded("gzip, br", out)
         }
         "/unknown-encoding" => encoded("compress", plain),
+        "/spellings" => {
+            // The key in every spelling a program might write it, gzipped
+            // and sent three bytes at a time.
+            let key = auth.rsplit(' ').next().unwrap_or("").to_owned();
+            let body = spellings(&key);
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(body.as_bytes()).unwrap();
+            let gz = e.finish().unwrap();
+            let (tx, resp) = streamed(&[("content-type", "text/plain".into()), ("content-encoding", "gzip".into())]);
+            tokio::spawn(async move {
+                for chunk in gz.chunks(3) {
+                    if tx.send(Ok(Frame::data(Bytes::copy_from_slice(chunk)))).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            resp
+        }
         "/corrupt-gzip" => encoded("gzip", b"\x1f\x8b\x08\x00not really gzip at all".to_vec()),
         "/header" => Response::builder()
             .header("x-echo-auth", auth)

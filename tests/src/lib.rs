@@ -26,6 +26,7 @@ use airlock::RunningProxy;
 use airlock_policy::Policy;
 use airlock_policy::secrets::{SecretValue, Store};
 
+pub use behaviours::spellings;
 pub use raw_upstream::RawUpstream;
 pub use upstream::{Seen, TestCa, Upstream, Validity};
 

@@ -339,3 +339,28 @@ async fn the_hold_back_reveals_nothing_about_secrets() {
     }
     proxy.proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn every_spelling_is_scrubbed_through_gzip_in_small_frames() {
+    // The key percent-encoded (either case, partly), as JSON \u escapes (Go's
+    // HTML-safe form too), as HTML character references, and inside base64
+    // wrapped at 76 columns with the break in the key: gzipped, in 3-byte
+    // frames, so every spelling is split across frames.
+    let (upstream, proxy) = setup().await;
+    let sent = spellings(ACME_SECRET);
+    assert!(sent.contains("%73%6B") && sent.contains("\\u0073") && sent.contains("&#x73;") && sent.contains("\r\n"));
+    for http in [Http::H1, Http::H2] {
+        let reply = get(&proxy, &upstream, "/spellings", &bearer(), http).await;
+        assert_eq!(reply.status, 200);
+        let text = reply.text();
+        assert_no_secret("spellings", &text);
+        let (got, want): (Vec<&str>, Vec<&str>) = (text.lines().collect(), sent.lines().collect());
+        for (i, (g, w)) in got.iter().zip(&want).take(7).enumerate() {
+            assert_ne!(g, w, "{http:?}: spelling {i} passed unscrubbed");
+            assert!(g.contains(ACME_PLACEHOLDER), "{http:?}: spelling {i}: {g}");
+        }
+        let mime = got[7..].join("\n");
+        assert!(mime.contains("[REDACTED]"), "{http:?}: the wrapped base64: {mime}");
+    }
+    proxy.proxy.shutdown().await;
+}
