@@ -4,7 +4,8 @@
 //! This crate wires the parts together: the listener and proxy
 //! authentication ([`server`]), CONNECT handling and TLS interception
 //! ([`intercept`], [`tunnel`]), the request pipeline (decide → inject →
-//! forward, in [`forward`]), approved-action requests ([`actions`]) and
+//! forward, in [`forward`], with the upstream side of it in `send` and
+//! WebSocket frames in `websocket`), approved-action requests ([`actions`]) and
 //! their MCP server ([`mcp`]), the upstream client ([`upstream`]), denials
 //! ([`respond`]), the audit log ([`audit`]) and AIRLOCK_HOME ([`home`]); the CLI is the `airlock` binary.
 //!
@@ -27,6 +28,7 @@ pub mod mcp;
 pub mod redact;
 pub mod respond;
 mod scrub;
+mod send;
 pub mod server;
 pub mod tunnel;
 pub mod upstream;

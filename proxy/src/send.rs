@@ -1,0 +1,263 @@
+//! Sending a decided request upstream: the request head the upstream
+//! gets (the agent's, with the swapped values, without hop-by-hop headers
+//! and every upgrade but WebSocket), its body (bounded, counted, trailer
+//! fields checked) and what comes back (hop-by-hop headers removed,
+//! transfer codings and a non-canonical reason phrase set aside, a `101`
+//! accepted only for a WebSocket handshake).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Request, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::upgrade::OnUpgrade;
+use tracing::debug;
+
+use airlock_policy::{Denial, DenialCode, Policy, RouteId, TenantId};
+
+use crate::forward::Destination;
+use crate::headers::{
+    accepts_trailers, is_websocket_upgrade, strip_hop_by_hop, transfer_codings, upgrades_to_websocket,
+};
+use crate::server::Loaded;
+use crate::tunnel::upstream_denial;
+use crate::{Body, limits, upstream};
+
+/// What `send` sends besides the agent's request.
+pub(crate) struct Outgoing {
+    /// Header values to put in place of the agent's, by index.
+    pub(crate) swapped: Vec<(usize, HeaderValue)>,
+    /// The route the request was decided under (intercepted requests): asks
+    /// the upstream for an unencoded whole body and checks the request's
+    /// trailer fields. None: passed through untouched.
+    pub(crate) route: Option<DecidedRoute>,
+    pub(crate) body_limit: u64,
+    /// Counts the request body bytes sent.
+    pub(crate) bytes_up: Arc<AtomicU64>,
+}
+
+/// A request decided under a route of a tenant.
+#[derive(Clone)]
+pub(crate) struct DecidedRoute {
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) tenant: TenantId,
+    pub(crate) route: RouteId,
+}
+
+/// A request body whose trailer fields are checked for placeholders before
+/// they go upstream (RFC 9110 §6.5: trailers are fields like headers, and
+/// airlock injects only into headers). A refused trailer fails the body,
+/// so the request is never completed upstream, and leaves its denial for
+/// the caller.
+struct TrailerCheck {
+    inner: Body,
+    route: DecidedRoute,
+    refused: Arc<std::sync::Mutex<Option<Denial>>>,
+}
+
+impl TrailerCheck {
+    fn wrap(inner: Body, route: DecidedRoute, refused: Arc<std::sync::Mutex<Option<Denial>>>) -> Body {
+        TrailerCheck { inner, route, refused }.boxed_unsync()
+    }
+}
+
+impl http_body::Body for TrailerCheck {
+    type Data = bytes::Bytes;
+    type Error = crate::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(trailers) = frame.trailers_ref()
+        {
+            let fields: Vec<(&str, &[u8])> = trailers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
+            let r = &self.route;
+            if let Err(denial) = r.policy.check_trailers(r.tenant, r.route, &fields) {
+                if let Ok(mut slot) = self.refused.lock() {
+                    *slot = Some(denial);
+                }
+                return std::task::Poll::Ready(Some(Err("the request's trailer carries a placeholder".into())));
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// What the upstream answered, hop-by-hop headers removed.
+pub(crate) struct Sent {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    /// `Transfer-Encoding` codings other than `chunked`, in the order
+    /// applied.
+    pub(crate) transfer_codings: Vec<String>,
+    pub(crate) body: Body,
+    /// Both sides' upgrades, for a `101` answering a WebSocket handshake.
+    pub(crate) upgrade: Option<Upgrades>,
+    /// The upstream's reason phrase when it was not the canonical one:
+    /// never passed on, only checked (a secret in it counts as scrubbed).
+    pub(crate) reason: Option<bytes::Bytes>,
+}
+
+/// The two halves of an upgraded connection, once each side has switched.
+pub(crate) struct Upgrades {
+    pub(crate) agent: OnUpgrade,
+    pub(crate) upstream: OnUpgrade,
+}
+
+/// Sends the request upstream with the swapped header values; returns the
+/// upstream's response with hop-by-hop headers removed. For intercepted
+/// requests, asks for an unencoded, whole body: `Accept-Encoding: identity`
+/// and no `Range` (a partial body could cut a secret at its edge, where the
+/// redactor cannot see it whole).
+///
+/// Only a WebSocket handshake keeps its `Upgrade` (without any
+/// `Sec-WebSocket-Extensions` offer, so frames are never compressed out of
+/// the redactor's sight); every other upgrade is stripped. A `101` is
+/// accepted only as the answer to a WebSocket handshake, naming
+/// `websocket` and no extension; any other is refused
+/// (`unredactable_body`), never relayed as a pipe.
+pub(crate) async fn send<B>(
+    loaded: &Loaded,
+    dest: &Destination,
+    mut req: Request<B>,
+    out: Outgoing,
+) -> Result<Sent, Denial>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<crate::BoxError>,
+{
+    let Outgoing { swapped, route, body_limit, bytes_up } = out;
+    let intercepted = route.is_some();
+    let limits = &loaded.policy.limits;
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > body_limit) {
+        return Err(limits::body_too_large(body_limit));
+    }
+    let websocket = req.version() <= Version::HTTP_11 && is_websocket_upgrade(req.headers());
+    let agent_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+
+    // The swapped values go into the agent's own map, in place: `iter_mut`
+    // visits values in the order `iter` gave the decision its indices.
+    let mut headers = std::mem::take(&mut parts.headers);
+    let trailers = accepts_trailers(&headers);
+    let mut swapped = swapped.into_iter().peekable();
+    for (i, (_, value)) in headers.iter_mut().enumerate() {
+        if let Some((_, v)) = swapped.next_if(|(j, _)| *j == i) {
+            *value = v;
+        }
+    }
+    strip_hop_by_hop(&mut headers, websocket);
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    headers.remove(header::HOST);
+    if websocket {
+        // permessage-deflate (RFC 7692) and any other extension stay off.
+        headers.remove(header::SEC_WEBSOCKET_EXTENSIONS);
+    }
+    if intercepted {
+        headers.remove(header::RANGE);
+        headers.remove(header::IF_RANGE);
+        headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    }
+
+    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let uri: Uri = format!("{}{path}", dest.origin()).parse().map_err(|_| {
+        Denial::new(DenialCode::BadRequest, "the request target is not a valid URI", "send a valid request path")
+    })?;
+    let sent = Arc::clone(&bytes_up);
+    let counted = body.map_frame(move |frame| {
+        if let Some(data) = frame.data_ref() {
+            bytes_up.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        frame
+    });
+    let limited = http_body_util::Limited::new(counted, usize::try_from(body_limit).unwrap_or(usize::MAX));
+    let refused = Arc::new(std::sync::Mutex::new(None));
+    let body = match route {
+        Some(route) => TrailerCheck::wrap(limited.boxed_unsync(), route, Arc::clone(&refused)),
+        None => limited.boxed_unsync(),
+    };
+    let mut up = Request::new(body);
+    *up.method_mut() = parts.method;
+    *up.uri_mut() = uri;
+    *up.version_mut() = Version::HTTP_11;
+    *up.headers_mut() = headers;
+
+    let client = if websocket { &loaded.upstream.client_h1 } else { &loaded.upstream.client };
+    let response_timeout = limits.upstream_response_timeout;
+    let mut resp = match tokio::time::timeout(response_timeout, client.request(up)).await {
+        Ok(Ok(resp)) => resp,
+        // The body outgrew its limit while streaming (`Limited` failed it;
+        // over HTTP/2 the error that surfaces is only the stream reset).
+        Ok(Err(_)) if sent.load(Ordering::Relaxed) > body_limit => return Err(limits::body_too_large(body_limit)),
+        // The request's trailer carried a placeholder; it was not sent.
+        Ok(Err(_)) if refused.lock().is_ok_and(|r| r.is_some()) => {
+            return Err(refused.lock().ok().and_then(|mut r| r.take()).unwrap_or_else(|| {
+                Denial::new(DenialCode::BadRequest, "the request's trailer was refused", "send no trailer fields")
+            }));
+        }
+        Ok(Err(e)) => {
+            let (code, reason) = upstream::classify(&e);
+            debug!(%code, "upstream request failed");
+            return Err(upstream_denial(code, reason));
+        }
+        Err(_) => {
+            let reason = format!("no response from {} within {response_timeout:?}", dest.host);
+            return Err(upstream_denial(DenialCode::UpstreamTimeout, reason));
+        }
+    };
+
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let upgrade = match agent_upgrade {
+        Some(agent) if switching => {
+            check_websocket_accepted(resp.headers())?;
+            Some(Upgrades { agent, upstream: hyper::upgrade::on(&mut resp) })
+        }
+        _ if switching => return Err(unscannable_upgrade("the upstream switched protocols unasked")),
+        _ => None,
+    };
+    let (mut parts, body) = resp.into_parts();
+    let transfer_codings = transfer_codings(&parts.headers);
+    strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
+    let reason =
+        parts.extensions.get::<hyper::ext::ReasonPhrase>().map(|r| bytes::Bytes::copy_from_slice(r.as_bytes()));
+    let body = limits::ReadTimeout::wrap(body.map_err(Into::into).boxed_unsync(), limits.upstream_read_timeout);
+    Ok(Sent { status: parts.status, headers: parts.headers, transfer_codings, body, upgrade, reason })
+}
+
+/// Checks an upstream's `101` to a WebSocket handshake: it must switch to
+/// `websocket` and accept no extension (none was offered).
+fn check_websocket_accepted(headers: &HeaderMap) -> Result<(), Denial> {
+    if !upgrades_to_websocket(headers) {
+        return Err(unscannable_upgrade(
+            "the upstream answered a WebSocket handshake by switching to another protocol",
+        ));
+    }
+    if headers.contains_key(header::SEC_WEBSOCKET_EXTENSIONS) {
+        return Err(unscannable_upgrade("the upstream accepted a WebSocket extension airlock did not offer"));
+    }
+    Ok(())
+}
+
+/// The refusal of a protocol switch airlock cannot scan.
+fn unscannable_upgrade(what: &str) -> Denial {
+    Denial::new(
+        DenialCode::UnredactableBody,
+        format!("{what}; airlock relays only WebSocket, whose frames it can scan"),
+        "send the request without an Upgrade header (airlock strips h2c and every upgrade but WebSocket)",
+    )
+}
