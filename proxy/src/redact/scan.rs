@@ -1,0 +1,269 @@
+//! The scan: leftmost-longest matching over a buffer's text, replacing
+//! what is final and telling the caller how much to hold back; and
+//! [`Stream`], which feeds it a body frame by frame.
+
+use std::sync::Arc;
+
+use aho_corasick::Input;
+use memchr::memrchr;
+
+use super::PatternSet;
+use super::patterns::{STD, SWALLOW, URL};
+
+/// A unit of the text whose matched form differs from its raw bytes, as a
+/// sparse map entry: units between two entries are single bytes that stand
+/// for themselves.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Unit {
+    /// Where its raw bytes start in the buffer.
+    pub(super) raw: usize,
+    pub(super) raw_len: u8,
+    /// Where its matched bytes start in the matched text.
+    pub(super) n: usize,
+    pub(super) n_len: u8,
+}
+
+/// One unit holding a matched byte, in both coordinates.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    n_start: usize,
+    n_end: usize,
+    raw_start: usize,
+    raw_end: usize,
+}
+
+/// A buffer as the automaton sees it: the matched text, and where each of
+/// its bytes came from.
+struct View<'a> {
+    /// The matched text.
+    n: &'a [u8],
+    /// Sparse map, in order; empty when `n` is `raw[..complete]`.
+    units: &'a [Unit],
+    /// Raw bytes covered by complete units; the rest is held as it is.
+    complete: usize,
+    /// Where in `n` the last hard line break is.
+    last_hard: Option<usize>,
+}
+
+impl View<'_> {
+    /// The unit holding matched byte `p` (`p < n.len()`).
+    fn unit(&self, p: usize) -> Span {
+        if self.units.is_empty() {
+            return Span { n_start: p, n_end: p + 1, raw_start: p, raw_end: p + 1 };
+        }
+        // Units that end at or before `p` (an empty one at `p` included).
+        let k = self.units.partition_point(|u| u.n + usize::from(u.n_len) <= p);
+        if let Some(u) = self.units.get(k).filter(|u| u.n <= p) {
+            return Span {
+                n_start: u.n,
+                n_end: u.n + usize::from(u.n_len),
+                raw_start: u.raw,
+                raw_end: u.raw + usize::from(u.raw_len),
+            };
+        }
+        let raw = match k.checked_sub(1).and_then(|i| self.units.get(i)) {
+            // Raw text is never shorter than what it decodes to.
+            Some(u) => p - (u.n + usize::from(u.n_len)) + u.raw + usize::from(u.raw_len),
+            None => p,
+        };
+        Span { n_start: p, n_end: p + 1, raw_start: raw, raw_end: raw + 1 }
+    }
+
+    /// Where the unit holding matched byte `p` starts in the raw buffer
+    /// (past any empty unit at `p`); `complete` at the end.
+    fn raw_at(&self, p: usize) -> usize {
+        if p >= self.n.len() { self.complete } else { self.unit(p).raw_start }
+    }
+
+    /// Whether `flags` let a match swallow unit `u`.
+    fn swallows(&self, flags: u8, u: &Span) -> bool {
+        if u.n_end - u.n_start != 1 {
+            return false;
+        }
+        let b = self.n[u.n_start];
+        (flags & STD != 0 && (b.is_ascii_alphanumeric() || b == b'+' || b == b'/'))
+            || (flags & URL != 0 && (b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+    }
+}
+
+/// What a scan carries from one buffer to the next.
+#[derive(Debug, Default)]
+struct Carry {
+    /// Swallow flags for the first held unit, left by a match that ended
+    /// just before it while it was not yet known whether another match
+    /// starts there.
+    pending: u8,
+    count: u64,
+}
+
+/// Scans `buf` (what was held, then new bytes), writes to `out` everything
+/// that is final, and returns where the bytes to hold back start. With
+/// `eof`, nothing is held.
+fn scan(set: &PatternSet, buf: &[u8], carry: &mut Carry, eof: bool, out: &mut Vec<u8>) -> usize {
+    let Some(ac) = &set.automaton else {
+        out.extend_from_slice(buf);
+        return buf.len();
+    };
+    let hold = set.hold;
+    let from = buf.len().saturating_sub(hold);
+    let last_hard = memrchr(b'\n', &buf[from..]).map(|p| from + p);
+    let view = View { n: buf, units: &[], complete: buf.len(), last_hard };
+    let n = view.n;
+    let end = n.len();
+    // Matches starting before `fin` are final: a longer one would need more
+    // than `hold - SWALLOW` further bytes, or to cross a hard line break.
+    // Bytes from `keep` on are held: past it, a match still to come may
+    // start, or swallow the unit before it.
+    let after_hard = view.last_hard.map_or(0, |p| p + 1);
+    let (fin, keep) = if eof {
+        (usize::MAX, end)
+    } else {
+        let keep = end.saturating_sub(hold).max(after_hard);
+        let keep = if keep < end { view.unit(keep).n_start } else { end };
+        (end.saturating_sub(hold - SWALLOW).max(after_hard), keep)
+    };
+    let mut restart = 0;
+    let mut cursor = 0;
+    // A match's pending swallow of the unit at this matched position.
+    let mut after: Option<(usize, u8)> = (carry.pending != 0).then_some((0, carry.pending));
+    carry.pending = 0;
+    let mut held_at = None;
+    loop {
+        let m = if restart < end { ac.find(Input::new(n).span(restart..end)) } else { None };
+        if let Some((at, flags)) = after.take() {
+            if at < end {
+                let u = view.unit(at);
+                if m.is_some_and(|m| m.start() < u.n_end) {
+                    // The next match takes that unit as its own.
+                } else if at < fin {
+                    if view.swallows(flags, &u) {
+                        cursor = u.raw_end;
+                        restart = restart.max(u.n_end);
+                    }
+                } else {
+                    // Not yet known whether a match starts there.
+                    carry.pending = flags;
+                    held_at = Some(at);
+                    break;
+                }
+            } else if !eof {
+                carry.pending = flags;
+                held_at = Some(at);
+                break;
+            }
+        }
+        let Some(m) = m else { break };
+        if m.start() >= fin {
+            break;
+        }
+        let meta = &set.meta[m.pattern().as_usize()];
+        let first = view.unit(m.start());
+        let last = view.unit(m.end() - 1);
+        let mut start = first.raw_start;
+        if meta.before != 0 && first.n_start > 0 {
+            let prev = view.unit(first.n_start - 1);
+            if prev.raw_start >= cursor && view.swallows(meta.before, &prev) {
+                start = prev.raw_start;
+            }
+        }
+        out.extend_from_slice(&buf[cursor..start]);
+        out.extend_from_slice(&meta.replacement);
+        carry.count += 1;
+        cursor = last.raw_end;
+        restart = last.n_end;
+        if meta.after != 0 {
+            after = Some((restart, meta.after));
+        }
+    }
+    let held = match held_at {
+        Some(at) => view.raw_at(at),
+        None => view.raw_at(keep.max(restart)),
+    };
+    let held = held.max(cursor);
+    out.extend_from_slice(&buf[cursor..held]);
+    held
+}
+
+impl PatternSet {
+    /// Whether `input` holds any pattern.
+    pub fn is_match(&self, input: &[u8]) -> bool {
+        self.automaton.as_ref().is_some_and(|ac| ac.is_match(input))
+    }
+
+    /// Replaces every match in `input` at once (the oracle the streaming
+    /// path must equal; also used for headers). Returns the count.
+    pub fn replace_all(&self, input: &[u8], out: &mut Vec<u8>) -> u64 {
+        let mut carry = Carry::default();
+        scan(self, input, &mut carry, true, out);
+        carry.count
+    }
+}
+
+/// Streaming replacement over a body that arrives in frames.
+#[derive(Debug)]
+pub struct Stream {
+    set: Arc<PatternSet>,
+    held: Vec<u8>,
+    carry: Carry,
+}
+
+impl Stream {
+    /// A stream over a pattern set.
+    pub fn new(set: Arc<PatternSet>) -> Self {
+        Stream { set, held: Vec::new(), carry: Carry::default() }
+    }
+
+    /// Replacements made so far.
+    pub fn count(&self) -> u64 {
+        self.carry.count
+    }
+
+    /// Bytes currently held back.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Scans one more frame; appends to `out` everything that is final.
+    pub fn push(&mut self, frame: &[u8], out: &mut Vec<u8>) {
+        let set = Arc::clone(&self.set);
+        if self.held.is_empty() {
+            let keep = scan(&set, frame, &mut self.carry, false, out);
+            self.held.extend_from_slice(&frame[keep..]);
+            return;
+        }
+        let old = self.held.len();
+        let mut buf = std::mem::take(&mut self.held);
+        // The held bytes are joined with only the start of a long frame:
+        // once scanning that junction holds nothing from before the frame,
+        // the rest of the frame is scanned where it lies, uncopied. This
+        // is exactly pushing the frame as two (the scan does not depend on
+        // how the body is cut).
+        let junction = 2 * set.hold;
+        if frame.len() > junction {
+            buf.extend_from_slice(&frame[..junction]);
+            let keep = scan(&set, &buf, &mut self.carry, false, out);
+            if let Some(x) = keep.checked_sub(old) {
+                let rest = &frame[x..];
+                let keep = scan(&set, rest, &mut self.carry, false, out);
+                buf.clear();
+                buf.extend_from_slice(&rest[keep..]);
+                self.held = buf;
+                return;
+            }
+            buf.drain(..keep);
+            buf.extend_from_slice(&frame[junction..]);
+        } else {
+            buf.extend_from_slice(frame);
+        }
+        let keep = scan(&set, &buf, &mut self.carry, false, out);
+        buf.drain(..keep);
+        self.held = buf;
+    }
+
+    /// Ends the stream: the held bytes can no longer grow, so they are
+    /// replaced as they are and flushed.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        let held = std::mem::take(&mut self.held);
+        scan(&self.set, &held, &mut self.carry, true, out);
+    }
+}
