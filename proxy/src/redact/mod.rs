@@ -3,30 +3,21 @@
 //!
 //! [`PatternSet`] holds the forms of each secret and what each is replaced
 //! by; [`Stream`] applies it to a body arriving in frames, with exactly the
-//! output a one-shot leftmost-longest replacement over the whole body
+//! output a one-shot replacement over the whole body
 //! ([`PatternSet::replace_all`]) would give.
 //!
-//! The invariant that makes streaming safe, prompt and silent: **after each
-//! frame, the bytes held back are exactly those after the last hard line
-//! break, capped at the last `H` bytes; `H` depends only on the pattern
-//! set.** Which bytes are held, and so when each byte reaches the agent
-//! (and which bytes vanish when the stream is aborted), depends on the
-//! length and line structure of the text only, never on whether the
-//! bytes could be the start of a secret: an agent that makes an upstream
-//! echo its guesses learns nothing from the timing. The one exception is a
-//! match that is already final: it is replaced at once, and the hold
-//! starts after it. `H` is the longest pattern plus [`patterns::SWALLOW`]
-//! rounded up to a power of two (at least 64), so it does not give away
-//! the exact length of the longest secret. Secrets hold no line breaks, so
-//! an SSE event or an NDJSON line is never delayed.
+//! ## What is matched
 //!
-//! Why this equals the one-shot oracle: a match starting more than `H - 4`
-//! bytes before the end, or before the last hard line break, can no longer
-//! grow (no pattern is that long, none holds a line break) nor be preceded
-//! by a match that starts earlier, so it is final and replaced at once;
-//! every match that is not yet final starts within the held bytes, and the
-//! next frame's scan restarts at their start, where the one-shot scan would
-//! find the same leftmost-longest match.
+//! The automaton does not run on the raw bytes but on the text as the
+//! normaliser reads it (`normalise.rs`): percent-escapes in either case,
+//! JSON escapes (`\"`, `\/`, `\uXXXX`, surrogate pairs), HTML references
+//! (`&#x2F;`, `&#47;`, `&sol;`) and soft line breaks (after a line of exactly
+//! 60, 64 or 76 base64 characters: wrapped PEM and MIME) are undone, so one
+//! pattern catches every mix of encoded and raw characters. A match
+//! replaces the raw bytes of the units it covers. A frame without `%`, `\`,
+//! `&` or a soft line break (most frames) is matched where it lies, with no
+//! copy. Matching text that equals a secret modulo these spellings is
+//! redacted too; that is intended.
 //!
 //! Forms and their replacements (the placeholder is the tenant's
 //! placeholder for that secret when one of its routes uses it, else
@@ -34,15 +25,46 @@
 //!
 //! | form | replaced by |
 //! |---|---|
-//! | raw value | placeholder |
-//! | URL-encoded value | placeholder |
-//! | JSON-escaped value | placeholder |
+//! | the value, as written and as the normaliser reads it (so URL-encoded, JSON-escaped and HTML-escaped) | placeholder |
+//! | the value with each space as `+` (form encoding) | placeholder |
+//! | the value cut short where an escape the agent put around it takes in its first or last characters, swallowing that escape | placeholder |
 //! | base64 of the value, at each of the three byte alignments (standard and URL-safe alphabets) | `[REDACTED]` |
-//! | the exact header value airlock injected on this request (`Bearer <key>`, `Basic <base64>`) | the value the agent sent |
+//! | the exact header value airlock injected on this request (`Bearer <key>`, `Basic <base64>`), in the same spellings | the value the agent sent |
 //! | base64 of that injected header value | `[REDACTED]` |
+//!
+//! ## The hold-back
+//!
+//! The invariant that makes streaming safe, prompt and silent: **after each
+//! frame, the bytes held back are exactly those after the last hard line
+//! break, capped at the units that make up the last `H` matched bytes, plus
+//! an escape the frame's end leaves incomplete (at most 18 bytes); `H`
+//! depends only on the pattern set.** Which bytes are held, and so when
+//! each byte reaches the agent (and which bytes vanish when the stream is
+//! aborted), depends on the length and structure of the text (its line
+//! breaks and escapes), never on whether the bytes could be part of a
+//! secret: an agent that makes an upstream echo its guesses learns nothing
+//! from the timing. The one exception is a match that is already final: it
+//! is replaced at once, and the hold starts after it. `H` is the longest
+//! pattern plus [`patterns::SWALLOW`], rounded up to a power of two (at
+//! least 64), so it does not give away the exact length of the longest
+//! secret. Secrets hold no line breaks, so an SSE event or an NDJSON line
+//! is never delayed; a soft line break does not end the hold, as a base64
+//! fragment may run across it.
+//!
+//! Why this equals the one-shot oracle: a match starting more than
+//! `H - 4` matched bytes before the end, or before the last hard line
+//! break, can no longer grow (no pattern is that long, none holds a hard
+//! line break) nor be preceded by one that starts earlier, so it is final
+//! and replaced at once. Every match that is not yet final starts within
+//! the held bytes, and its swallowed neighbour (at most 4 matched bytes
+//! before it) too; the next frame's scan restarts at the held bytes, where
+//! the one-shot scan would find the same leftmost-longest match, and reads
+//! them into the same units (the text before them decides nothing after
+//! them but the line length, which is carried over).
 
 mod body;
 mod decode;
+mod normalise;
 mod patterns;
 mod scan;
 
@@ -59,7 +81,7 @@ pub const REDACTED: &[u8] = b"[REDACTED]";
 pub struct SecretForms<'a> {
     /// The secret value.
     pub value: &'a [u8],
-    /// What the raw, URL-encoded and JSON-escaped forms become.
+    /// What the value becomes, in every spelling.
     pub replacement: &'a [u8],
 }
 

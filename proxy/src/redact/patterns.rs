@@ -8,6 +8,7 @@ use aho_corasick::{AhoCorasick, MatchKind};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 
+use super::normalise::{self, Line, MAX_UNIT, Normalised, Step};
 use super::{REDACTED, SecretForms};
 
 /// Swallow flag: the neighbouring unit goes too if it is a character of the
@@ -15,6 +16,13 @@ use super::{REDACTED, SecretForms};
 pub(super) const STD: u8 = 1;
 /// Swallow flag: ... of the URL-safe base64 alphabet.
 pub(super) const URL: u8 = 2;
+/// Swallow flag: the neighbouring unit goes too if it is an escape (it may
+/// hold the first or last characters of the value, see [`plain_forms`]).
+pub(super) const ESC: u8 = 4;
+
+/// The shortest variant of a value cut short by an escape around it that
+/// is still matched (shorter ones would match ordinary text).
+const MIN_VARIANT: usize = 8;
 
 /// The least hold-back, so that a set of short secrets does not give away
 /// how short they are.
@@ -39,6 +47,9 @@ pub struct PatternSet {
     pub(super) automaton: Option<AhoCorasick>,
     /// Per pattern id.
     pub(super) meta: Vec<Meta>,
+    /// Per pattern id, the pattern (the tests' naive reference reads it).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(super) patterns: Vec<Box<[u8]>>,
     /// `H`: how many scanned bytes after the last hard line break may be
     /// held back.
     pub(super) hold: usize,
@@ -87,20 +98,21 @@ impl PatternSetBuilder {
         }
     }
 
-    /// Adds one literal pattern.
-    pub fn literal(&mut self, pattern: &[u8], replacement: &[u8]) -> &mut Self {
-        self.push(pattern.to_vec(), &Arc::from(replacement), 0, 0);
+    /// Adds a literal value in every spelling (see [`plain_forms`]), all
+    /// replaced by `replacement`.
+    pub fn literal(&mut self, value: &[u8], replacement: &[u8]) -> &mut Self {
+        let replacement: Arc<[u8]> = Arc::from(replacement);
+        for (form, before, after) in plain_forms(value) {
+            self.push(form, &replacement, before, after);
+        }
         self
     }
 
-    /// Adds every form of a secret: raw, URL-encoded, JSON-escaped (all
-    /// replaced by `replacement`), and base64 at each byte alignment in both
+    /// Adds every form of a secret: the value in every spelling (replaced
+    /// by `replacement`), and base64 at each byte alignment in both
     /// alphabets (replaced by `[REDACTED]`).
     pub fn secret(&mut self, s: &SecretForms<'_>) -> &mut Self {
-        let replacement: Arc<[u8]> = Arc::from(s.replacement);
-        self.push(s.value.to_vec(), &replacement, 0, 0);
-        self.push(url_encode(s.value), &replacement, 0, 0);
-        self.push(json_escape(s.value), &replacement, 0, 0);
+        self.literal(s.value, s.replacement);
         self.base64(s.value);
         self
     }
@@ -108,7 +120,7 @@ impl PatternSetBuilder {
     /// Adds a header value airlock injected (replaced by what the agent sent)
     /// and its base64 forms (replaced by `[REDACTED]`).
     pub fn injected(&mut self, injected: &[u8], original: &[u8]) -> &mut Self {
-        self.push(injected.to_vec(), &Arc::from(original), 0, 0);
+        self.literal(injected, original);
         self.base64(injected);
         self
     }
@@ -161,9 +173,11 @@ impl PatternSetBuilder {
             )
         };
         let longest = unique.iter().map(|e| e.bytes.len()).max().unwrap_or(0);
-        let meta =
-            unique.into_iter().map(|e| Meta { replacement: e.replacement, before: e.before, after: e.after }).collect();
-        PatternSet { automaton, meta, hold: hold_for(longest) }
+        let (patterns, meta) = unique
+            .into_iter()
+            .map(|e| (e.bytes.into(), Meta { replacement: e.replacement, before: e.before, after: e.after }))
+            .unzip();
+        PatternSet { automaton, meta, patterns, hold: hold_for(longest) }
     }
 }
 
@@ -197,30 +211,115 @@ impl PatternSet {
     }
 }
 
-/// Percent-encodes every byte outside RFC 3986 unreserved characters.
-fn url_encode(value: &[u8]) -> Vec<u8> {
+/// `value` as the normaliser matches it, read on its own.
+fn normalised(value: &[u8]) -> Vec<u8> {
+    let mut n = Normalised::default();
+    n.of(value, Line::START, true);
+    n.text
+}
+
+/// `value` with only the escapes that start with `intro` undone.
+fn normalised_only(value: &[u8], intro: u8) -> Vec<u8> {
     let mut out = Vec::with_capacity(value.len());
-    for &b in value {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b);
-        } else {
-            out.extend_from_slice(format!("%{b:02X}").as_bytes());
-        }
+    let mut i = 0;
+    while let Some(&c) = value.get(i) {
+        let raw = match normalise::step(value, i, Line::START, true) {
+            Step::Escape { raw, dec, len } if c == intro => {
+                out.extend_from_slice(&dec[..usize::from(len)]);
+                i += usize::from(raw);
+                continue;
+            }
+            Step::Escape { raw, .. } | Step::Soft { raw } => usize::from(raw),
+            Step::Break => 2,
+            _ => 1,
+        };
+        out.extend_from_slice(&value[i..i + raw]);
+        i += raw;
     }
     out
 }
 
-/// The value as it appears inside a JSON string.
-fn json_escape(value: &[u8]) -> Vec<u8> {
-    let s = String::from_utf8_lossy(value);
-    let quoted = serde_json::to_string(&s).unwrap_or_default();
-    let inner = quoted.strip_prefix('"').and_then(|q| q.strip_suffix('"')).unwrap_or("");
-    let mut out = inner.as_bytes().to_vec();
-    // Also `/` escaped as `\/`, which some encoders emit.
-    if value.contains(&b'/') {
-        out = String::from_utf8_lossy(&out).replace('/', "\\/").into_bytes();
+/// The patterns that catch `value` in every spelling the normaliser undoes
+/// (each with its swallow flags):
+///
+/// - the value itself (matched as written inside an encoding, e.g. a value
+///   holding `%41` that is URL-encoded as `%2541`), as the normaliser reads
+///   it (matched when a server decoded it, or wrote it raw), and with only
+///   its `%`, only its `\` or only its `&` escapes undone (a value holding
+///   `%41` written in HTML, where the normaliser undoes both);
+/// - with each space as `+` (form encoding);
+/// - cut short where an escape around it could take in its first or last
+///   characters: `%` before a value starting `4f3a`, or `41` after one
+///   ending in `%`, is read as one escape, so the value as written never
+///   appears in the matched text. An agent chooses the bytes around the
+///   placeholder in its headers, so it could choose such an escape and have
+///   the upstream echo the rest. These variants (at least [`MIN_VARIANT`]
+///   long) swallow the escape next to them.
+fn plain_forms(value: &[u8]) -> Vec<(Vec<u8>, u8, u8)> {
+    let n = value.len();
+    let mut out = vec![(value.to_vec(), 0, 0)];
+    for intro in [b'%', b'\\', b'&'] {
+        out.push((normalised_only(value, intro), 0, 0));
     }
+    let heads = std::iter::once(0).chain((1..n.min(12)).filter(|&k| could_end_unit(&value[..k])));
+    let tails: Vec<usize> =
+        std::iter::once(0).chain((1..n.min(MAX_UNIT)).filter(|&j| could_start_unit(&value[n - j..]))).collect();
+    for k in heads {
+        for &j in &tails {
+            if k + j >= n {
+                continue;
+            }
+            let form = normalised(&value[k..n - j]);
+            if (k, j) == (0, 0) || form.len() >= MIN_VARIANT {
+                out.push((form, if k > 0 { ESC } else { 0 }, if j > 0 { ESC } else { 0 }));
+            }
+        }
+    }
+    let plus: Vec<_> = out
+        .iter()
+        .filter(|(form, ..)| form.contains(&b' '))
+        .map(|(form, before, after)| {
+            (form.iter().map(|&c| if c == b' ' { b'+' } else { c }).collect(), *before, *after)
+        })
+        .collect();
+    out.extend(plus);
     out
+}
+
+/// Whether `t` could be how a unit that starts before it ends: the last
+/// characters of `%HH`, `\uXXXX`, a surrogate pair, `\"` and the like, a
+/// JSON line break, or an HTML reference. Generous: a variant too many only
+/// costs a pattern.
+fn could_end_unit(t: &[u8]) -> bool {
+    let hex = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_hexdigit);
+    // The tail of `\uXXXX` after its backslash: 1-4 hex digits, or `u` and 4.
+    let u_tail = |s: &[u8]| (s.len() <= 4 && hex(s)) || (s.len() == 5 && s[0] == b'u' && hex(&s[1..]));
+    if u_tail(t) || matches!(t, [b'"' | b'\\' | b'/' | b'\'' | b't' | b'n'] | b"\\n" | b"r\\n") {
+        return true;
+    }
+    // A surrogate pair: the tail of its first half, then `\uXXXX`.
+    if (6..=11).contains(&t.len()) {
+        let (first, second) = t.split_at(t.len() - 6);
+        if second.starts_with(b"\\u") && hex(&second[2..]) && (first.is_empty() || u_tail(first)) {
+            return true;
+        }
+    }
+    match t.split_last() {
+        Some((b';', name)) => {
+            let digits = name.strip_prefix(b"#").unwrap_or(name);
+            let digits = digits.strip_prefix(b"x").or_else(|| digits.strip_prefix(b"X")).unwrap_or(digits);
+            name.is_empty()
+                || (digits.len() <= 8 && digits.iter().all(u8::is_ascii_hexdigit))
+                || normalise::is_name_tail(name)
+        }
+        _ => false,
+    }
+}
+
+/// Whether `t` is the start of a unit that the bytes after it could
+/// complete.
+fn could_start_unit(t: &[u8]) -> bool {
+    normalise::step(t, 0, Line::SOFT, false) == Step::Incomplete
 }
 
 /// A base64 fragment of a value.

@@ -8,7 +8,8 @@ use aho_corasick::Input;
 use memchr::memrchr;
 
 use super::PatternSet;
-use super::patterns::{STD, SWALLOW, URL};
+use super::normalise::{self, Line, Normalised};
+use super::patterns::{ESC, STD, SWALLOW, URL};
 
 /// A unit of the text whose matched form differs from its raw bytes, as a
 /// sparse map entry: units between two entries are single bytes that stand
@@ -77,6 +78,9 @@ impl View<'_> {
 
     /// Whether `flags` let a match swallow unit `u`.
     fn swallows(&self, flags: u8, u: &Span) -> bool {
+        if flags & ESC != 0 && u.raw_end - u.raw_start > 1 {
+            return true;
+        }
         if u.n_end - u.n_start != 1 {
             return false;
         }
@@ -87,8 +91,10 @@ impl View<'_> {
 }
 
 /// What a scan carries from one buffer to the next.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Carry {
+    /// The line standing at the first held byte (for soft line breaks).
+    line: Line,
     /// Swallow flags for the first held unit, left by a match that ended
     /// just before it while it was not yet known whether another match
     /// starts there.
@@ -96,18 +102,33 @@ struct Carry {
     count: u64,
 }
 
+impl Default for Carry {
+    fn default() -> Self {
+        Carry { line: Line::START, pending: 0, count: 0 }
+    }
+}
+
 /// Scans `buf` (what was held, then new bytes), writes to `out` everything
 /// that is final, and returns where the bytes to hold back start. With
 /// `eof`, nothing is held.
-fn scan(set: &PatternSet, buf: &[u8], carry: &mut Carry, eof: bool, out: &mut Vec<u8>) -> usize {
+fn scan(set: &PatternSet, buf: &[u8], carry: &mut Carry, norm: &mut Normalised, eof: bool, out: &mut Vec<u8>) -> usize {
     let Some(ac) = &set.automaton else {
         out.extend_from_slice(buf);
         return buf.len();
     };
     let hold = set.hold;
-    let from = buf.len().saturating_sub(hold);
-    let last_hard = memrchr(b'\n', &buf[from..]).map(|p| from + p);
-    let view = View { n: buf, units: &[], complete: buf.len(), last_hard };
+    let plain = normalise::plain(buf, carry.line, eof);
+    let view = match plain {
+        Some(complete) => {
+            let from = complete.saturating_sub(hold);
+            let last_hard = memrchr(b'\n', &buf[from..complete]).map(|p| from + p);
+            View { n: &buf[..complete], units: &[], complete, last_hard }
+        }
+        None => {
+            norm.of(buf, carry.line, eof);
+            View { n: &norm.text, units: &norm.units, complete: norm.complete, last_hard: norm.last_hard }
+        }
+    };
     let n = view.n;
     let end = n.len();
     // Matches starting before `fin` are final: a longer one would need more
@@ -175,26 +196,37 @@ fn scan(set: &PatternSet, buf: &[u8], carry: &mut Carry, eof: bool, out: &mut Ve
             after = Some((restart, meta.after));
         }
     }
-    let held = match held_at {
-        Some(at) => view.raw_at(at),
-        None => view.raw_at(keep.max(restart)),
-    };
-    let held = held.max(cursor);
+    // Everything before the held unit goes out (a soft line break right
+    // before it included).
+    let at = held_at.unwrap_or(keep.max(restart));
+    let held = view.raw_at(at).max(cursor);
     out.extend_from_slice(&buf[cursor..held]);
+    carry.line = match plain {
+        Some(_) => carry.line.advance(&buf[..held]),
+        None => norm.line_at(carry.line, at),
+    };
     held
 }
 
 impl PatternSet {
-    /// Whether `input` holds any pattern.
+    /// Whether `input` holds any pattern, in any spelling the normaliser
+    /// undoes.
     pub fn is_match(&self, input: &[u8]) -> bool {
-        self.automaton.as_ref().is_some_and(|ac| ac.is_match(input))
+        let Some(ac) = &self.automaton else { return false };
+        if normalise::plain(input, Line::START, true).is_some() {
+            return ac.is_match(input);
+        }
+        let mut norm = Normalised::default();
+        norm.of(input, Line::START, true);
+        ac.is_match(&norm.text)
     }
 
     /// Replaces every match in `input` at once (the oracle the streaming
-    /// path must equal; also used for headers). Returns the count.
+    /// path must equal; also used for headers, paths and messages).
+    /// Returns the count.
     pub fn replace_all(&self, input: &[u8], out: &mut Vec<u8>) -> u64 {
         let mut carry = Carry::default();
-        scan(self, input, &mut carry, true, out);
+        scan(self, input, &mut carry, &mut Normalised::default(), true, out);
         carry.count
     }
 }
@@ -205,12 +237,14 @@ pub struct Stream {
     set: Arc<PatternSet>,
     held: Vec<u8>,
     carry: Carry,
+    /// Scratch space for frames that need normalising.
+    norm: Normalised,
 }
 
 impl Stream {
     /// A stream over a pattern set.
     pub fn new(set: Arc<PatternSet>) -> Self {
-        Stream { set, held: Vec::new(), carry: Carry::default() }
+        Stream { set, held: Vec::new(), carry: Carry::default(), norm: Normalised::default() }
     }
 
     /// Replacements made so far.
@@ -227,7 +261,7 @@ impl Stream {
     pub fn push(&mut self, frame: &[u8], out: &mut Vec<u8>) {
         let set = Arc::clone(&self.set);
         if self.held.is_empty() {
-            let keep = scan(&set, frame, &mut self.carry, false, out);
+            let keep = scan(&set, frame, &mut self.carry, &mut self.norm, false, out);
             self.held.extend_from_slice(&frame[keep..]);
             return;
         }
@@ -241,10 +275,10 @@ impl Stream {
         let junction = 2 * set.hold;
         if frame.len() > junction {
             buf.extend_from_slice(&frame[..junction]);
-            let keep = scan(&set, &buf, &mut self.carry, false, out);
+            let keep = scan(&set, &buf, &mut self.carry, &mut self.norm, false, out);
             if let Some(x) = keep.checked_sub(old) {
                 let rest = &frame[x..];
-                let keep = scan(&set, rest, &mut self.carry, false, out);
+                let keep = scan(&set, rest, &mut self.carry, &mut self.norm, false, out);
                 buf.clear();
                 buf.extend_from_slice(&rest[keep..]);
                 self.held = buf;
@@ -255,7 +289,7 @@ impl Stream {
         } else {
             buf.extend_from_slice(frame);
         }
-        let keep = scan(&set, &buf, &mut self.carry, false, out);
+        let keep = scan(&set, &buf, &mut self.carry, &mut self.norm, false, out);
         buf.drain(..keep);
         self.held = buf;
     }
@@ -264,6 +298,6 @@ impl Stream {
     /// replaced as they are and flushed.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         let held = std::mem::take(&mut self.held);
-        scan(&self.set, &held, &mut self.carry, true, out);
+        scan(&self.set, &held, &mut self.carry, &mut self.norm, true, out);
     }
 }
