@@ -28,9 +28,9 @@
 //! | the value, as written and as the normaliser reads it (so URL-encoded, JSON-escaped and HTML-escaped) | placeholder |
 //! | the value with each space as `+` (form encoding) | placeholder |
 //! | the value cut short where an escape the agent put around it takes in its first or last characters, swallowing that escape | placeholder |
-//! | base64 of the value, at each of the three byte alignments (standard and URL-safe alphabets) | `[REDACTED]` |
+//! | base64 of the value, at each of the three byte alignments (standard and URL-safe alphabets), with the character at either edge that also encodes a few of its bits | `[REDACTED]` |
 //! | the exact header value airlock injected on this request (`Bearer <key>`, `Basic <base64>`), in the same spellings | the value the agent sent |
-//! | base64 of that injected header value | `[REDACTED]` |
+//! | base64 of that injected header value, edges likewise | `[REDACTED]` |
 //!
 //! ## The hold-back
 //!

@@ -128,7 +128,7 @@ impl PatternSetBuilder {
     fn base64(&mut self, value: &[u8]) {
         let redacted: Arc<[u8]> = Arc::from(REDACTED);
         for f in base64_fragments(value) {
-            self.push(f.bytes, &redacted, 0, 0);
+            self.push(f.bytes, &redacted, f.before, f.after);
         }
     }
 
@@ -322,15 +322,25 @@ fn could_start_unit(t: &[u8]) -> bool {
     normalise::step(t, 0, Line::SOFT, false) == Step::Incomplete
 }
 
-/// A base64 fragment of a value.
+/// A base64 fragment of a value, and its swallow flags.
 pub(super) struct Fragment {
     pub(super) bytes: Vec<u8>,
+    /// The alphabet's flag when the character before the fragment also
+    /// encodes bits of the value's first byte, else 0.
+    pub(super) before: u8,
+    /// The same for the character after it and the value's last byte.
+    pub(super) after: u8,
 }
 
 /// The base64 characters that encode `value` wherever it sits in a larger
 /// base64 blob: for each of the three byte offsets, the encoding of
 /// `value` after that many filler bytes, minus the characters that also
 /// depend on neighbouring bytes. Standard and URL-safe alphabets.
+///
+/// Those edge characters carry a few bits of the value's first or last
+/// byte: at offset 1 the one before holds its top 4 bits, at offset 2 its
+/// top 2; after, the one holding its last 2, 4 or 6 bits. A fragment that
+/// matches swallows them (a `=` that pads the blob tells nothing).
 pub(super) fn base64_fragments(value: &[u8]) -> Vec<Fragment> {
     let mut out = Vec::new();
     for offset in 0..3usize {
@@ -340,10 +350,14 @@ pub(super) fn base64_fragments(value: &[u8]) -> Vec<Fragment> {
         // filler, and drop a trailing partial group.
         let start = (offset * 8).div_ceil(6);
         let end = buf.len() * 8 / 6;
-        for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+        for (engine, alphabet) in [(&STANDARD_NO_PAD, STD), (&URL_SAFE_NO_PAD, URL)] {
             let enc = engine.encode(&buf);
             if end > start + 3 {
-                out.push(Fragment { bytes: enc.as_bytes()[start..end].to_vec() });
+                out.push(Fragment {
+                    bytes: enc.as_bytes()[start..end].to_vec(),
+                    before: if offset == 0 { 0 } else { alphabet },
+                    after: if buf.len() % 3 == 0 { 0 } else { alphabet },
+                });
             }
         }
     }

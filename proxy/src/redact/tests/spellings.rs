@@ -338,7 +338,7 @@ fn wrapped_base64_is_caught_whichever_line_the_break_falls_in() {
                 let shift = 18;
                 let got = oneshot(&set, &body);
                 let at: Vec<usize> = at.iter().map(|a| a + shift).collect();
-                if let Err(e) = covered(&got, &body, &at, &deps, 2) {
+                if let Err(e) = covered(&got, &body, &at, &deps, 1) {
                     panic!("width {width}, break of {} bytes, prefix {prefix}, url {url}: {e}", brk.len());
                 }
                 for cut in (0..=body.len()).step_by(7) {
@@ -348,6 +348,55 @@ fn wrapped_base64_is_caught_whichever_line_the_break_falls_in() {
                     );
                 }
             }
+        }
+    }
+}
+
+#[test]
+fn no_base64_character_that_depends_on_the_secret_survives() {
+    // A character at a fragment's edge encodes bits of the secret's first
+    // or last byte along with its neighbour's: it goes with the fragment.
+    let secret = b"sk_live_0123456789abcdef";
+    let set = set(&[(secret, PLACEHOLDER)]);
+    for prefix in 0..7 {
+        for suffix in 0..7 {
+            for url in [false, true] {
+                let (enc, deps) = blob(prefix, secret, suffix, url);
+                let body = [&b"data="[..], &enc, b"&next=1"].concat();
+                let at: Vec<usize> = (0..enc.len()).map(|c| c + 5).collect();
+                let got = oneshot(&set, &body);
+                if let Err(e) = covered(&got, &body, &at, &deps, 1) {
+                    panic!("prefix {prefix}, suffix {suffix}, url {url}: {e}");
+                }
+                // Nothing but the characters that depend on it: the filler's
+                // own characters and the padding stay.
+                let first = deps.iter().position(|&d| d > 0).unwrap();
+                let last = deps.iter().rposition(|&d| d > 0).unwrap();
+                let want = [&body[..5 + first], REDACTED, &body[5 + last + 1..]].concat();
+                assert!(
+                    got == want,
+                    "prefix {prefix}, suffix {suffix}, url {url}: more than the secret's characters went"
+                );
+                for cut in 0..=body.len() {
+                    assert!(streamed(&set, &[&body[..cut], &body[cut..]]).0 == got, "prefix {prefix}, cut {cut}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_swallow_never_takes_a_character_of_the_next_or_previous_match() {
+    let (a, b) = (&b"sk_live_aaaaaaaaaaaaaaaaaaa"[..], &b"Zk_live_bbbbbbbbbbbbbbbbbbb"[..]);
+    let set = set(&[(a, b"<A>"), (b, b"<B>")]);
+    for f in patterns::base64_fragments(a).into_iter().filter(|f| f.before != 0 && f.after != 0) {
+        // A fragment that would swallow its neighbours, right between two
+        // raw secrets.
+        let body = [&b"("[..], b, &f.bytes, b, b")"].concat();
+        let got = oneshot(&set, &body);
+        assert!(got == [&b"(<B>"[..], REDACTED, b"<B>)"].concat(), "fragment of {} bytes", f.bytes.len());
+        for cut in 0..=body.len() {
+            assert!(streamed(&set, &[&body[..cut], &body[cut..]]).0 == got, "cut {cut}");
         }
     }
 }
