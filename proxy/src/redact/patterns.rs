@@ -2,7 +2,7 @@
 //! and the hold-back length `H` the streaming scan derives from them.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use base64::Engine;
@@ -47,9 +47,11 @@ pub struct PatternSet {
     pub(super) automaton: Option<AhoCorasick>,
     /// Per pattern id.
     pub(super) meta: Vec<Meta>,
-    /// Per pattern id, the pattern (the tests' naive reference reads it).
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// Per pattern id, the pattern.
     pub(super) patterns: Vec<Box<[u8]>>,
+    /// The patterns lower-cased, for header names (which arrive
+    /// lower-cased); built when first needed.
+    pub(super) names: OnceLock<Option<AhoCorasick>>,
     /// `H`: how many scanned bytes after the last hard line break may be
     /// held back.
     pub(super) hold: usize,
@@ -177,7 +179,7 @@ impl PatternSetBuilder {
             .into_iter()
             .map(|e| (e.bytes.into(), Meta { replacement: e.replacement, before: e.before, after: e.after }))
             .unzip();
-        PatternSet { automaton, meta, patterns, hold: hold_for(longest) }
+        PatternSet { automaton, meta, patterns, names: OnceLock::new(), hold: hold_for(longest) }
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use aho_corasick::Input;
+use aho_corasick::{AhoCorasick, Input};
 use memchr::memrchr;
 
 use super::PatternSet;
@@ -219,6 +219,33 @@ impl PatternSet {
         let mut norm = Normalised::default();
         norm.of(input, Line::START, true);
         ac.is_match(&norm.text)
+    }
+
+    /// Whether a header name holds any pattern, in any spelling the
+    /// normaliser undoes and in any case (names arrive lower-cased).
+    pub(super) fn is_match_name(&self, name: &[u8]) -> bool {
+        let Some(ac) = self.names.get_or_init(|| self.names_automaton()) else { return false };
+        let mut text = if normalise::plain(name, Line::START, true).is_some() {
+            name.to_vec()
+        } else {
+            let mut norm = Normalised::default();
+            norm.of(name, Line::START, true);
+            norm.text
+        };
+        text.make_ascii_lowercase();
+        ac.is_match(&text)
+    }
+
+    fn names_automaton(&self) -> Option<AhoCorasick> {
+        let mut lower: Vec<Vec<u8>> = self.patterns.iter().map(|p| p.to_ascii_lowercase()).collect();
+        lower.sort();
+        lower.dedup();
+        if lower.is_empty() {
+            return None;
+        }
+        // As for the main automaton: past its limits is fatal, not a
+        // redactor that matches nothing.
+        Some(AhoCorasick::new(&lower).expect("secret patterns fit the automaton's limits"))
     }
 
     /// Replaces every match in `input` at once (the oracle the streaming

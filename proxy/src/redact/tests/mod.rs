@@ -3,6 +3,7 @@
 //! Assertion messages give lengths and positions, never the bytes of a
 //! secret.
 
+mod headers;
 mod hold;
 mod spellings;
 
