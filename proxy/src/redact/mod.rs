@@ -37,8 +37,9 @@
 //! The invariant that makes streaming safe, prompt and silent: **after each
 //! frame, the bytes held back are exactly those after the last hard line
 //! break, capped at the units that make up the last `H` matched bytes, plus
-//! an escape the frame's end leaves incomplete (at most 18 bytes); `H`
-//! depends only on the pattern set.** Which bytes are held, and so when
+//! an escape (or a `\r` that may begin a soft `\r\n`) the frame's end
+//! leaves incomplete, at most 18 bytes; `H` depends only on the pattern
+//! set.** Which bytes are held, and so when
 //! each byte reaches the agent (and which bytes vanish when the stream is
 //! aborted), depends on the length and structure of the text (its line
 //! breaks and escapes), never on whether the bytes could be part of a
@@ -61,6 +62,11 @@
 //! the one-shot scan would find the same leftmost-longest match, and reads
 //! them into the same units (the text before them decides nothing after
 //! them but the line length, which is carried over).
+//!
+//! The matching itself is aho-corasick's; the normaliser, the scan around
+//! it and the hold are written here, as no crate decodes mixed escapes in a
+//! stream while keeping a map back to the raw bytes to replace. Nothing
+//! here prints a byte of a body: `Debug` shows lengths and counts only.
 
 mod body;
 mod decode;

@@ -106,7 +106,7 @@ impl Line {
 }
 
 /// What the unit at a position is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Step {
     /// One byte that stands for itself.
     Byte,
@@ -324,7 +324,7 @@ pub(super) fn is_name_tail(t: &[u8]) -> bool {
 }
 
 /// A buffer as the automaton matches it.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(super) struct Normalised {
     /// The matched text.
     pub(super) text: Vec<u8>,
@@ -336,6 +336,12 @@ pub(super) struct Normalised {
     pub(super) last_hard: Option<usize>,
     /// Raw bytes covered by complete units.
     pub(super) complete: usize,
+}
+
+impl std::fmt::Debug for Normalised {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Normalised").field("text", &self.text.len()).field("units", &self.units.len()).finish()
+    }
 }
 
 impl Normalised {

@@ -259,13 +259,19 @@ impl PatternSet {
 }
 
 /// Streaming replacement over a body that arrives in frames.
-#[derive(Debug)]
 pub struct Stream {
     set: Arc<PatternSet>,
     held: Vec<u8>,
     carry: Carry,
     /// Scratch space for frames that need normalising.
     norm: Normalised,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the held bytes: they may be the start of a secret.
+        f.debug_struct("Stream").field("held", &self.held.len()).field("count", &self.carry.count).finish()
+    }
 }
 
 impl Stream {

@@ -196,3 +196,11 @@ mod body {
         assert_eq!(a.len(), lead.len() + 1);
     }
 }
+
+#[test]
+fn debug_shows_how_much_is_held_never_what() {
+    let set = set(&[(b"sk_live_SECRET", b"P")]);
+    let mut s = Stream::new(Arc::clone(&set));
+    s.push(b"sk_li", &mut Vec::new());
+    assert_eq!(format!("{s:?}"), "Stream { held: 5, count: 0 }");
+}
