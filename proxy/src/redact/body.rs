@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use super::{Decoder, PatternSet, Stream};
@@ -204,22 +204,32 @@ impl HttpBody for RedactBody {
     }
 }
 
-/// Replaces secrets in every header value. Returns the new map and the
-/// number of replacements.
+/// Replaces secrets in every header value, and drops every header whose
+/// name holds one (a name with a placeholder in it would not be a valid
+/// token, nor one the agent could use). Returns the new map and the number
+/// of replacements and dropped fields.
 pub fn scrub_headers(set: &PatternSet, headers: HeaderMap) -> (HeaderMap, u64) {
-    // The usual case, no secret in any value, keeps the map as it is
-    // rather than rebuilding it value by value.
-    if !headers.values().any(|v| set.is_match(v.as_bytes())) {
+    // The usual case, no secret in any name or value, keeps the map as it
+    // is rather than rebuilding it value by value.
+    if !headers.keys().any(|n| set.is_match_name(n.as_str().as_bytes()))
+        && !headers.values().any(|v| set.is_match(v.as_bytes()))
+    {
         return (headers, 0);
     }
     let mut out = HeaderMap::with_capacity(headers.len());
     let mut total = 0;
-    let mut name = None;
+    let mut name: Option<HeaderName> = None;
+    let mut secret_name = false;
     for (n, value) in headers {
         if let Some(n) = n {
+            secret_name = set.is_match_name(n.as_str().as_bytes());
             name = Some(n);
         }
         let Some(name) = name.clone() else { continue };
+        if secret_name {
+            total += 1;
+            continue;
+        }
         let mut buf = Vec::new();
         let count = set.replace_all(value.as_bytes(), &mut buf);
         total += count;

@@ -34,8 +34,8 @@ pub enum DecodeError {
 
 /// Where a layer writes its output: a buffer that refuses to grow past
 /// `cap`, so a decompression bomb fails while it expands, before it can
-/// take the memory.
-#[derive(Debug, Default)]
+/// take the memory. (No `Debug`: it holds body bytes.)
+#[derive(Default)]
 struct Sink {
     buf: Vec<u8>,
     cap: u64,
