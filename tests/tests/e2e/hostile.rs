@@ -310,7 +310,7 @@ async fn upstream_certificates_that_do_not_verify_are_refused() {
         |c: String| c.replace(&untrusted.ca_path.display().to_string(), &trusted.ca_path.display().to_string());
     for (upstream, config, reason) in [
         (&untrusted, swap_ca(standard_config(&untrusted, "", "")), "UnknownIssuer"),
-        (&wrong_name, standard_config(&wrong_name, "", ""), "not valid for name"),
+        (&wrong_name, standard_config(&wrong_name, "", ""), "not valid for this host name"),
         (&expired, standard_config(&expired, "", ""), "certificate expired"),
     ] {
         let proxy = TestProxy::start(&config).await;

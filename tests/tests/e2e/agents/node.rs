@@ -103,6 +103,9 @@ async fn node_undici_websocket_through_airlock_run() {
     assert_eq!(upstream.seen()[0].header("authorization"), Some(format!("Bearer {ACME_SECRET}").as_str()));
     let records = audit_records(&home);
     let ws = records.iter().find(|r| r["path"] == "/ws-leak").unwrap();
-    assert_eq!((ws["status"].as_u64(), ws["complete"].as_bool()), (Some(101), Some(true)), "{ws} {text}");
+    // (Whether the record says complete depends on undici: it may drop the
+    // socket before its reply to the close frame is read; the closing
+    // handshake is tested with tungstenite in channels.rs.)
+    assert_eq!(ws["status"].as_u64(), Some(101), "{ws}");
     assert!(ws["redactions"].as_u64().unwrap() >= 3, "{ws}");
 }
