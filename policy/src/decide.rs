@@ -581,9 +581,29 @@ fn display_authority(host: &str, port: u16) -> String {
 }
 
 /// Whether a path has a `.` or `..` segment, literally or percent-encoded.
+/// Whether a path has a `.` or `..` segment: literally, percent-encoded
+/// (also twice over, `%252e`), or followed by `;` parameters (`..;/`, which
+/// Tomcat, Jetty and Spring read as `../`). A path still changing after
+/// three rounds of percent-decoding is treated as one.
 fn has_dot_segment(path: &str) -> bool {
-    let decoded = percent_decode(path.as_bytes());
-    decoded.split(|&b| b == b'/' || b == b'\\').any(|seg| seg == b"." || seg == b"..")
+    let is_dot = |text: &[u8]| {
+        text.split(|&b| b == b'/' || b == b'\\').any(|seg| {
+            let seg = seg.split(|&b| b == b';').next().unwrap_or(seg);
+            seg == b"." || seg == b".."
+        })
+    };
+    let mut text = path.as_bytes().to_vec();
+    for _ in 0..3 {
+        if is_dot(&text) {
+            return true;
+        }
+        let decoded = percent_decode(&text);
+        if decoded == text {
+            return false;
+        }
+        text = decoded;
+    }
+    true
 }
 
 fn percent_decode(input: &[u8]) -> Vec<u8> {
@@ -721,6 +741,11 @@ placeholder = "AIRLOCK_BETA"
             ("GET", "api.callrail.com", 443, "/v2/a/1", vec![], Err(PathNotAllowed)),
             ("GET", "api.callrail.com", 443, "/v3/a/../../admin", vec![], Err(PathNotAllowed)),
             ("GET", "api.callrail.com", 443, "/v3/a/%2e%2E/admin", vec![], Err(PathNotAllowed)),
+            ("GET", "api.callrail.com", 443, "/v3/a/..;/admin", vec![], Err(PathNotAllowed)),
+            ("GET", "api.callrail.com", 443, "/v3/a/..;jsessionid=1/admin", vec![], Err(PathNotAllowed)),
+            ("GET", "api.callrail.com", 443, "/v3/a/%252e%252e/admin", vec![], Err(PathNotAllowed)),
+            ("GET", "api.callrail.com", 443, "/v3/a/%25252e%25252e%25252f/admin", vec![], Err(PathNotAllowed)),
+            ("GET", "api.callrail.com", 443, "/v3/a/x;y=1/calls", vec![], Ok(("callrail", vec![]))),
             // placeholders
             ("GET", "a.example.com", 443, "/", auth("Bearer AIRLOCK_CALLRAIL"), Err(PlaceholderHostMismatch)),
             ("GET", "api.stripe.com", 443, "/", auth("Bearer AIRLOCK_CALLRAIL"), Err(PlaceholderHostMismatch)),
