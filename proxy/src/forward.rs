@@ -407,6 +407,11 @@ fn response_head(status: StatusCode, headers: HeaderMap, body: Body) -> Response
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
+    if status.canonical_reason().is_none() {
+        // A status with no registered reason gets an empty one (RFC 9112
+        // §4 allows it), not hyper's "<none>".
+        resp.extensions_mut().insert(hyper::ext::ReasonPhrase::from_static(b""));
+    }
     resp
 }
 

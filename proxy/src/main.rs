@@ -402,6 +402,12 @@ fn secret(home: &Home, command: SecretCommand) -> anyhow::Result<ExitCode> {
             let value = SecretValue::new(value).map_err(|e| anyhow::anyhow!("not stored: {e}"))?;
             store.set(&name, &value).with_context(|| format!("cannot write {}", store.dir().display()))?;
             eprintln!("stored secret '{name}' ({} bytes)", value.expose().len());
+            if value.expose().trim_ascii().len() != value.expose().len() {
+                eprintln!(
+                    "warning: the value starts or ends with spaces or tabs; HTTP drops them from header values, \
+                     so the API will get it without them (check for a stray space in what you pasted)"
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         SecretCommand::List => {

@@ -17,7 +17,8 @@
 //!
 //! Channels a hostile upstream could return the injected `Authorization`
 //! value (`AUTH`; `KEY` is its last word, the bare key) through:
-//! - `/reason`: `401` with `AUTH` in the reason phrase.
+//! - `/reason`: `401` with `AUTH` in the reason phrase; `/reason-299`: the
+//!   same with a status that has no registered reason.
 //! - `/informational`: `103` and `100` heads carrying `AUTH`, then `200`.
 //! - `/trailers`: a chunked body with `AUTH` in a trailer field.
 //! - `/header-name`: header fields whose names hold `KEY`.
@@ -219,6 +220,10 @@ async fn serve(mut io: impl AsyncRead + AsyncWrite + Unpin, seen: &Mutex<Vec<Str
         let keep_open = match path.as_str() {
             "/reason" => {
                 let resp = format!("HTTP/1.1 401 bad key {auth}\r\nContent-Length: 2\r\n\r\nno");
+                io.write_all(resp.as_bytes()).await.is_ok()
+            }
+            "/reason-299" => {
+                let resp = format!("HTTP/1.1 299 odd {auth}\r\nContent-Length: 2\r\n\r\nno");
                 io.write_all(resp.as_bytes()).await.is_ok()
             }
             "/informational" => {

@@ -11,8 +11,9 @@
 //! The automaton does not run on the raw bytes but on the text as the
 //! normaliser reads it (`normalise.rs`): percent-escapes in either case,
 //! JSON escapes (`\"`, `\/`, `\uXXXX`, surrogate pairs), HTML references
-//! (`&#x2F;`, `&#47;`, `&sol;`) and soft line breaks (after a line of exactly
-//! 60, 64 or 76 base64 characters: wrapped PEM and MIME) are undone, so one
+//! (`&#x2F;`, `&#47;`, `&sol;`) and soft line breaks (after a run of exactly 60,
+//! 64 or 76 base64 characters that ends a line: wrapped PEM, MIME, and
+//! GitHub's contents API, whose first line follows `"content": "`) are undone, so one
 //! pattern catches every mix of encoded and raw characters. A match
 //! replaces the raw bytes of the units it covers. A frame without `%`, `\`,
 //! `&` or a soft line break (most frames) is matched where it lies, with no

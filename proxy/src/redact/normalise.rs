@@ -12,7 +12,7 @@
 //! | `\uXXXX` (either case), a surrogate pair `\uD83D\uDE00` | the character, in UTF-8 |
 //! | `&#xH..;` `&#XH..;` `&#D..;` (at most 8 digits) | the character, in UTF-8 |
 //! | `&name;` for the HTML names of ASCII characters (`&amp;` `&sol;` `&plus;` ...) | that character |
-//! | a *soft* line break: `\n`, `\r\n`, or their JSON escapes, right after a line of exactly 60, 64 or 76 base64 characters | nothing |
+//! | a *soft* line break: `\n`, `\r\n`, or their JSON escapes, right after a run of exactly 60, 64 or 76 base64 characters that ends a line (after a label or a quote, too) | nothing |
 //! | any other byte | itself |
 //!
 //! An escape that would decode to a control character (other than tab) is
@@ -45,7 +45,7 @@ pub(super) const MAX_UNIT: usize = 18;
 /// Ruby's and GitHub's `pack('m')` (60).
 const SOFT_COLS: [usize; 3] = [60, 64, 76];
 
-/// A line longer than the longest soft one.
+/// A run of base64 longer than the longest soft line.
 const LONG: u8 = 77;
 
 /// The longest HTML name of an ASCII character.
@@ -67,33 +67,32 @@ fn all_b64(s: &[u8]) -> bool {
     s.iter().all(|&b| B64[usize::from(b)])
 }
 
-/// Where the current line stands, for soft line breaks: how many matched
-/// bytes it has so far (up to [`LONG`]) and whether they are all base64.
+/// Where the current line stands, for soft line breaks: how many base64
+/// characters end it (up to [`LONG`]). A wrapped base64 line need not be
+/// base64 from its start: its first line often follows a label or a quote
+/// (`"content": "` in GitHub's contents API, `cert=`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Line {
-    col: u8,
-    b64: bool,
+    run: u8,
 }
 
 impl Line {
     /// The start of a line (and of a body).
-    pub(super) const START: Line = Line { col: 0, b64: true };
+    pub(super) const START: Line = Line { run: 0 };
 
     /// A line a break would end softly.
-    pub(super) const SOFT: Line = Line { col: 64, b64: true };
+    pub(super) const SOFT: Line = Line { run: 64 };
 
     /// Whether a line break here is soft.
     fn soft(self) -> bool {
-        self.b64 && SOFT_COLS.contains(&usize::from(self.col))
+        SOFT_COLS.contains(&usize::from(self.run))
     }
 
     /// After `bytes` more, none of them a line break.
     pub(super) fn push(self, bytes: &[u8]) -> Line {
-        let col = usize::from(self.col) + bytes.len();
-        match u8::try_from(col) {
-            Ok(col) if col < LONG => Line { col, b64: self.b64 && all_b64(bytes) },
-            _ => Line { col: LONG, b64: false },
-        }
+        let tail = bytes.iter().rev().take_while(|&&b| B64[usize::from(b)]).count();
+        let run = if tail == bytes.len() { usize::from(self.run) + tail } else { tail };
+        Line { run: u8::try_from(run.min(usize::from(LONG))).unwrap_or(LONG) }
     }
 
     /// After raw bytes that hold no escape and no soft line break.
@@ -475,7 +474,8 @@ fn has_soft_break(buf: &[u8], line: Line) -> bool {
 fn soft_at(buf: &[u8], q: usize, line: Line) -> bool {
     let end = if q > 0 && buf[q - 1] == b'\r' { q - 1 } else { q };
     SOFT_COLS.iter().any(|&c| match end.checked_sub(c + 1) {
-        Some(before) => buf[before] == b'\n' && all_b64(&buf[before + 1..end]),
-        None => line.b64 && usize::from(line.col) + end == c && all_b64(&buf[..end]),
+        // Exactly `c` base64 characters end the line.
+        Some(before) => !B64[usize::from(buf[before])] && all_b64(&buf[before + 1..end]),
+        None => usize::from(line.run) + end == c && all_b64(&buf[..end]),
     })
 }

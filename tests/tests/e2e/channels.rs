@@ -87,6 +87,10 @@ async fn the_status_line_carries_only_the_canonical_reason() {
     // After the proxy's own answer to CONNECT.
     assert!(text.contains("\r\n\r\nHTTP/1.1 401 Unauthorized\r\n"), "{text}");
     assert!(!text.contains("bad key"), "the upstream's reason phrase passed: {text}");
+    // A status with no registered reason gets an empty one.
+    let (_, text) = curl(&proxy, port, "/reason-299", &["--http1.1"]).await;
+    assert_clean("curl -i", &text);
+    assert!(text.contains("\r\n\r\nHTTP/1.1 299 \r\n"), "{text}");
     // h2 has no reason phrase; the status passes.
     let (status, headers, body, _) = get(&proxy, port, "/reason", Http::H2).await;
     assert_eq!(status, 401);

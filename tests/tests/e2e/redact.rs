@@ -364,3 +364,25 @@ async fn every_spelling_is_scrubbed_through_gzip_in_small_frames() {
     }
     proxy.proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_secret_stored_with_stray_whitespace_is_scrubbed_as_the_upstream_sees_it() {
+    // HTTP drops the whitespace around a field value, so the upstream gets,
+    // and echoes, the key without the space or tab a paste left around it.
+    let upstream = Upstream::start(Protocols::Both).await;
+    let home = TempHome::new("space");
+    store_standard_secrets(&home.path);
+    let padded = format!(" {ACME_SECRET}\t");
+    let store = airlock_policy::secrets::Store::new(&home.path);
+    store.set("acme_key", &airlock_policy::secrets::SecretValue::new(padded.into_bytes()).unwrap()).unwrap();
+    let running = start_in(&home.path, &standard_config(&upstream, "", "")).await;
+    let proxy = TestProxy { home, proxy: running };
+    for path in ["/echo", "/header", "/b64"] {
+        for http in [Http::H1, Http::H2] {
+            let reply = get(&proxy, &upstream, path, &bearer(), http).await;
+            assert_no_secret(path, &(format!("{:?}", reply.headers) + &reply.text()));
+        }
+    }
+    assert!(upstream.seen().iter().any(|s| s.header("authorization").is_some_and(|a| a.contains(ACME_SECRET))));
+    proxy.proxy.shutdown().await;
+}

@@ -329,23 +329,35 @@ fn covered(got: &[u8], wrapped: &[u8], at: &[usize], deps: &[u8], level: u8) -> 
 fn wrapped_base64_is_caught_whichever_line_the_break_falls_in() {
     let secret = b"sk_live_0123456789abcdef";
     let set = set(&[(secret, PLACEHOLDER)]);
-    for (width, brk) in [(64, &b"\n"[..]), (76, b"\r\n"), (64, b"\\n"), (76, b"\\r\\n"), (60, b"\n")] {
-        for prefix in 0..(width * 3 / 4 + 3) {
-            for url in [false, true] {
-                let (enc, deps) = blob(prefix, secret, 7, url);
-                let (wrapped, at) = wrap(&enc, width, brk);
-                let body = [&b"-----BEGIN X-----\n"[..], &wrapped, b"\n-----END X-----\n"].concat();
-                let shift = 18;
-                let got = oneshot(&set, &body);
-                let at: Vec<usize> = at.iter().map(|a| a + shift).collect();
-                if let Err(e) = covered(&got, &body, &at, &deps, 1) {
-                    panic!("width {width}, break of {} bytes, prefix {prefix}, url {url}: {e}", brk.len());
-                }
-                for cut in (0..=body.len()).step_by(7) {
-                    assert!(
-                        streamed(&set, &[&body[..cut], &body[cut..]]).0 == got,
-                        "width {width}, prefix {prefix}, cut {cut}"
-                    );
+    // The first line may follow other text on its line: a PEM header line,
+    // a JSON string's opening (GitHub's contents API wraps at 60 with `\n`
+    // escapes), a label.
+    for (opening, closing) in
+        [(&b"-----BEGIN X-----\n"[..], &b"\n-----END X-----\n"[..]), (b"{\"content\": \"", b"\"}"), (b"cert=", b"\n")]
+    {
+        for (width, brk) in [(64, &b"\n"[..]), (76, b"\r\n"), (64, b"\\n"), (76, b"\\r\\n"), (60, b"\n"), (60, b"\\n")]
+        {
+            for prefix in 0..(width * 3 / 4 + 3) {
+                for url in [false, true] {
+                    let (enc, deps) = blob(prefix, secret, 7, url);
+                    let (wrapped, at) = wrap(&enc, width, brk);
+                    let body = [opening, &wrapped, closing].concat();
+                    let shift = opening.len();
+                    let got = oneshot(&set, &body);
+                    let at: Vec<usize> = at.iter().map(|a| a + shift).collect();
+                    if let Err(e) = covered(&got, &body, &at, &deps, 1) {
+                        panic!(
+                            "opening of {} bytes, width {width}, break of {} bytes, prefix {prefix}, url {url}: {e}",
+                            opening.len(),
+                            brk.len()
+                        );
+                    }
+                    for cut in (0..=body.len()).step_by(7) {
+                        assert!(
+                            streamed(&set, &[&body[..cut], &body[cut..]]).0 == got,
+                            "width {width}, prefix {prefix}, cut {cut}"
+                        );
+                    }
                 }
             }
         }
