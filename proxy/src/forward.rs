@@ -498,13 +498,7 @@ pub(crate) async fn pass_through(
                 tokio::spawn(
                     async move {
                         let Ok((agent, upstream)) = tokio::try_join!(agent, upstream) else { return };
-                        let closing = async move {
-                            match guard {
-                                Some(g) => limits::reached(&mut g.shutdown.clone(), limits::Phase::Closing).await,
-                                None => std::future::pending().await,
-                            }
-                        };
-                        limits::relay(TokioIo::new(agent), TokioIo::new(upstream), idle, closing).await;
+                        crate::tunnel::pipe(TokioIo::new(agent), TokioIo::new(upstream), idle, guard.as_ref()).await;
                     }
                     .in_current_span(),
                 );

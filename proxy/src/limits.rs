@@ -93,7 +93,8 @@ impl Activity {
         Arc::new(Activity { in_flight: AtomicUsize::new(0), last: AtomicU64::new(0), epoch: Instant::now() })
     }
 
-    fn touch(&self) {
+    /// Marks the connection (or relay) active now.
+    pub(crate) fn touch(&self) {
         self.last.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
@@ -142,6 +143,15 @@ pub(crate) enum Phase {
 /// Resolves once the proxy has reached `phase` (or is gone).
 pub(crate) async fn reached(phase: &mut watch::Receiver<Phase>, want: Phase) {
     let _ = phase.wait_for(|p| *p >= want).await;
+}
+
+/// Resolves once the proxy reaches [`Phase::Closing`] (the end of the
+/// shutdown grace period); never, without a shutdown signal to watch.
+pub(crate) async fn closing(phase: Option<watch::Receiver<Phase>>) {
+    match phase {
+        Some(mut phase) => reached(&mut phase, Phase::Closing).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Drives a server connection until it ends, the proxy shuts down, or it

@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tracing::debug;
 
 use airlock_policy::{Denial, DenialCode, TenantId, host};
 
-use crate::limits::{self, Phase};
+use crate::limits;
 use crate::server::{ConnGuard, Loaded};
 
 /// Resolves `host:port` and refuses it when private egress is denied and any
@@ -49,9 +50,18 @@ pub(crate) async fn relay(on_upgrade: OnUpgrade, upstream: TcpStream, idle: Dura
             return;
         }
     };
-    let mut phase = guard.shutdown.clone();
-    let closing = limits::reached(&mut phase, Phase::Closing);
-    if let Some((up, down)) = limits::relay(TokioIo::new(upgraded), upstream, idle, closing).await {
+    pipe(TokioIo::new(upgraded), upstream, idle, Some(&guard)).await;
+}
+
+/// The relay of [`relay`] between two connected streams; `guard` (the
+/// agent connection's) ends it at the end of the shutdown grace period.
+pub(crate) async fn pipe<A, B>(agent: A, upstream: B, idle: Duration, guard: Option<&ConnGuard>)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let closing = limits::closing(guard.map(|g| g.shutdown.clone()));
+    if let Some((up, down)) = limits::relay(agent, upstream, idle, closing).await {
         debug!(bytes_up = up, bytes_down = down, "tunnel closed");
     }
 }

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -43,7 +44,7 @@ use tracing::{debug, info, warn};
 use airlock_policy::{Denial, Policy, RouteId, TenantId};
 
 use crate::audit::{AuditLog, Outcome, Record};
-use crate::limits::{self, Phase};
+use crate::limits::{self, Activity};
 use crate::redact::PatternSet;
 use crate::server::ConnGuard;
 
@@ -77,14 +78,14 @@ pub(crate) struct Session {
     pub(crate) guard: Option<ConnGuard>,
 }
 
-/// Counts for the record.
+/// What one direction of the relay passed, for the record.
 #[derive(Default)]
-struct Counts {
-    frames_up: u64,
-    frames_down: u64,
-    bytes_up: u64,
-    bytes_down: u64,
+struct Tally {
+    frames: u64,
+    bytes: u64,
+    /// Secrets replaced (upstream to agent only).
     redactions: u64,
+    /// A known secret passed unscrubbed (`danger_unscrubbed_websocket`).
     exposed: bool,
 }
 
@@ -113,18 +114,24 @@ pub(crate) async fn relay(agent: OnUpgrade, upstream: OnUpgrade, session: Sessio
         Ok(both) => both,
         Err(e) => {
             debug!(error = %e, "WebSocket upgrade failed");
-            write_record(session, Counts::default(), &End::Broken);
+            write_record(session, Tally::default(), Tally::default(), &End::Broken);
             return;
         }
     };
     let agent = WebSocketStream::from_raw_socket(TokioIo::new(agent), Role::Server, Some(config)).await;
     let upstream = WebSocketStream::from_raw_socket(TokioIo::new(upstream), Role::Client, Some(config)).await;
-    let mut counts = Counts::default();
-    let end = run(agent, upstream, &session, &mut counts).await;
-    write_record(session, counts, &end);
+    let (mut up, mut down) = (Tally::default(), Tally::default());
+    let end = run(agent, upstream, &session, &mut up, &mut down).await;
+    write_record(session, up, down, &end);
 }
 
-async fn run<A, U>(agent: WebSocketStream<A>, upstream: WebSocketStream<U>, s: &Session, counts: &mut Counts) -> End
+async fn run<A, U>(
+    agent: WebSocketStream<A>,
+    upstream: WebSocketStream<U>,
+    s: &Session,
+    up: &mut Tally,
+    down: &mut Tally,
+) -> End
 where
     A: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
@@ -134,93 +141,17 @@ where
     // otherwise stall the relay for good).
     let (mut agent_tx, mut agent_rx) = agent.split();
     let (mut upstream_tx, mut upstream_rx) = upstream.split();
-    let last = std::sync::atomic::AtomicU64::new(0);
-    let epoch = tokio::time::Instant::now();
-    let mut up_counts = Up::default();
+    let activity = Activity::new();
     let end = {
-        let touch = || last.store(epoch.elapsed().as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
-        let (up_counts, down_counts) = (&mut up_counts, &mut *counts);
-        let up = async {
-            while let Some(m) = agent_rx.next().await {
-                let msg = match m {
-                    Ok(msg) => msg,
-                    Err(Error::Capacity(_)) => return Way::TooLarge,
-                    Err(_) => return Way::Broken,
-                };
-                touch();
-                if let Err(denial) = s.policy.check_message(s.tenant, s.route, payload(&msg)) {
-                    return Way::Denied(denial);
-                }
-                up_counts.frames += 1;
-                up_counts.bytes += payload(&msg).len() as u64;
-                let close = matches!(msg, Message::Close(_));
-                match upstream_tx.send(msg).await {
-                    Ok(()) => {}
-                    // A close answering one from that side: tungstenite
-                    // has already replied for it.
-                    Err(
-                        Error::ConnectionClosed
-                        | Error::AlreadyClosed
-                        | Error::Protocol(ProtocolError::SendAfterClosing),
-                    ) if close => {}
-                    Err(_) => return Way::Broken,
-                }
-                if close {
-                    // Read on, so the reply tungstenite queued goes out.
-                    return drain(&mut agent_rx).await;
-                }
-            }
-            Way::Broken
-        };
-        let down = async {
-            while let Some(m) = upstream_rx.next().await {
-                let msg = match m {
-                    Ok(msg) => msg,
-                    Err(Error::Capacity(_)) => return Way::TooLarge,
-                    Err(_) => return Way::Broken,
-                };
-                touch();
-                let msg = scrub(&s.set, msg, s.unscrubbed, down_counts);
-                down_counts.frames_down += 1;
-                down_counts.bytes_down += payload(&msg).len() as u64;
-                let close = matches!(msg, Message::Close(_));
-                match agent_tx.send(msg).await {
-                    Ok(()) => {}
-                    // A close answering one from that side: tungstenite
-                    // has already replied for it.
-                    Err(
-                        Error::ConnectionClosed
-                        | Error::AlreadyClosed
-                        | Error::Protocol(ProtocolError::SendAfterClosing),
-                    ) if close => {}
-                    Err(_) => return Way::Broken,
-                }
-                if close {
-                    return drain(&mut upstream_rx).await;
-                }
-            }
-            Way::Broken
-        };
-        let idle = async {
-            loop {
-                let since = epoch
-                    .elapsed()
-                    .saturating_sub(std::time::Duration::from_millis(last.load(std::sync::atomic::Ordering::Relaxed)));
-                if since >= s.idle {
-                    return;
-                }
-                tokio::time::sleep(s.idle - since).await;
-            }
-        };
-        let mut phase = s.guard.as_ref().map(|g| g.shutdown.clone());
-        let closing = async {
-            match &mut phase {
-                Some(p) => limits::reached(p, Phase::Closing).await,
-                None => std::future::pending().await,
-            }
-        };
+        let check =
+            |msg: Message, _: &mut Tally| s.policy.check_message(s.tenant, s.route, payload(&msg)).map(|()| msg);
+        let up = pass(&mut agent_rx, &mut upstream_tx, &activity, up, check);
+        let scrub = |msg: Message, t: &mut Tally| Ok(scrub(&s.set, msg, s.unscrubbed, t));
+        let down = pass(&mut upstream_rx, &mut agent_tx, &activity, down, scrub);
+        let idle = activity.idle(s.idle);
+        let closing = limits::closing(s.guard.as_ref().map(|g| g.shutdown.clone()));
         tokio::pin!(up, down, idle, closing);
-        let end = tokio::select! {
+        tokio::select! {
             way = &mut up => match way {
                 // A close passed up; the upstream's reply must come down.
                 Way::Closed => finish(&mut down).await,
@@ -232,44 +163,73 @@ where
             },
             () = &mut idle => End::Idle,
             () = &mut closing => End::Shutdown,
-        };
-        end
+        }
     };
-    counts.frames_up = up_counts.frames;
-    counts.bytes_up = up_counts.bytes;
-    let (to_agent, to_upstream) = match &end {
-        End::Denied(d) => (
-            Some(close_frame(CloseCode::Policy, &format!("airlock: {}", d.code))),
-            Some(close_frame(CloseCode::Away, "airlock closed the connection")),
-        ),
-        End::TooLarge => {
-            let f = close_frame(CloseCode::Size, "airlock: message larger than max_websocket_message");
-            (Some(f.clone()), Some(f))
-        }
-        End::Idle => {
-            let f = close_frame(CloseCode::Away, "airlock: idle timeout");
-            (Some(f.clone()), Some(f))
-        }
-        End::Shutdown => {
-            let f = close_frame(CloseCode::Away, "airlock is shutting down");
-            (Some(f.clone()), Some(f))
-        }
-        End::Closed | End::Broken => (None, None),
+    let both = |f: CloseFrame| Some((f.clone(), f));
+    let closes = match &end {
+        End::Denied(d) => Some((
+            close_frame(CloseCode::Policy, &format!("airlock: {}", d.code)),
+            close_frame(CloseCode::Away, "airlock closed the connection"),
+        )),
+        End::TooLarge => both(close_frame(CloseCode::Size, "airlock: message larger than max_websocket_message")),
+        End::Idle => both(close_frame(CloseCode::Away, "airlock: idle timeout")),
+        End::Shutdown => both(close_frame(CloseCode::Away, "airlock is shutting down")),
+        End::Closed | End::Broken => None,
     };
-    if let (Some(a), Some(u)) = (to_agent, to_upstream) {
+    if let Some((to_agent, to_upstream)) = closes {
         let _ = tokio::time::timeout(CLOSE_WAIT, async {
-            let _ = tokio::join!(agent_tx.send(Message::Close(Some(a))), upstream_tx.send(Message::Close(Some(u))));
+            let _ = tokio::join!(
+                agent_tx.send(Message::Close(Some(to_agent))),
+                upstream_tx.send(Message::Close(Some(to_upstream)))
+            );
         })
         .await;
     }
     end
 }
 
-/// Messages and payload bytes from the agent.
-#[derive(Default)]
-struct Up {
-    frames: u64,
-    bytes: u64,
+/// Passes messages from `rx`'s side to `tx`'s, each through `each` (which
+/// checks or scrubs it, and may refuse it), until something ends the relay
+/// or a close frame has passed; then lets `rx`'s side finish.
+async fn pass<R, W>(
+    rx: &mut SplitStream<WebSocketStream<R>>,
+    tx: &mut SplitSink<WebSocketStream<W>, Message>,
+    activity: &Activity,
+    tally: &mut Tally,
+    mut each: impl FnMut(Message, &mut Tally) -> Result<Message, Denial>,
+) -> Way
+where
+    R: AsyncRead + AsyncWrite + Unpin,
+    W: AsyncRead + AsyncWrite + Unpin,
+{
+    while let Some(m) = rx.next().await {
+        let msg = match m {
+            Ok(msg) => msg,
+            Err(Error::Capacity(_)) => return Way::TooLarge,
+            Err(_) => return Way::Broken,
+        };
+        activity.touch();
+        let msg = match each(msg, tally) {
+            Ok(msg) => msg,
+            Err(denial) => return Way::Denied(denial),
+        };
+        tally.frames += 1;
+        tally.bytes += payload(&msg).len() as u64;
+        let close = matches!(msg, Message::Close(_));
+        match tx.send(msg).await {
+            Ok(()) => {}
+            // A close answering one from that side: tungstenite has already
+            // replied for it.
+            Err(Error::ConnectionClosed | Error::AlreadyClosed | Error::Protocol(ProtocolError::SendAfterClosing))
+                if close => {}
+            Err(_) => return Way::Broken,
+        }
+        if close {
+            // Read on, so the reply tungstenite queued goes out.
+            return drain(rx).await;
+        }
+    }
+    Way::Broken
 }
 
 /// How one direction of the relay ended.
@@ -305,7 +265,7 @@ async fn finish(other: &mut (impl std::future::Future<Output = Way> + Unpin)) ->
 /// sends the reply it queued; the stream then ends. A close frame passed
 /// each way is a clean close, however the transport ends after it (servers
 /// often drop TCP, or TLS without `close_notify`, once they have replied).
-async fn drain<S>(rx: &mut futures_util::stream::SplitStream<WebSocketStream<S>>) -> Way
+async fn drain<S>(rx: &mut SplitStream<WebSocketStream<S>>) -> Way
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -332,18 +292,18 @@ fn close_frame(code: CloseCode, reason: &str) -> CloseFrame {
 
 /// A message from the upstream with every known secret replaced (or, on an
 /// unscrubbed route, scanned and passed as it is).
-fn scrub(set: &PatternSet, msg: Message, unscrubbed: bool, counts: &mut Counts) -> Message {
+fn scrub(set: &PatternSet, msg: Message, unscrubbed: bool, tally: &mut Tally) -> Message {
     let data = payload(&msg);
     if !set.is_match(data) {
         return msg;
     }
     if unscrubbed {
-        counts.exposed = true;
+        tally.exposed = true;
         warn!("a WebSocket frame passed a known secret to the agent unscrubbed (danger_unscrubbed_websocket)");
         return msg;
     }
     let mut out = Vec::with_capacity(data.len());
-    counts.redactions += set.replace_all(data, &mut out);
+    tally.redactions += set.replace_all(data, &mut out);
     match msg {
         Message::Text(_) => Message::Text(Utf8Bytes::from(String::from_utf8_lossy(&out).into_owned())),
         Message::Binary(_) => Message::Binary(Bytes::from(out)),
@@ -370,14 +330,14 @@ fn truncate(mut bytes: Vec<u8>, max: usize) -> Vec<u8> {
     bytes
 }
 
-fn write_record(session: Session, counts: Counts, end: &End) {
+fn write_record(session: Session, up: Tally, down: Tally, end: &End) {
     let Session { mut record, audit, started, .. } = session;
-    record.frames_up = Some(counts.frames_up);
-    record.frames_down = Some(counts.frames_down);
-    record.bytes_up = counts.bytes_up;
-    record.bytes_down = counts.bytes_down;
-    record.redactions += counts.redactions;
-    record.secret_exposed = counts.exposed;
+    record.frames_up = Some(up.frames);
+    record.frames_down = Some(down.frames);
+    record.bytes_up = up.bytes;
+    record.bytes_down = down.bytes;
+    record.redactions += down.redactions;
+    record.secret_exposed = down.exposed;
     record.complete = matches!(end, End::Closed);
     record.duration_ms = started.elapsed().as_millis() as u64;
     if let End::Denied(denial) = end {
@@ -387,8 +347,8 @@ fn write_record(session: Session, counts: Counts, end: &End) {
     }
     debug!(
         request_id = %record.request_id,
-        frames_up = counts.frames_up,
-        frames_down = counts.frames_down,
+        frames_up = up.frames,
+        frames_down = down.frames,
         complete = record.complete,
         "WebSocket closed"
     );
