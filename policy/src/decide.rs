@@ -429,13 +429,7 @@ impl Policy {
     /// passes (airlock injects into the handshake's headers only).
     pub fn check_message(&self, tenant: TenantId, route: RouteId, payload: &[u8]) -> Result<(), Denial> {
         let t = &self.tenants[tenant.0];
-        let mut owners: Vec<RouteId> =
-            self.placeholders.find_iter(payload).map(|m| self.placeholder_routes[m.pattern().as_usize()]).collect();
-        if payload.contains(&b'%') {
-            let decoded = percent_decode(payload);
-            owners
-                .extend(self.placeholders.find_iter(&decoded).map(|m| self.placeholder_routes[m.pattern().as_usize()]));
-        }
+        let owners = self.owners_in_text(payload);
         if owners.iter().any(|r| r.tenant != tenant.0) {
             return Err(Denial {
                 route: Some(route),
@@ -478,17 +472,8 @@ impl Policy {
         let t = &self.tenants[tenant.0];
         let mut owners = Vec::new();
         for (name, value) in fields {
-            owners.extend(
-                self.placeholder_names
-                    .find_iter(name.as_bytes())
-                    .map(|m| self.placeholder_routes[m.pattern().as_usize()]),
-            );
-            owners.extend(self.placeholders.find_iter(value).map(|m| self.placeholder_routes[m.pattern().as_usize()]));
-            if let Some(decoded) = basic_credentials(value) {
-                owners.extend(
-                    self.placeholders.find_iter(&decoded).map(|m| self.placeholder_routes[m.pattern().as_usize()]),
-                );
-            }
+            owners.extend(self.owners_in_name(name));
+            owners.extend(self.owners_in_value(value));
         }
         if owners.iter().any(|r| r.tenant != tenant.0) {
             return Err(Denial {
@@ -517,32 +502,49 @@ impl Policy {
         Ok(())
     }
 
-    /// Every placeholder in the headers (raw and inside Basic credentials)
-    /// and the request target, with the route owning it.
+    /// Every placeholder in the headers (names; values raw and inside Basic
+    /// credentials) and the request target, with the route owning it.
     fn find_placeholders(&self, req: &RequestInfo<'_>) -> Vec<(Spot, RouteId)> {
         let mut found = Vec::new();
         for (name, _) in req.headers {
-            for m in self.placeholder_names.find_iter(name.as_bytes()) {
-                found.push((Spot::HeaderName, self.placeholder_routes[m.pattern().as_usize()]));
-            }
+            found.extend(self.owners_in_name(name).map(|r| (Spot::HeaderName, r)));
         }
-        let mut scan = |spot: Spot, bytes: &[u8]| {
-            for m in self.placeholders.find_iter(bytes) {
-                found.push((spot, self.placeholder_routes[m.pattern().as_usize()]));
-            }
-        };
         for (i, (_, value)) in req.headers.iter().enumerate() {
-            scan(Spot::Header(i), value);
-            if let Some(decoded) = basic_credentials(value) {
-                scan(Spot::Header(i), &decoded);
-            }
+            found.extend(self.owners_in_value(value).into_iter().map(|r| (Spot::Header(i), r)));
         }
-        scan(Spot::Target, req.target.as_bytes());
-        // Percent-encoded placeholders in the URL count too.
-        if req.target.contains('%') {
-            scan(Spot::Target, &percent_decode(req.target.as_bytes()));
-        }
+        found.extend(self.owners_in_text(req.target.as_bytes()).into_iter().map(|r| (Spot::Target, r)));
         found
+    }
+
+    /// The route owning each placeholder in `bytes`, as written.
+    fn owners<'a>(&'a self, bytes: &'a [u8]) -> impl Iterator<Item = RouteId> + 'a {
+        self.placeholders.find_iter(bytes).map(|m| self.placeholder_routes[m.pattern().as_usize()])
+    }
+
+    /// The owners of the placeholders in a header name, whatever their case
+    /// (HTTP lower-cases names).
+    fn owners_in_name<'a>(&'a self, name: &'a str) -> impl Iterator<Item = RouteId> + 'a {
+        self.placeholder_names.find_iter(name.as_bytes()).map(|m| self.placeholder_routes[m.pattern().as_usize()])
+    }
+
+    /// The owners of the placeholders in a field value: as written, and
+    /// inside `Basic` credentials.
+    fn owners_in_value(&self, value: &[u8]) -> Vec<RouteId> {
+        let mut owners: Vec<RouteId> = self.owners(value).collect();
+        if let Some(decoded) = basic_credentials(value) {
+            owners.extend(self.owners(&decoded));
+        }
+        owners
+    }
+
+    /// The owners of the placeholders in text such as a URL or a message:
+    /// as written, and percent-decoded.
+    fn owners_in_text(&self, text: &[u8]) -> Vec<RouteId> {
+        let mut owners: Vec<RouteId> = self.owners(text).collect();
+        if text.contains(&b'%') {
+            owners.extend(self.owners(&percent_decode(text)));
+        }
+        owners
     }
 }
 
