@@ -51,15 +51,17 @@ impl Destination {
         if self.https { 443 } else { 80 }
     }
 
+    /// `host[:port]`, the port left out when it is the scheme's default and
+    /// an IPv6 literal in brackets.
+    fn authority(&self) -> String {
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        if self.port == self.default_port() { host } else { format!("{host}:{}", self.port) }
+    }
+
     /// `scheme://host[:port]` for the upstream URI.
     pub(crate) fn origin(&self) -> String {
         let scheme = if self.https { "https" } else { "http" };
-        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
-        if self.port == self.default_port() {
-            format!("{scheme}://{host}")
-        } else {
-            format!("{scheme}://{host}:{}", self.port)
-        }
+        format!("{scheme}://{}", self.authority())
     }
 }
 
@@ -420,7 +422,7 @@ fn response_head(status: StatusCode, headers: HeaderMap, body: Body) -> Response
 /// `danger_plaintext_private_upstream` and the host resolves only to
 /// loopback or private addresses.
 async fn check_plaintext(loaded: &Loaded, dest: &Destination, route: &Route) -> Result<(), Denial> {
-    let authority = if dest.port == 80 { dest.host.clone() } else { format!("{}:{}", dest.host, dest.port) };
+    let authority = dest.authority();
     let https = format!("https://{authority}/…");
     if !route.danger_plaintext_private_upstream {
         return Err(Denial::new(
@@ -539,11 +541,7 @@ fn check_authority(req: &Request<Incoming>, dest: &Destination) -> Result<(), De
             .and_then(|a| parse_destination(&a, dest.default_port()))
             .is_some_and(|(h, p)| h == dest.host && p == dest.port);
         if !ok {
-            let connected = if dest.port == dest.default_port() {
-                dest.host.clone()
-            } else {
-                format!("{}:{}", dest.host, dest.port)
-            };
+            let connected = dest.authority();
             return Err(Denial::new(
                 DenialCode::MisdirectedRequest,
                 format!("this connection is to {connected}, but the request names another host"),
