@@ -150,3 +150,16 @@ pub async fn next_data(ws: &mut ClientWs) -> Option<Message> {
         }
     }
 }
+
+/// Reads until the peer's close frame arrives (passing over anything else)
+/// and returns it; `None` when the socket ended without one, or with one
+/// that carries no code.
+pub async fn next_close(ws: &mut ClientWs) -> Option<CloseFrame> {
+    loop {
+        match ws.next().await? {
+            Ok(Message::Close(frame)) => return frame,
+            Ok(_) => continue,
+            Err(_) => return None,
+        }
+    }
+}

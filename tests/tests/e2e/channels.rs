@@ -356,13 +356,7 @@ async fn websocket_frames_are_scrubbed_down_and_checked_up() {
     assert_eq!(pings.len(), 1);
     assert_clean("ping", &String::from_utf8_lossy(&pings[0]));
     socket.send(Message::text("bye")).await.unwrap();
-    let close = loop {
-        match socket.next().await {
-            Some(Ok(Message::Close(f))) => break f.unwrap(),
-            Some(Ok(_)) => continue,
-            other => panic!("no close frame: {other:?}"),
-        }
-    };
+    let close = ws::next_close(&mut socket).await.expect("no close frame");
     assert_clean("close reason", close.reason.as_str());
     assert!(close.reason.starts_with("bye "), "{close:?}");
     while let Some(Ok(_)) = socket.next().await {}
@@ -379,13 +373,7 @@ async fn websocket_frames_are_scrubbed_down_and_checked_up() {
         socket.send(Message::text("hello")).await.unwrap();
         assert_eq!(ws::next_data(&mut socket).await, Some(Message::text("hello")));
         socket.send(Message::binary(format!("{{\"key\":\"{placeholder}\"}}").into_bytes())).await.unwrap();
-        let close = loop {
-            match socket.next().await {
-                Some(Ok(Message::Close(f))) => break f.unwrap(),
-                Some(Ok(_)) => continue,
-                other => panic!("not closed: {other:?}"),
-            }
-        };
+        let close = ws::next_close(&mut socket).await.expect("not closed");
         assert_eq!((u16::from(close.code), close.reason.as_str()), (1008, format!("airlock: {code}").as_str()));
         assert!(!upstream.seen().iter().any(|s| s.header("message").is_some_and(|m| m.contains(placeholder))));
         let audit = proxy.audit_lines();
@@ -464,13 +452,7 @@ async fn websocket_messages_are_bounded() {
     socket.send(Message::text("x".repeat(4000))).await.unwrap();
     assert_eq!(ws::next_data(&mut socket).await, Some(Message::text("x".repeat(4000))));
     socket.send(Message::text("y".repeat(5000))).await.unwrap();
-    let close = loop {
-        match socket.next().await {
-            Some(Ok(Message::Close(f))) => break f.unwrap(),
-            Some(Ok(_)) => continue,
-            other => panic!("not closed: {other:?}"),
-        }
-    };
+    let close = ws::next_close(&mut socket).await.expect("not closed");
     assert_eq!(u16::from(close.code), 1009, "{close:?}");
     assert!(!upstream.seen().iter().any(|s| s.header("message").is_some_and(|m| m.starts_with('y'))));
     assert_eq!(record(&proxy, "/ws").await["complete"], false);

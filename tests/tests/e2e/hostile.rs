@@ -470,17 +470,8 @@ async fn idle_tunnels_and_websockets_are_closed() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let started = std::time::Instant::now();
-    let closed = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match socket.next().await {
-                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
-                Some(Ok(_)) => continue,
-                _ => return None,
-            }
-        }
-    })
-    .await;
-    assert_eq!(closed.expect("the idle WebSocket was never closed"), Some(1001));
+    let closed = tokio::time::timeout(Duration::from_secs(10), airlock_tests::ws::next_close(&mut socket)).await;
+    assert_eq!(closed.expect("the idle WebSocket was never closed").map(|f| u16::from(f.code)), Some(1001));
     assert!(started.elapsed() >= Duration::from_millis(600), "closed before the idle timeout");
 
     still_serves(&proxy, &upstream).await;

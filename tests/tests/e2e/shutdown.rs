@@ -8,7 +8,7 @@ use airlock_tests::client;
 use airlock_tests::upstream::Protocols;
 use airlock_tests::ws::tungstenite::Message;
 use airlock_tests::*;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -79,18 +79,10 @@ async fn sigterm_drains_in_flight_requests_then_cuts_off_the_rest() {
         endings.push(String::from_utf8_lossy(&rest).into_owned());
     }
     // ...and is closed (1001) when it ends.
-    let close = tokio::time::timeout(Duration::from_secs(15), async {
-        loop {
-            match socket.next().await {
-                Some(Ok(Message::Close(f))) => return f.map(|f| u16::from(f.code)),
-                Some(Ok(_)) => continue,
-                _ => return None,
-            }
-        }
-    })
-    .await
-    .expect("the WebSocket outlived the grace period");
-    assert_eq!(close, Some(1001));
+    let close = tokio::time::timeout(Duration::from_secs(15), airlock_tests::ws::next_close(&mut socket))
+        .await
+        .expect("the WebSocket outlived the grace period");
+    assert_eq!(close.map(|f| u16::from(f.code)), Some(1001));
     let whole = |t: &String| t.contains("\"n\": 2") && t.ends_with("0\r\n\r\n");
     assert_eq!(endings.iter().filter(|t| whole(t)).count(), 1, "{endings:?}");
     assert!(endings.iter().any(|t| !t.contains("\"n\": 2") && !t.ends_with("0\r\n\r\n")), "{endings:?}");
