@@ -73,10 +73,6 @@ impl Scrubbers {
         let mut b = PatternSetBuilder::new();
         for (inj, orig) in injected {
             b.injected(inj, orig);
-            let trimmed = inj.trim_ascii();
-            if trimmed.len() != inj.len() && trimmed.len() >= MIN_TRIMMED {
-                b.injected(trimmed, orig.trim_ascii());
-            }
         }
         // The injected values come first so they win over the raw secret
         // inside them (leftmost-longest picks them anyway; this keeps the
@@ -101,17 +97,6 @@ fn tenant_builder(policy: &Policy, vault: &Vault, tenant: TenantId) -> PatternSe
         let replacement =
             t.routes.iter().find(|r| &r.secret == name).map(|r| r.placeholder.as_bytes()).unwrap_or(REDACTED);
         b.secret(&SecretForms { value: value.expose(), replacement });
-        // HTTP drops whitespace around a field value (RFC 9110 §5.5), so a
-        // value stored with a stray space or tab reaches, and comes back
-        // from, the upstream without it.
-        let trimmed = value.expose().trim_ascii();
-        if trimmed.len() != value.expose().len() && trimmed.len() >= MIN_TRIMMED {
-            b.secret(&SecretForms { value: trimmed, replacement });
-        }
     }
     b
 }
-
-/// The shortest whitespace-trimmed value still scrubbed on its own (a
-/// shorter one would rewrite ordinary text).
-const MIN_TRIMMED: usize = 8;

@@ -113,17 +113,25 @@ impl PatternSetBuilder {
     /// Adds every form of a secret: the value in every spelling (replaced
     /// by `replacement`), and base64 at each byte alignment in both
     /// alphabets (replaced by `[REDACTED]`).
+    /// A value with spaces or tabs around it is also added without them.
     pub fn secret(&mut self, s: &SecretForms<'_>) -> &mut Self {
-        self.literal(s.value, s.replacement);
-        self.base64(s.value);
+        for value in std::iter::once(s.value).chain(trimmed(s.value)) {
+            self.literal(value, s.replacement);
+            self.base64(value);
+        }
         self
     }
 
     /// Adds a header value airlock injected (replaced by what the agent sent)
-    /// and its base64 forms (replaced by `[REDACTED]`).
+    /// and its base64 forms (replaced by `[REDACTED]`), also without the
+    /// spaces or tabs around it.
     pub fn injected(&mut self, injected: &[u8], original: &[u8]) -> &mut Self {
         self.literal(injected, original);
         self.base64(injected);
+        if let Some(value) = trimmed(injected) {
+            self.literal(value, original.trim_ascii());
+            self.base64(value);
+        }
         self
     }
 
@@ -239,6 +247,15 @@ fn normalised_only(value: &[u8], intro: u8) -> Vec<u8> {
         i += raw;
     }
     out
+}
+
+/// `value` without the spaces and tabs around it, when it has some and
+/// what remains is long enough to match on its own. HTTP drops them from a
+/// field value (RFC 9110 §5.5), so a value stored with a stray space
+/// reaches, and comes back from, the upstream without it.
+fn trimmed(value: &[u8]) -> Option<&[u8]> {
+    let t = value.trim_ascii();
+    (t.len() != value.len() && t.len() >= MIN_VARIANT).then_some(t)
 }
 
 /// The patterns that catch `value` in every spelling the normaliser undoes
