@@ -249,10 +249,8 @@ async fn prepare(shared: &Shared, loaded: &Loaded, req: Request<Incoming>) -> Re
         // serde's message may quote part of the envelope; scrub it like
         // anything else airlock sends back.
         let set = loaded.scrubbers.for_request(policy, &shared.vault, tenant, &[]);
-        let mut msg = Vec::new();
-        set.replace_all(e.to_string().as_bytes(), &mut msg);
         let denial = bad_request(
-            format!("the action envelope is not valid: {}", String::from_utf8_lossy(&msg)),
+            format!("the action envelope is not valid: {}", set.scrub_text(&e.to_string())),
             "send JSON like {\"tenant\": \"…\", \"service\": \"…\", \"method\": \"GET\", \"path\": \"/…\"} \
              (fields: tenant, service, verb, method, path, query, headers, body, body_encoding)",
         );

@@ -22,7 +22,7 @@ use crate::redact::{Decoder, Ended, RedactBody, RedactionCount, scrub_headers};
 use crate::respond::{self, REQUEST_ID_HEADER, denial_response, request_id};
 use crate::send::{DecidedRoute, Outgoing, Sent, Upgrades, send};
 use crate::server::{ConnGuard, Loaded, Shared, parse_destination};
-use crate::tunnel::upstream_denial;
+use crate::tunnel::connect_denial;
 use crate::{Body, limits, websocket};
 
 /// Where the agent's connection goes: fixed by the CONNECT (or the
@@ -180,22 +180,18 @@ impl<'a> Audit<'a> {
     /// nothing the agent reads may hold a secret.
     pub(crate) fn scrubbed(&self, denial: &Denial) -> Denial {
         let set = self.loaded.scrubbers.for_request(&self.loaded.policy, &self.shared.vault, self.tenant, &[]);
-        let scrub = |text: &str| {
-            let mut out = Vec::with_capacity(text.len());
-            set.replace_all(text.as_bytes(), &mut out);
-            String::from_utf8_lossy(&out).into_owned()
-        };
-        Denial { message: scrub(&denial.message), next_step: scrub(&denial.next_step), ..denial.clone() }
+        Denial {
+            message: set.scrub_text(&denial.message),
+            next_step: set.scrub_text(&denial.next_step),
+            ..denial.clone()
+        }
     }
 }
 
 /// `path` with any secret in it replaced, as no audit record or log line may
 /// hold one.
 fn scrub_path(shared: &Shared, loaded: &Loaded, tenant: TenantId, path: &str) -> String {
-    let set = loaded.scrubbers.for_request(&loaded.policy, &shared.vault, tenant, &[]);
-    let mut out = Vec::with_capacity(path.len());
-    set.replace_all(path.as_bytes(), &mut out);
-    String::from_utf8_lossy(&out).into_owned()
+    loaded.scrubbers.for_request(&loaded.policy, &shared.vault, tenant, &[]).scrub_text(path)
 }
 
 /// Decides and forwards one request to a routed (or egress-denied) host.
@@ -435,12 +431,7 @@ async fn check_plaintext(loaded: &Loaded, dest: &Destination, route: &Route) -> 
             format!("use {https} (with HTTPS_PROXY set); if the API only speaks plain HTTP, ask the operator"),
         ));
     }
-    let addrs = loaded
-        .upstream
-        .resolver
-        .resolve(&dest.host, dest.port)
-        .await
-        .map_err(|e| upstream_denial(e.code(), e.to_string()))?;
+    let addrs = loaded.upstream.resolver.resolve(&dest.host, dest.port).await.map_err(|e| connect_denial(&e))?;
     if let Some(public) = addrs.iter().find(|a| !host::is_non_public(a.ip())) {
         return Err(Denial::new(
             DenialCode::InsecureUpstream,

@@ -35,7 +35,7 @@ pub(crate) async fn open(loaded: &Loaded, tenant: TenantId, host: &str, port: u1
     loaded.upstream.resolver.connect(host, port).await.map_err(|e| connect_denial(&e))
 }
 
-fn connect_denial(e: &crate::upstream::ConnectError) -> Denial {
+pub(crate) fn connect_denial(e: &crate::upstream::ConnectError) -> Denial {
     upstream_denial(e.code(), e.to_string())
 }
 

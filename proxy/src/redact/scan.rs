@@ -256,6 +256,15 @@ impl PatternSet {
         scan(self, input, &mut carry, &mut Normalised::default(), true, out);
         carry.count
     }
+
+    /// `text` with every match replaced, as text: for what airlock writes
+    /// down or shows (a path in the audit record and logs, a denial's
+    /// message).
+    pub fn scrub_text(&self, text: &str) -> String {
+        let mut out = Vec::with_capacity(text.len());
+        self.replace_all(text.as_bytes(), &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
 }
 
 /// Streaming replacement over a body that arrives in frames.
