@@ -204,13 +204,11 @@ where
         // The body outgrew its limit while streaming (`Limited` failed it;
         // over HTTP/2 the error that surfaces is only the stream reset).
         Ok(Err(_)) if sent.load(Ordering::Relaxed) > body_limit => return Err(limits::body_too_large(body_limit)),
-        // The request's trailer carried a placeholder; it was not sent.
-        Ok(Err(_)) if refused.lock().is_ok_and(|r| r.is_some()) => {
-            return Err(refused.lock().ok().and_then(|mut r| r.take()).unwrap_or_else(|| {
-                Denial::new(DenialCode::BadRequest, "the request's trailer was refused", "send no trailer fields")
-            }));
-        }
         Ok(Err(e)) => {
+            // The request's trailer carried a placeholder; it was not sent.
+            if let Some(denial) = refused.lock().ok().and_then(|mut r| r.take()) {
+                return Err(denial);
+            }
             let (code, reason) = upstream::classify(&e);
             debug!(%code, "upstream request failed");
             return Err(upstream_denial(code, reason));
