@@ -1,14 +1,19 @@
 //! What an agent needs to go through airlock: the proxy URL with its
-//! tenant's credentials, a CA bundle its HTTP stack trusts, and each route's
-//! placeholder in its env var. Used by `airlock run` and `airlock env`.
+//! tenant's credentials, a CA bundle its HTTP stack trusts, each route's
+//! placeholder in its env var, and a `NO_PROXY` that keeps loopback (the
+//! agent's own dev servers) direct but never lets a route's host bypass
+//! airlock. Used by `airlock run` and `airlock env`.
 
 use std::fs;
 use std::io;
+use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use airlock_ca::CertificateAuthority;
-use airlock_policy::Policy;
+use airlock_policy::host::HostPattern;
+use airlock_policy::{Policy, Tenant};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 /// The bundle file written in AIRLOCK_HOME: system roots, then the airlock
 /// CA.
@@ -20,6 +25,24 @@ pub const BUNDLE_VARS: [&str; 5] =
     ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "PIP_CERT"];
 /// Variables that carry the proxy URL.
 pub const PROXY_VARS: [&str; 4] = ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"];
+/// Variables that list hosts reached without the proxy (curl, requests,
+/// httpx, Go, git and pip read one or the other).
+pub const NO_PROXY_VARS: [&str; 2] = ["NO_PROXY", "no_proxy"];
+/// Loopback names and addresses an agent reaches directly (its own dev
+/// servers), unless a route of its tenant names one of them.
+pub const LOOPBACK: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+/// What RFC 3986 §3.2.1 userinfo may hold unencoded for our purpose: only
+/// the unreserved characters (§2.3). `:`, `@`, `/`, `#`, `%` and the rest
+/// are percent-encoded, so no token can end the userinfo early.
+const USERINFO: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// `http://tenant:token@authority`, with the tenant name and token
+/// percent-encoded (RFC 3986 §3.2.1). Clients decode them before sending
+/// `Proxy-Authorization: Basic`, so any printable token works.
+pub fn proxy_url(tenant: &str, token: &str, authority: &str) -> String {
+    format!("http://{}:{}@{authority}", utf8_percent_encode(tenant, USERINFO), utf8_percent_encode(token, USERINFO))
+}
 
 /// Why the agent environment cannot be made.
 #[derive(Debug, thiserror::Error)]
@@ -89,18 +112,35 @@ pub fn write_bundle(home: &Path) -> Result<PathBuf, AgentEnvError> {
     Ok(path)
 }
 
+/// The environment an agent gets.
+#[derive(Debug)]
+pub struct AgentEnv {
+    /// The variables, in a stable order.
+    pub vars: Vec<(String, String)>,
+    /// Entries of the inherited `NO_PROXY` left out because they would send
+    /// a route's host around airlock.
+    pub dropped_no_proxy: Vec<String>,
+}
+
 /// The variables for an agent of `tenant` using the proxy at
-/// `proxy_authority` (`host:port`), in a stable order.
+/// `proxy_authority` (`host:port`). `inherited_no_proxy` is the caller's
+/// own `NO_PROXY`/`no_proxy` (comma-separated lists), kept but for entries
+/// that cover one of the tenant's route hosts.
 pub fn agent_env(
     home: &Path,
     policy: &Policy,
     tenant: &str,
     proxy_authority: &str,
-) -> Result<Vec<(String, String)>, AgentEnvError> {
+    inherited_no_proxy: &[String],
+) -> Result<AgentEnv, AgentEnvError> {
     let (_, t) = policy.tenant_by_name(tenant).ok_or_else(|| AgentEnvError::UnknownTenant(tenant.to_owned()))?;
     let bundle = write_bundle(home)?;
-    let url = format!("http://{}:{}@{proxy_authority}", t.name, t.token());
+    let url = proxy_url(&t.name, t.token(), proxy_authority);
     let mut vars: Vec<(String, String)> = PROXY_VARS.iter().map(|k| ((*k).to_owned(), url.clone())).collect();
+    let (no_proxy, dropped_no_proxy) = no_proxy(t, inherited_no_proxy);
+    for k in NO_PROXY_VARS {
+        vars.push((k.to_owned(), no_proxy.clone()));
+    }
     for k in BUNDLE_VARS {
         vars.push((k.to_owned(), bundle.display().to_string()));
     }
@@ -110,7 +150,88 @@ pub fn agent_env(
             vars.push((env.clone(), r.placeholder.clone()));
         }
     }
-    Ok(vars)
+    Ok(AgentEnv { vars, dropped_no_proxy })
+}
+
+/// The `NO_PROXY` list for an agent of `tenant`: the loopback names, then
+/// the inherited entries, each left out when it would cover a route's host
+/// (those must go through airlock, or the agent would send placeholders
+/// straight to the API). Returns the list and the inherited entries left
+/// out.
+pub fn no_proxy(tenant: &Tenant, inherited: &[String]) -> (String, Vec<String>) {
+    let covers_route = |entry: &str| tenant.routes.iter().any(|r| bypasses(entry, &r.host));
+    let mut kept: Vec<String> = LOOPBACK.iter().filter(|e| !covers_route(e)).map(|e| (*e).to_owned()).collect();
+    let mut dropped = Vec::new();
+    for entry in inherited.iter().flat_map(|list| list.split(',')).map(str::trim).filter(|e| !e.is_empty()) {
+        if covers_route(entry) {
+            dropped.push(entry.to_owned());
+        } else if !kept.iter().any(|k| k.eq_ignore_ascii_case(entry)) {
+            kept.push(entry.to_owned());
+        }
+    }
+    dropped.dedup();
+    (kept.join(","), dropped)
+}
+
+/// Whether a `NO_PROXY` entry would let a client reach some host `route`
+/// matches without the proxy, under any client's reading of the list:
+/// `*`; a name matching the host or a parent domain (`example.com`,
+/// `.example.com`, `*.example.com`); an IP address or CIDR block holding
+/// the host's address. A port on the entry (Go reads `host:port`) is
+/// ignored, so an entry for any port of the host counts.
+fn bypasses(entry: &str, route: &HostPattern) -> bool {
+    let entry = entry.trim().to_ascii_lowercase();
+    if entry == "*" {
+        return true;
+    }
+    if let Some((net, bits)) = entry.split_once('/') {
+        let route_ip = match route {
+            HostPattern::Exact(h) => h.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok(),
+            HostPattern::Wildcard(_) => None,
+        };
+        return match (net.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>(), bits.parse::<u8>()) {
+            (Ok(net), Ok(bits)) => route_ip.is_some_and(|ip| in_block(ip, net, bits)),
+            // Not a block any client reads: compare it as a name.
+            _ => false,
+        };
+    }
+    let name = entry.trim_start_matches("*.").trim_start_matches('.');
+    let name = match airlock_policy::host::split_host_port(name) {
+        Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
+        None => name,
+    };
+    let name = name.trim_end_matches('.');
+    if name.is_empty() {
+        return false;
+    }
+    let under = |host: &str, parent: &str| host == parent || host.ends_with(&format!(".{parent}"));
+    match route {
+        HostPattern::Exact(host) => {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            match (host.parse::<IpAddr>(), name.parse::<IpAddr>()) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => under(host, name),
+            }
+        }
+        // `*.suffix` matches names under `suffix`: an entry for `suffix`, a
+        // parent of it, or any name under it covers some of them.
+        HostPattern::Wildcard(suffix) => under(suffix, name) || under(name, suffix),
+    }
+}
+
+/// Whether `ip` is in the block `net/bits` (same address family only).
+fn in_block(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(ip), IpAddr::V4(net)) if bits <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
+            u32::from(ip) & mask == u32::from(net) & mask
+        }
+        (IpAddr::V6(ip), IpAddr::V6(net)) if bits <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
+            u128::from(ip) & mask == u128::from(net) & mask
+        }
+        _ => false,
+    }
 }
 
 /// Output formats of `airlock env`.
@@ -134,4 +255,60 @@ pub fn render(vars: &[(String, String)], format: Format) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(spec: &str) -> HostPattern {
+        HostPattern::parse(spec).map(|(p, _)| p).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn no_proxy_entries_that_reach_a_route_host_are_found() {
+        for (entry, route) in [
+            ("*", "api.example.com"),
+            ("api.example.com", "api.example.com"),
+            ("API.Example.com.", "api.example.com"),
+            ("example.com", "api.example.com"),
+            (".example.com", "api.example.com"),
+            ("*.example.com", "api.example.com"),
+            ("api.example.com:8443", "api.example.com"),
+            ("example.com", "*.example.com"),
+            ("x.example.com", "*.example.com"),
+            ("127.0.0.1", "127.0.0.1"),
+            ("127.0.0.0/8", "127.0.0.1"),
+            ("10.1.0.0/16", "10.1.2.3"),
+            ("::1", "[::1]"),
+            ("[::1]", "[::1]"),
+            ("::/0", "[::1]"),
+            ("fd00::/8", "[fd00::5]"),
+        ] {
+            assert!(bypasses(entry, &pattern(route)), "{entry} should cover {route}");
+        }
+        for (entry, route) in [
+            ("sub.api.example.com", "api.example.com"),
+            ("pi.example.com", "api.example.com"),
+            ("example.org", "api.example.com"),
+            ("localhost", "127.0.0.1"),
+            ("127.0.0.2", "127.0.0.1"),
+            ("10.2.0.0/16", "10.1.2.3"),
+            ("127.0.0.0/8", "[::1]"),
+            ("127.0.0.0/x", "127.0.0.1"),
+            ("", "api.example.com"),
+            (".", "api.example.com"),
+        ] {
+            assert!(!bypasses(entry, &pattern(route)), "{entry} should not cover {route}");
+        }
+    }
+
+    #[test]
+    fn proxy_urls_keep_only_unreserved_characters_unencoded() {
+        assert_eq!(proxy_url("acme", "a-b.c_d~e", "127.0.0.1:8080"), "http://acme:a-b.c_d~e@127.0.0.1:8080");
+        assert_eq!(
+            proxy_url("acme", "p:w@h/x#y%z?", "127.0.0.1:8080"),
+            "http://acme:p%3Aw%40h%2Fx%23y%25z%3F@127.0.0.1:8080"
+        );
+    }
 }

@@ -213,7 +213,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(h) => format!("{h}:{}", listen.port()),
                 None => listen.to_string(),
             };
-            let vars = airlock::agent::agent_env(&home.dir, &policy, &tenant, &authority)?;
+            // The environment printed is for another machine or container:
+            // this shell's own NO_PROXY is not carried over.
+            let vars = airlock::agent::agent_env(&home.dir, &policy, &tenant, &authority, &[])?.vars;
             let format = match format {
                 EnvFormat::Sh => airlock::agent::Format::Sh,
                 EnvFormat::Dotenv => airlock::agent::Format::Dotenv,
@@ -356,7 +358,7 @@ fn serve(home: Home) -> anyhow::Result<ExitCode> {
             && let Some((name, token)) = first_tenant
         {
             eprintln!("\nPoint an agent at it (tenant '{name}'):");
-            eprintln!("  export HTTPS_PROXY=http://{name}:{token}@{addr}");
+            eprintln!("  export HTTPS_PROXY={}", airlock::agent::proxy_url(&name, &token, &addr.to_string()));
             eprintln!("  airlock ca export --bundle > airlock-bundle.pem   # system roots + airlock CA");
             eprintln!("  export SSL_CERT_FILE=$PWD/airlock-bundle.pem NODE_EXTRA_CA_CERTS={}", ca.display());
             eprintln!("Give the starter route its key:  airlock secret set example");
@@ -501,7 +503,17 @@ fn run_agent(home: Home, tenant: Option<&str>, command: &[String]) -> anyhow::Re
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let (addr, running) = find_or_start_proxy(&home, listen).await?;
-        let vars = airlock::agent::agent_env(&home.dir, &policy, &tenant, &addr.to_string())?;
+        let inherited: Vec<String> =
+            airlock::agent::NO_PROXY_VARS.iter().filter_map(|k| std::env::var(k).ok()).collect();
+        let env = airlock::agent::agent_env(&home.dir, &policy, &tenant, &addr.to_string(), &inherited)?;
+        if !env.dropped_no_proxy.is_empty() {
+            eprintln!(
+                "airlock: left {} out of NO_PROXY for the agent: it would send tenant '{tenant}''s route hosts around \
+                 airlock",
+                env.dropped_no_proxy.join(", ")
+            );
+        }
+        let vars = env.vars;
         let (program, args) = command.split_first().context("no command given")?;
         let mut agent = tokio::process::Command::new(program);
         // The agent gets none of the variables `env` secrets read (every

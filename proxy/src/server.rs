@@ -457,6 +457,9 @@ async fn proxy_request(
         info!(request_id = %request_id, code = %denial.code, "refused");
         resp
     };
+    if let Err(denial) = check_target(https, authority.as_deref(), dest.is_some()) {
+        return refuse(denial, None, "", 0);
+    }
     let Some((host, port)) = dest.filter(|_| https || plain_http) else {
         let denial = Denial::new(
             DenialCode::BadRequest,
@@ -533,6 +536,27 @@ async fn proxy_request(
     }
     .instrument(span)
     .await
+}
+
+/// Checks a CONNECT's target before anything is looked up or connected:
+/// RFC 9110 §9.3.6 allows only the authority form, `host:port`, with the
+/// port given (and an IPv6 literal in brackets). `parsed` tells whether
+/// [`parse_destination`] accepted it.
+fn check_target(connect: bool, authority: Option<&str>, parsed: bool) -> Result<(), Denial> {
+    if !connect {
+        return Ok(());
+    }
+    let has_port = authority
+        .and_then(|a| host::split_host_port(a))
+        .is_some_and(|(_, port)| port.is_some());
+    if parsed && has_port {
+        return Ok(());
+    }
+    Err(Denial::new(
+        DenialCode::BadRequest,
+        "a CONNECT target must be host:port with a port in 1-65535 (an IPv6 address in brackets: [::1]:443)",
+        "send CONNECT host:port, e.g. CONNECT api.example.com:443",
+    ))
 }
 
 /// Parses a CONNECT target or absolute URI authority into a normalised

@@ -13,6 +13,7 @@ pub mod apps;
 mod behaviours;
 pub mod client;
 mod git_cgi;
+pub mod origin;
 pub mod raw_upstream;
 pub mod relay;
 pub mod upstream;

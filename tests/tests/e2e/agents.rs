@@ -184,3 +184,99 @@ async fn airlock_run_uses_a_running_serve_found_by_its_health_check() {
     assert_eq!((records[0]["path"].as_str(), records[0]["decision"].as_str()), (Some("/echo"), Some("allow")));
     serve.child.kill().await.unwrap();
 }
+
+/// A token with every character that means something in a URL: `run` and
+/// `env` percent-encode it in the proxy URL (RFC 3986 §3.2.1), so clients
+/// find the proxy and send the token back whole. Unencoded, curl read
+/// `w` as the proxy's host.
+#[tokio::test]
+async fn proxy_urls_percent_encode_a_token_with_url_characters() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let token = "Pa:ss@w/rd#50%-?q=1&x+y ~[]!$'()*,;";
+    let token = token.replace(' ', "_");
+    let home = TempHome::new("agents-token");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = standard_config(&upstream, "", "")
+        .replace(ACME_TOKEN, &token.replace('\\', "\\\\").replace('"', "\\\""))
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
+    std::fs::write(home.path.join("airlock.toml"), config).unwrap();
+    store_standard_secrets(&home.path);
+
+    // `airlock env` prints a URL whose host is the proxy's, whatever the
+    // token holds.
+    let env = std::process::Command::new(airlock_bin())
+        .args(["env", "--tenant", "acme", "--format", "dotenv"])
+        .env("AIRLOCK_HOME", &home.path)
+        .env_remove("AIRLOCK_CONFIG")
+        .output()
+        .unwrap();
+    assert!(env.status.success(), "{}", String::from_utf8_lossy(&env.stderr));
+    let text = String::from_utf8_lossy(&env.stdout);
+    let url = text.lines().find_map(|l| l.strip_prefix("HTTPS_PROXY=")).unwrap();
+    assert!(url.ends_with(&format!("@127.0.0.1:{port}")), "{url}");
+    assert_eq!(url.matches('@').count(), 1, "{url}");
+
+    // Real clients under `run` decode it and authenticate with the token.
+    let target = format!("https://api.acme.test:{}/echo", upstream.port());
+    let curl = format!("curl -sS --max-time 20 -H \"Authorization: Bearer $ACME_API_KEY\" {target}");
+    check_client_output("curl", &run(&home, &["sh", "-c", &curl]).await);
+    let code = format!(
+        "import os, requests\nr = requests.get('{target}', headers={{'Authorization': 'Bearer ' + os.environ['ACME_API_KEY']}}, timeout=20)\nr.raise_for_status()\nprint(r.text)\n"
+    );
+    check_client_output("requests", &run(&home, &[&venv_python(), "-c", &code]).await);
+    let records = audit_records(&home);
+    assert!(records.iter().all(|r| r["decision"] == "allow"), "{records:?}");
+    assert_eq!(records.len(), 2, "{records:?}");
+}
+
+/// The standard config without its route to `127.0.0.1`.
+fn config_without_ip_route(upstream: &Upstream) -> String {
+    let config = standard_config(upstream, "", "");
+    let start = config.find("[[tenants.acme.routes]]\nname = \"by-ip\"").unwrap();
+    let end = config[start..].find("[tenants.beta]").unwrap() + start;
+    format!("{}{}", &config[..start], &config[end..])
+}
+
+/// The agent's own dev server on loopback is reached directly under `run`
+/// (it was refused as `private_egress_denied`), but a loopback address a
+/// route names still goes through airlock, and so does every route host a
+/// user's own `NO_PROXY` names: those entries are left out, with a note.
+#[tokio::test]
+async fn run_keeps_loopback_direct_but_never_a_route_host() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let dev = Upstream::start(Protocols::Plain).await;
+    let home = TempHome::new("agents-noproxy");
+    std::fs::write(home.path.join("airlock.toml"), config_without_ip_route(&upstream)).unwrap();
+    store_standard_secrets(&home.path);
+    for url in [format!("http://127.0.0.1:{}/dev", dev.port()), format!("http://localhost:{}/dev", dev.port())] {
+        let out = run(&home, &["curl", "-sS", "-f", "--max-time", "20", &url]).await;
+        assert!(out.status.success(), "{url}: {}", output_text(&out));
+    }
+    assert_eq!(dev.seen().len(), 2);
+    assert!(audit_records(&home).is_empty(), "loopback went through airlock: {:?}", audit_records(&home));
+
+    // A user's NO_PROXY naming a route host (directly, by a parent domain,
+    // or by `*`) loses those entries; the rest are kept.
+    let target = format!("https://api.acme.test:{}/echo", upstream.port());
+    let curl = format!(
+        "echo \"no_proxy=$no_proxy\"; curl -sS --max-time 20 -H \"Authorization: Bearer $ACME_API_KEY\" {target}"
+    );
+    for inherited in ["api.acme.test", ".acme.test,example.org", "*", "ACME.test:443"] {
+        let out = airlock_run(&home, &["sh", "-c", &curl]).env("NO_PROXY", inherited).output().await.unwrap();
+        check_client_output(&format!("curl with NO_PROXY={inherited}"), &out);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("out of NO_PROXY"), "{inherited}: {stderr}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout.lines().find(|l| l.starts_with("no_proxy=")).unwrap();
+        assert!(!line.contains("acme") && !line.contains('*'), "{inherited}: {line}");
+        assert_eq!(line.contains("example.org"), inherited.contains("example.org"), "{line}");
+    }
+    assert_eq!(upstream.seen().len(), 4);
+
+    // With a route to 127.0.0.1, that address is not bypassed: requests
+    // to it are airlock's to decide.
+    let home = self::home(&upstream);
+    let out = run(&home, &["sh", "-c", "echo \"$NO_PROXY\""]).await;
+    let no_proxy = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(no_proxy.trim(), "localhost,::1");
+}
