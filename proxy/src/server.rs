@@ -546,9 +546,7 @@ fn check_target(connect: bool, authority: Option<&str>, parsed: bool) -> Result<
     if !connect {
         return Ok(());
     }
-    let has_port = authority
-        .and_then(|a| host::split_host_port(a))
-        .is_some_and(|(_, port)| port.is_some());
+    let has_port = authority.and_then(|a| host::split_host_port(a)).is_some_and(|(_, port)| port.is_some());
     if parsed && has_port {
         return Ok(());
     }

@@ -41,7 +41,8 @@ use crate::upstream::{TEST_NAMES, TestBody, TestCa, ca_with_file, full};
 /// Request headers `/echo` leaves out: a proxy hop sets or removes them
 /// (RFC 9110 §7.6.1 hop-by-hop fields, the authority, and the codings
 /// airlock asks for), so they are not part of what must arrive unchanged.
-pub const HOP_SET: [&str; 7] = ["host", "connection", "keep-alive", "te", "transfer-encoding", "accept-encoding", "upgrade"];
+pub const HOP_SET: [&str; 7] =
+    ["host", "connection", "keep-alive", "te", "transfer-encoding", "accept-encoding", "upgrade"];
 
 /// The reference API.
 #[derive(Debug)]
@@ -240,7 +241,8 @@ async fn answer(req: Request<Incoming>) -> Response<TestBody> {
     }
     if path == "/stream" {
         let n = param("n").unwrap_or(4);
-        let chunks = (0..n).map(|i| Ok::<_, std::io::Error>(Frame::data(Bytes::from(vec![b'a' + (i % 26) as u8; 1024]))));
+        let chunks =
+            (0..n).map(|i| Ok::<_, std::io::Error>(Frame::data(Bytes::from(vec![b'a' + (i % 26) as u8; 1024]))));
         return Response::new(StreamBody::new(futures_util::stream::iter(chunks.collect::<Vec<_>>())).boxed());
     }
     with_status(404, full("no such path\n"))

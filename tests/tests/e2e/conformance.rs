@@ -6,6 +6,8 @@
 //! differences (README, "What airlock changes on the wire"), which
 //! [`compare`] allows one by one and nothing else.
 
+mod protocol;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -125,7 +127,8 @@ async fn curl(bench: &Bench, h2: bool, via: Via, req: &Req) -> Result<Seen, Stri
         .arg(&head_file)
         .arg("-o")
         .arg(&body_file);
-    for k in ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"]
+    for k in
+        ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"]
     {
         cmd.env_remove(k);
     }
