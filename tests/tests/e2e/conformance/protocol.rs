@@ -185,6 +185,10 @@ fn with_trailers(data: &'static [u8], trailers: &[(&'static str, &'static str)])
     StreamBody::new(futures_util::stream::iter(frames)).boxed()
 }
 
+fn empty() -> TestBody {
+    http_body_util::Empty::new().map_err(|never| match never {}).boxed()
+}
+
 /// One request on a fresh connection by `via`, returning the status, the
 /// body and the trailers.
 async fn exchange(bench: &Bench, via: Via, http: Http, req: Request<TestBody>) -> (u16, Bytes, Option<HeaderMap>) {
@@ -249,7 +253,7 @@ async fn trailers_both_ways_as_direct() {
             );
             let (status, body, _) = exchange(&bench, via, http, up).await;
             let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            let down = request(http, &bench, "GET", "/trailers", &[("te", "trailers")], with_trailers(b"", &[]));
+            let down = request(http, &bench, "GET", "/trailers", &[("te", "trailers")], empty());
             let (down_status, down_body, down_trailers) = exchange(&bench, via, http, down).await;
             seen.push((
                 status,
@@ -274,4 +278,82 @@ async fn expect_100_continue_as_direct() {
     let upload: Vec<u8> = (0..300_000u32).map(|i| (i % 199) as u8).collect();
     let case = super::req("POST", "/echo").header("expect", "100-continue").body(upload);
     super::conform(&bench, &[(case, &[super::Client::Curl1, super::Client::Curl2])]).await;
+}
+
+/// Answers with no body (HEAD, 204, 304) and bodies of every framing, in
+/// turn on one kept-alive connection: each answer as direct, and the
+/// connection still usable after each (a HEAD answered with a body, or a
+/// body cut short, would desynchronise everything after it).
+#[tokio::test]
+async fn one_connection_carries_bodiless_and_bodied_answers_in_turn() {
+    let bench = Bench::start().await;
+    let sequence: [(&str, &str, &[(&str, &str)]); 9] = [
+        ("HEAD", "/length/12345", &[]),
+        ("GET", "/status/204", &[]),
+        ("GET", "/status/304", &[("if-none-match", "\"v1\"")]),
+        ("GET", "/length/10", &[]),
+        ("GET", "/not-modified-gzip", &[]),
+        ("HEAD", "/coding/gzip", &[]),
+        ("GET", "/stream?n=3", &[]),
+        ("GET", "/status/205", &[]),
+        ("GET", "/echo", &[]),
+    ];
+    for http in [Http::H1, Http::H2] {
+        let mut runs = Vec::new();
+        for via in [Via::Direct, Via::Airlock] {
+            let alpn: &[&[u8]] = if http == Http::H2 { &[b"h2"] } else { &[b"http/1.1"] };
+            let tls = open(&bench, via, alpn).await.unwrap();
+            let mut seen = Vec::new();
+            macro_rules! run_all {
+                ($sender:expr) => {
+                    for (method, path, headers) in sequence {
+                        let req = request(http, &bench, method, path, headers, empty());
+                        let what = format!("{http:?} {via:?} {method} {path}");
+                        let resp = tokio::time::timeout(Duration::from_secs(20), $sender.send_request(req))
+                            .await
+                            .unwrap_or_else(|_| panic!("{what}: no answer"))
+                            .unwrap_or_else(|e| panic!("{what}: {e}"));
+                        let status = resp.status().as_u16();
+                        let mut headers: Vec<(String, String)> = resp
+                            .headers()
+                            .iter()
+                            .filter(|(n, _)| {
+                                !matches!(n.as_str(), "date" | "x-airlock-request-id" | "transfer-encoding")
+                            })
+                            .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                            .collect();
+                        headers.sort();
+                        let body = resp.into_body().collect().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+                        seen.push((method, path, status, headers, body.to_bytes()));
+                    }
+                };
+            }
+            match http {
+                Http::H1 => {
+                    let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+                    tokio::spawn(conn);
+                    run_all!(s);
+                }
+                Http::H2 => {
+                    let (mut s, conn) =
+                        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
+                    tokio::spawn(conn);
+                    run_all!(s);
+                }
+            }
+            runs.push(seen);
+        }
+        for (direct, through) in runs[0].iter().zip(&runs[1]) {
+            let (method, path) = (direct.0, direct.1);
+            // A body airlock streams loses its Content-Length; a bodiless
+            // answer keeps it.
+            let bodied = method != "HEAD" && !matches!(direct.2, 204 | 205 | 304);
+            let strip = |h: &Vec<(String, String)>| -> Vec<(String, String)> {
+                h.iter().filter(|(n, _)| !(bodied && n == "content-length")).cloned().collect()
+            };
+            assert_eq!(direct.2, through.2, "{http:?} {method} {path}: status");
+            assert_eq!(strip(&direct.3), strip(&through.3), "{http:?} {method} {path}: headers");
+            assert_eq!(direct.4, through.4, "{http:?} {method} {path}: body");
+        }
+    }
 }
