@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the end-to-end tests drive (curl,
-# openssl, python3, git, node and npm, unshare and ip for the network
+# openssl, python3, git, node and npm, go (the conformance suite builds a
+# net/http client), unshare and ip for the network
 # namespace test, a D-Bus session with gnome-keyring for the keychain
 # source; requests and httpx in target/test-venv; undici and the MCP
 # TypeScript SDK from tests/node/package-lock.json in target/test-node), then runs
@@ -11,7 +12,7 @@ cd "$(dirname "$0")/.."
 # tool → the Debian package that provides it.
 declare -A package=(
     [curl]=curl [openssl]=openssl [python3]="python3 python3-venv" [git]=git
-    [node]=nodejs [npm]=npm [unshare]=util-linux [ip]=iproute2
+    [node]=nodejs [npm]=npm [go]=golang-go [unshare]=util-linux [ip]=iproute2
     [dbus-run-session]=dbus-daemon [gnome-keyring-daemon]=gnome-keyring [secret-tool]=libsecret-tools
 )
 missing=() packages=()

@@ -49,9 +49,11 @@ enum Client {
     Requests,
     Httpx,
     Undici,
+    /// Go's net/http, HTTP/2 by ALPN.
+    Go,
 }
 
-const ALL: [Client; 5] = [Client::Curl1, Client::Curl2, Client::Requests, Client::Httpx, Client::Undici];
+const ALL: [Client; 6] = [Client::Curl1, Client::Curl2, Client::Requests, Client::Httpx, Client::Undici, Client::Go];
 
 /// Straight to the API, or through airlock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,7 +115,7 @@ fn scratch(bench: &Bench, name: &str) -> PathBuf {
 async fn fetch(bench: &Bench, client: Client, via: Via, req: &Req) -> Result<Seen, String> {
     match client {
         Client::Curl1 | Client::Curl2 => curl(bench, client == Client::Curl2, via, req).await,
-        Client::Requests | Client::Httpx | Client::Undici => script(bench, client, via, req).await,
+        Client::Requests | Client::Httpx | Client::Undici | Client::Go => script(bench, client, via, req).await,
     }
 }
 
@@ -207,7 +209,31 @@ fn node_modules() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-node/node_modules"))
 }
 
-/// python requests/httpx (`clients/fetch.py`) or undici (`clients/fetch.mjs`).
+/// `clients/fetch.go`, built once per test run.
+fn go_fetch() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            require_tool("go", "golang-go");
+            let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-go");
+            std::fs::create_dir_all(&out).unwrap();
+            let bin = out.join(format!("fetch-{}", std::process::id()));
+            let built = std::process::Command::new("go")
+                .arg("build")
+                .arg("-o")
+                .arg(&bin)
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/fetch.go"))
+                .env("GOFLAGS", "-mod=mod")
+                .output()
+                .unwrap();
+            assert!(built.status.success(), "go build: {}", String::from_utf8_lossy(&built.stderr));
+            bin
+        })
+        .clone()
+}
+
+/// python requests/httpx (`clients/fetch.py`), undici (`clients/fetch.mjs`)
+/// or Go (`clients/fetch.go`).
 async fn script(bench: &Bench, client: Client, via: Via, req: &Req) -> Result<Seen, String> {
     let (ca, proxy) = match via {
         Via::Direct => (bench.origin.ca_path.clone(), None),
@@ -216,6 +242,7 @@ async fn script(bench: &Bench, client: Client, via: Via, req: &Req) -> Result<Se
     let name = match client {
         Client::Requests => "requests",
         Client::Httpx => "httpx",
+        Client::Go => "go",
         _ => "undici",
     };
     let spec = serde_json::json!({
@@ -229,7 +256,9 @@ async fn script(bench: &Bench, client: Client, via: Via, req: &Req) -> Result<Se
         "resolve": {"api.acme.test": "127.0.0.1"},
     });
     let clients = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients");
-    let mut cmd = if client == Client::Undici {
+    let mut cmd = if client == Client::Go {
+        Command::new(go_fetch())
+    } else if client == Client::Undici {
         require_tool("node", "nodejs");
         let mut c = Command::new("node");
         c.arg(clients.join("fetch.mjs")).env("AIRLOCK_TEST_NODE_MODULES", node_modules());
@@ -322,12 +351,13 @@ fn short(values: Option<&Vec<String>>) -> String {
     if text.len() > 200 { format!("{}… ({} bytes)", &text[..200], text.len()) } else { text }
 }
 
-/// Runs every case with every client it names, both ways, and fails with
-/// all the differences found.
+/// Runs every case with every client it names, both ways (four exchanges
+/// at a time), and fails with all the differences found.
 async fn conform(bench: &Bench, cases: &[(Req, &[Client])]) {
-    let mut failures = Vec::new();
-    for (req, clients) in cases {
-        for &client in *clients {
+    use futures_util::StreamExt;
+    let runs = cases.iter().flat_map(|(req, clients)| clients.iter().map(move |&client| (req, client)));
+    let outcomes: Vec<Option<String>> = futures_util::stream::iter(runs)
+        .map(|(req, client)| async move {
             let what = format!("{client:?} {} {}", req.method, req.path);
             let direct = match fetch(bench, client, Via::Direct, req).await {
                 Ok(s) => s,
@@ -336,14 +366,15 @@ async fn conform(bench: &Bench, cases: &[(Req, &[Client])]) {
             match fetch(bench, client, Via::Airlock, req).await {
                 Ok(through) => {
                     let diffs = compare(&direct, &through, req.method);
-                    if !diffs.is_empty() {
-                        failures.push(format!("{what}:\n    {}", diffs.join("\n    ")));
-                    }
+                    (!diffs.is_empty()).then(|| format!("{what}:\n    {}", diffs.join("\n    ")))
                 }
-                Err(e) => failures.push(format!("{what}: direct {} but through airlock: {e}", direct.status)),
+                Err(e) => Some(format!("{what}: direct {} but through airlock: {e}", direct.status)),
             }
-        }
-    }
+        })
+        .buffered(4)
+        .collect()
+        .await;
+    let failures: Vec<String> = outcomes.into_iter().flatten().collect();
     assert!(failures.is_empty(), "{} differences from a direct connection:\n{}", failures.len(), failures.join("\n"));
 }
 
@@ -381,6 +412,9 @@ async fn content_codings_decode_as_the_client_would() {
     const CURL: &[Client] = &[Client::Curl1, Client::Curl2];
     const PYTHON_AND_CURL: &[Client] = &[Client::Curl1, Client::Curl2, Client::Requests, Client::Httpx];
     let mut cases: Vec<(Req, &[Client])> = Vec::new();
+    // Go decodes `gzip` (exactly that label) when it asked for it, as it
+    // does by default.
+    cases.push((req("GET", "/coding/gzip"), &[Client::Go]));
     for name in ["gzip", "GZIP", "deflate", "deflate-raw"] {
         cases.push((req("GET", &format!("/coding/{name}")), PYTHON_AND_CURL));
     }
@@ -408,8 +442,14 @@ async fn large_heads_and_trailers_look_the_same_as_direct() {
     let cases: Vec<(Req, &[Client])> = vec![
         // undici (like node's own http) caps a response head at 16 KiB.
         (req("GET", "/large-head?n=12000"), &ALL),
-        (req("GET", "/large-head?n=40000"), &[Client::Curl1, Client::Curl2, Client::Requests, Client::Httpx]),
-        (req("GET", "/echo").header("x-big", &big), &[Client::Curl1, Client::Curl2, Client::Requests, Client::Undici]),
+        (
+            req("GET", "/large-head?n=40000"),
+            &[Client::Curl1, Client::Curl2, Client::Requests, Client::Httpx, Client::Go],
+        ),
+        (
+            req("GET", "/echo").header("x-big", &big),
+            &[Client::Curl1, Client::Curl2, Client::Requests, Client::Undici, Client::Go],
+        ),
         (req("GET", "/trailers"), &ALL),
     ];
     conform(&bench, &cases).await;
