@@ -13,7 +13,7 @@
 //!   (a pre-compressed file server, or a misbehaving API): `gzip`,
 //!   `x-gzip`, `GZIP`, `gzip-members` (two gzip members), `deflate`
 //!   (zlib), `deflate-raw` (labelled `deflate`), `br`, `zstd`, `gzip-br`
-//!   (stacked), `identity`.
+//!   (stacked), `gzip-identity`, `Gzip`, `identity`.
 //! - `/not-modified-gzip`: `304` with `Content-Encoding: gzip` and an
 //!   `ETag`.
 //! - `/trailers`: a body, then trailers (declared in `Trailer`).
@@ -159,6 +159,8 @@ pub fn encoded(name: &str) -> Option<(&'static str, Vec<u8>)> {
         "br" => ("br", br(&t)),
         "zstd" => ("zstd", zstd::encode_all(&t[..], 3).unwrap()),
         "gzip-br" => ("gzip, br", br(&gzip(&t))),
+        "gzip-identity" => ("gzip, identity", gzip(&t)),
+        "Gzip" => ("Gzip", gzip(&t)),
         "identity" => ("identity", t),
         _ => return None,
     })
