@@ -6,6 +6,7 @@ mod actions;
 mod agents;
 mod ca;
 mod channels;
+mod fidelity;
 mod hostile;
 mod load;
 mod policy;
