@@ -60,7 +60,7 @@ impl Write for Sink {
 enum Layer {
     /// Every member of a multi-member gzip stream (RFC 1952 §2.2), as zlib,
     /// Go, Python and browsers decode it.
-    Gzip(flate2::write::MultiGzDecoder<Sink>),
+    Gzip(Box<flate2::write::MultiGzDecoder<Sink>>),
     Deflate(Box<Deflate>),
     Brotli(Box<brotli_decompressor::DecompressorWriter<Sink>>),
     Zstd(Box<zstd::stream::write::Decoder<'static, Sink>>),
@@ -219,7 +219,7 @@ impl Decoder {
         for coding in values.flat_map(|v| v.split(',')).map(|c| c.trim().to_ascii_lowercase()) {
             let layer = match coding.as_str() {
                 "" | "identity" => continue,
-                "gzip" | "x-gzip" => Layer::Gzip(flate2::write::MultiGzDecoder::new(Sink::default())),
+                "gzip" | "x-gzip" => Layer::Gzip(Box::new(flate2::write::MultiGzDecoder::new(Sink::default()))),
                 "deflate" => Layer::Deflate(Box::new(Deflate::Undecided { head: Vec::new(), sink: Sink::default() })),
                 "br" => {
                     Layer::Brotli(Box::new(brotli_decompressor::DecompressorWriter::new(Sink::default(), 16 * 1024)))

@@ -37,7 +37,7 @@ impl Curl {
     /// The status of the last response head in `-i`/`-I` output (the
     /// proxy's answer to CONNECT comes first).
     fn status(&self) -> u16 {
-        let line = self.out.lines().filter(|l| l.starts_with("HTTP/")).last().unwrap_or("");
+        let line = self.out.lines().rfind(|l| l.starts_with("HTTP/")).unwrap_or("");
         line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
     }
 
@@ -340,6 +340,7 @@ async fn every_content_coding_curl_decodes_airlock_decodes() {
     let upstream = RawUpstream::start().await;
     let proxy = TestProxy::start(&standard_config(&upstream, "", "")).await;
     let port = upstream.addr.port();
+    let mut failed = Vec::new();
     let names = ["gzip", "x-gzip", "GZIP", "gzip-multi", "deflate", "deflate-raw", "br", "zstd", "gzip-br", "identity"];
     for name in names {
         let path = format!("/coding/{name}");
@@ -355,13 +356,17 @@ async fn every_content_coding_curl_decodes_airlock_decodes() {
         }
         for version in VERSIONS {
             let got = via(&proxy, "api.acme.test", port, &path, &["--compressed", version]).await;
-            assert!(got.ok, "{name} {version}: {}", got.show());
-            assert_eq!(got.out, CODED_TEXT, "{name} {version}");
+            if !got.ok || got.out != CODED_TEXT {
+                failed.push(format!("{name} {version}: {}", got.show()));
+            }
         }
         for record in records(&proxy, &path, 2).await {
-            assert_eq!(record["complete"], true, "{name}: {record}");
+            if record["complete"] != true {
+                failed.push(format!("{name}: {record}"));
+            }
         }
     }
+    assert!(failed.is_empty(), "{failed:#?}");
     proxy.proxy.shutdown().await;
 }
 
