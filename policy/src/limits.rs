@@ -27,6 +27,8 @@ pub(crate) struct RawLimits {
     shutdown_grace: Option<String>,
     max_action_response: Option<Size>,
     max_websocket_message: Option<Size>,
+    upstream_pool_idle_timeout: Option<String>,
+    max_response_header_bytes: Option<Size>,
 }
 
 /// A size in bytes, written as a number or a string with a unit.
@@ -108,6 +110,19 @@ pub struct Limits {
     /// whole, so the memory WebSockets can take is this times
     /// `max_connections`.
     pub max_websocket_message: u64,
+    /// How long an idle upstream connection is kept for reuse. 4 s by
+    /// default: under the shortest keep-alive common servers keep (Apache
+    /// httpd's and Node's 5 s; nginx keeps 75 s), so airlock drops an idle
+    /// connection before the server closes it, rather than race the close
+    /// with its next request (a race a non-idempotent request cannot be
+    /// retried out of).
+    pub upstream_pool_idle_timeout: Duration,
+    /// The largest upstream response head accepted, in bytes: the status
+    /// line and header fields of HTTP/1.1, or the header list size of
+    /// HTTP/2 (each field's name and value plus 32, RFC 9113 §6.5.2). Over
+    /// it: `502 upstream_unreachable`. 400 KiB by default, hyper's own
+    /// HTTP/1.1 cap (curl accepts about 300 KiB, browsers 256 KiB).
+    pub max_response_header_bytes: usize,
 }
 
 impl Default for Limits {
@@ -127,6 +142,8 @@ impl Default for Limits {
             shutdown_grace: Duration::from_secs(10),
             max_action_response: 1 << 20,
             max_websocket_message: 1 << 20,
+            upstream_pool_idle_timeout: Duration::from_secs(4),
+            max_response_header_bytes: 400 << 10,
         }
     }
 }
@@ -166,6 +183,11 @@ impl Limits {
         if max_websocket_message < 1024 {
             return Err("[limits] max_websocket_message must be at least 1KiB".to_owned());
         }
+        let max_response_header_bytes =
+            size("max_response_header_bytes", raw.max_response_header_bytes, d.max_response_header_bytes as u64)?;
+        if !((8 << 10)..=(16 << 20)).contains(&max_response_header_bytes) {
+            return Err("[limits] max_response_header_bytes must be between 8KiB and 16MiB".to_owned());
+        }
         Ok(Limits {
             max_header_bytes: max_header_bytes as usize,
             max_headers: count("max_headers", raw.max_headers, d.max_headers)?,
@@ -193,6 +215,12 @@ impl Limits {
             shutdown_grace: duration("shutdown_grace", raw.shutdown_grace, d.shutdown_grace)?,
             max_action_response,
             max_websocket_message,
+            upstream_pool_idle_timeout: duration(
+                "upstream_pool_idle_timeout",
+                raw.upstream_pool_idle_timeout,
+                d.upstream_pool_idle_timeout,
+            )?,
+            max_response_header_bytes: max_response_header_bytes as usize,
         })
     }
 }
@@ -221,5 +249,18 @@ mod tests {
         assert_eq!(build("").map(|l| l.max_websocket_message), Ok(1 << 20));
         assert_eq!(build("max_websocket_message = \"64KiB\"").map(|l| l.max_websocket_message), Ok(65536));
         assert!(build("max_websocket_message = 10").is_err());
+    }
+
+    #[test]
+    fn upstream_pool_and_response_head_limits_default_parse_and_refuse_nonsense() {
+        let build = |text: &str| Limits::build(toml::from_str::<RawLimits>(text).map_err(|e| e.to_string())?);
+        assert_eq!(build("").map(|l| l.upstream_pool_idle_timeout), Ok(Duration::from_secs(4)));
+        let l = build("upstream_pool_idle_timeout = \"90s\"");
+        assert_eq!(l.map(|l| l.upstream_pool_idle_timeout), Ok(Duration::from_secs(90)));
+        assert!(build("upstream_pool_idle_timeout = \"0s\"").is_err());
+        assert_eq!(build("").map(|l| l.max_response_header_bytes), Ok(400 << 10));
+        assert_eq!(build("max_response_header_bytes = \"1MiB\"").map(|l| l.max_response_header_bytes), Ok(1 << 20));
+        assert!(build("max_response_header_bytes = 100").is_err());
+        assert!(build("upstream_pool_idle = \"4s\"").is_err(), "unknown keys are still errors");
     }
 }

@@ -311,6 +311,7 @@ where
     let body_limit = route.max_request_body.unwrap_or(policy.limits.max_request_body);
     let decided = DecidedRoute { policy: Arc::clone(policy), tenant, route: route_id };
     let out = Outgoing { swapped, route: Some(decided), body_limit, bytes_up: Arc::clone(&bytes_up) };
+    let head_request = req.method() == http::Method::HEAD;
     let sent = match send(loaded, dest, req, out).await {
         Ok(r) => r,
         Err(denial) => return Err(Denial { route: Some(route_id), ..denial }),
@@ -346,6 +347,15 @@ where
         tokio::spawn(websocket::relay(agent, upstream, session).in_current_span());
         return Ok(response_head(status, headers, respond::empty()));
     }
+    // A response that cannot have content — to a HEAD, or 1xx, 204, 304
+    // (RFC 9110 §6.4.1, as hyper frames them) — keeps its Content-Length
+    // and Content-Encoding: they describe the representation it stands
+    // for (§9.3.2, §15.4.5), and there is nothing to decode or to change
+    // the length of.
+    let bodiless = head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
     // Content codings, then any transfer coding but chunked, were applied
     // in that order; all are decoded.
     let encodings: Vec<String> = headers
@@ -354,7 +364,8 @@ where
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .chain(transfer_codings)
         .collect();
-    let decoder = match Decoder::for_encodings(encodings.iter().map(String::as_str), policy.limits.max_decoded_ratio) {
+    let codings = encodings.iter().map(String::as_str).filter(|_| !bodiless);
+    let decoder = match Decoder::for_encodings(codings, policy.limits.max_decoded_ratio) {
         Ok(d) => d,
         Err(e) => {
             return Err(Denial {
@@ -368,7 +379,9 @@ where
         }
     };
     // The body may change length (and is sent decoded).
-    headers.remove(header::CONTENT_LENGTH);
+    if !bodiless {
+        headers.remove(header::CONTENT_LENGTH);
+    }
     if decoder.is_some() {
         headers.remove(header::CONTENT_ENCODING);
     }
@@ -393,6 +406,15 @@ where
         );
         writer.write(record);
     };
+    if bodiless {
+        // Nothing will be read or sent (an HTTP/1.1 server never polls the
+        // body of an answer to HEAD): the record is written now, whole.
+        drop(body);
+        on_end(Ended { redactions: count.get(), bytes_down: 0, complete: true });
+        let mut resp = response_head(status, headers, respond::empty());
+        resp.extensions_mut().insert(count);
+        return Ok(resp);
+    }
     let body = RedactBody::new(body, decoder, set, count.clone(), on_end);
     let mut resp = response_head(status, headers, body.boxed_unsync());
     resp.extensions_mut().insert(count);

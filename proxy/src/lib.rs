@@ -26,6 +26,7 @@ pub mod intercept;
 mod limits;
 pub mod mcp;
 pub mod redact;
+mod replay;
 pub mod respond;
 mod scrub;
 mod send;

@@ -20,8 +20,8 @@ use crate::forward::Destination;
 use crate::headers::{
     accepts_trailers, is_websocket_upgrade, strip_hop_by_hop, transfer_codings, upgrades_to_websocket,
 };
+use crate::replay::{REPLAY_LIMIT, Replayable};
 use crate::server::Loaded;
-use crate::tunnel::upstream_denial;
 use crate::{Body, limits, upstream};
 
 /// What `send` sends besides the agent's request.
@@ -128,6 +128,15 @@ pub(crate) struct Upgrades {
 /// accepted only as the answer to a WebSocket handshake, naming
 /// `websocket` and no extension; any other is refused
 /// (`unredactable_body`), never relayed as a pipe.
+///
+/// A request whose pooled connection the upstream closed before any
+/// response head (a server's keep-alive timeout racing the request) is
+/// sent once more, on a new connection, when its method is idempotent
+/// (GET, HEAD, OPTIONS, TRACE, PUT, DELETE: RFC 9110 §9.2.2; RFC 9112
+/// §9.3.1 lets a proxy retry those, and forbids retrying others) and its
+/// body is at most [`REPLAY_LIMIT`] bytes, kept for the purpose. A POST or
+/// PATCH is never resent: it may have been acted on. (A request hyper had
+/// not begun to write is retried by hyper itself, whatever its method.)
 pub(crate) async fn send<B>(
     loaded: &Loaded,
     dest: &Destination,
@@ -191,33 +200,68 @@ where
         Some(route) => TrailerCheck::wrap(limited.boxed_unsync(), route, Arc::clone(&refused)),
         None => limited.boxed_unsync(),
     };
-    let mut up = Request::new(body);
-    *up.method_mut() = parts.method;
-    *up.uri_mut() = uri;
-    *up.version_mut() = Version::HTTP_11;
-    *up.headers_mut() = headers;
+    let body = Replayable::new(body);
+    let method = parts.method;
+    let idempotent = method.is_idempotent();
+    let request = |body: Body| {
+        let mut up = Request::new(body);
+        *up.method_mut() = method.clone();
+        *up.uri_mut() = uri.clone();
+        *up.version_mut() = Version::HTTP_11;
+        *up.headers_mut() = headers.clone();
+        up
+    };
 
     let client = if websocket { &loaded.upstream.client_h1 } else { &loaded.upstream.client };
     let response_timeout = limits.upstream_response_timeout;
-    let mut resp = match tokio::time::timeout(response_timeout, client.request(up)).await {
+    let attempts = async {
+        let mut resent = false;
+        loop {
+            // Every attempt has a body: the first always, a second only
+            // when it was kept whole (checked before it is made).
+            let Some(attempt) = body.attempt() else { return Err((None, resent)) };
+            match client.request(request(attempt)).await {
+                Ok(resp) => return Ok(resp),
+                Err(e) if !resent && idempotent && body.resendable() && upstream::closed_while_idle(&e) => {
+                    debug!("the upstream closed a pooled connection as the request came; resending it once");
+                    resent = true;
+                }
+                Err(e) => return Err((Some(e), resent)),
+            }
+        }
+    };
+    let mut resp = match tokio::time::timeout(response_timeout, attempts).await {
         Ok(Ok(resp)) => resp,
         // The body outgrew its limit while streaming (`Limited` failed it;
         // over HTTP/2 the error that surfaces is only the stream reset).
         Ok(Err(_)) if sent.load(Ordering::Relaxed) > body_limit => return Err(limits::body_too_large(body_limit)),
-        Ok(Err(e)) => {
+        Ok(Err((e, resent))) => {
             // The request's trailer carried a placeholder; it was not sent.
             if let Some(denial) = refused.lock().ok().and_then(|mut r| r.take()) {
                 return Err(denial);
             }
-            let (code, reason) = upstream::classify(&e);
-            debug!(%code, "upstream request failed");
-            return Err(upstream_denial(code, reason));
+            let Some(e) = e else {
+                let reason = "the request body could not be sent again";
+                return Err(Denial::new(DenialCode::UpstreamUnreachable, reason, RESEND_NEXT_STEP));
+            };
+            let mut denial = upstream::classify(&e, limits);
+            if !resent && upstream::closed_while_idle(&e) {
+                denial = not_resent(denial, &method);
+            }
+            debug!(code = %denial.code, "upstream request failed");
+            return Err(denial);
         }
         Err(_) => {
             let reason = format!("no response from {} within {response_timeout:?}", dest.host);
-            return Err(upstream_denial(DenialCode::UpstreamTimeout, reason));
+            return Err(Denial::new(DenialCode::UpstreamTimeout, reason, upstream::TIMEOUT_NEXT_STEP));
         }
     };
+    // A response has begun: the body will not be sent again, and the
+    // connection has answered (a later failure on it is a reused one's).
+    body.settle();
+    if let Some(state) = resp.extensions().get::<upstream::ConnState>() {
+        state.mark_answered();
+    }
 
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     let upgrade = match agent_upgrade {
@@ -235,6 +279,27 @@ where
         parts.extensions.get::<hyper::ext::ReasonPhrase>().map(|r| bytes::Bytes::copy_from_slice(r.as_bytes()));
     let body = limits::ReadTimeout::wrap(body.map_err(Into::into).boxed_unsync(), limits.upstream_read_timeout);
     Ok(Sent { status: parts.status, headers: parts.headers, transfer_codings, body, upgrade, reason })
+}
+
+/// What to do about a request that was not resent.
+const RESEND_NEXT_STEP: &str = "send the request again if repeating it is safe (the upstream may have acted on it)";
+
+/// The denial of a request that failed on a connection closed while idle
+/// and was not resent: it says why not.
+fn not_resent(denial: Denial, method: &http::Method) -> Denial {
+    let why = if method.is_idempotent() {
+        format!("its body was over the {REPLAY_LIMIT} bytes airlock keeps for a resend")
+    } else {
+        format!("{method} is not idempotent (RFC 9110 §9.2.2) and the upstream may have acted on it")
+    };
+    Denial {
+        message: format!(
+            "{}: the upstream closed a pooled connection as the request came, and the request was not resent, as {why}",
+            denial.message
+        ),
+        next_step: RESEND_NEXT_STEP.to_owned(),
+        ..denial
+    }
 }
 
 /// Checks an upstream's `101` to a WebSocket handshake: it must switch to

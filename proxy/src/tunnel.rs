@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use airlock_policy::{Denial, DenialCode, TenantId, host};
+use airlock_policy::{Denial, TenantId, host};
 
 use crate::limits;
 use crate::server::{ConnGuard, Loaded};
@@ -36,7 +36,7 @@ pub(crate) async fn open(loaded: &Loaded, tenant: TenantId, host: &str, port: u1
 }
 
 pub(crate) fn connect_denial(e: &crate::upstream::ConnectError) -> Denial {
-    upstream_denial(e.code(), e.to_string())
+    e.denial()
 }
 
 /// Relays bytes both ways until either side closes, nothing moves for
@@ -64,17 +64,4 @@ where
     if let Some((up, down)) = limits::relay(agent, upstream, idle, closing).await {
         debug!(bytes_up = up, bytes_down = down, "tunnel closed");
     }
-}
-
-/// The denial for an upstream connection failure, shared with the
-/// forwarder.
-pub(crate) fn upstream_denial(code: DenialCode, reason: String) -> Denial {
-    let next = match code {
-        DenialCode::UpstreamTlsFailed => {
-            "the upstream's certificate did not verify; if this is a private API, ask the operator to add its CA to [proxy].upstream_ca"
-        }
-        DenialCode::UpstreamTimeout => "retry later; if it persists, check the host is up",
-        _ => "check the host name and port, and that the host is reachable from the machine running airlock",
-    };
-    Denial::new(code, reason, next)
 }

@@ -14,13 +14,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::Uri;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -28,7 +29,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use airlock_policy::DenialCode;
+use airlock_policy::{Denial, DenialCode, Limits};
 
 use crate::Body;
 
@@ -127,7 +128,36 @@ impl ConnectError {
             ConnectError::Timeout { .. } => DenialCode::UpstreamTimeout,
         }
     }
+
+    /// The denial the agent gets: the code, this error's text (which quotes
+    /// nothing the upstream chose) and what to do next.
+    pub fn denial(&self) -> Denial {
+        let next_step = match self {
+            ConnectError::Tls { source, .. } => match find_rustls(source) {
+                Some(e) => tls_failure(e).1,
+                None => TLS_NEXT_STEP,
+            },
+            ConnectError::Timeout { .. } => TIMEOUT_NEXT_STEP,
+            ConnectError::Unreachable { .. } | ConnectError::Loop { .. } => UNREACHABLE_NEXT_STEP,
+        };
+        Denial::new(self.code(), self.to_string(), next_step)
+    }
 }
+
+/// What to do about an upstream that cannot be reached.
+const UNREACHABLE_NEXT_STEP: &str =
+    "check the host name and port, and that the host is reachable from the machine running airlock";
+/// What to do about an upstream that does not answer in time.
+pub(crate) const TIMEOUT_NEXT_STEP: &str = "retry later; if it persists, check the host is up";
+/// What to do about an upstream whose certificate did not verify.
+const TLS_NEXT_STEP: &str = "the upstream's certificate did not verify; if this is a private API, ask the operator to \
+                             add its CA to [proxy].upstream_ca";
+/// What to do about an upstream that wants a client certificate.
+const CLIENT_CERT_NEXT_STEP: &str = "the API wants a client certificate (mutual TLS), and airlock presents none for \
+                                     this route; ask the operator";
+/// What to do about an upstream that broke a protocol, or closed early.
+const RETRY_NEXT_STEP: &str = "retry the request; if it persists, the upstream is at fault: ask the operator to \
+                               check the API";
 
 impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -141,18 +171,90 @@ impl fmt::Display for ConnectError {
 }
 
 /// Why a TLS handshake failed, in words that quote nothing the upstream
-/// chose: rustls names the certificate's own names when they do not match,
-/// and those are upstream text (a hostile upstream could put a key there,
-/// in any letter case).
+/// chose (see [`tls_failure`]).
 fn tls_reason(source: &io::Error) -> String {
-    use rustls::{CertificateError, Error};
-    match source.get_ref().and_then(|e| e.downcast_ref::<Error>()) {
-        Some(Error::InvalidCertificate(
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-        )) => "invalid peer certificate: certificate not valid for this host name".to_owned(),
-        Some(e) => e.to_string(),
-        None => source.get_ref().map(|e| e.to_string()).unwrap_or_else(|| source.to_string()),
+    match find_rustls(source) {
+        Some(e) => tls_failure(e).0,
+        None => match source.kind() {
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => {
+                "the upstream closed the connection during the TLS handshake".to_owned()
+            }
+            _ => source.kind().to_string(),
+        },
     }
+}
+
+/// The rustls error in an error's causes, if any.
+fn find_rustls<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    causes(err).find_map(|e| e.downcast_ref::<rustls::Error>())
+}
+
+/// An error and its causes. `io::Error::source` skips the error it wraps
+/// (it returns that error's source), and `h2::Error` has no `source`, so
+/// both are looked through by hand.
+fn causes<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(err), |&e: &&'a (dyn std::error::Error + 'static)| {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static))
+        } else if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            h2.get_io().map(|io| io as &(dyn std::error::Error + 'static))
+        } else {
+            e.source()
+        }
+    })
+}
+
+/// A TLS failure in words, and what to do about it. Nothing the upstream
+/// chose is quoted: rustls names the certificate's own names when they do
+/// not match, and those are upstream text (a hostile upstream could put a
+/// key there, in any letter case); alerts and protocol faults are named by
+/// their registered names (RFC 8446 §6, RFC 5246 §7.2).
+fn tls_failure(e: &rustls::Error) -> (String, &'static str) {
+    use rustls::{AlertDescription, CertificateError, Error};
+    match e {
+        Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        ) => ("invalid peer certificate: certificate not valid for this host name".to_owned(), TLS_NEXT_STEP),
+        Error::InvalidCertificate(_) => (e.to_string(), TLS_NEXT_STEP),
+        Error::AlertReceived(AlertDescription::CertificateRequired) => (
+            "the upstream requires a client certificate (TLS alert certificate_required), and airlock presented none"
+                .to_owned(),
+            CLIENT_CERT_NEXT_STEP,
+        ),
+        Error::AlertReceived(AlertDescription::HandshakeFailure) => (
+            "the upstream refused the TLS handshake (TLS alert handshake_failure): it may require a client \
+             certificate, or share no TLS version or cipher suite with airlock"
+                .to_owned(),
+            CLIENT_CERT_NEXT_STEP,
+        ),
+        Error::AlertReceived(alert) => {
+            (format!("the upstream refused the TLS connection (TLS alert {})", alert_name(*alert)), RETRY_NEXT_STEP)
+        }
+        Error::PeerIncompatible(_) => (
+            format!("the upstream's TLS is incompatible with airlock's (TLS 1.2 or 1.3, modern cipher suites): {e}"),
+            RETRY_NEXT_STEP,
+        ),
+        _ => (format!("the upstream broke the TLS protocol: {e}"), RETRY_NEXT_STEP),
+    }
+}
+
+/// An alert's registered name (`certificate_required`), from rustls's
+/// variant name; an unregistered one is its number.
+fn alert_name(alert: rustls::AlertDescription) -> String {
+    let debug = format!("{alert:?}");
+    if !debug.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return format!("{}", u8::from(alert));
+    }
+    let mut out = String::new();
+    for (i, c) in debug.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
 }
 
 impl std::error::Error for ConnectError {
@@ -241,38 +343,117 @@ impl Resolver {
     }
 }
 
-/// A connection to an upstream, plain or TLS.
+/// A connection to an upstream, plain or TLS, with what is known about it.
 #[derive(Debug)]
-pub enum UpstreamStream {
+pub struct UpstreamStream {
+    io: Io,
+    state: ConnState,
+}
+
+#[derive(Debug)]
+enum Io {
     /// `http://`.
     Plain(TcpStream),
     /// `https://`.
     Tls(Box<TlsStream<TcpStream>>),
 }
 
+impl UpstreamStream {
+    fn new(io: Io) -> Self {
+        UpstreamStream { io, state: ConnState::default() }
+    }
+
+    /// Notes a TLS error seen on the connection: HTTP/2 passes an I/O
+    /// error on as text, so the error hyper reports may no longer hold it.
+    fn note<T>(&self, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if let Poll::Ready(Err(e)) = &polled
+            && let Some(tls) = find_rustls(e)
+            && let Ok(mut slot) = self.state.0.tls_error.lock()
+        {
+            slot.get_or_insert_with(|| tls.clone());
+        }
+        polled
+    }
+}
+
+/// What is known about an upstream connection: whether it has answered a
+/// request, and the TLS error that broke it, if one did. The pooled
+/// clients carry it as the connection's extra ([`Connected::extra`]): in
+/// the extensions of each response, and in the connect info of each
+/// error. A connection that has answered before and then fails before a
+/// response head is a reused one the server may have closed as idle.
+#[derive(Clone, Debug, Default)]
+pub struct ConnState(Arc<ConnStateInner>);
+
+#[derive(Debug, Default)]
+struct ConnStateInner {
+    answered: AtomicBool,
+    tls_error: std::sync::Mutex<Option<rustls::Error>>,
+}
+
+impl ConnState {
+    /// Marks the connection as having answered a request.
+    pub fn mark_answered(&self) {
+        self.0.answered.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether it has answered a request before.
+    pub fn answered(&self) -> bool {
+        self.0.answered.load(Ordering::Relaxed)
+    }
+
+    /// The TLS error that broke the connection, if one did.
+    fn tls_error(&self) -> Option<rustls::Error> {
+        self.0.tls_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// The state of the connection a client error happened on.
+    fn of(err: &hyper_util::client::legacy::Error) -> Option<ConnState> {
+        let mut extensions = http::Extensions::new();
+        err.connect_info()?.get_extras(&mut extensions);
+        extensions.get::<ConnState>().cloned()
+    }
+}
+
 impl Connection for UpstreamStream {
     fn connected(&self) -> Connected {
-        match self {
-            UpstreamStream::Tls(t) if t.get_ref().1.alpn_protocol() == Some(b"h2") => Connected::new().negotiated_h2(),
-            _ => Connected::new(),
+        let connected = Connected::new().extra(self.state.clone());
+        match &self.io {
+            Io::Tls(t) if t.get_ref().1.alpn_protocol() == Some(b"h2") => connected.negotiated_h2(),
+            _ => connected,
         }
     }
 }
 
 impl AsyncRead for UpstreamStream {
+    /// Reads; a TLS connection closed without `close_notify` reads as a
+    /// plain end of stream. HTTP's own framing then judges it, as RFC 9112
+    /// §9.8 asks: a body with a `Content-Length` or chunked framing that
+    /// ends early is still an incomplete message (hyper fails it), while a
+    /// body delimited by the close is whole — as curl and browsers take it,
+    /// and as many servers end one. A truncation attacker gains nothing the
+    /// agent would not get direct.
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        let this = self.get_mut();
+        match &mut this.io {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => match Pin::new(s.as_mut()).poll_read(cx, buf) {
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => Poll::Ready(Ok(())),
+                other => this.note(other),
+            },
         }
     }
 }
 
 impl AsyncWrite for UpstreamStream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        let this = self.get_mut();
+        match &mut this.io {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => {
+                let polled = Pin::new(s.as_mut()).poll_write(cx, buf);
+                this.note(polled)
+            }
         }
     }
     fn poll_write_vectored(
@@ -280,27 +461,31 @@ impl AsyncWrite for UpstreamStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            UpstreamStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        let this = self.get_mut();
+        match &mut this.io {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => {
+                let polled = Pin::new(s.as_mut()).poll_write_vectored(cx, bufs);
+                this.note(polled)
+            }
         }
     }
     fn is_write_vectored(&self) -> bool {
-        match self {
-            UpstreamStream::Plain(s) => s.is_write_vectored(),
-            UpstreamStream::Tls(s) => s.is_write_vectored(),
+        match &self.io {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -328,7 +513,7 @@ impl Connector {
     pub async fn connect(&self, host: &str, port: u16, tls: bool) -> Result<UpstreamStream, ConnectError> {
         let tcp = self.resolver.connect(host, port).await?;
         if !tls {
-            return Ok(UpstreamStream::Plain(tcp));
+            return Ok(UpstreamStream::new(Io::Plain(tcp)));
         }
         let authority = format!("{host}:{port}");
         let name = ServerName::try_from(host.to_owned()).map_err(|e| ConnectError::Tls {
@@ -337,7 +522,7 @@ impl Connector {
         })?;
         let handshake = self.tls.connect(name, tcp);
         match tokio::time::timeout(self.resolver.connect_timeout, handshake).await {
-            Ok(Ok(s)) => Ok(UpstreamStream::Tls(Box::new(s))),
+            Ok(Ok(s)) => Ok(UpstreamStream::new(Io::Tls(Box::new(s)))),
             Ok(Err(source)) => Err(ConnectError::Tls { authority, source }),
             Err(_) => Err(ConnectError::Timeout { authority }),
         }
@@ -377,28 +562,136 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Builds both clients from the proxy settings.
-    pub fn new(settings: &airlock_policy::ProxySettings, limits: &airlock_policy::Limits) -> Result<Self, TrustError> {
+    /// Builds both clients from the proxy settings. Idle connections are
+    /// kept for `upstream_pool_idle_timeout`; a response head may be up to
+    /// `max_response_header_bytes` in either HTTP version (HTTP/1.1: the
+    /// read buffer the head must fit in; HTTP/2: the
+    /// `SETTINGS_MAX_HEADER_LIST_SIZE` airlock announces, RFC 9113 §6.5.2).
+    pub fn new(settings: &airlock_policy::ProxySettings, limits: &Limits) -> Result<Self, TrustError> {
         let resolver = Resolver::new(settings.resolve.clone(), settings.listen, limits.upstream_connect_timeout);
         let both = client_tls(&settings.upstream_ca, &[b"h2", b"http/1.1"])?;
         let h1 = client_tls(&settings.upstream_ca, &[b"http/1.1"])?;
+        let head = limits.max_response_header_bytes;
         let build = |tls| {
             Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_idle_timeout(limits.upstream_pool_idle_timeout)
+                .pool_timer(TokioTimer::new())
+                .http1_max_buf_size(head.max(8192))
+                .http2_max_header_list_size(u32::try_from(head).unwrap_or(u32::MAX))
                 .build(Connector::new(resolver.clone(), tls))
         };
         Ok(Upstream { client: build(both), client_h1: build(h1), resolver })
     }
 }
 
-/// Maps a client error to the denial code and a reason safe to show.
-pub fn classify(err: &hyper_util::client::legacy::Error) -> (DenialCode, String) {
+/// Maps a client error to the denial the agent gets: a code, a reason that
+/// quotes nothing the upstream chose (no GOAWAY debug data, no certificate
+/// names, no upstream bytes), and a next step.
+///
+/// - a connect failure: its own [`ConnectError::denial`];
+/// - any rustls error among the causes — an alert the upstream sent after
+///   the handshake too, as a TLS 1.3 server checking a client certificate
+///   does on the client's first read — is `upstream_tls_failed`;
+/// - everything else is `upstream_unreachable`, named: a response head
+///   over `max_response_header_bytes` or malformed, a connection closed or
+///   reset before a response, an HTTP/2 stream or connection error.
+pub fn classify(err: &hyper_util::client::legacy::Error, limits: &Limits) -> Denial {
     if let Some(c) = find_connect_error(err) {
-        return (c.code(), c.to_string());
+        return c.denial();
     }
-    let mut reason = err.to_string();
-    if let Some(src) = err.source() {
-        reason = format!("{reason}: {src}");
+    let noted = ConnState::of(err).and_then(|state| state.tls_error());
+    if let Some(tls) = find_rustls(err).or(noted.as_ref()) {
+        let (reason, next) = tls_failure(tls);
+        return Denial::new(DenialCode::UpstreamTlsFailed, format!("TLS with the upstream failed: {reason}"), next);
     }
-    (DenialCode::UpstreamUnreachable, reason)
+    let limit = limits.max_response_header_bytes;
+    let too_large = || {
+        format!(
+            "the upstream's response head is larger than airlock accepts ([limits] max_response_header_bytes = {limit} \
+             bytes)"
+        )
+    };
+    let reason = causes(err).find_map(|cause| {
+        if let Some(h) = cause.downcast_ref::<hyper::Error>() {
+            if h.is_parse_too_large() {
+                return Some(too_large());
+            }
+            if h.is_parse() {
+                return Some("the upstream's response head is not valid HTTP/1.1".to_owned());
+            }
+            if h.is_incomplete_message() {
+                return Some("the upstream closed the connection before it sent a whole response head".to_owned());
+            }
+        }
+        if let Some(h2) = cause.downcast_ref::<h2::Error>() {
+            return h2_reason(h2, limit);
+        }
+        let io = cause.downcast_ref::<io::Error>()?;
+        Some(
+            match io.kind() {
+                io::ErrorKind::ConnectionReset => "the upstream reset the connection before it sent a response",
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted => {
+                    "the upstream closed the connection while airlock was sending the request"
+                }
+                io::ErrorKind::UnexpectedEof => "the upstream closed the connection before it sent a whole response",
+                _ => return None,
+            }
+            .to_owned(),
+        )
+    });
+    let reason = reason.unwrap_or_else(|| match err.source() {
+        // hyper's own words for the kind of failure: fixed text.
+        Some(kind) => format!("the request to the upstream failed: {kind}"),
+        None => "the request to the upstream failed".to_owned(),
+    });
+    Denial::new(DenialCode::UpstreamUnreachable, reason, RETRY_NEXT_STEP)
+}
+
+/// An HTTP/2 failure in words: who ended what, with the error code's
+/// registered name (RFC 9113 §7), never the GOAWAY's debug data.
+fn h2_reason(e: &h2::Error, limit: usize) -> Option<String> {
+    let reason = e.reason()?;
+    let code = format!("{reason:?}");
+    Some(if e.is_remote() && e.is_reset() {
+        format!("the upstream reset the HTTP/2 stream ({code}) before it sent a response")
+    } else if e.is_remote() && e.is_go_away() {
+        format!("the upstream closed the HTTP/2 connection (GOAWAY {code}) before it sent a response")
+    } else {
+        // Detected here: a malformed response, or one whose head was over
+        // the header list size airlock announced.
+        format!(
+            "the upstream broke the HTTP/2 protocol ({code}): a malformed response, or a response head over \
+             [limits] max_response_header_bytes = {limit} bytes"
+        )
+    })
+}
+
+/// Whether a failed request may be sent again on a new connection: it
+/// failed on a pooled connection that had answered before ([`ConnState`]),
+/// before any response head, because the connection was closed or reset —
+/// the race of a server closing an idle connection just as a request
+/// arrives (RFC 9112 §9.3.1). A fresh connection that fails is not retried:
+/// the upstream refused this request, not an idle connection.
+pub(crate) fn closed_while_idle(err: &hyper_util::client::legacy::Error) -> bool {
+    ConnState::of(err).is_some_and(|state| state.answered())
+        && causes(err).any(|cause| {
+            if let Some(h) = cause.downcast_ref::<hyper::Error>() {
+                return h.is_incomplete_message();
+            }
+            if let Some(h2) = cause.downcast_ref::<h2::Error>() {
+                // GOAWAY, or a stream refused before any processing (RFC
+                // 9113 §8.7).
+                return h2.is_remote()
+                    && matches!(h2.reason(), Some(h2::Reason::NO_ERROR | h2::Reason::REFUSED_STREAM));
+            }
+            cause.downcast_ref::<io::Error>().is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::BrokenPipe
+                        | io::ErrorKind::UnexpectedEof
+                )
+            })
+        })
 }

@@ -258,6 +258,16 @@ pub(crate) fn respond(path: &str, auth: &str, sse: &Arc<tokio::sync::Notify>) ->
             });
             encoded("gzip", bomb.clone())
         }
+        "/big-head" | "/huge-head" => {
+            // One 70 000-byte header, or five of 90 000: under and over
+            // airlock's response head limit (400 KiB).
+            let (count, len) = if path == "/big-head" { (1, 70_000) } else { (5, 90_000) };
+            let mut b = Response::builder();
+            for i in 0..count {
+                b = b.header(format!("x-big-{i}"), "a".repeat(len));
+            }
+            b.body(full_body("ok")).unwrap()
+        }
         _ => return None,
     })
 }

@@ -32,6 +32,22 @@
 //!   asked. `/ws-extension`: answers a WebSocket `101` accepting
 //!   `permessage-deflate`, unasked. After a `101` it reads until the peer
 //!   closes (every byte is recorded, see [`RawUpstream::received`]).
+//!
+//! Protocol fidelity (what a direct client accepts must pass):
+//! - `/head-length`: the head of a `200` with `Content-Length: 12345` and
+//!   no body (the answer to a HEAD); `/head-gzip`: the same with
+//!   `Content-Encoding: gzip`, `Content-Length: 31`;
+//!   `/not-modified-gzip`: `304` with `Content-Encoding: gzip`.
+//! - `/once`: `200 ok`, kept alive; when the next request arrives on the
+//!   same connection, it is read and the connection closed unanswered (a
+//!   server's keep-alive timeout firing just as the request comes).
+//! - `/big-head`: a `70 000`-byte header; `/huge-head`: five of `90 000`.
+//! - `/coding/NAME`: [`CODED_TEXT`] encoded as NAME says (see
+//!   [`coded_body`]), with that `Content-Encoding`.
+//! - `/close-delimited`: a body ended by closing the connection, without
+//!   TLS `close_notify`; `/short-no-notify`: `Content-Length: 100`, 10
+//!   bytes, closed the same way; `/chunked-no-notify`: one chunk, no last
+//!   chunk, closed the same way.
 //! - anything else: `200`, `Content-Length: 2`, `ok`.
 
 use std::net::SocketAddr;
@@ -211,10 +227,16 @@ async fn pipe(io: &mut (impl AsyncRead + AsyncWrite + Unpin), head: &str, auth: 
 /// Answers requests on one connection until a script closes it.
 async fn serve(mut io: impl AsyncRead + AsyncWrite + Unpin, seen: &Mutex<Vec<String>>) {
     let mut buf = Vec::new();
+    // Set after `/once`: the next request on this connection is not answered.
+    let mut close_next = false;
     loop {
         let Some(head) = read_head(&mut io, &mut buf).await else { return };
         let path = head.path.clone();
         seen.lock().unwrap().push(path.clone());
+        if close_next {
+            let _ = io.shutdown().await;
+            return;
+        }
         let auth = head.header("authorization").unwrap_or("").to_owned();
         let key = auth.rsplit(' ').next().unwrap_or("").to_owned();
         let keep_open = match path.as_str() {
@@ -326,6 +348,48 @@ async fn serve(mut io: impl AsyncRead + AsyncWrite + Unpin, seen: &Mutex<Vec<Str
                 let _ = io.write_all(b"HTTP/1.1 200 OK\r\nx-b\x01d: v\r\nContent-Length: 2\r\n\r\nok").await;
                 false
             }
+            "/head-length" => io
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 12345\r\n\r\n")
+                .await
+                .is_ok(),
+            "/head-gzip" => io
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Encoding: gzip\r\nContent-Length: 31\r\n\r\n")
+                .await
+                .is_ok(),
+            "/not-modified-gzip" => io
+                .write_all(b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nContent-Encoding: gzip\r\nContent-Length: 31\r\n\r\n")
+                .await
+                .is_ok(),
+            "/once" => {
+                close_next = true;
+                io.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await.is_ok()
+            }
+            "/big-head" | "/huge-head" => {
+                let (count, len) = if path == "/big-head" { (1, 70_000) } else { (5, 90_000) };
+                let mut resp = "HTTP/1.1 200 OK\r\n".to_owned();
+                for i in 0..count {
+                    resp.push_str(&format!("x-big-{i}: {}\r\n", "a".repeat(len)));
+                }
+                resp.push_str("Content-Length: 2\r\n\r\nok");
+                io.write_all(resp.as_bytes()).await.is_ok()
+            }
+            p if p.starts_with("/coding/") => {
+                let name = &p["/coding/".len()..];
+                let (encoding, body) = coded_body(name);
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Encoding: {encoding}\r\nContent-Length: {}\r\n\r\n", body.len());
+                io.write_all(head.as_bytes()).await.is_ok() && io.write_all(&body).await.is_ok()
+            }
+            "/close-delimited" | "/short-no-notify" | "/chunked-no-notify" => {
+                let resp: &[u8] = match path.as_str() {
+                    "/close-delimited" => b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nall of the body\n",
+                    "/short-no-notify" => b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789",
+                    _ => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+                };
+                let _ = io.write_all(resp).await;
+                let _ = io.flush().await;
+                // Dropped without shutdown: TCP closes, TLS sends no close_notify.
+                return;
+            }
             _ => io.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await.is_ok(),
         };
         let _ = io.flush().await;
@@ -333,6 +397,54 @@ async fn serve(mut io: impl AsyncRead + AsyncWrite + Unpin, seen: &Mutex<Vec<Str
             let _ = io.shutdown().await;
             return;
         }
+    }
+}
+
+/// The text every `/coding/NAME` body decodes to.
+pub const CODED_TEXT: &str = "the same text, whatever the content coding: hello, hello, hello\n";
+
+/// `(Content-Encoding value, body)` for `/coding/NAME`: `gzip`, `x-gzip`,
+/// `GZIP` (the spelling varies, the coding does not), `gzip-multi` (two
+/// gzip members, each half the text), `deflate` (zlib-wrapped, RFC 9110
+/// §8.4.1.2), `deflate-raw` (no zlib wrapper, as some servers send),
+/// `br`, `zstd`, `gzip-br` (`gzip, br`: gzip applied first) and
+/// `identity`.
+pub fn coded_body(name: &str) -> (&'static str, Vec<u8>) {
+    use std::io::Write;
+    let text = CODED_TEXT.as_bytes();
+    let deflate = |zlib: bool| {
+        if zlib {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(text).unwrap();
+            e.finish().unwrap()
+        } else {
+            let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(text).unwrap();
+            e.finish().unwrap()
+        }
+    };
+    let br = |data: &[u8]| {
+        let mut out = Vec::new();
+        {
+            let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+            w.write_all(data).unwrap();
+        }
+        out
+    };
+    match name {
+        "gzip" => ("gzip", gzip(text)),
+        "x-gzip" => ("x-gzip", gzip(text)),
+        "GZIP" => ("GZIP", gzip(text)),
+        "gzip-multi" => {
+            let (a, b) = text.split_at(text.len() / 2);
+            ("gzip", [gzip(a), gzip(b)].concat())
+        }
+        "deflate" => ("deflate", deflate(true)),
+        "deflate-raw" => ("deflate", deflate(false)),
+        "br" => ("br", br(text)),
+        "zstd" => ("zstd", zstd::encode_all(text, 3).unwrap()),
+        "gzip-br" => ("gzip, br", br(&gzip(text))),
+        _ => ("identity", text.to_vec()),
     }
 }
 

@@ -87,6 +87,31 @@ impl TestCa {
         cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Arc::new(cfg)
     }
+
+    /// A server config that demands a client certificate issued by this CA
+    /// (mutual TLS), speaking only `version`.
+    pub fn server_config_client_auth(
+        &self,
+        names: &[&str],
+        alpn: &[&[u8]],
+        version: &'static rustls::SupportedProtocolVersion,
+    ) -> Arc<rustls::ServerConfig> {
+        let (chain, key) = self.leaf(names, Validity::Current);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.issuer.der().clone()).unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .unwrap();
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .unwrap();
+        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(cfg)
+    }
 }
 
 /// Whether a leaf is valid now or expired long ago.
@@ -236,7 +261,10 @@ impl Upstream {
                         Some(acceptor) => {
                             let Ok(tls) = acceptor.accept(tcp).await else { return };
                             if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                                // Request heads up to 1 MiB, as Go's net/http
+                                // (hyper's default is 16 KiB).
                                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                                    .max_header_list_size(1 << 20)
                                     .serve_connection(TokioIo::new(tls), service)
                                     .await;
                             } else {
@@ -340,4 +368,57 @@ async fn echo(
         "body_len": body.len(),
     });
     Response::builder().header("content-type", "application/json").body(full(json.to_string())).unwrap()
+}
+
+/// A TLS upstream that demands a client certificate from its own test CA
+/// (which airlock does not have): every handshake fails, in TLS 1.2 during
+/// the handshake, in TLS 1.3 after the client's side of it is done (the
+/// alert comes on the client's first read).
+#[derive(Debug)]
+pub struct ClientAuthUpstream {
+    pub addr: SocketAddr,
+    pub ca_path: PathBuf,
+    _dir: TempHome,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ClientAuthUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ClientAuthUpstream {
+    /// Starts it speaking only `version`, offering `alpn`.
+    pub async fn start(version: &'static rustls::SupportedProtocolVersion, alpn: &[&[u8]]) -> ClientAuthUpstream {
+        let (ca, dir, ca_path) = ca_with_file("client-auth-upstream");
+        let acceptor = TlsAcceptor::from(ca.server_config_client_auth(&TEST_NAMES, alpn, version));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    use tokio::io::AsyncReadExt;
+                    // Borrowed, so the socket outlives the failed handshake:
+                    // it is read to its end, and closing it then sends no
+                    // reset that could overtake the alert.
+                    let _ = acceptor.accept(&mut tcp).await;
+                    let mut sink = [0u8; 4096];
+                    let drain = async { while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {} };
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drain).await;
+                });
+            }
+        });
+        ClientAuthUpstream { addr, ca_path, _dir: dir, task }
+    }
+}
+
+impl crate::Origin for ClientAuthUpstream {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    fn ca_path(&self) -> &std::path::Path {
+        &self.ca_path
+    }
 }

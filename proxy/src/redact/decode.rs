@@ -58,17 +58,86 @@ impl Write for Sink {
 }
 
 enum Layer {
-    Gzip(flate2::write::GzDecoder<Sink>),
-    Zlib(flate2::write::ZlibDecoder<Sink>),
+    /// Every member of a multi-member gzip stream (RFC 1952 §2.2), as zlib,
+    /// Go, Python and browsers decode it.
+    Gzip(Box<flate2::write::MultiGzDecoder<Sink>>),
+    Deflate(Box<Deflate>),
     Brotli(Box<brotli_decompressor::DecompressorWriter<Sink>>),
     Zstd(Box<zstd::stream::write::Decoder<'static, Sink>>),
+}
+
+/// `deflate` is the zlib format (RFC 9110 §8.4.1.2, RFC 1950), but some
+/// servers send raw deflate (RFC 1951) under that name, and browsers and
+/// curl accept both. The first two bytes tell them apart: a zlib header
+/// names compression method 8 with a window of at most 32 KiB, and the
+/// pair is a multiple of 31 (RFC 1950 §2.2); a raw stream's first block
+/// header almost never looks like that.
+enum Deflate {
+    /// Fewer than two bytes seen.
+    Undecided {
+        head: Vec<u8>,
+        sink: Sink,
+    },
+    Zlib(flate2::write::ZlibDecoder<Sink>),
+    Raw(flate2::write::DeflateDecoder<Sink>),
+}
+
+impl Deflate {
+    fn is_zlib_header(cmf: u8, flg: u8) -> bool {
+        cmf & 0x0f == 8 && cmf >> 4 <= 7 && (u16::from(cmf) << 8 | u16::from(flg)) % 31 == 0
+    }
+
+    fn sink(&mut self) -> &mut Sink {
+        match self {
+            Deflate::Undecided { sink, .. } => sink,
+            Deflate::Zlib(d) => d.get_mut(),
+            Deflate::Raw(d) => d.get_mut(),
+        }
+    }
+
+    /// Picks the format from what has been seen (`end`: nothing more will
+    /// come), and feeds it what it held back.
+    fn decide(&mut self, end: bool) -> std::io::Result<()> {
+        let Deflate::Undecided { head, sink } = self else { return Ok(()) };
+        if head.len() < 2 && !end {
+            return Ok(());
+        }
+        let (head, sink) = (std::mem::take(head), std::mem::take(sink));
+        let zlib = head.len() >= 2 && Deflate::is_zlib_header(head[0], head[1]);
+        *self = if zlib {
+            Deflate::Zlib(flate2::write::ZlibDecoder::new(sink))
+        } else {
+            Deflate::Raw(flate2::write::DeflateDecoder::new(sink))
+        };
+        self.write_all(&head)
+    }
+
+    fn write_all(&mut self, input: &[u8]) -> std::io::Result<()> {
+        match self {
+            Deflate::Undecided { head, .. } => {
+                head.extend_from_slice(input);
+                self.decide(false)
+            }
+            Deflate::Zlib(d) => d.write_all(input).and_then(|()| d.flush()),
+            Deflate::Raw(d) => d.write_all(input).and_then(|()| d.flush()),
+        }
+    }
+
+    fn close(&mut self) -> std::io::Result<()> {
+        self.decide(true)?;
+        match self {
+            Deflate::Undecided { .. } => Ok(()),
+            Deflate::Zlib(d) => d.try_finish(),
+            Deflate::Raw(d) => d.try_finish(),
+        }
+    }
 }
 
 impl Layer {
     fn name(&self) -> &'static str {
         match self {
             Layer::Gzip(_) => "gzip",
-            Layer::Zlib(_) => "deflate",
+            Layer::Deflate(_) => "deflate",
             Layer::Brotli(_) => "br",
             Layer::Zstd(_) => "zstd",
         }
@@ -77,7 +146,7 @@ impl Layer {
     fn sink(&mut self) -> &mut Sink {
         match self {
             Layer::Gzip(d) => d.get_mut(),
-            Layer::Zlib(d) => d.get_mut(),
+            Layer::Deflate(d) => d.sink(),
             Layer::Brotli(d) => d.get_mut(),
             Layer::Zstd(d) => d.get_mut(),
         }
@@ -86,7 +155,7 @@ impl Layer {
     fn write_all(&mut self, input: &[u8]) -> std::io::Result<()> {
         match self {
             Layer::Gzip(d) => d.write_all(input).and_then(|()| d.flush()),
-            Layer::Zlib(d) => d.write_all(input).and_then(|()| d.flush()),
+            Layer::Deflate(d) => d.write_all(input),
             Layer::Brotli(d) => d.write_all(input).and_then(|()| d.flush()),
             Layer::Zstd(d) => d.write_all(input).and_then(|()| d.flush()),
         }
@@ -95,7 +164,7 @@ impl Layer {
     fn close(&mut self) -> std::io::Result<()> {
         match self {
             Layer::Gzip(d) => d.try_finish(),
-            Layer::Zlib(d) => d.try_finish(),
+            Layer::Deflate(d) => d.close(),
             Layer::Brotli(d) => d.close(),
             Layer::Zstd(d) => d.flush(),
         }
@@ -150,8 +219,8 @@ impl Decoder {
         for coding in values.flat_map(|v| v.split(',')).map(|c| c.trim().to_ascii_lowercase()) {
             let layer = match coding.as_str() {
                 "" | "identity" => continue,
-                "gzip" | "x-gzip" => Layer::Gzip(flate2::write::GzDecoder::new(Sink::default())),
-                "deflate" => Layer::Zlib(flate2::write::ZlibDecoder::new(Sink::default())),
+                "gzip" | "x-gzip" => Layer::Gzip(Box::new(flate2::write::MultiGzDecoder::new(Sink::default()))),
+                "deflate" => Layer::Deflate(Box::new(Deflate::Undecided { head: Vec::new(), sink: Sink::default() })),
                 "br" => {
                     Layer::Brotli(Box::new(brotli_decompressor::DecompressorWriter::new(Sink::default(), 16 * 1024)))
                 }
@@ -176,8 +245,13 @@ impl Decoder {
         self.run(Some(input))
     }
 
-    /// Ends the body; fails if the compressed stream was truncated.
+    /// Ends the body; fails if the compressed stream was truncated. A body
+    /// with no bytes at all is empty, whatever its coding says (as curl
+    /// takes it: there was nothing to decode).
     pub fn finish(&mut self) -> Result<Vec<u8>, DecodeError> {
+        if self.compressed == 0 {
+            return Ok(Vec::new());
+        }
         self.run(None)
     }
 

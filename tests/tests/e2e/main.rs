@@ -7,6 +7,7 @@ mod agents;
 mod ca;
 mod channels;
 mod conformance;
+mod fidelity;
 mod hostile;
 mod load;
 mod policy;

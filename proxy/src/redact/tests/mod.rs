@@ -403,6 +403,34 @@ mod decoding {
     }
 
     #[test]
+    fn every_gzip_member_and_either_deflate_form_decode_in_any_framing() {
+        let text: Vec<u8> = (0..5_000u32).flat_map(|i| format!("row {i},").into_bytes()).collect();
+        let (a, b) = text.split_at(text.len() / 3);
+        let members = [gzip(a), gzip(b)].concat();
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        zlib.write_all(&text).unwrap();
+        let zlib = zlib.finish().unwrap();
+        let mut raw = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        raw.write_all(&text).unwrap();
+        let raw = raw.finish().unwrap();
+        for frame in [1, 2, 3, 4096, members.len()] {
+            assert_eq!(decode_all("gzip", &members, frame, 100).unwrap(), text, "gzip members, frame {frame}");
+            assert_eq!(decode_all("deflate", &zlib, frame, 100).unwrap(), text, "zlib, frame {frame}");
+            assert_eq!(decode_all("deflate", &raw, frame, 100).unwrap(), text, "raw deflate, frame {frame}");
+        }
+        // Truncated still fails, in either form.
+        assert!(decode_all("deflate", &raw[..raw.len() / 2], 7, 100).is_err());
+        assert!(decode_all("gzip", &members[..members.len() - 3], 7, 100).is_err());
+    }
+
+    #[test]
+    fn a_coded_body_with_no_bytes_is_empty() {
+        for coding in ["gzip", "deflate", "br", "zstd", "gzip, br"] {
+            assert_eq!(decode_all(coding, b"", 1, 100).unwrap(), b"", "{coding}");
+        }
+    }
+
+    #[test]
     fn a_bomb_fails_while_it_expands() {
         // 256 MiB of zeros gzip to about 250 KiB: a ratio near 1000.
         let bomb = gzip(&vec![0u8; 256 << 20]);
