@@ -356,6 +356,12 @@ where
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
+    // A body already known to be empty (`Content-Length: 0`, or HTTP/2
+    // `END_STREAM` on the head, as for a `205`) is answered as one,
+    // undecoded, so the agent's server frames it as the upstream's did
+    // (`Content-Length: 0` on HTTP/1.1, not an empty chunked body).
+    let empty =
+        !bodiless && (http_body::Body::is_end_stream(&body) || http_body::Body::size_hint(&body).exact() == Some(0));
     // Content codings, then any transfer coding but chunked, were applied
     // in that order; all are decoded.
     let encodings: Vec<String> = headers
@@ -364,7 +370,7 @@ where
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .chain(transfer_codings)
         .collect();
-    let codings = encodings.iter().map(String::as_str).filter(|_| !bodiless);
+    let codings = encodings.iter().map(String::as_str).filter(|_| !bodiless && !empty);
     let decoder = match Decoder::for_encodings(codings, policy.limits.max_decoded_ratio) {
         Ok(d) => d,
         Err(e) => {
@@ -379,7 +385,7 @@ where
         }
     };
     // The body may change length (and is sent decoded).
-    if !bodiless {
+    if !bodiless && !empty {
         headers.remove(header::CONTENT_LENGTH);
     }
     if decoder.is_some() {
@@ -406,7 +412,7 @@ where
         );
         writer.write(record);
     };
-    if bodiless {
+    if bodiless || empty {
         // Nothing will be read or sent (an HTTP/1.1 server never polls the
         // body of an answer to HEAD): the record is written now, whole.
         drop(body);
