@@ -173,9 +173,12 @@ async fn curl(bench: &Bench, h2: bool, via: Via, req: &Req) -> Result<Seen, Stri
     Ok(Seen { status, headers: fields(headers), body, trailers: fields(trailers) })
 }
 
+/// Header or trailer fields, in order.
+type Fields = Vec<(String, String)>;
+
 /// Parses curl's `-D` dump: the last final (non-1xx) head, and the
 /// trailer fields curl writes after it.
-fn parse_curl_head(dump: &str) -> (u16, Vec<(String, String)>, Vec<(String, String)>) {
+fn parse_curl_head(dump: &str) -> (u16, Fields, Fields) {
     let (mut status, mut headers, mut trailers) = (0u16, Vec::new(), Vec::new());
     let mut in_head = false;
     for line in dump.split("\r\n").flat_map(|l| l.split('\n')) {

@@ -287,7 +287,8 @@ async fn expect_100_continue_as_direct() {
 #[tokio::test]
 async fn one_connection_carries_bodiless_and_bodied_answers_in_turn() {
     let bench = Bench::start().await;
-    let sequence: [(&str, &str, &[(&str, &str)]); 9] = [
+    type Step = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
+    let sequence: [Step; 9] = [
         ("HEAD", "/length/12345", &[]),
         ("GET", "/status/204", &[]),
         ("GET", "/status/304", &[("if-none-match", "\"v1\"")]),
