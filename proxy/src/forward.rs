@@ -18,7 +18,7 @@ use airlock_policy::inject::inject;
 use airlock_policy::{AuthError, Decision, Denial, DenialCode, RequestInfo, Route, RouteId, TenantId, host};
 
 use crate::audit::{self, Outcome, Record};
-use crate::redact::{Decoder, Ended, RedactBody, RedactionCount, scrub_headers};
+use crate::redact::{Decoder, Ended, RedactBody, RedactionCount, grpc_content_type, scrub_headers};
 use crate::respond::{self, REQUEST_ID_HEADER, denial_response, request_id};
 use crate::send::{DecidedRoute, Outgoing, Sent, Upgrades, send};
 use crate::server::{ConnGuard, Loaded, Shared, parse_destination};
@@ -367,6 +367,10 @@ where
             });
         }
     };
+    let grpc = headers.get(header::CONTENT_TYPE).and_then(|v| grpc_content_type(v.as_bytes()));
+    if grpc.is_some() {
+        check_grpc_encoding(&headers, status).map_err(|d| Denial { route: Some(route_id), ..d })?;
+    }
     // The body may change length (and is sent decoded).
     headers.remove(header::CONTENT_LENGTH);
     if decoder.is_some() {
@@ -393,11 +397,38 @@ where
         );
         writer.write(record);
     };
-    let body = RedactBody::new(body, decoder, set, count.clone(), on_end);
+    let body = RedactBody::new(body, decoder, grpc, set, count.clone(), on_end);
     let mut resp = response_head(status, headers, body.boxed_unsync());
     resp.extensions_mut().insert(count);
     Ok(resp)
 }
+
+/// Refuses a gRPC answer whose messages are compressed (`grpc-encoding`
+/// other than `identity`): a compressed message cannot be scanned.
+/// airlock asks for `grpc-accept-encoding: identity`, so only an upstream
+/// that ignores it gets here. (A message flagged compressed without the
+/// header fails the body instead, see `redact::GrpcMessages`.)
+fn check_grpc_encoding(headers: &HeaderMap, status: StatusCode) -> Result<(), Denial> {
+    let identity =
+        headers.get_all(GRPC_ENCODING).iter().all(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"));
+    if identity {
+        return Ok(());
+    }
+    Err(Denial::new(
+        DenialCode::UnredactableBody,
+        format!(
+            "the upstream answered {} with compressed gRPC messages (grpc-encoding), which airlock cannot scan for \
+             secrets",
+            status.as_u16()
+        ),
+        "call without compression (airlock asks upstreams for grpc-accept-encoding: identity); if it persists, ask \
+         the operator to check the API",
+    ))
+}
+
+/// gRPC's message coding header (per stream; each message says whether
+/// it used it).
+const GRPC_ENCODING: &str = "grpc-encoding";
 
 /// The agent's response: the status (whose reason phrase is then the
 /// canonical one), the given headers, and no extension but airlock's own.

@@ -20,9 +20,13 @@ use crate::forward::Destination;
 use crate::headers::{
     accepts_trailers, is_websocket_upgrade, strip_hop_by_hop, transfer_codings, upgrades_to_websocket,
 };
+use crate::redact::grpc_content_type;
 use crate::server::Loaded;
 use crate::tunnel::upstream_denial;
 use crate::{Body, limits, upstream};
+
+/// The message codings a gRPC client accepts in the answer.
+const GRPC_ACCEPT_ENCODING: &str = "grpc-accept-encoding";
 
 /// What `send` sends besides the agent's request.
 pub(crate) struct Outgoing {
@@ -172,6 +176,14 @@ where
         headers.remove(header::RANGE);
         headers.remove(header::IF_RANGE);
         headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        // gRPC compresses messages by its own header: the upstream may
+        // use only what the client accepts, and airlock scans only
+        // uncompressed messages.
+        if headers.contains_key(GRPC_ACCEPT_ENCODING)
+            || headers.get(header::CONTENT_TYPE).is_some_and(|v| grpc_content_type(v.as_bytes()).is_some())
+        {
+            headers.insert(GRPC_ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        }
     }
 
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");

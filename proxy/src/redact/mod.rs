@@ -71,12 +71,14 @@
 
 mod body;
 mod decode;
+mod grpc;
 mod normalise;
 mod patterns;
 mod scan;
 
 pub use body::{Ended, RedactBody, RedactionCount, scrub_headers};
 pub use decode::{DecodeError, Decoder};
+pub use grpc::{GrpcError, GrpcKind, GrpcMessages, grpc_content_type};
 pub use patterns::{PatternSet, PatternSetBuilder};
 pub use scan::Stream;
 

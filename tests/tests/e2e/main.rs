@@ -6,6 +6,7 @@ mod actions;
 mod agents;
 mod ca;
 mod channels;
+mod grpc;
 mod hostile;
 mod load;
 mod policy;

@@ -1,0 +1,172 @@
+//! [`GrpcMessages`]: scrubbing a gRPC body message by message.
+//!
+//! A gRPC body (`application/grpc`, `application/grpc+proto`, …, and
+//! `application/grpc-web` with its trailer frames) is a series of
+//! length-prefixed messages: one flags byte (bit 0: compressed; bit 7, in
+//! gRPC-Web only: a trailer frame), a four-byte big-endian length, then the
+//! message. A byte redactor that changed a message's length would leave
+//! the prefix — and every length inside a protobuf message around the
+//! secret — wrong, and the client with a broken stream. So:
+//!
+//! - each message is scanned on its own, with a [`Stream::same_length`]
+//!   stream: a secret becomes the placeholder padded with `*` to its
+//!   length, so every length prefix stays true; the five-byte prefix is
+//!   never scanned, so no match can change it;
+//! - a message is flushed whole as soon as its last byte is in: nothing of
+//!   it waits for the next one (which, on a bidirectional stream, may only
+//!   come once the client has read this one);
+//! - a compressed message cannot be scanned, so it fails the body (the
+//!   stream is aborted): airlock asks upstreams for `grpc-accept-encoding:
+//!   identity`, and refuses an answer whose `grpc-encoding` is another.
+//!
+//! A secret split across two messages is not seen (as across two
+//! WebSocket messages), and the length of a replaced value shows.
+
+use std::sync::Arc;
+
+use super::{PatternSet, Stream};
+
+/// The length prefix: flags, then a big-endian `u32`.
+const PREFIX: usize = 5;
+/// Flags bit: the message is compressed with the stream's `grpc-encoding`.
+const COMPRESSED: u8 = 0x01;
+/// Flags bit, gRPC-Web only: the frame holds the trailers, as text.
+const TRAILERS: u8 = 0x80;
+
+/// Why a gRPC body cannot be passed on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GrpcError {
+    /// A message is compressed: its bytes cannot be scanned.
+    #[error("the upstream sent a compressed gRPC message, which airlock cannot scan for secrets")]
+    Compressed,
+    /// A flags byte gRPC does not define.
+    #[error("the upstream sent a gRPC message with undefined flags")]
+    Flags,
+}
+
+/// The scrubber of a gRPC body; see the module docs.
+pub struct GrpcMessages {
+    set: Arc<PatternSet>,
+    /// The current message's scan.
+    message: Stream,
+    prefix: [u8; PREFIX],
+    /// Prefix bytes read so far; `PREFIX` while inside a message.
+    have: usize,
+    /// Bytes of the current message still to come.
+    remaining: usize,
+    /// Whether trailer frames (gRPC-Web) are allowed.
+    web: bool,
+    /// Replacements in finished messages.
+    count: u64,
+}
+
+impl std::fmt::Debug for GrpcMessages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcMessages").field("remaining", &self.remaining).field("count", &self.count()).finish()
+    }
+}
+
+impl GrpcMessages {
+    /// A scrubber for an `application/grpc` body, or with `web` an
+    /// `application/grpc-web` one.
+    pub fn new(set: Arc<PatternSet>, web: bool) -> Self {
+        GrpcMessages {
+            message: Stream::same_length(Arc::clone(&set)),
+            set,
+            prefix: [0; PREFIX],
+            have: 0,
+            remaining: 0,
+            web,
+            count: 0,
+        }
+    }
+
+    /// Replacements so far.
+    pub fn count(&self) -> u64 {
+        self.count + self.message.count()
+    }
+
+    /// Scans the next piece of the body; appends to `out` every prefix
+    /// read whole and every message byte that is final.
+    pub fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>) -> Result<(), GrpcError> {
+        while !data.is_empty() {
+            if self.have < PREFIX {
+                let n = (PREFIX - self.have).min(data.len());
+                self.prefix[self.have..self.have + n].copy_from_slice(&data[..n]);
+                self.have += n;
+                data = &data[n..];
+                if self.have == PREFIX {
+                    self.start_message(out)?;
+                }
+                continue;
+            }
+            let n = self.remaining.min(data.len());
+            self.message.push(&data[..n], out);
+            self.remaining -= n;
+            data = &data[n..];
+            if self.remaining == 0 {
+                self.end_message(out);
+            }
+        }
+        Ok(())
+    }
+
+    /// The body ended: a message cut short is flushed as it arrived
+    /// (scanned), as the client would have seen it without airlock.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if self.have < PREFIX {
+            let partial = self.prefix;
+            self.message.push(&partial[..self.have], out);
+        }
+        self.end_message(out);
+    }
+
+    fn start_message(&mut self, out: &mut Vec<u8>) -> Result<(), GrpcError> {
+        let flags = self.prefix[0];
+        let allowed = if self.web { TRAILERS } else { 0 };
+        if flags & COMPRESSED != 0 {
+            return Err(GrpcError::Compressed);
+        }
+        if flags & !allowed != 0 {
+            return Err(GrpcError::Flags);
+        }
+        out.extend_from_slice(&self.prefix);
+        let [_, a, b, c, d] = self.prefix;
+        self.remaining = usize::try_from(u32::from_be_bytes([a, b, c, d])).unwrap_or(usize::MAX);
+        if self.remaining == 0 {
+            self.have = 0;
+        }
+        Ok(())
+    }
+
+    fn end_message(&mut self, out: &mut Vec<u8>) {
+        self.message.finish(out);
+        self.count += self.message.count();
+        self.message = Stream::same_length(Arc::clone(&self.set));
+        self.have = 0;
+    }
+}
+
+/// Whether a `content-type` is gRPC's (`application/grpc`, with any
+/// `+format` or parameters), and whether it is gRPC-Web's binary form.
+/// `application/grpc-web-text` (base64) is neither: it is scanned as text.
+pub fn grpc_content_type(value: &[u8]) -> Option<GrpcKind> {
+    let value = std::str::from_utf8(value).ok()?;
+    let essence = value.split(';').next()?.trim().to_ascii_lowercase();
+    let (base, _format) = essence.split_once('+').unwrap_or((&essence, ""));
+    match base {
+        "application/grpc" => Some(GrpcKind::Grpc),
+        "application/grpc-web" => Some(GrpcKind::Web),
+        _ => None,
+    }
+}
+
+/// Which gRPC framing a body has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GrpcKind {
+    /// `application/grpc`: messages, then HTTP/2 trailers.
+    Grpc,
+    /// `application/grpc-web`: messages, then a trailer frame.
+    Web,
+}
