@@ -18,8 +18,10 @@ use airlock_policy::inject::inject;
 use airlock_policy::{AuthError, Decision, Denial, DenialCode, RequestInfo, Route, RouteId, TenantId, host};
 
 use crate::audit::{self, Outcome, Record};
-use crate::redact::{Decoder, Ended, RedactBody, RedactionCount, grpc_content_type, scrub_headers};
-use crate::respond::{self, REQUEST_ID_HEADER, denial_response, request_id};
+use crate::redact::{
+    Decoder, Ended, RedactBody, RedactionCount, grpc_content_type, scrub_binary_metadata, scrub_headers,
+};
+use crate::respond::{self, REQUEST_ID_HEADER, denial_response, grpc_denial_response, request_id};
 use crate::send::{DecidedRoute, Outgoing, Sent, Upgrades, send};
 use crate::server::{ConnGuard, Loaded, Shared, parse_destination};
 use crate::tunnel::connect_denial;
@@ -170,9 +172,16 @@ impl<'a> Audit<'a> {
         self.write(denial.route, Outcome::Deny, Some(denial.code), denial.status(), injected);
     }
 
-    fn deny(&self, denial: &Denial) -> Response<Body> {
+    /// Audits a denial and answers it: as a gRPC status for a gRPC call
+    /// (`grpc`), else as JSON.
+    fn deny(&self, denial: &Denial, grpc: bool) -> Response<Body> {
         self.refuse(denial);
-        denial_response(&self.scrubbed(denial), &self.request_id)
+        let scrubbed = self.scrubbed(denial);
+        if grpc {
+            grpc_denial_response(&scrubbed, &self.request_id)
+        } else {
+            denial_response(&scrubbed, &self.request_id)
+        }
     }
 
     /// The denial with every known secret replaced in its text: a message
@@ -209,15 +218,16 @@ pub(crate) async fn handle(
     };
     let audit = Audit::begin(&shared, &loaded, tenant, &dest, req.method().to_string(), req.uri().path().to_owned());
     let span = info_span!("request", request_id = %audit.request_id, method = %req.method(), path = %audit.path());
+    let grpc = req.headers().get(header::CONTENT_TYPE).is_some_and(|v| grpc_content_type(v.as_bytes()).is_some());
     async {
         #[cfg(debug_assertions)]
         crate::fault::check(req.headers());
         if let Err(denial) = check_authority(&req, &dest).and_then(|()| limits::check_head(&req, &policy.limits)) {
-            return audit.deny(&denial);
+            return audit.deny(&denial, grpc);
         }
         match forward(&shared, &audit, req).await {
             Ok(resp) => resp,
-            Err(denial) => audit.deny(&denial),
+            Err(denial) => audit.deny(&denial, grpc),
         }
     }
     .instrument(span)
@@ -315,12 +325,16 @@ where
         Ok(r) => r,
         Err(denial) => return Err(Denial { route: Some(route_id), ..denial }),
     };
-    let Sent { status, headers, transfer_codings, body, upgrade, reason } = sent;
+    let Sent { status, mut headers, transfer_codings, body, upgrade, reason } = sent;
 
     // Headers are scrubbed before anything is sent. The reason phrase is
     // dropped (the agent gets the canonical one); one that held a secret
     // counts as a redaction.
+    let grpc = headers.get(header::CONTENT_TYPE).and_then(|v| grpc_content_type(v.as_bytes()));
+    // gRPC's binary metadata is scrubbed in the bytes it carries.
+    let binary_redactions = if grpc.is_some() { scrub_binary_metadata(&set, &mut headers) } else { 0 };
     let (mut headers, mut header_redactions) = scrub_headers(&set, headers);
+    header_redactions += binary_redactions;
     header_redactions += u64::from(reason.is_some_and(|r| set.is_match(&r)));
     if let Ok(id) = HeaderValue::from_str(&audit.request_id) {
         headers.insert(REQUEST_ID_HEADER, id);
@@ -367,7 +381,6 @@ where
             });
         }
     };
-    let grpc = headers.get(header::CONTENT_TYPE).and_then(|v| grpc_content_type(v.as_bytes()));
     if grpc.is_some() {
         check_grpc_encoding(&headers, status).map_err(|d| Denial { route: Some(route_id), ..d })?;
     }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-use super::grpc::{GrpcKind, GrpcMessages};
+use super::grpc::{GrpcKind, GrpcMessages, scrub_binary_metadata};
 use super::{Decoder, PatternSet, Stream};
 use crate::{Body, BoxError};
 
@@ -186,8 +186,11 @@ impl RedactBody {
         Ok(())
     }
 
-    fn on_trailers(&mut self, trailers: HeaderMap) -> Result<(), BoxError> {
+    fn on_trailers(&mut self, mut trailers: HeaderMap) -> Result<(), BoxError> {
         self.flush_tail()?;
+        if let Scanner::Grpc(_) = self.scanner {
+            self.count.add(scrub_binary_metadata(&self.set, &mut trailers));
+        }
         let (scrubbed, n) = scrub_headers(&self.set, trailers);
         self.count.add(n);
         self.queue.push_back(Ok(Frame::trailers(scrubbed)));

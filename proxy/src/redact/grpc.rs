@@ -24,6 +24,10 @@
 
 use std::sync::Arc;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
 use super::{PatternSet, Stream};
 
 /// The length prefix: flags, then a big-endian `u32`.
@@ -169,4 +173,44 @@ pub enum GrpcKind {
     Grpc,
     /// `application/grpc-web`: messages, then a trailer frame.
     Web,
+}
+
+/// Scrubs the binary metadata (fields named `*-bin`) of a gRPC head or
+/// trailers in the bytes they carry: the value is base64 of what the
+/// application sent, so a secret in it is replaced in the decoded bytes and
+/// the value encoded again. (Replacing a base64 fragment with `[REDACTED]`
+/// would leave metadata the client cannot decode, and grpcio fails the
+/// whole call on it.) A value that is not base64 is left as it is, for
+/// [`super::scrub_headers`] to scrub as text. Returns the replacements.
+pub fn scrub_binary_metadata(set: &PatternSet, headers: &mut HeaderMap) -> u64 {
+    let binary: Vec<HeaderName> = headers.keys().filter(|n| n.as_str().ends_with("-bin")).cloned().collect();
+    let mut total = 0;
+    for name in binary {
+        let mut values: Vec<HeaderValue> = headers.get_all(&name).iter().cloned().collect();
+        let mut changed = false;
+        for value in &mut values {
+            // gRPC senders may pad or not; either decodes.
+            let text = value.as_bytes().trim_ascii();
+            let unpadded = text.strip_suffix(b"==").or_else(|| text.strip_suffix(b"=")).unwrap_or(text);
+            let Ok(decoded) = STANDARD_NO_PAD.decode(unpadded) else { continue };
+            let mut scrubbed = Vec::new();
+            let count = set.replace_all(&decoded, &mut scrubbed);
+            if count == 0 {
+                continue;
+            }
+            // Base64 is always a valid header value.
+            if let Ok(v) = HeaderValue::from_str(&STANDARD_NO_PAD.encode(&scrubbed)) {
+                *value = v;
+                total += count;
+                changed = true;
+            }
+        }
+        if changed {
+            headers.remove(&name);
+            for value in values {
+                headers.append(name.clone(), value);
+            }
+        }
+    }
+    total
 }

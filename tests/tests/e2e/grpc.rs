@@ -214,3 +214,54 @@ async fn every_kind_of_grpc_call_behaves_as_on_a_direct_connection() {
     assert!(records.iter().any(|r| r["path"] == "/airlock.test.Echo/Bidi" && r["complete"] == true), "{records:?}");
     proxy.proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_key_the_server_echoes_reaches_the_grpc_client_as_the_placeholder() {
+    let server = GrpcServer::start(None).await;
+    let proxy = TestProxy::start(&standard_config(&server, "", "")).await;
+    let via = Via::Airlock(&proxy, &server, ("acme", ACME_TOKEN));
+    // `client` has searched the client's whole output for the key.
+    let leak = client(via, &placeholder_auth(), None, &["leak"]).await.remove(0);
+    assert_eq!(leak["code"], "OK", "{leak}");
+    // The message: the value after a protobuf-like tag and length, which
+    // stay true because the replacement keeps the key's length (the gRPC
+    // length prefix too, or the client would have failed).
+    let body: Vec<u8> = leak["body"].as_str().unwrap().chars().map(|c| u8::try_from(u32::from(c)).unwrap()).collect();
+    let injected = secret_auth();
+    let mut expected = placeholder_auth().into_bytes();
+    expected.resize(injected.len(), b'*');
+    assert_eq!(&body[..2], &[0x0a, u8::try_from(injected.len()).unwrap()]);
+    assert_eq!(String::from_utf8_lossy(&body[2..2 + injected.len()]), String::from_utf8_lossy(&expected));
+    assert_eq!(&body[2 + injected.len()..][..6], b"\x12\x03end ");
+    // The server received the key itself.
+    let seen: Value = serde_json::from_slice(&body[2 + injected.len() + 6..]).unwrap();
+    assert_eq!(seen["auth_sha256"], sha256_hex(&injected).as_str());
+    // Metadata, text and binary, initial and trailing: what the client sent.
+    let hex: String = placeholder_auth().bytes().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(leak["initial"]["x-leak-initial"], placeholder_auth().as_str());
+    assert_eq!(leak["initial"]["x-leak-initial-bin"], hex.as_str());
+    assert_eq!(leak["trailing"]["x-leak"], placeholder_auth().as_str());
+    assert_eq!(leak["trailing"]["x-leak-bin"], hex.as_str());
+    let record = proxy.audit_lines().pop().unwrap();
+    assert_eq!((record["redactions"].as_u64(), &record["secret_exposed"]), (Some(5), &Value::Bool(false)), "{record}");
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_grpc_call_with_another_tenants_placeholder_is_refused() {
+    let server = GrpcServer::start(None).await;
+    let proxy = TestProxy::start(&standard_config(&server, "", "")).await;
+    let via = Via::Airlock(&proxy, &server, ("acme", ACME_TOKEN));
+    let refused = client(via, &format!("Bearer {BETA_PLACEHOLDER}"), None, &["plain"]).await.remove(0);
+    // A gRPC status the client shows, with airlock's message and next step
+    // (not the bare "Received http2 header with status: 403" a JSON denial
+    // gives a gRPC client).
+    assert_eq!(refused["code"], "PERMISSION_DENIED", "{refused}");
+    let details = refused["details"].as_str().unwrap();
+    assert!(details.starts_with("airlock refused this call (wrong_tenant): "), "{details}");
+    assert!(details.contains("next step: use tenant 'acme''s own placeholders"), "{details}");
+    assert_eq!(refused["trailing"]["x-airlock-denied"], "wrong_tenant");
+    let record = proxy.audit_lines().pop().unwrap();
+    assert_eq!((record["decision"].as_str(), record["code"].as_str()), (Some("deny"), Some("wrong_tenant")));
+    proxy.proxy.shutdown().await;
+}
