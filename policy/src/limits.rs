@@ -27,6 +27,7 @@ pub(crate) struct RawLimits {
     shutdown_grace: Option<String>,
     max_action_response: Option<Size>,
     max_websocket_message: Option<Size>,
+    max_grpc_message: Option<Size>,
 }
 
 /// A size in bytes, written as a number or a string with a unit.
@@ -108,6 +109,12 @@ pub struct Limits {
     /// whole, so the memory WebSockets can take is this times
     /// `max_connections`.
     pub max_websocket_message: u64,
+    /// The largest compressed gRPC message relayed, in bytes, decoded: a
+    /// compressed message is held whole while it is decoded and scanned
+    /// (an uncompressed one streams through at any size). A larger one
+    /// aborts the call. 4 MiB by default, gRPC's own default limit on a
+    /// received message.
+    pub max_grpc_message: u64,
 }
 
 impl Default for Limits {
@@ -127,6 +134,7 @@ impl Default for Limits {
             shutdown_grace: Duration::from_secs(10),
             max_action_response: 1 << 20,
             max_websocket_message: 1 << 20,
+            max_grpc_message: 4 << 20,
         }
     }
 }
@@ -166,6 +174,10 @@ impl Limits {
         if max_websocket_message < 1024 {
             return Err("[limits] max_websocket_message must be at least 1KiB".to_owned());
         }
+        let max_grpc_message = size("max_grpc_message", raw.max_grpc_message, d.max_grpc_message)?;
+        if max_grpc_message < 1024 {
+            return Err("[limits] max_grpc_message must be at least 1KiB".to_owned());
+        }
         Ok(Limits {
             max_header_bytes: max_header_bytes as usize,
             max_headers: count("max_headers", raw.max_headers, d.max_headers)?,
@@ -193,6 +205,7 @@ impl Limits {
             shutdown_grace: duration("shutdown_grace", raw.shutdown_grace, d.shutdown_grace)?,
             max_action_response,
             max_websocket_message,
+            max_grpc_message,
         })
     }
 }
@@ -221,5 +234,8 @@ mod tests {
         assert_eq!(build("").map(|l| l.max_websocket_message), Ok(1 << 20));
         assert_eq!(build("max_websocket_message = \"64KiB\"").map(|l| l.max_websocket_message), Ok(65536));
         assert!(build("max_websocket_message = 10").is_err());
+        assert_eq!(build("").map(|l| l.max_grpc_message), Ok(4 << 20));
+        assert_eq!(build("max_grpc_message = \"16MiB\"").map(|l| l.max_grpc_message), Ok(16 << 20));
+        assert!(build("max_grpc_message = 10").is_err());
     }
 }

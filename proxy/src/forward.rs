@@ -15,11 +15,12 @@ use hyper_util::rt::TokioIo;
 use tracing::{Instrument, debug, info, info_span};
 
 use airlock_policy::inject::inject;
-use airlock_policy::{AuthError, Decision, Denial, DenialCode, RequestInfo, Route, RouteId, TenantId, host};
+use airlock_policy::{AuthError, Decision, Denial, DenialCode, Limits, RequestInfo, Route, RouteId, TenantId, host};
 
 use crate::audit::{self, Outcome, Record};
 use crate::redact::{
-    Decoder, Ended, RedactBody, RedactionCount, grpc_content_type, scrub_binary_metadata, scrub_headers,
+    DecodeError, Decoder, Ended, GrpcMessages, MessageCoding, RedactBody, RedactionCount, grpc_content_type,
+    scrub_binary_metadata, scrub_headers,
 };
 use crate::respond::{self, REQUEST_ID_HEADER, denial_response, grpc_denial_response, request_id};
 use crate::send::{DecidedRoute, Outgoing, Sent, Upgrades, send};
@@ -381,9 +382,15 @@ where
             });
         }
     };
-    if grpc.is_some() {
-        check_grpc_encoding(&headers, status).map_err(|d| Denial { route: Some(route_id), ..d })?;
-    }
+    let grpc = match grpc {
+        Some(kind) => {
+            let limits = &policy.limits;
+            let coding =
+                grpc_coding(&mut headers, status, limits).map_err(|d| Denial { route: Some(route_id), ..d })?;
+            Some(GrpcMessages::new(Arc::clone(&set), kind, coding))
+        }
+        None => None,
+    };
     // The body may change length (and is sent decoded).
     headers.remove(header::CONTENT_LENGTH);
     if decoder.is_some() {
@@ -416,27 +423,46 @@ where
     Ok(resp)
 }
 
-/// Refuses a gRPC answer whose messages are compressed (`grpc-encoding`
-/// other than `identity`): a compressed message cannot be scanned.
-/// airlock asks for `grpc-accept-encoding: identity`, so only an upstream
-/// that ignores it gets here. (A message flagged compressed without the
-/// header fails the body instead, see `redact::GrpcMessages`.)
-fn check_grpc_encoding(headers: &HeaderMap, status: StatusCode) -> Result<(), Denial> {
-    let identity =
-        headers.get_all(GRPC_ENCODING).iter().all(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"));
-    if identity {
-        return Ok(());
+/// The coding of a gRPC answer's compressed messages (`grpc-encoding`),
+/// which airlock decodes: the agent gets them uncompressed, so the header
+/// is removed. One airlock cannot decode is refused, as a compressed
+/// message cannot be scanned. airlock asks for `grpc-accept-encoding:
+/// identity`, but a server configured to compress (grpcio's
+/// `compression=`) compresses anyway.
+fn grpc_coding(headers: &mut HeaderMap, status: StatusCode, limits: &Limits) -> Result<Option<MessageCoding>, Denial> {
+    let values: Vec<String> =
+        headers.get_all(GRPC_ENCODING).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect();
+    let max_message = usize::try_from(limits.max_grpc_message).unwrap_or(usize::MAX);
+    let coding = match values.as_slice() {
+        [] => None,
+        [one] => MessageCoding::for_header(one, max_message).map_err(|e| {
+            // Never quoting the coding: it is upstream text.
+            let why = match e {
+                DecodeError::Unsupported => {
+                    "their grpc-encoding is one airlock does not decode (it decodes gzip, deflate, br and zstd)"
+                        .to_owned()
+                }
+                other => other.to_string(),
+            };
+            Denial::new(
+                DenialCode::UnredactableBody,
+                format!("the upstream answered {} with gRPC messages airlock cannot scan: {why}", status.as_u16()),
+                "call without compression (airlock asks upstreams for grpc-accept-encoding: identity); if it \
+                 persists, ask the operator to check the API",
+            )
+        })?,
+        _ => {
+            return Err(Denial::new(
+                DenialCode::UnredactableBody,
+                format!("the upstream answered {} with more than one grpc-encoding", status.as_u16()),
+                "ask the operator to check the API",
+            ));
+        }
+    };
+    if coding.is_some() {
+        headers.remove(GRPC_ENCODING);
     }
-    Err(Denial::new(
-        DenialCode::UnredactableBody,
-        format!(
-            "the upstream answered {} with compressed gRPC messages (grpc-encoding), which airlock cannot scan for \
-             secrets",
-            status.as_u16()
-        ),
-        "call without compression (airlock asks upstreams for grpc-accept-encoding: identity); if it persists, ask \
-         the operator to check the API",
-    ))
+    Ok(coding)
 }
 
 /// gRPC's message coding header (per stream; each message says whether

@@ -282,6 +282,13 @@ def scenario(name, channel, args):
     if name.startswith("sleepy:"):
         body = uu("Sleepy")(name.split(":", 1)[1].encode(), metadata=md, timeout=timeout)
         return {"body": body.decode()}
+    if name.startswith("method:"):
+        # One unary call to the named method, the outcome whatever it is.
+        try:
+            body, call = uu(name.split(":", 1)[1]).with_call(b"", metadata=md, timeout=timeout)
+            return {"code": call.code().name, "body": body.decode("latin-1")}
+        except grpc.RpcError as e:
+            return status_of(e)
     if name == "plain":
         # One unary call, the outcome whatever it is.
         try:

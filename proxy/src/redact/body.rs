@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-use super::grpc::{GrpcKind, GrpcMessages, scrub_binary_metadata};
+use super::grpc::{GrpcMessages, scrub_binary_metadata};
 use super::{Decoder, PatternSet, Stream};
 use crate::{Body, BoxError};
 
@@ -60,11 +60,12 @@ impl Scanner {
         Ok(())
     }
 
-    fn finish(&mut self, out: &mut Vec<u8>) {
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), BoxError> {
         match self {
             Scanner::Text(s) => s.finish(out),
-            Scanner::Grpc(g) => g.finish(out),
+            Scanner::Grpc(g) => g.finish(out)?,
         }
+        Ok(())
     }
 
     fn count(&self) -> u64 {
@@ -96,13 +97,13 @@ impl std::fmt::Debug for RedactBody {
 
 impl RedactBody {
     /// Wraps `inner`, decoding with `decoder` when the body is compressed,
-    /// and scanning it message by message when it is gRPC (`grpc`).
+    /// and scanning it message by message with `grpc` when it is gRPC.
     /// `count` may already hold the header replacements; `on_end` runs
     /// exactly once, before the last frame is handed out (or on drop).
     pub fn new(
         inner: Body,
         decoder: Option<Decoder>,
-        grpc: Option<GrpcKind>,
+        grpc: Option<GrpcMessages>,
         set: Arc<PatternSet>,
         count: RedactionCount,
         on_end: impl FnOnce(Ended) + Send + 'static,
@@ -112,7 +113,7 @@ impl RedactBody {
             decoder,
             scanner: match grpc {
                 None => Scanner::Text(Stream::new(Arc::clone(&set))),
-                Some(kind) => Scanner::Grpc(GrpcMessages::new(Arc::clone(&set), kind == GrpcKind::Web)),
+                Some(messages) => Scanner::Grpc(messages),
             },
             set,
             count,
@@ -163,7 +164,7 @@ impl RedactBody {
             let tail = d.finish()?;
             self.scanner.push(&tail, &mut out)?;
         }
-        self.scanner.finish(&mut out);
+        self.scanner.finish(&mut out)?;
         self.count.add(self.scanner.count() - before);
         self.push_data(out);
         Ok(())

@@ -15,9 +15,14 @@
 //! - a message is flushed whole as soon as its last byte is in: nothing of
 //!   it waits for the next one (which, on a bidirectional stream, may only
 //!   come once the client has read this one);
-//! - a compressed message cannot be scanned, so it fails the body (the
-//!   stream is aborted): airlock asks upstreams for `grpc-accept-encoding:
-//!   identity`, and refuses an answer whose `grpc-encoding` is another.
+//! - a compressed message is decoded (with the stream's `grpc-encoding`:
+//!   gzip, deflate, zstd; held whole, at most `[limits] max_grpc_message`
+//!   decoded and `max_decoded_ratio` times its size), scanned and sent on
+//!   uncompressed with its new length: airlock asks upstreams for
+//!   `grpc-accept-encoding: identity`, but a server configured to compress
+//!   (grpcio's `compression=`) compresses anyway. A message flagged
+//!   compressed in a stream without a `grpc-encoding`, or one that does
+//!   not decode, fails the body (the stream is aborted).
 //!
 //! A secret split across two messages is not seen (as across two
 //! WebSocket messages), and the length of a replaced value shows.
@@ -28,7 +33,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::{PatternSet, Stream};
+use super::{DecodeError, Decoder, PatternSet, Stream};
 
 /// The length prefix: flags, then a big-endian `u32`.
 const PREFIX: usize = 5;
@@ -41,12 +46,61 @@ const TRAILERS: u8 = 0x80;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GrpcError {
-    /// A message is compressed: its bytes cannot be scanned.
-    #[error("the upstream sent a compressed gRPC message, which airlock cannot scan for secrets")]
+    /// A message is compressed in a stream that declared no coding.
+    #[error("the upstream sent a compressed gRPC message without naming its grpc-encoding, so airlock cannot scan it")]
     Compressed,
     /// A flags byte gRPC does not define.
     #[error("the upstream sent a gRPC message with undefined flags")]
     Flags,
+    /// A compressed message over `max_grpc_message`.
+    #[error("the upstream sent a compressed gRPC message larger than max_grpc_message ({limit} bytes)")]
+    TooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// A compressed message that does not decode.
+    #[error("a compressed gRPC message failed to decode: {0}")]
+    Decode(#[from] DecodeError),
+}
+
+/// The coding of a gRPC stream's compressed messages (its `grpc-encoding`)
+/// and the most a message may decode to.
+#[derive(Clone, Debug)]
+pub struct MessageCoding {
+    name: String,
+    max_message: usize,
+}
+
+impl MessageCoding {
+    /// The coding a `grpc-encoding` value names: `None` for `identity`, an
+    /// error for one airlock does not decode. A message may decode to at
+    /// most `max_message` bytes (which bounds the memory a decompression
+    /// bomb can take; no ratio applies, as gRPC messages such as repeated
+    /// records compress far better than HTTP bodies).
+    pub fn for_header(value: &str, max_message: usize) -> Result<Option<Self>, DecodeError> {
+        let name = value.trim().to_ascii_lowercase();
+        // One coding per stream: a list is no gRPC coding.
+        if name.contains(',') {
+            return Err(DecodeError::Unsupported);
+        }
+        Ok(Self::decoder(&name)?.map(|_| MessageCoding { name, max_message }))
+    }
+
+    fn decoder(name: &str) -> Result<Option<Decoder>, DecodeError> {
+        Decoder::for_encodings(std::iter::once(name), u64::MAX)
+    }
+
+    fn decode(&self, compressed: &[u8]) -> Result<Vec<u8>, GrpcError> {
+        let Some(decoder) = Self::decoder(&self.name)? else { return Ok(compressed.to_vec()) };
+        let mut decoder = decoder.limited(self.max_message as u64);
+        let too_large = |e| match e {
+            DecodeError::TooLarge { .. } => GrpcError::TooLarge { limit: self.max_message },
+            other => GrpcError::Decode(other),
+        };
+        let mut out = decoder.decode(compressed).map_err(too_large)?;
+        out.extend_from_slice(&decoder.finish().map_err(too_large)?);
+        Ok(out)
+    }
 }
 
 /// The scrubber of a gRPC body; see the module docs.
@@ -61,6 +115,10 @@ pub struct GrpcMessages {
     remaining: usize,
     /// Whether trailer frames (gRPC-Web) are allowed.
     web: bool,
+    /// The stream's `grpc-encoding`, when it is not identity.
+    coding: Option<MessageCoding>,
+    /// The compressed message being collected, if the current one is.
+    compressed: Option<Vec<u8>>,
     /// Replacements in finished messages.
     count: u64,
 }
@@ -72,16 +130,19 @@ impl std::fmt::Debug for GrpcMessages {
 }
 
 impl GrpcMessages {
-    /// A scrubber for an `application/grpc` body, or with `web` an
-    /// `application/grpc-web` one.
-    pub fn new(set: Arc<PatternSet>, web: bool) -> Self {
+    /// A scrubber for an `application/grpc` body (`kind`), or an
+    /// `application/grpc-web` one, whose compressed messages are in
+    /// `coding`.
+    pub fn new(set: Arc<PatternSet>, kind: GrpcKind, coding: Option<MessageCoding>) -> Self {
         GrpcMessages {
             message: Stream::same_length(Arc::clone(&set)),
             set,
             prefix: [0; PREFIX],
             have: 0,
             remaining: 0,
-            web,
+            web: kind == GrpcKind::Web,
+            coding,
+            compressed: None,
             count: 0,
         }
     }
@@ -106,49 +167,74 @@ impl GrpcMessages {
                 continue;
             }
             let n = self.remaining.min(data.len());
-            self.message.push(&data[..n], out);
+            match &mut self.compressed {
+                Some(buf) => buf.extend_from_slice(&data[..n]),
+                None => self.message.push(&data[..n], out),
+            }
             self.remaining -= n;
             data = &data[n..];
             if self.remaining == 0 {
-                self.end_message(out);
+                self.end_message(out)?;
             }
         }
         Ok(())
     }
 
     /// The body ended: a message cut short is flushed as it arrived
-    /// (scanned), as the client would have seen it without airlock.
-    pub fn finish(&mut self, out: &mut Vec<u8>) {
+    /// (scanned), as the client would have seen it without airlock; a
+    /// compressed one cut short cannot be decoded, and fails.
+    pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), GrpcError> {
         if self.have < PREFIX {
             let partial = self.prefix;
             self.message.push(&partial[..self.have], out);
         }
-        self.end_message(out);
+        self.end_message(out)
     }
 
     fn start_message(&mut self, out: &mut Vec<u8>) -> Result<(), GrpcError> {
         let flags = self.prefix[0];
-        let allowed = if self.web { TRAILERS } else { 0 };
-        if flags & COMPRESSED != 0 {
-            return Err(GrpcError::Compressed);
-        }
+        let allowed = COMPRESSED | if self.web { TRAILERS } else { 0 };
         if flags & !allowed != 0 {
             return Err(GrpcError::Flags);
         }
-        out.extend_from_slice(&self.prefix);
         let [_, a, b, c, d] = self.prefix;
         self.remaining = usize::try_from(u32::from_be_bytes([a, b, c, d])).unwrap_or(usize::MAX);
+        if flags & COMPRESSED != 0 {
+            let Some(coding) = &self.coding else { return Err(GrpcError::Compressed) };
+            if self.remaining > coding.max_message {
+                return Err(GrpcError::TooLarge { limit: coding.max_message });
+            }
+            // Its prefix goes out once its decoded length is known.
+            self.compressed = Some(Vec::with_capacity(self.remaining));
+        } else {
+            out.extend_from_slice(&self.prefix);
+        }
         if self.remaining == 0 {
-            self.have = 0;
+            self.end_message(out)?;
         }
         Ok(())
     }
 
-    fn end_message(&mut self, out: &mut Vec<u8>) {
-        self.message.finish(out);
+    fn end_message(&mut self, out: &mut Vec<u8>) -> Result<(), GrpcError> {
+        if let Some(compressed) = self.compressed.take() {
+            let decoded = match &self.coding {
+                Some(coding) => coding.decode(&compressed)?,
+                None => return Err(GrpcError::Compressed),
+            };
+            let mut scanned = Vec::with_capacity(decoded.len());
+            self.message.push(&decoded, &mut scanned);
+            self.message.finish(&mut scanned);
+            let len = u32::try_from(scanned.len()).map_err(|_| GrpcError::TooLarge { limit: decoded.len() })?;
+            out.push(self.prefix[0] & !COMPRESSED);
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(&scanned);
+        } else {
+            self.message.finish(out);
+        }
         self.count += self.message.count();
         self.message = Stream::same_length(Arc::clone(&self.set));
         self.have = 0;
+        Ok(())
     }
 }
 

@@ -94,10 +94,10 @@ impl GrpcServer {
 /// How the client reaches the server.
 enum Via<'a> {
     /// Straight to 127.0.0.1:PORT, trusting the server's test CA.
-    Direct(&'a GrpcServer),
+    Direct(&'a dyn Origin),
     /// To `api.acme.test:PORT` through airlock as `tenant`, trusting
     /// airlock's CA.
-    Airlock(&'a TestProxy, &'a GrpcServer, (&'a str, &'a str)),
+    Airlock(&'a TestProxy, &'a dyn Origin, (&'a str, &'a str)),
 }
 
 /// Runs the grpcio client on `scenarios` with `auth` as its
@@ -117,11 +117,11 @@ async fn client(via: Via<'_>, auth: &str, compression: Option<&str>, scenarios: 
     let through = matches!(via, Via::Airlock(..));
     match via {
         Via::Direct(server) => {
-            cmd.args(["--target", &server.addr.to_string(), "--name-override", "api.acme.test", "--root"])
-                .arg(&server.ca_path);
+            cmd.args(["--target", &server.addr().to_string(), "--name-override", "api.acme.test", "--root"])
+                .arg(server.ca_path());
         }
         Via::Airlock(proxy, server, (tenant, token)) => {
-            cmd.args(["--target", &format!("api.acme.test:{}", server.addr.port()), "--root"])
+            cmd.args(["--target", &format!("api.acme.test:{}", server.addr().port()), "--root"])
                 .arg(proxy.ca_path())
                 .env("https_proxy", proxy.proxy_url(tenant, token));
         }
@@ -263,5 +263,148 @@ async fn a_grpc_call_with_another_tenants_placeholder_is_refused() {
     assert_eq!(refused["trailing"]["x-airlock-denied"], "wrong_tenant");
     let record = proxy.audit_lines().pop().unwrap();
     assert_eq!((record["decision"].as_str(), record["code"].as_str()), (Some("deny"), Some("wrong_tenant")));
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_server_that_compresses_answers_uncompressed_through_airlock() {
+    // The server compresses every message it may, the client too: through
+    // airlock the server is told the client accepts only identity, so its
+    // answers can be scanned, and the calls behave as they do directly.
+    let server = GrpcServer::start(Some("gzip")).await;
+    let proxy = TestProxy::start(&standard_config(&server, "", "")).await;
+    let scenarios = ["unary", "server_stream", "bidi", "large"];
+    let direct = client(Via::Direct(&server), &secret_auth(), Some("gzip"), &scenarios).await;
+    let via = Via::Airlock(&proxy, &server, ("acme", ACME_TOKEN));
+    let through = client(via, &placeholder_auth(), Some("gzip"), &scenarios).await;
+    for (d, t) in direct.iter().zip(&through) {
+        assert_eq!(d, t, "{} differs through airlock", d["scenario"]);
+    }
+    let via = Via::Airlock(&proxy, &server, ("acme", ACME_TOKEN));
+    let leak = client(via, &placeholder_auth(), Some("gzip"), &["leak"]).await.remove(0);
+    assert_eq!(leak["code"], "OK", "{leak}");
+    assert!(leak["body"].as_str().unwrap().contains(&placeholder_auth()), "{leak}");
+    proxy.proxy.shutdown().await;
+}
+
+/// A gRPC upstream that compresses its answer whatever the client accepts
+/// (hyper, h2 only), by the method called: `Declared` sends the injected
+/// `authorization` value gzipped, flagged compressed, with `grpc-encoding:
+/// gzip`; `Undeclared` the same without the header; `Snappy` names a
+/// coding airlock does not decode; `Large` sends 64 KiB gzipped.
+struct CompressingUpstream {
+    addr: SocketAddr,
+    ca_path: PathBuf,
+    _dir: TempHome,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for CompressingUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Origin for CompressingUpstream {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    fn ca_path(&self) -> &Path {
+        &self.ca_path
+    }
+}
+
+type TestBody = http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>;
+
+/// The compressing upstream's answer to `req`.
+fn compressed_answer(req: &http::Request<hyper::body::Incoming>) -> http::Response<TestBody> {
+    use http_body_util::BodyExt;
+    let method = req.uri().path().rsplit('/').next().unwrap_or("");
+    let message = match method {
+        "Large" => vec![b'a'; 64 * 1024],
+        _ => req.headers().get("authorization").map(|v| v.as_bytes().to_vec()).unwrap_or_default(),
+    };
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &message).unwrap();
+    let packed = gz.finish().unwrap();
+    let mut framed = vec![1u8];
+    framed.extend_from_slice(&u32::try_from(packed.len()).unwrap().to_be_bytes());
+    framed.extend_from_slice(&packed);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    let frames = vec![Ok(http_body::Frame::data(bytes::Bytes::from(framed))), Ok(http_body::Frame::trailers(trailers))];
+    let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed();
+    let mut resp = http::Response::builder().header("content-type", "application/grpc");
+    match method {
+        "Declared" | "Large" => resp = resp.header("grpc-encoding", "gzip"),
+        "Snappy" => resp = resp.header("grpc-encoding", "snappy"),
+        _ => {}
+    }
+    resp.body(body).unwrap()
+}
+
+impl CompressingUpstream {
+    async fn start() -> CompressingUpstream {
+        let dir = TempHome::new("grpc-compressing");
+        let ca = TestCa::new("airlock grpc compressing CA");
+        let ca_path = dir.path.join("upstream-ca.pem");
+        std::fs::write(&ca_path, ca.pem()).unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config(&["api.acme.test"], &[b"h2"]));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let service = hyper::service::service_fn(|req| async move {
+                        Ok::<_, std::convert::Infallible>(compressed_answer(&req))
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        CompressingUpstream { addr, ca_path, _dir: dir, task }
+    }
+}
+
+#[tokio::test]
+async fn compressed_grpc_messages_are_decoded_and_scanned_or_refused() {
+    let upstream = CompressingUpstream::start().await;
+    let limits = "\n[limits]\nmax_grpc_message = \"16KiB\"\n";
+    let proxy = TestProxy::start(&standard_config(&upstream, "", limits)).await;
+    let call = |method: &str| {
+        let via = Via::Airlock(&proxy, &upstream, ("acme", ACME_TOKEN));
+        let scenario = format!("method:{method}");
+        async move { client(via, &placeholder_auth(), None, &[&scenario]).await.remove(0) }
+    };
+    // gzip, declared: decoded, scanned, sent on uncompressed.
+    let out = call("Declared").await;
+    let mut expected = placeholder_auth();
+    while expected.len() < secret_auth().len() {
+        expected.push('*');
+    }
+    assert_eq!((out["code"].as_str(), out["body"].as_str()), (Some("OK"), Some(expected.as_str())), "{out}");
+    // A coding airlock does not decode: refused before the head, as a
+    // gRPC status.
+    let out = call("Snappy").await;
+    assert_eq!(out["code"], "UNAVAILABLE", "{out}");
+    assert!(out["details"].as_str().unwrap().contains("(unredactable_body)"), "{out}");
+    // Compressed without a coding, or past max_grpc_message: the call is
+    // aborted (the client sees a reset stream).
+    for method in ["Undeclared", "Large"] {
+        let out = call(method).await;
+        assert_eq!(out["code"], "INTERNAL", "{method}: {out}");
+        assert!(out.get("body").is_none(), "{method}: {out}");
+    }
+    let records = proxy.audit_lines();
+    let complete: Vec<_> = records.iter().map(|r| (r["code"].as_str(), r["complete"].as_bool())).collect();
+    assert_eq!(
+        complete,
+        [(None, Some(true)), (Some("unredactable_body"), Some(true)), (None, Some(false)), (None, Some(false))]
+    );
     proxy.proxy.shutdown().await;
 }
