@@ -116,6 +116,12 @@ def sleepy(request, context):
     return b"slept"
 
 
+def slow_stream(request, context):
+    yield b"before"
+    time.sleep(float(request.decode()))
+    yield b"after"
+
+
 def leak(request, context):
     auth = auth_of(context)
     context.send_initial_metadata([("x-leak-initial", auth), ("x-leak-initial-bin", auth.encode())])
@@ -141,6 +147,7 @@ def handlers():
         "Large": u(large),
         "Slow": u(slow),
         "Sleepy": u(sleepy),
+        "SlowStream": us(slow_stream),
         "Leak": u(leak),
     }
     return grpc.method_handlers_generic_handler("airlock.test.Echo", methods)
@@ -280,13 +287,25 @@ def scenario(name, channel, args):
             "trailing": metadata(call.trailing_metadata()),
         }
     if name.startswith("sleepy:"):
+        # A unary call whose answer comes only after this many seconds.
         body = uu("Sleepy")(name.split(":", 1)[1].encode(), metadata=md, timeout=timeout)
         return {"body": body.decode()}
+    if name.startswith("slow_stream:"):
+        # A server stream quiet for this many seconds between its messages.
+        call = channel.unary_stream(SERVICE + "SlowStream")(name.split(":", 1)[1].encode(), metadata=md, timeout=timeout)
+        return {"messages": [m.decode() for m in call]}
     if name.startswith("method:"):
         # One unary call to the named method, the outcome whatever it is.
         try:
             body, call = uu(name.split(":", 1)[1]).with_call(b"", metadata=md, timeout=timeout)
             return {"code": call.code().name, "body": body.decode("latin-1")}
+        except grpc.RpcError as e:
+            return status_of(e)
+    if name.startswith("no_deadline:"):
+        # A unary call to a method with an argument, with no deadline.
+        _, method, arg = name.split(":", 2)
+        try:
+            return {"code": "OK", "body": uu(method)(arg.encode(), metadata=md).decode()}
         except grpc.RpcError as e:
             return status_of(e)
     if name == "plain":

@@ -216,6 +216,26 @@ async fn every_kind_of_grpc_call_behaves_as_on_a_direct_connection() {
 }
 
 #[tokio::test]
+async fn a_grpc_deadline_longer_than_airlocks_timeouts_is_honoured() {
+    // airlock's limits would give up on a silent upstream after 2s; the
+    // calls' own deadline (60s, in grpc-timeout) is longer, and the server
+    // answers within it.
+    let server = GrpcServer::start(None).await;
+    let limits = "\n[limits]\nupstream_response_timeout = \"2s\"\nupstream_read_timeout = \"2s\"\n";
+    let proxy = TestProxy::start(&standard_config(&server, "", limits)).await;
+    let via = Via::Airlock(&proxy, &server, ("acme", ACME_TOKEN));
+    let out = client(via, &placeholder_auth(), None, &["sleepy:4", "slow_stream:4"]).await;
+    assert_eq!(out[0]["body"], "slept", "{out:?}");
+    assert_eq!(out[1]["messages"], serde_json::json!(["before", "after"]), "{out:?}");
+    // A call without a deadline keeps airlock's limits.
+    let via = Via::Airlock(&proxy, &server, ("acme", ACME_TOKEN));
+    let out = client(via, &placeholder_auth(), None, &["no_deadline:Sleepy:4"]).await.remove(0);
+    assert_eq!(out["code"], "UNAVAILABLE", "{out}");
+    assert!(out["details"].as_str().unwrap().contains("(upstream_timeout)"), "{out}");
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_key_the_server_echoes_reaches_the_grpc_client_as_the_placeholder() {
     let server = GrpcServer::start(None).await;
     let proxy = TestProxy::start(&standard_config(&server, "", "")).await;
@@ -291,7 +311,9 @@ async fn a_server_that_compresses_answers_uncompressed_through_airlock() {
 /// (hyper, h2 only), by the method called: `Declared` sends the injected
 /// `authorization` value gzipped, flagged compressed, with `grpc-encoding:
 /// gzip`; `Undeclared` the same without the header; `Snappy` names a
-/// coding airlock does not decode; `Large` sends 64 KiB gzipped.
+/// coding airlock does not decode; `Large` sends 64 KiB gzipped;
+/// `AcceptEncoding` sends the `grpc-accept-encoding` it received,
+/// uncompressed.
 struct CompressingUpstream {
     addr: SocketAddr,
     ca_path: PathBuf,
@@ -320,14 +342,20 @@ type TestBody = http_body_util::combinators::BoxBody<bytes::Bytes, std::convert:
 fn compressed_answer(req: &http::Request<hyper::body::Incoming>) -> http::Response<TestBody> {
     use http_body_util::BodyExt;
     let method = req.uri().path().rsplit('/').next().unwrap_or("");
-    let message = match method {
-        "Large" => vec![b'a'; 64 * 1024],
-        _ => req.headers().get("authorization").map(|v| v.as_bytes().to_vec()).unwrap_or_default(),
+    let header = |name: &str| req.headers().get(name).map(|v| v.as_bytes().to_vec()).unwrap_or_default();
+    let (message, compressed) = match method {
+        "AcceptEncoding" => (header("grpc-accept-encoding"), false),
+        "Large" => (vec![b'a'; 64 * 1024], true),
+        _ => (header("authorization"), true),
     };
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    std::io::Write::write_all(&mut gz, &message).unwrap();
-    let packed = gz.finish().unwrap();
-    let mut framed = vec![1u8];
+    let packed = if compressed {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, &message).unwrap();
+        gz.finish().unwrap()
+    } else {
+        message
+    };
+    let mut framed = vec![u8::from(compressed)];
     framed.extend_from_slice(&u32::try_from(packed.len()).unwrap().to_be_bytes());
     framed.extend_from_slice(&packed);
     let mut trailers = http::HeaderMap::new();
@@ -381,6 +409,10 @@ async fn compressed_grpc_messages_are_decoded_and_scanned_or_refused() {
         let scenario = format!("method:{method}");
         async move { client(via, &placeholder_auth(), None, &[&scenario]).await.remove(0) }
     };
+    // The upstream is asked for uncompressed messages (the client accepts
+    // gzip and deflate too).
+    let out = call("AcceptEncoding").await;
+    assert_eq!((out["code"].as_str(), out["body"].as_str()), (Some("OK"), Some("identity")), "{out}");
     // gzip, declared: decoded, scanned, sent on uncompressed.
     let out = call("Declared").await;
     let mut expected = placeholder_auth();
@@ -404,7 +436,13 @@ async fn compressed_grpc_messages_are_decoded_and_scanned_or_refused() {
     let complete: Vec<_> = records.iter().map(|r| (r["code"].as_str(), r["complete"].as_bool())).collect();
     assert_eq!(
         complete,
-        [(None, Some(true)), (Some("unredactable_body"), Some(true)), (None, Some(false)), (None, Some(false))]
+        [
+            (None, Some(true)),
+            (None, Some(true)),
+            (Some("unredactable_body"), Some(true)),
+            (None, Some(false)),
+            (None, Some(false))
+        ]
     );
     proxy.proxy.shutdown().await;
 }
