@@ -173,6 +173,11 @@ fn scan(set: &PatternSet, buf: &[u8], carry: &mut Carry, norm: &mut Normalised, 
                     // The next match takes that unit as its own.
                 } else if at < fin {
                     if view.swallows(flags, &u) {
+                        if carry.fit {
+                            // The swallowed unit is part of what the
+                            // replacement stands for.
+                            out.resize(out.len() + u.raw_end.saturating_sub(cursor), FILL);
+                        }
                         cursor = u.raw_end;
                         restart = restart.max(u.n_end);
                     }
