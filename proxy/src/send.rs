@@ -147,7 +147,10 @@ pub(crate) struct Upgrades {
 /// upstream's response with hop-by-hop headers removed. For intercepted
 /// requests, asks for an unencoded, whole body: `Accept-Encoding: identity`
 /// and no `Range` (a partial body could cut a secret at its edge, where the
-/// redactor cannot see it whole).
+/// redactor cannot see it whole), and for a gRPC call `grpc-accept-encoding:
+/// identity`. A gRPC call's deadline (`grpc-timeout`), when longer than
+/// the upstream limits, bounds the wait for the answer and the silences
+/// inside it instead.
 ///
 /// Only a WebSocket handshake keeps its `Upgrade` (without any
 /// `Sec-WebSocket-Extensions` offer, so frames are never compressed out of
