@@ -25,7 +25,6 @@ import hashlib
 import json
 import queue
 import sys
-import threading
 import time
 from concurrent import futures
 
@@ -351,9 +350,11 @@ def main():
     c.add_argument("--compression")
     c.add_argument("scenarios", nargs="+")
     args = parser.parse_args()
-    serve(args) if args.mode == "server" else client(args)
+    if args.mode == "server":
+        serve(args)
+    else:
+        client(args)
 
 
 if __name__ == "__main__":
-    threading.current_thread().name = "grpc_peer"
     main()
