@@ -29,6 +29,7 @@ pub(crate) struct RawLimits {
     max_websocket_message: Option<Size>,
     upstream_pool_idle_timeout: Option<String>,
     max_response_header_bytes: Option<Size>,
+    max_grpc_message: Option<Size>,
 }
 
 /// A size in bytes, written as a number or a string with a unit.
@@ -123,6 +124,12 @@ pub struct Limits {
     /// it: `502 upstream_unreachable`. 400 KiB by default, hyper's own
     /// HTTP/1.1 cap (curl accepts about 300 KiB, browsers 256 KiB).
     pub max_response_header_bytes: usize,
+    /// The largest compressed gRPC message relayed, in bytes, decoded: a
+    /// compressed message is held whole while it is decoded and scanned
+    /// (an uncompressed one streams through at any size). A larger one
+    /// aborts the call. 4 MiB by default, gRPC's own default limit on a
+    /// received message.
+    pub max_grpc_message: u64,
 }
 
 impl Default for Limits {
@@ -144,6 +151,7 @@ impl Default for Limits {
             max_websocket_message: 1 << 20,
             upstream_pool_idle_timeout: Duration::from_secs(4),
             max_response_header_bytes: 400 << 10,
+            max_grpc_message: 4 << 20,
         }
     }
 }
@@ -188,6 +196,10 @@ impl Limits {
         if !((8 << 10)..=(16 << 20)).contains(&max_response_header_bytes) {
             return Err("[limits] max_response_header_bytes must be between 8KiB and 16MiB".to_owned());
         }
+        let max_grpc_message = size("max_grpc_message", raw.max_grpc_message, d.max_grpc_message)?;
+        if max_grpc_message < 1024 {
+            return Err("[limits] max_grpc_message must be at least 1KiB".to_owned());
+        }
         Ok(Limits {
             max_header_bytes: max_header_bytes as usize,
             max_headers: count("max_headers", raw.max_headers, d.max_headers)?,
@@ -221,6 +233,7 @@ impl Limits {
                 d.upstream_pool_idle_timeout,
             )?,
             max_response_header_bytes: max_response_header_bytes as usize,
+            max_grpc_message,
         })
     }
 }
@@ -249,6 +262,9 @@ mod tests {
         assert_eq!(build("").map(|l| l.max_websocket_message), Ok(1 << 20));
         assert_eq!(build("max_websocket_message = \"64KiB\"").map(|l| l.max_websocket_message), Ok(65536));
         assert!(build("max_websocket_message = 10").is_err());
+        assert_eq!(build("").map(|l| l.max_grpc_message), Ok(4 << 20));
+        assert_eq!(build("max_grpc_message = \"16MiB\"").map(|l| l.max_grpc_message), Ok(16 << 20));
+        assert!(build("max_grpc_message = 10").is_err());
     }
 
     #[test]

@@ -15,11 +15,14 @@ use hyper_util::rt::TokioIo;
 use tracing::{Instrument, debug, info, info_span};
 
 use airlock_policy::inject::inject;
-use airlock_policy::{AuthError, Decision, Denial, DenialCode, RequestInfo, Route, RouteId, TenantId, host};
+use airlock_policy::{AuthError, Decision, Denial, DenialCode, Limits, RequestInfo, Route, RouteId, TenantId, host};
 
 use crate::audit::{self, Outcome, Record};
-use crate::redact::{Decoder, Ended, RedactBody, RedactionCount, scrub_headers};
-use crate::respond::{self, REQUEST_ID_HEADER, denial_response, request_id};
+use crate::redact::{
+    DecodeError, Decoder, Ended, GrpcMessages, MessageCoding, RedactBody, RedactionCount, grpc_content_type,
+    scrub_binary_metadata, scrub_headers,
+};
+use crate::respond::{self, REQUEST_ID_HEADER, denial_response, grpc_denial_response, request_id};
 use crate::send::{DecidedRoute, Outgoing, Sent, Upgrades, send};
 use crate::server::{ConnGuard, Loaded, Shared, parse_destination};
 use crate::tunnel::connect_denial;
@@ -170,9 +173,16 @@ impl<'a> Audit<'a> {
         self.write(denial.route, Outcome::Deny, Some(denial.code), denial.status(), injected);
     }
 
-    fn deny(&self, denial: &Denial) -> Response<Body> {
+    /// Audits a denial and answers it: as a gRPC status for a gRPC call
+    /// (`grpc`), else as JSON.
+    fn deny(&self, denial: &Denial, grpc: bool) -> Response<Body> {
         self.refuse(denial);
-        denial_response(&self.scrubbed(denial), &self.request_id)
+        let scrubbed = self.scrubbed(denial);
+        if grpc {
+            grpc_denial_response(&scrubbed, &self.request_id)
+        } else {
+            denial_response(&scrubbed, &self.request_id)
+        }
     }
 
     /// The denial with every known secret replaced in its text: a message
@@ -209,15 +219,16 @@ pub(crate) async fn handle(
     };
     let audit = Audit::begin(&shared, &loaded, tenant, &dest, req.method().to_string(), req.uri().path().to_owned());
     let span = info_span!("request", request_id = %audit.request_id, method = %req.method(), path = %audit.path());
+    let grpc = req.headers().get(header::CONTENT_TYPE).is_some_and(|v| grpc_content_type(v.as_bytes()).is_some());
     async {
         #[cfg(debug_assertions)]
         crate::fault::check(req.headers());
         if let Err(denial) = check_authority(&req, &dest).and_then(|()| limits::check_head(&req, &policy.limits)) {
-            return audit.deny(&denial);
+            return audit.deny(&denial, grpc);
         }
         match forward(&shared, &audit, req).await {
             Ok(resp) => resp,
-            Err(denial) => audit.deny(&denial),
+            Err(denial) => audit.deny(&denial, grpc),
         }
     }
     .instrument(span)
@@ -316,12 +327,16 @@ where
         Ok(r) => r,
         Err(denial) => return Err(Denial { route: Some(route_id), ..denial }),
     };
-    let Sent { status, headers, transfer_codings, body, upgrade, reason } = sent;
+    let Sent { status, mut headers, transfer_codings, body, upgrade, reason } = sent;
 
     // Headers are scrubbed before anything is sent. The reason phrase is
     // dropped (the agent gets the canonical one); one that held a secret
     // counts as a redaction.
+    let grpc = headers.get(header::CONTENT_TYPE).and_then(|v| grpc_content_type(v.as_bytes()));
+    // gRPC's binary metadata is scrubbed in the bytes it carries.
+    let binary_redactions = if grpc.is_some() { scrub_binary_metadata(&set, &mut headers) } else { 0 };
     let (mut headers, mut header_redactions) = scrub_headers(&set, headers);
+    header_redactions += binary_redactions;
     header_redactions += u64::from(reason.is_some_and(|r| set.is_match(&r)));
     if let Ok(id) = HeaderValue::from_str(&audit.request_id) {
         headers.insert(REQUEST_ID_HEADER, id);
@@ -384,6 +399,17 @@ where
             });
         }
     };
+    // gRPC messages are read one by one (an answer with none, its status
+    // in the head, has nothing to read).
+    let grpc = match grpc.filter(|_| !bodiless && !empty) {
+        Some(kind) => {
+            let limits = &policy.limits;
+            let coding =
+                grpc_coding(&mut headers, status, limits).map_err(|d| Denial { route: Some(route_id), ..d })?;
+            Some(GrpcMessages::new(Arc::clone(&set), kind, coding))
+        }
+        None => None,
+    };
     // The body may change length (and is sent decoded).
     if !bodiless && !empty {
         headers.remove(header::CONTENT_LENGTH);
@@ -421,11 +447,57 @@ where
         resp.extensions_mut().insert(count);
         return Ok(resp);
     }
-    let body = RedactBody::new(body, decoder, set, count.clone(), on_end);
+    let body = RedactBody::new(body, decoder, grpc, set, count.clone(), on_end);
     let mut resp = response_head(status, headers, body.boxed_unsync());
     resp.extensions_mut().insert(count);
     Ok(resp)
 }
+
+/// The coding of a gRPC answer's compressed messages (`grpc-encoding`),
+/// which airlock decodes: the agent gets them uncompressed, so the header
+/// is removed. One airlock cannot decode is refused, as a compressed
+/// message cannot be scanned. airlock asks for `grpc-accept-encoding:
+/// identity`, but a server configured to compress (grpcio's
+/// `compression=`) compresses anyway.
+fn grpc_coding(headers: &mut HeaderMap, status: StatusCode, limits: &Limits) -> Result<Option<MessageCoding>, Denial> {
+    let values: Vec<String> =
+        headers.get_all(GRPC_ENCODING).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect();
+    let max_message = usize::try_from(limits.max_grpc_message).unwrap_or(usize::MAX);
+    let coding = match values.as_slice() {
+        [] => None,
+        [one] => MessageCoding::for_header(one, max_message).map_err(|e| {
+            // Never quoting the coding: it is upstream text.
+            let why = match e {
+                DecodeError::Unsupported => {
+                    "their grpc-encoding is one airlock does not decode (it decodes gzip, deflate, br and zstd)"
+                        .to_owned()
+                }
+                other => other.to_string(),
+            };
+            Denial::new(
+                DenialCode::UnredactableBody,
+                format!("the upstream answered {} with gRPC messages airlock cannot scan: {why}", status.as_u16()),
+                "call without compression (airlock asks upstreams for grpc-accept-encoding: identity); if it \
+                 persists, ask the operator to check the API",
+            )
+        })?,
+        _ => {
+            return Err(Denial::new(
+                DenialCode::UnredactableBody,
+                format!("the upstream answered {} with more than one grpc-encoding", status.as_u16()),
+                "ask the operator to check the API",
+            ));
+        }
+    };
+    if coding.is_some() {
+        headers.remove(GRPC_ENCODING);
+    }
+    Ok(coding)
+}
+
+/// gRPC's message coding header (per stream; each message says whether
+/// it used it).
+const GRPC_ENCODING: &str = "grpc-encoding";
 
 /// The agent's response: the status (whose reason phrase is then the
 /// canonical one), the given headers, and no extension but airlock's own.

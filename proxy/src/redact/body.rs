@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
+use super::grpc::{GrpcMessages, scrub_binary_metadata};
 use super::{Decoder, PatternSet, Stream};
 use crate::{Body, BoxError};
 
@@ -43,11 +44,43 @@ pub struct Ended {
 
 type OnEnd = Box<dyn FnOnce(Ended) + Send>;
 
+/// How the decoded body is scanned: as one stream of text, or message by
+/// message (gRPC).
+enum Scanner {
+    Text(Stream),
+    Grpc(GrpcMessages),
+}
+
+impl Scanner {
+    fn push(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), BoxError> {
+        match self {
+            Scanner::Text(s) => s.push(data, out),
+            Scanner::Grpc(g) => g.push(data, out)?,
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), BoxError> {
+        match self {
+            Scanner::Text(s) => s.finish(out),
+            Scanner::Grpc(g) => g.finish(out)?,
+        }
+        Ok(())
+    }
+
+    fn count(&self) -> u64 {
+        match self {
+            Scanner::Text(s) => s.count(),
+            Scanner::Grpc(g) => g.count(),
+        }
+    }
+}
+
 /// The scrubbing body.
 pub struct RedactBody {
     inner: Body,
     decoder: Option<Decoder>,
-    stream: Stream,
+    scanner: Scanner,
     set: Arc<PatternSet>,
     count: RedactionCount,
     queue: VecDeque<Result<Frame<Bytes>, BoxError>>,
@@ -63,27 +96,50 @@ impl std::fmt::Debug for RedactBody {
 }
 
 impl RedactBody {
-    /// Wraps `inner`, decoding with `decoder` when the body is compressed.
+    /// Wraps `inner`, decoding with `decoder` when the body is compressed,
+    /// and scanning it message by message with `grpc` when it is gRPC.
     /// `count` may already hold the header replacements; `on_end` runs
     /// exactly once, before the last frame is handed out (or on drop).
     pub fn new(
         inner: Body,
         decoder: Option<Decoder>,
+        grpc: Option<GrpcMessages>,
         set: Arc<PatternSet>,
         count: RedactionCount,
         on_end: impl FnOnce(Ended) + Send + 'static,
     ) -> Self {
-        RedactBody {
+        let mut body = RedactBody {
             inner,
             decoder,
-            stream: Stream::new(Arc::clone(&set)),
+            scanner: match grpc {
+                None => Scanner::Text(Stream::new(Arc::clone(&set))),
+                Some(messages) => Scanner::Grpc(messages),
+            },
             set,
             count,
             queue: VecDeque::new(),
             ended: false,
             bytes_down: 0,
             on_end: Some(Box::new(on_end)),
+        };
+        if body.inner.is_end_stream() {
+            // No body at all (an HTTP/2 HEADERS frame that ended the
+            // stream: gRPC's trailers-only answer, whose status is in the
+            // head). It ends here, so the agent's head ends its stream too:
+            // a gRPC client takes a status in a head followed by an empty
+            // DATA frame for a broken stream.
+            body.ended = true;
+            match body.flush_tail() {
+                Ok(()) if body.queue.is_empty() => body.end(true),
+                Ok(()) => {}
+                Err(e) => {
+                    body.queue.clear();
+                    body.end(false);
+                    body.queue.push_back(Err(e));
+                }
+            }
         }
+        body
     }
 
     fn end(&mut self, complete: bool) {
@@ -103,13 +159,13 @@ impl RedactBody {
     /// Flushes the decoder and the held bytes at the end of the body.
     fn flush_tail(&mut self) -> Result<(), BoxError> {
         let mut out = Vec::new();
+        let before = self.scanner.count();
         if let Some(d) = &mut self.decoder {
             let tail = d.finish()?;
-            self.stream.push(&tail, &mut out);
+            self.scanner.push(&tail, &mut out)?;
         }
-        let before = self.stream.count();
-        self.stream.finish(&mut out);
-        self.count.add(self.stream.count() - before);
+        self.scanner.finish(&mut out)?;
+        self.count.add(self.scanner.count() - before);
         self.push_data(out);
         Ok(())
     }
@@ -124,15 +180,18 @@ impl RedactBody {
             None => data,
         };
         let mut out = Vec::with_capacity(input.len());
-        let before = self.stream.count();
-        self.stream.push(input, &mut out);
-        self.count.add(self.stream.count() - before);
+        let before = self.scanner.count();
+        self.scanner.push(input, &mut out)?;
+        self.count.add(self.scanner.count() - before);
         self.push_data(out);
         Ok(())
     }
 
-    fn on_trailers(&mut self, trailers: HeaderMap) -> Result<(), BoxError> {
+    fn on_trailers(&mut self, mut trailers: HeaderMap) -> Result<(), BoxError> {
         self.flush_tail()?;
+        if let Scanner::Grpc(_) = self.scanner {
+            self.count.add(scrub_binary_metadata(&self.set, &mut trailers));
+        }
         let (scrubbed, n) = scrub_headers(&self.set, trailers);
         self.count.add(n);
         self.queue.push_back(Ok(Frame::trailers(scrubbed)));

@@ -196,6 +196,8 @@ pub struct Decoder {
     compressed: u64,
     decoded: u64,
     max_ratio: u64,
+    /// At most this many bytes decoded in all (see [`Decoder::limited`]).
+    max_decoded: u64,
 }
 
 impl std::fmt::Debug for Decoder {
@@ -236,7 +238,13 @@ impl Decoder {
             return Ok(None);
         }
         layers.reverse();
-        Ok(Some(Decoder { layers, compressed: 0, decoded: 0, max_ratio }))
+        Ok(Some(Decoder { layers, compressed: 0, decoded: 0, max_ratio, max_decoded: u64::MAX }))
+    }
+
+    /// The same decoder, failing with [`DecodeError::TooLarge`] once it
+    /// has decoded more than `max` bytes in all, whatever the ratio.
+    pub fn limited(self, max: u64) -> Decoder {
+        Decoder { max_decoded: max, ..self }
     }
 
     /// Decodes one frame's worth of compressed bytes.
@@ -260,7 +268,7 @@ impl Decoder {
     fn run(&mut self, input: Option<&[u8]>) -> Result<Vec<u8>, DecodeError> {
         let ratio = self.max_ratio;
         let allowed = self.compressed.saturating_mul(ratio).saturating_add(1 << 20);
-        let budget = allowed.saturating_sub(self.decoded);
+        let budget = allowed.min(self.max_decoded).saturating_sub(self.decoded);
         let mut data = input.map(<[u8]>::to_vec);
         for layer in &mut self.layers {
             let mut out = match &data {

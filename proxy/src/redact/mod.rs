@@ -6,6 +6,11 @@
 //! output a one-shot replacement over the whole body
 //! ([`PatternSet::replace_all`]) would give.
 //!
+//! A gRPC body is scanned message by message ([`GrpcMessages`], in
+//! `grpc.rs`), with [`Stream::same_length`]: each replacement is padded
+//! to the length of what it replaces, so the messages' length prefixes
+//! (and the lengths inside a protobuf message) stay true.
+//!
 //! ## What is matched
 //!
 //! The automaton does not run on the raw bytes but on the text as the
@@ -71,12 +76,14 @@
 
 mod body;
 mod decode;
+mod grpc;
 mod normalise;
 mod patterns;
 mod scan;
 
 pub use body::{Ended, RedactBody, RedactionCount, scrub_headers};
 pub use decode::{DecodeError, Decoder};
+pub use grpc::{GrpcError, GrpcKind, GrpcMessages, MessageCoding, grpc_content_type, scrub_binary_metadata};
 pub use patterns::{PatternSet, PatternSetBuilder};
 pub use scan::Stream;
 

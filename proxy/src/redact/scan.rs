@@ -100,13 +100,28 @@ struct Carry {
     /// starts there.
     pending: u8,
     count: u64,
+    /// Whether each replacement takes exactly the length of what it
+    /// replaces (see [`Stream::same_length`]).
+    fit: bool,
 }
 
 impl Default for Carry {
     fn default() -> Self {
-        Carry { line: Line::START, pending: 0, count: 0 }
+        Carry { line: Line::START, pending: 0, count: 0, fit: false }
     }
 }
+
+/// What fills a replacement that must take exactly `len` bytes: the
+/// replacement padded with `*`, or only `*` when it does not fit. Of what
+/// it hides, the fill tells only its length.
+fn fitted(replacement: &[u8], len: usize, out: &mut Vec<u8>) {
+    let head = if replacement.len() <= len { replacement } else { &[][..] };
+    out.extend_from_slice(head);
+    out.resize(out.len() + (len - head.len()), FILL);
+}
+
+/// The padding of a same-length replacement.
+const FILL: u8 = b'*';
 
 /// Scans `buf` (what was held, then new bytes), writes to `out` everything
 /// that is final, and returns where the bytes to hold back start. With
@@ -158,6 +173,11 @@ fn scan(set: &PatternSet, buf: &[u8], carry: &mut Carry, norm: &mut Normalised, 
                     // The next match takes that unit as its own.
                 } else if at < fin {
                     if view.swallows(flags, &u) {
+                        if carry.fit {
+                            // The swallowed unit is part of what the
+                            // replacement stands for.
+                            out.resize(out.len() + u.raw_end.saturating_sub(cursor), FILL);
+                        }
                         cursor = u.raw_end;
                         restart = restart.max(u.n_end);
                     }
@@ -188,7 +208,11 @@ fn scan(set: &PatternSet, buf: &[u8], carry: &mut Carry, norm: &mut Normalised, 
             }
         }
         out.extend_from_slice(&buf[cursor..start]);
-        out.extend_from_slice(&meta.replacement);
+        if carry.fit {
+            fitted(&meta.replacement, last.raw_end - start, out);
+        } else {
+            out.extend_from_slice(&meta.replacement);
+        }
         carry.count += 1;
         cursor = last.raw_end;
         restart = last.n_end;
@@ -287,6 +311,15 @@ impl Stream {
     /// A stream over a pattern set.
     pub fn new(set: Arc<PatternSet>) -> Self {
         Stream { set, held: Vec::new(), carry: Carry::default(), norm: Normalised::default() }
+    }
+
+    /// A stream whose output is exactly as long as its input: each match
+    /// is replaced by its replacement padded with `*` to the match's raw
+    /// length (only `*` when the replacement is longer). For framed
+    /// binary data (a gRPC message, and the protobuf inside it) whose
+    /// length prefixes would be wrong after any change of length.
+    pub fn same_length(set: Arc<PatternSet>) -> Self {
+        Stream { carry: Carry { fit: true, ..Carry::default() }, ..Stream::new(set) }
     }
 
     /// Replacements made so far.

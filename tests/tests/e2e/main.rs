@@ -8,6 +8,7 @@ mod ca;
 mod channels;
 mod conformance;
 mod fidelity;
+mod grpc;
 mod hostile;
 mod load;
 mod policy;

@@ -166,7 +166,7 @@ mod body {
     /// What a client receives before the error.
     async fn received(set: &Arc<PatternSet>, frames: &[&[u8]]) -> Vec<u8> {
         let inner = Frames::new(frames.iter().copied(), true).boxed_unsync();
-        let mut body = RedactBody::new(inner, None, Arc::clone(set), RedactionCount::default(), |_| {});
+        let mut body = RedactBody::new(inner, None, None, Arc::clone(set), RedactionCount::default(), |_| {});
         let mut got = Vec::new();
         while let Some(frame) = body.frame().await {
             match frame {

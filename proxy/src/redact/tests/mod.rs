@@ -1,8 +1,10 @@
 //! The streaming redactor against the one-shot oracle, the oracle against
-//! a naive reference, what the hold-back reveals, and every spelling.
+//! a naive reference, what the hold-back reveals, every spelling, and
+//! gRPC bodies message by message.
 //! Assertion messages give lengths and positions, never the bytes of a
 //! secret.
 
+mod grpc;
 mod headers;
 mod hold;
 mod spellings;

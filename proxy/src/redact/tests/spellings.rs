@@ -171,7 +171,7 @@ async fn through_gzip(set: &Arc<PatternSet>, body: &[u8], frame: usize) -> Vec<u
     let gz = e.finish().unwrap();
     let inner = Frames::new(gz.chunks(frame), false).boxed_unsync();
     let decoder = Decoder::for_encodings(std::iter::once("gzip"), 1000).unwrap();
-    let body = RedactBody::new(inner, decoder, Arc::clone(set), RedactionCount::default(), |_| {});
+    let body = RedactBody::new(inner, decoder, None, Arc::clone(set), RedactionCount::default(), |_| {});
     body.collect().await.unwrap().to_bytes().to_vec()
 }
 
