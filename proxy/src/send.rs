@@ -31,6 +31,11 @@ const GRPC_ACCEPT_ENCODING: &str = "grpc-accept-encoding";
 /// A gRPC call's deadline, as the time left when it was sent.
 const GRPC_TIMEOUT: &str = "grpc-timeout";
 
+/// The longest a call's own deadline may stretch airlock's upstream
+/// timeouts: the deadline is the agent's to set (up to 99,999,999 hours),
+/// and each waiting call holds a connection's resources.
+const GRPC_DEADLINE_CAP: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Parses a `grpc-timeout` value: at most 8 digits and a unit (`H`, `M`,
 /// `S`, `m`, `u`, `n`; gRPC over HTTP/2, "Requests").
 fn grpc_timeout(value: &[u8]) -> Option<std::time::Duration> {
@@ -198,7 +203,7 @@ where
     // when it is longer (a long unary call answers only at its end; a
     // stream may be quiet between messages).
     let deadline = if grpc { headers.get(GRPC_TIMEOUT).and_then(|v| grpc_timeout(v.as_bytes())) } else { None };
-    let patient = |limit: std::time::Duration| deadline.map_or(limit, |d| d.max(limit));
+    let patient = |limit: std::time::Duration| deadline.map_or(limit, |d| d.min(GRPC_DEADLINE_CAP).max(limit));
     let mut swapped = swapped.into_iter().peekable();
     for (i, (_, value)) in headers.iter_mut().enumerate() {
         if let Some((_, v)) = swapped.next_if(|(j, _)| *j == i) {
