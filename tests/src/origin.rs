@@ -20,7 +20,6 @@
 //! - `/large-head?n=N`: a response header of N bytes.
 //! - `/stream?n=N`: N chunks of 1 KiB, each flushed.
 
-use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,13 +29,10 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::TempHome;
-use crate::upstream::{TEST_NAMES, TestBody, TestCa, ca_with_file, full};
+use crate::upstream::{TEST_NAMES, TestBody, TestCa, ca_with_file, full, serve_tls};
 
 /// Request headers `/echo` leaves out: a proxy hop sets or removes them
 /// (RFC 9110 §7.6.1 hop-by-hop fields, the authority, and the codings
@@ -75,29 +71,7 @@ impl Origin {
         let (ca, dir, ca_path) = ca_with_file("origin");
         let ca = Arc::new(ca);
         let acceptor = TlsAcceptor::from(ca.server_config(&TEST_NAMES, &[b"h2", b"http/1.1"]));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else { return };
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else { return };
-                    let service = service_fn(|req| async move { Ok::<_, Infallible>(answer(req).await) });
-                    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                            .max_header_list_size(256 * 1024)
-                            .serve_connection(TokioIo::new(tls), service)
-                            .await;
-                    } else {
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .max_buf_size(256 * 1024)
-                            .serve_connection(TokioIo::new(tls), service)
-                            .await;
-                    }
-                });
-            }
-        });
+        let (addr, task) = serve_tls(acceptor, answer).await;
         Origin { addr, ca, ca_path, _dir: dir, task }
     }
 

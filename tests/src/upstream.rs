@@ -370,6 +370,45 @@ async fn echo(
     Response::builder().header("content-type", "application/json").body(full(json.to_string())).unwrap()
 }
 
+/// Serves `answer` over TLS on 127.0.0.1:0, HTTP/2 or HTTP/1.1 by the
+/// ALPN the acceptor's config offers, with heads up to 1 MiB accepted
+/// (the test servers must not be the limit a test runs into). Returns the
+/// address and the accept loop, which stops when aborted.
+pub async fn serve_tls<F, Fut, B>(acceptor: TlsAcceptor, answer: F) -> (SocketAddr, tokio::task::JoinHandle<()>)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<B>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, answer) = (acceptor.clone(), answer.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let service = service_fn(move |req| {
+                    let answer = answer.clone();
+                    async move { Ok::<_, Infallible>(answer(req).await) }
+                });
+                if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .max_header_list_size(1 << 20)
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .max_buf_size(1 << 20)
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
 /// A TLS upstream that demands a client certificate from its own test CA
 /// (which airlock does not have): every handshake fails, in TLS 1.2 during
 /// the handshake, in TLS 1.3 after the client's side of it is done (the

@@ -378,23 +378,7 @@ impl CompressingUpstream {
         let ca_path = dir.path.join("upstream-ca.pem");
         std::fs::write(&ca_path, ca.pem()).unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config(&["api.acme.test"], &[b"h2"]));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else { return };
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else { return };
-                    let service = hyper::service::service_fn(|req| async move {
-                        Ok::<_, std::convert::Infallible>(compressed_answer(&req))
-                    });
-                    let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                        .await;
-                });
-            }
-        });
+        let (addr, task) = upstream::serve_tls(acceptor, |req| async move { compressed_answer(&req) }).await;
         CompressingUpstream { addr, ca_path, _dir: dir, task }
     }
 }
