@@ -266,9 +266,12 @@ pub enum GrpcKind {
 /// application sent, so a secret in it is replaced in the decoded bytes and
 /// the value encoded again. (Replacing a base64 fragment with `[REDACTED]`
 /// would leave metadata the client cannot decode, and grpcio fails the
-/// whole call on it.) A value that is not base64 is left as it is, for
-/// [`super::scrub_headers`] to scrub as text. Returns the replacements.
-pub fn scrub_binary_metadata(set: &PatternSet, headers: &mut HeaderMap) -> u64 {
+/// whole call on it.) The replacement keeps the secret's length, as in a
+/// message: binary metadata is usually a protobuf (`grpc-status-details-bin`
+/// always is, `google.rpc.Status`), whose length prefixes must stay true. A
+/// value that is not base64 is left as it is, for [`super::scrub_headers`]
+/// to scrub as text. Returns the replacements.
+pub fn scrub_binary_metadata(set: &Arc<PatternSet>, headers: &mut HeaderMap) -> u64 {
     let binary: Vec<HeaderName> = headers.keys().filter(|n| n.as_str().ends_with("-bin")).cloned().collect();
     let mut total = 0;
     for name in binary {
@@ -280,7 +283,10 @@ pub fn scrub_binary_metadata(set: &PatternSet, headers: &mut HeaderMap) -> u64 {
             let unpadded = text.strip_suffix(b"==").or_else(|| text.strip_suffix(b"=")).unwrap_or(text);
             let Ok(decoded) = STANDARD_NO_PAD.decode(unpadded) else { continue };
             let mut scrubbed = Vec::new();
-            let count = set.replace_all(&decoded, &mut scrubbed);
+            let mut stream = Stream::same_length(Arc::clone(set));
+            stream.push(&decoded, &mut scrubbed);
+            stream.finish(&mut scrubbed);
+            let count = stream.count();
             if count == 0 {
                 continue;
             }
