@@ -20,7 +20,7 @@ use airlock_policy::{AuthError, Decision, Denial, DenialCode, Limits, RequestInf
 use crate::audit::{self, Outcome, Record};
 use crate::redact::{
     DecodeError, Decoder, Ended, GrpcMessages, MessageCoding, RedactBody, RedactionCount, grpc_content_type,
-    scrub_binary_metadata, scrub_headers,
+    is_grpc_web_text, scrub_binary_metadata, scrub_headers,
 };
 use crate::respond::{self, REQUEST_ID_HEADER, denial_response, grpc_denial_response, request_id};
 use crate::send::{DecidedRoute, Outgoing, Sent, Upgrades, send};
@@ -399,6 +399,20 @@ where
             });
         }
     };
+    if !bodiless && !empty && headers.get(header::CONTENT_TYPE).is_some_and(|v| is_grpc_web_text(v.as_bytes())) {
+        return Err(Denial {
+            route: Some(route_id),
+            ..Denial::new(
+                DenialCode::UnredactableBody,
+                format!(
+                    "the upstream answered {} with application/grpc-web-text: base64 that servers pad piece by \
+                     piece, which airlock cannot scan",
+                    status.as_u16()
+                ),
+                "call with application/grpc-web or application/grpc (binary), which airlock scans message by message",
+            )
+        });
+    }
     // gRPC messages are read one by one (an answer with none, its status
     // in the head, has nothing to read).
     let grpc = match grpc.filter(|_| !bodiless && !empty) {

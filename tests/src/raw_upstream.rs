@@ -390,6 +390,24 @@ async fn serve(mut io: impl AsyncRead + AsyncWrite + Unpin, seen: &Mutex<Vec<Str
                 // Dropped without shutdown: TCP closes, TLS sends no close_notify.
                 return;
             }
+            "/grpc-web-text" => {
+                // A grpc-web-text answer the way Envoy's grpc_web filter
+                // writes one: each piece of the stream base64-encoded and
+                // padded on its own, here cut inside the key.
+                use base64::Engine;
+                let message = format!("token={key} end");
+                let mut frame = vec![0u8];
+                frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+                frame.extend_from_slice(message.as_bytes());
+                let cut = 5 + "token=".len() + key.len() / 2;
+                let body: String =
+                    [&frame[..cut], &frame[cut..]].iter().map(|p| base64::engine::general_purpose::STANDARD.encode(p)).collect();
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/grpc-web-text+proto\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                io.write_all(head.as_bytes()).await.is_ok() && io.write_all(body.as_bytes()).await.is_ok()
+            }
             _ => io.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await.is_ok(),
         };
         let _ = io.flush().await;

@@ -240,7 +240,8 @@ impl GrpcMessages {
 
 /// Whether a `content-type` is gRPC's (`application/grpc`, with any
 /// `+format` or parameters), and whether it is gRPC-Web's binary form.
-/// `application/grpc-web-text` (base64) is neither: it is scanned as text.
+/// `application/grpc-web-text` (base64) is neither: it is refused (see
+/// [`is_grpc_web_text`]).
 pub fn grpc_content_type(value: &[u8]) -> Option<GrpcKind> {
     let value = std::str::from_utf8(value).ok()?;
     let essence = value.split(';').next()?.trim().to_ascii_lowercase();
@@ -250,6 +251,17 @@ pub fn grpc_content_type(value: &[u8]) -> Option<GrpcKind> {
         "application/grpc-web" => Some(GrpcKind::Web),
         _ => None,
     }
+}
+
+/// Whether a `content-type` is gRPC-Web's text form
+/// (`application/grpc-web-text`, with any `+format`): base64 that servers
+/// encode and pad piece by piece (Envoy's grpc_web filter does, per data
+/// frame), so a secret cut between two pieces is in no alignment the
+/// redactor knows. airlock refuses such answers.
+pub fn is_grpc_web_text(value: &[u8]) -> bool {
+    let Ok(value) = std::str::from_utf8(value) else { return false };
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence.split('+').next() == Some("application/grpc-web-text")
 }
 
 /// Which gRPC framing a body has.

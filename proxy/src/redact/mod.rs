@@ -83,7 +83,9 @@ mod scan;
 
 pub use body::{Ended, RedactBody, RedactionCount, scrub_headers};
 pub use decode::{DecodeError, Decoder};
-pub use grpc::{GrpcError, GrpcKind, GrpcMessages, MessageCoding, grpc_content_type, scrub_binary_metadata};
+pub use grpc::{
+    GrpcError, GrpcKind, GrpcMessages, MessageCoding, grpc_content_type, is_grpc_web_text, scrub_binary_metadata,
+};
 pub use patterns::{PatternSet, PatternSetBuilder};
 pub use scan::Stream;
 

@@ -701,3 +701,33 @@ async fn placeholders_in_request_trailers_and_header_names_are_checked() {
     assert!(upstream.seen().iter().all(|s| s.path != "/name"), "a refused head never goes upstream");
     proxy.proxy.shutdown().await;
 }
+
+/// gRPC-Web's text form is base64 that servers (Envoy's grpc_web filter)
+/// encode and pad piece by piece, so a key cut between two pieces is in no
+/// base64 alignment the redactor knows: airlock cannot scan it, so it
+/// refuses it (`unredactable_body`) rather than pass it.
+#[tokio::test]
+async fn grpc_web_text_is_refused_as_unscannable() {
+    use base64::Engine;
+    let upstream = RawUpstream::start().await;
+    let proxy = TestProxy::start(&standard_config(&upstream, "", "")).await;
+    let (_, text) = curl(
+        &proxy,
+        upstream.addr.port(),
+        "/grpc-web-text",
+        &["-X", "POST", "-H", "content-type: application/grpc-web-text"],
+    )
+    .await;
+    assert_clean("the grpc-web-text answer", &text);
+    // Decoded the way a grpc-web client decodes it: padded piece by piece.
+    let body = text.rsplit("\r\n\r\n").next().unwrap_or("");
+    let mut decoded = Vec::new();
+    for piece in body.trim().split('=').filter(|p| !p.is_empty()) {
+        if let Ok(bytes) = base64::engine::general_purpose::STANDARD_NO_PAD.decode(piece) {
+            decoded.extend_from_slice(&bytes);
+        }
+    }
+    assert_clean("the decoded grpc-web-text answer", &String::from_utf8_lossy(&decoded));
+    assert!(text.contains("x-airlock-denied: unredactable_body"), "{text}");
+    assert_eq!(record(&proxy, "/grpc-web-text").await["code"], "unredactable_body");
+}
