@@ -162,7 +162,9 @@ pub fn no_proxy(tenant: &Tenant, inherited: &[String]) -> (String, Vec<String>) 
     let covers_route = |entry: &str| tenant.routes.iter().any(|r| bypasses(entry, &r.host));
     let mut kept: Vec<String> = LOOPBACK.iter().filter(|e| !covers_route(e)).map(|e| (*e).to_owned()).collect();
     let mut dropped = Vec::new();
-    for entry in inherited.iter().flat_map(|list| list.split(',')).map(str::trim).filter(|e| !e.is_empty()) {
+    // Some clients split on whitespace too (node's proxy-from-env).
+    let entries = inherited.iter().flat_map(|list| list.split(|c: char| c == ',' || c.is_whitespace()));
+    for entry in entries.filter(|e| !e.is_empty()) {
         if covers_route(entry) {
             dropped.push(entry.to_owned());
         } else if !kept.iter().any(|k| k.eq_ignore_ascii_case(entry)) {
@@ -174,11 +176,14 @@ pub fn no_proxy(tenant: &Tenant, inherited: &[String]) -> (String, Vec<String>) 
 }
 
 /// Whether a `NO_PROXY` entry would let a client reach some host `route`
-/// matches without the proxy, under any client's reading of the list:
-/// `*`; a name matching the host or a parent domain (`example.com`,
-/// `.example.com`, `*.example.com`); an IP address or CIDR block holding
-/// the host's address. A port on the entry (Go reads `host:port`) is
-/// ignored, so an entry for any port of the host counts.
+/// matches without the proxy, under any client's reading of the list —
+/// and clients read it loosely: python requests and node's proxy-from-env
+/// match a name as a bare suffix (`ample.com` covers `example.com`),
+/// proxy-from-env strips a leading `*` from any entry and takes port `0`
+/// as any port, Go reads `host:port`. So an entry counts when it is `*`;
+/// when, with leading `*` and `.` and any port removed, it is a suffix of
+/// the host (or of a name a wildcard route matches); or when it is an IP
+/// address or CIDR block holding the host's address.
 fn bypasses(entry: &str, route: &HostPattern) -> bool {
     let entry = entry.trim().to_ascii_lowercase();
     if entry == "*" {
@@ -191,31 +196,33 @@ fn bypasses(entry: &str, route: &HostPattern) -> bool {
         };
         return match (net.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>(), bits.parse::<u8>()) {
             (Ok(net), Ok(bits)) => route_ip.is_some_and(|ip| in_block(ip, net, bits)),
-            // Not a block any client reads: compare it as a name.
+            // Not a block any client reads.
             _ => false,
         };
     }
-    let name = entry.trim_start_matches("*.").trim_start_matches('.');
-    let name = match airlock_policy::host::split_host_port(name) {
-        Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
-        None => name,
+    let name = match entry.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None if entry.parse::<IpAddr>().is_ok() => &entry,
+        None => match entry.rsplit_once(':') {
+            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+            _ => &entry,
+        },
     };
-    let name = name.trim_end_matches('.');
+    let name = name.trim_start_matches(['*', '.']).trim_end_matches('.');
     if name.is_empty() {
         return false;
     }
-    let under = |host: &str, parent: &str| host == parent || host.ends_with(&format!(".{parent}"));
     match route {
         HostPattern::Exact(host) => {
             let host = host.trim_start_matches('[').trim_end_matches(']');
             match (host.parse::<IpAddr>(), name.parse::<IpAddr>()) {
                 (Ok(a), Ok(b)) => a == b,
-                _ => under(host, name),
+                _ => host.ends_with(name),
             }
         }
-        // `*.suffix` matches names under `suffix`: an entry for `suffix`, a
-        // parent of it, or any name under it covers some of them.
-        HostPattern::Wildcard(suffix) => under(suffix, name) || under(name, suffix),
+        // `*.suffix` matches `<labels>.suffix`: an entry that is a suffix
+        // of `.suffix`, or a name under it, covers some of them.
+        HostPattern::Wildcard(suffix) => format!(".{suffix}").ends_with(name) || name.ends_with(&format!(".{suffix}")),
     }
 }
 
@@ -275,6 +282,13 @@ mod tests {
             (".example.com", "api.example.com"),
             ("*.example.com", "api.example.com"),
             ("api.example.com:8443", "api.example.com"),
+            ("api.example.com:0", "api.example.com"),
+            ("*ample.com", "api.example.com"),
+            ("ample.com", "api.example.com"),
+            ("pi.example.com", "api.example.com"),
+            ("com", "api.example.com"),
+            ("*ample.com", "*.example.com"),
+            ("[::1]:8080", "[::1]"),
             ("example.com", "*.example.com"),
             ("x.example.com", "*.example.com"),
             ("127.0.0.1", "127.0.0.1"),
@@ -289,8 +303,8 @@ mod tests {
         }
         for (entry, route) in [
             ("sub.api.example.com", "api.example.com"),
-            ("pi.example.com", "api.example.com"),
             ("example.org", "api.example.com"),
+            ("xexample.com", "*.example.com"),
             ("localhost", "127.0.0.1"),
             ("127.0.0.2", "127.0.0.1"),
             ("10.2.0.0/16", "10.1.2.3"),

@@ -261,17 +261,28 @@ async fn run_keeps_loopback_direct_but_never_a_route_host() {
     let curl = format!(
         "echo \"no_proxy=$no_proxy\"; curl -sS --max-time 20 -H \"Authorization: Bearer $ACME_API_KEY\" {target}"
     );
-    for inherited in ["api.acme.test", ".acme.test,example.org", "*", "ACME.test:443"] {
+    // Read as loosely as any client reads them: a bare suffix, a leading
+    // `*` on any entry, port 0 for any port, spaces between entries.
+    for inherited in [
+        "api.acme.test",
+        ".acme.test,example.org",
+        "*",
+        "ACME.test:443",
+        "*cme.test",
+        "cme.test",
+        "api.acme.test:0",
+        "example.org api.acme.test",
+    ] {
         let out = airlock_run(&home, &["sh", "-c", &curl]).env("NO_PROXY", inherited).output().await.unwrap();
         check_client_output(&format!("curl with NO_PROXY={inherited}"), &out);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("out of NO_PROXY"), "{inherited}: {stderr}");
         let stdout = String::from_utf8_lossy(&out.stdout);
         let line = stdout.lines().find(|l| l.starts_with("no_proxy=")).unwrap();
-        assert!(!line.contains("acme") && !line.contains('*'), "{inherited}: {line}");
+        assert!(!line.contains("cme.test") && !line.contains('*'), "{inherited}: {line}");
         assert_eq!(line.contains("example.org"), inherited.contains("example.org"), "{line}");
     }
-    assert_eq!(upstream.seen().len(), 4);
+    assert_eq!(upstream.seen().len(), 8);
 
     // With a route to 127.0.0.1, that address is not bypassed: requests
     // to it are airlock's to decide.
