@@ -28,34 +28,6 @@ use crate::{Body, limits, upstream};
 /// The message codings a gRPC client accepts in the answer.
 const GRPC_ACCEPT_ENCODING: &str = "grpc-accept-encoding";
 
-/// A gRPC call's deadline, as the time left when it was sent.
-const GRPC_TIMEOUT: &str = "grpc-timeout";
-
-/// The longest a call's own deadline may stretch airlock's upstream
-/// timeouts: the deadline is the agent's to set (up to 99,999,999 hours),
-/// and each waiting call holds a connection's resources.
-const GRPC_DEADLINE_CAP: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// Parses a `grpc-timeout` value: at most 8 digits and a unit (`H`, `M`,
-/// `S`, `m`, `u`, `n`; gRPC over HTTP/2, "Requests").
-fn grpc_timeout(value: &[u8]) -> Option<std::time::Duration> {
-    use std::time::Duration;
-    let (unit, digits) = value.split_last()?;
-    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
-    Some(match unit {
-        b'H' => Duration::from_secs(n * 3600),
-        b'M' => Duration::from_secs(n * 60),
-        b'S' => Duration::from_secs(n),
-        b'm' => Duration::from_millis(n),
-        b'u' => Duration::from_micros(n),
-        b'n' => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
 /// What `send` sends besides the agent's request.
 pub(crate) struct Outgoing {
     /// Header values to put in place of the agent's, by index.
@@ -153,9 +125,8 @@ pub(crate) struct Upgrades {
 /// requests, asks for an unencoded, whole body: `Accept-Encoding: identity`
 /// and no `Range` (a partial body could cut a secret at its edge, where the
 /// redactor cannot see it whole), and for a gRPC call `grpc-accept-encoding:
-/// identity`. A gRPC call's deadline (`grpc-timeout`), when longer than
-/// the upstream limits, bounds the wait for the answer and the silences
-/// inside it instead.
+/// identity`. airlock's upstream timeouts hold for every request: a gRPC
+/// call's `grpc-timeout` is the agent's to set, so it never stretches them.
 ///
 /// Only a WebSocket handshake keeps its `Upgrade` (without any
 /// `Sec-WebSocket-Extensions` offer, so frames are never compressed out of
@@ -198,12 +169,6 @@ where
     let mut headers = std::mem::take(&mut parts.headers);
     let trailers = accepts_trailers(&headers);
     let grpc = headers.get(header::CONTENT_TYPE).is_some_and(|v| grpc_content_type(v.as_bytes()).is_some());
-    // A gRPC call's own deadline, which its server enforces too: the
-    // upstream's silence is bounded by it rather than by airlock's limits
-    // when it is longer (a long unary call answers only at its end; a
-    // stream may be quiet between messages).
-    let deadline = if grpc { headers.get(GRPC_TIMEOUT).and_then(|v| grpc_timeout(v.as_bytes())) } else { None };
-    let patient = |limit: std::time::Duration| deadline.map_or(limit, |d| d.min(GRPC_DEADLINE_CAP).max(limit));
     let mut swapped = swapped.into_iter().peekable();
     for (i, (_, value)) in headers.iter_mut().enumerate() {
         if let Some((_, v)) = swapped.next_if(|(j, _)| *j == i) {
@@ -261,7 +226,7 @@ where
     };
 
     let client = if websocket { &loaded.upstream.client_h1 } else { &loaded.upstream.client };
-    let response_timeout = patient(limits.upstream_response_timeout);
+    let response_timeout = limits.upstream_response_timeout;
     let attempts = async {
         let mut resent = false;
         loop {
@@ -325,8 +290,7 @@ where
     strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
     let reason =
         parts.extensions.get::<hyper::ext::ReasonPhrase>().map(|r| bytes::Bytes::copy_from_slice(r.as_bytes()));
-    let body =
-        limits::ReadTimeout::wrap(body.map_err(Into::into).boxed_unsync(), patient(limits.upstream_read_timeout));
+    let body = limits::ReadTimeout::wrap(body.map_err(Into::into).boxed_unsync(), limits.upstream_read_timeout);
     Ok(Sent { status: parts.status, headers: parts.headers, transfer_codings, body, upgrade, reason })
 }
 
@@ -372,22 +336,4 @@ fn unscannable_upgrade(what: &str) -> Denial {
         format!("{what}; airlock relays only WebSocket, whose frames it can scan"),
         "send the request without an Upgrade header (airlock strips h2c and every upgrade but WebSocket)",
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::grpc_timeout;
-    use std::time::Duration;
-
-    #[test]
-    fn grpc_timeouts() {
-        assert_eq!(grpc_timeout(b"1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(grpc_timeout(b"99999999S"), Some(Duration::from_secs(99_999_999)));
-        assert_eq!(grpc_timeout(b"1500m"), Some(Duration::from_millis(1500)));
-        assert_eq!(grpc_timeout(b"20u"), Some(Duration::from_micros(20)));
-        assert_eq!(grpc_timeout(b"7n"), Some(Duration::from_nanos(7)));
-        for bad in [&b""[..], b"S", b"100", b"123456789S", b"1s", b"-1S", b"1.5S", b"\xff"] {
-            assert_eq!(grpc_timeout(bad), None, "{bad:?}");
-        }
-    }
 }

@@ -215,23 +215,33 @@ async fn every_kind_of_grpc_call_behaves_as_on_a_direct_connection() {
     proxy.proxy.shutdown().await;
 }
 
+/// A call's deadline (`grpc-timeout`) is the agent's to set, so it never
+/// stretches the operator's upstream timeouts: with 2 s limits, a unary
+/// call the server answers after 4 s and a stream silent for 4 s fail
+/// through airlock even with a 60 s deadline, as does a call with none.
+/// The operator gives long calls room by raising the limits.
 #[tokio::test]
-async fn a_grpc_deadline_longer_than_airlocks_timeouts_is_honoured() {
-    // airlock's limits would give up on a silent upstream after 2s; the
-    // calls' own deadline (60s, in grpc-timeout) is longer, and the server
-    // answers within it.
+async fn a_grpc_deadline_never_stretches_airlocks_timeouts() {
     let server = GrpcServer::start(None).await;
     let limits = "\n[limits]\nupstream_response_timeout = \"2s\"\nupstream_read_timeout = \"2s\"\n";
+    let proxy = TestProxy::start(&standard_config(&server, "", limits)).await;
+    let via = Via::Airlock(&proxy, &server, ("acme", ACME_TOKEN));
+    let out = client(via, &placeholder_auth(), None, &["sleepy:4", "slow_stream:4", "no_deadline:Sleepy:4"]).await;
+    for call in [&out[0], &out[2]] {
+        assert_eq!(call["code"], "UNAVAILABLE", "{out:?}");
+        assert!(call["details"].as_str().unwrap().contains("(upstream_timeout)"), "{out:?}");
+    }
+    assert_ne!(out[1]["code"], "OK", "{out:?}");
+    assert_ne!(out[1]["messages"], serde_json::json!(["before", "after"]), "{out:?}");
+    proxy.proxy.shutdown().await;
+
+    // With limits that allow them, the same calls pass.
+    let limits = "\n[limits]\nupstream_response_timeout = \"20s\"\nupstream_read_timeout = \"20s\"\n";
     let proxy = TestProxy::start(&standard_config(&server, "", limits)).await;
     let via = Via::Airlock(&proxy, &server, ("acme", ACME_TOKEN));
     let out = client(via, &placeholder_auth(), None, &["sleepy:4", "slow_stream:4"]).await;
     assert_eq!(out[0]["body"], "slept", "{out:?}");
     assert_eq!(out[1]["messages"], serde_json::json!(["before", "after"]), "{out:?}");
-    // A call without a deadline keeps airlock's limits.
-    let via = Via::Airlock(&proxy, &server, ("acme", ACME_TOKEN));
-    let out = client(via, &placeholder_auth(), None, &["no_deadline:Sleepy:4"]).await.remove(0);
-    assert_eq!(out["code"], "UNAVAILABLE", "{out}");
-    assert!(out["details"].as_str().unwrap().contains("(upstream_timeout)"), "{out}");
     proxy.proxy.shutdown().await;
 }
 
