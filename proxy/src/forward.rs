@@ -453,6 +453,7 @@ where
         writer.write(record);
     };
     if bodiless || empty {
+        content_length_as_framed(&mut headers, status);
         // Nothing will be read or sent (an HTTP/1.1 server never polls the
         // body of an answer to HEAD): the record is written now, whole.
         drop(body);
@@ -512,6 +513,30 @@ fn grpc_coding(headers: &mut HeaderMap, status: StatusCode, limits: &Limits) -> 
 /// gRPC's message coding header (per stream; each message says whether
 /// it used it).
 const GRPC_ENCODING: &str = "grpc-encoding";
+
+/// Makes the `Content-Length` of an answer passed on as the upstream
+/// framed it (no body, or one declared empty) one the agent's client
+/// accepts: none on a `1xx` or `204` (RFC 9110 §8.6: a server must not
+/// send one there), else the one value the upstream's fields agree on
+/// (`42, 42` is 42, §8.6), and none when they disagree or do not parse.
+/// An HTTP/2 client refuses a response that breaks these (RFC 9113
+/// §8.1.1), where an HTTP/1.1 one may let them pass.
+fn content_length_as_framed(headers: &mut HeaderMap, status: StatusCode) {
+    let mut values = headers
+        .get_all(header::CONTENT_LENGTH)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("x").split(','))
+        .map(|v| v.trim().parse::<u64>().ok());
+    let first = values.next();
+    let agreed = match first {
+        Some(Some(n)) if values.all(|v| v == Some(n)) => Some(n),
+        _ => None,
+    };
+    headers.remove(header::CONTENT_LENGTH);
+    if let Some(n) = agreed.filter(|_| !(status.is_informational() || status == StatusCode::NO_CONTENT)) {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+}
 
 /// The agent's response: the status (whose reason phrase is then the
 /// canonical one), the given headers, and no extension but airlock's own.

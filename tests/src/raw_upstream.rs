@@ -390,6 +390,19 @@ async fn serve(mut io: impl AsyncRead + AsyncWrite + Unpin, seen: &Mutex<Vec<Str
                 // Dropped without shutdown: TCP closes, TLS sends no close_notify.
                 return;
             }
+            // Lengths a direct curl accepts on answers airlock passes on as
+            // framed: a 204 that names one (RFC 9110 §8.6 says it must
+            // not), and a length sent twice or as a list of equal values.
+            "/204-length" => io.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n").await.is_ok(),
+            "/length-0-twice" => io
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n")
+                .await
+                .is_ok(),
+            "/length-0-list" => io.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0, 0\r\n\r\n").await.is_ok(),
+            "/head-length-list" => io
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 12345, 12345\r\n\r\n")
+                .await
+                .is_ok(),
             "/grpc-web-text" => {
                 // A grpc-web-text answer the way Envoy's grpc_web filter
                 // writes one: each piece of the stream base64-encoded and

@@ -130,6 +130,40 @@ async fn head_keeps_the_upstreams_content_length() {
     proxy.proxy.shutdown().await;
 }
 
+/// Answers whose framing airlock passes on as the upstream sent it (no
+/// body, or one declared empty) carry a `Content-Length` an agent's client
+/// accepts on either version: none on a `204` (RFC 9110 §8.6), and one
+/// value where the upstream repeated it (`0, 0` is 0). An HTTP/2 agent
+/// refused these with `PROTOCOL_ERROR`, where curl direct takes them.
+#[tokio::test]
+async fn lengths_passed_on_as_framed_are_ones_clients_accept() {
+    require_tool("curl", "curl");
+    let upstream = RawUpstream::start().await;
+    let proxy = TestProxy::start(&standard_config(&upstream, "", "")).await;
+    let port = upstream.addr.port();
+    for (path, extra, status, length) in [
+        ("/204-length", "-i", 204, None),
+        ("/length-0-twice", "-i", 200, Some("0")),
+        ("/length-0-list", "-i", 200, Some("0")),
+        ("/head-length-list", "-I", 200, Some("12345")),
+    ] {
+        let want = direct(&upstream, path, &[extra]).await;
+        assert!(want.ok && want.status() == status, "direct {path}: {}", want.show());
+        for version in VERSIONS {
+            let got = via(&proxy, "api.acme.test", port, path, &[extra, version]).await;
+            assert!(got.ok, "{path} {version}: {}", got.show());
+            assert_eq!(got.status(), status, "{path} {version}: {}", got.show());
+            let lengths: Vec<String> = got
+                .lower()
+                .lines()
+                .filter_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+                .collect();
+            assert_eq!(lengths, length.map(str::to_owned).into_iter().collect::<Vec<_>>(), "{path} {version}");
+        }
+    }
+    proxy.proxy.shutdown().await;
+}
+
 #[tokio::test]
 async fn bodiless_responses_with_a_content_coding_pass_undecoded() {
     require_tool("curl", "curl");
