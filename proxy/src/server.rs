@@ -457,7 +457,8 @@ async fn proxy_request(
         info!(request_id = %request_id, code = %denial.code, "refused");
         resp
     };
-    if let Err(denial) = check_target(https, authority.as_deref(), dest.is_some()) {
+    let authority_form = req.uri().scheme().is_none() && req.uri().path_and_query().is_none();
+    if let Err(denial) = check_target(https, authority.as_deref().filter(|_| authority_form), dest.is_some()) {
         return refuse(denial, None, "", 0);
     }
     let Some((host, port)) = dest.filter(|_| https || plain_http) else {
@@ -540,8 +541,9 @@ async fn proxy_request(
 
 /// Checks a CONNECT's target before anything is looked up or connected:
 /// RFC 9110 §9.3.6 allows only the authority form, `host:port`, with the
-/// port given (and an IPv6 literal in brackets). `parsed` tells whether
-/// [`parse_destination`] accepted it.
+/// port given (and an IPv6 literal in brackets), never a URI with a
+/// scheme or path. `authority` is None for a target in any other form;
+/// `parsed` tells whether [`parse_destination`] accepted it.
 fn check_target(connect: bool, authority: Option<&str>, parsed: bool) -> Result<(), Denial> {
     if !connect {
         return Ok(());

@@ -67,6 +67,8 @@ async fn connect_authority_forms() {
         "api.acme.test:99999".to_owned(),
         "api.acme.test:https".to_owned(),
         "[::1]".to_owned(),
+        format!("https://api.acme.test:{port}"),
+        format!("http://api.acme.test:{port}/"),
     ];
     for target in &bad {
         let reply = client::connect(bench.proxy.addr(), target, Some(("acme", ACME_TOKEN))).await.unwrap();
