@@ -235,6 +235,12 @@ where
             let Some(attempt) = body.attempt() else { return Err((None, resent)) };
             match client.request(request(attempt)).await {
                 Ok(resp) => return Ok(resp),
+                // An upstream that says it never processed the request gets
+                // it once more whatever its method.
+                Err(e) if !resent && body.resendable() && upstream::never_processed(&e) => {
+                    debug!("the upstream refused the request unprocessed; resending it once");
+                    resent = true;
+                }
                 Err(e) if !resent && idempotent && body.resendable() && upstream::closed_while_idle(&e) => {
                     debug!("the upstream closed a pooled connection as the request came; resending it once");
                     resent = true;

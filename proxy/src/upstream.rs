@@ -666,6 +666,19 @@ fn h2_reason(e: &h2::Error, limit: usize) -> Option<String> {
     })
 }
 
+/// Whether an HTTP/2 upstream said it never processed the request: it
+/// refused the stream (`REFUSED_STREAM`), or sent a `GOAWAY` whose last
+/// stream is below it (h2 fails only those streams with the `GOAWAY`).
+/// Either way the request may be sent again whatever its method (RFC 9113
+/// §8.7), on any connection, new or pooled.
+pub(crate) fn never_processed(err: &hyper_util::client::legacy::Error) -> bool {
+    causes(err).any(|cause| {
+        cause.downcast_ref::<h2::Error>().is_some_and(|h2| {
+            h2.is_remote() && (h2.is_go_away() || (h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM)))
+        })
+    })
+}
+
 /// Whether a failed request may be sent again on a new connection: it
 /// failed on a pooled connection that had answered before ([`ConnState`]),
 /// before any response head, because the connection was closed or reset —

@@ -7,6 +7,8 @@
 //! and every content coding curl decodes, airlock decodes.
 
 use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use airlock_tests::raw_upstream::CODED_TEXT;
@@ -433,6 +435,71 @@ async fn a_close_delimited_body_without_close_notify_is_whole() {
         for record in records(&proxy, path, 2).await {
             assert_eq!(record["complete"], false, "{path}: {record}");
         }
+    }
+    proxy.proxy.shutdown().await;
+}
+
+/// An HTTP/2 upstream that refuses every other stream (the first, third,
+/// …) with `REFUSED_STREAM` and answers the rest, counting what it was
+/// asked.
+async fn refusing_h2_upstream() -> (std::net::SocketAddr, std::path::PathBuf, TempHome, Arc<AtomicUsize>) {
+    let ca = airlock_tests::TestCa::new("airlock refusing h2 CA");
+    let dir = TempHome::new("refusing-h2");
+    let ca_path = dir.path.join("ca.pem");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config(&["api.acme.test"], &[b"h2"]));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&asked);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, asked) = (acceptor.clone(), Arc::clone(&counter));
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let Ok(mut conn) = h2::server::handshake(tls).await else { return };
+                while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                    if asked.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        continue;
+                    }
+                    let resp = http::Response::builder().status(200).header("content-length", "2").body(()).unwrap();
+                    if let Ok(mut stream) = respond.send_response(resp, false) {
+                        let _ = stream.send_data(bytes::Bytes::from_static(b"ok"), true);
+                    }
+                }
+            });
+        }
+    });
+    (addr, ca_path, dir, asked)
+}
+
+/// A stream the upstream refused with `REFUSED_STREAM` was never processed
+/// (RFC 9113 §8.7), so airlock sends it once more, whatever its method
+/// and whether or not its connection had answered before — as a direct
+/// HTTP/2 client may. It answered `502` for a GET as for a POST.
+#[tokio::test]
+async fn a_stream_refused_unprocessed_is_sent_again_whatever_its_method() {
+    require_tool("curl", "curl");
+    let (addr, ca_path, _dir, asked) = refusing_h2_upstream().await;
+    struct Refusing(std::net::SocketAddr, std::path::PathBuf);
+    impl Origin for Refusing {
+        fn addr(&self) -> std::net::SocketAddr {
+            self.0
+        }
+        fn ca_path(&self) -> &std::path::Path {
+            &self.1
+        }
+    }
+    let upstream = Refusing(addr, ca_path);
+    let proxy = TestProxy::start(&standard_config(&upstream, "", "")).await;
+    for method in ["GET", "POST"] {
+        let before = asked.load(Ordering::SeqCst);
+        let got = via(&proxy, "api.acme.test", addr.port(), "/refused", &["-i", "-X", method, "-d", "x=1"]).await;
+        assert!(got.ok, "{method}: {}", got.show());
+        assert_eq!(got.status(), 200, "{method}: {}", got.show());
+        // Asked twice: refused, then answered.
+        assert_eq!(asked.load(Ordering::SeqCst) - before, 2, "{method}");
     }
     proxy.proxy.shutdown().await;
 }
