@@ -266,8 +266,10 @@ async fn a_key_the_server_echoes_reaches_the_grpc_client_as_the_placeholder() {
     // The server received the key itself.
     let seen: Value = serde_json::from_slice(&body[2 + injected.len() + 6..]).unwrap();
     assert_eq!(seen["auth_sha256"], sha256_hex(&injected).as_str());
-    // Metadata, text and binary, initial and trailing: what the client sent.
-    let hex: String = placeholder_auth().bytes().map(|b| format!("{b:02x}")).collect();
+    // Metadata, text and binary, initial and trailing: what the client
+    // sent — in binary metadata at the key's own length, as in a message
+    // (it is usually a protobuf).
+    let hex: String = expected.iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(leak["initial"]["x-leak-initial"], placeholder_auth().as_str());
     assert_eq!(leak["initial"]["x-leak-initial-bin"], hex.as_str());
     assert_eq!(leak["trailing"]["x-leak"], placeholder_auth().as_str());
