@@ -20,9 +20,16 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 pub const BUNDLE_FILE: &str = "ca-bundle.pem";
 
 /// Variables that point at the CA bundle (OpenSSL, Python requests, curl,
-/// git, pip).
-pub const BUNDLE_VARS: [&str; 5] =
-    ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "PIP_CERT"];
+/// git, pip, grpcio — which reads no other —, and the AWS SDKs and CLI).
+pub const BUNDLE_VARS: [&str; 7] = [
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "GIT_SSL_CAINFO",
+    "PIP_CERT",
+    "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
+    "AWS_CA_BUNDLE",
+];
 /// Variables that carry the proxy URL.
 pub const PROXY_VARS: [&str; 4] = ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"];
 /// Variables that list hosts reached without the proxy (curl, requests,
@@ -159,13 +166,16 @@ pub fn agent_env(
 /// straight to the API). Returns the list and the inherited entries left
 /// out.
 pub fn no_proxy(tenant: &Tenant, inherited: &[String]) -> (String, Vec<String>) {
-    let covers_route = |entry: &str| tenant.routes.iter().any(|r| bypasses(entry, &r.host));
+    let covers_route = |entry: &str| tenant.routes.iter().any(|r| bypasses(entry, &r.host, r.port));
     let mut kept: Vec<String> = LOOPBACK.iter().filter(|e| !covers_route(e)).map(|e| (*e).to_owned()).collect();
     let mut dropped = Vec::new();
-    // Some clients split on whitespace too (node's proxy-from-env).
-    let entries = inherited.iter().flat_map(|list| list.split(|c: char| c == ',' || c.is_whitespace()));
+    // Some clients split on whitespace too (node's proxy-from-env). An
+    // entry holding any other character is left out whole: clients differ
+    // on what else separates or is trimmed (JavaScript's `\s` takes U+FEFF,
+    // Python's `strip` U+001C–U+001F), so what it means is not knowable.
+    let entries = inherited.iter().flat_map(|list| list.split(|c: char| c == ',' || c.is_ascii_whitespace()));
     for entry in entries.filter(|e| !e.is_empty()) {
-        if covers_route(entry) {
+        if !readable(entry) || covers_route(entry) {
             dropped.push(entry.to_owned());
         } else if !kept.iter().any(|k| k.eq_ignore_ascii_case(entry)) {
             kept.push(entry.to_owned());
@@ -184,9 +194,28 @@ pub fn no_proxy(tenant: &Tenant, inherited: &[String]) -> (String, Vec<String>) 
 /// when, with leading `*` and `.` and any port removed, it is a suffix of
 /// the host (or of a name a wildcard route matches); or when it is an IP
 /// address or CIDR block holding the host's address.
-fn bypasses(entry: &str, route: &HostPattern) -> bool {
-    let entry = entry.trim().to_ascii_lowercase();
+fn bypasses(entry: &str, route: &HostPattern, port: u16) -> bool {
+    let mut entry = entry.trim().to_ascii_lowercase();
+    // httpx reads `scheme://host` entries as mount patterns: `https://`
+    // and `all://` alone cover every host.
+    if let Some((_, rest)) = entry.split_once("://") {
+        entry = rest.split('/').next().unwrap_or("").to_owned();
+        if entry.is_empty() {
+            return true;
+        }
+    }
     if entry == "*" {
+        return true;
+    }
+    // Older requests also match an entry against `host:port` as a bare
+    // suffix (`3`, `:443`).
+    let bare = entry.trim_start_matches(['*', '.']);
+    let with_port = match route {
+        HostPattern::Exact(h) if h.contains(':') => format!("[{h}]:{port}"),
+        HostPattern::Exact(h) => format!("{h}:{port}"),
+        HostPattern::Wildcard(s) => format!(".{s}:{port}"),
+    };
+    if !bare.is_empty() && (with_port.ends_with(bare) || bare.ends_with(&with_port)) {
         return true;
     }
     if let Some((net, bits)) = entry.split_once('/') {
@@ -224,6 +253,12 @@ fn bypasses(entry: &str, route: &HostPattern) -> bool {
         // of `.suffix`, or a name under it, covers some of them.
         HostPattern::Wildcard(suffix) => format!(".{suffix}").ends_with(name) || name.ends_with(&format!(".{suffix}")),
     }
+}
+
+/// Whether a `NO_PROXY` entry holds only what host names, addresses,
+/// blocks, ports and patterns are written with.
+fn readable(entry: &str) -> bool {
+    entry.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_*:/[]%".contains(&b))
 }
 
 /// Whether `ip` is in the block `net/bits` (same address family only).
@@ -268,8 +303,8 @@ pub fn render(vars: &[(String, String)], format: Format) -> String {
 mod tests {
     use super::*;
 
-    fn pattern(spec: &str) -> HostPattern {
-        HostPattern::parse(spec).map(|(p, _)| p).unwrap_or_else(|e| panic!("{e}"))
+    fn pattern(spec: &str) -> (HostPattern, u16) {
+        HostPattern::parse(spec).unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]
@@ -289,6 +324,16 @@ mod tests {
             ("com", "api.example.com"),
             ("*ample.com", "*.example.com"),
             ("[::1]:8080", "[::1]"),
+            ("https://", "api.example.com"),
+            ("all://", "api.example.com"),
+            ("https://api.example.com", "api.example.com"),
+            ("all://*example.com", "api.example.com"),
+            ("https://api.example.com/", "api.example.com"),
+            ("3", "api.example.com:19443"),
+            ("9443", "api.example.com:19443"),
+            (":19443", "api.example.com:19443"),
+            ("443", "api.example.com"),
+            ("3", "*.example.com:19443"),
             ("example.com", "*.example.com"),
             ("x.example.com", "*.example.com"),
             ("127.0.0.1", "127.0.0.1"),
@@ -299,7 +344,8 @@ mod tests {
             ("::/0", "[::1]"),
             ("fd00::/8", "[fd00::5]"),
         ] {
-            assert!(bypasses(entry, &pattern(route)), "{entry} should cover {route}");
+            let (host, port) = pattern(route);
+            assert!(bypasses(entry, &host, port), "{entry} should cover {route}");
         }
         for (entry, route) in [
             ("sub.api.example.com", "api.example.com"),
@@ -312,9 +358,27 @@ mod tests {
             ("127.0.0.0/x", "127.0.0.1"),
             ("", "api.example.com"),
             (".", "api.example.com"),
+            ("8443", "api.example.com"),
+            ("4", "api.example.com:19443"),
+            ("https://example.org", "api.example.com"),
         ] {
-            assert!(!bypasses(entry, &pattern(route)), "{entry} should not cover {route}");
+            let (host, port) = pattern(route);
+            assert!(!bypasses(entry, &host, port), "{entry} should not cover {route}");
         }
+    }
+
+    #[test]
+    fn no_proxy_entries_no_client_reads_alike_are_left_out() {
+        let text = "[secrets.s]\nsource = \"store\"\n[tenants.t]\ntoken = \"0123456789abcdef0123\"\n\
+                    [[tenants.t.routes]]\nname = \"r\"\nhost = \"api.example.com\"\nsecret = \"s\"\n\
+                    placeholder = \"AIRLOCK_T_KEY\"\n";
+        let policy = Policy::from_toml(text, "test", Path::new("/"), Path::new("/")).unwrap_or_else(|e| panic!("{e}"));
+        let tenant = policy.tenants().next().map(|(_, t)| t).unwrap_or_else(|| panic!("one tenant"));
+        let inherited =
+            ["example.org\u{feff}api.example.com,\u{1c}api.example.com, intranet.local\tother.local".to_owned()];
+        let (kept, dropped) = no_proxy(tenant, &inherited);
+        assert_eq!(kept, "localhost,127.0.0.1,::1,intranet.local,other.local");
+        assert_eq!(dropped.len(), 2, "{dropped:?}");
     }
 
     #[test]

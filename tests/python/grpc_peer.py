@@ -5,7 +5,7 @@ airlock's end-to-end tests (tests/tests/e2e/grpc.rs).
         serves the service below on 127.0.0.1:0 over TLS, prints its port,
         and runs until its standard input closes.
 
-    grpc_peer.py client --target HOST:PORT --root CA [--name-override NAME]
+    grpc_peer.py client --target HOST:PORT [--root CA] [--name-override NAME]
                         [--auth VALUE] [--compression gzip] SCENARIO...
         runs each scenario on one channel and prints one JSON line per
         scenario: {"scenario": ..., ...what the client saw}. A proxy comes
@@ -318,8 +318,12 @@ def scenario(name, channel, args):
 
 
 def client(args):
-    with open(args.root, "rb") as f:
-        root = f.read()
+    # No --root: grpcio's default roots (GRPC_DEFAULT_SSL_ROOTS_FILE_PATH,
+    # else its bundled ones), as a client that trusts its environment.
+    root = None
+    if args.root:
+        with open(args.root, "rb") as f:
+            root = f.read()
     options = [("grpc.max_receive_message_length", 8 * 1024 * 1024), ("grpc.max_send_message_length", 8 * 1024 * 1024)]
     if args.name_override:
         options.append(("grpc.ssl_target_name_override", args.name_override))
@@ -344,7 +348,7 @@ def main():
     s.add_argument("--compression")
     c = sub.add_parser("client")
     c.add_argument("--target", required=True)
-    c.add_argument("--root", required=True)
+    c.add_argument("--root")
     c.add_argument("--name-override")
     c.add_argument("--auth")
     c.add_argument("--compression")

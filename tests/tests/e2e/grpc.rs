@@ -245,6 +245,37 @@ async fn a_grpc_deadline_never_stretches_airlocks_timeouts() {
     proxy.proxy.shutdown().await;
 }
 
+/// A grpcio client with its default credentials, started by `airlock run`:
+/// grpcio reads only `GRPC_DEFAULT_SSL_ROOTS_FILE_PATH` for its roots (not
+/// `SSL_CERT_FILE`), so `run` points it at the bundle too, or every call
+/// fails to verify airlock's certificate.
+#[tokio::test]
+async fn a_default_grpcio_client_works_under_airlock_run() {
+    let server = GrpcServer::start(None).await;
+    let home = TempHome::new("grpc-run");
+    std::fs::write(home.path.join("airlock.toml"), standard_config(&server, "", "")).unwrap();
+    store_standard_secrets(&home.path);
+    let out = Command::new(airlock_bin())
+        .args(["run", "--tenant", "acme", "--"])
+        .arg(grpc_python())
+        .arg(peer_script())
+        .args(["client", "--target", &format!("api.acme.test:{}", server.addr().port()), "--auth"])
+        .arg(placeholder_auth())
+        .arg("unary")
+        .env("AIRLOCK_HOME", &home.path)
+        .env_remove("AIRLOCK_CONFIG")
+        .env_remove("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH")
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_no_secret("the grpc client's output", &text, &[ACME_SECRET]);
+    assert!(out.status.success(), "{text}");
+    let result: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert_eq!(result["code"], "OK", "{result}");
+}
+
 #[tokio::test]
 async fn a_key_the_server_echoes_reaches_the_grpc_client_as_the_placeholder() {
     let server = GrpcServer::start(None).await;
