@@ -264,7 +264,10 @@ where
                 return Err(Denial::new(DenialCode::UpstreamUnreachable, reason, RESEND_NEXT_STEP));
             };
             let mut denial = upstream::classify(&e, limits);
-            if !resent && upstream::closed_while_idle(&e) {
+            if !resent && upstream::never_processed(&e) {
+                // Any method would have been resent: only its body stopped it.
+                denial = not_resent(denial, &http::Method::GET);
+            } else if !resent && upstream::closed_while_idle(&e) {
                 denial = not_resent(denial, &method);
             }
             debug!(code = %denial.code, "upstream request failed");

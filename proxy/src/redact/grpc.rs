@@ -253,6 +253,43 @@ pub fn grpc_content_type(value: &[u8]) -> Option<GrpcKind> {
     }
 }
 
+/// What a lenient base64 decoder makes of a value that is not strict
+/// base64 — grpc-js decodes `-bin` metadata with Node's
+/// `Buffer.from(v, "base64")`, Python's `b64decode` is lenient by default:
+/// characters outside both alphabets skipped, each `=`-padded piece
+/// decoded on its own, their bytes joined. A superset of what each such
+/// decoder returns (some stop after the first piece), so a secret any of
+/// them would show is in it.
+fn lenient_base64(text: &[u8]) -> Vec<u8> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let mut out = Vec::new();
+    for piece in text.split(|&b| b == b'=') {
+        let mut chars: Vec<u8> = piece
+            .iter()
+            .filter_map(|&b| match b {
+                b'-' => Some(b'+'),
+                b'_' => Some(b'/'),
+                b if b.is_ascii_alphanumeric() || b == b'+' || b == b'/' => Some(b),
+                _ => None,
+            })
+            .collect();
+        // A lone last character carries no whole byte.
+        if chars.len() % 4 == 1 {
+            chars.pop();
+        }
+        if let Ok(bytes) = LENIENT.decode(&chars) {
+            out.extend_from_slice(&bytes);
+        }
+    }
+    out
+}
+
 /// Whether a `content-type` is gRPC-Web's text form
 /// (`application/grpc-web-text`, with any `+format`): base64 that servers
 /// encode and pad piece by piece (Envoy's grpc_web filter does, per data
@@ -290,10 +327,11 @@ pub fn scrub_binary_metadata(set: &Arc<PatternSet>, headers: &mut HeaderMap) -> 
         let mut values: Vec<HeaderValue> = headers.get_all(&name).iter().cloned().collect();
         let mut changed = false;
         for value in &mut values {
-            // gRPC senders may pad or not; either decodes.
+            // gRPC senders may pad or not; either decodes. A value that is
+            // not strict base64 is read as lenient decoders read it.
             let text = value.as_bytes().trim_ascii();
             let unpadded = text.strip_suffix(b"==").or_else(|| text.strip_suffix(b"=")).unwrap_or(text);
-            let Ok(decoded) = STANDARD_NO_PAD.decode(unpadded) else { continue };
+            let decoded = STANDARD_NO_PAD.decode(unpadded).unwrap_or_else(|_| lenient_base64(text));
             let mut scrubbed = Vec::new();
             let mut stream = Stream::same_length(Arc::clone(set));
             stream.push(&decoded, &mut scrubbed);

@@ -205,6 +205,30 @@ fn binary_metadata_is_scrubbed_in_its_bytes() {
     assert_eq!(headers["x-text"], "untouched");
 }
 
+/// A `-bin` value that is not strict base64 — a space inside, pieces
+/// padded on their own — still decodes to the secret in lenient decoders
+/// (grpc-js's `Buffer.from(v, "base64")`, Python's `b64decode`), so it is
+/// scrubbed as they would read it.
+#[test]
+fn binary_metadata_that_is_not_strict_base64_is_scrubbed_as_lenient_decoders_read_it() {
+    let set = set(&[(SECRET, PLACEHOLDER)]);
+    let encoded = STANDARD.encode(SECRET);
+    let (a, b) = SECRET.split_at(9);
+    for value in [
+        format!("{} {}", &encoded[..12], &encoded[12..]),
+        format!("{}\t{}", &encoded[..8], &encoded[8..]),
+        format!("{}{}", STANDARD.encode(a), STANDARD.encode(b)),
+    ] {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-leak-bin", value.parse().unwrap());
+        assert_eq!(scrub_binary_metadata(&set, &mut headers), 1, "{value}");
+        let out = headers["x-leak-bin"].as_bytes().to_vec();
+        let decoded = STANDARD_NO_PAD.decode(&out).unwrap();
+        assert!(!decoded.windows(SECRET.len()).any(|w| w == SECRET), "{value}");
+        assert!(decoded.starts_with(PLACEHOLDER), "{value}");
+    }
+}
+
 #[test]
 fn same_length_streams_keep_every_length() {
     // Every spelling the redactor matches, replaced at its own length.
