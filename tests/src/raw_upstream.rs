@@ -403,7 +403,7 @@ async fn serve(mut io: impl AsyncRead + AsyncWrite + Unpin, seen: &Mutex<Vec<Str
                 .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 12345, 12345\r\n\r\n")
                 .await
                 .is_ok(),
-            "/grpc-web-text" => {
+            p if p.starts_with("/grpc-web-text") => {
                 // A grpc-web-text answer the way Envoy's grpc_web filter
                 // writes one: each piece of the stream base64-encoded and
                 // padded on its own, here cut inside the key.
@@ -415,8 +415,17 @@ async fn serve(mut io: impl AsyncRead + AsyncWrite + Unpin, seen: &Mutex<Vec<Str
                 let cut = 5 + "token=".len() + key.len() / 2;
                 let body: String =
                     [&frame[..cut], &frame[cut..]].iter().map(|p| base64::engine::general_purpose::STANDARD.encode(p)).collect();
+                // Every spelling grpc-web's own client reads as text (it
+                // lower-cases the type and checks its start).
+                let content_type = match &p["/grpc-web-text".len()..] {
+                    "/textual" => "application/grpc-web-textual",
+                    "/dash" => "application/grpc-web-text-proto",
+                    "/list" => "application/grpc-web-text,application/json",
+                    "/upper" => "APPLICATION/GRPC-WEB-TEXT",
+                    _ => "application/grpc-web-text+proto",
+                };
                 let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/grpc-web-text+proto\r\nContent-Length: {}\r\n\r\n",
+                    "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
                     body.len()
                 );
                 io.write_all(head.as_bytes()).await.is_ok() && io.write_all(body.as_bytes()).await.is_ok()

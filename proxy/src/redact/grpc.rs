@@ -295,10 +295,14 @@ fn lenient_base64(text: &[u8]) -> Vec<u8> {
 /// encode and pad piece by piece (Envoy's grpc_web filter does, per data
 /// frame), so a secret cut between two pieces is in no alignment the
 /// redactor knows. airlock refuses such answers.
+///
+/// Matched as grpc-web's own client reads it: any type whose lower-cased
+/// form starts with `application/grpc-web-text` (so `…-textual` and
+/// `…-text,application/json` too), leading whitespace ignored.
 pub fn is_grpc_web_text(value: &[u8]) -> bool {
-    let Ok(value) = std::str::from_utf8(value) else { return false };
-    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence.split('+').next() == Some("application/grpc-web-text")
+    const TEXT: &[u8] = b"application/grpc-web-text";
+    let value = value.trim_ascii_start();
+    value.len() >= TEXT.len() && value[..TEXT.len()].eq_ignore_ascii_case(TEXT)
 }
 
 /// Which gRPC framing a body has.

@@ -711,23 +711,27 @@ async fn grpc_web_text_is_refused_as_unscannable() {
     use base64::Engine;
     let upstream = RawUpstream::start().await;
     let proxy = TestProxy::start(&standard_config(&upstream, "", "")).await;
-    let (_, text) = curl(
-        &proxy,
-        upstream.addr.port(),
+    // Every spelling grpc-web's own client reads as text.
+    for path in [
         "/grpc-web-text",
-        &["-X", "POST", "-H", "content-type: application/grpc-web-text"],
-    )
-    .await;
-    assert_clean("the grpc-web-text answer", &text);
-    // Decoded the way a grpc-web client decodes it: padded piece by piece.
-    let body = text.rsplit("\r\n\r\n").next().unwrap_or("");
-    let mut decoded = Vec::new();
-    for piece in body.trim().split('=').filter(|p| !p.is_empty()) {
-        if let Ok(bytes) = base64::engine::general_purpose::STANDARD_NO_PAD.decode(piece) {
-            decoded.extend_from_slice(&bytes);
+        "/grpc-web-text/textual",
+        "/grpc-web-text/dash",
+        "/grpc-web-text/list",
+        "/grpc-web-text/upper",
+    ] {
+        let headers = ["-X", "POST", "-H", "content-type: application/grpc-web-text"];
+        let (_, text) = curl(&proxy, upstream.addr.port(), path, &headers).await;
+        assert_clean("the grpc-web-text answer", &text);
+        // Decoded the way a grpc-web client decodes it: padded piece by piece.
+        let body = text.rsplit("\r\n\r\n").next().unwrap_or("");
+        let mut decoded = Vec::new();
+        for piece in body.trim().split('=').filter(|p| !p.is_empty()) {
+            if let Ok(bytes) = base64::engine::general_purpose::STANDARD_NO_PAD.decode(piece) {
+                decoded.extend_from_slice(&bytes);
+            }
         }
+        assert_clean(&format!("the decoded answer of {path}"), &String::from_utf8_lossy(&decoded));
+        assert!(text.contains("x-airlock-denied: unredactable_body"), "{path}: {text}");
+        assert_eq!(record(&proxy, path).await["code"], "unredactable_body", "{path}");
     }
-    assert_clean("the decoded grpc-web-text answer", &String::from_utf8_lossy(&decoded));
-    assert!(text.contains("x-airlock-denied: unredactable_body"), "{text}");
-    assert_eq!(record(&proxy, "/grpc-web-text").await["code"], "unredactable_body");
 }
