@@ -566,5 +566,9 @@ pub fn parse_destination(authority: &str, default_port: u16) -> Option<(String, 
         return None;
     }
     let (h, p) = host::split_host_port(authority)?;
+    // Brackets hold an IPv6 address and nothing else (RFC 3986 §3.2.2).
+    if authority.starts_with('[') && h.parse::<std::net::Ipv6Addr>().is_err() {
+        return None;
+    }
     Some((host::normalize(h)?, p.unwrap_or(default_port)))
 }

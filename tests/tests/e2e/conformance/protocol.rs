@@ -68,6 +68,9 @@ async fn connect_authority_forms() {
         "api.acme.test:https".to_owned(),
         "[::1]".to_owned(),
         format!("https://api.acme.test:{port}"),
+        format!("[api.acme.test]:{port}"),
+        format!("[127.0.0.1]:{port}"),
+        format!("[v1.x]:{port}"),
         format!("http://api.acme.test:{port}/"),
     ];
     for target in &bad {
