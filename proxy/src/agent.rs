@@ -30,11 +30,13 @@ pub const BUNDLE_VARS: [&str; 7] = [
     "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
     "AWS_CA_BUNDLE",
 ];
-/// Variables that carry the proxy URL.
-pub const PROXY_VARS: [&str; 4] = ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"];
+/// Variables that carry the proxy URL (grpcio reads `grpc_proxy` before
+/// the others).
+pub const PROXY_VARS: [&str; 5] = ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy", "grpc_proxy"];
 /// Variables that list hosts reached without the proxy (curl, requests,
-/// httpx, Go, git and pip read one or the other).
-pub const NO_PROXY_VARS: [&str; 2] = ["NO_PROXY", "no_proxy"];
+/// httpx, Go, git and pip read one or the other; grpcio reads
+/// `no_grpc_proxy` first).
+pub const NO_PROXY_VARS: [&str; 3] = ["NO_PROXY", "no_proxy", "no_grpc_proxy"];
 /// Loopback names and addresses an agent reaches directly (its own dev
 /// servers), unless a route of its tenant names one of them.
 pub const LOOPBACK: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
@@ -223,11 +225,14 @@ fn bypasses(entry: &str, route: &HostPattern, port: u16) -> bool {
             HostPattern::Exact(h) => h.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok(),
             HostPattern::Wildcard(_) => None,
         };
-        return match (net.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>(), bits.parse::<u8>()) {
-            (Ok(net), Ok(bits)) => route_ip.is_some_and(|ip| in_block(ip, net, bits)),
-            // Not a block any client reads.
-            _ => false,
-        };
+        if let (Ok(net), Ok(bits)) =
+            (net.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>(), bits.parse::<u8>())
+        {
+            return route_ip.is_some_and(|ip| in_block(ip, net, bits));
+        }
+        // Not a block: httpx reads the part before the `/` as a host
+        // pattern and ignores the rest.
+        entry = net.to_owned();
     }
     let name = match entry.strip_prefix('[') {
         Some(rest) => rest.split(']').next().unwrap_or(rest),
@@ -334,6 +339,9 @@ mod tests {
             (":19443", "api.example.com:19443"),
             ("443", "api.example.com"),
             ("3", "*.example.com:19443"),
+            ("api.example.com/", "api.example.com"),
+            ("example.com/x", "api.example.com"),
+            ("com/x", "*.example.com"),
             ("example.com", "*.example.com"),
             ("x.example.com", "*.example.com"),
             ("127.0.0.1", "127.0.0.1"),

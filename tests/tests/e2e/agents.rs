@@ -259,7 +259,8 @@ async fn run_keeps_loopback_direct_but_never_a_route_host() {
     // or by `*`) loses those entries; the rest are kept.
     let target = format!("https://api.acme.test:{}/echo", upstream.port());
     let curl = format!(
-        "echo \"no_proxy=$no_proxy\"; curl -sS --max-time 20 -H \"Authorization: Bearer $ACME_API_KEY\" {target}"
+        "echo \"no_proxy=$no_proxy\"; echo \"no_grpc_proxy=$no_grpc_proxy\"; echo \"grpc_proxy=$grpc_proxy\"; \
+         curl -sS --max-time 20 -H \"Authorization: Bearer $ACME_API_KEY\" {target}"
     );
     // Read as loosely as any client reads them: a bare suffix, a leading
     // `*` on any entry, port 0 for any port, spaces between entries.
@@ -280,14 +281,26 @@ async fn run_keeps_loopback_direct_but_never_a_route_host() {
         port_digit,
         "example.org,other\u{feff}api.acme.test".to_owned(),
         "example.org,\u{1c}api.acme.test".to_owned(),
+        "example.org,api.acme.test/".to_owned(),
     ];
-    for inherited in &inherited_lists {
-        let out = airlock_run(&home, &["sh", "-c", &curl]).env("NO_PROXY", inherited).output().await.unwrap();
+    for (i, inherited) in inherited_lists.iter().enumerate() {
+        // grpcio reads no_grpc_proxy (and grpc_proxy) before the others.
+        let var = if i % 2 == 0 { "NO_PROXY" } else { "no_grpc_proxy" };
+        let out = airlock_run(&home, &["sh", "-c", &curl])
+            .env(var, inherited)
+            .env("grpc_proxy", "http://127.0.0.1:9")
+            .output()
+            .await
+            .unwrap();
         check_client_output(&format!("curl with NO_PROXY={inherited}"), &out);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("out of NO_PROXY"), "{inherited:?}: {stderr}");
         let stdout = String::from_utf8_lossy(&out.stdout);
         let line = stdout.lines().find(|l| l.starts_with("no_proxy=")).unwrap();
+        let grpc_line = stdout.lines().find(|l| l.starts_with("no_grpc_proxy=")).unwrap();
+        assert_eq!(grpc_line.strip_prefix("no_grpc_proxy="), line.strip_prefix("no_proxy="), "{inherited:?}");
+        let grpc_proxy = stdout.lines().find_map(|l| l.strip_prefix("grpc_proxy=")).unwrap();
+        assert!(grpc_proxy.starts_with("http://acme:") && !grpc_proxy.ends_with(":9"), "{grpc_proxy}");
         assert!(!line.contains("cme.test") && !line.contains('*') && !line.contains("://"), "{inherited:?}: {line}");
         assert!(line.is_ascii(), "{inherited:?}: {line:?}");
         assert_eq!(line.contains("example.org"), inherited.contains("example.org"), "{line}");
