@@ -7,7 +7,7 @@
 //! matches anything.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// Default port of a route host written without one.
 pub const DEFAULT_PORT: u16 = 443;
@@ -186,37 +186,64 @@ mod tests {
     }
 }
 
-/// Whether an address is not on the public internet: loopback, private
-/// (RFC 1918), shared (100.64/10), link-local (169.254/16 — where cloud
-/// metadata services live), unique-local (fc00::/7), unspecified, broadcast
-/// or documentation ranges. IPv4-mapped IPv6 addresses are judged by their
-/// IPv4 address.
+/// Whether an address is not a global unicast address of the public
+/// internet. Only global unicast is public: every range of IANA's IPv4 and
+/// IPv6 special-purpose address registries (RFC 6890 and its updates) that
+/// is not globally reachable is refused — loopback, private (RFC 1918),
+/// shared (100.64/10), link-local (169.254/16, where cloud metadata
+/// services live), "this network", IETF protocol assignments, documentation,
+/// benchmarking, multicast, reserved (240/4) and broadcast; unique- and
+/// site-local, discard-only and SRv6 space; and any IPv6 address outside
+/// 2000::/3.
+///
+/// IPv6 forms that carry an IPv4 address are judged by it: mapped
+/// (`::ffff:a.b.c.d`), NAT64 (`64:ff9b::/96`, RFC 6052) and 6to4
+/// (`2002::/16`, RFC 3056). The deprecated IPv4-compatible form (`::/96`)
+/// and Teredo (`2001::/32`) are never public.
 pub fn is_non_public(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_documentation()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b))
-                || (a == 198 && (b == 18 || b == 19))
-        }
+        IpAddr::V4(v4) => !is_global_v4(v4),
         IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let embedded = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
             if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_non_public(IpAddr::V4(v4));
+                return !is_global_v4(v4);
             }
-            let first = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || (first == 0x2001 && v6.segments()[1] == 0x0db8)
+            // NAT64's well-known prefix: the IPv4 address in the last 32 bits.
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return !is_global_v4(embedded(s[6], s[7]));
+            }
+            // 6to4: the IPv4 address in bits 16-47.
+            if s[0] == 0x2002 {
+                return !is_global_v4(embedded(s[1], s[2]));
+            }
+            let global_unicast = (s[0] & 0xe000) == 0x2000;
+            let special = (s[0] == 0x2001 && s[1] < 0x0200) // IETF protocol assignments, Teredo
+                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+                || (s[0] & 0xfff0) == 0x3ff0; // documentation (RFC 9637)
+            !global_unicast || special
         }
     }
+}
+
+/// Whether an IPv4 address is global unicast (see [`is_non_public`]).
+fn is_global_v4(v4: Ipv4Addr) -> bool {
+    let [a, b, c, _] = v4.octets();
+    let special = a == 0 // "this network"
+        || a == 10
+        || a == 127
+        || (a == 100 && (64..128).contains(&b)) // shared (RFC 6598)
+        || (a == 169 && b == 254)
+        || (a == 172 && (16..32).contains(&b))
+        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
+        || (a == 192 && b == 0 && c == 2) // documentation
+        || (a == 192 && b == 88 && c == 99) // 6to4 relay anycast (deprecated)
+        || (a == 192 && b == 168)
+        || (a == 198 && (b == 18 || b == 19)) // benchmarking
+        || (a == 198 && b == 51 && c == 100) // documentation
+        || (a == 203 && b == 0 && c == 113) // documentation
+        || a >= 224; // multicast, reserved, broadcast
+    !special
 }
 
 #[cfg(test)]
@@ -224,26 +251,81 @@ mod egress_tests {
     use super::is_non_public;
 
     #[test]
-    fn classifies_addresses() {
+    fn only_global_unicast_is_public() {
+        // Every special-purpose range (IANA's IPv4 and IPv6 registries),
+        // and IPv6 forms that embed a non-public IPv4 address.
         for ip in [
-            "127.0.0.1",
+            "0.1.2.3",
             "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "0.0.0.0",
             "100.64.0.1",
-            "::1",
+            "100.127.255.254",
+            "127.0.0.1",
+            "127.255.255.254",
+            "169.254.169.254",
+            "172.16.0.1",
+            "172.31.255.254",
+            "192.0.0.8",
+            "192.0.0.170",
+            "192.0.2.1",
+            "192.88.99.1",
+            "192.168.1.1",
+            "198.18.0.1",
+            "198.19.255.254",
+            "198.51.100.1",
+            "203.0.113.1",
+            "224.0.0.1",
+            "239.255.255.250",
+            "240.0.0.1",
+            "255.255.255.255",
             "::",
-            "fd00::1",
-            "fe80::1",
+            "::1",
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
+            "::a9fe:a9fe",
+            "::127.0.0.1",
+            "::8.8.8.8",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::7f00:1",
+            "64:ff9b::10.0.0.1",
+            "64:ff9b:1::808:808",
+            "100::1",
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "2001:1::2",
+            "2001:db8::1",
+            "2002:a9fe:a9fe::1",
+            "2002:7f00:1::1",
+            "2002:c0a8:101::1",
+            "3fff::1",
+            "5f00::1",
+            "fc00::1",
+            "fd00::1",
+            "fe80::1",
+            "fec0::1",
+            "ff02::1",
+            "ff0e::1",
+            "4000::1",
+            "::2",
         ] {
-            assert!(is_non_public(ip.parse().expect("ip")), "{ip}");
+            assert!(is_non_public(ip.parse().expect("ip")), "{ip} is not public");
         }
-        for ip in ["1.1.1.1", "8.8.8.8", "2606:4700::1111", "172.32.0.1", "100.128.0.1"] {
-            assert!(!is_non_public(ip.parse().expect("ip")), "{ip}");
+        for ip in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "100.128.0.1",
+            "100.63.255.255",
+            "172.32.0.1",
+            "192.0.3.1",
+            "198.20.0.1",
+            "223.255.255.254",
+            "2606:4700::1111",
+            "2001:4860:4860::8888",
+            "2a00:1450::1",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+            "::ffff:8.8.8.8",
+        ] {
+            assert!(!is_non_public(ip.parse().expect("ip")), "{ip} is public");
         }
     }
 }

@@ -161,6 +161,37 @@ async fn tunnels_to_private_addresses_are_refused_by_default() {
     proxy.proxy.shutdown().await;
 }
 
+/// Only global unicast addresses are tunnelled to: IPv6 forms that embed
+/// the cloud metadata address (NAT64, IPv4-compatible, 6to4), Teredo,
+/// multicast and reserved IPv4 are refused before any connection, as are
+/// names that resolve to them.
+#[tokio::test]
+async fn tunnels_to_every_non_global_address_form_are_refused() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let resolve = r#"resolve = { "api.acme.test" = "127.0.0.1", "meta.test" = "64:ff9b::a9fe:a9fe" }"#;
+    let config = standard_config(&upstream, "", "").replace(
+        r#"resolve = { "api.acme.test" = "127.0.0.1", "api.beta.test" = "127.0.0.1", "other.test" = "127.0.0.1" }"#,
+        resolve,
+    );
+    let proxy = TestProxy::start(&config).await;
+    for target in [
+        "[64:ff9b::a9fe:a9fe]:80",
+        "[::a9fe:a9fe]:80",
+        "[2002:a9fe:a9fe::1]:80",
+        "[2001:0:4136:e378:8000:63bf:3fff:fdd2]:80",
+        "[ff02::1]:80",
+        "224.0.0.1:80",
+        "240.0.0.1:80",
+        "192.0.0.170:80",
+        "meta.test:80",
+    ] {
+        let reply = client::connect(proxy.addr(), target, Some(("acme", ACME_TOKEN))).await.unwrap();
+        assert_eq!(reply.status, 403, "{target}: {}", reply.head);
+        assert!(reply.head.contains("x-airlock-denied: private_egress_denied"), "{target}: {}", reply.head);
+    }
+    proxy.proxy.shutdown().await;
+}
+
 #[tokio::test]
 async fn spoofed_host_inside_a_tunnel_is_refused_with_421() {
     let upstream = Upstream::start(Protocols::Both).await;
