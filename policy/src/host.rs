@@ -218,9 +218,9 @@ pub fn is_non_public(ip: IpAddr) -> bool {
                 return !is_global_v4(embedded(s[1], s[2]));
             }
             let global_unicast = (s[0] & 0xe000) == 0x2000;
-            let special = (s[0] == 0x2001 && s[1] < 0x0200) // IETF protocol assignments, Teredo
-                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-                || (s[0] & 0xfff0) == 0x3ff0; // documentation (RFC 9637)
+            // 2001::/23: IETF protocol assignments, Teredo among them;
+            // 2001:db8::/32 and 3fff::/20: documentation (RFC 3849, 9637).
+            let special = (s[0] == 0x2001 && (s[1] < 0x0200 || s[1] == 0x0db8)) || (s[0] & 0xfff0) == 0x3ff0;
             !global_unicast || special
         }
     }
