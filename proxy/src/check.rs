@@ -37,6 +37,9 @@ pub struct Report {
     pub routes: Vec<RouteStatus>,
     /// Problems not tied to one route (CA, trust store, unused secrets).
     pub general: Vec<String>,
+    /// What works but should be fixed (who else can read the config or
+    /// the home); not counted against [`Report::ok`].
+    pub warnings: Vec<String>,
 }
 
 impl Report {
@@ -75,6 +78,9 @@ impl Report {
         }
         for g in &self.general {
             out.push_str(&format!("Needs action: {g}\n"));
+        }
+        for w in &self.warnings {
+            out.push_str(&format!("Warning: {w}\n"));
         }
         out
     }
@@ -129,5 +135,5 @@ pub fn check(home: &Path, policy: &Policy) -> Report {
             });
         }
     }
-    Report { routes, general }
+    Report { routes, general, warnings: Vec::new() }
 }

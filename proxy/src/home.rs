@@ -73,6 +73,32 @@ impl Home {
     }
 }
 
+/// Warnings about who else can reach what airlock keeps: the config file
+/// (it holds every tenant's token) readable or writable by the group or
+/// others, and the home (the CA key, the secret store, the audit log)
+/// writable by them or open to others. One sentence each, with the fix.
+pub fn exposure(dir: &Path, config: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mode = |p: &Path| fs::metadata(p).ok().map(|m| m.permissions().mode() & 0o777);
+    if let Some(m) = mode(config).filter(|m| m & 0o077 != 0) {
+        out.push(format!(
+            "{} is readable or writable by other users (mode {m:04o}) and holds every tenant's token; run chmod 600 {}",
+            config.display(),
+            config.display()
+        ));
+    }
+    if let Some(m) = mode(dir).filter(|m| m & 0o027 != 0) {
+        out.push(format!(
+            "{} is open to other users (mode {m:04o}) and holds the CA key, the secret store and the audit log; run \
+             chmod 700 {}",
+            dir.display(),
+            dir.display()
+        ));
+    }
+    out
+}
+
 /// Writes a new file with mode 0600, failing if it exists.
 fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;

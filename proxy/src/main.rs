@@ -239,12 +239,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             };
-            let report = airlock::check::check(&home.dir, &policy);
+            let mut report = airlock::check::check(&home.dir, &policy);
+            report.warnings = airlock::home::exposure(&home.dir, &home.config);
             match format {
                 CheckFormat::Table => print!("{}", report.table()),
                 CheckFormat::Json => println!(
                     "{}",
-                    serde_json::json!({"ok": report.ok(), "routes": report.routes, "general": report.general})
+                    serde_json::json!({"ok": report.ok(), "routes": report.routes, "general": report.general,
+                        "warnings": report.warnings})
                 ),
             }
             Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -354,6 +356,9 @@ fn serve(home: Home) -> anyhow::Result<ExitCode> {
         eprintln!("airlock {} listening on {addr}", env!("CARGO_PKG_VERSION"));
         eprintln!("  config: {}", home.config.display());
         eprintln!("  CA:     {}", ca.display());
+        for warning in airlock::home::exposure(&home.dir, &home.config) {
+            tracing::warn!("{warning}");
+        }
         if created.config
             && let Some((name, token)) = first_tenant
         {

@@ -294,3 +294,27 @@ placeholder = "AIRLOCK_STORED"
         "{stdout}"
     );
 }
+
+/// `check` warns (without failing) when the config, which holds every
+/// tenant's token, or the home is open to other users, and says how to
+/// close it; a private home draws no warning.
+#[test]
+fn check_warns_when_the_config_or_home_is_open_to_others() {
+    let h = home("exposed");
+    assert!(airlock(&h, &["init"], None).status.success());
+    let warnings = |h: &Path| {
+        let out = airlock(h, &["check", "--format", "json"], None);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json["warnings"].as_array().cloned().unwrap_or_default()
+    };
+    std::fs::set_permissions(&h, std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert_eq!(warnings(&h), Vec::<serde_json::Value>::new());
+    std::fs::set_permissions(h.join("airlock.toml"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&h, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let found = warnings(&h);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found[0].as_str().unwrap().contains("chmod 600"), "{found:?}");
+    assert!(found[1].as_str().unwrap().contains("chmod 700"), "{found:?}");
+    let table = text(&airlock(&h, &["check"], None));
+    assert!(table.contains("Warning: ") && table.contains("every tenant's token"), "{table}");
+}
