@@ -310,53 +310,72 @@ fn run_command(
     known: &dyn Fn() -> Vec<Arc<SecretValue>>,
 ) -> Result<Vec<u8>, SecretError> {
     use std::io::Read;
+    use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
     let program = argv.first().cloned().unwrap_or_default();
     let mut command = Command::new(&program);
     for var in withheld {
         command.env_remove(var);
     }
+    // Its own process group: everything it starts is killed with it.
     let mut child = command
         .args(&argv[1..])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
         .map_err(|error| SecretError::CommandStart { name: name.to_owned(), program: program.clone(), error })?;
+    let group = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+    let kill_group = || {
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    };
     // Read both pipes on their own threads so a chatty command cannot block
     // on a full pipe while we wait for it.
-    let mut out_pipe = child.stdout.take();
-    let mut err_pipe = child.stderr.take();
-    let out_reader = std::thread::spawn(move || {
-        let mut buf = zeroize::Zeroizing::new(Vec::new());
-        if let Some(p) = out_pipe.as_mut() {
-            let _ = p.read_to_end(&mut buf);
-        }
-        buf
-    });
-    let err_reader = std::thread::spawn(move || {
-        // It may hold the key: zeroed like stdout.
-        let mut buf = zeroize::Zeroizing::new(Vec::new());
-        if let Some(p) = err_pipe.as_mut() {
-            let _ = p.take(64 * 1024).read_to_end(&mut buf);
-        }
-        buf
-    });
+    let out_pipe = child.stdout.take();
+    let err_pipe = child.stderr.take();
+    let read = |pipe: Option<Box<dyn Read + Send>>, limit: u64| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        std::thread::spawn(move || {
+            // It may hold the key (stderr too): zeroed when dropped.
+            let mut buf = zeroize::Zeroizing::new(Vec::new());
+            if let Some(p) = pipe {
+                let _ = p.take(limit).read_to_end(&mut buf);
+            }
+            let _ = tx.send(buf);
+        });
+        rx
+    };
+    let out_reader = read(out_pipe.map(|p| Box::new(p) as Box<dyn Read + Send>), u64::MAX);
+    let err_reader = read(err_pipe.map(|p| Box::new(p) as Box<dyn Read + Send>), 64 * 1024);
     let deadline = std::time::Instant::now() + timeout;
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) if std::time::Instant::now() >= deadline => {
-                let _ = child.kill();
+                kill_group();
                 let _ = child.wait();
                 return Err(SecretError::CommandTimeout { name: name.to_owned(), program, timeout });
             }
             Ok(None) => std::thread::sleep(std::time::Duration::from_millis(5)),
-            Err(error) => return Err(SecretError::CommandStart { name: name.to_owned(), program, error }),
+            Err(error) => {
+                kill_group();
+                return Err(SecretError::CommandStart { name: name.to_owned(), program, error });
+            }
         }
     };
-    let stdout = out_reader.join().unwrap_or_default();
-    let stderr = err_reader.join().unwrap_or_default();
+    // The command is done, and so is anything it left behind: a background
+    // process holding its output would keep the pipes open (and the fetch
+    // waiting) for as long as it lives.
+    kill_group();
+    let collect = |rx: std::sync::mpsc::Receiver<zeroize::Zeroizing<Vec<u8>>>| {
+        // A process that left the group (setsid) may still hold a pipe: its
+        // output is not waited for past the command's timeout.
+        rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()).max(Duration::from_millis(100)))
+            .unwrap_or_default()
+    };
+    let stdout = collect(out_reader);
+    let stderr = collect(err_reader);
     if !status.success() {
         let known = known();
         let summary = StderrSummary::new(&stderr, known.iter().map(|v| v.expose()));
@@ -835,6 +854,40 @@ mod tests {
                 .into();
         let out = run_command("e", &argv, Duration::from_secs(10), &[var.to_owned()], &Vec::new).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), format!("withheld/{}", env!("CARGO_PKG_NAME")));
+    }
+
+    /// A command that leaves a process behind holding its output (a
+    /// background job, a daemon that did not close its stdio) is done when
+    /// the command is: the process is killed with the command's group, and
+    /// the value is what the command wrote. Before, the read waited for the
+    /// grandchild to exit, and it lived on after the fetch.
+    #[test]
+    fn a_process_a_command_leaves_behind_does_not_hold_the_fetch() {
+        let marker = tempdir("grandchild").join("alive");
+        let script = format!("(sleep 3; touch {}) & echo sk_from_parent", marker.display());
+        let argv = vec!["sh".to_owned(), "-c".to_owned(), script];
+        let started = std::time::Instant::now();
+        let out = run_command("g", &argv, Duration::from_secs(2), &[], &Vec::new).unwrap();
+        assert_eq!(out, b"sk_from_parent");
+        assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+        // The grandchild went with the group: it never got to touch the file.
+        std::thread::sleep(Duration::from_secs(4));
+        assert!(!marker.exists(), "the left-behind process lived on");
+    }
+
+    /// A command that times out is killed with everything it started, and
+    /// the fetch returns at the timeout, not when the last of them exits.
+    #[test]
+    fn a_timed_out_command_is_killed_with_its_group() {
+        let marker = tempdir("timeout").join("alive");
+        let script = format!("(sleep 3; touch {}) & sleep 60", marker.display());
+        let argv = vec!["sh".to_owned(), "-c".to_owned(), script];
+        let started = std::time::Instant::now();
+        let e = run_command("t", &argv, Duration::from_secs(1), &[], &Vec::new).unwrap_err();
+        assert!(matches!(e, SecretError::CommandTimeout { .. }), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+        std::thread::sleep(Duration::from_secs(4));
+        assert!(!marker.exists(), "a process of the timed-out command lived on");
     }
 
     #[test]
