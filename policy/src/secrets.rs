@@ -588,6 +588,9 @@ struct Entry {
     value: Arc<SecretValue>,
     fetched: Instant,
     stamp: Option<Stamp>,
+    /// The spec it was fetched under: a reload keeps the value while the
+    /// spec stays the same.
+    spec: SecretSpec,
 }
 
 #[derive(Debug, Default)]
@@ -705,7 +708,7 @@ impl Vault {
                 let mut state = self.state();
                 let old = state.entries.insert(
                     spec.name.clone(),
-                    Entry { value: Arc::clone(&value), fetched: Instant::now(), stamp: before },
+                    Entry { value: Arc::clone(&value), fetched: Instant::now(), stamp: before, spec: spec.clone() },
                 );
                 match old {
                     Some(old) if old.value != value => {
@@ -747,16 +750,30 @@ impl Vault {
         others.into_iter().chain(commands).filter_map(|s| self.get(s).err()).collect()
     }
 
-    /// Forgets every cached value (a config reload), keeping each for
-    /// [`RETIRED_GRACE`] so the redactor still knows it.
-    pub fn retire_all(&self) {
+    /// Forgets the cached values a new config changes (a reload): those of
+    /// secrets it no longer declares or declares differently, and every
+    /// `env` one (read once per config load). The rest are kept, not
+    /// fetched again (a slow `command` is not rerun for an unrelated
+    /// edit). Forgotten values stay known for [`RETIRED_GRACE`] so the
+    /// redactor still knows them.
+    pub fn retire_changed<'a>(&self, specs: impl Iterator<Item = &'a SecretSpec>) {
+        let specs: HashMap<&str, &SecretSpec> = specs.map(|s| (s.name.as_str(), s)).collect();
         let mut state = self.state();
         let until = Instant::now() + RETIRED_GRACE;
-        let entries = std::mem::take(&mut state.entries);
-        for (name, e) in entries {
-            state.retired.push((name, e.value, until));
+        let names: Vec<String> = state.entries.keys().cloned().collect();
+        let mut changed = false;
+        for name in names {
+            let keep = specs.get(name.as_str()).is_some_and(|spec| {
+                **spec == state.entries[&name].spec && !matches!(spec.source, SecretSource::Env { .. })
+            });
+            if !keep && let Some(e) = state.entries.remove(&name) {
+                state.retired.push((name, e.value, until));
+                changed = true;
+            }
         }
-        self.version.fetch_add(1, Ordering::Release);
+        if changed {
+            self.version.fetch_add(1, Ordering::Release);
+        }
     }
 
     /// Every value the redactor must scrub: current and recently replaced,

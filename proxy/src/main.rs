@@ -348,7 +348,7 @@ fn serve(home: Home) -> anyhow::Result<ExitCode> {
             let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
             while hup.recv().await.is_some() {
                 tracing::info!("SIGHUP: reloading the config");
-                reloader.reload_logged();
+                reloader.reload_in_background().await;
             }
         });
         let addr = proxy.local_addr();

@@ -107,6 +107,8 @@ pub enum ReloadError {
 #[derive(Debug)]
 pub(crate) struct Shared {
     loaded: std::sync::RwLock<Arc<Loaded>>,
+    /// Held by the one reload running.
+    reloading: std::sync::Mutex<()>,
     pub(crate) vault: Arc<Vault>,
     pub(crate) certs: LeafCache,
     pub(crate) audit: AuditLog,
@@ -122,15 +124,20 @@ impl Shared {
     }
 
     /// Loads the config file again and swaps it in atomically. An invalid
-    /// config is refused and the old one keeps serving.
+    /// config is refused and the old one keeps serving. One reload runs at
+    /// a time, and each reads the file once it runs, so the newest file
+    /// wins however reloads overlap (a file edit and a SIGHUP). It blocks
+    /// (vault commands, the trust store): call it off the async workers.
     pub(crate) fn reload(&self) -> Result<(), ReloadError> {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let policy = Policy::load(&self.config, &self.home)?;
         if policy.proxy.listen != self.loaded().policy.proxy.listen {
             warn!("[proxy] listen changed; it takes effect at the next restart");
         }
         let loaded = Loaded::new(policy, self.listen)?;
-        // Old values stay known to the redactor for a grace period.
-        self.vault.retire_all();
+        // Values the new config changes are forgotten (and stay known to the
+        // redactor for a grace period); unchanged ones are not fetched again.
+        self.vault.retire_changed(loaded.policy.secrets());
         for e in self.vault.prefetch(loaded.policy.secrets()) {
             warn!(error = %e, "secret unavailable after reload");
         }
@@ -179,6 +186,7 @@ impl Proxy {
         }
         let shared = Shared {
             loaded: std::sync::RwLock::new(Arc::new(Loaded::new(policy, bound)?)),
+            reloading: std::sync::Mutex::new(()),
             vault,
             certs,
             audit,
@@ -296,6 +304,15 @@ impl Reloader {
         }
     }
 
+    /// [`Reloader::reload_logged`] on a blocking thread, so a slow vault
+    /// command or trust store never holds an async worker (and the
+    /// requests it serves).
+    pub async fn reload_in_background(&self) {
+        let this = self.clone();
+        let span = tracing::Span::current();
+        let _ = tokio::task::spawn_blocking(move || span.in_scope(|| this.reload_logged())).await;
+    }
+
     /// Watches the config file and reloads when it changes (polled every
     /// `every`; editors replace files, so the stamp includes the inode). The
     /// file's current state is taken now, so a change made right after this
@@ -313,7 +330,7 @@ impl Reloader {
                 if now != last && now.is_some() {
                     last = now;
                     info!("config file changed");
-                    self.reload_logged();
+                    self.reload_in_background().await;
                 }
             }
         }

@@ -53,10 +53,9 @@ pub enum TrustError {
 /// Builds the client TLS config: system roots plus the extra PEM files.
 pub fn client_tls(extra: &[PathBuf], alpn: &[&[u8]]) -> Result<Arc<rustls::ClientConfig>, TrustError> {
     let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
+    for cert in native_roots() {
         // A system root rustls cannot parse is skipped, as browsers do.
-        let _ = roots.add(cert);
+        let _ = roots.add(cert.clone());
     }
     for path in extra {
         let certs = load_pem_certs(path)?;
@@ -75,6 +74,14 @@ pub fn client_tls(extra: &[PathBuf], alpn: &[&[u8]]) -> Result<Arc<rustls::Clien
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
+}
+
+/// The system's trusted roots, read once per process: reading them is
+/// slow (hundreds of files), and every reload builds two trust stores. A
+/// change to the system store takes effect at the next start.
+fn native_roots() -> &'static [CertificateDer<'static>] {
+    static ROOTS: std::sync::OnceLock<Vec<CertificateDer<'static>>> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| rustls_native_certs::load_native_certs().certs)
 }
 
 fn load_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TrustError> {
