@@ -458,15 +458,26 @@ async fn refusing_h2_upstream() -> (std::net::SocketAddr, std::path::PathBuf, Te
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else { return };
                 let Ok(mut conn) = h2::server::handshake(tls).await else { return };
-                while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                while let Some(Ok((req, mut respond))) = conn.accept().await {
                     if asked.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
                         respond.send_reset(h2::Reason::REFUSED_STREAM);
                         continue;
                     }
-                    let resp = http::Response::builder().status(200).header("content-length", "2").body(()).unwrap();
-                    if let Ok(mut stream) = respond.send_response(resp, false) {
-                        let _ = stream.send_data(bytes::Bytes::from_static(b"ok"), true);
-                    }
+                    // The request whole before the answer, as a server that
+                    // processes it reads it (one that answers first and drops
+                    // the rest makes its client see a reset stream). On its
+                    // own task: the loop keeps driving the connection.
+                    tokio::spawn(async move {
+                        let mut body = req.into_body();
+                        while let Some(Ok(data)) = body.data().await {
+                            let _ = body.flow_control().release_capacity(data.len());
+                        }
+                        let resp =
+                            http::Response::builder().status(200).header("content-length", "2").body(()).unwrap();
+                        if let Ok(mut stream) = respond.send_response(resp, false) {
+                            let _ = stream.send_data(bytes::Bytes::from_static(b"ok"), true);
+                        }
+                    });
                 }
             });
         }
