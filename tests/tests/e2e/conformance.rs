@@ -227,6 +227,9 @@ fn go_fetch() -> PathBuf {
                 .arg(&bin)
                 .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/fetch.go"))
                 .env("GOFLAGS", "-mod=mod")
+                // Its caches under target/, whatever HOME is (CI may set none).
+                .env("GOCACHE", out.join("cache"))
+                .env("GOPATH", out.join("gopath"))
                 .output()
                 .unwrap();
             assert!(built.status.success(), "go build: {}", String::from_utf8_lossy(&built.stderr));
