@@ -23,6 +23,7 @@ use crate::headers::{
 use crate::redact::grpc_content_type;
 use crate::replay::{REPLAY_LIMIT, Replayable};
 use crate::server::Loaded;
+use crate::upstream::Resend;
 use crate::{Body, limits, upstream};
 
 /// The message codings a gRPC client accepts in the answer.
@@ -215,7 +216,6 @@ where
     };
     let body = Replayable::new(body);
     let method = parts.method;
-    let idempotent = method.is_idempotent();
     let request = |body: Body| {
         let mut up = Request::new(body);
         *up.method_mut() = method.clone();
@@ -235,17 +235,13 @@ where
             let Some(attempt) = body.attempt() else { return Err((None, resent)) };
             match client.request(request(attempt)).await {
                 Ok(resp) => return Ok(resp),
-                // An upstream that says it never processed the request gets
-                // it once more whatever its method.
-                Err(e) if !resent && body.resendable() && upstream::never_processed(&e) => {
-                    debug!("the upstream refused the request unprocessed; resending it once");
-                    resent = true;
-                }
-                Err(e) if !resent && idempotent && body.resendable() && upstream::closed_while_idle(&e) => {
-                    debug!("the upstream closed a pooled connection as the request came; resending it once");
-                    resent = true;
-                }
-                Err(e) => return Err((Some(e), resent)),
+                Err(e) => match Resend::of(&e) {
+                    Some(rule) if !resent && rule.allows(&method) && body.resendable() => {
+                        debug!(cause = rule.cause(), "resending the request once");
+                        resent = true;
+                    }
+                    _ => return Err((Some(e), resent)),
+                },
             }
         }
     };
@@ -264,11 +260,8 @@ where
                 return Err(Denial::new(DenialCode::UpstreamUnreachable, reason, RESEND_NEXT_STEP));
             };
             let mut denial = upstream::classify(&e, limits);
-            if !resent && upstream::never_processed(&e) {
-                // Any method would have been resent: only its body stopped it.
-                denial = not_resent(denial, &http::Method::GET);
-            } else if !resent && upstream::closed_while_idle(&e) {
-                denial = not_resent(denial, &method);
+            if let Some(rule) = Resend::of(&e).filter(|_| !resent) {
+                denial = not_resent(denial, rule, &method);
             }
             debug!(code = %denial.code, "upstream request failed");
             return Err(denial);
@@ -306,19 +299,16 @@ where
 /// What to do about a request that was not resent.
 const RESEND_NEXT_STEP: &str = "send the request again if repeating it is safe (the upstream may have acted on it)";
 
-/// The denial of a request that failed on a connection closed while idle
-/// and was not resent: it says why not.
-fn not_resent(denial: Denial, method: &http::Method) -> Denial {
-    let why = if method.is_idempotent() {
+/// The denial of a request whose failure falls under a resend `rule` but
+/// that was not resent: it says what happened and why not.
+fn not_resent(denial: Denial, rule: Resend, method: &http::Method) -> Denial {
+    let why = if rule.allows(method) {
         format!("its body was over the {REPLAY_LIMIT} bytes airlock keeps for a resend")
     } else {
         format!("{method} is not idempotent (RFC 9110 §9.2.2) and the upstream may have acted on it")
     };
     Denial {
-        message: format!(
-            "{}: the upstream closed a pooled connection as the request came, and the request was not resent, as {why}",
-            denial.message
-        ),
+        message: format!("{}: {}, and the request was not resent, as {why}", denial.message, rule.cause()),
         next_step: RESEND_NEXT_STEP.to_owned(),
         ..denial
     }

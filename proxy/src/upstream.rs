@@ -673,12 +673,50 @@ fn h2_reason(e: &h2::Error, limit: usize) -> Option<String> {
     })
 }
 
+/// When a request that failed before any response may be sent again, on
+/// a new connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Resend {
+    /// The upstream said it never processed it ([`never_processed`]):
+    /// whatever its method.
+    AnyMethod,
+    /// Its pooled connection was closed as it came
+    /// ([`closed_while_idle`]): only an idempotent method.
+    IfIdempotent,
+}
+
+impl Resend {
+    /// The rule a failure falls under, if any.
+    pub(crate) fn of(err: &hyper_util::client::legacy::Error) -> Option<Resend> {
+        if never_processed(err) {
+            Some(Resend::AnyMethod)
+        } else if closed_while_idle(err) {
+            Some(Resend::IfIdempotent)
+        } else {
+            None
+        }
+    }
+
+    /// Whether the rule lets `method` be sent again.
+    pub(crate) fn allows(self, method: &http::Method) -> bool {
+        self == Resend::AnyMethod || method.is_idempotent()
+    }
+
+    /// What happened, in words for a denial.
+    pub(crate) fn cause(self) -> &'static str {
+        match self {
+            Resend::AnyMethod => "the upstream refused the request unprocessed",
+            Resend::IfIdempotent => "the upstream closed a pooled connection as the request came",
+        }
+    }
+}
+
 /// Whether an HTTP/2 upstream said it never processed the request: it
 /// refused the stream (`REFUSED_STREAM`), or sent a `GOAWAY` whose last
 /// stream is below it (h2 fails only those streams with the `GOAWAY`).
 /// Either way the request may be sent again whatever its method (RFC 9113
 /// §8.7), on any connection, new or pooled.
-pub(crate) fn never_processed(err: &hyper_util::client::legacy::Error) -> bool {
+fn never_processed(err: &hyper_util::client::legacy::Error) -> bool {
     causes(err).any(|cause| {
         cause.downcast_ref::<h2::Error>().is_some_and(|h2| {
             h2.is_remote() && (h2.is_go_away() || (h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM)))
@@ -692,7 +730,7 @@ pub(crate) fn never_processed(err: &hyper_util::client::legacy::Error) -> bool {
 /// the race of a server closing an idle connection just as a request
 /// arrives (RFC 9112 §9.3.1). A fresh connection that fails is not retried:
 /// the upstream refused this request, not an idle connection.
-pub(crate) fn closed_while_idle(err: &hyper_util::client::legacy::Error) -> bool {
+fn closed_while_idle(err: &hyper_util::client::legacy::Error) -> bool {
     ConnState::of(err).is_some_and(|state| state.answered())
         && causes(err).any(|cause| {
             if let Some(h) = cause.downcast_ref::<hyper::Error>() {
