@@ -19,8 +19,8 @@ use airlock_policy::{AuthError, Decision, Denial, DenialCode, Limits, RequestInf
 
 use crate::audit::{self, Outcome, Record};
 use crate::redact::{
-    DecodeError, Decoder, Ended, GrpcMessages, MessageCoding, RedactBody, RedactionCount, grpc_content_type,
-    is_grpc_web_text, scrub_binary_metadata, scrub_headers,
+    DecodeError, Decoder, Ended, GrpcMessages, MessageCoding, RedactBody, RedactionCount, grpc_kind, is_grpc_web_text,
+    scrub_binary_metadata, scrub_headers,
 };
 use crate::respond::{self, REQUEST_ID_HEADER, denial_response, grpc_denial_response, request_id};
 use crate::send::{DecidedRoute, Outgoing, Sent, Upgrades, send};
@@ -219,7 +219,7 @@ pub(crate) async fn handle(
     };
     let audit = Audit::begin(&shared, &loaded, tenant, &dest, req.method().to_string(), req.uri().path().to_owned());
     let span = info_span!("request", request_id = %audit.request_id, method = %req.method(), path = %audit.path());
-    let grpc = req.headers().get(header::CONTENT_TYPE).is_some_and(|v| grpc_content_type(v.as_bytes()).is_some());
+    let grpc = grpc_kind(req.headers()).is_some();
     async {
         #[cfg(debug_assertions)]
         crate::fault::check(req.headers());
@@ -332,7 +332,7 @@ where
     // Headers are scrubbed before anything is sent. The reason phrase is
     // dropped (the agent gets the canonical one); one that held a secret
     // counts as a redaction.
-    let grpc = headers.get(header::CONTENT_TYPE).and_then(|v| grpc_content_type(v.as_bytes()));
+    let grpc = grpc_kind(&headers);
     // gRPC's binary metadata is scrubbed in the bytes it carries.
     let binary_redactions = if grpc.is_some() { scrub_binary_metadata(&set, &mut headers) } else { 0 };
     let (mut headers, mut header_redactions) = scrub_headers(&set, headers);
@@ -375,63 +375,7 @@ where
     // `END_STREAM` on the head, as for a `205`) is answered as one,
     // undecoded, so the agent's server frames it as the upstream's did
     // (`Content-Length: 0` on HTTP/1.1, not an empty chunked body).
-    let empty =
-        !bodiless && (http_body::Body::is_end_stream(&body) || http_body::Body::size_hint(&body).exact() == Some(0));
-    // Content codings, then any transfer coding but chunked, were applied
-    // in that order; all are decoded.
-    let encodings: Vec<String> = headers
-        .get_all(header::CONTENT_ENCODING)
-        .iter()
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .chain(transfer_codings)
-        .collect();
-    let codings = encodings.iter().map(String::as_str).filter(|_| !bodiless && !empty);
-    let decoder = match Decoder::for_encodings(codings, policy.limits.max_decoded_ratio) {
-        Ok(d) => d,
-        Err(e) => {
-            return Err(Denial {
-                route: Some(route_id),
-                ..Denial::new(
-                    DenialCode::UnredactableBody,
-                    format!("the upstream answered {} with a body airlock cannot scan: {e}", status.as_u16()),
-                    "retry without asking for that encoding (airlock asks upstreams for identity); if it persists, ask the operator to check the API",
-                )
-            });
-        }
-    };
-    if !bodiless && !empty && headers.get(header::CONTENT_TYPE).is_some_and(|v| is_grpc_web_text(v.as_bytes())) {
-        return Err(Denial {
-            route: Some(route_id),
-            ..Denial::new(
-                DenialCode::UnredactableBody,
-                format!(
-                    "the upstream answered {} with application/grpc-web-text: base64 that servers pad piece by \
-                     piece, which airlock cannot scan",
-                    status.as_u16()
-                ),
-                "call with application/grpc-web or application/grpc (binary), which airlock scans message by message",
-            )
-        });
-    }
-    // gRPC messages are read one by one (an answer with none, its status
-    // in the head, has nothing to read).
-    let grpc = match grpc.filter(|_| !bodiless && !empty) {
-        Some(kind) => {
-            let limits = &policy.limits;
-            let coding =
-                grpc_coding(&mut headers, status, limits).map_err(|d| Denial { route: Some(route_id), ..d })?;
-            Some(GrpcMessages::new(Arc::clone(&set), kind, coding))
-        }
-        None => None,
-    };
-    // The body may change length (and is sent decoded).
-    if !bodiless && !empty {
-        headers.remove(header::CONTENT_LENGTH);
-    }
-    if decoder.is_some() {
-        headers.remove(header::CONTENT_ENCODING);
-    }
-    debug!(status = status.as_u16(), injected, "forwarded");
+    let empty = http_body::Body::is_end_stream(&body) || http_body::Body::size_hint(&body).exact() == Some(0);
     // The count starts with the header replacements; the body adds its own.
     let count = RedactionCount::default();
     count.add(header_redactions);
@@ -453,15 +397,69 @@ where
         writer.write(record);
     };
     if bodiless || empty {
+        // Passed on as the upstream framed it: nothing to decode or scan,
+        // and nothing will be read or sent (an HTTP/1.1 server never polls
+        // the body of an answer to HEAD), so the record is written now,
+        // whole.
         content_length_as_framed(&mut headers, status);
-        // Nothing will be read or sent (an HTTP/1.1 server never polls the
-        // body of an answer to HEAD): the record is written now, whole.
+        debug!(status = status.as_u16(), injected, "forwarded");
         drop(body);
         on_end(Ended { redactions: count.get(), bytes_down: 0, complete: true });
         let mut resp = response_head(status, headers, respond::empty());
         resp.extensions_mut().insert(count);
         return Ok(resp);
     }
+    // Content codings, then any transfer coding but chunked, were applied
+    // in that order; all are decoded.
+    let encodings: Vec<String> = headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .chain(transfer_codings)
+        .collect();
+    let decoder = match Decoder::for_encodings(encodings.iter().map(String::as_str), policy.limits.max_decoded_ratio) {
+        Ok(d) => d,
+        Err(e) => {
+            return Err(Denial {
+                route: Some(route_id),
+                ..Denial::new(
+                    DenialCode::UnredactableBody,
+                    format!("the upstream answered {} with a body airlock cannot scan: {e}", status.as_u16()),
+                    "retry without asking for that encoding (airlock asks upstreams for identity); if it persists, ask the operator to check the API",
+                )
+            });
+        }
+    };
+    if headers.get(header::CONTENT_TYPE).is_some_and(|v| is_grpc_web_text(v.as_bytes())) {
+        return Err(Denial {
+            route: Some(route_id),
+            ..Denial::new(
+                DenialCode::UnredactableBody,
+                format!(
+                    "the upstream answered {} with application/grpc-web-text: base64 that servers pad piece by \
+                     piece, which airlock cannot scan",
+                    status.as_u16()
+                ),
+                "call with application/grpc-web or application/grpc (binary), which airlock scans message by message",
+            )
+        });
+    }
+    // gRPC messages are read one by one.
+    let grpc = match grpc {
+        Some(kind) => {
+            let limits = &policy.limits;
+            let coding =
+                grpc_coding(&mut headers, status, limits).map_err(|d| Denial { route: Some(route_id), ..d })?;
+            Some(GrpcMessages::new(Arc::clone(&set), kind, coding))
+        }
+        None => None,
+    };
+    // The body may change length (and is sent decoded).
+    headers.remove(header::CONTENT_LENGTH);
+    if decoder.is_some() {
+        headers.remove(header::CONTENT_ENCODING);
+    }
+    debug!(status = status.as_u16(), injected, "forwarded");
     let body = RedactBody::new(body, decoder, grpc, set, count.clone(), on_end);
     let mut resp = response_head(status, headers, body.boxed_unsync());
     resp.extensions_mut().insert(count);

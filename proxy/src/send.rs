@@ -20,7 +20,7 @@ use crate::forward::Destination;
 use crate::headers::{
     accepts_trailers, is_websocket_upgrade, strip_hop_by_hop, transfer_codings, upgrades_to_websocket,
 };
-use crate::redact::grpc_content_type;
+use crate::redact::grpc_kind;
 use crate::replay::{REPLAY_LIMIT, Replayable};
 use crate::server::Loaded;
 use crate::upstream::Resend;
@@ -169,7 +169,7 @@ where
     // visits values in the order `iter` gave the decision its indices.
     let mut headers = std::mem::take(&mut parts.headers);
     let trailers = accepts_trailers(&headers);
-    let grpc = headers.get(header::CONTENT_TYPE).is_some_and(|v| grpc_content_type(v.as_bytes()).is_some());
+    let grpc = grpc_kind(&headers).is_some();
     let mut swapped = swapped.into_iter().peekable();
     for (i, (_, value)) in headers.iter_mut().enumerate() {
         if let Some((_, v)) = swapped.next_if(|(j, _)| *j == i) {

@@ -305,6 +305,12 @@ pub fn is_grpc_web_text(value: &[u8]) -> bool {
     value.len() >= TEXT.len() && value[..TEXT.len()].eq_ignore_ascii_case(TEXT)
 }
 
+/// The gRPC framing of a message whose fields are `headers`, by its
+/// `content-type` (see [`grpc_content_type`]).
+pub fn grpc_kind(headers: &HeaderMap) -> Option<GrpcKind> {
+    headers.get(http::header::CONTENT_TYPE).and_then(|v| grpc_content_type(v.as_bytes()))
+}
+
 /// Which gRPC framing a body has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GrpcKind {

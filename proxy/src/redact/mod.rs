@@ -84,7 +84,8 @@ mod scan;
 pub use body::{Ended, RedactBody, RedactionCount, scrub_headers};
 pub use decode::{DecodeError, Decoder};
 pub use grpc::{
-    GrpcError, GrpcKind, GrpcMessages, MessageCoding, grpc_content_type, is_grpc_web_text, scrub_binary_metadata,
+    GrpcError, GrpcKind, GrpcMessages, MessageCoding, grpc_content_type, grpc_kind, is_grpc_web_text,
+    scrub_binary_metadata,
 };
 pub use patterns::{PatternSet, PatternSetBuilder};
 pub use scan::Stream;
