@@ -188,15 +188,23 @@ pub fn no_proxy(tenant: &Tenant, inherited: &[String]) -> (String, Vec<String>) 
 }
 
 /// Whether a `NO_PROXY` entry would let a client reach some host `route`
-/// matches without the proxy, under any client's reading of the list —
-/// and clients read it loosely: python requests and node's proxy-from-env
-/// match a name as a bare suffix (`ample.com` covers `example.com`),
+/// (on `port`) matches without the proxy, under any client's reading of
+/// the list — and clients read it loosely: python requests and node's
+/// proxy-from-env match a name as a bare suffix (`ample.com` covers
+/// `example.com`), older requests a bare suffix of `host:port` (`3`),
 /// proxy-from-env strips a leading `*` from any entry and takes port `0`
-/// as any port, Go reads `host:port`. So an entry counts when it is `*`;
-/// when, with leading `*` and `.` and any port removed, it is a suffix of
-/// the host (or of a name a wildcard route matches); or when it is an IP
-/// address or CIDR block holding the host's address.
+/// as any port, Go reads `host:port`, httpx reads `scheme://host` and
+/// `host/path` as patterns of the host. So an entry counts when it is `*`
+/// or a bare scheme; when, with a scheme, path, leading `*` and `.` and
+/// any port removed, it is a suffix of the host (or of a name a wildcard
+/// route matches) or of `host:port`; or when it is an IP address or CIDR
+/// block holding the host's address. (Route hosts are normalised: an IPv6
+/// literal has no brackets.)
 fn bypasses(entry: &str, route: &HostPattern, port: u16) -> bool {
+    let route_ip = match route {
+        HostPattern::Exact(h) => h.parse::<IpAddr>().ok(),
+        HostPattern::Wildcard(_) => None,
+    };
     let mut entry = entry.trim().to_ascii_lowercase();
     // httpx reads `scheme://host` entries as mount patterns: `https://`
     // and `all://` alone cover every host.
@@ -221,10 +229,6 @@ fn bypasses(entry: &str, route: &HostPattern, port: u16) -> bool {
         return true;
     }
     if let Some((net, bits)) = entry.split_once('/') {
-        let route_ip = match route {
-            HostPattern::Exact(h) => h.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok(),
-            HostPattern::Wildcard(_) => None,
-        };
         if let (Ok(net), Ok(bits)) =
             (net.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>(), bits.parse::<u8>())
         {
@@ -247,13 +251,10 @@ fn bypasses(entry: &str, route: &HostPattern, port: u16) -> bool {
         return false;
     }
     match route {
-        HostPattern::Exact(host) => {
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            match (host.parse::<IpAddr>(), name.parse::<IpAddr>()) {
-                (Ok(a), Ok(b)) => a == b,
-                _ => host.ends_with(name),
-            }
-        }
+        HostPattern::Exact(host) => match (route_ip, name.parse::<IpAddr>()) {
+            (Some(a), Ok(b)) => a == b,
+            _ => host.ends_with(name),
+        },
         // `*.suffix` matches `<labels>.suffix`: an entry that is a suffix
         // of `.suffix`, or a name under it, covers some of them.
         HostPattern::Wildcard(suffix) => format!(".{suffix}").ends_with(name) || name.ends_with(&format!(".{suffix}")),
