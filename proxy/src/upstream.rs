@@ -275,14 +275,7 @@ impl std::error::Error for ConnectError {
 
 /// Finds a [`ConnectError`] in an error's source chain.
 pub fn find_connect_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a ConnectError> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if let Some(c) = e.downcast_ref::<ConnectError>() {
-            return Some(c);
-        }
-        cur = e.source();
-    }
-    None
+    causes(err).find_map(|e| e.downcast_ref::<ConnectError>())
 }
 
 /// Resolves names: the `[proxy].resolve` overrides first, then the system
