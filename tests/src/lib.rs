@@ -301,6 +301,26 @@ impl TestProxy {
     pub fn proxy_url(&self, user: &str, token: &str) -> String {
         format!("http://{user}:{token}@{}", self.addr())
     }
+
+    /// `curl -sS --max-time 20` through this proxy as `user` with `token`
+    /// (`HTTPS_PROXY`, and no other proxy setting of the test's own
+    /// environment), trusting airlock's CA: add the request's arguments
+    /// and run it.
+    pub fn curl_as(&self, user: &str, token: &str) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new("curl");
+        cmd.args(["-sS", "--max-time", "20", "--cacert"])
+            .arg(self.ca_path())
+            .env("HTTPS_PROXY", self.proxy_url(user, token))
+            .env_remove("https_proxy")
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy");
+        cmd
+    }
+
+    /// [`TestProxy::curl_as`] tenant `acme`.
+    pub fn curl(&self) -> tokio::process::Command {
+        self.curl_as("acme", ACME_TOKEN)
+    }
 }
 
 /// Puts the standard secrets (`acme_key`, `beta_key`) into `home`'s store.

@@ -29,15 +29,11 @@ fn assert_clean(what: &str, text: &str) {
 /// curl through the proxy to `https://api.acme.test:PORT{path}` with the
 /// placeholder; `-i` shows every response head curl received.
 async fn curl(proxy: &TestProxy, port: u16, path: &str, extra: &[&str]) -> (bool, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "-i", "--max-time", "20", "--cacert"])
-        .arg(proxy.ca_path())
-        .args(["-H", &format!("Authorization: {}", bearer())])
+    let out = proxy
+        .curl()
+        .args(["-i", "-H", &format!("Authorization: {}", bearer())])
         .args(extra)
         .arg(format!("https://api.acme.test:{port}{path}"))
-        .env("HTTPS_PROXY", proxy.proxy_url("acme", ACME_TOKEN))
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
         .output()
         .await
         .unwrap();

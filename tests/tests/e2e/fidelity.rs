@@ -66,15 +66,11 @@ async fn via(proxy: &TestProxy, host: &str, port: u16, path: &str, extra: &[&str
 
 /// curl through the proxy with `auth` as the `Authorization` value.
 async fn via_as(proxy: &TestProxy, host: &str, port: u16, path: &str, auth: &str, extra: &[&str]) -> Curl {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20", "--cacert"])
-        .arg(proxy.ca_path())
+    let out = proxy
+        .curl()
         .args(["-H", &format!("Authorization: {auth}")])
         .args(extra)
         .arg(format!("https://{host}:{port}{path}"))
-        .env("HTTPS_PROXY", proxy.proxy_url("acme", ACME_TOKEN))
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
         .output()
         .await
         .unwrap();

@@ -6,7 +6,6 @@ use std::time::Duration;
 use airlock_tests::client::{self, Http};
 use airlock_tests::upstream::Protocols;
 use airlock_tests::*;
-use tokio::process::Command;
 
 /// A second acme route to another host, plus read-only path-limited beta.
 fn config(upstream: &Upstream, egress: &str) -> String {
@@ -172,14 +171,11 @@ async fn every_refusal_happens_before_any_upstream_connection() {
 async fn curl_shows_the_denial_inside_the_tls_session() {
     let upstream = Upstream::start(Protocols::Both).await;
     let proxy = TestProxy::start(&config(&upstream, "tunnel")).await;
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}", "--cacert"])
-        .arg(proxy.ca_path())
+    let out = proxy
+        .curl()
+        .args(["-o", "-", "-w", "\n%{http_code}"])
         .args(["-X", "DELETE", "-H", &format!("Authorization: Bearer {ACME_PLACEHOLDER}")])
         .arg(format!("https://api.acme.test:{}/x", upstream.port()))
-        .env("HTTPS_PROXY", proxy.proxy_url("acme", ACME_TOKEN))
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
         .output()
         .await
         .unwrap();

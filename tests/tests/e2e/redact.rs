@@ -9,7 +9,6 @@ use airlock_tests::*;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use http_body_util::BodyExt;
-use tokio::process::Command;
 
 fn assert_no_secret(what: &str, text: &str) {
     airlock_tests::assert_no_secret(what, text, &[ACME_SECRET]);
@@ -49,14 +48,10 @@ async fn echoed_authorization_comes_back_as_the_placeholder() {
 
     // Basic credentials through curl: the echoed header value maps back to
     // what curl sent.
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20", "--cacert"])
-        .arg(proxy.ca_path())
+    let out = proxy
+        .curl()
         .args(["-u", &format!("{ACME_PLACEHOLDER}:")])
         .arg(format!("https://api.acme.test:{}/echo", upstream.port()))
-        .env("HTTPS_PROXY", proxy.proxy_url("acme", ACME_TOKEN))
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
         .output()
         .await
         .unwrap();

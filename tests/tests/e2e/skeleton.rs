@@ -11,17 +11,7 @@ use base64::engine::general_purpose::STANDARD;
 
 /// curl through the proxy (`HTTPS_PROXY`, `--cacert` the airlock CA).
 async fn curl(proxy: &TestProxy, user: &str, token: &str, args: &[&str]) -> std::process::Output {
-    Command::new("curl")
-        .args(["-sS", "--max-time", "20", "--cacert"])
-        .arg(proxy.ca_path())
-        .args(args)
-        .env("HTTPS_PROXY", proxy.proxy_url(user, token))
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
-        .env_remove("https_proxy")
-        .output()
-        .await
-        .expect("curl is installed (.ci/run installs it)")
+    proxy.curl_as(user, token).args(args).output().await.expect("curl is installed (.ci/run installs it)")
 }
 
 fn seen_json(out: &std::process::Output) -> serde_json::Value {
