@@ -451,9 +451,12 @@ async fn proxy_request(
     // Where is this going?
     let method = req.method().to_string();
     let https = req.method() == Method::CONNECT;
-    let authority = req.uri().authority().map(|a| a.as_str().to_owned());
     let plain_http = !https && req.uri().scheme_str() == Some("http");
-    let dest = authority.as_deref().and_then(|a| parse_destination(a, if https { 443 } else { 80 }));
+    let dest = if https {
+        connect_target(req.uri())
+    } else {
+        req.uri().authority().and_then(|a| parse_destination(a.as_str(), 80))
+    };
     let refuse = |denial: Denial, tenant: Option<TenantId>, host: &str, port: u16| {
         let resp = denial_response(&denial, &request_id);
         shared.audit.write(Record {
@@ -474,8 +477,12 @@ async fn proxy_request(
         info!(request_id = %request_id, code = %denial.code, "refused");
         resp
     };
-    let authority_form = req.uri().scheme().is_none() && req.uri().path_and_query().is_none();
-    if let Err(denial) = check_target(https, authority.as_deref().filter(|_| authority_form), dest.is_some()) {
+    if https && dest.is_none() {
+        let denial = Denial::new(
+            DenialCode::BadRequest,
+            "a CONNECT target must be host:port with a port in 1-65535 (an IPv6 address in brackets: [::1]:443)",
+            "send CONNECT host:port, e.g. CONNECT api.example.com:443",
+        );
         return refuse(denial, None, "", 0);
     }
     let Some((host, port)) = dest.filter(|_| https || plain_http) else {
@@ -556,24 +563,17 @@ async fn proxy_request(
     .await
 }
 
-/// Checks a CONNECT's target before anything is looked up or connected:
-/// RFC 9110 §9.3.6 allows only the authority form, `host:port`, with the
-/// port given (and an IPv6 literal in brackets), never a URI with a
-/// scheme or path. `authority` is None for a target in any other form;
-/// `parsed` tells whether [`parse_destination`] accepted it.
-fn check_target(connect: bool, authority: Option<&str>, parsed: bool) -> Result<(), Denial> {
-    if !connect {
-        return Ok(());
+/// A CONNECT's target, before anything is looked up or connected: RFC
+/// 9110 §9.3.6 allows only the authority form, `host:port` with the port
+/// given (and an IPv6 literal in brackets), never a URI with a scheme or
+/// path. None for anything else.
+fn connect_target(uri: &http::Uri) -> Option<(String, u16)> {
+    if uri.scheme().is_some() || uri.path_and_query().is_some() {
+        return None;
     }
-    let has_port = authority.and_then(|a| host::split_host_port(a)).is_some_and(|(_, port)| port.is_some());
-    if parsed && has_port {
-        return Ok(());
-    }
-    Err(Denial::new(
-        DenialCode::BadRequest,
-        "a CONNECT target must be host:port with a port in 1-65535 (an IPv6 address in brackets: [::1]:443)",
-        "send CONNECT host:port, e.g. CONNECT api.example.com:443",
-    ))
+    let authority = uri.authority()?.as_str();
+    host::split_host_port(authority)?.1?;
+    parse_destination(authority, 0)
 }
 
 /// Parses a CONNECT target or absolute URI authority into a normalised
