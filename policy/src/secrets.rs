@@ -309,7 +309,6 @@ fn run_command(
     withheld: &[String],
     known: &dyn Fn() -> Vec<Arc<SecretValue>>,
 ) -> Result<Vec<u8>, SecretError> {
-    use std::io::Read;
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
     let program = argv.first().cloned().unwrap_or_default();
@@ -332,22 +331,8 @@ fn run_command(
     };
     // Read both pipes on their own threads so a chatty command cannot block
     // on a full pipe while we wait for it.
-    let out_pipe = child.stdout.take();
-    let err_pipe = child.stderr.take();
-    let read = |pipe: Option<Box<dyn Read + Send>>, limit: u64| {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        std::thread::spawn(move || {
-            // It may hold the key (stderr too): zeroed when dropped.
-            let mut buf = zeroize::Zeroizing::new(Vec::new());
-            if let Some(p) = pipe {
-                let _ = p.take(limit).read_to_end(&mut buf);
-            }
-            let _ = tx.send(buf);
-        });
-        rx
-    };
-    let out_reader = read(out_pipe.map(|p| Box::new(p) as Box<dyn Read + Send>), u64::MAX);
-    let err_reader = read(err_pipe.map(|p| Box::new(p) as Box<dyn Read + Send>), 64 * 1024);
+    let out_reader = read_pipe(child.stdout.take(), u64::MAX);
+    let err_reader = read_pipe(child.stderr.take(), 64 * 1024);
     let deadline = std::time::Instant::now() + timeout;
     let status = loop {
         match child.try_wait() {
@@ -385,6 +370,25 @@ fn run_command(
         return Err(SecretError::CommandFailed { name: name.to_owned(), program, status, stderr: summary });
     }
     Ok(stdout.trim_ascii().to_vec())
+}
+
+/// Reads up to `limit` bytes of a child's pipe on a thread of its own;
+/// the receiver gets them once the pipe closes. (They may hold the key,
+/// stderr too: zeroed when dropped.)
+fn read_pipe<R: std::io::Read + Send + 'static>(
+    pipe: Option<R>,
+    limit: u64,
+) -> std::sync::mpsc::Receiver<zeroize::Zeroizing<Vec<u8>>> {
+    use std::io::Read;
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::spawn(move || {
+        let mut buf = zeroize::Zeroizing::new(Vec::new());
+        if let Some(p) = pipe {
+            let _ = p.take(limit).read_to_end(&mut buf);
+        }
+        let _ = tx.send(buf);
+    });
+    rx
 }
 
 /// Reads one item from the OS keychain. The call runs on its own thread so
