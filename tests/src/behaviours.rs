@@ -113,35 +113,9 @@ pub(crate) fn respond(path: &str, auth: &str, sse: &Arc<tokio::sync::Notify>) ->
             .unwrap()
     };
     Some(match path {
-        "/gzip" => {
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            e.write_all(&plain).unwrap();
-            encoded("gzip", e.finish().unwrap())
-        }
-        "/deflate" => {
-            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-            e.write_all(&plain).unwrap();
-            encoded("deflate", e.finish().unwrap())
-        }
-        "/br" => {
-            let mut out = Vec::new();
-            {
-                let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
-                w.write_all(&plain).unwrap();
-            }
-            encoded("br", out)
-        }
-        "/zstd" => encoded("zstd", zstd::encode_all(&plain[..], 3).unwrap()),
-        "/gzip-br" => {
-            let mut g = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            g.write_all(&plain).unwrap();
-            let gz = g.finish().unwrap();
-            let mut out = Vec::new();
-            {
-                let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
-                w.write_all(&gz).unwrap();
-            }
-            encoded("gzip, br", out)
+        "/gzip" | "/deflate" | "/br" | "/zstd" | "/gzip-br" => {
+            let (label, body) = crate::codings::encode(&path[1..], &plain)?;
+            encoded(label, body)
         }
         "/unknown-encoding" => encoded("compress", plain),
         "/spellings" => {

@@ -12,6 +12,7 @@
 pub mod apps;
 mod behaviours;
 pub mod client;
+pub mod codings;
 mod git_cgi;
 pub mod origin;
 pub mod raw_upstream;

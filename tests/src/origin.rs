@@ -9,18 +9,15 @@
 //!   body's length and FNV-1a digest, and the request trailers.
 //! - `/status/N`: status N, a short body unless N cannot have one.
 //! - `/length/N`: N bytes with `Content-Length: N` (also for HEAD).
-//! - `/coding/NAME`: [`text`] encoded as NAME whatever the request asked
-//!   (a pre-compressed file server, or a misbehaving API): `gzip`,
-//!   `x-gzip`, `GZIP`, `gzip-members` (two gzip members), `deflate`
-//!   (zlib), `deflate-raw` (labelled `deflate`), `br`, `zstd`, `gzip-br`
-//!   (stacked), `gzip-identity`, `Gzip`, `identity`.
+//! - `/coding/NAME`: [`text`] in the coding NAME ([`crate::codings::encode`])
+//!   whatever the request asked (a pre-compressed file server, or a
+//!   misbehaving API).
 //! - `/not-modified-gzip`: `304` with `Content-Encoding: gzip` and an
 //!   `ETag`.
 //! - `/trailers`: a body, then trailers (declared in `Trailer`).
 //! - `/large-head?n=N`: a response header of N bytes.
 //! - `/stream?n=N`: N chunks of 1 KiB, each flushed.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,6 +29,7 @@ use hyper::body::{Frame, Incoming};
 use tokio_rustls::TlsAcceptor;
 
 use crate::TempHome;
+use crate::codings::encode;
 use crate::upstream::{TEST_NAMES, TestBody, TestCa, ca_with_file, full, serve_tls};
 
 /// Request headers `/echo` leaves out: a proxy hop sets or removes them
@@ -92,54 +90,6 @@ pub fn fnv(data: &[u8]) -> u64 {
     data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
-fn zlib(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
-fn raw_deflate(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
-fn br(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    brotli::BrotliCompress(&mut &data[..], &mut out, &brotli::enc::BrotliEncoderParams::default()).unwrap();
-    out
-}
-
-/// `text()` encoded as `name`: the `Content-Encoding` to label it with and
-/// the bytes.
-pub fn encoded(name: &str) -> Option<(&'static str, Vec<u8>)> {
-    let t = text();
-    Some(match name {
-        "gzip" => ("gzip", gzip(&t)),
-        "x-gzip" => ("x-gzip", gzip(&t)),
-        "GZIP" => ("GZIP", gzip(&t)),
-        "gzip-members" => {
-            let (a, b) = t.split_at(t.len() / 3);
-            ("gzip", [gzip(a), gzip(b)].concat())
-        }
-        "deflate" => ("deflate", zlib(&t)),
-        "deflate-raw" => ("deflate", raw_deflate(&t)),
-        "br" => ("br", br(&t)),
-        "zstd" => ("zstd", zstd::encode_all(&t[..], 3).unwrap()),
-        "gzip-br" => ("gzip, br", br(&gzip(&t))),
-        "gzip-identity" => ("gzip, identity", gzip(&t)),
-        "Gzip" => ("Gzip", gzip(&t)),
-        "identity" => ("identity", t),
-        _ => return None,
-    })
-}
-
 fn with_status(status: u16, body: TestBody) -> Response<TestBody> {
     let mut resp = Response::new(body);
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
@@ -181,7 +131,7 @@ async fn answer(req: Request<Incoming>) -> Response<TestBody> {
         resp.headers_mut().insert("content-length", HeaderValue::from(n));
         return resp;
     }
-    if let Some((label, body)) = path.strip_prefix("/coding/").and_then(encoded) {
+    if let Some((label, body)) = path.strip_prefix("/coding/").and_then(|name| encode(name, &text())) {
         let length = body.len();
         let mut resp = Response::new(full(if head { Vec::new() } else { body }));
         resp.headers_mut().insert("content-length", HeaderValue::from(length));

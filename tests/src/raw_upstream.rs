@@ -43,7 +43,7 @@
 //!   server's keep-alive timeout firing just as the request comes).
 //! - `/big-head`: a `70 000`-byte header; `/huge-head`: five of `90 000`.
 //! - `/coding/NAME`: [`CODED_TEXT`] encoded as NAME says (see
-//!   [`coded_body`]), with that `Content-Encoding`.
+//!   [`crate::codings::encode`]), with that `Content-Encoding`.
 //! - `/close-delimited`: a body ended by closing the connection, without
 //!   TLS `close_notify`; `/short-no-notify`: `Content-Length: 100`, 10
 //!   bytes, closed the same way; `/chunked-no-notify`: one chunk, no last
@@ -57,6 +57,8 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+
+use crate::codings::{encode, gzip};
 
 use crate::TempHome;
 use crate::upstream::{TEST_NAMES, ca_with_file};
@@ -188,13 +190,6 @@ impl Head {
     fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
 }
 
 fn chunked(data: &[u8]) -> Vec<u8> {
@@ -375,7 +370,8 @@ async fn serve(mut io: impl AsyncRead + AsyncWrite + Unpin, seen: &Mutex<Vec<Str
             }
             p if p.starts_with("/coding/") => {
                 let name = &p["/coding/".len()..];
-                let (encoding, body) = coded_body(name);
+                let text = CODED_TEXT.as_bytes();
+                let (encoding, body) = encode(name, text).unwrap_or(("identity", text.to_vec()));
                 let head = format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Encoding: {encoding}\r\nContent-Length: {}\r\n\r\n", body.len());
                 io.write_all(head.as_bytes()).await.is_ok() && io.write_all(&body).await.is_ok()
             }
@@ -442,51 +438,6 @@ async fn serve(mut io: impl AsyncRead + AsyncWrite + Unpin, seen: &Mutex<Vec<Str
 
 /// The text every `/coding/NAME` body decodes to.
 pub const CODED_TEXT: &str = "the same text, whatever the content coding: hello, hello, hello\n";
-
-/// `(Content-Encoding value, body)` for `/coding/NAME`: `gzip`, `x-gzip`,
-/// `GZIP` (the spelling varies, the coding does not), `gzip-multi` (two
-/// gzip members, each half the text), `deflate` (zlib-wrapped, RFC 9110
-/// §8.4.1.2), `deflate-raw` (no zlib wrapper, as some servers send),
-/// `br`, `zstd`, `gzip-br` (`gzip, br`: gzip applied first) and
-/// `identity`.
-pub fn coded_body(name: &str) -> (&'static str, Vec<u8>) {
-    use std::io::Write;
-    let text = CODED_TEXT.as_bytes();
-    let deflate = |zlib: bool| {
-        if zlib {
-            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-            e.write_all(text).unwrap();
-            e.finish().unwrap()
-        } else {
-            let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
-            e.write_all(text).unwrap();
-            e.finish().unwrap()
-        }
-    };
-    let br = |data: &[u8]| {
-        let mut out = Vec::new();
-        {
-            let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
-            w.write_all(data).unwrap();
-        }
-        out
-    };
-    match name {
-        "gzip" => ("gzip", gzip(text)),
-        "x-gzip" => ("x-gzip", gzip(text)),
-        "GZIP" => ("GZIP", gzip(text)),
-        "gzip-multi" => {
-            let (a, b) = text.split_at(text.len() / 2);
-            ("gzip", [gzip(a), gzip(b)].concat())
-        }
-        "deflate" => ("deflate", deflate(true)),
-        "deflate-raw" => ("deflate", deflate(false)),
-        "br" => ("br", br(text)),
-        "zstd" => ("zstd", zstd::encode_all(text, 3).unwrap()),
-        "gzip-br" => ("gzip, br", br(&gzip(text))),
-        _ => ("identity", text.to_vec()),
-    }
-}
 
 /// Reads one request head (a request body is not expected), or `None` when
 /// the peer closed.
