@@ -86,6 +86,8 @@ pub(crate) struct Audit<'a> {
     /// the upstream's answer) is recorded as injected, as the key may have
     /// left.
     injected: std::sync::atomic::AtomicBool,
+    /// Watched by the audit writer until the record is written.
+    in_flight: audit::InFlight,
 }
 
 impl<'a> Audit<'a> {
@@ -103,18 +105,31 @@ impl<'a> Audit<'a> {
         // newer version at record time, and the record scrubs again.
         let path_version = shared.vault.version();
         let path = scrub_path(shared, loaded, tenant, &path);
+        let (request_id, ts) = (request_id(), audit::now_rfc3339());
+        let in_flight = shared.audit.begin(audit::Event {
+            ts: ts.clone(),
+            event: audit::EventKind::Begin,
+            request_id: Some(request_id.clone()),
+            tenant: Some(dest.tenant.clone()),
+            method: Some(method.clone()),
+            host: Some(dest.host.clone()),
+            port: Some(dest.port),
+            path: Some(path.clone()),
+            detail: None,
+        });
         Audit {
             shared,
             loaded,
             tenant,
             dest,
-            request_id: request_id(),
-            ts: audit::now_rfc3339(),
+            request_id,
+            ts,
             started: Instant::now(),
             method,
             path,
             path_version,
             injected: std::sync::atomic::AtomicBool::new(false),
+            in_flight,
         }
     }
 
@@ -143,6 +158,7 @@ impl<'a> Audit<'a> {
             code: code.map(|c| c.as_str().to_owned()),
             injected,
             duration_ms: self.started.elapsed().as_millis() as u64,
+            in_flight: Some(self.in_flight.clone()),
             ..Record::new(
                 self.ts.clone(),
                 self.request_id.clone(),
@@ -213,9 +229,26 @@ pub(crate) async fn handle(
 ) -> Response<Body> {
     let policy = &loaded.policy;
     let Some((tenant, _)) = policy.tenant_by_name(&dest.tenant) else {
-        // The tenant was removed by a reload while this connection was open.
+        // The tenant was removed by a reload while this connection was
+        // open: refused, and recorded under the name it connected as (no
+        // path: with the tenant gone, there is no set to scrub it with).
         let denial = AuthError::Unknown.denial();
-        return denial_response(&denial, &request_id());
+        let id = request_id();
+        let resp = denial_response(&denial, &id);
+        shared.audit.write(Record {
+            tenant: Some(dest.tenant.clone()),
+            code: Some(denial.code.as_str().to_owned()),
+            ..Record::new(
+                audit::now_rfc3339(),
+                id,
+                req.method().to_string(),
+                dest.host.clone(),
+                dest.port,
+                Outcome::Deny,
+                resp.status().as_u16(),
+            )
+        });
+        return resp;
     };
     let audit = Audit::begin(&shared, &loaded, tenant, &dest, req.method().to_string(), req.uri().path().to_owned());
     let span = info_span!("request", request_id = %audit.request_id, method = %req.method(), path = %audit.path());

@@ -30,39 +30,37 @@ use crate::server::{ConnGuard, Shared};
 /// handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why an intercepted connection was refused before its first request.
+struct Refused {
+    code: DenialCode,
+    detail: String,
+}
+
 /// Serves an intercepted tunnel until the agent closes it.
 pub(crate) async fn serve(shared: Arc<Shared>, dest: Destination, upgraded: Upgraded, guard: ConnGuard) {
+    let started = std::time::Instant::now();
+    let ts = crate::audit::now_rfc3339();
     let handshake = async {
-        let start = LazyConfigAcceptor::new(Acceptor::default(), TokioIo::new(upgraded)).await?;
+        let start = LazyConfigAcceptor::new(Acceptor::default(), TokioIo::new(upgraded)).await.map_err(|e| {
+            Refused { code: DenialCode::BadRequest, detail: format!("the agent's TLS start failed: {e}") }
+        })?;
         if let Some(sni) = start.client_hello().server_name()
             && host::normalize(sni).as_deref() != Some(dest.host.as_str())
         {
             warn!(sni, "TLS server name differs from the CONNECT host; closing");
-            // A refused connection is audited like any other.
-            let request_id = crate::respond::request_id();
-            shared.audit.write(Record {
-                tenant: Some(dest.tenant.clone()),
-                code: Some(DenialCode::MisdirectedRequest.as_str().to_owned()),
-                ..Record::new(
-                    crate::audit::now_rfc3339(),
-                    request_id,
-                    "CONNECT".to_owned(),
-                    dest.host.clone(),
-                    dest.port,
-                    Outcome::Deny,
-                    DenialCode::MisdirectedRequest.status(),
-                )
+            return Err(Refused {
+                code: DenialCode::MisdirectedRequest,
+                detail: "the TLS server name differs from the CONNECT host".to_owned(),
             });
-            return Ok(None);
         }
-        let config = match shared.certs.server_config(&dest.host).await {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(error = %e, "cannot mint a certificate");
-                return Ok(None);
-            }
-        };
-        start.into_stream(config).await.map(Some)
+        let config = shared.certs.server_config(&dest.host).await.map_err(|e| {
+            warn!(error = %e, "cannot mint a certificate");
+            Refused { code: DenialCode::BadRequest, detail: format!("airlock could not mint a certificate: {e}") }
+        })?;
+        start.into_stream(config).await.map(Some).map_err(|e| Refused {
+            code: DenialCode::BadRequest,
+            detail: format!("the agent's TLS handshake failed (does it trust airlock's CA?): {e}"),
+        })
     };
     // A handshake not done when shutdown starts is given up.
     let mut phase = guard.shutdown.clone();
@@ -72,19 +70,41 @@ pub(crate) async fn serve(shared: Arc<Shared>, dest: Destination, upgraded: Upgr
             () = limits::reached(&mut phase, Phase::Draining) => Ok(None),
         }
     };
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-        Ok(Ok(Some(tls))) => tls,
+    let timeout = HANDSHAKE_TIMEOUT.min(shared.loaded().policy.limits.header_read_timeout);
+    let refused = match tokio::time::timeout(timeout, handshake).await {
+        Ok(Ok(Some(tls))) => Ok(tls),
         Ok(Ok(None)) => return,
-        Ok(Err(e)) => {
-            debug!(error = %e, "agent TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            debug!("agent TLS handshake timed out");
+        Ok(Err(refused)) => Err(refused),
+        Err(_) => Err(Refused {
+            code: DenialCode::BadRequest,
+            detail: format!("the agent did not finish its TLS handshake within {timeout:?}"),
+        }),
+    };
+    let tls = match refused {
+        Ok(tls) => tls,
+        Err(Refused { code, detail }) => {
+            debug!(%detail, "intercepted connection refused");
+            // A refused connection is audited like any other.
+            shared.audit.write(Record {
+                tenant: Some(dest.tenant.clone()),
+                code: Some(code.as_str().to_owned()),
+                detail: Some(detail),
+                duration_ms: started.elapsed().as_millis() as u64,
+                ..Record::new(
+                    ts,
+                    crate::respond::request_id(),
+                    "CONNECT".to_owned(),
+                    dest.host.clone(),
+                    dest.port,
+                    Outcome::Deny,
+                    code.status(),
+                )
+            });
             return;
         }
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let (audit, tenant, host, port) = (shared.audit.clone(), dest.tenant.clone(), dest.host.clone(), dest.port);
     let dest = Arc::new(dest);
     let limits = shared.loaded().policy.limits.clone();
     let activity = Activity::new();
@@ -108,5 +128,6 @@ pub(crate) async fn serve(shared: Arc<Shared>, dest: Destination, upgraded: Upgr
     };
     if let Some(Err(e)) = result {
         debug!(error = %e, "intercepted connection ended with an error");
+        crate::server::audit_refused_request(&audit, &e, Some(&tenant), &host, port);
     }
 }

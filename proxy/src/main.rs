@@ -81,9 +81,15 @@ enum Command {
         /// Keep printing records as they are written.
         #[arg(long)]
         follow: bool,
-        /// Check the hash chain; report the first broken line and exit 1.
+        /// Check the chain (order, MACs, and that the log still reaches its
+        /// head); report the first failure and exit 1.
         #[arg(long)]
         verify: bool,
+        /// With --verify: the verification key printed when the log's seal
+        /// was created, to check every record's MAC (without it, only the
+        /// current key's records are).
+        #[arg(long, env = "AIRLOCK_AUDIT_KEY", hide_env_values = true)]
+        key: Option<String>,
     },
     /// Serve approved-action requests over MCP on stdin/stdout (tools
     /// `api_request` and `list_services`); starts an in-process proxy when
@@ -177,6 +183,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Init => {
             let created = home.init().with_context(|| format!("cannot initialise {}", home.dir.display()))?;
             report_init(&home, created.ca, created.config);
+            seal_audit(&load_policy(&home)?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve => serve(home),
@@ -251,25 +258,85 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        Command::Audit { tenant, follow, verify } => audit(&home, tenant.as_deref(), follow, verify),
+        Command::Audit { tenant, follow, verify, key } => {
+            if verify {
+                return verify_audit(&home, key.as_deref());
+            }
+            audit(&home, tenant.as_deref(), follow)
+        }
     }
 }
 
-fn audit(home: &Home, tenant: Option<&str>, follow: bool, verify: bool) -> anyhow::Result<ExitCode> {
+/// Creates the audit log's seal if it has none, and shows its verification
+/// key, once.
+fn seal_audit(policy: &Policy) -> anyhow::Result<()> {
+    let path = &policy.audit.path;
+    if let Some(key) = airlock::audit::ensure_seal(path)
+        .with_context(|| format!("cannot create the audit seal for {}", path.display()))?
+    {
+        eprintln!("\nThe audit log's verification key (shown once; keep it somewhere other than this machine):");
+        eprintln!("  {}", &*key);
+        eprintln!(
+            "`airlock audit --verify --key KEY` checks every record with it. airlock keeps only later keys, so \
+             records already written cannot be rewritten unnoticed, even by someone who takes this machine.\n"
+        );
+    }
+    Ok(())
+}
+
+fn verify_audit(home: &Home, key: Option<&str>) -> anyhow::Result<ExitCode> {
+    let path = load_policy(home)?.audit.path;
+    let key = match key {
+        Some(k) => Some(
+            airlock::audit::EpochKey::from_verification_key(k)
+                .context("--key must be the 64 hex digits printed when the audit seal was created")?,
+        ),
+        None => None,
+    };
+    let checked =
+        airlock::audit::verify(&path, key.as_ref()).with_context(|| format!("cannot read {}", path.display()))?;
+    let v = match checked {
+        Ok(v) => v,
+        Err(e) => {
+            println!("{}: {e}", path.display());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let keyed = v.records - v.legacy;
+    println!(
+        "{}: {} records, chain intact{}",
+        path.display(),
+        v.records,
+        if v.head_checked { " and reaching its head" } else { "" }
+    );
+    if key.is_some() {
+        println!("  every record's MAC checked with the verification key");
+    } else if keyed > 0 {
+        println!(
+            "  {} of {keyed} records' MACs checked (epoch {}, with the current key); pass --key with the verification \
+             key to check them all",
+            v.authenticated, v.last_epoch
+        );
+    }
+    if v.legacy > 0 {
+        println!("  {} records were written before the chain was keyed (plain SHA-256)", v.legacy);
+    }
+    if v.repaired > 0 {
+        println!("  {} partial lines left by a crash were repaired at start", v.repaired);
+    }
+    if !v.unfinished.is_empty() {
+        println!(
+            "  {} requests began but have no record (airlock stopped while they ran): {}",
+            v.unfinished.len(),
+            v.unfinished.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn audit(home: &Home, tenant: Option<&str>, follow: bool) -> anyhow::Result<ExitCode> {
     let path = load_policy(home)?.audit.path;
     let read = || std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()));
-    if verify {
-        return match airlock::audit::verify(&read()?) {
-            Ok(n) => {
-                println!("{}: {n} records, chain intact", path.display());
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(e) => {
-                println!("{}: {e}", path.display());
-                Ok(ExitCode::FAILURE)
-            }
-        };
-    }
     let mut printed = 0usize;
     loop {
         let text = match read() {
@@ -279,9 +346,18 @@ fn audit(home: &Home, tenant: Option<&str>, follow: bool, verify: bool) -> anyho
         };
         let lines: Vec<&str> = text.lines().collect();
         for line in lines.iter().skip(printed) {
-            let Ok(r) = serde_json::from_str::<airlock::audit::Record>(line) else {
-                println!("(unreadable line) {line}");
-                continue;
+            let r = match serde_json::from_str::<airlock::audit::Line>(line) {
+                Ok(airlock::audit::Line::Record(r)) => r,
+                Ok(airlock::audit::Line::Event(e)) => {
+                    if tenant.is_none() || e.tenant.as_deref() == tenant {
+                        print_event(&e);
+                    }
+                    continue;
+                }
+                Err(_) => {
+                    println!("(unreadable line) {line}");
+                    continue;
+                }
             };
             if tenant.is_some_and(|t| r.tenant.as_deref() != Some(t)) {
                 continue;
@@ -308,6 +384,22 @@ fn audit(home: &Home, tenant: Option<&str>, follow: bool, verify: bool) -> anyho
             return Ok(ExitCode::SUCCESS);
         }
         std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+fn print_event(e: &airlock::audit::Event) {
+    let what = format!("{:?}", e.event).to_lowercase();
+    match (&e.request_id, &e.host) {
+        (Some(id), Some(host)) => println!(
+            "{} {what:<6} {} {} {}:{}{} (still running; id {id})",
+            e.ts,
+            e.tenant.as_deref().unwrap_or("-"),
+            e.method.as_deref().unwrap_or("-"),
+            host,
+            e.port.unwrap_or(0),
+            e.path.as_deref().unwrap_or("")
+        ),
+        _ => println!("{} {what:<6} {}", e.ts, e.detail.as_deref().unwrap_or("")),
     }
 }
 
@@ -338,6 +430,7 @@ fn serve(home: Home) -> anyhow::Result<ExitCode> {
     let created = home.init().with_context(|| format!("cannot initialise {}", home.dir.display()))?;
     report_init_quiet(&home, created.ca, created.config);
     let policy = load_policy(&home)?;
+    seal_audit(&policy)?;
     let first_tenant = policy.tenants().next().map(|(_, t)| (t.name.clone(), t.token().to_owned()));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
@@ -477,6 +570,7 @@ async fn find_or_start_proxy(
         return Ok((listen, None));
     }
     let policy = Policy::load(&home.config, &home.dir)?;
+    seal_audit(&policy)?;
     let proxy = airlock::Proxy::bind(&home.dir, &home.config, policy).await?;
     tracing::info!(addr = %proxy.local_addr(), "no proxy was listening; started one in-process");
     let running = proxy.spawn();

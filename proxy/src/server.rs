@@ -394,6 +394,7 @@ async fn serve_agent(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, g
     let _ = stream.set_nodelay(true);
     let svc_guard = guard.clone();
     let limits = shared.loaded().policy.limits.clone();
+    let audit = shared.audit.clone();
     let activity = Activity::new();
     let conn_activity = Arc::clone(&activity);
     let service =
@@ -403,7 +404,36 @@ async fn serve_agent(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, g
     let result = limits::until_done(conn, |c| c.graceful_shutdown(), phase, &activity, limits.idle_timeout).await;
     if let Some(Err(e)) = result {
         debug!(error = %e, "agent connection ended with an error");
+        audit_refused_request(&audit, &e, None, "", 0);
     }
+}
+
+/// Records a request hyper refused before airlock saw it — a malformed or
+/// oversized head, which hyper answers itself (400, 431) before closing
+/// the connection. Other connection errors (the agent went away, or sent
+/// nothing within `header_read_timeout`) are not requests.
+pub(crate) fn audit_refused_request(audit: &AuditLog, e: &hyper::Error, tenant: Option<&str>, host: &str, port: u16) {
+    let (code, status, what) = if e.is_parse_too_large() {
+        (DenialCode::RequestTooLarge, 431, "a request head over the size limit")
+    } else if e.is_parse() {
+        (DenialCode::BadRequest, 400, "a malformed request")
+    } else {
+        return;
+    };
+    audit.write(Record {
+        tenant: tenant.map(str::to_owned),
+        code: Some(code.as_str().to_owned()),
+        detail: Some(format!("hyper refused {what}")),
+        ..Record::new(
+            audit::now_rfc3339(),
+            respond::request_id(),
+            String::new(),
+            host.to_owned(),
+            port,
+            Outcome::Deny,
+            status,
+        )
+    });
 }
 
 /// Where the listener answers a health check (origin-form GET, no

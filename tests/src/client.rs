@@ -146,6 +146,9 @@ pub async fn send_all(
             let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
             tokio::spawn(conn);
             for req in reqs {
+                // A kept-alive connection takes the next request once it
+                // has finished reading the last response.
+                sender.ready().await?;
                 out.push(collect(sender.send_request(req).await?).await?);
             }
         }

@@ -292,11 +292,11 @@ impl TestProxy {
         std::fs::read_to_string(self.ca_path()).unwrap()
     }
 
-    /// The audit log, once everything queued so far is written.
+    /// The audit log's records (requests and refused connections, not
+    /// airlock's own `event` lines), once everything queued is written.
     pub fn audit_lines(&self) -> Vec<serde_json::Value> {
         self.proxy.sync_audit();
-        let text = std::fs::read_to_string(self.home.path.join("audit.jsonl")).unwrap_or_default();
-        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        audit_records(&self.home.path.join("audit.jsonl"))
     }
 
     pub fn proxy_url(&self, user: &str, token: &str) -> String {
@@ -383,6 +383,18 @@ pub async fn start_in(home: &Path, config: &str) -> RunningProxy {
     std::fs::write(&path, config).unwrap();
     let policy = Policy::load(&path, home).unwrap();
     airlock::Proxy::bind(home, &path, policy).await.unwrap().spawn()
+}
+
+/// The records in the audit log at `path`: every line but airlock's own
+/// `event` lines (the log opened, a request still running, a repair).
+pub fn audit_records(path: &Path) -> Vec<serde_json::Value> {
+    audit_all(path).into_iter().filter(|l| l.get("event").is_none()).collect()
+}
+
+/// Every line of the audit log at `path`, parsed.
+pub fn audit_all(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 /// Polls `cond` until it holds or `timeout` passes.

@@ -4,6 +4,7 @@
 
 mod actions;
 mod agents;
+mod audit;
 mod ca;
 mod channels;
 mod conformance;

@@ -233,14 +233,16 @@ async fn audit_chain_holds_under_concurrency_and_catches_tampering() {
     let TestProxy { home, proxy } = proxy;
     proxy.shutdown().await;
     let text = std::fs::read_to_string(&path).unwrap();
-    assert_eq!(airlock::audit::verify(&text), Ok(200));
+    // 200 records after the `open` line.
+    assert_eq!(airlock::audit::verify(&path, None).unwrap().map(|v| v.records), Ok(201));
     assert_no_secret("the audit log", &text, &[ACME_SECRET, BETA_SECRET, ACME_TOKEN, BETA_TOKEN]);
-    // Tamper with line 57: the chain breaks exactly there.
+    // Tamper with line 57: its MAC fails exactly there.
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
     lines[56] = lines[56].replace("\"status\":", "\"status\":1");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
     assert_eq!(
-        airlock::audit::verify(&(lines.join("\n") + "\n")),
-        Err(airlock::audit::ChainError::Broken { line: 57 })
+        airlock::audit::verify(&path, None).unwrap().map(|v| v.records),
+        Err(airlock::audit::ChainError::Forged { line: 57 })
     );
     drop(home);
 }

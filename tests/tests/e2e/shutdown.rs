@@ -14,7 +14,11 @@ use tokio::net::TcpStream;
 
 /// Opens an intercepted connection, asks for the `/sse` stream and returns
 /// once its first event has arrived.
-async fn first_event(addr: std::net::SocketAddr, ca: &str, port: u16) -> tokio_rustls::client::TlsStream<TcpStream> {
+pub(super) async fn first_event(
+    addr: std::net::SocketAddr,
+    ca: &str,
+    port: u16,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
     let authority = format!("api.acme.test:{port}");
     let reply = client::connect(addr, &authority, Some(("acme", ACME_TOKEN))).await.unwrap();
     assert_eq!(reply.status, 200, "{}", reply.head);
@@ -92,8 +96,8 @@ async fn sigterm_drains_in_flight_requests_then_cuts_off_the_rest() {
     assert!(started.elapsed() >= Duration::from_millis(2500), "exited before the grace period ended");
 
     // Both are audited, the cut-off one as incomplete, and the log is whole.
-    let audit = std::fs::read_to_string(home.path.join("audit.jsonl")).unwrap();
-    let records: Vec<serde_json::Value> = audit.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let records = audit_records(&home.path.join("audit.jsonl"));
+    let audit = format!("{records:#?}");
     let sse: Vec<_> = records.iter().filter(|r| r["path"] == "/sse").collect();
     assert_eq!(sse.len(), 2, "{audit}");
     assert_eq!(sse.iter().filter(|r| r["complete"] == true).count(), 1, "{audit}");

@@ -285,9 +285,8 @@ const {{ StdioClientTransport }} = require({stdio});
     assert!(listed.contains("\"limited\""), "{listed}");
 
     // The in-process proxy audited both calls in the home.
-    let audit = std::fs::read_to_string(home.path.join("audit.jsonl")).unwrap();
-    let records: Vec<Value> = audit.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(records.len(), 2, "{audit}");
+    let records = audit_records(&home.path.join("audit.jsonl"));
+    assert_eq!(records.len(), 2, "{records:?}");
     assert_eq!(records[0]["request_id"], answer_id(&got["allowed"]));
     assert_eq!(records[1]["code"], "host_not_allowed");
 }

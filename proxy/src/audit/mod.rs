@@ -1,0 +1,371 @@
+//! The audit log: one JSON line per request and per refused connection,
+//! plus a few lines of airlock's own (`event`: the log opened, a request
+//! still running, a repair).
+//!
+//! Tasks encode a record and queue it ([`AuditLog::write`]); one thread
+//! ([`writer`]) seals the lines onto the chain and writes them in batches,
+//! so no async worker waits on the disk and lines never interleave or tear.
+//! A record is queued before its response ends and written moments later:
+//! a crash in between loses at most the records still queued. A request
+//! running longer than a second gets a `begin` line, so one cut off by a
+//! crash still leaves a trace.
+//!
+//! Records hold names, codes and counts only — never a header value, a
+//! query string or a secret (paths are scrubbed by the redactor first).
+//!
+//! The chain is keyed, forward-secure and anchored: see [`chain`].
+
+pub mod chain;
+mod writer;
+
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use serde::Serialize;
+
+/// What airlock did with a request or connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Forwarded under a route.
+    Allow,
+    /// Refused.
+    Deny,
+    /// Passed through untouched (no route, egress = "tunnel").
+    Tunnel,
+}
+
+/// One audit record (DESIGN.md, "Audit").
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct Record {
+    /// RFC 3339 UTC time the request arrived.
+    pub ts: String,
+    /// The request id (also in `x-airlock-request-id`).
+    pub request_id: String,
+    /// The tenant, when authenticated.
+    pub tenant: Option<String>,
+    /// The route, when one matched.
+    pub route: Option<String>,
+    /// The method (`CONNECT` for tunnels and refused connections).
+    pub method: String,
+    /// Destination host.
+    pub host: String,
+    /// Destination port.
+    pub port: u16,
+    /// Path without the query string.
+    pub path: String,
+    /// allow, deny or tunnel.
+    pub decision: Outcome,
+    /// The denial code, for denials.
+    pub code: Option<String>,
+    /// The status sent to the client.
+    pub status: u16,
+    /// Whether a secret was injected.
+    pub injected: bool,
+    /// Secrets scrubbed from the response.
+    pub redactions: u64,
+    /// True only if a secret reached the agent unscrubbed.
+    pub secret_exposed: bool,
+    /// Request body bytes sent upstream.
+    pub bytes_up: u64,
+    /// Response body bytes sent to the client.
+    pub bytes_down: u64,
+    /// Time from arrival to the end of the response, in milliseconds.
+    pub duration_ms: u64,
+    /// False when the response was cut short (upstream fault, undecodable
+    /// body, or the client went away); for a WebSocket, true only when it
+    /// ended with a closing handshake.
+    pub complete: bool,
+    /// WebSocket only: frames relayed from the agent (a fragmented message
+    /// is reassembled and counts once; control frames count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames_up: Option<u64>,
+    /// WebSocket only: frames relayed to the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames_down: Option<u64>,
+    /// A refused connection: what failed, in airlock's words (never a
+    /// secret: TLS alert names, timeouts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The request this record ends (not written): see [`AuditLog::begin`].
+    #[serde(skip)]
+    pub in_flight: Option<InFlight>,
+}
+
+impl Record {
+    /// A record with no tenant, route, code, counts or duration yet; callers
+    /// fill in what they know with struct update syntax.
+    pub fn new(
+        ts: String,
+        request_id: String,
+        method: String,
+        host: String,
+        port: u16,
+        decision: Outcome,
+        status: u16,
+    ) -> Self {
+        Record {
+            ts,
+            request_id,
+            tenant: None,
+            route: None,
+            method,
+            host,
+            port,
+            path: String::new(),
+            decision,
+            code: None,
+            status,
+            injected: false,
+            redactions: 0,
+            secret_exposed: false,
+            bytes_up: 0,
+            bytes_down: 0,
+            duration_ms: 0,
+            complete: true,
+            frames_up: None,
+            frames_down: None,
+            detail: None,
+            in_flight: None,
+        }
+    }
+}
+
+pub use chain::{ChainError, EpochKey, GENESIS, Verified, ensure_seal, verify};
+
+/// What an `event` line records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// airlock opened the log (a start); a new key epoch begins.
+    Open,
+    /// The key advanced while writing ([`chain::EPOCH_LENGTH`]).
+    Epoch,
+    /// A request still running after a second: if airlock dies before it
+    /// ends, this is its trace. Its record follows when it ends.
+    Begin,
+    /// The log ended in a partial line (a crash mid-write); it was cut.
+    Repaired,
+    /// At start, the log no longer reached its head: records were removed.
+    Missing,
+    /// Records could not be written (the disk failed); they are lost.
+    Lost,
+}
+
+/// One of airlock's own lines.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct Event {
+    /// RFC 3339 UTC time.
+    pub ts: String,
+    /// What happened.
+    pub event: EventKind,
+    /// `begin`: the request's id, tenant, method and destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// `begin`: the tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// `begin`: the method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// `begin`: the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// `begin`: the port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// `begin`: the path (scrubbed, no query).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// A sentence for the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl Event {
+    /// An event of `kind`, now, with nothing else.
+    pub fn new(event: EventKind) -> Event {
+        Event {
+            ts: now_rfc3339(),
+            event,
+            request_id: None,
+            tenant: None,
+            method: None,
+            host: None,
+            port: None,
+            path: None,
+            detail: None,
+        }
+    }
+}
+
+/// A line of the log: a record, or one of airlock's own events.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Line {
+    /// One of airlock's own lines (it has `event`).
+    Event(Event),
+    /// A request or refused connection.
+    Record(Record),
+}
+
+/// A request the writer watches until its record is written: past
+/// [`writer::BEGIN_AFTER`] it gets a `begin` line.
+#[derive(Debug)]
+pub(crate) struct Begun {
+    started: Instant,
+    /// The `begin` line to write.
+    line: Event,
+    ended: AtomicBool,
+}
+
+/// Ties a record to its request's [`Begun`] entry; writing the record ends
+/// it. Dropped unwritten, the writer forgets the request.
+#[derive(Clone, Debug)]
+pub struct InFlight(Arc<Begun>);
+
+/// Handle to the log. Cloning shares it.
+#[derive(Clone, Debug)]
+pub struct AuditLog {
+    tx: SyncSender<writer::Msg>,
+    registry: Arc<writer::Registry>,
+}
+
+/// Closes the log; [`AuditWriter::finish`] is the last write.
+#[derive(Debug)]
+pub struct AuditWriter {
+    tx: SyncSender<writer::Msg>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for writer::Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Msg")
+    }
+}
+
+impl AuditWriter {
+    /// Writes every record queued so far and closes the log. Records
+    /// written afterwards are reported as lost.
+    pub fn finish(self) {
+        if self.tx.send(writer::Msg::Close).is_ok() {
+            let _ = self.thread.join();
+        }
+    }
+}
+
+impl AuditLog {
+    /// Opens (appending, 0600, creating directories and a seal) the log at
+    /// `path` and starts its writer: see [`writer`] for what opening checks
+    /// and writes.
+    ///
+    /// # Errors
+    /// The log, its seal or its head cannot be read or written, or another
+    /// airlock holds it.
+    pub fn open(path: &Path) -> io::Result<(AuditLog, AuditWriter)> {
+        let registry = Arc::new(Mutex::new(Vec::new()));
+        let w = writer::open(path, Arc::clone(&registry))?;
+        let (tx, thread) = writer::spawn(w)?;
+        Ok((AuditLog { tx: tx.clone(), registry }, AuditWriter { tx, thread }))
+    }
+
+    /// Returns once every record queued so far is written.
+    pub fn sync(&self) {
+        let (ack, done) = std::sync::mpsc::channel();
+        if self.tx.send(writer::Msg::Sync(ack)).is_ok() {
+            let _ = done.recv();
+        }
+    }
+
+    /// Starts watching a request (`begin`: its `begin` line, written if
+    /// it runs past [`writer::BEGIN_AFTER`]): the record that ends it
+    /// carries the returned [`InFlight`] (`Record::in_flight`).
+    pub(crate) fn begin(&self, begin: Event) -> InFlight {
+        let begun = Arc::new(Begun { started: Instant::now(), line: begin, ended: AtomicBool::new(false) });
+        self.registry.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::downgrade(&begun));
+        InFlight(begun)
+    }
+
+    /// Queues a record as one line. Waits only when [`writer::QUEUE_LINES`]
+    /// records are already queued (the disk is that far behind).
+    pub fn write(&self, mut record: Record) {
+        if let Some(InFlight(b)) = record.in_flight.take() {
+            b.ended.store(true, Ordering::Release);
+        }
+        match serde_json::to_vec(&record) {
+            Ok(entry) => self.send(entry),
+            Err(e) => tracing::error!(error = %e, "cannot encode an audit record"),
+        }
+    }
+
+    /// Queues one of airlock's own lines.
+    pub fn event(&self, event: &Event) {
+        match serde_json::to_vec(event) {
+            Ok(entry) => self.send(entry),
+            Err(e) => tracing::error!(error = %e, "cannot encode an audit event"),
+        }
+    }
+
+    fn send(&self, entry: Vec<u8>) {
+        let msg = match self.tx.try_send(writer::Msg::Line(entry)) {
+            Ok(()) => return,
+            Err(std::sync::mpsc::TrySendError::Full(msg)) => msg,
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                tracing::error!("the audit log is closed; a record was lost");
+                return;
+            }
+        };
+        // Back-pressure: the disk is far behind.
+        tracing::warn!("the audit queue is full; waiting for the disk");
+        if self.tx.send(msg).is_err() {
+            tracing::error!("the audit log is closed; a record was lost");
+        }
+    }
+}
+
+/// The current time as RFC 3339 UTC with milliseconds.
+pub fn now_rfc3339() -> String {
+    let since = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day)
+/// (Howard Hinnant's civil-from-days algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(20_780), (2026, 11, 23));
+    }
+}

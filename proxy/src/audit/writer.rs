@@ -1,0 +1,371 @@
+//! The one thread that writes the audit log.
+//!
+//! Tasks hand it encoded records through a bounded channel
+//! ([`QUEUE_LINES`]): when the disk falls that far behind, a task's send
+//! waits (back-pressure) instead of memory growing. The thread takes
+//! whatever has queued, seals each line onto the chain, writes the batch
+//! with one `write`, then replaces the head. A batch that fails to write is
+//! cut back off the file, so the file only ever ends in a whole line,
+//! except after a crash mid-write — which [`open`] finds and repairs.
+//!
+//! Opening reads the log from its end (the last line only), never whole.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use super::chain::{self, EpochKey, Head, Link};
+use super::{Begun, Event, EventKind};
+
+/// Records queued for the writer at most; a send beyond waits.
+pub(super) const QUEUE_LINES: usize = 8192;
+
+/// A batch is written once it holds this many bytes, even if more wait.
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// How often in-flight requests are looked at for `begin` lines.
+const TICK: Duration = Duration::from_millis(250);
+
+/// A request still running after this long gets a `begin` line.
+pub(super) const BEGIN_AFTER: Duration = Duration::from_secs(1);
+
+pub(super) enum Msg {
+    /// An encoded entry (a JSON object).
+    Line(Vec<u8>),
+    /// Answered once everything queued before it is written.
+    Sync(std::sync::mpsc::Sender<()>),
+    /// Write what is queued, then stop.
+    Close,
+}
+
+pub(super) type Registry = Mutex<Vec<Weak<Begun>>>;
+
+pub(super) struct Writer {
+    path: PathBuf,
+    file: Flock<File>,
+    /// The file's length after the last batch written whole.
+    len: u64,
+    link: Link,
+    key: EpochKey,
+    epoch_started: Instant,
+    buf: Vec<u8>,
+    /// The link before the first line in `buf`.
+    batch_start: Link,
+    lines_in_batch: u64,
+    registry: Arc<Registry>,
+    last_tick: Instant,
+}
+
+/// Opens the log at `path` for writing: locks it (one writer per log),
+/// repairs a torn tail, checks it still reaches its head, advances the
+/// key epoch and writes the `open` line (and any `repaired` or `missing`
+/// line).
+pub(super) fn open(path: &Path, registry: Arc<Registry>) -> io::Result<Writer> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let file = OpenOptions::new().read(true).append(true).create(true).mode(0o600).open(path)?;
+    let mut file = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        if errno == nix::errno::Errno::EWOULDBLOCK {
+            io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("another airlock is writing the audit log {}", path.display()),
+            )
+        } else {
+            io::Error::from(errno)
+        }
+    })?;
+    let tail = read_tail(&mut file)?;
+    let mut notes = Vec::new();
+    if tail.torn > 0 {
+        file.set_len(tail.end)?;
+        notes.push((
+            EventKind::Repaired,
+            format!("the log ended in a partial line ({} bytes, from a crash mid-write); it was removed", tail.torn),
+        ));
+    }
+    let (link, last_epoch) = match &tail.last {
+        None => (Link::genesis(), 0),
+        Some(line) => match chain::link_of(line) {
+            Some(found) => found,
+            // A line written before the chain was keyed: count them once.
+            None => match chain::split_hash(line) {
+                Some((_, hash)) => (Link { seq: count_lines(&mut file, tail.end)?, hash: hash.to_owned() }, 0),
+                None => (Link::genesis(), 0),
+            },
+        },
+    };
+    match chain::read_head(path) {
+        Ok(Some(head)) if head.seq > link.seq || (head.seq == link.seq && head.hash != link.hash) => {
+            notes.push((
+                EventKind::Missing,
+                format!(
+                    "the head anchored record {} but the log ended at record {}: records were removed while airlock \
+                     was stopped",
+                    head.seq, link.seq
+                ),
+            ));
+        }
+        Ok(None) if last_epoch > 0 => {
+            notes.push((EventKind::Missing, "the head file was missing".to_owned()));
+        }
+        Err(e) => notes.push((EventKind::Missing, format!("the head file was unreadable: {e}"))),
+        Ok(_) => {}
+    }
+    let sealed = match chain::read_seal(path)? {
+        Some(k) => k,
+        None => {
+            chain::ensure_seal(path)?;
+            chain::read_seal(path)?.ok_or_else(|| io::Error::other("the audit seal vanished"))?
+        }
+    };
+    // The new epoch follows the log's last one; a seal already ahead (a
+    // crash after it was advanced) is used as it is: keys never go back.
+    let epoch = (last_epoch + 1).max(sealed.epoch());
+    let key = sealed.at(epoch).ok_or_else(|| io::Error::other("the audit seal is ahead of its log"))?;
+    drop(sealed);
+    chain::write_seal(path, &key)?;
+    let len = file.metadata()?.len();
+    let mut w = Writer {
+        path: path.to_owned(),
+        file,
+        len,
+        batch_start: link.clone(),
+        link,
+        key,
+        epoch_started: Instant::now(),
+        buf: Vec::new(),
+        lines_in_batch: 0,
+        registry,
+        last_tick: Instant::now(),
+    };
+    w.push_event(EventKind::Open, Some(format!("airlock {} opened the log", env!("CARGO_PKG_VERSION"))));
+    for (kind, detail) in notes {
+        w.push_event(kind, Some(detail));
+    }
+    w.flush();
+    Ok(w)
+}
+
+struct Tail {
+    /// Where the last whole line ends (after its newline).
+    end: u64,
+    /// Bytes after it (a line cut short).
+    torn: u64,
+    /// The last whole line, without its newline.
+    last: Option<Vec<u8>>,
+}
+
+/// Reads the file backwards from its end to its last whole line.
+fn read_tail(file: &mut File) -> io::Result<Tail> {
+    const CHUNK: u64 = 64 * 1024;
+    let len = file.metadata()?.len();
+    // Newest first: everything read so far from `pos` to the end.
+    let mut pos = len;
+    let mut data: Vec<u8> = Vec::new();
+    let mut end: Option<u64> = None;
+    loop {
+        // The start of the last whole line is known once a newline is
+        // found before `end - 1`, or the file's start is reached.
+        if let Some(e) = end {
+            let line_end = usize::try_from(e - pos).unwrap_or(usize::MAX) - 1;
+            let start = data[..line_end].iter().rposition(|&b| b == b'\n').map(|i| i + 1);
+            if start.is_some() || pos == 0 {
+                let start = start.unwrap_or(0);
+                let last = (line_end > start).then(|| data[start..line_end].to_vec());
+                return Ok(Tail { end: e, torn: len - e, last });
+            }
+        } else if let Some(i) = data.iter().rposition(|&b| b == b'\n') {
+            end = Some(pos + i as u64 + 1);
+            continue;
+        } else if pos == 0 {
+            return Ok(Tail { end: 0, torn: len, last: None });
+        }
+        let step = CHUNK.min(pos);
+        pos -= step;
+        let mut chunk = vec![0u8; usize::try_from(step).unwrap_or(0)];
+        file.seek(SeekFrom::Start(pos))?;
+        file.read_exact(&mut chunk)?;
+        chunk.extend_from_slice(&data);
+        data = chunk;
+    }
+}
+
+/// Lines before `end` (once, for a log written before the chain was keyed).
+fn count_lines(file: &mut File, end: u64) -> io::Result<u64> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut n = 0u64;
+    let mut reader = io::BufReader::new(file.take(end));
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        let got = reader.read(&mut buf)?;
+        if got == 0 {
+            return Ok(n);
+        }
+        n += memchr::memchr_iter(b'\n', &buf[..got]).count() as u64;
+    }
+}
+
+impl Writer {
+    /// Writes until closed.
+    pub(super) fn run(mut self, rx: Receiver<Msg>) {
+        loop {
+            let mut acks = Vec::new();
+            let mut close = false;
+            let first = match rx.recv_timeout(TICK) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut next = first;
+            while let Some(m) = next {
+                match m {
+                    Msg::Line(entry) => self.push(&entry),
+                    Msg::Sync(ack) => acks.push(ack),
+                    Msg::Close => close = true,
+                }
+                next = if close || self.buf.len() >= BATCH_BYTES { None } else { rx.try_recv().ok() };
+            }
+            if self.last_tick.elapsed() >= TICK {
+                self.announce_begun();
+            }
+            self.flush();
+            for ack in acks {
+                let _ = ack.send(());
+            }
+            if close {
+                break;
+            }
+        }
+        self.flush();
+    }
+
+    fn push(&mut self, entry: &[u8]) {
+        if self.epoch_started.elapsed() >= chain::EPOCH_LENGTH {
+            self.advance_epoch();
+        }
+        self.link = chain::seal_line(&mut self.buf, entry, &self.link, &self.key);
+        self.lines_in_batch += 1;
+    }
+
+    fn push_event(&mut self, kind: EventKind, detail: Option<String>) {
+        let event = Event { detail, ..Event::new(kind) };
+        match serde_json::to_vec(&event) {
+            Ok(entry) => self.push(&entry),
+            Err(e) => tracing::error!(error = %e, "cannot encode an audit event"),
+        }
+    }
+
+    /// Moves to the next key, erasing this one, and starts the epoch with
+    /// an `epoch` line.
+    fn advance_epoch(&mut self) {
+        let next = self.key.evolve();
+        if let Err(e) = chain::write_seal(&self.path, &next) {
+            // Keep the old key: lines stay verifiable, only less sealed.
+            tracing::error!(error = %e, "cannot advance the audit key; keeping the current one");
+            self.epoch_started = Instant::now();
+            return;
+        }
+        self.key = next;
+        self.epoch_started = Instant::now();
+        let event = Event { detail: Some("the audit key advanced".to_owned()), ..Event::new(EventKind::Epoch) };
+        if let Ok(entry) = serde_json::to_vec(&event) {
+            self.link = chain::seal_line(&mut self.buf, &entry, &self.link, &self.key);
+            self.lines_in_batch += 1;
+        }
+    }
+
+    /// Writes a `begin` line for each request running longer than
+    /// [`BEGIN_AFTER`] that has none, and forgets requests that ended.
+    fn announce_begun(&mut self) {
+        self.last_tick = Instant::now();
+        let mut due = Vec::new();
+        {
+            let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+            registry.retain(|weak| {
+                let Some(b) = weak.upgrade() else { return false };
+                if b.ended.load(Ordering::Acquire) {
+                    return false;
+                }
+                if b.started.elapsed() >= BEGIN_AFTER {
+                    due.push(b);
+                    return false;
+                }
+                true
+            });
+        }
+        for b in due {
+            // The request may end while this runs; its record then
+            // follows this line, as it was queued after the check.
+            if b.ended.load(Ordering::Acquire) {
+                continue;
+            }
+            match serde_json::to_vec(&b.line) {
+                Ok(entry) => self.push(&entry),
+                Err(e) => tracing::error!(error = %e, "cannot encode an audit event"),
+            }
+        }
+    }
+
+    /// Writes the batch with one `write`, then the head. On failure the
+    /// batch is cut back off and counted as lost in a `lost` line.
+    fn flush(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        match (&*self.file).write_all(&self.buf) {
+            Ok(()) => {
+                self.len += self.buf.len() as u64;
+                self.buf.clear();
+                self.lines_in_batch = 0;
+                self.batch_start = self.link.clone();
+                let head = Head::new(self.link.seq, &self.link.hash, &self.key);
+                if let Err(e) = chain::write_head(&self.path, &head) {
+                    tracing::error!(error = %e, "cannot update the audit head");
+                }
+            }
+            Err(e) => {
+                let lost = self.lines_in_batch;
+                tracing::error!(error = %e, lost, "cannot write the audit log; records were lost");
+                self.buf.clear();
+                self.lines_in_batch = 0;
+                self.link = self.batch_start.clone();
+                if let Err(e) = self.file.set_len(self.len) {
+                    tracing::error!(error = %e, "cannot cut a failed audit write back off the log");
+                    // The file may end in a partial line: continue from
+                    // whatever it ends with, as at start.
+                    if let Ok(tail) = read_tail(&mut self.file)
+                        && self.file.set_len(tail.end).is_ok()
+                    {
+                        self.len = tail.end;
+                        if let Some((link, _)) = tail.last.as_deref().and_then(chain::link_of) {
+                            self.link = link;
+                        }
+                    }
+                }
+                self.batch_start = self.link.clone();
+                let event = Event {
+                    detail: Some(format!("{lost} records could not be written: {e}")),
+                    ..Event::new(EventKind::Lost)
+                };
+                if let Ok(entry) = serde_json::to_vec(&event) {
+                    self.push(&entry);
+                }
+            }
+        }
+    }
+}
+
+/// Starts the writer thread.
+pub(super) fn spawn(writer: Writer) -> io::Result<(SyncSender<Msg>, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_LINES);
+    let handle = std::thread::Builder::new().name("airlock-audit".into()).spawn(move || writer.run(rx))?;
+    Ok((tx, handle))
+}

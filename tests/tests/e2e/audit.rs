@@ -1,0 +1,388 @@
+//! The audit trail survives what can happen to it: `airlock serve` killed
+//! with SIGKILL mid-load, a crash mid-write, a disk that stops taking
+//! writes, and someone who can write the log deleting or rewriting records.
+//! And every refused request or connection has a record, whoever refused
+//! it (airlock, or hyper before airlock saw the request).
+
+use std::path::Path;
+use std::process::Command as StdCommand;
+use std::time::Duration;
+
+use airlock_tests::client::{self, Http};
+use airlock_tests::upstream::Protocols;
+use airlock_tests::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::shutdown::first_event;
+
+/// The verification key `airlock serve` printed when it created the seal.
+fn printed_key(log: &str) -> String {
+    let after = log.split("verification key").nth(1).unwrap_or_else(|| panic!("no verification key printed: {log}"));
+    let key = after.lines().nth(1).unwrap().trim().to_owned();
+    assert_eq!(key.len(), 64, "{log}");
+    key
+}
+
+/// `airlock audit --verify` (with `--key` when given): exit success and
+/// output.
+fn verify(home: &Path, key: Option<&str>) -> (bool, String) {
+    let mut cmd = StdCommand::new(airlock_bin());
+    cmd.args(["audit", "--verify"])
+        .env("AIRLOCK_HOME", home)
+        .env_remove("AIRLOCK_CONFIG")
+        .env_remove("AIRLOCK_AUDIT_KEY");
+    if let Some(k) = key {
+        cmd.args(["--key", k]);
+    }
+    let out = cmd.output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+fn sigkill(serve: &Served) {
+    let ok = StdCommand::new("kill").args(["-KILL", &serve.pid().to_string()]).status().unwrap().success();
+    assert!(ok);
+}
+
+async fn stop(mut serve: Served) {
+    let ok = StdCommand::new("kill").args(["-TERM", &serve.pid().to_string()]).status().unwrap().success();
+    assert!(ok);
+    let status = tokio::time::timeout(Duration::from_secs(20), serve.child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}: {}", serve.log());
+}
+
+/// One request through `serve` to the echo route; its status.
+async fn one_request(addr: std::net::SocketAddr, ca: &str, port: u16, path: &str) -> u16 {
+    let req =
+        client::get("api.acme.test", port, path, &[("authorization", &format!("Bearer {ACME_PLACEHOLDER}"))], Http::H1);
+    client::request(addr, ("acme", ACME_TOKEN), "api.acme.test", port, &[ca], Http::H1, req).await.unwrap().status
+}
+
+struct Setup {
+    upstream: Upstream,
+    home: TempHome,
+}
+
+async fn setup(tag: &str, extra: &str) -> Setup {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let home = TempHome::new(tag);
+    store_standard_secrets(&home.path);
+    std::fs::write(home.path.join("airlock.toml"), standard_config(&upstream, "", extra)).unwrap();
+    Setup { upstream, home }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_load_leaves_a_log_that_verifies_with_a_trace_of_each_running_request() {
+    let Setup { upstream, home } = setup("sigkill", "").await;
+    let serve = Served::start(&home.path, "info").await;
+    let key = printed_key(&serve.log());
+    let ca = std::fs::read_to_string(home.path.join("ca.pem")).unwrap();
+    let port = upstream.port();
+
+    // Three event streams held open, and short requests all the while.
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        streams.push(first_event(serve.addr, &ca, port).await);
+    }
+    let addr = serve.addr;
+    let load: Vec<_> = (0..4)
+        .map(|i| {
+            let ca = ca.clone();
+            tokio::spawn(async move {
+                for n in 0.. {
+                    let req = client::get(
+                        "api.acme.test",
+                        port,
+                        &format!("/echo/{i}/{n}"),
+                        &[("authorization", &format!("Bearer {ACME_PLACEHOLDER}"))],
+                        Http::H1,
+                    );
+                    if client::request(addr, ("acme", ACME_TOKEN), "api.acme.test", port, &[&ca], Http::H1, req)
+                        .await
+                        .is_err()
+                    {
+                        return n;
+                    }
+                }
+                0
+            })
+        })
+        .collect();
+    // Each stream has been running for over a second: each has its trace.
+    let log_path = home.path.join("audit.jsonl");
+    let begun = || audit_all(&log_path).iter().filter(|l| l["event"] == "begin" && l["path"] == "/sse").count();
+    assert!(wait_for(Duration::from_secs(10), || begun() == 3).await, "{:?}", audit_all(&log_path));
+    sigkill(&serve);
+    let mut sent = 0;
+    for l in load {
+        sent += l.await.unwrap();
+    }
+    assert!(sent > 0, "the load ran");
+    drop(streams);
+
+    // Whatever the kill cut, the next start repairs and continues the
+    // chain, and the verification key checks every record.
+    let serve = Served::start(&home.path, "info").await;
+    assert_eq!(one_request(serve.addr, &ca, port, "/after").await, 200);
+    stop(serve).await;
+    let (ok, out) = verify(&home.path, Some(&key));
+    assert!(ok, "{out}");
+    assert!(out.contains("every record's MAC checked"), "{out}");
+    assert!(out.contains("3 requests began but have no record"), "{out}");
+    let (ok, out) = verify(&home.path, None);
+    assert!(ok, "{out}");
+    let lines = audit_all(&log_path);
+    assert_eq!(lines.iter().filter(|l| l["event"] == "open").count(), 2);
+    assert!(lines.iter().any(|l| l["path"] == "/after" && l["decision"] == "allow"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_tail_is_repaired_at_start_and_the_chain_continues() {
+    let Setup { upstream, home } = setup("torn", "").await;
+    let serve = Served::start(&home.path, "info").await;
+    let key = printed_key(&serve.log());
+    let ca = std::fs::read_to_string(home.path.join("ca.pem")).unwrap();
+    assert_eq!(one_request(serve.addr, &ca, upstream.port(), "/before").await, 200);
+    stop(serve).await;
+
+    // A crash mid-write leaves part of a line.
+    let log_path = home.path.join("audit.jsonl");
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log_path).unwrap();
+    std::io::Write::write_all(&mut f, br#"{"ts":"2026-11-29T00:00:00.000Z","request_id":"cut"#).unwrap();
+    drop(f);
+
+    let serve = Served::start(&home.path, "info").await;
+    assert_eq!(one_request(serve.addr, &ca, upstream.port(), "/after").await, 200);
+    stop(serve).await;
+    let (ok, out) = verify(&home.path, Some(&key));
+    assert!(ok, "{out}");
+    assert!(out.contains("1 partial lines left by a crash were repaired"), "{out}");
+    let lines = audit_all(&log_path);
+    let repaired: Vec<_> = lines.iter().filter(|l| l["event"] == "repaired").collect();
+    assert_eq!(repaired.len(), 1, "{lines:?}");
+    assert!(repaired[0]["detail"].as_str().unwrap().contains("50 bytes"), "{lines:?}");
+    assert!(lines.iter().any(|l| l["path"] == "/after"));
+}
+
+/// Rewrites every line of the log at `path` with `python3`: `edit` (Python,
+/// on the dict `r`) then re-chains it, MACing with the key in the seal (as
+/// someone who took the machine could) or with plain SHA-256.
+fn rewrite(path: &Path, edit: &str, with_seal: bool) {
+    let script = format!(
+        r#"
+import hashlib, hmac, json, sys
+path = sys.argv[1]
+seal = json.load(open(path + ".seal"))
+key = bytes.fromhex(seal["key"])
+prev, seq, out = "0" * 64, 0, []
+for line in open(path):
+    r = json.loads(line)
+    for k in ("seq", "epoch", "prev", "hash"):
+        r.pop(k, None)
+    {edit}
+    seq += 1
+    r["seq"], r["epoch"], r["prev"] = seq, seal["epoch"], prev
+    covered = json.dumps(r, separators=(",", ":")).encode()
+    h = hmac.new(key, covered, hashlib.sha256).hexdigest() if {with_seal} else hashlib.sha256(covered).hexdigest()
+    out.append(covered[:-1].decode() + ',"hash":"' + h + '"}}\n')
+    prev = h
+open(path, "w").write("".join(out))
+head = {{"seq": seq, "hash": prev, "epoch": seal["epoch"]}}
+head["mac"] = hmac.new(key, ("%d:%s" % (seq, prev)).encode(), hashlib.sha256).hexdigest()
+open(path + ".head", "w").write(json.dumps(head))
+"#,
+        with_seal = if with_seal { "True" } else { "False" }
+    );
+    let out = StdCommand::new("python3").args(["-c", &script]).arg(path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_emptied_or_rewritten_records_are_detected() {
+    let Setup { upstream, home } = setup("tamper", "").await;
+    let serve = Served::start(&home.path, "info").await;
+    let key = printed_key(&serve.log());
+    let ca = std::fs::read_to_string(home.path.join("ca.pem")).unwrap();
+    for n in 0..3 {
+        assert_eq!(one_request(serve.addr, &ca, upstream.port(), &format!("/r{n}")).await, 200);
+    }
+    stop(serve).await;
+    // A second run: a new key epoch; the first one's key is gone.
+    let serve = Served::start(&home.path, "info").await;
+    assert_eq!(one_request(serve.addr, &ca, upstream.port(), "/r3").await, 200);
+    stop(serve).await;
+    assert!(verify(&home.path, Some(&key)).0);
+
+    let log_path = home.path.join("audit.jsonl");
+    let original = std::fs::read(&log_path).unwrap();
+    let head = std::fs::read(home.path.join("audit.jsonl.head")).unwrap();
+    let restore = || {
+        std::fs::write(&log_path, &original).unwrap();
+        std::fs::write(home.path.join("audit.jsonl.head"), &head).unwrap();
+    };
+
+    // The last two records deleted (head -n -2), or every record.
+    let text = String::from_utf8(original.clone()).unwrap();
+    let kept: Vec<&str> = text.lines().collect();
+    std::fs::write(&log_path, kept[..kept.len() - 2].join("\n") + "\n").unwrap();
+    let (ok, out) = verify(&home.path, None);
+    assert!(!ok && out.contains("records at the end were removed"), "{out}");
+    std::fs::write(&log_path, "").unwrap();
+    let (ok, out) = verify(&home.path, None);
+    assert!(!ok && out.contains("records at the end were removed"), "{out}");
+    restore();
+
+    // A status changed and the chain recomputed with plain SHA-256: the
+    // current epoch's MACs fail even without the verification key.
+    rewrite(&log_path, "if r.get('path') == '/r1': r['status'] = 500", false);
+    let (ok, out) = verify(&home.path, None);
+    assert!(!ok, "{out}");
+    restore();
+
+    // Recomputed with the key in the seal (someone who took the machine
+    // after the restart): the verification key still tells.
+    rewrite(&log_path, "if r.get('path') == '/r1': r['status'] = 500", true);
+    let (ok, out) = verify(&home.path, Some(&key));
+    assert!(!ok, "{out}");
+    restore();
+
+    // A deleted tail and a head rewritten to match, without the key: the
+    // head's MAC fails.
+    std::fs::write(&log_path, kept[..kept.len() - 1].join("\n") + "\n").unwrap();
+    let prev_line: serde_json::Value = serde_json::from_str(kept[kept.len() - 2]).unwrap();
+    let forged_head = serde_json::json!({
+        "seq": prev_line["seq"], "hash": prev_line["hash"], "epoch": prev_line["epoch"], "mac": "00".repeat(32)
+    });
+    std::fs::write(home.path.join("audit.jsonl.head"), forged_head.to_string()).unwrap();
+    let (ok, out) = verify(&home.path, Some(&key));
+    assert!(!ok && out.contains("MAC is wrong"), "{out}");
+    restore();
+
+    // Records deleted while airlock was stopped: the next start says so in
+    // the log, and the log never verifies again.
+    std::fs::write(&log_path, kept[..kept.len() - 1].join("\n") + "\n").unwrap();
+    let serve = Served::start(&home.path, "info").await;
+    stop(serve).await;
+    let (ok, out) = verify(&home.path, Some(&key));
+    assert!(!ok && out.contains("records anchored by the head were missing"), "{out}");
+}
+
+/// A pipe stands in for a disk that stops taking writes: nothing reads it,
+/// so once its buffer (64 KiB) is full every write to it blocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_audit_disk_does_not_stall_requests() {
+    let Setup { upstream, home } = setup("stalled", "").await;
+    let fifo = home.path.join("stalled.fifo");
+    let ok = StdCommand::new("mkfifo").arg(&fifo).status().unwrap().success();
+    assert!(ok);
+    let config = std::fs::read_to_string(home.path.join("airlock.toml")).unwrap();
+    let config = format!("{config}\n[audit]\npath = \"{}\"\n", fifo.display());
+    std::fs::write(home.path.join("airlock.toml"), config).unwrap();
+    let serve = Served::start(&home.path, "info").await;
+    let ca = std::fs::read_to_string(home.path.join("ca.pem")).unwrap();
+    let port = upstream.port();
+    // About 500 bytes a record: 400 requests are three pipe buffers.
+    let tls = client::tunnel(serve.addr, ("acme", ACME_TOKEN), "api.acme.test", port, &[&ca], Http::H1).await.unwrap();
+    let reqs: Vec<_> = (0..400)
+        .map(|n| {
+            let auth = format!("Bearer {ACME_PLACEHOLDER}");
+            client::get("api.acme.test", port, &format!("/echo/{n}"), &[("authorization", &auth)], Http::H1)
+        })
+        .collect();
+    let replies = tokio::time::timeout(Duration::from_secs(60), client::send_all(tls, Http::H1, reqs)).await;
+    let replies =
+        replies.expect("requests stalled behind the audit log").unwrap_or_else(|e| panic!("{e}: {}", serve.log()));
+    assert!(replies.iter().all(|r| r.status == 200));
+    sigkill(&serve);
+}
+
+#[tokio::test]
+async fn requests_and_connections_refused_before_a_route_is_decided_are_audited() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let proxy = TestProxy::start(&standard_config(&upstream, "", "\n[limits]\nheader_read_timeout = \"1s\"\n")).await;
+    let port = upstream.port();
+    let ca = proxy.ca_pem();
+    let records = |host: &str| proxy.audit_lines().into_iter().filter(|l| l["host"] == host).collect::<Vec<_>>();
+
+    // The agent does not trust airlock's CA: its handshake fails.
+    let untrusted = client::tunnel(
+        proxy.addr(),
+        ("acme", ACME_TOKEN),
+        "api.acme.test",
+        port,
+        &[&upstream_ca_pem(&upstream)],
+        Http::H1,
+    )
+    .await;
+    assert!(untrusted.is_err());
+    assert!(
+        wait_for(Duration::from_secs(5), || records("api.acme.test")
+            .iter()
+            .any(|r| r["detail"].as_str().is_some_and(|d| d.contains("handshake failed"))))
+        .await,
+        "{:?}",
+        proxy.audit_lines()
+    );
+
+    // It never starts TLS: refused when header_read_timeout ends.
+    let reply =
+        client::connect(proxy.addr(), &format!("api.beta.test:{port}"), Some(("beta", BETA_TOKEN))).await.unwrap();
+    assert_eq!(reply.status, 200);
+    let idle = reply.stream;
+    assert!(
+        wait_for(Duration::from_secs(5), || records("api.beta.test")
+            .iter()
+            .any(|r| r["detail"].as_str().is_some_and(|d| d.contains("did not finish its TLS handshake"))))
+        .await,
+        "{:?}",
+        proxy.audit_lines()
+    );
+    drop(idle);
+
+    // A malformed request inside the tunnel, and on the proxy connection.
+    let mut tls =
+        client::tunnel(proxy.addr(), ("acme", ACME_TOKEN), "api.acme.test", port, &[&ca], Http::H1).await.unwrap();
+    tls.write_all(b"GET /x HTTP/1.1\r\nHost: api.acme.test\r\nbad header line\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer)).await;
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 400"), "{}", String::from_utf8_lossy(&answer));
+    let mut raw = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    raw.write_all(b"GET http://other.test/ HTTP/1.1\r\nHost: other.test\r\nbad header line\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut answer)).await;
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 400"), "{}", String::from_utf8_lossy(&answer));
+    let malformed = || {
+        proxy
+            .audit_lines()
+            .iter()
+            .filter(|r| {
+                r["code"] == "bad_request"
+                    && r["status"] == 400
+                    && r["detail"].as_str().is_some_and(|d| d.contains("malformed"))
+            })
+            .count()
+    };
+    assert!(wait_for(Duration::from_secs(5), || malformed() == 2).await, "{:?}", proxy.audit_lines());
+
+    // A tenant removed by a reload while its connection stays open.
+    let mut beta =
+        client::open(proxy.addr(), ("beta", BETA_TOKEN), "api.beta.test", port, &[&ca], Http::H1).await.unwrap();
+    let without_beta = standard_config(&upstream, "", "\n[limits]\nheader_read_timeout = \"1s\"\n")
+        .split("[tenants.beta]")
+        .next()
+        .unwrap()
+        .to_owned();
+    std::fs::write(proxy.home.path.join("airlock.toml"), without_beta).unwrap();
+    proxy.proxy.reload().unwrap();
+    let resp = beta.send(client::get("api.beta.test", port, "/echo", &[], Http::H1)).await.unwrap();
+    assert_eq!(resp.status(), 407);
+    let removed = records("api.beta.test");
+    assert!(
+        removed.iter().any(|r| r["tenant"] == "beta" && r["code"] == "unknown_tenant" && r["method"] == "GET"),
+        "{removed:?}"
+    );
+}
+
+fn upstream_ca_pem(upstream: &Upstream) -> String {
+    std::fs::read_to_string(upstream.ca_path()).unwrap()
+}
