@@ -275,6 +275,13 @@ async fn a_stalled_audit_disk_does_not_stall_requests() {
     let fifo = home.path.join("stalled.fifo");
     let ok = StdCommand::new("mkfifo").arg(&fifo).status().unwrap().success();
     assert!(ok);
+    // Held open (read-write, so opening never blocks) and never read.
+    let _holder = tokio::process::Command::new("sh")
+        .args(["-c", "exec 3<>\"$0\"; exec sleep 600"])
+        .arg(&fifo)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
     let config = std::fs::read_to_string(home.path.join("airlock.toml")).unwrap();
     let config = format!("{config}\n[audit]\npath = \"{}\"\n", fifo.display());
     std::fs::write(home.path.join("airlock.toml"), config).unwrap();
