@@ -33,6 +33,9 @@ use airlock_policy::{Denial, DenialCode, Limits};
 
 use crate::Body;
 
+#[cfg(test)]
+pub(crate) mod scripted;
+
 /// Why the trust store could not be built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -298,7 +301,13 @@ impl Resolver {
     /// The addresses for `host:port`.
     pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, ConnectError> {
         let authority = format!("{host}:{port}");
-        let addrs: Vec<SocketAddr> = if let Some(ip) = self.overrides.get(host) {
+        #[cfg(test)]
+        let scripted = scripted::answer(host, port);
+        #[cfg(not(test))]
+        let scripted = None;
+        let addrs: Vec<SocketAddr> = if let Some(addrs) = scripted {
+            addrs
+        } else if let Some(ip) = self.overrides.get(host) {
             vec![SocketAddr::new(*ip, port)]
         } else if let Ok(ip) = host.parse::<IpAddr>() {
             vec![SocketAddr::new(ip, port)]
@@ -329,6 +338,11 @@ impl Resolver {
             let addrs = self.resolve(host, port).await?;
             let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
             for addr in addrs {
+                #[cfg(test)]
+                if let Err(e) = scripted::dial(addr) {
+                    last = e;
+                    continue;
+                }
                 match TcpStream::connect(addr).await {
                     Ok(s) => {
                         let _ = s.set_nodelay(true);
