@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use tracing::{Instrument, debug, info, info_span};
 
 use airlock_policy::inject::inject;
-use airlock_policy::{AuthError, Decision, Denial, DenialCode, Limits, RequestInfo, Route, RouteId, TenantId, host};
+use airlock_policy::{AuthError, Decision, Denial, DenialCode, Limits, RequestInfo, Route, RouteId, TenantId};
 
 use crate::audit::{self, Outcome, Record};
 use crate::redact::{
@@ -25,7 +25,7 @@ use crate::redact::{
 use crate::respond::{self, REQUEST_ID_HEADER, denial_response, grpc_denial_response, request_id};
 use crate::send::{DecidedRoute, Outgoing, Sent, Upgrades, send};
 use crate::server::{ConnGuard, Loaded, Shared, parse_destination};
-use crate::tunnel::connect_denial;
+use crate::upstream::Egress;
 use crate::{Body, limits, websocket};
 
 /// Where the agent's connection goes: fixed by the CONNECT (or the
@@ -303,10 +303,14 @@ where
     let route = policy.route(route_id);
     tracing::Span::current().record("route", route.name.as_str());
 
-    // A secret never goes out in cleartext.
-    if !injections.is_empty() && !dest.https {
-        check_plaintext(loaded, dest, route).await.map_err(|d| Denial { route: Some(route_id), ..d })?;
+    // A secret never goes out in cleartext, but to a private address
+    // under a route's opt-in; where the host resolves is checked on the
+    // very addresses the connection is made to.
+    let cleartext = !injections.is_empty() && !dest.https;
+    if cleartext {
+        check_plaintext(dest, route).map_err(|d| Denial { route: Some(route_id), ..d })?;
     }
+    let egress = if cleartext { Egress::Private } else { Egress::Any };
 
     // Swap the placeholder for the secret in the headers the decision named.
     let mut swapped: Vec<(usize, HeaderValue)> = Vec::new();
@@ -354,7 +358,7 @@ where
     let bytes_up = Arc::new(AtomicU64::new(0));
     let body_limit = route.max_request_body.unwrap_or(policy.limits.max_request_body);
     let decided = DecidedRoute { policy: Arc::clone(policy), tenant, route: route_id };
-    let out = Outgoing { swapped, route: Some(decided), body_limit, bytes_up: Arc::clone(&bytes_up) };
+    let out = Outgoing { tenant, egress, swapped, route: Some(decided), body_limit, bytes_up: Arc::clone(&bytes_up) };
     let head_request = req.method() == http::Method::HEAD;
     let sent = match send(loaded, dest, req, out).await {
         Ok(r) => r,
@@ -585,36 +589,38 @@ fn response_head(status: StatusCode, headers: HeaderMap, body: Body) -> Response
 
 /// Refuses to send a request carrying an injected secret to a plain-HTTP
 /// upstream, unless its route opts in with
-/// `danger_plaintext_private_upstream` and the host resolves only to
-/// loopback or private addresses.
-async fn check_plaintext(loaded: &Loaded, dest: &Destination, route: &Route) -> Result<(), Denial> {
+/// `danger_plaintext_private_upstream`; one that does is then connected
+/// only to loopback or private addresses ([`Egress::Private`]), refused
+/// with [`public_cleartext_denial`] otherwise.
+fn check_plaintext(dest: &Destination, route: &Route) -> Result<(), Denial> {
+    if route.danger_plaintext_private_upstream {
+        return Ok(());
+    }
     let authority = dest.authority();
-    let https = format!("https://{authority}/…");
-    if !route.danger_plaintext_private_upstream {
-        return Err(Denial::new(
-            DenialCode::InsecureUpstream,
-            format!(
-                "this request would carry route '{}''s credential to http://{authority} in cleartext; airlock sends \
-                 secrets only over verified TLS",
-                route.name
-            ),
-            format!("use {https} (with HTTPS_PROXY set); if the API only speaks plain HTTP, ask the operator"),
-        ));
-    }
-    let addrs = loaded.upstream.resolver.resolve(&dest.host, dest.port).await.map_err(|e| connect_denial(&e))?;
-    if let Some(public) = addrs.iter().find(|a| !host::is_non_public(a.ip())) {
-        return Err(Denial::new(
-            DenialCode::InsecureUpstream,
-            format!(
-                "{} resolves to {}, a public address; route '{}' allows cleartext only to loopback or private addresses",
-                dest.host,
-                public.ip(),
-                route.name
-            ),
-            format!("use {https}"),
-        ));
-    }
-    Ok(())
+    Err(Denial::new(
+        DenialCode::InsecureUpstream,
+        format!(
+            "this request would carry route '{}''s credential to http://{authority} in cleartext; airlock sends \
+             secrets only over verified TLS",
+            route.name
+        ),
+        format!(
+            "use https://{authority}/… (with HTTPS_PROXY set); if the API only speaks plain HTTP, ask the operator"
+        ),
+    ))
+}
+
+/// The refusal of a cleartext secret to a host that resolves to a public
+/// address, `ip`.
+pub(crate) fn public_cleartext_denial(dest: &Destination, route: &Route, ip: std::net::IpAddr) -> Denial {
+    Denial::new(
+        DenialCode::InsecureUpstream,
+        format!(
+            "{} resolves to {ip}, a public address; route '{}' allows cleartext only to loopback or private addresses",
+            dest.host, route.name
+        ),
+        format!("use https://{}/…", dest.authority()),
+    )
 }
 
 /// The secret's value: from the cache, or fetched on a blocking thread (a
@@ -649,7 +655,14 @@ pub(crate) async fn pass_through(
     let audit = Audit::begin(shared, loaded, tenant, &dest, req.method().to_string(), req.uri().path().to_owned());
     let limit = loaded.policy.limits.max_request_body;
     let bytes_up = Arc::new(AtomicU64::new(0));
-    let out = Outgoing { swapped: Vec::new(), route: None, body_limit: limit, bytes_up: Arc::clone(&bytes_up) };
+    let out = Outgoing {
+        tenant,
+        egress: Egress::unrouted(loaded.policy.proxy.deny_private_egress),
+        swapped: Vec::new(),
+        route: None,
+        body_limit: limit,
+        bytes_up: Arc::clone(&bytes_up),
+    };
     let sent = send(loaded, &dest, req, out).await;
     let (status, resp) = match sent {
         Ok(Sent { status, mut headers, body, upgrade, .. }) => {

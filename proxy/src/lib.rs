@@ -35,6 +35,10 @@ pub mod tunnel;
 pub mod upstream;
 mod websocket;
 
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod egress_tests;
+
 pub use server::{Proxy, ReloadError, Reloader, RunningProxy};
 
 /// A test-only fault hook, compiled into debug builds only: once enabled,

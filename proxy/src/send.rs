@@ -23,7 +23,7 @@ use crate::headers::{
 use crate::redact::grpc_kind;
 use crate::replay::{REPLAY_LIMIT, Replayable};
 use crate::server::Loaded;
-use crate::upstream::Resend;
+use crate::upstream::{ConnectError, Egress, Resend};
 use crate::{Body, limits, upstream};
 
 /// The message codings a gRPC client accepts in the answer.
@@ -31,6 +31,11 @@ const GRPC_ACCEPT_ENCODING: &str = "grpc-accept-encoding";
 
 /// What `send` sends besides the agent's request.
 pub(crate) struct Outgoing {
+    /// The tenant sending it.
+    pub(crate) tenant: TenantId,
+    /// Where its connection may go: the connection is made (or a pooled
+    /// one taken) under this rule only.
+    pub(crate) egress: Egress,
     /// Header values to put in place of the agent's, by index.
     pub(crate) swapped: Vec<(usize, HeaderValue)>,
     /// The route the request was decided under (intercepted requests): asks
@@ -154,7 +159,8 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<crate::BoxError>,
 {
-    let Outgoing { swapped, route, body_limit, bytes_up } = out;
+    let Outgoing { tenant, egress, swapped, route, body_limit, bytes_up } = out;
+    let route_id = route.as_ref().map(|r| r.route);
     let intercepted = route.is_some();
     let limits = &loaded.policy.limits;
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -225,7 +231,7 @@ where
         up
     };
 
-    let client = if websocket { &loaded.upstream.client_h1 } else { &loaded.upstream.client };
+    let client = loaded.upstream.client(egress, websocket);
     let response_timeout = limits.upstream_response_timeout;
     let attempts = async {
         let mut resent = false;
@@ -259,6 +265,11 @@ where
                 let reason = "the request body could not be sent again";
                 return Err(Denial::new(DenialCode::UpstreamUnreachable, reason, RESEND_NEXT_STEP));
             };
+            if let Some(denial) =
+                upstream::find_connect_error(&e).and_then(|c| egress_refusal(loaded, dest, tenant, route_id, c))
+            {
+                return Err(denial);
+            }
             let mut denial = upstream::classify(&e, limits);
             if let Some(rule) = Resend::of(&e).filter(|_| !resent) {
                 denial = not_resent(denial, rule, &method);
@@ -294,6 +305,25 @@ where
         parts.extensions.get::<hyper::ext::ReasonPhrase>().map(|r| bytes::Bytes::copy_from_slice(r.as_bytes()));
     let body = limits::ReadTimeout::wrap(body.map_err(Into::into).boxed_unsync(), limits.upstream_read_timeout);
     Ok(Sent { status: parts.status, headers: parts.headers, transfer_codings, body, upgrade, reason })
+}
+
+/// The denial of a connection its egress rule refused, in the words of
+/// the policy that set the rule; None for any other failure.
+fn egress_refusal(
+    loaded: &Loaded,
+    dest: &Destination,
+    tenant: TenantId,
+    route: Option<RouteId>,
+    e: &ConnectError,
+) -> Option<Denial> {
+    let policy = &loaded.policy;
+    match e {
+        ConnectError::PrivateAddress { .. } => Some(crate::tunnel::unrouted_denial(policy, tenant, e)),
+        ConnectError::PublicAddress { ip, .. } => {
+            route.map(|r| crate::forward::public_cleartext_denial(dest, policy.route(r), *ip))
+        }
+        _ => None,
+    }
 }
 
 /// What to do about a request that was not resent.

@@ -543,10 +543,9 @@ async fn proxy_request(
                 ConnectAction::Intercept(_) => {
                     forward::handle(Arc::clone(&shared), Arc::clone(&loaded), Arc::new(destination), req).await
                 }
-                ConnectAction::Tunnel => match tunnel::check_egress(&loaded, tenant, &host, port).await {
-                    Ok(()) => forward::pass_through(&shared, &loaded, tenant, Arc::new(destination), req).await,
-                    Err(denial) => refuse(denial, Some(tenant), &host, port),
-                },
+                ConnectAction::Tunnel => {
+                    forward::pass_through(&shared, &loaded, tenant, Arc::new(destination), req).await
+                }
             };
         }
         match action {

@@ -1,7 +1,8 @@
 //! Tunnels: hosts no route names, with `egress = "tunnel"`, get their bytes
-//! passed through untouched — after the private-egress check, which refuses
-//! loopback, private and link-local destinations (cloud metadata lives at
-//! 169.254.169.254) unless a route names the host.
+//! passed through untouched — to public addresses only under
+//! `deny_private_egress`, which refuses loopback, private and link-local
+//! destinations (cloud metadata lives at 169.254.169.254) unless a route
+//! names the host.
 
 use std::time::Duration;
 
@@ -11,32 +12,30 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use airlock_policy::{Denial, TenantId, host};
+use airlock_policy::{Denial, Policy, TenantId};
 
 use crate::limits;
 use crate::server::{ConnGuard, Loaded};
+use crate::upstream::{ConnectError, Egress};
 
-/// Resolves `host:port` and refuses it when private egress is denied and any
-/// address it resolves to is not public, or when it is airlock itself.
-pub(crate) async fn check_egress(loaded: &Loaded, tenant: TenantId, host: &str, port: u16) -> Result<(), Denial> {
-    let policy = &loaded.policy;
-    let addrs = loaded.upstream.resolver.resolve(host, port).await.map_err(|e| connect_denial(&e))?;
-    if policy.proxy.deny_private_egress
-        && let Some(a) = addrs.iter().find(|a| host::is_non_public(a.ip()))
-    {
-        return Err(policy.private_egress_denial(tenant, host, a.ip()));
-    }
-    Ok(())
-}
-
-/// Checks egress and connects.
+/// Connects a tunnel to `host:port`, a host no route of `tenant` names:
+/// under `deny_private_egress`, only to public addresses (checked on the
+/// very addresses connected to: see [`crate::upstream::Egress`]); never to
+/// airlock itself.
 pub(crate) async fn open(loaded: &Loaded, tenant: TenantId, host: &str, port: u16) -> Result<TcpStream, Denial> {
-    check_egress(loaded, tenant, host, port).await?;
-    loaded.upstream.resolver.connect(host, port).await.map_err(|e| connect_denial(&e))
+    let policy = &loaded.policy;
+    let egress = Egress::unrouted(policy.proxy.deny_private_egress);
+    loaded.upstream.resolver.connect(host, port, egress).await.map_err(|e| unrouted_denial(policy, tenant, &e))
 }
 
-pub(crate) fn connect_denial(e: &crate::upstream::ConnectError) -> Denial {
-    e.denial()
+/// The denial of a connection to a host no route of `tenant` names: a
+/// private address refused in the policy's words, anything else as the
+/// failure it was.
+pub(crate) fn unrouted_denial(policy: &Policy, tenant: TenantId, e: &ConnectError) -> Denial {
+    match e {
+        ConnectError::PrivateAddress { host, ip } => policy.private_egress_denial(tenant, host, *ip),
+        _ => e.denial(),
+    }
 }
 
 /// Relays bytes both ways until either side closes, nothing moves for

@@ -1,22 +1,22 @@
-//! The upstream side: resolving (with `[proxy].resolve` overrides),
-//! connecting, verified TLS against the system roots plus
-//! `[proxy].upstream_ca`, and pooled HTTP/1.1 and HTTP/2 clients.
+//! The upstream side: where a connection may go and getting there
+//! (`dial`: one lookup with the `[proxy].resolve` overrides, vetted
+//! against the connection's [`Egress`] rule, the vetted addresses raced),
+//! verified TLS against the system roots plus `[proxy].upstream_ca`, and
+//! pooled HTTP/1.1 and HTTP/2 clients, one set per egress rule.
 //!
 //! There is no way to turn verification off: a certificate that does not
 //! verify is an [`ConnectError::Tls`], answered with `upstream_tls_failed`.
 
-use std::collections::HashMap;
 use std::error::Error as _;
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use http::Uri;
 use hyper_util::client::legacy::Client;
@@ -32,6 +32,12 @@ use tokio_rustls::client::TlsStream;
 use airlock_policy::{Denial, DenialCode, Limits};
 
 use crate::Body;
+
+mod dial;
+#[cfg(test)]
+pub(crate) mod scripted;
+
+pub use dial::{Egress, Resolver};
 
 /// Why the trust store could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +130,23 @@ pub enum ConnectError {
         /// `host:port`.
         authority: String,
     },
+    /// The host resolves to a loopback, private or other non-public
+    /// address, and the connection may go only to public ones
+    /// ([`Egress::Public`]).
+    PrivateAddress {
+        /// The host.
+        host: String,
+        /// The address refused.
+        ip: IpAddr,
+    },
+    /// The host resolves to a public address, and the connection may go
+    /// only to loopback and private ones ([`Egress::Private`]).
+    PublicAddress {
+        /// The host.
+        host: String,
+        /// The address refused.
+        ip: IpAddr,
+    },
 }
 
 impl ConnectError {
@@ -133,11 +156,15 @@ impl ConnectError {
             ConnectError::Unreachable { .. } | ConnectError::Loop { .. } => DenialCode::UpstreamUnreachable,
             ConnectError::Tls { .. } => DenialCode::UpstreamTlsFailed,
             ConnectError::Timeout { .. } => DenialCode::UpstreamTimeout,
+            ConnectError::PrivateAddress { .. } => DenialCode::PrivateEgressDenied,
+            ConnectError::PublicAddress { .. } => DenialCode::InsecureUpstream,
         }
     }
 
     /// The denial the agent gets: the code, this error's text (which quotes
-    /// nothing the upstream chose) and what to do next.
+    /// nothing the upstream chose) and what to do next. A refusal by the
+    /// egress rule is answered in the policy's own words by the caller,
+    /// which knows the tenant and route; these are its fallback.
     pub fn denial(&self) -> Denial {
         let next_step = match self {
             ConnectError::Tls { source, .. } => match find_rustls(source) {
@@ -146,6 +173,14 @@ impl ConnectError {
             },
             ConnectError::Timeout { .. } => TIMEOUT_NEXT_STEP,
             ConnectError::Unreachable { .. } | ConnectError::Loop { .. } => UNREACHABLE_NEXT_STEP,
+            ConnectError::PrivateAddress { host, .. } => {
+                return Denial::new(
+                    self.code(),
+                    self.to_string(),
+                    format!("if {host} is meant to be reachable, ask the operator to add a route for it"),
+                );
+            }
+            ConnectError::PublicAddress { .. } => "use https:// (with HTTPS_PROXY set)",
         };
         Denial::new(self.code(), self.to_string(), next_step)
     }
@@ -173,6 +208,10 @@ impl fmt::Display for ConnectError {
             ConnectError::Tls { authority, source } => write!(f, "TLS with {authority} failed: {}", tls_reason(source)),
             ConnectError::Timeout { authority } => write!(f, "connecting to {authority} timed out"),
             ConnectError::Loop { authority } => write!(f, "{authority} is airlock's own listening address"),
+            ConnectError::PrivateAddress { host, ip } => {
+                write!(f, "{host} resolves to {ip}, a loopback, private or link-local address")
+            }
+            ConnectError::PublicAddress { host, ip } => write!(f, "{host} resolves to {ip}, a public address"),
         }
     }
 }
@@ -276,71 +315,6 @@ impl std::error::Error for ConnectError {
 /// Finds a [`ConnectError`] in an error's source chain.
 pub fn find_connect_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a ConnectError> {
     causes(err).find_map(|e| e.downcast_ref::<ConnectError>())
-}
-
-/// Resolves names: the `[proxy].resolve` overrides first, then the system
-/// resolver. Refuses airlock's own listening address.
-#[derive(Clone, Debug)]
-pub struct Resolver {
-    overrides: Arc<HashMap<String, IpAddr>>,
-    listen: SocketAddr,
-    /// How long TCP connect, and then the TLS handshake, may each take.
-    connect_timeout: Duration,
-}
-
-impl Resolver {
-    /// A resolver with overrides (keys normalised), refusing `listen`;
-    /// connecting gives up after `connect_timeout`.
-    pub fn new(overrides: HashMap<String, IpAddr>, listen: SocketAddr, connect_timeout: Duration) -> Self {
-        Resolver { overrides: Arc::new(overrides), listen, connect_timeout }
-    }
-
-    /// The addresses for `host:port`.
-    pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, ConnectError> {
-        let authority = format!("{host}:{port}");
-        let addrs: Vec<SocketAddr> = if let Some(ip) = self.overrides.get(host) {
-            vec![SocketAddr::new(*ip, port)]
-        } else if let Ok(ip) = host.parse::<IpAddr>() {
-            vec![SocketAddr::new(ip, port)]
-        } else {
-            tokio::net::lookup_host((host, port))
-                .await
-                .map_err(|source| ConnectError::Unreachable { authority: authority.clone(), source })?
-                .collect()
-        };
-        if addrs.iter().any(|a| self.is_self(*a)) {
-            return Err(ConnectError::Loop { authority });
-        }
-        Ok(addrs)
-    }
-
-    /// Whether an address is airlock's own listener.
-    pub fn is_self(&self, addr: SocketAddr) -> bool {
-        addr.port() == self.listen.port()
-            && (addr.ip() == self.listen.ip()
-                || (self.listen.ip().is_unspecified() && (addr.ip().is_loopback() || addr.ip().is_unspecified()))
-                || (self.listen.ip().is_loopback() && addr.ip().is_unspecified()))
-    }
-
-    /// Connects TCP to the first address that answers.
-    pub async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
-        let authority = format!("{host}:{port}");
-        let attempt = async {
-            let addrs = self.resolve(host, port).await?;
-            let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
-            for addr in addrs {
-                match TcpStream::connect(addr).await {
-                    Ok(s) => {
-                        let _ = s.set_nodelay(true);
-                        return Ok(s);
-                    }
-                    Err(e) => last = e,
-                }
-            }
-            Err(ConnectError::Unreachable { authority: authority.clone(), source: last })
-        };
-        tokio::time::timeout(self.connect_timeout, attempt).await.map_err(|_| ConnectError::Timeout { authority })?
-    }
 }
 
 /// A connection to an upstream, plain or TLS, with what is known about it.
@@ -490,28 +464,35 @@ impl AsyncWrite for UpstreamStream {
     }
 }
 
-/// The `tower` connector the pooled clients use.
+/// The `tower` connector the pooled clients use. Each connects under one
+/// [`Egress`] rule, fixed when it is made: every connection it makes goes
+/// only to addresses its own lookup gave and the rule allows.
 #[derive(Clone)]
 pub struct Connector {
     resolver: Resolver,
     tls: TlsConnector,
+    egress: Egress,
 }
 
 impl fmt::Debug for Connector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Connector").field("resolver", &self.resolver).finish_non_exhaustive()
+        f.debug_struct("Connector")
+            .field("resolver", &self.resolver)
+            .field("egress", &self.egress)
+            .finish_non_exhaustive()
     }
 }
 
 impl Connector {
-    /// A connector over a resolver and a client TLS config.
-    pub fn new(resolver: Resolver, tls: Arc<rustls::ClientConfig>) -> Self {
-        Connector { resolver, tls: TlsConnector::from(tls) }
+    /// A connector over a resolver and a client TLS config, connecting
+    /// under `egress`.
+    pub fn new(resolver: Resolver, tls: Arc<rustls::ClientConfig>, egress: Egress) -> Self {
+        Connector { resolver, tls: TlsConnector::from(tls), egress }
     }
 
     /// Connects to `host:port`, with TLS when `tls` is set.
     pub async fn connect(&self, host: &str, port: u16, tls: bool) -> Result<UpstreamStream, ConnectError> {
-        let tcp = self.resolver.connect(host, port).await?;
+        let tcp = self.resolver.connect(host, port, self.egress).await?;
         if !tls {
             return Ok(UpstreamStream::new(Io::Plain(tcp)));
         }
@@ -521,7 +502,7 @@ impl Connector {
             source: io::Error::new(io::ErrorKind::InvalidInput, e),
         })?;
         let handshake = self.tls.connect(name, tcp);
-        match tokio::time::timeout(self.resolver.connect_timeout, handshake).await {
+        match tokio::time::timeout(self.resolver.connect_timeout(), handshake).await {
             Ok(Ok(s)) => Ok(UpstreamStream::new(Io::Tls(Box::new(s)))),
             Ok(Err(source)) => Err(ConnectError::Tls { authority, source }),
             Err(_) => Err(ConnectError::Timeout { authority }),
@@ -549,20 +530,35 @@ impl tower_service::Service<Uri> for Connector {
     }
 }
 
-/// The pooled upstream clients.
+/// The pooled upstream clients: for each [`Egress`] rule, one offering h2
+/// and http/1.1 by ALPN and one HTTP/1.1 only (for upgrade requests,
+/// WebSocket, which HTTP/2 cannot carry).
+///
+/// Each rule has pools of its own. A pooled connection is keyed by scheme
+/// and authority only, and checked by nothing when it is reused, so one
+/// pool for all would hand a connection made under one rule — tenant A's
+/// route names a host that resolves to a private address — to a request
+/// under a stricter one: tenant B, no route, whose own lookup may well
+/// have answered a public address. Within a rule, a connection serves
+/// any request: the rule, not the tenant, is what it was vetted against.
 #[derive(Clone, Debug)]
 pub struct Upstream {
-    /// Offers h2 and http/1.1 by ALPN.
-    pub client: Client<Connector, Body>,
-    /// HTTP/1.1 only: used for upgrade (WebSocket) requests, which HTTP/2
-    /// cannot carry.
-    pub client_h1: Client<Connector, Body>,
+    any: Clients,
+    public: Clients,
+    private: Clients,
     /// The resolver, for tunnels.
     pub resolver: Resolver,
 }
 
+/// One egress rule's clients.
+#[derive(Clone, Debug)]
+struct Clients {
+    both: Client<Connector, Body>,
+    h1: Client<Connector, Body>,
+}
+
 impl Upstream {
-    /// Builds both clients from the proxy settings. Idle connections are
+    /// Builds the clients from the proxy settings. Idle connections are
     /// kept for `upstream_pool_idle_timeout`; a response head may be up to
     /// `max_response_header_bytes` in either HTTP version (HTTP/1.1: the
     /// read buffer the head must fit in; HTTP/2: the
@@ -572,15 +568,32 @@ impl Upstream {
         let both = client_tls(&settings.upstream_ca, &[b"h2", b"http/1.1"])?;
         let h1 = client_tls(&settings.upstream_ca, &[b"http/1.1"])?;
         let head = limits.max_response_header_bytes;
-        let build = |tls| {
+        let build = |tls: &Arc<rustls::ClientConfig>, egress| {
             Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(limits.upstream_pool_idle_timeout)
                 .pool_timer(TokioTimer::new())
                 .http1_max_buf_size(head.max(8192))
                 .http2_max_header_list_size(u32::try_from(head).unwrap_or(u32::MAX))
-                .build(Connector::new(resolver.clone(), tls))
+                .build(Connector::new(resolver.clone(), Arc::clone(tls), egress))
         };
-        Ok(Upstream { client: build(both), client_h1: build(h1), resolver })
+        let clients = |egress| Clients { both: build(&both, egress), h1: build(&h1, egress) };
+        Ok(Upstream {
+            any: clients(Egress::Any),
+            public: clients(Egress::Public),
+            private: clients(Egress::Private),
+            resolver,
+        })
+    }
+
+    /// The client for a request whose connection is under `egress`;
+    /// `h1_only` for an upgrade request.
+    pub fn client(&self, egress: Egress, h1_only: bool) -> &Client<Connector, Body> {
+        let clients = match egress {
+            Egress::Any => &self.any,
+            Egress::Public => &self.public,
+            Egress::Private => &self.private,
+        };
+        if h1_only { &clients.h1 } else { &clients.both }
     }
 }
 
