@@ -213,6 +213,9 @@ pub enum Line {
     Record(Record),
 }
 
+/// Watched requests past which [`AuditLog::begin`] prunes ended ones.
+const PRUNE_AT: usize = 4096;
+
 /// A request the writer watches until its record is written: past
 /// [`writer::BEGIN_AFTER`] it gets a `begin` line.
 #[derive(Debug)]
@@ -286,7 +289,14 @@ impl AuditLog {
     /// carries the returned [`InFlight`] (`Record::in_flight`).
     pub(crate) fn begin(&self, begin: Event) -> InFlight {
         let begun = Arc::new(Begun { started: Instant::now(), line: begin, ended: AtomicBool::new(false) });
-        self.registry.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::downgrade(&begun));
+        let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        // The writer prunes it every tick; while the disk stalls the
+        // writer, requests prune it themselves.
+        if registry.len() >= PRUNE_AT && registry.len().is_power_of_two() {
+            registry.retain(|w| w.upgrade().is_some_and(|b| !b.ended.load(Ordering::Acquire)));
+        }
+        registry.push(Arc::downgrade(&begun));
+        drop(registry);
         InFlight(begun)
     }
 

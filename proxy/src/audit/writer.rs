@@ -369,3 +369,53 @@ pub(super) fn spawn(writer: Writer) -> io::Result<(SyncSender<Msg>, std::thread:
     let handle = std::thread::Builder::new().name("airlock-audit".into()).spawn(move || writer.run(rx))?;
     Ok((tx, handle))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn tail_of(bytes: &[u8]) -> (u64, u64, Option<Vec<u8>>) {
+        let dir = std::env::temp_dir().join(format!("airlock-tail-{}-{}", std::process::id(), bytes.len()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log");
+        fs::write(&path, bytes).unwrap();
+        let t = read_tail(&mut File::open(&path).unwrap()).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        (t.end, t.torn, t.last)
+    }
+
+    #[test]
+    fn the_tail_is_found_from_the_end_whatever_the_line_lengths() {
+        assert_eq!(tail_of(b""), (0, 0, None));
+        assert_eq!(tail_of(b"partial"), (0, 7, None));
+        assert_eq!(tail_of(b"a\n"), (2, 0, Some(b"a".to_vec())));
+        assert_eq!(tail_of(b"a\nbc\n"), (5, 0, Some(b"bc".to_vec())));
+        assert_eq!(tail_of(b"a\nbc\ncut"), (5, 3, Some(b"bc".to_vec())));
+        // Lines longer than one read from the end, whole and torn.
+        let long = vec![b'x'; 150_000];
+        let mut whole = b"a\n".to_vec();
+        whole.extend_from_slice(&long);
+        whole.push(b'\n');
+        assert_eq!(tail_of(&whole), (whole.len() as u64, 0, Some(long.clone())));
+        let mut torn = whole.clone();
+        torn.extend_from_slice(&long);
+        assert_eq!(tail_of(&torn), (whole.len() as u64, long.len() as u64, Some(long.clone())));
+        let mut first = long.clone();
+        first.push(b'\n');
+        assert_eq!(tail_of(&first), (first.len() as u64, 0, Some(long)));
+    }
+
+    #[test]
+    fn a_second_writer_is_refused_while_one_holds_the_log() {
+        let dir = std::env::temp_dir().join(format!("airlock-lock-{}", std::process::id()));
+        let path = dir.join("audit.jsonl");
+        let registry = Arc::new(Mutex::new(Vec::new()));
+        let first = open(&path, Arc::clone(&registry)).unwrap();
+        let second = open(&path, registry).map(|_| ()).unwrap_err();
+        assert_eq!(second.kind(), io::ErrorKind::WouldBlock);
+        assert!(second.to_string().contains("another airlock is writing"), "{second}");
+        drop(first);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
