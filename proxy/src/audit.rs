@@ -87,6 +87,10 @@ pub struct Record {
     /// WebSocket only: frames relayed to the agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frames_down: Option<u64>,
+    /// Refused proxy authentication only: how many failed authentications
+    /// from one address this record stands for (it is the last of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u64>,
 }
 
 impl Record {
@@ -122,6 +126,7 @@ impl Record {
             complete: true,
             frames_up: None,
             frames_down: None,
+            attempts: None,
         }
     }
 }

@@ -15,4 +15,5 @@ mod policy;
 mod redact;
 mod shutdown;
 mod skeleton;
+mod throttle;
 mod vault;
