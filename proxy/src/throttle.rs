@@ -246,7 +246,7 @@ impl AuthThrottle {
     /// Resolves the tenant of a `Proxy-Authorization` (or `Authorization`)
     /// value from `peer`. Credentials from an address in backoff are looked
     /// at once its delay is over; none at all are answered at once. A
-    /// wrong credential's record goes to [`AuthThrottle::failed`].
+    /// wrong credential's record goes to [`AuthThrottle::refused`].
     pub(crate) async fn authenticate(
         &self,
         policy: &Policy,
