@@ -111,6 +111,8 @@ pub(crate) struct Shared {
     /// Held by the one reload running.
     reloading: std::sync::Mutex<()>,
     pub(crate) vault: Arc<Vault>,
+    /// Secret fetches under way, one per secret.
+    pub(crate) fetches: crate::fetch::Fetches,
     pub(crate) certs: LeafCache,
     pub(crate) audit: AuditLog,
     /// Wrong proxy credentials, per peer address: backoff and coalesced
@@ -192,6 +194,7 @@ impl Proxy {
             loaded: std::sync::RwLock::new(Arc::new(Loaded::new(policy, bound)?)),
             reloading: std::sync::Mutex::new(()),
             vault,
+            fetches: crate::fetch::Fetches::default(),
             certs,
             auth: AuthThrottle::new(audit.clone()),
             audit,
