@@ -234,7 +234,10 @@ fn work(queue: &Receiver<Job>, state: &Weak<Mutex<State>>, read: &ReadFn) {
                 continue;
             }
         }
-        let answer = read(&key.0, &key.1);
+        // A panic in the keychain library answers this read and keeps the
+        // worker (and the vault's keychain) alive.
+        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(&key.0, &key.1)))
+            .unwrap_or_else(|_| Answer::Failed("the keychain library failed unexpectedly".to_owned()));
         // Forgotten before it is answered, so a caller arriving afterwards
         // reads afresh rather than taking an answer that may be old.
         forget(&mut lock());
@@ -341,6 +344,19 @@ mod tests {
         });
         assert_eq!(value(answer), b"later");
         assert_eq!(reads.load(Ordering::SeqCst), 2, "only the first and the last item were read");
+    }
+
+    #[test]
+    fn a_panicking_keychain_library_fails_one_read_not_the_worker() {
+        let read = |_: &str, account: &str| {
+            assert!(account != "boom", "the keychain library panicked");
+            Answer::Missing
+        };
+        let keychain = Keychain::new(Arc::new(read));
+        let long = Duration::from_secs(30);
+        assert!(matches!(keychain.read("svc", "boom", long), Ok(Answer::Failed(_))));
+        assert!(matches!(keychain.read("svc", "fine", long), Ok(Answer::Missing)));
+        assert_eq!(keychain.threads_started(), 1);
     }
 
     #[test]
