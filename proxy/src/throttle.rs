@@ -55,8 +55,13 @@ pub(crate) const MAX_DELAY: Duration = Duration::from_secs(3);
 pub(crate) const RECORD_INTERVAL: Duration = Duration::from_secs(10);
 /// An address with no failure for this long is forgotten.
 pub(crate) const FORGET_AFTER: Duration = Duration::from_secs(60);
-/// Addresses tracked at most (each entry is a few hundred bytes).
+/// Addresses tracked at most (each entry is under 1 KiB: the record it
+/// keeps has a host of at most 253 bytes and a method cut to
+/// [`MAX_METHOD`]).
 pub(crate) const MAX_PEERS: usize = 4096;
+/// The longest method kept in a pending record (a method is a token of any
+/// length, and a record waits in memory for its interval).
+pub(crate) const MAX_METHOD: usize = 32;
 /// How often pending counts are looked at (see [`AuthThrottle::flush_due`]).
 pub(crate) const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
@@ -273,6 +278,9 @@ impl AuthThrottle {
         match error {
             AuthError::Missing => self.audit.write(record),
             AuthError::Unknown => {
+                let mut record = record;
+                let cut = (0..=MAX_METHOD.min(record.method.len())).rev().find(|&i| record.method.is_char_boundary(i));
+                record.method.truncate(cut.unwrap_or(0));
                 let due = self.state().fail(peer.to_canonical(), Instant::now(), record);
                 self.write(due);
             }
@@ -413,6 +421,28 @@ mod tests {
         t.fail(ip(20_000), later, 0);
         assert_eq!(t.wait(ip(20_000), later), Duration::ZERO);
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn records_are_written_with_their_count_and_a_bounded_method() {
+        use crate::audit::Outcome;
+        let dir = std::env::temp_dir().join(format!("airlock-throttle-{}", crate::respond::request_id()));
+        let path = dir.join("audit.jsonl");
+        let (audit, writer) = AuditLog::open(&path).unwrap();
+        let throttle = AuthThrottle::new(audit);
+        let record = |method: String| Record::new("ts".into(), "id".into(), method, "h".into(), 1, Outcome::Deny, 407);
+        throttle.refused(ip(1), AuthError::Missing, record("CONNECT".into()));
+        for _ in 0..3 {
+            throttle.refused(ip(1), AuthError::Unknown, record("X".repeat(10_000)));
+        }
+        throttle.flush_all();
+        writer.finish();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let attempts: Vec<_> = lines.iter().map(|l| l["attempts"].as_u64()).collect();
+        assert_eq!(attempts, [None, Some(1), Some(2)], "the challenge is not counted; the failures are");
+        assert!(lines.iter().all(|l| l["method"].as_str().unwrap().len() <= MAX_METHOD));
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
