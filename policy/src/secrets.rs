@@ -24,6 +24,10 @@ use zeroize::Zeroizing;
 
 use crate::config::{SecretSource, SecretSpec};
 
+mod keychain;
+
+use keychain::{Keychain, Unanswered};
+
 /// A secret value: printable only as `[secret]`, zeroed on drop.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SecretValue(Zeroizing<Vec<u8>>);
@@ -391,53 +395,65 @@ fn read_pipe<R: std::io::Read + Send + 'static>(
     rx
 }
 
-/// Reads one item from the OS keychain. The call runs on its own thread so
-/// a keychain that never answers (locked, waiting on a prompt nobody sees)
-/// costs a timeout, not a stuck request.
-#[cfg(any(target_os = "linux", target_os = "macos"))]
-fn read_keychain(name: &str, service: &str, account: &str, timeout: Duration) -> Result<Vec<u8>, SecretError> {
-    use keyring::Error as K;
+/// Reads one item from the OS keychain through the vault's one keychain
+/// thread (see [`keychain`]), waiting at most `timeout`: a keychain that
+/// never answers (locked, waiting on a prompt nobody sees) costs a timeout,
+/// not a stuck request, and not a thread per request.
+fn read_keychain(
+    keychain: &Keychain,
+    name: &str,
+    service: &str,
+    account: &str,
+    timeout: Duration,
+) -> Result<Vec<u8>, SecretError> {
     let failed = |reason: String| SecretError::KeychainFailed { name: name.to_owned(), reason };
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    let (svc, acct) = (service.to_owned(), account.to_owned());
-    std::thread::Builder::new()
-        .name("airlock-keychain".to_owned())
-        .spawn(move || {
-            let value = keyring::Entry::new(&svc, &acct).and_then(|entry| entry.get_secret()).map(Zeroizing::new);
-            let _ = tx.send(value);
-        })
-        .map_err(|e| failed(format!("cannot start the keychain reader: {e}")))?;
-    match rx.recv_timeout(timeout) {
-        Ok(Ok(value)) => Ok(value.to_vec()),
-        Ok(Err(K::NoEntry)) => Err(SecretError::KeychainMissing {
+    match keychain.read(service, account, timeout) {
+        Ok(keychain::Answer::Value(value)) => Ok(value.to_vec()),
+        Ok(keychain::Answer::Missing) => Err(SecretError::KeychainMissing {
             name: name.to_owned(),
             service: service.to_owned(),
             account: account.to_owned(),
         }),
-        Ok(Err(K::Ambiguous(items))) => Err(failed(format!(
+        Ok(keychain::Answer::Failed(reason)) => Err(failed(reason)),
+        Err(Unanswered::Timeout) => {
+            Err(failed(format!("no answer within {timeout:?} (a locked keychain may be waiting for a prompt)")))
+        }
+        Err(Unanswered::Busy) => {
+            Err(failed(format!("it is not answering: {} other reads already wait for it", keychain::QUEUE)))
+        }
+        Err(Unanswered::NoThread(e)) => Err(failed(format!("cannot start the keychain reader: {e}"))),
+    }
+}
+
+/// Reads one item from the OS keychain; blocks as long as the keychain
+/// does. Runs on the keychain thread only.
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+fn read_os_keychain(service: &str, account: &str) -> keychain::Answer {
+    use keychain::Answer;
+    use keyring::Error as K;
+    match keyring::Entry::new(service, account).and_then(|entry| entry.get_secret()) {
+        Ok(value) => Answer::Value(Zeroizing::new(value)),
+        Err(K::NoEntry) => Answer::Missing,
+        Err(K::Ambiguous(items)) => Answer::Failed(format!(
             "{} items match service '{service}', account '{account}'; remove all but one",
             items.len()
-        ))),
-        Ok(Err(K::NoStorageAccess(e))) => Err(failed(format!("cannot access the keychain (is it locked?): {e}"))),
-        Ok(Err(K::PlatformFailure(e))) => Err(failed(format!(
+        )),
+        Err(K::NoStorageAccess(e)) => Answer::Failed(format!("cannot access the keychain (is it locked?): {e}")),
+        Err(K::PlatformFailure(e)) => Answer::Failed(format!(
             "{e} (on Linux this needs a Secret Service such as gnome-keyring on the session D-Bus)"
-        ))),
+        )),
         // The remaining kinds are about attributes, never the value; print
         // only the kind to be sure.
-        Ok(Err(K::BadEncoding(_))) => Err(failed("the item is not valid UTF-8".to_owned())),
-        Ok(Err(K::TooLong(attr, limit))) => Err(failed(format!("{attr} is longer than {limit}"))),
-        Ok(Err(K::Invalid(attr, why))) => Err(failed(format!("{attr} is invalid: {why}"))),
-        Ok(Err(_)) => Err(failed("unexpected keychain error".to_owned())),
-        Err(_) => Err(failed(format!("no answer within {timeout:?} (a locked keychain may be waiting for a prompt)"))),
+        Err(K::BadEncoding(_)) => Answer::Failed("the item is not valid UTF-8".to_owned()),
+        Err(K::TooLong(attr, limit)) => Answer::Failed(format!("{attr} is longer than {limit}")),
+        Err(K::Invalid(attr, why)) => Answer::Failed(format!("{attr} is invalid: {why}")),
+        Err(_) => Answer::Failed("unexpected keychain error".to_owned()),
     }
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "macos")))]
-fn read_keychain(name: &str, _service: &str, _account: &str, _timeout: Duration) -> Result<Vec<u8>, SecretError> {
-    Err(SecretError::KeychainFailed {
-        name: name.to_owned(),
-        reason: "this build of airlock has no keychain support on this platform".to_owned(),
-    })
+fn read_os_keychain(_service: &str, _account: &str) -> keychain::Answer {
+    keychain::Answer::Failed("this build of airlock has no keychain support on this platform".to_owned())
 }
 
 /// Reads a file that must be readable by its owner only, trimming one
@@ -609,7 +625,9 @@ struct State {
 ///   with one `stat` per use), so `airlock secret set` takes effect on the
 ///   next request; `env` values are read once per config load;
 ///   `command` values are cached for their `ttl` (default 5 minutes).
-/// - Concurrent uses that need a fetch share one fetch.
+/// - Concurrent uses that need a fetch share one fetch. Keychain reads all
+///   go through one thread per vault, each caller waiting at most its
+///   `timeout` (see the `keychain` module).
 /// - A failed refresh keeps serving the last good value, with a warning,
 ///   until it is twice its `ttl` old.
 /// - A replaced value stays known for [`RETIRED_GRACE`] so the redactor
@@ -619,6 +637,8 @@ pub struct Vault {
     store: Store,
     state: Mutex<State>,
     fetch_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// The one thread that reads the OS keychain.
+    keychain: Keychain,
     /// Bumped whenever the set of known values changes, so the redactor
     /// knows to rebuild its patterns.
     version: AtomicU64,
@@ -632,6 +652,7 @@ impl Vault {
             store: Store::new(home),
             state: Mutex::new(State::default()),
             fetch_locks: Mutex::new(HashMap::new()),
+            keychain: Keychain::new(Arc::new(read_os_keychain)),
             version: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
         }
@@ -683,7 +704,9 @@ impl Vault {
                 let known = || self.known().into_iter().map(|(_, v)| v).collect();
                 run_command(name, argv, *timeout, withheld_env, &known)?
             }
-            SecretSource::Keychain { service, account, timeout } => read_keychain(name, service, account, *timeout)?,
+            SecretSource::Keychain { service, account, timeout } => {
+                read_keychain(&self.keychain, name, service, account, *timeout)?
+            }
         };
         SecretValue::new(raw).map_err(|reason| SecretError::Invalid { name: name.clone(), reason })
     }
@@ -699,7 +722,13 @@ impl Vault {
             let mut locks = self.fetch_locks.lock().unwrap_or_else(|p| p.into_inner());
             Arc::clone(locks.entry(spec.name.clone()).or_default())
         };
-        let _one_fetch = lock.lock().unwrap_or_else(|p| p.into_inner());
+        // The keychain reader shares one read among concurrent callers
+        // itself, each waiting only its own timeout; queued behind this
+        // lock, the n-th caller of a hanging keychain would wait n timeouts.
+        let _one_fetch = match spec.source {
+            SecretSource::Keychain { .. } => None,
+            _ => Some(lock.lock().unwrap_or_else(|p| p.into_inner())),
+        };
         // Someone else may have fetched while we waited.
         if let Some(v) = self.cached(spec) {
             return Ok(v);

@@ -124,29 +124,42 @@ struct Prepared {
     request: Request<Full<Bytes>>,
 }
 
-/// A refusal before the request reached the pipeline, with the tenant when
-/// known.
-type Refusal = (Option<TenantId>, Denial);
+/// A refusal before the request reached the pipeline.
+#[derive(Debug)]
+enum Refusal {
+    /// Missing or wrong credentials: recorded through the throttle.
+    Auth(AuthError),
+    /// Anything else, with the tenant when known.
+    Denied(Option<TenantId>, Denial),
+}
 
 /// Serves one request to the action API.
 pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let started = Instant::now();
     let ts = audit::now_rfc3339();
     let loaded = shared.loaded();
-    let prepared = match prepare(&shared, &loaded, req).await {
+    let prepared = match prepare(&shared, &loaded, req, peer).await {
         Ok(p) => p,
-        Err((tenant, denial)) => {
+        Err(refusal) => {
             // No destination yet: the record names the action API itself.
             let request_id = respond::request_id();
             let policy = &loaded.policy;
-            shared.audit.write(Record {
+            let (tenant, denial) = match &refusal {
+                Refusal::Auth(e) => (None, auth_denial(*e)),
+                Refusal::Denied(tenant, denial) => (*tenant, denial.clone()),
+            };
+            let record = Record {
                 tenant: tenant.map(|t| policy.tenant(t).name.clone()),
                 route: denial.route.map(|r| policy.route(r).name.clone()),
                 path: PATH.to_owned(),
                 code: Some(denial.code.as_str().to_owned()),
                 duration_ms: started.elapsed().as_millis() as u64,
                 ..Record::new(ts, request_id.clone(), "POST".into(), String::new(), 0, Outcome::Deny, denial.status())
-            });
+            };
+            match refusal {
+                Refusal::Auth(e) => shared.auth.refused(peer.ip(), e, record),
+                Refusal::Denied(..) => shared.audit.write(record),
+            }
             tracing::info!(%request_id, code = %denial.code, "action refused");
             return action_denial_response(&denial, &request_id);
         }
@@ -213,10 +226,15 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: So
 
 /// Authenticates, reads and checks the envelope, and builds the request it
 /// describes.
-async fn prepare(shared: &Shared, loaded: &Loaded, req: Request<Incoming>) -> Result<Prepared, Refusal> {
+async fn prepare(
+    shared: &Shared,
+    loaded: &Loaded,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Prepared, Refusal> {
     let policy = &loaded.policy;
     if req.method() != Method::POST {
-        return Err((
+        return Err(Refusal::Denied(
             None,
             Denial {
                 status: Some(405),
@@ -230,7 +248,7 @@ async fn prepare(shared: &Shared, loaded: &Loaded, req: Request<Incoming>) -> Re
     // Browsers send Origin; no agent does. A web page must never drive
     // the action API, whatever credentials the browser holds.
     if req.headers().contains_key(header::ORIGIN) {
-        return Err((
+        return Err(Refusal::Denied(
             None,
             Denial {
                 status: Some(403),
@@ -241,10 +259,11 @@ async fn prepare(shared: &Shared, loaded: &Loaded, req: Request<Incoming>) -> Re
             },
         ));
     }
-    limits::check_head(&req, &policy.limits).map_err(|d| (None, d))?;
+    limits::check_head(&req, &policy.limits).map_err(|d| Refusal::Denied(None, d))?;
     let creds = req.headers().get(header::PROXY_AUTHORIZATION).or_else(|| req.headers().get(header::AUTHORIZATION));
-    let tenant = policy.authenticate(creds.map(HeaderValue::as_bytes)).map_err(|e| (None, auth_denial(e)))?;
-    let bytes = read_body(req, &policy.limits).await.map_err(|d| (Some(tenant), d))?;
+    let tenant =
+        shared.auth.authenticate(policy, peer.ip(), creds.map(HeaderValue::as_bytes)).await.map_err(Refusal::Auth)?;
+    let bytes = read_body(req, &policy.limits).await.map_err(|d| Refusal::Denied(Some(tenant), d))?;
     let envelope: Envelope = serde_json::from_slice(&bytes).map_err(|e| {
         // serde's message may quote part of the envelope; scrub it like
         // anything else airlock sends back.
@@ -254,9 +273,9 @@ async fn prepare(shared: &Shared, loaded: &Loaded, req: Request<Incoming>) -> Re
             "send JSON like {\"tenant\": \"…\", \"service\": \"…\", \"method\": \"GET\", \"path\": \"/…\"} \
              (fields: tenant, service, verb, method, path, query, headers, body, body_encoding)",
         );
-        (Some(tenant), denial)
+        Refusal::Denied(Some(tenant), denial)
     })?;
-    build(policy, tenant, envelope).map_err(|d| (Some(tenant), d))
+    build(policy, tenant, envelope).map_err(|d| Refusal::Denied(Some(tenant), d))
 }
 
 /// The envelope's request under the route it names.

@@ -624,9 +624,9 @@ pub(crate) fn public_cleartext_denial(dest: &Destination, route: &Route, ip: std
 }
 
 /// The secret's value: from the cache, or fetched on a blocking thread (a
-/// `command` source runs a process; a `file` one reads the disk). The error
-/// is the agent's to read: a failed command's stderr is never in it, only in
-/// the vault's log line, which carries this request's span.
+/// `command` source runs a process; a `file` one reads the disk), one fetch
+/// per secret however many requests miss it at once (see `fetch`). The
+/// error is the agent's to read: a failed command's stderr is never in it.
 async fn fetch_secret(
     shared: &Arc<Shared>,
     spec: &airlock_policy::SecretSpec,
@@ -634,11 +634,7 @@ async fn fetch_secret(
     if let Some(v) = shared.vault.cached(spec) {
         return Ok(v);
     }
-    let (vault, spec, span) = (Arc::clone(&shared.vault), spec.clone(), tracing::Span::current());
-    match tokio::task::spawn_blocking(move || span.in_scope(|| vault.get(&spec))).await {
-        Ok(r) => r.map_err(|e| e.to_string()),
-        Err(_) => Err("the secret fetch failed unexpectedly".to_owned()),
-    }
+    shared.fetches.fetch(&shared.vault, spec).await
 }
 
 /// Forwards a plain-HTTP request to a host no route names (egress =

@@ -2,7 +2,8 @@
 //! call APIs without ever holding the keys.
 //!
 //! This crate wires the parts together: the listener and proxy
-//! authentication ([`server`]), CONNECT handling and TLS interception
+//! authentication ([`server`], with wrong credentials slowed per address
+//! in `throttle`), CONNECT handling and TLS interception
 //! ([`intercept`], [`tunnel`]), the request pipeline (decide → inject →
 //! forward, in [`forward`], with the upstream side of it in `send` and
 //! WebSocket frames in `websocket`), approved-action requests ([`actions`]) and
@@ -19,6 +20,7 @@ pub mod actions;
 pub mod agent;
 pub mod audit;
 pub mod check;
+mod fetch;
 pub mod forward;
 pub mod headers;
 pub mod home;
@@ -31,6 +33,7 @@ pub mod respond;
 mod scrub;
 mod send;
 pub mod server;
+mod throttle;
 pub mod tunnel;
 pub mod upstream;
 mod websocket;

@@ -363,7 +363,7 @@ fn audit(home: &Home, tenant: Option<&str>, follow: bool) -> anyhow::Result<Exit
                 continue;
             }
             println!(
-                "{} {:<6} {:<26} {} {:<10} {:<12} {} {}:{}{} redactions={} {}ms{}",
+                "{} {:<6} {:<26} {} {:<10} {:<12} {} {}:{}{} redactions={} {}ms{}{}",
                 r.ts,
                 format!("{:?}", r.decision).to_lowercase(),
                 r.code.as_deref().unwrap_or("-"),
@@ -377,6 +377,8 @@ fn audit(home: &Home, tenant: Option<&str>, follow: bool) -> anyhow::Result<Exit
                 r.redactions,
                 r.duration_ms,
                 if r.complete { "" } else { " (incomplete)" },
+                // A coalesced record of failed authentications.
+                r.attempts.map(|n| format!(" attempts={n}")).unwrap_or_default(),
             );
         }
         printed = printed.max(lines.len());

@@ -24,6 +24,7 @@ use crate::audit::{self, AuditLog, AuditWriter, Outcome, Record};
 use crate::forward::{self, Destination};
 use crate::limits::{self, Activity, Phase};
 use crate::respond::{self, denial_response};
+use crate::throttle::{self, AuthThrottle};
 use crate::upstream::{TrustError, Upstream};
 use crate::{Body, intercept, tunnel};
 
@@ -110,8 +111,13 @@ pub(crate) struct Shared {
     /// Held by the one reload running.
     reloading: std::sync::Mutex<()>,
     pub(crate) vault: Arc<Vault>,
+    /// Secret fetches under way, one per secret.
+    pub(crate) fetches: crate::fetch::Fetches,
     pub(crate) certs: LeafCache,
     pub(crate) audit: AuditLog,
+    /// Wrong proxy credentials, per peer address: backoff and coalesced
+    /// audit records.
+    pub(crate) auth: AuthThrottle,
     listen: SocketAddr,
     home: PathBuf,
     config: PathBuf,
@@ -188,7 +194,9 @@ impl Proxy {
             loaded: std::sync::RwLock::new(Arc::new(Loaded::new(policy, bound)?)),
             reloading: std::sync::Mutex::new(()),
             vault,
+            fetches: crate::fetch::Fetches::default(),
             certs,
+            auth: AuthThrottle::new(audit.clone()),
             audit,
             listen: bound,
             home: home.to_owned(),
@@ -213,6 +221,7 @@ impl Proxy {
         // Connection count and shutdown grace are fixed at start.
         let limits = shared.loaded().policy.limits.clone();
         let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+        let flusher = tokio::spawn(flush_auth_records(Arc::clone(&shared)));
         tokio::pin!(shutdown);
         loop {
             // At the limit, stop accepting: further agents wait in the
@@ -258,6 +267,8 @@ impl Proxy {
                 warn!("connections still open after closing; their audit records may be lost");
             }
         }
+        flusher.abort();
+        shared.auth.flush_all();
         drop(shared);
         // Everything queued so far goes to disk.
         let _ = tokio::task::spawn_blocking(move || writer.finish()).await;
@@ -388,6 +399,17 @@ impl RunningProxy {
     }
 }
 
+/// Writes the coalesced records of failed authentications as their
+/// intervals end.
+async fn flush_auth_records(shared: Arc<Shared>) {
+    let mut every = tokio::time::interval(throttle::FLUSH_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        shared.auth.flush_due();
+    }
+}
+
 /// Serves one agent connection: HTTP/1.1 proxy requests (CONNECT and
 /// absolute-form).
 async fn serve_agent(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, guard: ConnGuard) {
@@ -487,25 +509,25 @@ async fn proxy_request(
     } else {
         req.uri().authority().and_then(|a| parse_destination(a.as_str(), 80))
     };
+    let record = |denial: &Denial, tenant: Option<TenantId>, host: &str, port: u16| Record {
+        tenant: tenant.map(|t| policy.tenant(t).name.clone()),
+        route: denial.route.map(|r| policy.route(r).name.clone()),
+        code: Some(denial.code.as_str().to_owned()),
+        duration_ms: started.elapsed().as_millis() as u64,
+        ..Record::new(
+            ts.clone(),
+            request_id.clone(),
+            method.clone(),
+            host.to_owned(),
+            port,
+            Outcome::Deny,
+            denial.status(),
+        )
+    };
     let refuse = |denial: Denial, tenant: Option<TenantId>, host: &str, port: u16| {
-        let resp = denial_response(&denial, &request_id);
-        shared.audit.write(Record {
-            tenant: tenant.map(|t| policy.tenant(t).name.clone()),
-            route: denial.route.map(|r| policy.route(r).name.clone()),
-            code: Some(denial.code.as_str().to_owned()),
-            duration_ms: started.elapsed().as_millis() as u64,
-            ..Record::new(
-                ts.clone(),
-                request_id.clone(),
-                method.clone(),
-                host.to_owned(),
-                port,
-                Outcome::Deny,
-                resp.status().as_u16(),
-            )
-        });
+        shared.audit.write(record(&denial, tenant, host, port));
         info!(request_id = %request_id, code = %denial.code, "refused");
-        resp
+        denial_response(&denial, &request_id)
     };
     if https && dest.is_none() {
         let denial = Denial::new(
@@ -528,9 +550,14 @@ async fn proxy_request(
     }
 
     let auth = req.headers().get(http::header::PROXY_AUTHORIZATION).map(|v| v.as_bytes());
-    let tenant = match policy.authenticate(auth) {
+    let tenant = match shared.auth.authenticate(&policy, peer.ip(), auth).await {
         Ok(t) => t,
-        Err(e) => return refuse(e.denial(), None, &host, port),
+        Err(e) => {
+            let denial = e.denial();
+            shared.auth.refused(peer.ip(), e, record(&denial, None, &host, port));
+            info!(request_id = %request_id, code = %denial.code, "refused");
+            return denial_response(&denial, &request_id);
+        }
     };
     let tenant_name = policy.tenant(tenant).name.clone();
     let span = info_span!("request", %request_id, tenant = %tenant_name, %host, port);

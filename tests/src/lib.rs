@@ -344,12 +344,18 @@ impl Served {
     /// Starts `airlock serve` on `home` logging at `rust_log`, and waits
     /// until it says where it listens.
     pub async fn start(home: &Path, rust_log: &str) -> Served {
+        Served::start_with_env(home, rust_log, &[]).await
+    }
+
+    /// [`Served::start`] with more environment variables.
+    pub async fn start_with_env(home: &Path, rust_log: &str, env: &[(&str, &str)]) -> Served {
         let log = home.join("serve.log");
         let child = tokio::process::Command::new(airlock_bin())
             .arg("serve")
             .env("AIRLOCK_HOME", home)
             .env_remove("AIRLOCK_CONFIG")
             .env("RUST_LOG", rust_log)
+            .envs(env.iter().copied())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

@@ -87,6 +87,10 @@ pub struct Record {
     /// WebSocket only: frames relayed to the agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frames_down: Option<u64>,
+    /// Refused proxy authentication only: how many failed authentications
+    /// from one address this record stands for (it is the last of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u64>,
     /// A refused connection: what failed, in airlock's words (never a
     /// secret: TLS alert names, timeouts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -129,6 +133,7 @@ impl Record {
             complete: true,
             frames_up: None,
             frames_down: None,
+            attempts: None,
             detail: None,
             in_flight: None,
         }

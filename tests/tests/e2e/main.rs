@@ -16,4 +16,5 @@ mod policy;
 mod redact;
 mod shutdown;
 mod skeleton;
+mod throttle;
 mod vault;

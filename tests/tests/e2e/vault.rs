@@ -550,3 +550,90 @@ async fn reloads_never_stall_requests_and_the_newest_config_wins() {
     assert_eq!(count_runs(), 2, "{}", serve.log());
     serve.child.kill().await.unwrap();
 }
+
+/// The threads of process `pid`: how many there are, and how many are
+/// keychain readers (named `airlock-keychain`, of which Linux keeps 15
+/// characters).
+fn threads(pid: u32) -> (usize, usize) {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let names: Vec<String> = tasks.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok()).collect();
+    (names.len(), names.iter().filter(|n| n.trim() == "airlock-keychai").count())
+}
+
+#[tokio::test]
+async fn a_hanging_keychain_costs_one_thread_and_each_request_its_timeout() {
+    const MISSES: usize = 8;
+    let upstream = Upstream::start(Protocols::Http1).await;
+    let home = TempHome::new("keychain-hang");
+    // A session bus that accepts connections and never says a word: every
+    // Secret Service call hangs.
+    let bus = home.path.join("bus.sock");
+    let listener = tokio::net::UnixListener::bind(&bus).unwrap();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    store_standard_secrets(&home.path);
+    let secret = "source = \"keychain\"\nservice = \"airlock-test\"\naccount = \"acme\"\ntimeout = \"1s\"";
+    std::fs::write(home.path.join("airlock.toml"), with_secret(&upstream, "kc", secret)).unwrap();
+    let address = format!("unix:path={}", bus.display());
+    let serve = Served::start_with_env(&home.path, "info", &[("DBUS_SESSION_BUS_ADDRESS", &address)]).await;
+    let ca = std::fs::read_to_string(home.path.join("ca.pem")).unwrap();
+    let request = || async {
+        let started = std::time::Instant::now();
+        let headers = [("authorization", format!("Bearer {ACME_PLACEHOLDER}"))];
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let req = client::get("api.acme.test", upstream.port(), "/echo", &headers, Http::H1);
+        let reply =
+            client::request(serve.addr, ("acme", ACME_TOKEN), "api.acme.test", upstream.port(), &[&ca], Http::H1, req)
+                .await
+                .unwrap();
+        (reply, started.elapsed())
+    };
+    // One miss first, so the threads it needs exist before counting.
+    let (reply, _) = request().await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    let (baseline, _) = threads(serve.pid());
+
+    // MISSES requests at once, while the keychain still hangs: each is
+    // answered `secret_unavailable` about its timeout after it asked, and
+    // the proxy does not grow a thread per miss.
+    let done = AtomicBool::new(false);
+    let burst = async {
+        let replies = futures_util::future::join_all((0..MISSES).map(|_| request())).await;
+        done.store(true, Ordering::Relaxed);
+        replies
+    };
+    let sample = async {
+        let mut most = (0, 0);
+        while !done.load(Ordering::Relaxed) {
+            let (all, keychain) = threads(serve.pid());
+            most = (most.0.max(all), most.1.max(keychain));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        most
+    };
+    let (replies, (most_threads, most_readers)) = tokio::join!(burst, sample);
+    let took: Vec<_> = replies.iter().map(|(_, t)| t.as_millis()).collect();
+    eprintln!(
+        "{MISSES} concurrent misses: answered after {took:?} ms; threads {baseline} before, at most {most_threads} \
+         during, at most {most_readers} keychain readers"
+    );
+    for (reply, took) in &replies {
+        assert_eq!(reply.status, 503, "{}", reply.text());
+        let answer = reply.json();
+        assert_eq!(answer["error"]["code"], "secret_unavailable", "{answer}");
+        assert!(answer["error"]["message"].as_str().unwrap().contains("keychain"), "{answer}");
+        assert!(*took < Duration::from_secs(4), "a miss took {took:?} against a 1 s timeout");
+    }
+    assert!(most_readers <= 1, "{most_readers} keychain reader threads for {MISSES} misses of one secret");
+    assert!(
+        most_threads < baseline + MISSES / 2,
+        "{most_threads} threads during {MISSES} misses, {baseline} before: a thread per miss"
+    );
+    assert_eq!(upstream.seen().len(), 0, "nothing went upstream without the secret");
+    silent.abort();
+    drop(serve);
+}
