@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use airlock_policy::inject::basic_credentials;
 use airlock_policy::{AuthError, Policy, TenantId};
 
-use crate::audit::{AuditLog, Record};
+use crate::audit::{AuditLog, Outcome, Record};
 
 /// Wrong credentials in a row an address may send before it is slowed.
 pub(crate) const FREE_FAILURES: u32 = 5;
@@ -234,12 +234,24 @@ impl<T> Throttle<T> {
 #[derive(Debug)]
 pub(crate) struct AuthThrottle {
     state: Mutex<Throttle<Record>>,
+    /// Requests without credentials, per address: only coalesced (their
+    /// "failures" are never looked at for a delay, and a success does not
+    /// reset them), so a flood of them cannot fill the disk either.
+    challenges: Mutex<Throttle<Record>>,
     audit: AuditLog,
 }
 
 impl AuthThrottle {
     pub(crate) fn new(audit: AuditLog) -> Self {
-        AuthThrottle { state: Mutex::new(Throttle::new(MAX_PEERS)), audit }
+        AuthThrottle {
+            state: Mutex::new(Throttle::new(MAX_PEERS)),
+            challenges: Mutex::new(Throttle::new(MAX_PEERS)),
+            audit,
+        }
+    }
+
+    fn challenges(&self) -> std::sync::MutexGuard<'_, Throttle<Record>> {
+        self.challenges.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, Throttle<Record>> {
@@ -275,16 +287,19 @@ impl AuthThrottle {
     /// The audit record of a refused authentication from `peer`: written at
     /// once for missing credentials; coalesced for wrong ones.
     pub(crate) fn refused(&self, peer: IpAddr, error: AuthError, record: Record) {
-        match error {
-            AuthError::Missing => self.audit.write(record),
-            AuthError::Unknown => {
-                let mut record = record;
-                let cut = (0..=MAX_METHOD.min(record.method.len())).rev().find(|&i| record.method.is_char_boundary(i));
-                record.method.truncate(cut.unwrap_or(0));
-                let due = self.state().fail(peer.to_canonical(), Instant::now(), record);
-                self.write(due);
+        let mut record = record;
+        let cut = (0..=MAX_METHOD.min(record.method.len())).rev().find(|&i| record.method.is_char_boundary(i));
+        record.method.truncate(cut.unwrap_or(0));
+        let due = match error {
+            // The challenge clients such as git always start with (DESIGN,
+            // "Audit"): not a failure.
+            AuthError::Missing => {
+                record.decision = Outcome::Challenge;
+                self.challenges().fail(peer.to_canonical(), Instant::now(), record)
             }
-        }
+            AuthError::Unknown => self.state().fail(peer.to_canonical(), Instant::now(), record),
+        };
+        self.write(due);
     }
 
     /// Writes the records whose interval is over (called every
@@ -292,11 +307,15 @@ impl AuthThrottle {
     pub(crate) fn flush_due(&self) {
         let due = self.state().due(Instant::now());
         self.write(due);
+        let due = self.challenges().due(Instant::now());
+        self.write(due);
     }
 
     /// Writes every pending count (at shutdown).
     pub(crate) fn flush_all(&self) {
         let due = self.state().drain(Instant::now());
+        self.write(due);
+        let due = self.challenges().drain(Instant::now());
         self.write(due);
     }
 

@@ -37,6 +37,9 @@ pub enum Outcome {
     Deny,
     /// Passed through untouched (no route, egress = "tunnel").
     Tunnel,
+    /// Answered `407` for credentials it did not carry: the challenge
+    /// clients such as git always start with, not a refusal.
+    Challenge,
 }
 
 /// One audit record (DESIGN.md, "Audit").
