@@ -5,7 +5,8 @@
 //! Tasks encode a record and queue it ([`AuditLog::write`]); one thread
 //! ([`writer`]) seals the lines onto the chain and writes them in batches,
 //! so no async worker waits on the disk and lines never interleave or tear.
-//! A record is queued before its response ends and written moments later:
+//! A record is queued before its response ends and written moments later
+//! (within a few milliseconds):
 //! a crash in between loses at most the records still queued. A request
 //! running longer than a second gets a `begin` line, so one cut off by a
 //! crash still leaves a trace.
