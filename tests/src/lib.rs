@@ -376,6 +376,11 @@ impl Served {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Where its log is written.
+    pub fn log_path(&self) -> PathBuf {
+        self.log.clone()
+    }
+
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id().unwrap()

@@ -222,6 +222,9 @@ pub enum Line {
     Record(Record),
 }
 
+/// How long [`AuditWriter::finish`] waits for the disk.
+pub const FINISH_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Watched requests past which [`AuditLog::begin`] prunes ended ones.
 const PRUNE_AT: usize = 4096;
 
@@ -251,7 +254,8 @@ pub struct AuditLog {
 #[derive(Debug)]
 pub struct AuditWriter {
     tx: SyncSender<writer::Msg>,
-    thread: std::thread::JoinHandle<()>,
+    /// Disconnected when the writer thread has finished.
+    done: std::sync::mpsc::Receiver<()>,
 }
 
 impl std::fmt::Debug for writer::Msg {
@@ -261,11 +265,26 @@ impl std::fmt::Debug for writer::Msg {
 }
 
 impl AuditWriter {
-    /// Writes every record queued so far and closes the log. Records
+    /// Writes every record queued so far and closes the log, waiting at
+    /// most [`FINISH_WAIT`] for a disk that has stopped taking writes
+    /// (then the records still queued are reported as lost). Records
     /// written afterwards are reported as lost.
     pub fn finish(self) {
-        if self.tx.send(writer::Msg::Close).is_ok() {
-            let _ = self.thread.join();
+        let deadline = Instant::now() + FINISH_WAIT;
+        let mut close = writer::Msg::Close;
+        loop {
+            match self.tx.try_send(close) {
+                Ok(()) => break,
+                Err(std::sync::mpsc::TrySendError::Full(msg)) if Instant::now() < deadline => {
+                    close = msg;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(_) => break,
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = self.done.recv_timeout(left) {
+            tracing::error!("the audit log did not take the last records within {FINISH_WAIT:?}; they are lost");
         }
     }
 }
@@ -281,8 +300,8 @@ impl AuditLog {
     pub fn open(path: &Path) -> io::Result<(AuditLog, AuditWriter)> {
         let registry = Arc::new(Mutex::new(Vec::new()));
         let w = writer::open(path, Arc::clone(&registry))?;
-        let (tx, thread) = writer::spawn(w)?;
-        Ok((AuditLog { tx: tx.clone(), registry }, AuditWriter { tx, thread }))
+        let (tx, done) = writer::spawn(w)?;
+        Ok((AuditLog { tx: tx.clone(), registry }, AuditWriter { tx, done }))
     }
 
     /// Returns once every record queued so far is written.

@@ -407,10 +407,16 @@ impl Writer {
 }
 
 /// Starts the writer thread.
-pub(super) fn spawn(writer: Writer) -> io::Result<(SyncSender<Msg>, std::thread::JoinHandle<()>)> {
+/// Starts the writer thread; the returned receiver disconnects when it
+/// has finished.
+pub(super) fn spawn(writer: Writer) -> io::Result<(SyncSender<Msg>, Receiver<()>)> {
     let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_LINES);
-    let handle = std::thread::Builder::new().name("airlock-audit".into()).spawn(move || writer.run(rx))?;
-    Ok((tx, handle))
+    let (done_tx, done) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new().name("airlock-audit".into()).spawn(move || {
+        writer.run(rx);
+        drop(done_tx);
+    })?;
+    Ok((tx, done))
 }
 
 #[cfg(test)]
