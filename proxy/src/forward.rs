@@ -114,7 +114,7 @@ impl<'a> Audit<'a> {
             method: Some(method.clone()),
             host: Some(dest.host.clone()),
             port: Some(dest.port),
-            path: Some(path.clone()),
+            path: Some(audit::clip_path(path.clone())),
             detail: None,
         });
         Audit {
@@ -175,11 +175,13 @@ impl<'a> Audit<'a> {
     /// has learnt a value since (a secret fetched for the first time during
     /// this request), in which case it is scrubbed again.
     fn record_path(&self) -> String {
-        if self.shared.vault.version() == self.path_version {
+        // Cut after scrubbing, never before: a cut secret would no longer
+        // match.
+        audit::clip_path(if self.shared.vault.version() == self.path_version {
             self.path.clone()
         } else {
             scrub_path(self.shared, self.loaded, self.tenant, &self.path)
-        }
+        })
     }
 
     /// Logs and audits a denial; the caller answers it.

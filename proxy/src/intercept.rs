@@ -128,6 +128,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, dest: Destination, upgraded: Upgr
     };
     if let Some(Err(e)) = result {
         debug!(error = %e, "intercepted connection ended with an error");
-        crate::server::audit_refused_request(&audit, &e, Some(&tenant), &host, port);
+        if let Some(record) = crate::server::refused_request(&e, Some(&tenant), &host, port) {
+            audit.write(record);
+        }
     }
 }

@@ -416,7 +416,7 @@ async fn serve_agent(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, g
     let _ = stream.set_nodelay(true);
     let svc_guard = guard.clone();
     let limits = shared.loaded().policy.limits.clone();
-    let audit = shared.audit.clone();
+    let kept = Arc::clone(&shared);
     let activity = Activity::new();
     let conn_activity = Arc::clone(&activity);
     let service =
@@ -426,7 +426,9 @@ async fn serve_agent(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, g
     let result = limits::until_done(conn, |c| c.graceful_shutdown(), phase, &activity, limits.idle_timeout).await;
     if let Some(Err(e)) = result {
         debug!(error = %e, "agent connection ended with an error");
-        audit_refused_request(&audit, &e, None, "", 0);
+        if let Some(record) = refused_request(&e, None, "", 0) {
+            kept.auth.refused_unauthenticated(peer.ip(), record);
+        }
     }
 }
 
@@ -434,15 +436,15 @@ async fn serve_agent(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, g
 /// oversized head, which hyper answers itself (400, 431) before closing
 /// the connection. Other connection errors (the agent went away, or sent
 /// nothing within `header_read_timeout`) are not requests.
-pub(crate) fn audit_refused_request(audit: &AuditLog, e: &hyper::Error, tenant: Option<&str>, host: &str, port: u16) {
+pub(crate) fn refused_request(e: &hyper::Error, tenant: Option<&str>, host: &str, port: u16) -> Option<Record> {
     let (code, status, what) = if e.is_parse_too_large() {
         (DenialCode::RequestTooLarge, 431, "a request head over the size limit")
     } else if e.is_parse() {
         (DenialCode::BadRequest, 400, "a malformed request")
     } else {
-        return;
+        return None;
     };
-    audit.write(Record {
+    Some(Record {
         tenant: tenant.map(str::to_owned),
         code: Some(code.as_str().to_owned()),
         detail: Some(format!("hyper refused {what}")),
@@ -455,7 +457,7 @@ pub(crate) fn audit_refused_request(audit: &AuditLog, e: &hyper::Error, tenant: 
             Outcome::Deny,
             status,
         )
-    });
+    })
 }
 
 /// Where the listener answers a health check (origin-form GET, no
@@ -525,7 +527,11 @@ async fn proxy_request(
         )
     };
     let refuse = |denial: Denial, tenant: Option<TenantId>, host: &str, port: u16| {
-        shared.audit.write(record(&denial, tenant, host, port));
+        match tenant {
+            Some(_) => shared.audit.write(record(&denial, tenant, host, port)),
+            // Before authentication anyone can send these: coalesced.
+            None => shared.auth.refused_unauthenticated(peer.ip(), record(&denial, tenant, host, port)),
+        }
         info!(request_id = %request_id, code = %denial.code, "refused");
         denial_response(&denial, &request_id)
     };

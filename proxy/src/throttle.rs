@@ -62,6 +62,16 @@ pub(crate) const MAX_PEERS: usize = 4096;
 /// The longest method kept in a pending record (a method is a token of any
 /// length, and a record waits in memory for its interval).
 pub(crate) const MAX_METHOD: usize = 32;
+/// The longest host kept in a pending unauthenticated record (a CONNECT
+/// target refused as malformed may be anything up to the head limit).
+pub(crate) const MAX_HOST: usize = 255;
+
+/// Cuts `s` to at most `max` bytes, at a character boundary.
+fn clip(s: &mut String, max: usize) {
+    let cut = (0..=max.min(s.len())).rev().find(|&i| s.is_char_boundary(i));
+    s.truncate(cut.unwrap_or(0));
+}
+
 /// How often pending counts are looked at (see [`AuthThrottle::flush_due`]).
 pub(crate) const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
@@ -238,6 +248,10 @@ pub(crate) struct AuthThrottle {
     /// "failures" are never looked at for a delay, and a success does not
     /// reset them), so a flood of them cannot fill the disk either.
     challenges: Mutex<Throttle<Record>>,
+    /// Requests refused before any credential was looked at (malformed,
+    /// not a proxy request, over a limit), per address: coalesced the
+    /// same way, as anyone can send them without a token.
+    unauthenticated: Mutex<Throttle<Record>>,
     audit: AuditLog,
 }
 
@@ -246,12 +260,29 @@ impl AuthThrottle {
         AuthThrottle {
             state: Mutex::new(Throttle::new(MAX_PEERS)),
             challenges: Mutex::new(Throttle::new(MAX_PEERS)),
+            unauthenticated: Mutex::new(Throttle::new(MAX_PEERS)),
             audit,
         }
     }
 
     fn challenges(&self) -> std::sync::MutexGuard<'_, Throttle<Record>> {
         self.challenges.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn unauthenticated(&self) -> std::sync::MutexGuard<'_, Throttle<Record>> {
+        self.unauthenticated.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The audit record of a request from `peer` refused before its
+    /// credentials were looked at: coalesced per address like wrong
+    /// credentials (the record written stands for `attempts` such
+    /// refusals, of whatever kind; it is the last of them).
+    pub(crate) fn refused_unauthenticated(&self, peer: IpAddr, record: Record) {
+        let mut record = record;
+        clip(&mut record.method, MAX_METHOD);
+        clip(&mut record.host, MAX_HOST);
+        let due = self.unauthenticated().fail(peer.to_canonical(), Instant::now(), record);
+        self.write(due);
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, Throttle<Record>> {
@@ -288,8 +319,7 @@ impl AuthThrottle {
     /// once for missing credentials; coalesced for wrong ones.
     pub(crate) fn refused(&self, peer: IpAddr, error: AuthError, record: Record) {
         let mut record = record;
-        let cut = (0..=MAX_METHOD.min(record.method.len())).rev().find(|&i| record.method.is_char_boundary(i));
-        record.method.truncate(cut.unwrap_or(0));
+        clip(&mut record.method, MAX_METHOD);
         let due = match error {
             // The challenge clients such as git always start with (DESIGN,
             // "Audit"): not a failure.
@@ -309,6 +339,8 @@ impl AuthThrottle {
         self.write(due);
         let due = self.challenges().due(Instant::now());
         self.write(due);
+        let due = self.unauthenticated().due(Instant::now());
+        self.write(due);
     }
 
     /// Writes every pending count (at shutdown).
@@ -316,6 +348,8 @@ impl AuthThrottle {
         let due = self.state().drain(Instant::now());
         self.write(due);
         let due = self.challenges().drain(Instant::now());
+        self.write(due);
+        let due = self.unauthenticated().drain(Instant::now());
         self.write(due);
     }
 

@@ -161,21 +161,15 @@ pub fn write_seal(log: &Path, key: &EpochKey) -> io::Result<()> {
     replace(&seal_path(log), text.as_bytes(), true)
 }
 
-/// Creates a seal for the log at `log` unless it has one; returns the new
-/// verification key (hex) to show the operator, once.
-///
-/// # Errors
-/// The seal cannot be read or written.
-pub fn ensure_seal(log: &Path) -> io::Result<Option<Zeroizing<String>>> {
-    if read_seal(log)?.is_some() {
-        return Ok(None);
-    }
+/// Creates a seal (epoch 0) for the log at `log`, replacing any; returns the
+/// verification key (hex). See [`super::ensure_seal`].
+pub(super) fn create_seal(log: &Path) -> io::Result<Zeroizing<String>> {
     if let Some(dir) = log.parent() {
         fs::create_dir_all(dir)?;
     }
     let key = EpochKey::random()?;
     write_seal(log, &key)?;
-    Ok(Some(key.hex_key()))
+    Ok(key.hex_key())
 }
 
 /// Writes `bytes` to `path` through a temporary file renamed over it.
@@ -290,11 +284,29 @@ struct Chained {
     request_id: Option<String>,
 }
 
-/// The link a written line ends at, if it is a sealed line.
-pub fn link_of(line: &[u8]) -> Option<(Link, u64)> {
+/// A written sealed line, as the writer needs it at start.
+#[derive(Debug)]
+pub struct Sealed {
+    /// Where the chain stands after it.
+    pub link: Link,
+    /// Its epoch.
+    pub epoch: u64,
+    /// Whether it is a `close` line (the end of its epoch).
+    pub closes: bool,
+    /// The bytes its MAC covers.
+    pub covered: Vec<u8>,
+}
+
+/// The line, if it is a sealed line.
+pub fn sealed_line(line: &[u8]) -> Option<Sealed> {
     let (covered, hash) = split_hash(line)?;
     let c: Chained = serde_json::from_slice(&covered).ok()?;
-    Some((Link { seq: c.seq?, hash: hash.to_owned() }, c.epoch?))
+    Some(Sealed {
+        link: Link { seq: c.seq?, hash: hash.to_owned() },
+        epoch: c.epoch?,
+        closes: c.event.as_deref() == Some("close"),
+        covered,
+    })
 }
 
 /// SHA-256 of a line, hex (the unkeyed hash of lines written before the
@@ -343,8 +355,18 @@ pub enum ChainError {
         /// What does not match.
         why: &'static str,
     },
+    /// No verification key was given and the seal is gone: only order
+    /// could be checked.
+    #[error(
+        "the seal ({seal}) is missing, so no record's MAC could be checked: pass --key with the verification key, \
+         or restore the seal"
+    )]
+    NoSeal {
+        /// The seal file.
+        seal: String,
+    },
     /// airlock found records missing when it opened the log, and said so.
-    #[error("line {line}: when airlock started, records anchored by the head were missing ({detail})")]
+    #[error("line {line}: when airlock started, it found the log changed: {detail}")]
     FoundMissing {
         /// 1-based line number of the `missing` line.
         line: usize,
@@ -377,11 +399,21 @@ pub struct Verified {
 /// `key` (epoch 0's, from the verification key) when given, else with the
 /// current key in the seal when readable (lines of its epoch only).
 pub fn verify(log: &Path, key: Option<&EpochKey>) -> io::Result<Result<Verified, ChainError>> {
-    let reader = io::BufReader::new(fs::File::open(log)?);
-    let current = if key.is_none() { read_seal(log).ok().flatten() } else { None };
+    let file = fs::File::open(log)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a regular file", log.display())));
+    }
+    let reader = io::BufReader::new(file);
+    let current = if key.is_none() { read_seal(log)? } else { None };
     let head = read_head(log)?;
     let head_name = head_path(log).display().to_string();
-    verify_lines(reader, key.or(current.as_ref()), head.as_ref(), &head_name)
+    let verified = verify_lines(reader, key.or(current.as_ref()), head.as_ref(), &head_name)?;
+    Ok(match verified {
+        Ok(v) if key.is_none() && current.is_none() && v.records > v.legacy => {
+            Err(ChainError::NoSeal { seal: seal_path(log).display().to_string() })
+        }
+        other => other,
+    })
 }
 
 fn verify_lines(
@@ -396,6 +428,8 @@ fn verify_lines(
     let mut epoch = 0u64;
     let mut begun = std::collections::BTreeSet::new();
     let mut head_seen = false;
+    // The last line was a `close`.
+    let mut closed = false;
     for (i, line) in reader.split(b'\n').enumerate() {
         let line = line?;
         let line_no = i + 1;
@@ -415,12 +449,21 @@ fn verify_lines(
                 v.legacy += 1;
             }
             (Some(seq), Some(e)) => {
+                // An epoch starts (by one) only right after the last one's
+                // `close`, which its own key MACs: with a later key alone,
+                // no one can cut the end of an earlier epoch and relink.
                 let starts_epoch = matches!(c.event.as_deref(), Some("open" | "epoch"));
                 let expected = if starts_epoch { epoch + 1 } else { epoch };
                 let first_keyed = epoch == 0;
-                if seq != link.seq + 1 || e != expected || (first_keyed && !starts_epoch) {
+                if seq != link.seq + 1
+                    || e != expected
+                    || (first_keyed && !starts_epoch)
+                    || (starts_epoch && !first_keyed && !closed)
+                    || (closed && !starts_epoch)
+                {
                     return Ok(Err(ChainError::Broken { line: line_no }));
                 }
+                closed = c.event.as_deref() == Some("close");
                 epoch = e;
                 if let Some(k) = key {
                     if epoch_key.as_ref().is_none_or(|ek| ek.epoch != e) {
@@ -538,13 +581,14 @@ mod tests {
     }
 
     const OPEN: &str = r#"{"ts":"t","event":"open"}"#;
+    const CLOSE: &str = r#"{"ts":"t","event":"close"}"#;
 
     #[test]
     fn a_sealed_log_verifies_and_each_kind_of_change_is_named() {
-        let entries = [OPEN, r#"{"request_id":"a"}"#, r#"{"request_id":"b"}"#, OPEN, r#"{"request_id":"c"}"#];
+        let entries = [OPEN, r#"{"request_id":"a"}"#, r#"{"request_id":"b"}"#, CLOSE, OPEN, r#"{"request_id":"c"}"#];
         let (log, head) = sealed(&entries);
         let v = check(&log, Some(&key0()), &head).unwrap();
-        assert_eq!((v.records, v.authenticated, v.last_epoch), (5, 5, 2));
+        assert_eq!((v.records, v.authenticated, v.last_epoch), (6, 6, 2));
         let lines: Vec<&[u8]> = log.split_inclusive(|&b| b == b'\n').collect();
         let join = |ls: &[&[u8]]| ls.concat();
 
@@ -554,19 +598,21 @@ mod tests {
         assert_eq!(check(edited.as_bytes(), Some(&key0()), &head), Err(ChainError::Forged { line: 3 }));
         // Removed, swapped: the next line's prev.
         assert_eq!(
-            check(&join(&[lines[0], lines[2], lines[3], lines[4]]), None, &head),
+            check(&join(&[lines[0], lines[2], lines[3], lines[4], lines[5]]), None, &head),
             Err(ChainError::Broken { line: 2 })
         );
         assert_eq!(
-            check(&join(&[lines[0], lines[2], lines[1], lines[3], lines[4]]), None, &head),
+            check(&join(&[lines[0], lines[2], lines[1], lines[3], lines[4], lines[5]]), None, &head),
             Err(ChainError::Broken { line: 2 })
         );
+        // The close removed: the next epoch may not start.
+        assert!(check(&join(&[lines[0], lines[1], lines[2], lines[4], lines[5]]), None, &head).is_err());
         // The last two removed, or everything: the head says more.
         assert!(matches!(
             check(&join(&lines[..3]), None, &head),
-            Err(ChainError::Truncated { last: 3, anchored: 5, .. })
+            Err(ChainError::Truncated { last: 3, anchored: 6, .. })
         ));
-        assert!(matches!(check(b"", None, &head), Err(ChainError::Truncated { last: 0, anchored: 5, .. })));
+        assert!(matches!(check(b"", None, &head), Err(ChainError::Truncated { last: 0, anchored: 6, .. })));
         assert_eq!(check(b"not json\n", None, &head), Err(ChainError::Malformed { line: 1 }));
     }
 
@@ -574,7 +620,7 @@ mod tests {
     fn a_chain_recomputed_with_a_later_key_fails_with_the_verification_key() {
         // The attacker holds epoch 2's key (the seal after a restart) and
         // rewrites epoch 1's records, relinking everything.
-        let (log, _) = sealed(&[OPEN, r#"{"request_id":"a","status":200}"#, OPEN, r#"{"request_id":"c"}"#]);
+        let (log, _) = sealed(&[OPEN, r#"{"request_id":"a","status":200}"#, CLOSE, OPEN, r#"{"request_id":"c"}"#]);
         let stolen = key0().evolve().evolve();
         let text = String::from_utf8(log).unwrap();
         let mut forged = Vec::new();
@@ -612,7 +658,7 @@ mod tests {
             link = seal_line(&mut relabelled, &serde_json::to_vec(&v).unwrap(), &link, &epoch_key);
         }
         let head = Head::new(link.seq, &link.hash, &stolen);
-        assert_eq!(check(&relabelled, None, &head).map(|v| v.records), Ok(4));
+        assert_eq!(check(&relabelled, None, &head).map(|v| v.records), Ok(5));
         assert_eq!(check(&relabelled, Some(&key0()), &head), Err(ChainError::Forged { line: 1 }));
     }
 
@@ -623,12 +669,42 @@ mod tests {
             r#"{"ts":"t","event":"begin","request_id":"a"}"#,
             r#"{"ts":"t","event":"begin","request_id":"b"}"#,
             r#"{"request_id":"a"}"#,
+            CLOSE,
             OPEN,
             r#"{"ts":"t","event":"repaired","detail":"12 bytes"}"#,
         ]);
         let v = check(&log, Some(&key0()), &head).unwrap();
         assert_eq!(v.unfinished, vec!["b".to_owned()]);
         assert_eq!(v.repaired, 1);
+    }
+
+    #[test]
+    fn the_end_of_a_closed_epoch_cannot_be_cut_with_a_later_key() {
+        // Epoch 2 is `open, b, c, close`; someone holding epoch 3's key cuts
+        // `c` and relinks: a close for epoch 2 needs epoch 2's key.
+        let entries = [OPEN, r#"{"request_id":"a"}"#, CLOSE, OPEN, r#"{"request_id":"b"}"#];
+        let (kept, _) = sealed(&entries);
+        let text = String::from_utf8(kept.clone()).unwrap();
+        let last = text.lines().last().unwrap();
+        let (covered, hash) = split_hash(last.as_bytes()).unwrap();
+        let c: Chained = serde_json::from_slice(&covered).unwrap();
+        let mut link = Link { seq: c.seq.unwrap(), hash: hash.to_owned() };
+        let stolen = key0().at(3).unwrap();
+        // Relinked straight to the new epoch: no close, so not allowed.
+        let mut direct = kept.clone();
+        let mut l = seal_line(&mut direct, OPEN.as_bytes(), &link, &stolen);
+        l = seal_line(&mut direct, br#"{"request_id":"d"}"#, &l, &stolen);
+        let head = Head::new(l.seq, &l.hash, &stolen);
+        assert_eq!(check(&direct, Some(&key0()), &head), Err(ChainError::Broken { line: 6 }));
+        // With a close made with the later key: its MAC fails.
+        let mut forged = kept;
+        let mut as_epoch_2 = stolen.clone();
+        as_epoch_2.epoch = 2;
+        link = seal_line(&mut forged, CLOSE.as_bytes(), &link, &as_epoch_2);
+        link = seal_line(&mut forged, OPEN.as_bytes(), &link, &stolen);
+        link = seal_line(&mut forged, br#"{"request_id":"d"}"#, &link, &stolen);
+        let head = Head::new(link.seq, &link.hash, &stolen);
+        assert_eq!(check(&forged, Some(&key0()), &head), Err(ChainError::Forged { line: 6 }));
     }
 
     #[test]

@@ -144,7 +144,35 @@ impl Record {
     }
 }
 
-pub use chain::{ChainError, EpochKey, GENESIS, Verified, ensure_seal, verify};
+pub use chain::{ChainError, EpochKey, GENESIS, Verified, verify};
+
+/// Creates a seal for the log at `log` unless it has one; returns the new
+/// verification key (hex) to show the operator, once.
+///
+/// # Errors
+/// The log already has sealed lines but no seal (a new key would hide
+/// whatever was done to them: the old seal must be restored, or the log
+/// moved aside); or the seal or log cannot be read or written.
+pub fn ensure_seal(log: &Path) -> io::Result<Option<zeroize::Zeroizing<String>>> {
+    if chain::read_seal(log)?.is_some() {
+        return Ok(None);
+    }
+    if let Ok(mut f) = std::fs::File::open(log)
+        && f.metadata().is_ok_and(|m| m.is_file())
+        && writer::read_tail(&mut f)?.last.as_deref().and_then(chain::sealed_line).is_some()
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "the audit log {} has sealed records but its seal {} is missing: restore the seal, or move the log \
+                 and its .head aside to start a new one",
+                log.display(),
+                chain::seal_path(log).display()
+            ),
+        ));
+    }
+    chain::create_seal(log).map(Some)
+}
 
 /// What an `event` line records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -154,6 +182,9 @@ pub enum EventKind {
     Open,
     /// The key advanced while writing ([`chain::EPOCH_LENGTH`]).
     Epoch,
+    /// The end of a key epoch, MACed under its key before the key is
+    /// erased: the next `open` or `epoch` line must follow it.
+    Close,
     /// A request still running after a second: if airlock dies before it
     /// ends, this is its trace. Its record follows when it ends.
     Begin,
@@ -220,6 +251,21 @@ pub enum Line {
     Event(Event),
     /// A request or refused connection.
     Record(Record),
+}
+
+/// The longest path a record keeps, in bytes; a longer one is cut (at a
+/// character boundary) and ends in `…`, so a request cannot make every
+/// record of it as long as the head limit allows.
+pub const MAX_PATH: usize = 1024;
+
+/// `path` cut to [`MAX_PATH`].
+pub fn clip_path(mut path: String) -> String {
+    if path.len() > MAX_PATH {
+        let cut = (0..=MAX_PATH).rev().find(|&i| path.is_char_boundary(i)).unwrap_or(0);
+        path.truncate(cut);
+        path.push('…');
+    }
+    path
 }
 
 /// How long [`AuditWriter::finish`] waits for the disk.
@@ -399,6 +445,14 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_paths_are_cut_at_a_character() {
+        assert_eq!(clip_path("/short".into()), "/short");
+        let long = format!("/{}", "é".repeat(MAX_PATH));
+        let cut = clip_path(long);
+        assert!(cut.len() <= MAX_PATH + '…'.len_utf8() && cut.ends_with('…'));
+    }
 
     #[test]
     fn civil_dates() {

@@ -12,7 +12,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
@@ -77,14 +77,37 @@ pub(super) struct Writer {
 }
 
 /// Opens the log at `path` for writing: locks it (one writer per log),
-/// repairs a torn tail, checks it still reaches its head, advances the
-/// key epoch and writes the `open` line (and any `repaired` or `missing`
-/// line).
+/// repairs a torn tail, checks it still reaches its head and that its
+/// last line authenticates, closes the last key epoch (a `close` line under
+/// its key), advances the key and writes the `open` line (and any
+/// `repaired` or `missing` line).
+///
+/// # Errors
+/// The log is not a regular file or a pipe; the head is not a file; the
+/// log has sealed lines but its seal is gone; or any I/O error.
 pub(super) fn open(path: &Path, registry: Arc<Registry>) -> io::Result<Writer> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir)?;
     }
     let file = OpenOptions::new().read(true).append(true).create(true).mode(0o600).open(path)?;
+    let kind = file.metadata()?.file_type();
+    if kind.is_fifo() {
+        tracing::warn!(
+            path = %path.display(),
+            "the audit log is a pipe: records go to whoever reads it, and `airlock audit --verify` cannot check them"
+        );
+    } else if !kind.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("the audit log {} is not a regular file", path.display()),
+        ));
+    }
+    if fs::symlink_metadata(chain::head_path(path)).is_ok_and(|m| !m.is_file()) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("the audit head {} is not a regular file", chain::head_path(path).display()),
+        ));
+    }
     let mut file = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
         if errno == nix::errno::Errno::EWOULDBLOCK {
             io::Error::new(
@@ -95,7 +118,7 @@ pub(super) fn open(path: &Path, registry: Arc<Registry>) -> io::Result<Writer> {
             io::Error::from(errno)
         }
     })?;
-    let tail = read_tail(&mut file)?;
+    let tail = if kind.is_fifo() { Tail { end: 0, torn: 0, last: None } } else { read_tail(&mut file)? };
     let mut notes = Vec::new();
     if tail.torn > 0 {
         file.set_len(tail.end)?;
@@ -104,14 +127,24 @@ pub(super) fn open(path: &Path, registry: Arc<Registry>) -> io::Result<Writer> {
             format!("the log ended in a partial line ({} bytes, from a crash mid-write); it was removed", tail.torn),
         ));
     }
-    let (link, last_epoch) = match &tail.last {
-        None => (Link::genesis(), 0),
-        Some(line) => match chain::link_of(line) {
-            Some(found) => found,
+    // Where the chain stands: the last line's link, and for a sealed line
+    // its epoch and whether it closed that epoch.
+    let mut last: Option<chain::Sealed> = None;
+    let link = match &tail.last {
+        None => Link::genesis(),
+        Some(line) => match chain::sealed_line(line) {
+            Some(found) => {
+                let link = found.link.clone();
+                last = Some(found);
+                link
+            }
             // A line written before the chain was keyed: count them once.
             None => match chain::split_hash(line) {
-                Some((_, hash)) => (Link { seq: count_lines(&mut file, tail.end)?, hash: hash.to_owned() }, 0),
-                None => (Link::genesis(), 0),
+                Some((_, hash)) => Link { seq: count_lines(&mut file, tail.end)?, hash: hash.to_owned() },
+                None => {
+                    notes.push((EventKind::Missing, "the log's last line is not an audit record".to_owned()));
+                    Link::genesis()
+                }
             },
         },
     };
@@ -126,7 +159,7 @@ pub(super) fn open(path: &Path, registry: Arc<Registry>) -> io::Result<Writer> {
                 ),
             ));
         }
-        Ok(None) if last_epoch > 0 => {
+        Ok(None) if last.is_some() => {
             notes.push((EventKind::Missing, "the head file was missing".to_owned()));
         }
         Err(e) => notes.push((EventKind::Missing, format!("the head file was unreadable: {e}"))),
@@ -135,16 +168,10 @@ pub(super) fn open(path: &Path, registry: Arc<Registry>) -> io::Result<Writer> {
     let sealed = match chain::read_seal(path)? {
         Some(k) => k,
         None => {
-            chain::ensure_seal(path)?;
+            super::ensure_seal(path)?;
             chain::read_seal(path)?.ok_or_else(|| io::Error::other("the audit seal vanished"))?
         }
     };
-    // The new epoch follows the log's last one; a seal already ahead (a
-    // crash after it was advanced) is used as it is: keys never go back.
-    let epoch = (last_epoch + 1).max(sealed.epoch());
-    let key = sealed.at(epoch).ok_or_else(|| io::Error::other("the audit seal is ahead of its log"))?;
-    drop(sealed);
-    chain::write_seal(path, &key)?;
     let len = file.metadata()?.len();
     let mut w = Writer {
         path: path.to_owned(),
@@ -152,7 +179,7 @@ pub(super) fn open(path: &Path, registry: Arc<Registry>) -> io::Result<Writer> {
         len,
         batch_start: link.clone(),
         link,
-        key,
+        key: sealed.clone(),
         epoch_started: Instant::now(),
         buf: Vec::new(),
         lines_in_batch: 0,
@@ -161,6 +188,45 @@ pub(super) fn open(path: &Path, registry: Arc<Registry>) -> io::Result<Writer> {
         head_written: Instant::now(),
         head_stale: false,
     };
+    // The next epoch follows the log's last one by exactly one, after a
+    // `close` line under the last one's key (which the seal still holds,
+    // unless a crash came after it advanced past a `close`). Anything
+    // else means the log or the seal was changed: said in a `missing`
+    // line, and the key still moves forward, never back.
+    let next = match &last {
+        Some(l) if l.closes && (sealed.epoch() == l.epoch || sealed.epoch() == l.epoch + 1) => l.epoch + 1,
+        Some(l) if !l.closes && sealed.epoch() == l.epoch => {
+            if sealed.mac(&l.covered) != l.link.hash {
+                notes.push((
+                    EventKind::Missing,
+                    "the last record does not authenticate under the current key: the log was changed while \
+                     airlock was stopped"
+                        .to_owned(),
+                ));
+            }
+            w.push_event(EventKind::Close, Some("the key epoch ends".to_owned()));
+            if !w.flush() {
+                return Err(io::Error::other("cannot write the audit log"));
+            }
+            l.epoch + 1
+        }
+        Some(l) => {
+            notes.push((
+                EventKind::Missing,
+                format!(
+                    "the log's last epoch ({}) does not meet the seal's ({}): the log or the seal was changed",
+                    l.epoch,
+                    sealed.epoch()
+                ),
+            ));
+            sealed.epoch().max(l.epoch) + 1
+        }
+        None => sealed.epoch() + 1,
+    };
+    let key = sealed.at(next).ok_or_else(|| io::Error::other("the audit seal is ahead of its log"))?;
+    drop(sealed);
+    chain::write_seal(path, &key)?;
+    w.key = key;
     w.push_event(EventKind::Open, Some(format!("airlock {} opened the log", env!("CARGO_PKG_VERSION"))));
     for (kind, detail) in notes {
         w.push_event(kind, Some(detail));
@@ -170,17 +236,17 @@ pub(super) fn open(path: &Path, registry: Arc<Registry>) -> io::Result<Writer> {
     Ok(w)
 }
 
-struct Tail {
+pub(super) struct Tail {
     /// Where the last whole line ends (after its newline).
     end: u64,
     /// Bytes after it (a line cut short).
     torn: u64,
     /// The last whole line, without its newline.
-    last: Option<Vec<u8>>,
+    pub(super) last: Option<Vec<u8>>,
 }
 
 /// Reads the file backwards from its end to its last whole line.
-fn read_tail(file: &mut File) -> io::Result<Tail> {
+pub(super) fn read_tail(file: &mut File) -> io::Result<Tail> {
     const CHUNK: u64 = 64 * 1024;
     let len = file.metadata()?.len();
     // Newest first: everything read so far from `pos` to the end.
@@ -309,18 +375,26 @@ impl Writer {
         }
     }
 
-    /// Moves to the next key, erasing this one, and starts the epoch with
-    /// an `epoch` line.
+    /// Closes this epoch (a `close` line under its key, written before the
+    /// key is gone), moves to the next key, erasing this one, and starts
+    /// the epoch with an `epoch` line.
     fn advance_epoch(&mut self) {
+        self.epoch_started = Instant::now();
+        let close = Event { detail: Some("the key epoch ends".to_owned()), ..Event::new(EventKind::Close) };
+        let Ok(entry) = serde_json::to_vec(&close) else { return };
+        self.link = chain::seal_line(&mut self.buf, &entry, &self.link, &self.key);
+        self.lines_in_batch += 1;
+        if !self.flush() {
+            // Keep the key: the next epoch starts after a `close` that is
+            // in the file.
+            return;
+        }
         let next = self.key.evolve();
         if let Err(e) = chain::write_seal(&self.path, &next) {
-            // Keep the old key: lines stay verifiable, only less sealed.
             tracing::error!(error = %e, "cannot advance the audit key; keeping the current one");
-            self.epoch_started = Instant::now();
             return;
         }
         self.key = next;
-        self.epoch_started = Instant::now();
         let event = Event { detail: Some("the audit key advanced".to_owned()), ..Event::new(EventKind::Epoch) };
         if let Ok(entry) = serde_json::to_vec(&event) {
             self.link = chain::seal_line(&mut self.buf, &entry, &self.link, &self.key);
@@ -362,9 +436,9 @@ impl Writer {
 
     /// Writes the batch with one `write` (the head follows later). On failure the
     /// batch is cut back off and counted as lost in a `lost` line.
-    fn flush(&mut self) {
+    fn flush(&mut self) -> bool {
         if self.buf.is_empty() {
-            return;
+            return true;
         }
         match (&*self.file).write_all(&self.buf) {
             Ok(()) => {
@@ -373,6 +447,7 @@ impl Writer {
                 self.lines_in_batch = 0;
                 self.batch_start = self.link.clone();
                 self.head_stale = true;
+                true
             }
             Err(e) => {
                 let lost = self.lines_in_batch;
@@ -388,8 +463,8 @@ impl Writer {
                         && self.file.set_len(tail.end).is_ok()
                     {
                         self.len = tail.end;
-                        if let Some((link, _)) = tail.last.as_deref().and_then(chain::link_of) {
-                            self.link = link;
+                        if let Some(sealed) = tail.last.as_deref().and_then(chain::sealed_line) {
+                            self.link = sealed.link;
                         }
                     }
                 }
@@ -401,6 +476,7 @@ impl Writer {
                 if let Ok(entry) = serde_json::to_vec(&event) {
                     self.push(&entry);
                 }
+                false
             }
         }
     }

@@ -216,9 +216,11 @@ async fn deleted_emptied_or_rewritten_records_are_detected() {
     let log_path = home.path.join("audit.jsonl");
     let original = std::fs::read(&log_path).unwrap();
     let head = std::fs::read(home.path.join("audit.jsonl.head")).unwrap();
+    let seal = std::fs::read(home.path.join("audit.jsonl.seal")).unwrap();
     let restore = || {
         std::fs::write(&log_path, &original).unwrap();
         std::fs::write(home.path.join("audit.jsonl.head"), &head).unwrap();
+        std::fs::write(home.path.join("audit.jsonl.seal"), &seal).unwrap();
     };
 
     // The last two records deleted (head -n -2), or every record.
@@ -264,7 +266,41 @@ async fn deleted_emptied_or_rewritten_records_are_detected() {
     let serve = Served::start(&home.path, "info").await;
     stop(serve).await;
     let (ok, out) = verify(&home.path, Some(&key));
-    assert!(!ok && out.contains("records anchored by the head were missing"), "{out}");
+    assert!(!ok && out.contains("found the log changed") && out.contains("were removed"), "{out}");
+    restore();
+
+    // A record appended while airlock was stopped, linked right but with a
+    // made-up MAC: the next start finds it does not authenticate.
+    let last: serde_json::Value = serde_json::from_str(kept[kept.len() - 1]).unwrap();
+    let forged = format!(
+        "{{\"ts\":\"t\",\"request_id\":\"forged\",\"seq\":{},\"epoch\":{},\"prev\":{},\"hash\":\"{}\"}}\n",
+        last["seq"].as_u64().unwrap() + 1,
+        last["epoch"],
+        last["hash"],
+        "ab".repeat(32)
+    );
+    let mut appended = original.clone();
+    appended.extend_from_slice(forged.as_bytes());
+    std::fs::write(&log_path, &appended).unwrap();
+    let serve = Served::start(&home.path, "info").await;
+    stop(serve).await;
+    let (ok, out) = verify(&home.path, None);
+    assert!(!ok && out.contains("does not authenticate"), "{out}");
+    restore();
+
+    // The seal deleted: verifying without the key says nothing was
+    // authenticated, and airlock will not start on the log with a new key.
+    std::fs::remove_file(home.path.join("audit.jsonl.seal")).unwrap();
+    let (ok, out) = verify(&home.path, None);
+    assert!(!ok && out.contains("seal") && out.contains("missing"), "{out}");
+    let refused = StdCommand::new(airlock_bin())
+        .arg("serve")
+        .env("AIRLOCK_HOME", &home.path)
+        .env_remove("AIRLOCK_CONFIG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("has sealed records but its seal"), "{err}");
 }
 
 /// A pipe stands in for a disk that stops taking writes: nothing reads it,
@@ -397,4 +433,61 @@ async fn requests_and_connections_refused_before_a_route_is_decided_are_audited(
 
 fn upstream_ca_pem(upstream: &Upstream) -> String {
     std::fs::read_to_string(upstream.ca_path()).unwrap()
+}
+
+/// Requests anyone can send without a token — not proxy requests, malformed
+/// heads — cannot flood the log: coalesced per address like wrong tokens.
+/// And a long path is cut in its record.
+#[tokio::test]
+async fn unauthenticated_refusals_are_coalesced_and_long_paths_cut() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let proxy = TestProxy::start(&standard_config(&upstream, "", "")).await;
+    // 200 origin-form requests pipelined on one connection.
+    let mut raw = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let one = "GET /x HTTP/1.1\r\nHost: a\r\n\r\n";
+    raw.write_all(one.repeat(200).as_bytes()).await.unwrap();
+    let mut answers = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    while String::from_utf8_lossy(&answers).matches("HTTP/1.1 400").count() < 200 {
+        let n = tokio::time::timeout(Duration::from_secs(10), raw.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed early");
+        answers.extend_from_slice(&buf[..n]);
+    }
+    // 20 malformed heads, each on its own connection.
+    for _ in 0..20 {
+        let mut raw = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+        raw.write_all(b"GET http://a/ HTTP/1.1\r\nbad header\r\n\r\n").await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut answer)).await;
+    }
+    // A long path on a route, denied (DELETE is not among its methods).
+    let long = format!("/{}", "p".repeat(60_000));
+    let req = hyper::Request::builder()
+        .method("DELETE")
+        .uri(long.as_str())
+        .header("host", format!("api.acme.test:{}", upstream.port()))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let tls = client::tunnel(
+        proxy.addr(),
+        ("acme", ACME_TOKEN),
+        "api.acme.test",
+        upstream.port(),
+        &[&proxy.ca_pem()],
+        Http::H1,
+    )
+    .await
+    .unwrap();
+    let replies = client::send_all(tls, Http::H1, vec![req]).await.unwrap();
+    assert_eq!(replies[0].status, 403);
+
+    proxy.proxy.shutdown().await;
+    let lines = audit_records(&proxy.home.path.join("audit.jsonl"));
+    let refused: Vec<_> = lines.iter().filter(|l| l["code"] == "bad_request").collect();
+    let counted: u64 = refused.iter().map(|l| l["attempts"].as_u64().unwrap_or(1)).sum();
+    assert_eq!(counted, 220, "{refused:?}");
+    assert!(refused.len() <= 4, "{} records for 220 unauthenticated refusals", refused.len());
+    let denied = lines.iter().find(|l| l["code"] == "method_not_allowed").unwrap();
+    let path = denied["path"].as_str().unwrap();
+    assert!(path.len() <= 1024 + 3 && path.ends_with('…'), "{}", path.len());
 }
