@@ -95,7 +95,7 @@ fn an_injected_value_holding_the_secret_maps_back_in_every_form() {
     }
     // The whole value is replaced, by what the agent sent: nothing of the
     // secret remains, and the plain echo reads as the agent wrote it.
-    assert_eq!(oneshot(&chained, &bodies[0]), b"echo: Bearer AIRLOCK_K trailing-text.\n");
+    assert!(oneshot(&chained, &bodies[0]) == b"echo: Bearer AIRLOCK_K trailing-text.\n");
     assert!(total >= bodies.len() as u64);
 }
 
@@ -115,7 +115,7 @@ fn an_injected_value_equal_to_the_secret_takes_the_request_replacement_and_both_
     for body in [&b"..%41bcdefghijklmn.."[..], b"..%34bcdefghijklmn..", b"..&#65;bcdefghijklmn%.."] {
         assert_same(&chained, &union, body, &[4]);
     }
-    assert_eq!(oneshot(&chained, b"..%41bcdefghijklmn.."), b"..X..");
+    assert!(oneshot(&chained, b"..%41bcdefghijklmn..") == b"..X..");
 }
 
 #[test]
@@ -151,7 +151,7 @@ fn overlapping_matches_resolve_as_in_one_set() {
     let (chained, union) = both(&[(&longer, b"<L>"), (SECRET, b"<S>")], &[(SECRET, b"X")]);
     let body = [SECRET, b" ", &longer, b" ", SECRET, b"_mor"].concat();
     assert_same(&chained, &union, &body, &[30]);
-    assert_eq!(oneshot(&chained, &body), b"X <L> X_mor");
+    assert!(oneshot(&chained, &body) == b"X <L> X_mor");
 }
 
 #[test]
