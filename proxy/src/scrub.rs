@@ -152,10 +152,14 @@ impl Scrubbers {
             let build = tokio::task::spawn_blocking(move || build_layer(injected));
             match build.await {
                 Ok(set) => set,
+                // A build that panicked panics this request's task too (as
+                // one on the worker would); the pool cancels a task only
+                // when the runtime shuts down, and `into_panic` then ends
+                // this task as well.
                 Err(e) => std::panic::resume_unwind(e.into_panic()),
             }
         };
-        // Doubled for the header-name automaton it may build later (of the
+        // Doubled for the header-name matcher it may build later (of the
         // same patterns, lower-cased).
         let weight = (key.0.len() + 2 * set.heap_bytes()) as u64;
         if weight <= LAYER_MAX_BYTES {
