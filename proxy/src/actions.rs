@@ -267,7 +267,7 @@ async fn prepare(
     let envelope: Envelope = serde_json::from_slice(&bytes).map_err(|e| {
         // serde's message may quote part of the envelope; scrub it like
         // anything else airlock sends back.
-        let set = loaded.scrubbers.for_request(policy, &shared.vault, tenant, &[]);
+        let set = loaded.scrubbers.tenant_set(policy, &shared.vault, tenant);
         let denial = bad_request(
             format!("the action envelope is not valid: {}", set.scrub_text(&e.to_string())),
             "send JSON like {\"tenant\": \"…\", \"service\": \"…\", \"method\": \"GET\", \"path\": \"/…\"} \

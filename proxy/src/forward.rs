@@ -207,7 +207,7 @@ impl<'a> Audit<'a> {
     /// may quote an upstream's words (an error, a certificate's names), and
     /// nothing the agent reads may hold a secret.
     pub(crate) fn scrubbed(&self, denial: &Denial) -> Denial {
-        let set = self.loaded.scrubbers.for_request(&self.loaded.policy, &self.shared.vault, self.tenant, &[]);
+        let set = self.loaded.scrubbers.tenant_set(&self.loaded.policy, &self.shared.vault, self.tenant);
         Denial {
             message: set.scrub_text(&denial.message),
             next_step: set.scrub_text(&denial.next_step),
@@ -219,7 +219,7 @@ impl<'a> Audit<'a> {
 /// `path` with any secret in it replaced, as no audit record or log line may
 /// hold one.
 fn scrub_path(shared: &Shared, loaded: &Loaded, tenant: TenantId, path: &str) -> String {
-    loaded.scrubbers.for_request(&loaded.policy, &shared.vault, tenant, &[]).scrub_text(path)
+    loaded.scrubbers.tenant_set(&loaded.policy, &shared.vault, tenant).scrub_text(path)
 }
 
 /// Decides and forwards one request to a routed (or egress-denied) host.
@@ -355,8 +355,7 @@ where
     drop(names);
     let injected = !swapped.is_empty();
     audit.injected.store(injected, Ordering::Relaxed);
-    let set = loaded.scrubbers.for_request(policy, &shared.vault, tenant, &injected_pairs);
-    drop(injected_pairs);
+    let set = loaded.scrubbers.for_request(policy, &shared.vault, tenant, injected_pairs).await;
     let bytes_up = Arc::new(AtomicU64::new(0));
     let body_limit = route.max_request_body.unwrap_or(policy.limits.max_request_body);
     let decided = DecidedRoute { policy: Arc::clone(policy), tenant, route: route_id };

@@ -256,11 +256,20 @@ pub enum Sender {
 }
 
 impl Sender {
-    /// Sends a request; the response body is left to stream.
+    /// Sends a request once the connection is ready for it (an HTTP/1.1
+    /// connection is not until the previous response is read to its end
+    /// and the connection task has seen that); the response body is left
+    /// to stream.
     pub async fn send(&mut self, req: Request<Empty<Bytes>>) -> Result<Response<hyper::body::Incoming>, hyper::Error> {
         match self {
-            Sender::H1(s) => s.send_request(req).await,
-            Sender::H2(s) => s.send_request(req).await,
+            Sender::H1(s) => {
+                s.ready().await?;
+                s.send_request(req).await
+            }
+            Sender::H2(s) => {
+                s.ready().await?;
+                s.send_request(req).await
+            }
         }
     }
 }

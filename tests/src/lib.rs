@@ -385,6 +385,12 @@ impl Served {
     pub fn pid(&self) -> u32 {
         self.child.id().unwrap()
     }
+
+    /// Its resident memory (`VmRSS`), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").parse().unwrap()
+    }
 }
 
 /// Starts a proxy on `home` with `config` written as `home/airlock.toml`.

@@ -6,6 +6,13 @@
 //! output a one-shot replacement over the whole body
 //! ([`PatternSet::replace_all`]) would give.
 //!
+//! A set may be layers ([`PatternSet::chain`]): a request's injected
+//! header values, compiled on their own, over the tenant's set of every
+//! secret, compiled once and shared. The scan searches each layer and
+//! takes the match that starts first, the longest there, which is exactly
+//! the match one set of all their patterns gives; everything below holds
+//! of a chained set as of one.
+//!
 //! A gRPC body is scanned message by message ([`GrpcMessages`], in
 //! `grpc.rs`), with [`Stream::same_length`]: each replacement is padded
 //! to the length of what it replaces, so the messages' length prefixes
@@ -13,7 +20,7 @@
 //!
 //! ## What is matched
 //!
-//! The automaton does not run on the raw bytes but on the text as the
+//! The matcher does not run on the raw bytes but on the text as the
 //! normaliser reads it (`normalise.rs`): percent-escapes in either case,
 //! JSON escapes (`\"`, `\/`, `\uXXXX`, surrogate pairs), HTML references
 //! (`&#x2F;`, `&#47;`, `&sol;`) and soft line breaks (after a run of exactly 60,
@@ -69,7 +76,8 @@
 //! them into the same units (the text before them decides nothing after
 //! them but the line length, which is carried over).
 //!
-//! The matching itself is aho-corasick's; the normaliser, the scan around
+//! The matching itself is aho-corasick's (its SIMD Teddy searcher for up
+//! to 64 patterns, an automaton past that); the normaliser, the scan around
 //! it and the hold are written here, as no crate decodes mixed escapes in a
 //! stream while keeping a map back to the raw bytes to replace. Nothing
 //! here prints a byte of a body: `Debug` shows lengths and counts only.
@@ -87,7 +95,7 @@ pub use grpc::{
     GrpcError, GrpcKind, GrpcMessages, MessageCoding, grpc_content_type, grpc_kind, is_grpc_web_text,
     scrub_binary_metadata,
 };
-pub use patterns::{PatternSet, PatternSetBuilder};
+pub use patterns::{MatcherKind, PatternSet, PatternSetBuilder};
 pub use scan::Stream;
 
 /// What a base64 fragment of a secret is replaced with.

@@ -1,4 +1,4 @@
-//! The normaliser: the text as the automaton matches it, with every escape
+//! The normaliser: the text as the matcher matches it, with every escape
 //! a server may have spelled a secret in undone, and a map back to the raw
 //! bytes.
 //!
@@ -322,7 +322,7 @@ pub(super) fn is_name_tail(t: &[u8]) -> bool {
     NAMES.iter().any(|(n, _)| n.ends_with(t))
 }
 
-/// A buffer as the automaton matches it.
+/// A buffer as the matcher matches it.
 #[derive(Default)]
 pub(super) struct Normalised {
     /// The matched text.

@@ -2,11 +2,13 @@
 //! and the hold-back length `H` the streaming scan derives from them.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, Input, Match, MatchKind, Span, packed};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use zeroize::Zeroize;
 
 use super::normalise::{self, Line, MAX_UNIT, Normalised, Step};
 use super::{REDACTED, SecretForms};
@@ -41,17 +43,48 @@ pub(super) struct Meta {
     pub(super) after: u8,
 }
 
-/// Patterns compiled into one leftmost-longest automaton, with each
+/// Patterns compiled into one leftmost-longest matcher, with each
 /// pattern's replacement and swallow flags.
-pub struct PatternSet {
-    pub(super) automaton: Option<AhoCorasick>,
+pub(super) struct Layer {
+    /// None when there are no patterns.
+    pub(super) matcher: Option<Matcher>,
     /// Per pattern id.
     pub(super) meta: Vec<Meta>,
     /// Per pattern id, the pattern.
     pub(super) patterns: Vec<Box<[u8]>>,
     /// The patterns lower-cased, for header names (which arrive
     /// lower-cased); built when first needed.
-    pub(super) names: OnceLock<Option<AhoCorasick>>,
+    pub(super) names: OnceLock<Option<Matcher>>,
+    /// The shortest pattern's length (0 when there is none): text shorter
+    /// than this cannot hold a match.
+    pub(super) shortest: usize,
+    longest: usize,
+    /// The builder's [`MatcherKind`], for the header-name matcher.
+    pub(super) kind: MatcherKind,
+}
+
+impl Drop for Layer {
+    fn drop(&mut self) {
+        // The patterns are forms of secrets. (The matchers hold them too,
+        // as copies or in tables; aho-corasick offers no way to wipe
+        // those.)
+        for p in &mut self.patterns {
+            p.zeroize();
+        }
+    }
+}
+
+/// Patterns and what each is replaced by, matched leftmost-longest.
+///
+/// A set is one or more layers, each compiled on its own, searched
+/// together exactly as one matcher over all their patterns would be
+/// (see [`PatternSet::chain`]): a request's injected header values are a
+/// small layer over the tenant's set of every secret, which is compiled
+/// once and shared.
+pub struct PatternSet {
+    /// In order of precedence: a pattern in two layers takes its
+    /// replacement from the first.
+    pub(super) layers: Vec<Arc<Layer>>,
     /// `H`: how many scanned bytes after the last hard line break may be
     /// held back.
     pub(super) hold: usize,
@@ -60,7 +93,8 @@ pub struct PatternSet {
 impl std::fmt::Debug for PatternSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PatternSet")
-            .field("patterns", &self.meta.len())
+            .field("patterns", &self.len())
+            .field("layers", &self.layers.len())
             .field("hold", &self.hold)
             .finish_non_exhaustive()
     }
@@ -75,11 +109,19 @@ struct Entry {
     after: u8,
 }
 
+impl Drop for Entry {
+    fn drop(&mut self) {
+        // A form of a secret.
+        self.bytes.zeroize();
+    }
+}
+
 /// Collects patterns and their replacements; the first replacement given
 /// for a pattern wins (its swallow flags are merged).
 #[derive(Clone, Default)]
 pub struct PatternSetBuilder {
     entries: Vec<Entry>,
+    kind: MatcherKind,
 }
 
 impl std::fmt::Debug for PatternSetBuilder {
@@ -92,6 +134,13 @@ impl PatternSetBuilder {
     /// An empty builder.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Which matcher [`PatternSetBuilder::build`] compiles; the default is
+    /// the one measured best, the others are for benches to compare.
+    pub fn matcher(&mut self, kind: MatcherKind) -> &mut Self {
+        self.kind = kind;
+        self
     }
 
     fn push(&mut self, bytes: Vec<u8>, replacement: &Arc<[u8]>, before: u8, after: u8) {
@@ -148,8 +197,13 @@ impl PatternSetBuilder {
         self
     }
 
-    /// Compiles the automaton.
+    /// Compiles the matcher.
     pub fn build(&self) -> PatternSet {
+        let layer = self.layer();
+        PatternSet { hold: hold_for(layer.longest), layers: vec![Arc::new(layer)] }
+    }
+
+    fn layer(&self) -> Layer {
         let mut index: HashMap<&[u8], usize> = HashMap::new();
         let mut unique: Vec<Entry> = Vec::new();
         for e in &self.entries {
@@ -165,30 +219,123 @@ impl PatternSetBuilder {
             }
         }
         // Leftmost-longest matching does not depend on pattern order, but
-        // the automaton's SIMD prefilter buckets patterns in order: sorted,
+        // Teddy (alone, or as an automaton's prefilter) buckets patterns in
+        // order: sorted,
         // patterns sharing a prefix share a bucket, and the search runs up
         // to ten times faster (measured by the redactor bench).
         unique.sort_by(|a, b| a.bytes.cmp(&b.bytes));
-        let automaton = if unique.is_empty() {
-            None
-        } else {
-            // Building only fails past the automaton's size limits, far
-            // beyond any realistic number of secrets; a redactor that
-            // matched nothing would be unsafe, so this is fatal.
-            Some(
-                AhoCorasick::builder()
-                    .match_kind(MatchKind::LeftmostLongest)
-                    .build(unique.iter().map(|e| &e.bytes))
-                    .expect("secret patterns fit the automaton's limits"),
-            )
-        };
+        let matcher = compile(unique.iter().map(|e| &e.bytes[..]), self.kind);
         let longest = unique.iter().map(|e| e.bytes.len()).max().unwrap_or(0);
+        let shortest = unique.iter().map(|e| e.bytes.len()).min().unwrap_or(0);
         let (patterns, meta) = unique
-            .into_iter()
-            .map(|e| (e.bytes.into(), Meta { replacement: e.replacement, before: e.before, after: e.after }))
+            .iter_mut()
+            .map(|e| {
+                let bytes = std::mem::take(&mut e.bytes).into_boxed_slice();
+                (bytes, Meta { replacement: Arc::clone(&e.replacement), before: e.before, after: e.after })
+            })
             .unzip();
-        PatternSet { automaton, meta, patterns, names: OnceLock::new(), hold: hold_for(longest) }
+        Layer { matcher, meta, patterns, names: OnceLock::new(), shortest, longest, kind: self.kind }
     }
+}
+
+/// How a layer's patterns are found; every kind finds the same
+/// leftmost-longest matches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MatcherKind {
+    /// Teddy for up to 64 patterns (when the CPU has the SIMD it needs),
+    /// else a DFA while the patterns total at most 2 KiB, else a
+    /// contiguous NFA: what the `pattern_sets` bench measured best.
+    #[default]
+    Auto,
+    /// An aho-corasick automaton of this kind, or of aho-corasick's own
+    /// choice (a DFA for up to 100 patterns, whatever their length:
+    /// airlock's choice before issue 16).
+    Automaton(Option<AhoCorasickKind>),
+}
+
+/// Sets of at most this many patterns (the most Teddy takes) are found
+/// with Teddy alone: it finds candidates by their first bytes with SIMD
+/// and checks each whole, holds little more than the patterns, and builds
+/// in microseconds whatever their length. An automaton holds 13-500 bytes
+/// per pattern byte and takes milliseconds for a few KiB of patterns; and
+/// over a few patterns its own prefilter may pick bytes that are common in
+/// the text (the base64 letters of a base64 body: measured 60-90 MiB/s,
+/// against over 1 GiB/s for Teddy), where Teddy's fingerprints of each
+/// pattern's first bytes are not fooled. The `pattern_sets` bench.
+pub(super) const PACKED_MAX: usize = 64;
+
+/// Pattern bytes up to which an automaton is a DFA; past it, a contiguous
+/// NFA. Measured (the `pattern_sets` bench, a 2-core VM): a DFA holds
+/// 275-513 bytes per pattern byte and builds 3-15 times slower than the
+/// NFA's 7-38 bytes per byte; it scans no faster through the redactor
+/// (within noise for ten keys' forms), and up to twice as fast in a bare
+/// search only where the prefilter fails. This bound keeps a DFA under
+/// about 1 MiB and a millisecond to build.
+pub(super) const DFA_MAX_BYTES: usize = 2 << 10;
+
+/// What finds a layer's patterns.
+pub(super) enum Matcher {
+    /// Teddy.
+    Packed(packed::Searcher),
+    /// An aho-corasick automaton.
+    Automaton(AhoCorasick),
+}
+
+impl Matcher {
+    /// The leftmost-longest match in `haystack[span]`.
+    pub(super) fn find(&self, haystack: &[u8], span: Range<usize>) -> Option<Match> {
+        match self {
+            Matcher::Packed(p) => p.find_in(haystack, Span::from(span)),
+            Matcher::Automaton(ac) => ac.find(Input::new(haystack).span(span)),
+        }
+    }
+
+    pub(super) fn is_match(&self, haystack: &[u8]) -> bool {
+        match self {
+            Matcher::Packed(p) => p.find(haystack).is_some(),
+            Matcher::Automaton(ac) => ac.is_match(haystack),
+        }
+    }
+
+    fn memory_usage(&self) -> usize {
+        match self {
+            Matcher::Packed(p) => p.memory_usage(),
+            Matcher::Automaton(ac) => ac.memory_usage(),
+        }
+    }
+}
+
+/// The leftmost-longest matcher for `patterns` (distinct, none empty),
+/// of `kind`; none when there are no patterns.
+pub(super) fn compile<'p>(patterns: impl Iterator<Item = &'p [u8]> + Clone, kind: MatcherKind) -> Option<Matcher> {
+    let (count, bytes) = patterns.clone().fold((0, 0), |(n, b), p| (n + 1, b + p.len()));
+    if count == 0 {
+        return None;
+    }
+    let kind = match kind {
+        MatcherKind::Auto => {
+            if count <= PACKED_MAX {
+                let mut b = packed::Config::new().match_kind(packed::MatchKind::LeftmostLongest).builder();
+                if let Some(searcher) = b.extend(patterns.clone()).build() {
+                    return Some(Matcher::Packed(searcher));
+                }
+            }
+            (bytes > DFA_MAX_BYTES).then_some(AhoCorasickKind::ContiguousNFA)
+        }
+        MatcherKind::Automaton(kind) => kind,
+    };
+    // Building only fails past the automaton's size limits, far beyond any
+    // realistic number of secrets (the header limits bound an injected
+    // value); a redactor that matched nothing would be unsafe, so this is
+    // fatal.
+    Some(Matcher::Automaton(
+        AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .kind(kind)
+            .build(patterns)
+            .expect("secret patterns fit the automaton's limits"),
+    ))
 }
 
 /// `H` for a set whose longest pattern is `longest` bytes: room for that
@@ -204,20 +351,71 @@ impl PatternSet {
         PatternSetBuilder::new().build()
     }
 
-    /// Number of distinct patterns.
+    /// This set's patterns over `base`'s: a set that matches exactly as
+    /// one built from this set's builder extended with `base`'s would, yet
+    /// shares `base`'s compiled matchers instead of compiling them again.
+    ///
+    /// Both are searched and the match that starts first wins, the longer
+    /// one at the same start; a pattern in both (the same bytes at the same
+    /// place) takes this set's replacement and both sets' swallow flags, as
+    /// [`PatternSetBuilder::build`] merges duplicates. `H` is the larger of
+    /// the two.
+    pub fn chain(&self, base: &PatternSet) -> PatternSet {
+        let layers: Vec<Arc<Layer>> = self.layers.iter().chain(&base.layers).map(Arc::clone).collect();
+        PatternSet { hold: hold_for(layers.iter().map(|l| l.longest).max().unwrap_or(0)), layers }
+    }
+
+    /// Number of patterns (a pattern in two chained sets counts twice).
     pub fn len(&self) -> usize {
-        self.meta.len()
+        self.layers.iter().map(|l| l.meta.len()).sum()
     }
 
     /// Whether the set has no pattern.
     pub fn is_empty(&self) -> bool {
-        self.meta.is_empty()
+        self.len() == 0
     }
 
     /// `H`: at most this many bytes after the last hard line break are held
     /// back while streaming (more only while an escape is incomplete).
     pub fn hold(&self) -> usize {
         self.hold
+    }
+
+    /// Heap bytes the set holds now: its matchers (the header-name one
+    /// once built), patterns and replacements. A layer shared by chained
+    /// sets counts in each.
+    pub fn heap_bytes(&self) -> usize {
+        self.layers.iter().map(|l| l.heap_bytes()).sum()
+    }
+}
+
+#[cfg(test)]
+impl PatternSet {
+    /// Every distinct pattern and what it does, as one set built from all
+    /// the layers' patterns would hold them (for tests' naive references).
+    pub(super) fn union(&self) -> Vec<(&[u8], Meta)> {
+        let mut out: Vec<(&[u8], Meta)> = Vec::new();
+        for layer in &self.layers {
+            for (p, m) in layer.patterns.iter().zip(&layer.meta) {
+                match out.iter_mut().find(|(q, _)| q == &&p[..]) {
+                    Some((_, seen)) => {
+                        seen.before |= m.before;
+                        seen.after |= m.after;
+                    }
+                    None => out.push((p, m.clone())),
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Layer {
+    fn heap_bytes(&self) -> usize {
+        let matchers = self.matcher.iter().chain(self.names.get().into_iter().flatten());
+        matchers.map(Matcher::memory_usage).sum::<usize>()
+            + self.patterns.iter().map(|p| p.len() + size_of::<Box<[u8]>>()).sum::<usize>()
+            + self.meta.iter().map(|m| m.replacement.len() + size_of::<Meta>()).sum::<usize>()
     }
 }
 

@@ -4,12 +4,13 @@
 
 use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, Input};
+use aho_corasick::Match;
 use memchr::memrchr;
 
 use super::PatternSet;
 use super::normalise::{self, Line, Normalised};
-use super::patterns::{ESC, STD, SWALLOW, URL};
+use super::patterns::{self, ESC, Layer, Matcher, STD, SWALLOW, URL};
+use zeroize::Zeroize;
 
 /// A unit of the text whose matched form differs from its raw bytes, as a
 /// sparse map entry: units between two entries are single bytes that stand
@@ -33,7 +34,7 @@ struct Span {
     raw_end: usize,
 }
 
-/// A buffer as the automaton sees it: the matched text, and where each of
+/// A buffer as the matcher sees it: the matched text, and where each of
 /// its bytes came from.
 struct View<'a> {
     /// The matched text.
@@ -127,10 +128,11 @@ const FILL: u8 = b'*';
 /// that is final, and returns where the bytes to hold back start. With
 /// `eof`, nothing is held.
 fn scan(set: &PatternSet, buf: &[u8], carry: &mut Carry, norm: &mut Normalised, eof: bool, out: &mut Vec<u8>) -> usize {
-    let Some(ac) = &set.automaton else {
+    if set.layers.iter().all(|l| l.matcher.is_none()) {
         out.extend_from_slice(buf);
         return buf.len();
-    };
+    }
+    let mut finder = Finder::new(set);
     let hold = set.hold;
     let plain = normalise::plain(buf, carry.line, eof);
     let view = match plain {
@@ -165,11 +167,11 @@ fn scan(set: &PatternSet, buf: &[u8], carry: &mut Carry, norm: &mut Normalised, 
     carry.pending = 0;
     let mut held_at = None;
     loop {
-        let m = if restart < end { ac.find(Input::new(n).span(restart..end)) } else { None };
+        let m = finder.find(n, restart, end);
         if let Some((at, flags)) = after.take() {
             if at < end {
                 let u = view.unit(at);
-                if m.is_some_and(|m| m.start() < u.n_end) {
+                if m.is_some_and(|m| m.start < u.n_end) {
                     // The next match takes that unit as its own.
                 } else if at < fin {
                     if view.swallows(flags, &u) {
@@ -194,30 +196,29 @@ fn scan(set: &PatternSet, buf: &[u8], carry: &mut Carry, norm: &mut Normalised, 
             }
         }
         let Some(m) = m else { break };
-        if m.start() >= fin {
+        if m.start >= fin {
             break;
         }
-        let meta = &set.meta[m.pattern().as_usize()];
-        let first = view.unit(m.start());
-        let last = view.unit(m.end() - 1);
+        let first = view.unit(m.start);
+        let last = view.unit(m.end - 1);
         let mut start = first.raw_start;
-        if meta.before != 0 && first.n_start > 0 {
+        if m.before != 0 && first.n_start > 0 {
             let prev = view.unit(first.n_start - 1);
-            if prev.raw_start >= cursor && view.swallows(meta.before, &prev) {
+            if prev.raw_start >= cursor && view.swallows(m.before, &prev) {
                 start = prev.raw_start;
             }
         }
         out.extend_from_slice(&buf[cursor..start]);
         if carry.fit {
-            fitted(&meta.replacement, last.raw_end - start, out);
+            fitted(m.replacement, last.raw_end - start, out);
         } else {
-            out.extend_from_slice(&meta.replacement);
+            out.extend_from_slice(m.replacement);
         }
         carry.count += 1;
         cursor = last.raw_end;
         restart = last.n_end;
-        if meta.after != 0 {
-            after = Some((restart, meta.after));
+        if m.after != 0 {
+            after = Some((restart, m.after));
         }
     }
     // Everything before the held unit goes out (a soft line break right
@@ -232,23 +233,104 @@ fn scan(set: &PatternSet, buf: &[u8], carry: &mut Carry, norm: &mut Normalised, 
     held
 }
 
+/// A match, and what it does: the replacement of the first layer that
+/// holds its pattern, the swallow flags of every layer that does.
+#[derive(Clone, Copy)]
+struct Found<'s> {
+    start: usize,
+    end: usize,
+    replacement: &'s [u8],
+    before: u8,
+    after: u8,
+}
+
+/// The leftmost-longest match over all of a set's layers, exactly as one
+/// matcher over all their patterns finds it: the match that starts
+/// first, the longest at that start (each layer's own search already gives
+/// the longest of its patterns there).
+///
+/// Each layer's last answer is kept for the next call: a search from `p`
+/// finds the leftmost match starting at or after `p`, so an answer that
+/// starts at or after a later `from` (or that there is none) is also what
+/// a search from `from` would give. A layer is searched again only once
+/// the scan has passed its answer; a layer that rarely matches (a
+/// request's injected values) is searched about once per buffer.
+struct Finder<'s> {
+    set: &'s PatternSet,
+    /// Per layer: `None` until searched, then its last answer.
+    last: Vec<Option<Option<Match>>>,
+}
+
+impl<'s> Finder<'s> {
+    fn new(set: &'s PatternSet) -> Self {
+        Finder { set, last: vec![None; set.layers.len()] }
+    }
+
+    /// The match in `n[from..end]`.
+    fn find(&mut self, n: &[u8], from: usize, end: usize) -> Option<Found<'s>> {
+        if from >= end {
+            return None;
+        }
+        let mut best: Option<Found<'s>> = None;
+        for (layer, last) in self.set.layers.iter().zip(&mut self.last) {
+            let Some(matcher) = &layer.matcher else { continue };
+            let m = match *last {
+                Some(m) if m.is_none_or(|m| m.start() >= from) => m,
+                _ => *last.insert(matcher.find(n, from..end)),
+            };
+            let Some(m) = m else { continue };
+            let meta = &layer.meta[m.pattern().as_usize()];
+            match &mut best {
+                Some(b) if (b.start, b.end) == (m.start(), m.end()) => {
+                    // The same pattern in a later layer.
+                    b.before |= meta.before;
+                    b.after |= meta.after;
+                }
+                Some(b) if b.start < m.start() || (b.start == m.start() && b.end > m.end()) => {}
+                _ => {
+                    best = Some(Found {
+                        start: m.start(),
+                        end: m.end(),
+                        replacement: &meta.replacement,
+                        before: meta.before,
+                        after: meta.after,
+                    });
+                }
+            }
+        }
+        best
+    }
+}
+
 impl PatternSet {
     /// Whether `input` holds any pattern, in any spelling the normaliser
     /// undoes.
     pub fn is_match(&self, input: &[u8]) -> bool {
-        let Some(ac) = &self.automaton else { return false };
-        if normalise::plain(input, Line::START, true).is_some() {
-            return ac.is_match(input);
+        // Normalising never lengthens text, so a layer whose patterns are
+        // all longer than `input` cannot match it.
+        let layers = || self.layers.iter().filter(|l| l.shortest <= input.len()).filter_map(|l| l.matcher.as_ref());
+        if layers().next().is_none() {
+            return false;
         }
         let mut norm = Normalised::default();
-        norm.of(input, Line::START, true);
-        ac.is_match(&norm.text)
+        let text = if normalise::plain(input, Line::START, true).is_some() {
+            input
+        } else {
+            norm.of(input, Line::START, true);
+            &norm.text[..]
+        };
+        layers().any(|m| m.is_match(text))
     }
 
     /// Whether a header name holds any pattern, in any spelling the
     /// normaliser undoes and in any case (names arrive lower-cased).
     pub(super) fn is_match_name(&self, name: &[u8]) -> bool {
-        let Some(ac) = self.names.get_or_init(|| self.names_automaton()) else { return false };
+        // As in `is_match`; and so a request's layer (injected values are
+        // long) never builds its name matcher for an ordinary name.
+        let layers = || self.layers.iter().filter(|l| l.matcher.is_some() && l.shortest <= name.len());
+        if layers().next().is_none() {
+            return false;
+        }
         let mut text = if normalise::plain(name, Line::START, true).is_some() {
             name.to_vec()
         } else {
@@ -257,19 +339,7 @@ impl PatternSet {
             norm.text
         };
         text.make_ascii_lowercase();
-        ac.is_match(&text)
-    }
-
-    fn names_automaton(&self) -> Option<AhoCorasick> {
-        let mut lower: Vec<Vec<u8>> = self.patterns.iter().map(|p| p.to_ascii_lowercase()).collect();
-        lower.sort();
-        lower.dedup();
-        if lower.is_empty() {
-            return None;
-        }
-        // As for the main automaton: past its limits is fatal, not a
-        // redactor that matches nothing.
-        Some(AhoCorasick::new(&lower).expect("secret patterns fit the automaton's limits"))
+        layers().any(|l| l.names.get_or_init(|| names_matcher(l)).as_ref().is_some_and(|m| m.is_match(&text)))
     }
 
     /// Replaces every match in `input` at once (the oracle the streaming
@@ -289,6 +359,16 @@ impl PatternSet {
         self.replace_all(text.as_bytes(), &mut out);
         String::from_utf8_lossy(&out).into_owned()
     }
+}
+
+/// A layer's patterns lower-cased, for header names.
+fn names_matcher(layer: &Layer) -> Option<Matcher> {
+    let mut lower: Vec<Vec<u8>> = layer.patterns.iter().map(|p| p.to_ascii_lowercase()).collect();
+    lower.sort();
+    lower.dedup();
+    let matcher = patterns::compile(lower.iter().map(Vec::as_slice), layer.kind);
+    lower.iter_mut().for_each(Zeroize::zeroize);
+    matcher
 }
 
 /// Streaming replacement over a body that arrives in frames.

@@ -555,3 +555,169 @@ async fn connections_over_the_limit_wait_their_turn() {
     assert_eq!(read_reply(&mut held).await.unwrap().0, 200);
     proxy.proxy.shutdown().await;
 }
+
+/// `len` bytes of header-safe random text (letters, digits, `-._~+/`)
+/// from `seed`.
+fn random_text(seed: u64, len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/";
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            // xorshift64*
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            char::from(ALPHABET[(x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 58) as usize % ALPHABET.len()])
+        })
+        .collect()
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples.get(samples.len() / 2).copied().unwrap_or_default()
+}
+
+/// One GET through `sender`, timed to the end of its body.
+async fn timed_get(sender: &mut client::Sender, req: http::Request<http_body_util::Empty<bytes::Bytes>>) -> Duration {
+    let started = std::time::Instant::now();
+    let resp = sender.send(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    http_body_util::BodyExt::collect(resp.into_body()).await.unwrap();
+    started.elapsed()
+}
+
+/// Each distinct injected header value has patterns of its own (the value
+/// and its encodings, mapped back to what the agent sent). An agent that
+/// sends many distinct large ones (the placeholder followed by random
+/// text) must neither grow the proxy's memory with each nor stall the
+/// other agents' requests while those patterns are built. Drives the real
+/// `airlock serve`, and stops early once its memory is past the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distinct_large_injected_headers_keep_memory_and_latency_bounded() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+    const REQUESTS: usize = 1000;
+    const TAIL: usize = 16 << 10;
+    const CONNECTIONS: usize = 4;
+    const GROWTH_BOUND_KIB: u64 = 200 << 10;
+    // New requests stop here (the old code took seconds per request).
+    const DEADLINE: Duration = Duration::from_secs(45);
+
+    let upstream = Upstream::start(Protocols::Both).await;
+    let port = upstream.port();
+    let home = TempHome::new("distinct-injected");
+    store_standard_secrets(&home.path);
+    std::fs::write(home.path.join("airlock.toml"), standard_config(&upstream, "", "")).unwrap();
+    let serve = Served::start(&home.path, "warn").await;
+    let ca = std::fs::read_to_string(home.path.join("ca.pem")).unwrap();
+    let addr = serve.addr;
+
+    // The unrelated request: another tenant's, on its own connection.
+    let mut probe = client::open(addr, ("beta", BETA_TOKEN), "api.beta.test", port, &[&ca], Http::H1).await.unwrap();
+    let beta_auth = format!("Bearer {BETA_PLACEHOLDER}");
+    let probe_req = || client::get("api.beta.test", port, "/echo", &[("authorization", &beta_auth)], Http::H1);
+    let mut baseline = Vec::new();
+    for _ in 0..40 {
+        baseline.push(timed_get(&mut probe, probe_req()).await);
+    }
+
+    // The agent's connections, each warmed up with one ordinary request.
+    let mut senders = Vec::new();
+    for c in 0..CONNECTIONS {
+        let http = if c % 2 == 0 { Http::H1 } else { Http::H2 };
+        let mut s = client::open(addr, ("acme", ACME_TOKEN), "api.acme.test", port, &[&ca], http).await.unwrap();
+        let auth = format!("Bearer {ACME_PLACEHOLDER}");
+        timed_get(&mut s, client::get("api.acme.test", port, "/echo", &[("authorization", &auth)], http)).await;
+        senders.push((s, http));
+    }
+    let before = serve.rss_kib();
+
+    let (next, done, over) =
+        (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let peak = Arc::new(AtomicU64::new(before));
+    let monitor = {
+        let (done, over, peak, pid) = (Arc::clone(&done), Arc::clone(&over), Arc::clone(&peak), serve.pid());
+        tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                let rss: u64 = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+                    .unwrap_or(0);
+                peak.fetch_max(rss, Ordering::Relaxed);
+                if rss > before + GROWTH_BOUND_KIB {
+                    over.store(true, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let seed = u64::from(std::process::id()) << 32 ^ std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos() as u64;
+    let started = std::time::Instant::now();
+    let mut agents = Vec::new();
+    for (mut sender, http) in senders {
+        let (next, over) = (Arc::clone(&next), Arc::clone(&over));
+        agents.push(tokio::spawn(async move {
+            let mut sent = 0usize;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= REQUESTS || over.load(Ordering::Relaxed) || started.elapsed() > DEADLINE {
+                    return sent;
+                }
+                let tail = random_text(seed.wrapping_add(i as u64), TAIL);
+                let auth = format!("Bearer {ACME_PLACEHOLDER} {tail}");
+                let req = client::get("api.acme.test", port, "/echo", &[("authorization", &auth)], http);
+                let resp = sender.send(req).await.unwrap();
+                assert_eq!(resp.status(), 200);
+                let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+                let text = String::from_utf8_lossy(&body);
+                // The echoed header maps back to what the agent sent.
+                assert!(text.contains(&auth), "the echoed header does not map back ({} bytes)", text.len());
+                for form in secret_forms(ACME_SECRET) {
+                    assert!(!text.contains(&form), "a secret form leaked ({} bytes)", form.len());
+                }
+                sent += 1;
+            }
+        }));
+    }
+    // The unrelated request, meanwhile.
+    let mut loaded = Vec::new();
+    while !agents.iter().all(|a| a.is_finished()) {
+        loaded.push(timed_get(&mut probe, probe_req()).await);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut sent = 0;
+    for a in agents {
+        sent += a.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    done.store(true, Ordering::Relaxed);
+    monitor.await.unwrap();
+    let after = serve.rss_kib();
+    let peak = peak.load(Ordering::Relaxed).max(after);
+    let (base_median, load_median) = (median(baseline), median(loaded.clone()));
+    let load_max = loaded.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "distinct injected headers: {sent} of {REQUESTS} requests with {TAIL}-byte tails in {elapsed:?}; proxy RSS \
+         {before} KiB before, peak {peak} KiB (+{} KiB), {after} KiB after; unrelated request median {base_median:?} \
+         alone, {load_median:?} under load (max {load_max:?}, {} samples)",
+        peak - before,
+        loaded.len()
+    );
+    assert!(
+        !over.load(Ordering::Relaxed) && peak - before < GROWTH_BOUND_KIB,
+        "the proxy's RSS grew by {} KiB after {sent} distinct injected values",
+        peak - before
+    );
+    assert_eq!(sent, REQUESTS);
+    assert!(loaded.len() >= 5, "only {} unrelated requests during the load", loaded.len());
+    assert!(
+        load_median < base_median * 20 + Duration::from_millis(50),
+        "the unrelated request took {load_median:?} (median) under load, {base_median:?} alone"
+    );
+    let audit = std::fs::read_to_string(home.path.join("audit.jsonl")).unwrap();
+    assert_no_secret("audit", &audit, &[ACME_SECRET, BETA_SECRET]);
+    assert_no_secret("serve's log", &serve.log(), &[ACME_SECRET, BETA_SECRET]);
+}

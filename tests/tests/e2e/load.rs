@@ -16,11 +16,6 @@ use http_body_util::BodyExt;
 
 const CONCURRENCY: usize = 200;
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").parse().unwrap()
-}
-
 /// Sends `count` requests over `CONCURRENCY` connections; returns errors.
 async fn drive(addr: std::net::SocketAddr, ca: &str, port: u16, count: usize) -> Vec<String> {
     let next = Arc::new(AtomicUsize::new(0));
@@ -75,18 +70,18 @@ async fn ten_thousand_requests_at_concurrency_200() {
     store_standard_secrets(&home.path);
     std::fs::write(home.path.join("airlock.toml"), standard_config(&upstream, "", "")).unwrap();
     let mut serve = Served::start(&home.path, "warn").await;
-    let (addr, pid) = (serve.addr, serve.pid());
+    let addr = serve.addr;
     let ca = std::fs::read_to_string(home.path.join("ca.pem")).unwrap();
 
     // Warm up (TLS sessions, leaf cache, pools, allocator arenas), then
     // measure the full run.
     let errors = drive(addr, &ca, upstream.port(), count / 10).await;
     assert!(errors.is_empty(), "warm-up errors: {:?}", &errors[..errors.len().min(5)]);
-    let before = rss_kib(pid);
+    let before = serve.rss_kib();
     let started = Instant::now();
     let errors = drive(addr, &ca, upstream.port(), count).await;
     let elapsed = started.elapsed();
-    let after = rss_kib(pid);
+    let after = serve.rss_kib();
     eprintln!(
         "load: {count} requests at concurrency {CONCURRENCY} in {elapsed:?} ({:.0} req/s); proxy RSS {before} KiB before, {after} KiB after",
         count as f64 / elapsed.as_secs_f64()

@@ -4,6 +4,7 @@
 //! Assertion messages give lengths and positions, never the bytes of a
 //! secret.
 
+mod chain;
 mod grpc;
 mod headers;
 mod hold;
@@ -240,11 +241,12 @@ fn reference(set: &PatternSet, input: &[u8]) -> Vec<u8> {
                 && ((flags & patterns::STD != 0 && (dec[0].is_ascii_alphanumeric() || b"+/".contains(&dec[0])))
                     || (flags & patterns::URL != 0 && (dec[0].is_ascii_alphanumeric() || b"-_".contains(&dec[0])))))
     };
+    let patterns = set.union();
     let longest_at = |s: usize| {
-        (0..set.patterns.len())
-            .filter(|&id| text[s..].starts_with(&set.patterns[id]))
-            .max_by_key(|&id| set.patterns[id].len())
-            .map(|id| (s, s + set.patterns[id].len(), id))
+        (0..patterns.len())
+            .filter(|&id| text[s..].starts_with(patterns[id].0))
+            .max_by_key(|&id| patterns[id].0.len())
+            .map(|id| (s, s + patterns[id].0.len(), id))
     };
     let mut out = Vec::new();
     let (mut cursor, mut restart) = (0, 0);
@@ -259,7 +261,7 @@ fn reference(set: &PatternSet, input: &[u8]) -> Vec<u8> {
             cursor = units[owner[at]].1;
         }
         let Some((s, e, id)) = m else { break };
-        let meta = &set.meta[id];
+        let meta = &patterns[id].1;
         let (first, last) = (owner[s], owner[e - 1]);
         let mut start = units[first].0;
         if meta.before != 0 && starts[first] > 0 {
