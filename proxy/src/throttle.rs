@@ -491,9 +491,17 @@ mod tests {
         throttle.flush_all();
         writer.finish();
         let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        let attempts: Vec<_> = lines.iter().map(|l| l["attempts"].as_u64()).collect();
-        assert_eq!(attempts, [None, Some(1), Some(2)], "the challenge is not counted; the failures are");
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|l| l.get("event").is_none())
+            .collect();
+        let counted: Vec<_> = lines.iter().map(|l| (l["decision"].as_str(), l["attempts"].as_u64())).collect();
+        assert_eq!(
+            counted,
+            [(Some("challenge"), Some(1)), (Some("deny"), Some(1)), (Some("deny"), Some(2))],
+            "the challenge is counted apart from the failures"
+        );
         assert!(lines.iter().all(|l| l["method"].as_str().unwrap().len() <= MAX_METHOD));
         std::fs::remove_dir_all(dir).unwrap();
     }
