@@ -138,6 +138,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: So
     let started = Instant::now();
     let ts = audit::now_rfc3339();
     let loaded = shared.loaded();
+    let method = req.method().to_string();
     let prepared = match prepare(&shared, &loaded, req, peer).await {
         Ok(p) => p,
         Err(refusal) => {
@@ -154,10 +155,18 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: So
                 path: PATH.to_owned(),
                 code: Some(denial.code.as_str().to_owned()),
                 duration_ms: started.elapsed().as_millis() as u64,
-                ..Record::new(ts, request_id.clone(), "POST".into(), String::new(), 0, Outcome::Deny, denial.status())
+                ..Record::new(ts, request_id.clone(), method, String::new(), 0, Outcome::Deny, denial.status())
             };
             match refusal {
                 Refusal::Auth(e) => shared.auth.refused(peer.ip(), e, record),
+                // Before any credential was looked at (wrong method, an
+                // Origin, a malformed envelope): anyone can send these, so
+                // they are coalesced per address.
+                Refusal::Denied(None, _) => {
+                    tracing::debug!(%request_id, code = %denial.code, "action refused");
+                    shared.auth.refused_unauthenticated(peer.ip(), record);
+                    return action_denial_response(&denial, &request_id);
+                }
                 Refusal::Denied(..) => shared.audit.write(record),
             }
             tracing::info!(%request_id, code = %denial.code, "action refused");

@@ -528,11 +528,17 @@ async fn proxy_request(
     };
     let refuse = |denial: Denial, tenant: Option<TenantId>, host: &str, port: u16| {
         match tenant {
-            Some(_) => shared.audit.write(record(&denial, tenant, host, port)),
-            // Before authentication anyone can send these: coalesced.
-            None => shared.auth.refused_unauthenticated(peer.ip(), record(&denial, tenant, host, port)),
+            Some(_) => {
+                shared.audit.write(record(&denial, tenant, host, port));
+                info!(request_id = %request_id, code = %denial.code, "refused");
+            }
+            // Before authentication anyone can send these: coalesced in the
+            // audit log, and not logged above debug.
+            None => {
+                shared.auth.refused_unauthenticated(peer.ip(), record(&denial, tenant, host, port));
+                debug!(request_id = %request_id, code = %denial.code, "refused");
+            }
         }
-        info!(request_id = %request_id, code = %denial.code, "refused");
         denial_response(&denial, &request_id)
     };
     if https && dest.is_none() {
@@ -561,7 +567,7 @@ async fn proxy_request(
         Err(e) => {
             let denial = e.denial();
             shared.auth.refused(peer.ip(), e, record(&denial, None, &host, port));
-            info!(request_id = %request_id, code = %denial.code, "refused");
+            debug!(request_id = %request_id, code = %denial.code, "refused");
             return denial_response(&denial, &request_id);
         }
     };

@@ -347,6 +347,16 @@ pub enum ChainError {
         /// The head file.
         head: String,
     },
+    /// The seal or the head belongs to a later key epoch than the log's
+    /// last record.
+    #[error(
+        "the log ends in key epoch {last_epoch}, but its seal or head has moved past it: records at the end were \
+         removed"
+    )]
+    KeyAhead {
+        /// The last record's epoch.
+        last_epoch: u64,
+    },
     /// The head does not match the log, or is not authentic.
     #[error("the head ({head}) does not match the log: {why}")]
     BadHead {
@@ -393,24 +403,38 @@ pub struct Verified {
     pub unfinished: Vec<String>,
     /// Whether the head was found and checked.
     pub head_checked: bool,
+    /// Whether the last line is a `close`.
+    pub ends_closed: bool,
 }
 
 /// Checks the log at `log` (read line by line) against its head, with
 /// `key` (epoch 0's, from the verification key) when given, else with the
 /// current key in the seal when readable (lines of its epoch only).
 pub fn verify(log: &Path, key: Option<&EpochKey>) -> io::Result<Result<Verified, ChainError>> {
-    let file = fs::File::open(log)?;
-    if !file.metadata()?.is_file() {
+    // Looked at before opening: opening a pipe would wait for a writer.
+    if !fs::metadata(log)?.is_file() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a regular file", log.display())));
     }
-    let reader = io::BufReader::new(file);
-    let current = if key.is_none() { read_seal(log)? } else { None };
+    let reader = io::BufReader::new(fs::File::open(log)?);
+    let current = read_seal(log)?;
     let head = read_head(log)?;
     let head_name = head_path(log).display().to_string();
     let verified = verify_lines(reader, key.or(current.as_ref()), head.as_ref(), &head_name)?;
     Ok(match verified {
         Ok(v) if key.is_none() && current.is_none() && v.records > v.legacy => {
             Err(ChainError::NoSeal { seal: seal_path(log).display().to_string() })
+        }
+        // The key and the head only move forward with the log: a seal two
+        // epochs past the last record (or one past it, without a `close`
+        // last), or a head of a later epoch, means records at the end were
+        // removed, whatever the head now says.
+        Ok(v)
+            if current
+                .as_ref()
+                .is_some_and(|k| k.epoch() > v.last_epoch + 1 || (k.epoch() == v.last_epoch + 1 && !v.ends_closed))
+                || head.as_ref().is_some_and(|h| h.epoch > v.last_epoch) =>
+        {
+            Err(ChainError::KeyAhead { last_epoch: v.last_epoch })
         }
         other => other,
     })
@@ -514,6 +538,7 @@ fn verify_lines(
         }
     }
     v.last_epoch = epoch;
+    v.ends_closed = closed;
     v.unfinished = begun.into_iter().collect();
     match head {
         Some(h) if h.seq > link.seq => {

@@ -157,8 +157,9 @@ pub fn ensure_seal(log: &Path) -> io::Result<Option<zeroize::Zeroizing<String>>>
     if chain::read_seal(log)?.is_some() {
         return Ok(None);
     }
-    if let Ok(mut f) = std::fs::File::open(log)
-        && f.metadata().is_ok_and(|m| m.is_file())
+    // Looked at before opening: opening a pipe would wait for a writer.
+    if std::fs::metadata(log).is_ok_and(|m| m.is_file())
+        && let Ok(mut f) = std::fs::File::open(log)
         && writer::read_tail(&mut f)?.last.as_deref().and_then(chain::sealed_line).is_some()
     {
         return Err(io::Error::new(

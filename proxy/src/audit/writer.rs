@@ -221,7 +221,15 @@ pub(super) fn open(path: &Path, registry: Arc<Registry>) -> io::Result<Writer> {
             ));
             sealed.epoch().max(l.epoch) + 1
         }
-        None => sealed.epoch() + 1,
+        None => {
+            if sealed.epoch() > 0 && !kind.is_fifo() {
+                notes.push((
+                    EventKind::Missing,
+                    format!("the log is empty but its key had reached epoch {}: records were removed", sealed.epoch()),
+                ));
+            }
+            sealed.epoch() + 1
+        }
     };
     let key = sealed.at(next).ok_or_else(|| io::Error::other("the audit seal is ahead of its log"))?;
     drop(sealed);

@@ -288,6 +288,39 @@ async fn deleted_emptied_or_rewritten_records_are_detected() {
     assert!(!ok && out.contains("does not authenticate"), "{out}");
     restore();
 
+    // Cut back into the first epoch (its close and everything after gone)
+    // with a head forged to match under the seal's key: the seal has moved
+    // past the log's last epoch.
+    let first_epoch: Vec<&str> = kept.iter().take_while(|l| !l.contains("\"event\":\"close\"")).copied().collect();
+    std::fs::write(&log_path, first_epoch.join("\n") + "\n").unwrap();
+    let forge_head = r#"
+import hashlib, hmac, json, sys
+path = sys.argv[1]
+seal = json.load(open(path + ".seal"))
+last = json.loads(open(path).read().splitlines()[-1])
+mac = hmac.new(bytes.fromhex(seal["key"]), ("%d:%s" % (last["seq"], last["hash"])).encode(), hashlib.sha256).hexdigest()
+open(path + ".head", "w").write(json.dumps({"seq": last["seq"], "hash": last["hash"], "epoch": seal["epoch"], "mac": mac}))
+"#;
+    let out = StdCommand::new("python3").args(["-c", forge_head]).arg(&log_path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (ok, out) = verify(&home.path, Some(&key));
+    assert!(!ok && out.contains("records at the end were removed"), "{out}");
+    // Emptied, head deleted too.
+    std::fs::write(&log_path, "").unwrap();
+    std::fs::remove_file(home.path.join("audit.jsonl.head")).unwrap();
+    let (ok, out) = verify(&home.path, Some(&key));
+    assert!(!ok && out.contains("records at the end were removed"), "{out}");
+    restore();
+
+    // A pipe in the log's place: verifying refuses at once, never waits.
+    std::fs::remove_file(&log_path).unwrap();
+    assert!(StdCommand::new("mkfifo").arg(&log_path).status().unwrap().success());
+    let started = std::time::Instant::now();
+    let (ok, out) = verify(&home.path, Some(&key));
+    assert!(!ok && out.contains("not a regular file") && started.elapsed() < Duration::from_secs(10), "{out}");
+    std::fs::remove_file(&log_path).unwrap();
+    restore();
+
     // The seal deleted: verifying without the key says nothing was
     // authenticated, and airlock will not start on the log with a new key.
     std::fs::remove_file(home.path.join("audit.jsonl.seal")).unwrap();
@@ -453,6 +486,15 @@ async fn unauthenticated_refusals_are_coalesced_and_long_paths_cut() {
         assert!(n > 0, "closed early");
         answers.extend_from_slice(&buf[..n]);
     }
+    // 100 action API requests with the wrong method, pipelined.
+    let mut raw = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    raw.write_all("GET /v1/actions HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".repeat(100).as_bytes()).await.unwrap();
+    let mut answers = Vec::new();
+    while String::from_utf8_lossy(&answers).matches("HTTP/1.1 405").count() < 100 {
+        let n = tokio::time::timeout(Duration::from_secs(10), raw.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed early");
+        answers.extend_from_slice(&buf[..n]);
+    }
     // 20 malformed heads, each on its own connection.
     for _ in 0..20 {
         let mut raw = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
@@ -485,9 +527,10 @@ async fn unauthenticated_refusals_are_coalesced_and_long_paths_cut() {
     let lines = audit_records(&proxy.home.path.join("audit.jsonl"));
     let refused: Vec<_> = lines.iter().filter(|l| l["code"] == "bad_request").collect();
     let counted: u64 = refused.iter().map(|l| l["attempts"].as_u64().unwrap_or(1)).sum();
-    assert_eq!(counted, 220, "{refused:?}");
-    assert!(refused.len() <= 4, "{} records for 220 unauthenticated refusals", refused.len());
-    let denied = lines.iter().find(|l| l["code"] == "method_not_allowed").unwrap();
+    // One table for every refusal before authentication: 200 + 100 + 20.
+    assert_eq!(counted, 320, "{refused:?}");
+    assert!(refused.len() <= 4, "{} records for 320 unauthenticated refusals", refused.len());
+    let denied = lines.iter().find(|l| l["code"] == "method_not_allowed" && !l["tenant"].is_null()).unwrap();
     let path = denied["path"].as_str().unwrap();
     assert!(path.len() <= 1024 + 3 && path.ends_with('…'), "{}", path.len());
 }
