@@ -25,6 +25,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 
 use aho_corasick::AhoCorasickKind;
 use airlock::redact::{MatcherKind, PatternSet, PatternSetBuilder, SecretForms, Stream};
+use airlock_tests::random_text;
 
 const KEY: &[u8] = b"sk_live_acme_0123456789abcdef";
 /// Injected values: `Bearer <key>` then, past the first, a space and
@@ -35,26 +36,12 @@ const NFA: MatcherKind = MatcherKind::Automaton(Some(AhoCorasickKind::Contiguous
 const BODY: usize = 16 << 20;
 const FRAME: usize = 16 << 10;
 
-/// `len` bytes of header-safe random text from `seed` (xorshift64*).
-fn random_text(seed: u64, len: usize) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/";
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            ALPHABET[(x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 58) as usize % ALPHABET.len()]
-        })
-        .collect()
-}
-
 /// The injected value and what the agent sent, `len` bytes long (at
 /// least `Bearer <key>`).
 fn injected(len: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
     let (mut value, mut original) = ([&b"Bearer "[..], KEY].concat(), b"Bearer AIRLOCK_ACME_KEY".to_vec());
     if len > value.len() + 1 {
-        let tail = random_text(seed, len - value.len() - 1);
+        let tail = random_text(seed, len - value.len() - 1).into_bytes();
         for v in [&mut value, &mut original] {
             v.push(b' ');
             v.extend_from_slice(&tail);

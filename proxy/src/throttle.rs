@@ -66,6 +66,12 @@ pub(crate) const MAX_METHOD: usize = 32;
 /// target refused as malformed may be anything up to the head limit).
 pub(crate) const MAX_HOST: usize = 255;
 
+/// A table's lock; a poisoned one (a panic mid-update) still holds usable
+/// counts.
+fn lock(table: &Mutex<Throttle<Record>>) -> std::sync::MutexGuard<'_, Throttle<Record>> {
+    table.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Cuts `s` to at most `max` bytes, at a character boundary.
 fn clip(s: &mut String, max: usize) {
     let cut = (0..=max.min(s.len())).rev().find(|&i| s.is_char_boundary(i));
@@ -265,14 +271,6 @@ impl AuthThrottle {
         }
     }
 
-    fn challenges(&self) -> std::sync::MutexGuard<'_, Throttle<Record>> {
-        self.challenges.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn unauthenticated(&self) -> std::sync::MutexGuard<'_, Throttle<Record>> {
-        self.unauthenticated.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// The audit record of a request from `peer` refused before its
     /// credentials were looked at: coalesced per address like wrong
     /// credentials (the record written stands for `attempts` such
@@ -281,14 +279,14 @@ impl AuthThrottle {
         let mut record = record;
         clip(&mut record.method, MAX_METHOD);
         clip(&mut record.host, MAX_HOST);
-        let due = self.unauthenticated().fail(peer.to_canonical(), Instant::now(), record);
+        let due = lock(&self.unauthenticated).fail(peer.to_canonical(), Instant::now(), record);
         self.write(due);
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, Throttle<Record>> {
-        // A poisoned lock means a panic mid-update; the counts are still
-        // usable.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// Each table, in the order: wrong credentials, challenges, refusals
+    /// before authentication.
+    fn tables(&self) -> [&Mutex<Throttle<Record>>; 3] {
+        [&self.state, &self.challenges, &self.unauthenticated]
     }
 
     /// Resolves the tenant of a `Proxy-Authorization` (or `Authorization`)
@@ -303,14 +301,14 @@ impl AuthThrottle {
     ) -> Result<TenantId, AuthError> {
         let peer = peer.to_canonical();
         if header.and_then(basic_credentials).is_some() {
-            let wait = self.state().wait(peer, Instant::now());
+            let wait = lock(&self.state).wait(peer, Instant::now());
             if !wait.is_zero() {
                 tracing::debug!(?wait, "credentials from an address with failures in a row: held");
                 tokio::time::sleep(wait).await;
             }
         }
         let tenant = policy.authenticate(header)?;
-        let due = self.state().succeed(peer, Instant::now());
+        let due = lock(&self.state).succeed(peer, Instant::now());
         self.write(due);
         Ok(tenant)
     }
@@ -325,9 +323,9 @@ impl AuthThrottle {
             // "Audit"): not a failure.
             AuthError::Missing => {
                 record.decision = Outcome::Challenge;
-                self.challenges().fail(peer.to_canonical(), Instant::now(), record)
+                lock(&self.challenges).fail(peer.to_canonical(), Instant::now(), record)
             }
-            AuthError::Unknown => self.state().fail(peer.to_canonical(), Instant::now(), record),
+            AuthError::Unknown => lock(&self.state).fail(peer.to_canonical(), Instant::now(), record),
         };
         self.write(due);
     }
@@ -335,22 +333,18 @@ impl AuthThrottle {
     /// Writes the records whose interval is over (called every
     /// [`FLUSH_EVERY`]).
     pub(crate) fn flush_due(&self) {
-        let due = self.state().due(Instant::now());
-        self.write(due);
-        let due = self.challenges().due(Instant::now());
-        self.write(due);
-        let due = self.unauthenticated().due(Instant::now());
-        self.write(due);
+        for table in self.tables() {
+            let due = lock(table).due(Instant::now());
+            self.write(due);
+        }
     }
 
     /// Writes every pending count (at shutdown).
     pub(crate) fn flush_all(&self) {
-        let due = self.state().drain(Instant::now());
-        self.write(due);
-        let due = self.challenges().drain(Instant::now());
-        self.write(due);
-        let due = self.unauthenticated().drain(Instant::now());
-        self.write(due);
+        for table in self.tables() {
+            let due = lock(table).drain(Instant::now());
+            self.write(due);
+        }
     }
 
     fn write(&self, due: impl IntoIterator<Item = Due<Record>>) {

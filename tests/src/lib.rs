@@ -414,6 +414,22 @@ pub fn audit_all(path: &Path) -> Vec<serde_json::Value> {
     text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
+/// `len` bytes of header-safe random text (letters, digits, `-._~+/`)
+/// from `seed`.
+pub fn random_text(seed: u64, len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/";
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            // xorshift64*
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            char::from(ALPHABET[(x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 58) as usize % ALPHABET.len()])
+        })
+        .collect()
+}
+
 /// Polls `cond` until it holds or `timeout` passes.
 pub async fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

@@ -282,6 +282,7 @@ struct Chained {
     prev: Option<String>,
     event: Option<String>,
     request_id: Option<String>,
+    detail: Option<String>,
 }
 
 /// A written sealed line, as the writer needs it at start.
@@ -525,11 +526,7 @@ fn verify_lines(
             }
             (Some("repaired"), _) => v.repaired += 1,
             (Some("missing"), _) => {
-                let detail = serde_json::from_slice::<serde_json::Value>(&covered)
-                    .ok()
-                    .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_owned))
-                    .unwrap_or_default();
-                return Ok(Err(ChainError::FoundMissing { line: line_no, detail }));
+                return Ok(Err(ChainError::FoundMissing { line: line_no, detail: c.detail.unwrap_or_default() }));
             }
             (None, Some(id)) => {
                 begun.remove(&id);

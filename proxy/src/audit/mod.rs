@@ -305,12 +305,6 @@ pub struct AuditWriter {
     done: std::sync::mpsc::Receiver<()>,
 }
 
-impl std::fmt::Debug for writer::Msg {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Msg")
-    }
-}
-
 impl AuditWriter {
     /// Writes every record queued so far and closes the log, waiting at
     /// most [`FINISH_WAIT`] for a disk that has stopped taking writes

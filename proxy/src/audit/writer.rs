@@ -55,6 +55,12 @@ pub(super) enum Msg {
     Close,
 }
 
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Msg")
+    }
+}
+
 pub(super) type Registry = Mutex<Vec<Weak<Begun>>>;
 
 pub(super) struct Writer {
@@ -204,7 +210,7 @@ pub(super) fn open(path: &Path, registry: Arc<Registry>) -> io::Result<Writer> {
                         .to_owned(),
                 ));
             }
-            w.push_event(EventKind::Close, Some("the key epoch ends".to_owned()));
+            w.seal_event(EventKind::Close, "the key epoch ends".to_owned());
             if !w.flush() {
                 return Err(io::Error::other("cannot write the audit log"));
             }
@@ -235,9 +241,9 @@ pub(super) fn open(path: &Path, registry: Arc<Registry>) -> io::Result<Writer> {
     drop(sealed);
     chain::write_seal(path, &key)?;
     w.key = key;
-    w.push_event(EventKind::Open, Some(format!("airlock {} opened the log", env!("CARGO_PKG_VERSION"))));
+    w.seal_event(EventKind::Open, format!("airlock {} opened the log", env!("CARGO_PKG_VERSION")));
     for (kind, detail) in notes {
-        w.push_event(kind, Some(detail));
+        w.seal_event(kind, detail);
     }
     w.flush();
     w.write_head();
@@ -367,18 +373,26 @@ impl Writer {
         self.head_stale = false;
     }
 
+    /// Seals a line onto the chain, first advancing the key if its epoch
+    /// is over.
     fn push(&mut self, entry: &[u8]) {
         if self.epoch_started.elapsed() >= chain::EPOCH_LENGTH {
             self.advance_epoch();
         }
+        self.seal(entry);
+    }
+
+    /// Seals a line onto the chain under the current key.
+    fn seal(&mut self, entry: &[u8]) {
         self.link = chain::seal_line(&mut self.buf, entry, &self.link, &self.key);
         self.lines_in_batch += 1;
     }
 
-    fn push_event(&mut self, kind: EventKind, detail: Option<String>) {
-        let event = Event { detail, ..Event::new(kind) };
+    /// Seals one of airlock's own lines under the current key.
+    fn seal_event(&mut self, kind: EventKind, detail: String) {
+        let event = Event { detail: Some(detail), ..Event::new(kind) };
         match serde_json::to_vec(&event) {
-            Ok(entry) => self.push(&entry),
+            Ok(entry) => self.seal(&entry),
             Err(e) => tracing::error!(error = %e, "cannot encode an audit event"),
         }
     }
@@ -388,10 +402,7 @@ impl Writer {
     /// the epoch with an `epoch` line.
     fn advance_epoch(&mut self) {
         self.epoch_started = Instant::now();
-        let close = Event { detail: Some("the key epoch ends".to_owned()), ..Event::new(EventKind::Close) };
-        let Ok(entry) = serde_json::to_vec(&close) else { return };
-        self.link = chain::seal_line(&mut self.buf, &entry, &self.link, &self.key);
-        self.lines_in_batch += 1;
+        self.seal_event(EventKind::Close, "the key epoch ends".to_owned());
         if !self.flush() {
             // Keep the key: the next epoch starts after a `close` that is
             // in the file.
@@ -403,11 +414,7 @@ impl Writer {
             return;
         }
         self.key = next;
-        let event = Event { detail: Some("the audit key advanced".to_owned()), ..Event::new(EventKind::Epoch) };
-        if let Ok(entry) = serde_json::to_vec(&event) {
-            self.link = chain::seal_line(&mut self.buf, &entry, &self.link, &self.key);
-            self.lines_in_batch += 1;
-        }
+        self.seal_event(EventKind::Epoch, "the audit key advanced".to_owned());
     }
 
     /// Writes a `begin` line for each request running longer than
@@ -477,13 +484,7 @@ impl Writer {
                     }
                 }
                 self.batch_start = self.link.clone();
-                let event = Event {
-                    detail: Some(format!("{lost} records could not be written: {e}")),
-                    ..Event::new(EventKind::Lost)
-                };
-                if let Ok(entry) = serde_json::to_vec(&event) {
-                    self.push(&entry);
-                }
+                self.seal_event(EventKind::Lost, format!("{lost} records could not be written: {e}"));
                 false
             }
         }

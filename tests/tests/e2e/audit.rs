@@ -384,6 +384,12 @@ async fn requests_and_connections_refused_before_a_route_is_decided_are_audited(
     let port = upstream.port();
     let ca = proxy.ca_pem();
     let records = |host: &str| proxy.audit_lines().into_iter().filter(|l| l["host"] == host).collect::<Vec<_>>();
+    // A record for `host` whose detail says `what`, within five seconds.
+    let refused_with = |host: &'static str, what: &'static str| {
+        wait_for(Duration::from_secs(5), move || {
+            records(host).iter().any(|r| r["detail"].as_str().is_some_and(|d| d.contains(what)))
+        })
+    };
 
     // The agent does not trust airlock's CA: its handshake fails.
     let untrusted = client::tunnel(
@@ -396,28 +402,15 @@ async fn requests_and_connections_refused_before_a_route_is_decided_are_audited(
     )
     .await;
     assert!(untrusted.is_err());
-    assert!(
-        wait_for(Duration::from_secs(5), || records("api.acme.test")
-            .iter()
-            .any(|r| r["detail"].as_str().is_some_and(|d| d.contains("handshake failed"))))
-        .await,
-        "{:?}",
-        proxy.audit_lines()
-    );
+    assert!(refused_with("api.acme.test", "handshake failed").await, "{:?}", proxy.audit_lines());
 
     // It never starts TLS: refused when header_read_timeout ends.
     let reply =
         client::connect(proxy.addr(), &format!("api.beta.test:{port}"), Some(("beta", BETA_TOKEN))).await.unwrap();
     assert_eq!(reply.status, 200);
     let idle = reply.stream;
-    assert!(
-        wait_for(Duration::from_secs(5), || records("api.beta.test")
-            .iter()
-            .any(|r| r["detail"].as_str().is_some_and(|d| d.contains("did not finish its TLS handshake"))))
-        .await,
-        "{:?}",
-        proxy.audit_lines()
-    );
+    assert!(refused_with("api.beta.test", "did not finish its TLS handshake").await, "{:?}", proxy.audit_lines());
+
     drop(idle);
 
     // A malformed request inside the tunnel, and on the proxy connection.

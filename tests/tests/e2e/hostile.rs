@@ -556,22 +556,6 @@ async fn connections_over_the_limit_wait_their_turn() {
     proxy.proxy.shutdown().await;
 }
 
-/// `len` bytes of header-safe random text (letters, digits, `-._~+/`)
-/// from `seed`.
-fn random_text(seed: u64, len: usize) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/";
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            // xorshift64*
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            char::from(ALPHABET[(x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 58) as usize % ALPHABET.len()])
-        })
-        .collect()
-}
-
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples.get(samples.len() / 2).copied().unwrap_or_default()
