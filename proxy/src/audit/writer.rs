@@ -408,10 +408,13 @@ impl Writer {
             // in the file.
             return;
         }
+        // The `close` is in the file: the next line must start the next
+        // epoch, or the chain breaks there. A seal that cannot be replaced
+        // leaves the old key on disk (the next start says so in a
+        // `missing` line), but the chain goes on whole.
         let next = self.key.evolve();
         if let Err(e) = chain::write_seal(&self.path, &next) {
-            tracing::error!(error = %e, "cannot advance the audit key; keeping the current one");
-            return;
+            tracing::error!(error = %e, "cannot store the advanced audit key; the seal still holds the old one");
         }
         self.key = next;
         self.seal_event(EventKind::Epoch, "the audit key advanced".to_owned());
@@ -538,6 +541,26 @@ mod tests {
         let mut first = long.clone();
         first.push(b'\n');
         assert_eq!(tail_of(&first), (first.len() as u64, 0, Some(long)));
+    }
+
+    #[test]
+    fn the_chain_stays_whole_when_the_seal_cannot_be_replaced_at_an_epoch_end() {
+        let dir = std::env::temp_dir().join(format!("airlock-epoch-{}", std::process::id()));
+        let path = dir.join("audit.jsonl");
+        let key = super::super::ensure_seal(&path).unwrap().unwrap();
+        let mut w = open(&path, Arc::new(Mutex::new(Vec::new()))).unwrap();
+        // The seal's temporary file cannot be made: replacing it fails.
+        fs::create_dir(dir.join("audit.jsonl.seal.tmp")).unwrap();
+        w.epoch_started = Instant::now().checked_sub(chain::EPOCH_LENGTH).unwrap();
+        w.push(br#"{"request_id":"after"}"#);
+        assert!(w.flush());
+        w.write_head();
+        let key = EpochKey::from_verification_key(&key).unwrap();
+        let verified = chain::verify(&path, Some(&key)).unwrap();
+        // open, close, epoch, the record.
+        assert_eq!(verified.map(|v| (v.records, v.last_epoch)), Ok((4, 2)));
+        drop(w);
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
