@@ -13,46 +13,30 @@ use crate::config::{Egress, Policy, Route, RouteId, TenantId};
 use crate::host;
 use crate::inject::basic_credentials;
 
-/// A denial code of DESIGN.md ("Denials"), plus the two request-shape codes
-/// the proxy needs (`misdirected_request`, `bad_request`).
+/// What `decide` (and proxy authentication) can refuse with: the policy's
+/// codes of DESIGN.md ("Denials"). The proxy's own codes — the vault's, the
+/// upstream's, bodies', sizes' — are the proxy's (`airlock::respond::Code`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum DenialCode {
-    /// No proxy credentials (407).
+    /// No proxy credentials.
     ProxyAuthRequired,
-    /// Wrong token or unknown tenant name (407).
+    /// Wrong token or unknown tenant name.
     UnknownTenant,
-    /// The tenant has no route for the host (403).
+    /// The tenant has no route for the host.
     HostNotAllowed,
-    /// The route does not allow the method (403).
+    /// The route does not allow the method.
     MethodNotAllowed,
-    /// The route does not allow the path (403).
+    /// The route does not allow the path.
     PathNotAllowed,
-    /// A placeholder sent to a host, header or URL its route does not cover (403).
+    /// A placeholder sent to a host, header or URL its route does not cover.
     PlaceholderHostMismatch,
-    /// A placeholder of another tenant (403). Wins over every other code.
+    /// A placeholder of another tenant. Wins over every other code.
     WrongTenant,
-    /// A tunnel to a loopback/private/link-local address (403).
+    /// A connection to a loopback/private/link-local address no route names.
     PrivateEgressDenied,
-    /// The secret could not be fetched (503).
-    SecretUnavailable,
-    /// The upstream could not be reached (502).
-    UpstreamUnreachable,
-    /// The upstream's TLS certificate did not verify (502).
-    UpstreamTlsFailed,
-    /// The upstream did not answer in time (504).
-    UpstreamTimeout,
-    /// A response body that cannot be scanned for secrets (502).
-    UnredactableBody,
-    /// The request is over a size limit (431 for headers, 413 for bodies).
-    RequestTooLarge,
-    /// The request names another host than the intercepted connection (421).
-    MisdirectedRequest,
-    /// The request is malformed or not something a proxy serves (400).
+    /// A request the decision cannot read (a host that is not one).
     BadRequest,
-    /// A request that would carry an injected secret to a plain-HTTP
-    /// upstream, in cleartext (403).
-    InsecureUpstream,
 }
 
 impl DenialCode {
@@ -67,35 +51,7 @@ impl DenialCode {
             DenialCode::PlaceholderHostMismatch => "placeholder_host_mismatch",
             DenialCode::WrongTenant => "wrong_tenant",
             DenialCode::PrivateEgressDenied => "private_egress_denied",
-            DenialCode::SecretUnavailable => "secret_unavailable",
-            DenialCode::UpstreamUnreachable => "upstream_unreachable",
-            DenialCode::UpstreamTlsFailed => "upstream_tls_failed",
-            DenialCode::UpstreamTimeout => "upstream_timeout",
-            DenialCode::UnredactableBody => "unredactable_body",
-            DenialCode::RequestTooLarge => "request_too_large",
-            DenialCode::MisdirectedRequest => "misdirected_request",
             DenialCode::BadRequest => "bad_request",
-            DenialCode::InsecureUpstream => "insecure_upstream",
-        }
-    }
-
-    /// The HTTP status of a denial with this code.
-    pub fn status(self) -> u16 {
-        match self {
-            DenialCode::ProxyAuthRequired | DenialCode::UnknownTenant => 407,
-            DenialCode::HostNotAllowed
-            | DenialCode::MethodNotAllowed
-            | DenialCode::PathNotAllowed
-            | DenialCode::PlaceholderHostMismatch
-            | DenialCode::WrongTenant
-            | DenialCode::PrivateEgressDenied
-            | DenialCode::InsecureUpstream => 403,
-            DenialCode::SecretUnavailable => 503,
-            DenialCode::UpstreamUnreachable | DenialCode::UpstreamTlsFailed | DenialCode::UnredactableBody => 502,
-            DenialCode::UpstreamTimeout => 504,
-            DenialCode::RequestTooLarge => 431,
-            DenialCode::MisdirectedRequest => 421,
-            DenialCode::BadRequest => 400,
         }
     }
 }
@@ -106,7 +62,7 @@ impl fmt::Display for DenialCode {
     }
 }
 
-/// A refusal the agent can act on.
+/// A policy refusal the agent can act on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Denial {
     /// The code.
@@ -117,20 +73,12 @@ pub struct Denial {
     pub next_step: String,
     /// The route involved, when one was.
     pub route: Option<RouteId>,
-    /// The HTTP status when it is not the code's usual one (413 for a body
-    /// over its limit, where headers over theirs get 431).
-    pub status: Option<u16>,
 }
 
 impl Denial {
     /// A denial with no route.
     pub fn new(code: DenialCode, message: impl Into<String>, next_step: impl Into<String>) -> Self {
-        Denial { code, message: message.into(), next_step: next_step.into(), route: None, status: None }
-    }
-
-    /// The HTTP status to answer with.
-    pub fn status(&self) -> u16 {
-        self.status.unwrap_or_else(|| self.code.status())
+        Denial { code, message: message.into(), next_step: next_step.into(), route: None }
     }
 }
 

@@ -6,7 +6,7 @@
 //! The envelope only chooses among what the tenant's routes already allow:
 //! the host and port come from the route, never from the agent. The
 //! request built from it runs through the one pipeline intercepted traffic
-//! uses ([`forward::forward`]: decide, inject, send, scrub, audit), so every
+//! uses ([`pipeline::forward`]: decide, credential, send, respond, record), so every
 //! decision, injection, redaction and audit record is the same code. What
 //! this module adds is the envelope's parsing, and the answer: the scrubbed
 //! response collected into JSON, its body cut at `[limits]
@@ -15,7 +15,6 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -26,24 +25,21 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use tracing::{Instrument, info_span};
+use tracing::Instrument;
 
 use airlock_policy::host::HostPattern;
-use airlock_policy::{AuthError, Denial, DenialCode, Policy, RouteId, TenantId};
+use airlock_policy::{Policy, RouteId, TenantId};
 
-use crate::audit::{self, Outcome, Record};
-use crate::forward::{self, Audit, Destination};
+use crate::body::UpstreamSilent;
+use crate::error::{EnvelopeError, Error};
+use crate::pipeline::{self, Destination, RequestCtx, admit};
 use crate::redact::{DecodeError, REDACTED, RedactionCount};
-use crate::respond::{self, REQUEST_ID_HEADER, action_denial_response};
-use crate::server::{Loaded, Shared};
+use crate::respond::{self, Audience, Form, REQUEST_ID_HEADER};
+use crate::state::Shared;
 use crate::upstream::Resolver;
-use crate::{Body, BoxError, limits};
+use crate::{Body, BoxError};
 
-/// Where the action API listens on the proxy's listener.
-pub const PATH: &str = "/v1/actions";
-
-/// The only verb defined so far: an HTTP request to a service.
-pub const VERB: &str = "api_bridge.request";
+pub use crate::error::{ACTION_PATH as PATH, ACTION_VERB as VERB};
 
 /// Whether a request on the listener is for the action API: origin-form
 /// `/v1/actions`, or absolute-form `http://<this listener>/v1/actions`
@@ -124,55 +120,16 @@ struct Prepared {
     request: Request<Full<Bytes>>,
 }
 
-/// A refusal before the request reached the pipeline.
-#[derive(Debug)]
-enum Refusal {
-    /// Missing or wrong credentials: recorded through the throttle.
-    Auth(AuthError),
-    /// Anything else, with the tenant when known.
-    Denied(Option<TenantId>, Denial),
-}
-
 /// Serves one request to the action API.
 pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    let started = Instant::now();
-    let ts = audit::now_rfc3339();
-    let loaded = shared.loaded();
-    let method = req.method().to_string();
-    let prepared = match prepare(&shared, &loaded, req, peer).await {
+    // No destination yet: a refusal's record names the action API itself.
+    let mut ctx = RequestCtx::arrived(&shared, peer, req.method().as_str(), "", 0);
+    ctx.path = PATH.to_owned();
+    let prepared = match prepare(&mut ctx, req).await {
         Ok(p) => p,
-        Err(refusal) => {
-            // No destination yet: the record names the action API itself.
-            let request_id = respond::request_id();
-            let policy = &loaded.policy;
-            let (tenant, denial) = match &refusal {
-                Refusal::Auth(e) => (None, auth_denial(*e)),
-                Refusal::Denied(tenant, denial) => (*tenant, denial.clone()),
-            };
-            let record = Record {
-                tenant: tenant.map(|t| policy.tenant(t).name.clone()),
-                route: denial.route.map(|r| policy.route(r).name.clone()),
-                path: PATH.to_owned(),
-                code: Some(denial.code.as_str().to_owned()),
-                duration_ms: started.elapsed().as_millis() as u64,
-                ..Record::new(ts, request_id.clone(), method, String::new(), 0, Outcome::Deny, denial.status())
-            };
-            match refusal {
-                Refusal::Auth(e) => shared.auth.refused(peer.ip(), e, record),
-                // Before any credential was looked at (wrong method, an
-                // Origin, a malformed envelope): anyone can send these, so
-                // they are coalesced per address.
-                Refusal::Denied(None, _) => {
-                    tracing::debug!(%request_id, code = %denial.code, "action refused");
-                    shared.auth.refused_unauthenticated(peer.ip(), record);
-                    return action_denial_response(&denial, &request_id);
-                }
-                Refusal::Denied(..) => shared.audit.write(record),
-            }
-            tracing::info!(%request_id, code = %denial.code, "action refused");
-            return action_denial_response(&denial, &request_id);
-        }
+        Err(e) => return ctx.deny(e, Audience::ActionApi, Form::Action),
     };
+    let loaded = Arc::clone(&ctx.loaded);
     let policy = &loaded.policy;
     let route = policy.route(prepared.route);
     let host = match &route.host {
@@ -188,44 +145,33 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: So
         peer,
         guard: None,
     };
-    let audit = Audit::begin(&shared, &loaded, prepared.tenant, &dest, prepared.method, prepared.path);
-    let span = info_span!(
-        "action",
-        request_id = %audit.request_id,
-        tenant = %dest.tenant,
-        service = %route.name,
-        host = %dest.host,
-        port = dest.port,
-        method = %prepared.request.method(),
-        path = %audit.path(),
-        route = tracing::field::Empty,
-    );
+    let mut ctx = RequestCtx::on_connection(&shared, &dest, &prepared.method);
+    ctx.authenticated(prepared.tenant);
+    let ctx = ctx.begin(&prepared.path);
+    let span = pipeline::request_span(&ctx);
     let cap = usize::try_from(policy.limits.max_action_response).unwrap_or(usize::MAX);
     let tenant = policy.tenant(prepared.tenant);
     let mut keep: Vec<&[u8]> = tenant.routes.iter().map(|r| r.placeholder.as_bytes()).collect();
     keep.push(REDACTED);
     async {
-        if let Err(denial) = limits::check_head(&prepared.request, &policy.limits) {
-            audit.refuse(&denial);
-            return action_denial_response(&audit.scrubbed(&denial), &audit.request_id);
+        if let Err(e) = admit::check_head(&prepared.request, &policy.limits) {
+            return ctx.deny(e, Audience::ActionApi, Form::Action);
         }
-        let resp = match forward::forward(&shared, &audit, prepared.request).await {
+        let resp = match pipeline::forward(&ctx, &dest, prepared.request).await {
             Ok(resp) => resp,
-            Err(denial) => {
-                audit.refuse(&denial);
-                return action_denial_response(&audit.scrubbed(&denial), &audit.request_id);
-            }
+            Err(e) => return ctx.deny(e, Audience::ActionApi, Form::Action),
         };
         match collect(resp, cap, &keep).await {
             Ok(mut answer) => {
-                answer["request_id"] = audit.request_id.clone().into();
-                json_response(&answer, &audit.request_id)
+                answer["request_id"] = ctx.request_id.clone().into();
+                json_response(&answer, &ctx.request_id)
             }
             // The pipeline's record (allow, incomplete) is already written;
             // the agent is told the body did not arrive whole.
-            Err(denial) => {
-                tracing::info!(code = %denial.code, "the upstream body failed");
-                action_denial_response(&audit.scrubbed(&denial), &audit.request_id)
+            Err(e) => {
+                let refusal = respond::refusal(&e, Audience::ActionApi).scrubbed(|t| ctx.scrub(t));
+                tracing::info!(code = %refusal.code, "the upstream body failed");
+                refusal.response(&ctx.request_id, Form::Action)
             }
         }
     }
@@ -233,119 +179,69 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: So
     .await
 }
 
-/// Authenticates, reads and checks the envelope, and builds the request it
-/// describes.
-async fn prepare(
-    shared: &Shared,
-    loaded: &Loaded,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-) -> Result<Prepared, Refusal> {
-    let policy = &loaded.policy;
+/// Authenticates `ctx`'s tenant, reads and checks the envelope, and builds
+/// the request it describes.
+async fn prepare(ctx: &mut RequestCtx, req: Request<Incoming>) -> Result<Prepared, Error> {
+    let policy = Arc::clone(&ctx.loaded.policy);
     if req.method() != Method::POST {
-        return Err(Refusal::Denied(
-            None,
-            Denial {
-                status: Some(405),
-                ..bad_request(
-                    format!("{PATH} takes POST, not {}", req.method()),
-                    format!("POST the action envelope as JSON to {PATH}"),
-                )
-            },
-        ));
+        return Err(EnvelopeError::Method { method: req.method().clone() }.into());
     }
     // Browsers send Origin; no agent does. A web page must never drive
     // the action API, whatever credentials the browser holds.
     if req.headers().contains_key(header::ORIGIN) {
-        return Err(Refusal::Denied(
-            None,
-            Denial {
-                status: Some(403),
-                ..bad_request(
-                    "the action API does not serve requests from web pages (the request has an Origin header)",
-                    "call the action API from the agent's process, not from a browser",
-                )
-            },
-        ));
+        return Err(EnvelopeError::Origin.into());
     }
-    limits::check_head(&req, &policy.limits).map_err(|d| Refusal::Denied(None, d))?;
+    admit::check_head(&req, &policy.limits)?;
     let creds = req.headers().get(header::PROXY_AUTHORIZATION).or_else(|| req.headers().get(header::AUTHORIZATION));
-    let tenant =
-        shared.auth.authenticate(policy, peer.ip(), creds.map(HeaderValue::as_bytes)).await.map_err(Refusal::Auth)?;
-    let bytes = read_body(req, &policy.limits).await.map_err(|d| Refusal::Denied(Some(tenant), d))?;
-    let envelope: Envelope = serde_json::from_slice(&bytes).map_err(|e| {
-        // serde's message may quote part of the envelope; scrub it like
-        // anything else airlock sends back.
-        let set = loaded.scrubbers.tenant_set(policy, &shared.vault, tenant);
-        let denial = bad_request(
-            format!("the action envelope is not valid: {}", set.scrub_text(&e.to_string())),
-            "send JSON like {\"tenant\": \"…\", \"service\": \"…\", \"method\": \"GET\", \"path\": \"/…\"} \
-             (fields: tenant, service, verb, method, path, query, headers, body, body_encoding)",
-        );
-        Refusal::Denied(Some(tenant), denial)
-    })?;
-    build(policy, tenant, envelope).map_err(|d| Refusal::Denied(Some(tenant), d))
+    let tenant = ctx
+        .shared
+        .auth
+        .authenticate(&policy, ctx.peer.ip(), creds.map(HeaderValue::as_bytes))
+        .await
+        .map_err(Error::Auth)?;
+    ctx.authenticated(tenant);
+    let bytes = read_body(req, &policy.limits).await?;
+    // serde's message may quote part of the envelope; it is scrubbed like
+    // anything else airlock sends back.
+    let envelope: Envelope =
+        serde_json::from_slice(&bytes).map_err(|e| EnvelopeError::Invalid { reason: ctx.scrub(&e.to_string()) })?;
+    Ok(build(&policy, tenant, envelope)?)
 }
 
 /// The envelope's request under the route it names.
-fn build(policy: &Policy, tenant: TenantId, env: Envelope) -> Result<Prepared, Denial> {
+fn build(policy: &Policy, tenant: TenantId, env: Envelope) -> Result<Prepared, EnvelopeError> {
     let t = policy.tenant(tenant);
     if env.tenant != t.name {
-        return Err(Denial::new(
-            DenialCode::WrongTenant,
-            format!("the envelope names tenant '{}', but the credentials are tenant '{}''s", env.tenant, t.name),
-            format!("set \"tenant\": \"{}\" in the envelope, or use the credentials of the tenant it names", t.name),
-        ));
+        return Err(EnvelopeError::Tenant { named: env.tenant, tenant: t.name.clone() });
     }
     if let Some(verb) = env.verb.as_deref().filter(|v| *v != VERB) {
-        return Err(bad_request(
-            format!("unknown verb '{verb}'"),
-            format!("use \"verb\": \"{VERB}\" (or leave it out)"),
-        ));
+        return Err(EnvelopeError::Verb { verb: verb.to_owned() });
     }
     let Some(route_id) = policy.route_named(tenant, &env.service) else {
-        let services: Vec<&str> =
-            t.routes.iter().filter(|r| matches!(r.host, HostPattern::Exact(_))).map(|r| r.name.as_str()).collect();
-        return Err(Denial::new(
-            DenialCode::HostNotAllowed,
-            format!("tenant '{}' has no service (route) named '{}'", t.name, env.service),
-            format!(
-                "use one of tenant '{}''s services ({}), or ask the operator to add a route named '{}'",
-                t.name,
-                if services.is_empty() { "it has none".to_owned() } else { services.join(", ") },
-                env.service
-            ),
-        ));
+        let services =
+            t.routes.iter().filter(|r| matches!(r.host, HostPattern::Exact(_))).map(|r| r.name.clone()).collect();
+        return Err(EnvelopeError::NoService { tenant: t.name.clone(), service: env.service, services });
     };
     let route = policy.route(route_id);
     if let HostPattern::Wildcard(_) = route.host {
-        return Err(Denial {
-            route: Some(route_id),
-            ..Denial::new(
-                DenialCode::HostNotAllowed,
-                format!(
-                    "service '{}' is a wildcard route ({}); an action needs a route with one exact host",
-                    route.name,
-                    route.authority()
-                ),
-                format!("ask the operator to add a route for the exact host to tenant '{}'", t.name),
-            )
+        return Err(EnvelopeError::WildcardService {
+            tenant: t.name.clone(),
+            service: route.name.clone(),
+            route: route_id,
+            authority: route.authority(),
         });
     }
 
     // Methods are case-sensitive in HTTP, but no API defines a lower-case
     // one: `post` from an agent means POST.
     let method = Method::from_bytes(env.method.to_ascii_uppercase().as_bytes())
-        .map_err(|_| bad_request(format!("'{}' is not an HTTP method", env.method), "use GET, POST, …"))?;
+        .map_err(|_| EnvelopeError::NotAMethod { method: env.method.clone() })?;
     if method == Method::CONNECT {
         // A tunnel is not an action; the agent would need HTTPS_PROXY.
-        return Err(bad_request("CONNECT is not an action", "use the API's own methods (GET, POST, …)"));
+        return Err(EnvelopeError::Connect);
     }
     if !env.path.starts_with('/') || env.path.contains('#') {
-        return Err(bad_request(
-            "the path must start with '/' and hold no fragment ('#')",
-            "send the path as in the API's documentation, e.g. \"/v3/a/123/calls.json\"; put parameters in \"query\"",
-        ));
+        return Err(EnvelopeError::Path);
     }
     let mut target = env.path.clone();
     let query = encode_query(env.query.as_ref())?;
@@ -353,26 +249,17 @@ fn build(policy: &Policy, tenant: TenantId, env: Envelope) -> Result<Prepared, D
         target.push(if target.contains('?') { '&' } else { '?' });
         target.push_str(&query);
     }
-    let uri: http::Uri = target.parse().map_err(|_| {
-        bad_request(
-            "the path is not a valid request target",
-            "percent-encode spaces and other special characters in the path",
-        )
-    })?;
+    let uri: http::Uri = target.parse().map_err(|_| EnvelopeError::Target)?;
     let mut headers = envelope_headers(env.headers.as_ref())?;
     let encoding = env.body_encoding.as_deref().unwrap_or("utf-8");
     if encoding != "utf-8" && encoding != "base64" {
-        return Err(bad_request(format!("unknown body_encoding '{encoding}'"), "use \"utf-8\" or \"base64\""));
+        return Err(EnvelopeError::BodyEncoding { encoding: encoding.to_owned() });
     }
     let body = match (&env.body, encoding) {
         (Value::Null, _) => Bytes::new(),
-        (Value::String(s), "base64") => STANDARD.decode(s).map(Bytes::from).map_err(|_| {
-            bad_request("the body is not valid base64", "send base64 (standard alphabet, padded) or a text body")
-        })?,
+        (Value::String(s), "base64") => STANDARD.decode(s).map(Bytes::from).map_err(|_| EnvelopeError::Base64)?,
         (Value::String(s), _) => Bytes::from(s.clone().into_bytes()),
-        (_, "base64") => {
-            return Err(bad_request("a base64 body must be a string", "send the base64 text as a JSON string"));
-        }
+        (_, "base64") => return Err(EnvelopeError::Base64NotString),
         (json, _) => {
             if !headers.contains_key(header::CONTENT_TYPE) {
                 headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -393,20 +280,15 @@ fn build(policy: &Policy, tenant: TenantId, env: Envelope) -> Result<Prepared, D
 }
 
 /// `key=value&…`, percent-encoded.
-fn encode_query(query: Option<&Map<String, Value>>) -> Result<String, Denial> {
+fn encode_query(query: Option<&Map<String, Value>>) -> Result<String, EnvelopeError> {
     let mut out = String::new();
-    let mut add = |k: &str, v: &Value| -> Result<(), Denial> {
+    let mut add = |k: &str, v: &Value| -> Result<(), EnvelopeError> {
         let text = match v {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
             Value::Bool(b) => b.to_string(),
             Value::Null => return Ok(()),
-            _ => {
-                return Err(bad_request(
-                    format!("query parameter '{k}' is not a string, number or boolean"),
-                    "give each query parameter a string, number or boolean value, or an array of them",
-                ));
-            }
+            _ => return Err(EnvelopeError::QueryValue { key: k.to_owned() }),
         };
         if !out.is_empty() {
             out.push('&');
@@ -439,17 +321,13 @@ fn percent_encode(s: &str) -> String {
 }
 
 /// The envelope's headers as a map. Messages name headers, never values.
-fn envelope_headers(headers: Option<&Map<String, Value>>) -> Result<HeaderMap, Denial> {
+fn envelope_headers(headers: Option<&Map<String, Value>>) -> Result<HeaderMap, EnvelopeError> {
     let mut out = HeaderMap::new();
     for (name, value) in headers.into_iter().flatten() {
-        let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-            bad_request(format!("'{name}' is not a valid header name"), "use header names of letters, digits and '-'")
-        })?;
+        let n =
+            HeaderName::from_bytes(name.as_bytes()).map_err(|_| EnvelopeError::HeaderName { name: name.clone() })?;
         if RESERVED_HEADERS.contains(&n.as_str()) {
-            return Err(bad_request(
-                format!("the envelope may not set the '{n}' header; airlock sets it"),
-                format!("leave '{n}' out of \"headers\""),
-            ));
+            return Err(EnvelopeError::ReservedHeader { name: n.to_string() });
         }
         let values: Vec<&Value> = match value {
             Value::Array(items) => items.iter().collect(),
@@ -460,19 +338,9 @@ fn envelope_headers(headers: Option<&Map<String, Value>>) -> Result<HeaderMap, D
                 Value::String(s) => s.clone(),
                 Value::Number(n) => n.to_string(),
                 Value::Bool(b) => b.to_string(),
-                _ => {
-                    return Err(bad_request(
-                        format!("header '{n}' is not a string"),
-                        "give each header a string value (or an array of strings)",
-                    ));
-                }
+                _ => return Err(EnvelopeError::HeaderNotString { name: n.to_string() }),
             };
-            let v = HeaderValue::from_str(&text).map_err(|_| {
-                bad_request(
-                    format!("header '{n}' holds characters a header cannot carry"),
-                    "send header values without control characters or line breaks",
-                )
-            })?;
+            let v = HeaderValue::from_str(&text).map_err(|_| EnvelopeError::HeaderChars { name: n.to_string() })?;
             out.append(n.clone(), v);
         }
     }
@@ -481,32 +349,20 @@ fn envelope_headers(headers: Option<&Map<String, Value>>) -> Result<HeaderMap, D
 
 /// Reads the envelope, bounded by `[limits] max_request_body` and, as it
 /// is one small JSON document, by `header_read_timeout`.
-async fn read_body(req: Request<Incoming>, limits: &airlock_policy::Limits) -> Result<Bytes, Denial> {
+async fn read_body(req: Request<Incoming>, limits: &airlock_policy::Limits) -> Result<Bytes, EnvelopeError> {
     let limit = limits.max_request_body;
-    let too_large = || Denial {
-        status: Some(413),
-        ..Denial::new(
-            DenialCode::RequestTooLarge,
-            format!("the action envelope is larger than [limits] max_request_body ({limit} bytes)"),
-            "send a smaller body, or ask the operator to raise [limits] max_request_body",
-        )
-    };
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return Err(too_large());
+        return Err(EnvelopeError::TooLarge { limit });
     }
     let body = Limited::new(req.into_body(), usize::try_from(limit).unwrap_or(usize::MAX));
     match tokio::time::timeout(limits.header_read_timeout, body.collect()).await {
         Ok(Ok(c)) => Ok(c.to_bytes()),
-        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large()),
-        Ok(Err(_)) => Err(bad_request("the action envelope could not be read", "send the whole envelope again")),
-        Err(_) => Err(Denial {
-            status: Some(408),
-            ..bad_request(
-                format!("the action envelope did not arrive within {:?}", limits.header_read_timeout),
-                "send the envelope in one go",
-            )
-        }),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(EnvelopeError::TooLarge { limit })
+        }
+        Ok(Err(_)) => Err(EnvelopeError::Unreadable),
+        Err(_) => Err(EnvelopeError::Slow { after: limits.header_read_timeout }),
     }
 }
 
@@ -514,7 +370,7 @@ async fn read_body(req: Request<Incoming>, limits: &airlock_policy::Limits) -> R
 /// body is read through the redactor until it ends or the scrubbed bytes
 /// pass the cap by more than the longest replacement, then cut at a
 /// point that splits no placeholder and no UTF-8 character.
-async fn collect(resp: Response<Body>, cap: usize, keep: &[&[u8]]) -> Result<Value, Denial> {
+async fn collect(resp: Response<Body>, cap: usize, keep: &[&[u8]]) -> Result<Value, Error> {
     let (parts, mut body) = resp.into_parts();
     let margin = keep.iter().map(|k| k.len()).max().unwrap_or(0);
     let mut buf: Vec<u8> = Vec::new();
@@ -594,40 +450,15 @@ fn cut_point(buf: &[u8], cap: usize, keep: &[&[u8]]) -> usize {
     }
 }
 
-/// The answer when the body failed after the head arrived.
-fn body_failure(e: &BoxError) -> Denial {
+/// Why the body failed after the head arrived.
+fn body_failure(e: &BoxError) -> Error {
     if e.downcast_ref::<DecodeError>().is_some() {
-        return Denial::new(
-            DenialCode::UnredactableBody,
-            "the upstream's response body could not be decoded for scanning",
-            "retry; if it persists, ask the operator to check the API",
-        );
+        return Error::BodyUndecodable;
     }
-    if e.downcast_ref::<limits::UpstreamSilent>().is_some() {
-        return Denial::new(
-            DenialCode::UpstreamTimeout,
-            e.to_string(),
-            "retry later; if the API is slow by design, ask the operator to raise [limits] upstream_read_timeout",
-        );
+    if let Some(UpstreamSilent(after)) = e.downcast_ref::<UpstreamSilent>() {
+        return Error::BodySilent(*after);
     }
-    Denial::new(
-        DenialCode::UpstreamUnreachable,
-        "the upstream failed while sending the response body",
-        "retry; if it persists, the API is failing",
-    )
-}
-
-fn bad_request(message: impl Into<String>, next_step: impl Into<String>) -> Denial {
-    Denial::new(DenialCode::BadRequest, message, next_step)
-}
-
-/// Missing or wrong credentials: the proxy's codes, answered `401` with a
-/// `WWW-Authenticate` challenge, as the action API is spoken to directly
-/// rather than as a proxy.
-fn auth_denial(e: AuthError) -> Denial {
-    let next_step = "send the tenant's credentials as `Authorization: Basic base64(tenant:token)` \
-                     (curl -u tenant:token); `airlock env --tenant <tenant>` shows them in HTTPS_PROXY";
-    Denial { status: Some(401), next_step: next_step.to_owned(), ..e.denial() }
+    Error::BodyFailed
 }
 
 /// A 200 answer with the action's JSON.
@@ -685,16 +516,21 @@ mod tests {
             serde_json::from_str(r#"{"a b": "c&d", "n": 2, "t": true, "list": ["x", "y"], "skip": null}"#).unwrap();
         assert_eq!(encode_query(Some(&q)).unwrap(), "a%20b=c%26d&list=x&list=y&n=2&t=true");
         let bad: Map<String, Value> = serde_json::from_str(r#"{"o": {"x": 1}}"#).unwrap();
-        assert_eq!(encode_query(Some(&bad)).unwrap_err().code, DenialCode::BadRequest);
+        assert!(matches!(encode_query(Some(&bad)), Err(EnvelopeError::QueryValue { key }) if key == "o"));
     }
 
     #[test]
     fn reserved_and_invalid_headers_are_refused_by_name() {
         for h in [r#"{"Host": "evil.test"}"#, r#"{"content-length": "5"}"#, r#"{"x": "a\r\nb"}"#, r#"{"x": {}}"#] {
             let m: Map<String, Value> = serde_json::from_str(h).unwrap();
-            let d = envelope_headers(Some(&m)).unwrap_err();
-            assert_eq!(d.code, DenialCode::BadRequest, "{h}");
-            assert!(!d.message.contains("evil.test") && !d.message.contains("a\r\nb"), "{}", d.message);
+            let e = envelope_headers(Some(&m)).unwrap_err();
+            let refused = respond::refusal(&e.into(), Audience::ActionApi);
+            assert_eq!(refused.code, respond::Code::BadRequest, "{h}");
+            assert!(
+                !refused.message.contains("evil.test") && !refused.message.contains("a\r\nb"),
+                "{}",
+                refused.message
+            );
         }
         let m: Map<String, Value> = serde_json::from_str(r#"{"Accept": "a", "x-many": ["1", "2"]}"#).unwrap();
         let h = envelope_headers(Some(&m)).unwrap();

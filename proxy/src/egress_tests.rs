@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use airlock_policy::Policy;
 
-use crate::server::RunningProxy;
+use crate::listener::RunningProxy;
 use crate::upstream::scripted;
 
 const ACME_TOKEN: &str = "acme-egress-token-0123456789";

@@ -1,14 +1,48 @@
 //! airlock: a local forward HTTPS interception proxy that lets AI agents
 //! call APIs without ever holding the keys.
 //!
-//! This crate wires the parts together: the listener and proxy
-//! authentication ([`server`], with wrong credentials slowed per address
-//! in `throttle`), CONNECT handling and TLS interception
-//! ([`intercept`], [`tunnel`]), the request pipeline (decide → inject →
-//! forward, in [`forward`], with the upstream side of it in `send` and
-//! WebSocket frames in `websocket`), approved-action requests ([`actions`]) and
-//! their MCP server ([`mcp`]), the upstream client ([`upstream`]), denials
-//! ([`respond`]), the audit log ([`audit`]) and AIRLOCK_HOME ([`home`]); the CLI is the `airlock` binary.
+//! # Following one request
+//!
+//! Modules sit in layers; each imports only those below it, never one that
+//! imports it back.
+//!
+//! 1. [`listener`] binds, accepts agent connections (a `conn` span each,
+//!    at most `max_connections`, their life in `conn`) and reads each
+//!    request on them: the health check, the action API ([`actions`]), or
+//!    a proxy request — a CONNECT or an absolute-form `http://` request.
+//! 2. **admit** ([`pipeline::admit`]): the destination is parsed from the
+//!    CONNECT target or the URI's authority, the head's size checked, and
+//!    the proxy credentials authenticated (wrong ones slowed per address by
+//!    `throttle`). A [`pipeline::RequestCtx`] is made at arrival and
+//!    carries tenant, destination, route, request id, start time, scrubbed
+//!    path and counters through every phase.
+//! 3. A CONNECT goes to `connect` (a `tunnel` span): a routed host (or any,
+//!    under `egress = "deny"`) to [`intercept`], which terminates the
+//!    agent's TLS with a leaf from the CA and serves HTTP/1.1 or HTTP/2 on
+//!    it, each request entering [`pipeline::handle`]; an unrouted host
+//!    under `egress = "tunnel"` to [`tunnel`] (bytes relayed by `relay`).
+//!    A plain-HTTP request enters the pipeline directly.
+//! 4. **decide** ([`pipeline::decide`]): the policy's pure decision.
+//! 5. **credential** ([`pipeline::credential`]): the route's credential
+//!    applied (the secret fetched from the vault through `fetch`).
+//! 6. **send** ([`pipeline::send`]): the upstream request through
+//!    [`upstream`]'s connector and pools, its body wrapped by `body`,
+//!    resent once when safe (`replay`).
+//! 7. **respond** ([`pipeline::response`]): the agent's answer, its head
+//!    from an allow-list and its body through [`redact`]'s decoder and
+//!    redactor (`scrub` holds the compiled sets); a WebSocket's frames in
+//!    `websocket`.
+//! 8. **record** ([`pipeline::record`]): the one [`audit`] record, built
+//!    from the context. A refusal anywhere is an [`error::Error`], mapped to
+//!    status, code, message, next step and audit code by
+//!    [`respond::refusal`] — the one place — and answered, logged and
+//!    recorded by `RequestCtx::deny`.
+//!
+//! Everything a connection needs is in [`state`]: the config snapshot
+//! (reloaded without stopping), the vault, the leaf cache, the audit log
+//! and the throttle. The CLI is the `airlock` binary (`src/cli/`), with
+//! AIRLOCK_HOME in [`home`], `airlock run`'s environment in [`agent`],
+//! `airlock check` in [`check`] and the MCP server in [`mcp`].
 //!
 //! What it must never do: forward a request the policy did not allow, send
 //! `Proxy-Authorization` upstream, fall back to unverified upstream TLS, or
@@ -19,20 +53,24 @@
 pub mod actions;
 pub mod agent;
 pub mod audit;
+mod body;
 pub mod check;
+mod conn;
+mod connect;
+pub mod error;
 mod fetch;
-pub mod forward;
 pub mod headers;
 pub mod home;
 pub mod intercept;
-mod limits;
+pub mod listener;
 pub mod mcp;
+pub mod pipeline;
 pub mod redact;
+mod relay;
 mod replay;
 pub mod respond;
 mod scrub;
-mod send;
-pub mod server;
+pub mod state;
 mod throttle;
 pub mod tunnel;
 pub mod upstream;
@@ -42,7 +80,8 @@ mod websocket;
 #[allow(clippy::unwrap_used)]
 mod egress_tests;
 
-pub use server::{Proxy, ReloadError, Reloader, RunningProxy};
+pub use listener::{Proxy, Reloader, RunningProxy};
+pub use state::ReloadError;
 
 /// A test-only fault hook, compiled into debug builds only: once enabled,
 /// an intercepted request carrying `x-airlock-fault: panic` panics inside

@@ -550,12 +550,13 @@ async fn airlock_listening(addr: std::net::SocketAddr) -> anyhow::Result<bool> {
     }
     let connect = tokio::time::timeout(std::time::Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await;
     let Ok(Ok(mut stream)) = connect else { return Ok(false) };
-    let probe = format!("GET {} HTTP/1.1\r\nHost: airlock\r\nConnection: close\r\n\r\n", airlock::server::HEALTH_PATH);
+    let probe =
+        format!("GET {} HTTP/1.1\r\nHost: airlock\r\nConnection: close\r\n\r\n", airlock::listener::HEALTH_PATH);
     stream.write_all(probe.as_bytes()).await?;
     let mut buf = vec![0u8; 4096];
     let n = tokio::time::timeout(std::time::Duration::from_secs(2), stream.read(&mut buf)).await.unwrap_or(Ok(0))?;
     let head = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
-    if head.starts_with("http/1.1 200") && head.contains(&format!("\r\n{}:", airlock::server::VERSION_HEADER)) {
+    if head.starts_with("http/1.1 200") && head.contains(&format!("\r\n{}:", airlock::listener::VERSION_HEADER)) {
         Ok(true)
     } else {
         bail!("something other than airlock is listening on {addr}; stop it or change [proxy] listen")

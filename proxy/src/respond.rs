@@ -1,22 +1,28 @@
-//! The one place where denials become HTTP responses (DESIGN.md,
-//! "Denials"): status from the code, `x-airlock-denied`, the JSON body with
-//! code, message, next step and request id, and `Proxy-Authenticate` for
-//! 407s.
+//! The one place where refusals become answers (DESIGN.md, "Denials"):
+//! [`refusal`] maps an [`Error`] to its status, `x-airlock-denied` code,
+//! message, next step and audit code; [`Refusal::response`] writes it in
+//! the form the agent reads — JSON, a gRPC status, or the action API's
+//! envelope — with the request id, and `Proxy-Authenticate` (or
+//! `WWW-Authenticate`) on a challenge.
+
+use std::borrow::Cow;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 
-use airlock_policy::Denial;
+use airlock_policy::{DenialCode, RouteId};
 
 use crate::Body;
+use crate::error::{EnvelopeError, Error, TlsStartError};
+use crate::upstream::{Advice, ConnectError, FailureKind};
 
 /// Response header naming the request id of every answer airlock gives.
 pub const REQUEST_ID_HEADER: &str = "x-airlock-request-id";
 /// Response header naming the denial code.
 pub const DENIED_HEADER: &str = "x-airlock-denied";
 
-/// A fresh request id: 16 random bytes, hex.
+/// A fresh request id: 12 random bytes, hex.
 pub fn request_id() -> String {
     let mut b = [0u8; 12];
     // getrandom only fails when the OS has no entropy source at all; a
@@ -25,49 +31,409 @@ pub fn request_id() -> String {
     crate::hex(&b)
 }
 
-/// The JSON body of a denial.
-pub fn denial_json(denial: &Denial, request_id: &str) -> serde_json::Value {
-    serde_json::json!({
-        "error": {
-            "code": denial.code.as_str(),
-            "message": denial.message,
-            "next_step": denial.next_step,
-            "request_id": request_id,
+/// A denial code (DESIGN.md, "Denials"): the policy's, and the proxy's own
+/// for the vault, the upstream, bodies and request shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Code {
+    /// A policy outcome.
+    Policy(DenialCode),
+    /// The secret could not be fetched (503).
+    SecretUnavailable,
+    /// The upstream could not be reached (502).
+    UpstreamUnreachable,
+    /// The upstream's TLS certificate did not verify (502).
+    UpstreamTlsFailed,
+    /// The upstream did not answer in time (504).
+    UpstreamTimeout,
+    /// A response body that cannot be scanned for secrets (502).
+    UnredactableBody,
+    /// The request is over a size limit (431 for heads, 413 for bodies).
+    RequestTooLarge,
+    /// The request names another host than its connection (421).
+    MisdirectedRequest,
+    /// The request is malformed or not something a proxy serves (400).
+    BadRequest,
+    /// An injected secret would go out in cleartext (403).
+    InsecureUpstream,
+}
+
+impl Code {
+    /// The code as written in responses and the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Policy(c) => c.as_str(),
+            Code::SecretUnavailable => "secret_unavailable",
+            Code::UpstreamUnreachable => "upstream_unreachable",
+            Code::UpstreamTlsFailed => "upstream_tls_failed",
+            Code::UpstreamTimeout => "upstream_timeout",
+            Code::UnredactableBody => "unredactable_body",
+            Code::RequestTooLarge => "request_too_large",
+            Code::MisdirectedRequest => "misdirected_request",
+            Code::BadRequest => "bad_request",
+            Code::InsecureUpstream => "insecure_upstream",
         }
-    })
+    }
+
+    /// The usual HTTP status of a refusal with this code.
+    fn status(self) -> u16 {
+        match self {
+            Code::Policy(DenialCode::ProxyAuthRequired | DenialCode::UnknownTenant) => 407,
+            Code::Policy(DenialCode::BadRequest) | Code::BadRequest => 400,
+            Code::Policy(_) | Code::InsecureUpstream => 403,
+            Code::SecretUnavailable => 503,
+            Code::UpstreamUnreachable | Code::UpstreamTlsFailed | Code::UnredactableBody => 502,
+            Code::UpstreamTimeout => 504,
+            Code::RequestTooLarge => 431,
+            Code::MisdirectedRequest => 421,
+        }
+    }
 }
 
-/// Turns a denial into the response the agent sees.
-pub fn denial_response(denial: &Denial, request_id: &str) -> Response<Body> {
-    with_denial_head(denial, request_id, denial_json(denial, request_id))
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
-/// A denial as a gRPC client reads it: a trailers-only answer (`200`,
-/// `content-type: application/grpc`, `grpc-status` and `grpc-message` in
-/// the one head that ends the stream) carrying the code, message, next
-/// step and request id, with `x-airlock-denied` and the request id as for
-/// any denial. A gRPC client reports only the status of an HTTP error
-/// (`Received http2 header with status: 403`), never its body, so the
-/// JSON denial would tell the agent nothing it can act on.
-pub fn grpc_denial_response(denial: &Denial, request_id: &str) -> Response<Body> {
-    let text = format!(
-        "airlock refused this call ({}): {}; next step: {} (request {request_id})",
-        denial.code.as_str(),
-        denial.message,
-        denial.next_step
-    );
-    let mut resp = Response::new(empty());
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-    h.insert("grpc-status", HeaderValue::from(grpc_status(denial.status())));
-    if let Ok(message) = HeaderValue::from_str(&grpc_percent_encode(&text)) {
-        h.insert("grpc-message", message);
+/// Who is refused: an agent speaking to airlock as a proxy, or to the
+/// action API on its listener (the origin there, so credentials are
+/// challenged with `401`, not `407`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Audience {
+    /// CONNECT, absolute-form and intercepted requests.
+    Proxy,
+    /// `POST /v1/actions`.
+    ActionApi,
+}
+
+/// A refusal as the agent and the audit log see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The code (`x-airlock-denied`, the JSON `code`, the audit `code`).
+    pub code: Code,
+    /// The HTTP status.
+    pub status: u16,
+    /// What happened.
+    pub message: String,
+    /// What to do next, without asking for a key.
+    pub next_step: Cow<'static, str>,
+    /// The route the policy named, when it named one.
+    pub route: Option<RouteId>,
+}
+
+/// What to do about a request that was not resent.
+const RESEND_NEXT_STEP: &str = "send the request again if repeating it is safe (the upstream may have acted on it)";
+/// What to do about an answer airlock cannot scan.
+const CHECK_API_NEXT_STEP: &str = "retry; if it persists, ask the operator to check the API";
+
+/// Maps an error to its refusal: the one place codes, statuses and next
+/// steps are chosen (DESIGN.md, "Denials").
+pub fn refusal(err: &Error, to: Audience) -> Refusal {
+    let (code, next_step): (Code, Cow<'static, str>) = match err {
+        Error::Policy(d) => (Code::Policy(d.code), d.next_step.clone().into()),
+        Error::Auth(e) => {
+            let next = match to {
+                Audience::Proxy => e.denial().next_step.into(),
+                Audience::ActionApi => "send the tenant's credentials as `Authorization: Basic base64(tenant:token)` \
+                                        (curl -u tenant:token); `airlock env --tenant <tenant>` shows them in HTTPS_PROXY"
+                    .into(),
+            };
+            (Code::Policy(e.denial().code), next)
+        }
+        Error::BadConnectTarget => (Code::BadRequest, "send CONNECT host:port, e.g. CONNECT api.example.com:443".into()),
+        Error::NotAProxyRequest => (
+            Code::BadRequest,
+            "set HTTPS_PROXY/HTTP_PROXY to airlock's address instead of sending requests to it directly".into(),
+        ),
+        Error::TooManyHeaderFields { .. } => (Code::RequestTooLarge, "send fewer header fields".into()),
+        Error::HeadTooLarge { .. } => {
+            (Code::RequestTooLarge, "send smaller headers (a cookie or token may have grown too large)".into())
+        }
+        Error::HeadRejected { too_large: true } => (Code::RequestTooLarge, "send smaller headers".into()),
+        Error::HeadRejected { too_large: false } => (Code::BadRequest, "send a well-formed HTTP/1.1 request".into()),
+        Error::BodyTooLarge { .. } => (
+            Code::RequestTooLarge,
+            "send a smaller body, or ask the operator to raise max_request_body for this route".into(),
+        ),
+        Error::MultipleHost => (Code::BadRequest, "send exactly one Host header".into()),
+        Error::Misdirected { connected } => (
+            Code::MisdirectedRequest,
+            format!(
+                "open a separate connection (CONNECT) for the other host; requests on this one may only go to {connected}"
+            )
+            .into(),
+        ),
+        Error::InvalidTarget => (Code::BadRequest, "send a valid request path".into()),
+        Error::Cleartext { authority, .. } => (
+            Code::InsecureUpstream,
+            format!(
+                "use https://{authority}/… (with HTTPS_PROXY set); if the API only speaks plain HTTP, ask the operator"
+            )
+            .into(),
+        ),
+        Error::PublicCleartext { authority, .. } => {
+            (Code::InsecureUpstream, format!("use https://{authority}/…").into())
+        }
+        Error::SecretUnavailable { .. } => (
+            Code::SecretUnavailable,
+            "ask the operator to run `airlock check` and fix the secret; retrying will not help until then".into(),
+        ),
+        Error::Connect(e) => connect_refusal(e),
+        Error::Upstream(f) => {
+            let code = match f.kind {
+                FailureKind::Unreachable => Code::UpstreamUnreachable,
+                FailureKind::Tls => Code::UpstreamTlsFailed,
+                FailureKind::Timeout => Code::UpstreamTimeout,
+            };
+            (code, advice(f.advice).into())
+        }
+        Error::Timeout { .. } => (Code::UpstreamTimeout, advice(Advice::RetryLater).into()),
+        Error::ResendImpossible => (Code::UpstreamUnreachable, RESEND_NEXT_STEP.into()),
+        Error::NotResent { source, .. } => (refusal(source, to).code, RESEND_NEXT_STEP.into()),
+        Error::Upgrade(_) => (
+            Code::UnredactableBody,
+            "send the request without an Upgrade header (airlock strips h2c and every upgrade but WebSocket)".into(),
+        ),
+        Error::UnscannableEncoding { .. } => (
+            Code::UnredactableBody,
+            "retry without asking for that encoding (airlock asks upstreams for identity); if it persists, ask the \
+             operator to check the API"
+                .into(),
+        ),
+        Error::GrpcWebText { .. } => (
+            Code::UnredactableBody,
+            "call with application/grpc-web or application/grpc (binary), which airlock scans message by message".into(),
+        ),
+        Error::GrpcCoding { .. } => (
+            Code::UnredactableBody,
+            "call without compression (airlock asks upstreams for grpc-accept-encoding: identity); if it persists, \
+             ask the operator to check the API"
+                .into(),
+        ),
+        Error::GrpcCodings { .. } => (Code::UnredactableBody, "ask the operator to check the API".into()),
+        Error::BodyUndecodable => (Code::UnredactableBody, CHECK_API_NEXT_STEP.into()),
+        Error::BodySilent(_) => (
+            Code::UpstreamTimeout,
+            "retry later; if the API is slow by design, ask the operator to raise [limits] upstream_read_timeout".into(),
+        ),
+        Error::BodyFailed => (Code::UpstreamUnreachable, "retry; if it persists, the API is failing".into()),
+        Error::Envelope(e) => envelope_refusal(e),
+        Error::TlsStart(e) => {
+            let code = match e {
+                TlsStartError::ServerName => Code::MisdirectedRequest,
+                _ => Code::BadRequest,
+            };
+            (code, "check that the agent trusts airlock's CA and names the CONNECT host".into())
+        }
+    };
+    let status = match err {
+        Error::Auth(_) if to == Audience::ActionApi => 401,
+        Error::BodyTooLarge { .. } | Error::Envelope(EnvelopeError::TooLarge { .. }) => 413,
+        Error::Envelope(EnvelopeError::Method { .. }) => 405,
+        Error::Envelope(EnvelopeError::Origin) => 403,
+        Error::Envelope(EnvelopeError::Slow { .. }) => 408,
+        _ => code.status(),
+    };
+    let route = match err {
+        Error::Policy(d) => d.route,
+        Error::Envelope(EnvelopeError::WildcardService { route, .. }) => Some(*route),
+        _ => None,
+    };
+    Refusal { code, status, message: err.to_string(), next_step, route }
+}
+
+/// A connection failure's code and next step. A refusal by the egress rule
+/// is answered in the policy's own words by the caller, which knows the
+/// tenant and route; these are its fallback.
+fn connect_refusal(e: &ConnectError) -> (Code, Cow<'static, str>) {
+    match e {
+        ConnectError::Unreachable { .. } | ConnectError::Loop { .. } => {
+            (Code::UpstreamUnreachable, advice(Advice::CheckHost).into())
+        }
+        ConnectError::Tls { .. } => (Code::UpstreamTlsFailed, advice(e.advice()).into()),
+        ConnectError::Timeout { .. } => (Code::UpstreamTimeout, advice(Advice::RetryLater).into()),
+        ConnectError::PrivateAddress { host, .. } => (
+            Code::Policy(DenialCode::PrivateEgressDenied),
+            format!("if {host} is meant to be reachable, ask the operator to add a route for it").into(),
+        ),
+        ConnectError::PublicAddress { .. } => (Code::InsecureUpstream, "use https:// (with HTTPS_PROXY set)".into()),
     }
-    h.insert(DENIED_HEADER, HeaderValue::from_static(denial.code.as_str()));
-    if let Ok(id) = HeaderValue::from_str(request_id) {
-        h.insert(REQUEST_ID_HEADER, id);
+}
+
+/// What to do about an upstream failure.
+fn advice(a: Advice) -> &'static str {
+    match a {
+        Advice::CheckHost => {
+            "check the host name and port, and that the host is reachable from the machine running airlock"
+        }
+        Advice::RetryLater => "retry later; if it persists, check the host is up",
+        Advice::UpstreamCa => {
+            "the upstream's certificate did not verify; if this is a private API, ask the operator to add its CA to \
+             [proxy].upstream_ca"
+        }
+        Advice::ClientCertificate => {
+            "the API wants a client certificate (mutual TLS), and airlock presents none for this route; ask the \
+             operator"
+        }
+        Advice::Retry => {
+            "retry the request; if it persists, the upstream is at fault: ask the operator to check the API"
+        }
     }
-    resp
+}
+
+/// An envelope's refusal code and next step.
+fn envelope_refusal(e: &EnvelopeError) -> (Code, Cow<'static, str>) {
+    use crate::error::{ACTION_PATH as PATH, ACTION_VERB as VERB};
+    let bad = |next: Cow<'static, str>| (Code::BadRequest, next);
+    match e {
+        EnvelopeError::Method { .. } => bad(format!("POST the action envelope as JSON to {PATH}").into()),
+        EnvelopeError::Origin => bad("call the action API from the agent's process, not from a browser".into()),
+        EnvelopeError::TooLarge { .. } => (
+            Code::RequestTooLarge,
+            "send a smaller body, or ask the operator to raise [limits] max_request_body".into(),
+        ),
+        EnvelopeError::Unreadable => bad("send the whole envelope again".into()),
+        EnvelopeError::Slow { .. } => bad("send the envelope in one go".into()),
+        EnvelopeError::Invalid { .. } => {
+            bad("send JSON like {\"tenant\": \"…\", \"service\": \"…\", \"method\": \"GET\", \"path\": \"/…\"} \
+             (fields: tenant, service, verb, method, path, query, headers, body, body_encoding)"
+                .into())
+        }
+        EnvelopeError::Tenant { tenant, .. } => (
+            Code::Policy(DenialCode::WrongTenant),
+            format!("set \"tenant\": \"{tenant}\" in the envelope, or use the credentials of the tenant it names")
+                .into(),
+        ),
+        EnvelopeError::Verb { .. } => bad(format!("use \"verb\": \"{VERB}\" (or leave it out)").into()),
+        EnvelopeError::NoService { tenant, service, services } => (
+            Code::Policy(DenialCode::HostNotAllowed),
+            format!(
+                "use one of tenant '{tenant}''s services ({}), or ask the operator to add a route named '{service}'",
+                if services.is_empty() { "it has none".to_owned() } else { services.join(", ") },
+            )
+            .into(),
+        ),
+        EnvelopeError::WildcardService { tenant, .. } => (
+            Code::Policy(DenialCode::HostNotAllowed),
+            format!("ask the operator to add a route for the exact host to tenant '{tenant}'").into(),
+        ),
+        EnvelopeError::NotAMethod { .. } => bad("use GET, POST, …".into()),
+        EnvelopeError::Connect => bad("use the API's own methods (GET, POST, …)".into()),
+        EnvelopeError::Path => bad(
+            "send the path as in the API's documentation, e.g. \"/v3/a/123/calls.json\"; put parameters in \"query\""
+                .into(),
+        ),
+        EnvelopeError::Target => bad("percent-encode spaces and other special characters in the path".into()),
+        EnvelopeError::QueryValue { .. } => {
+            bad("give each query parameter a string, number or boolean value, or an array of them".into())
+        }
+        EnvelopeError::HeaderName { .. } => bad("use header names of letters, digits and '-'".into()),
+        EnvelopeError::ReservedHeader { name } => bad(format!("leave '{name}' out of \"headers\"").into()),
+        EnvelopeError::HeaderNotString { .. } => bad("give each header a string value (or an array of strings)".into()),
+        EnvelopeError::HeaderChars { .. } => bad("send header values without control characters or line breaks".into()),
+        EnvelopeError::BodyEncoding { .. } => bad("use \"utf-8\" or \"base64\"".into()),
+        EnvelopeError::Base64 => bad("send base64 (standard alphabet, padded) or a text body".into()),
+        EnvelopeError::Base64NotString => bad("send the base64 text as a JSON string".into()),
+    }
+}
+
+/// The forms a refusal is written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Form {
+    /// `{"error": {…}}` JSON.
+    Json,
+    /// A gRPC trailers-only answer.
+    Grpc,
+    /// The action API's `{"request_id", "decision": "deny", "error"}`.
+    Action,
+}
+
+impl Refusal {
+    /// The refusal with `scrub` applied to its texts: a message may quote
+    /// an upstream's or agent's words, and nothing the agent reads may hold
+    /// a secret.
+    pub fn scrubbed(self, scrub: impl Fn(&str) -> String) -> Refusal {
+        Refusal { message: scrub(&self.message), next_step: scrub(&self.next_step).into(), ..self }
+    }
+
+    /// The answer the agent gets, in `form`.
+    pub fn response(&self, request_id: &str, form: Form) -> Response<Body> {
+        match form {
+            Form::Json => self.with_head(request_id, self.json(request_id)),
+            Form::Grpc => self.grpc(request_id),
+            Form::Action => {
+                let mut json = self.json(request_id);
+                json["request_id"] = request_id.into();
+                json["decision"] = "deny".into();
+                self.with_head(request_id, json)
+            }
+        }
+    }
+
+    /// The JSON body of a self.
+    pub fn json(&self, request_id: &str) -> serde_json::Value {
+        serde_json::json!({
+            "error": {
+                "code": self.code.as_str(),
+                "message": self.message,
+                "next_step": self.next_step,
+                "request_id": request_id,
+            }
+        })
+    }
+
+    /// A denial as a gRPC client reads it: a trailers-only answer (`200`,
+    /// `content-type: application/grpc`, `grpc-status` and `grpc-message` in
+    /// the one head that ends the stream) carrying the code, message, next
+    /// step and request id, with `x-airlock-denied` and the request id as for
+    /// any denial. A gRPC client reports only the status of an HTTP error
+    /// (`Received http2 header with status: 403`), never its body, so the
+    /// JSON denial would tell the agent nothing it can act on.
+    fn grpc(&self, request_id: &str) -> Response<Body> {
+        let text = format!(
+            "airlock refused this call ({}): {}; next step: {} (request {request_id})",
+            self.code.as_str(),
+            self.message,
+            self.next_step
+        );
+        let mut resp = Response::new(empty());
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert("grpc-status", HeaderValue::from(grpc_status(self.status)));
+        if let Ok(message) = HeaderValue::from_str(&grpc_percent_encode(&text)) {
+            h.insert("grpc-message", message);
+        }
+        h.insert(DENIED_HEADER, HeaderValue::from_static(self.code.as_str()));
+        if let Ok(id) = HeaderValue::from_str(request_id) {
+            h.insert(REQUEST_ID_HEADER, id);
+        }
+        resp
+    }
+
+    /// A denial's status and headers around a JSON body. A 407 challenges for
+    /// proxy credentials; a 401 (the action API's answer to missing or wrong
+    /// credentials, as it is not spoken to as a proxy) for `Authorization`.
+    fn with_head(&self, request_id: &str, json: serde_json::Value) -> Response<Body> {
+        let mut body = json.to_string();
+        body.push('\n');
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::FORBIDDEN);
+        let mut resp = Response::new(full(body));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(DENIED_HEADER, HeaderValue::from_static(self.code.as_str()));
+        if let Ok(id) = HeaderValue::from_str(request_id) {
+            h.insert(REQUEST_ID_HEADER, id);
+        }
+        let challenge = HeaderValue::from_static("Basic realm=\"airlock\"");
+        match status {
+            StatusCode::PROXY_AUTHENTICATION_REQUIRED => h.insert(header::PROXY_AUTHENTICATE, challenge),
+            StatusCode::UNAUTHORIZED => h.insert(header::WWW_AUTHENTICATE, challenge),
+            _ => None,
+        };
+        resp
+    }
 }
 
 /// The gRPC status code for a denial's HTTP status: gRPC's own mapping of
@@ -98,40 +464,6 @@ fn grpc_percent_encode(text: &str) -> String {
     out
 }
 
-/// The answer to an approved-action request that was denied (DESIGN.md,
-/// "Approved-action requests"): the denial's status and headers, and
-/// `{"request_id", "decision": "deny", "error": {…}}`.
-pub fn action_denial_response(denial: &Denial, request_id: &str) -> Response<Body> {
-    let mut json = denial_json(denial, request_id);
-    json["request_id"] = request_id.into();
-    json["decision"] = "deny".into();
-    with_denial_head(denial, request_id, json)
-}
-
-/// A denial's status and headers around a JSON body. A 407 challenges for
-/// proxy credentials; a 401 (the action API's answer to missing or wrong
-/// credentials, as it is not spoken to as a proxy) for `Authorization`.
-fn with_denial_head(denial: &Denial, request_id: &str, json: serde_json::Value) -> Response<Body> {
-    let mut body = json.to_string();
-    body.push('\n');
-    let status = StatusCode::from_u16(denial.status()).unwrap_or(StatusCode::FORBIDDEN);
-    let mut resp = Response::new(full(body));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    h.insert(DENIED_HEADER, HeaderValue::from_static(denial.code.as_str()));
-    if let Ok(id) = HeaderValue::from_str(request_id) {
-        h.insert(REQUEST_ID_HEADER, id);
-    }
-    let challenge = HeaderValue::from_static("Basic realm=\"airlock\"");
-    match status {
-        StatusCode::PROXY_AUTHENTICATION_REQUIRED => h.insert(header::PROXY_AUTHENTICATE, challenge),
-        StatusCode::UNAUTHORIZED => h.insert(header::WWW_AUTHENTICATE, challenge),
-        _ => None,
-    };
-    resp
-}
-
 /// A complete body from bytes.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
@@ -146,27 +478,31 @@ pub fn empty() -> Body {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use airlock_policy::DenialCode;
+    use airlock_policy::{AuthError, Denial};
+
+    fn policy(code: DenialCode, message: &str, next: &str) -> Error {
+        Error::Policy(Denial::new(code, message, next))
+    }
 
     #[test]
     fn proxy_auth_denials_carry_the_challenge() {
-        let d = Denial::new(DenialCode::ProxyAuthRequired, "m", "n");
-        let r = denial_response(&d, "abc");
+        let r = refusal(&Error::Auth(AuthError::Missing), Audience::Proxy).response("abc", Form::Json);
         assert_eq!(r.status(), 407);
         assert_eq!(r.headers()["proxy-authenticate"], "Basic realm=\"airlock\"");
         assert_eq!(r.headers()[DENIED_HEADER], "proxy_auth_required");
-        let d = Denial::new(DenialCode::HostNotAllowed, "m", "n");
-        let r = denial_response(&d, "abc");
+        let d = refusal(&policy(DenialCode::HostNotAllowed, "m", "n"), Audience::Proxy);
+        let r = d.response("abc", Form::Json);
         assert_eq!(r.status(), 403);
         assert!(!r.headers().contains_key("proxy-authenticate"));
-        assert_eq!(denial_json(&d, "abc")["error"]["request_id"], "abc");
+        assert_eq!(d.json("abc")["error"]["request_id"], "abc");
+        assert_eq!((d.message.as_str(), &*d.next_step), ("m", "n"));
         assert_eq!(request_id().len(), 24);
     }
 
     #[test]
     fn grpc_denials_are_trailers_only_answers() {
-        let d = Denial::new(DenialCode::WrongTenant, "100% not yours", "use your own");
-        let r = grpc_denial_response(&d, "abc");
+        let d = refusal(&policy(DenialCode::WrongTenant, "100% not yours", "use your own"), Audience::Proxy);
+        let r = d.response("abc", Form::Grpc);
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["content-type"], "application/grpc");
         assert_eq!(r.headers()["grpc-status"], "7");
@@ -183,11 +519,25 @@ mod tests {
 
     #[test]
     fn action_denials_carry_the_decision_and_a_401_challenge() {
-        let d = Denial { status: Some(401), ..Denial::new(DenialCode::ProxyAuthRequired, "m", "n") };
-        let r = action_denial_response(&d, "abc");
+        let d = refusal(&Error::Auth(AuthError::Missing), Audience::ActionApi);
+        let r = d.response("abc", Form::Action);
         assert_eq!(r.status(), 401);
         assert_eq!(r.headers()["www-authenticate"], "Basic realm=\"airlock\"");
         assert!(!r.headers().contains_key("proxy-authenticate"));
         assert_eq!(r.headers()[DENIED_HEADER], "proxy_auth_required");
+        assert!(d.next_step.starts_with("send the tenant's credentials as `Authorization: Basic"));
+    }
+
+    #[test]
+    fn statuses_follow_the_error_not_only_the_code() {
+        let status = |e: Error| refusal(&e, Audience::ActionApi).status;
+        assert_eq!(status(Error::BodyTooLarge { limit: 1 }), 413);
+        assert_eq!(status(Error::HeadTooLarge { bytes: 2, max: 1 }), 431);
+        assert_eq!(status(EnvelopeError::Method { method: http::Method::GET }.into()), 405);
+        assert_eq!(status(EnvelopeError::Origin.into()), 403);
+        assert_eq!(status(EnvelopeError::Slow { after: std::time::Duration::from_secs(1) }.into()), 408);
+        assert_eq!(status(Error::SecretUnavailable { route: "r".into(), reason: "x".into() }), 503);
+        assert_eq!(status(Error::Timeout { host: "h".into(), after: std::time::Duration::from_secs(1) }), 504);
+        assert_eq!(status(Error::Misdirected { connected: "h".into() }), 421);
     }
 }

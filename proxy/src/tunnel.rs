@@ -8,33 +8,37 @@ use std::time::Duration;
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use airlock_policy::{Denial, Policy, TenantId};
+use airlock_policy::{Policy, TenantId};
 
-use crate::limits;
-use crate::server::{ConnGuard, Loaded};
+use crate::conn::ConnGuard;
+use crate::error::Error;
+use crate::state::Loaded;
 use crate::upstream::{ConnectError, Egress};
 
 /// Connects a tunnel to `host:port`, a host no route of `tenant` names:
 /// under `deny_private_egress`, only to public addresses (checked on the
 /// very addresses connected to: see [`crate::upstream::Egress`]); never to
 /// airlock itself.
-pub(crate) async fn open(loaded: &Loaded, tenant: TenantId, host: &str, port: u16) -> Result<TcpStream, Denial> {
+pub(crate) async fn open(loaded: &Loaded, tenant: TenantId, host: &str, port: u16) -> Result<TcpStream, Error> {
     let policy = &loaded.policy;
     let egress = Egress::unrouted(policy.proxy.deny_private_egress);
-    loaded.upstream.resolver.connect(host, port, egress).await.map_err(|e| unrouted_denial(policy, tenant, &e))
+    loaded.upstream.resolver.connect(host, port, egress).await.map_err(|e| match unrouted_denial(policy, tenant, &e) {
+        Some(refused) => refused,
+        None => Error::Connect(e),
+    })
 }
 
-/// The denial of a connection to a host no route of `tenant` names: a
-/// private address refused in the policy's words, anything else as the
-/// failure it was.
-pub(crate) fn unrouted_denial(policy: &Policy, tenant: TenantId, e: &ConnectError) -> Denial {
+/// The denial of a connection to a private address, by a host no route of
+/// `tenant` names, in the policy's words; None for any other failure.
+pub(crate) fn unrouted_denial(policy: &Policy, tenant: TenantId, e: &ConnectError) -> Option<Error> {
     match e {
-        ConnectError::PrivateAddress { host, ip } => policy.private_egress_denial(tenant, host, *ip),
-        _ => e.denial(),
+        ConnectError::PrivateAddress { host, ip } => {
+            Some(Error::Policy(policy.private_egress_denial(tenant, host, *ip)))
+        }
+        _ => None,
     }
 }
 
@@ -49,18 +53,5 @@ pub(crate) async fn relay(on_upgrade: OnUpgrade, upstream: TcpStream, idle: Dura
             return;
         }
     };
-    pipe(TokioIo::new(upgraded), upstream, idle, Some(&guard)).await;
-}
-
-/// The relay of [`relay`] between two connected streams; `guard` (the
-/// agent connection's) ends it at the end of the shutdown grace period.
-pub(crate) async fn pipe<A, B>(agent: A, upstream: B, idle: Duration, guard: Option<&ConnGuard>)
-where
-    A: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
-{
-    let closing = limits::closing(guard.map(|g| g.shutdown.clone()));
-    if let Some((up, down)) = limits::relay(agent, upstream, idle, closing).await {
-        debug!(bytes_up = up, bytes_down = down, "tunnel closed");
-    }
+    crate::relay::pipe(TokioIo::new(upgraded), upstream, idle, Some(&guard)).await;
 }

@@ -29,7 +29,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use airlock_policy::{Denial, DenialCode, Limits};
+use airlock_policy::Limits;
 
 use crate::Body;
 
@@ -150,56 +150,69 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
-    /// The denial code this failure is answered with.
-    pub fn code(&self) -> DenialCode {
+    /// What the agent can do about it (the egress refusals are answered
+    /// in the policy's words by the caller).
+    pub fn advice(&self) -> Advice {
         match self {
-            ConnectError::Unreachable { .. } | ConnectError::Loop { .. } => DenialCode::UpstreamUnreachable,
-            ConnectError::Tls { .. } => DenialCode::UpstreamTlsFailed,
-            ConnectError::Timeout { .. } => DenialCode::UpstreamTimeout,
-            ConnectError::PrivateAddress { .. } => DenialCode::PrivateEgressDenied,
-            ConnectError::PublicAddress { .. } => DenialCode::InsecureUpstream,
+            ConnectError::Tls { source, .. } => find_rustls(source).map_or(Advice::UpstreamCa, |e| tls_failure(e).1),
+            ConnectError::Timeout { .. } => Advice::RetryLater,
+            ConnectError::Unreachable { .. } | ConnectError::Loop { .. } => Advice::CheckHost,
+            ConnectError::PrivateAddress { .. } | ConnectError::PublicAddress { .. } => Advice::Retry,
         }
-    }
-
-    /// The denial the agent gets: the code, this error's text (which quotes
-    /// nothing the upstream chose) and what to do next. A refusal by the
-    /// egress rule is answered in the policy's own words by the caller,
-    /// which knows the tenant and route; these are its fallback.
-    pub fn denial(&self) -> Denial {
-        let next_step = match self {
-            ConnectError::Tls { source, .. } => match find_rustls(source) {
-                Some(e) => tls_failure(e).1,
-                None => TLS_NEXT_STEP,
-            },
-            ConnectError::Timeout { .. } => TIMEOUT_NEXT_STEP,
-            ConnectError::Unreachable { .. } | ConnectError::Loop { .. } => UNREACHABLE_NEXT_STEP,
-            ConnectError::PrivateAddress { host, .. } => {
-                return Denial::new(
-                    self.code(),
-                    self.to_string(),
-                    format!("if {host} is meant to be reachable, ask the operator to add a route for it"),
-                );
-            }
-            ConnectError::PublicAddress { .. } => "use https:// (with HTTPS_PROXY set)",
-        };
-        Denial::new(self.code(), self.to_string(), next_step)
     }
 }
 
-/// What to do about an upstream that cannot be reached.
-const UNREACHABLE_NEXT_STEP: &str =
-    "check the host name and port, and that the host is reachable from the machine running airlock";
-/// What to do about an upstream that does not answer in time.
-pub(crate) const TIMEOUT_NEXT_STEP: &str = "retry later; if it persists, check the host is up";
-/// What to do about an upstream whose certificate did not verify.
-const TLS_NEXT_STEP: &str = "the upstream's certificate did not verify; if this is a private API, ask the operator to \
-                             add its CA to [proxy].upstream_ca";
-/// What to do about an upstream that wants a client certificate.
-const CLIENT_CERT_NEXT_STEP: &str = "the API wants a client certificate (mutual TLS), and airlock presents none for \
-                                     this route; ask the operator";
-/// What to do about an upstream that broke a protocol, or closed early.
-const RETRY_NEXT_STEP: &str = "retry the request; if it persists, the upstream is at fault: ask the operator to \
-                               check the API";
+/// What the agent can do about an upstream failure; the words are
+/// `respond`'s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Advice {
+    /// Check the host name and port, and that it is reachable.
+    CheckHost,
+    /// Retry later; check the host is up.
+    RetryLater,
+    /// The certificate did not verify: the operator may add its CA.
+    UpstreamCa,
+    /// The upstream wants a client certificate.
+    ClientCertificate,
+    /// Retry; the upstream is at fault if it persists.
+    Retry,
+}
+
+/// A request to the upstream that failed, classified by [`classify`] (or
+/// made from a [`ConnectError`] found among its causes). Its text quotes
+/// nothing the upstream chose.
+#[derive(Debug, thiserror::Error)]
+#[error("{reason}")]
+pub struct Failure {
+    /// Which denial it is answered with.
+    pub kind: FailureKind,
+    /// What happened.
+    pub reason: String,
+    /// What to do about it.
+    pub advice: Advice,
+}
+
+/// The kinds of upstream failure, each its own denial code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// `upstream_unreachable`.
+    Unreachable,
+    /// `upstream_tls_failed`.
+    Tls,
+    /// `upstream_timeout`.
+    Timeout,
+}
+
+impl From<&ConnectError> for Failure {
+    fn from(e: &ConnectError) -> Self {
+        let kind = match e {
+            ConnectError::Tls { .. } => FailureKind::Tls,
+            ConnectError::Timeout { .. } => FailureKind::Timeout,
+            _ => FailureKind::Unreachable,
+        };
+        Failure { kind, reason: e.to_string(), advice: e.advice() }
+    }
+}
 
 impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -257,32 +270,32 @@ fn causes<'a>(
 /// not match, and those are upstream text (a hostile upstream could put a
 /// key there, in any letter case); alerts and protocol faults are named by
 /// their registered names (RFC 8446 §6, RFC 5246 §7.2).
-fn tls_failure(e: &rustls::Error) -> (String, &'static str) {
+fn tls_failure(e: &rustls::Error) -> (String, Advice) {
     use rustls::{AlertDescription, CertificateError, Error};
     match e {
         Error::InvalidCertificate(
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-        ) => ("invalid peer certificate: certificate not valid for this host name".to_owned(), TLS_NEXT_STEP),
-        Error::InvalidCertificate(_) => (e.to_string(), TLS_NEXT_STEP),
+        ) => ("invalid peer certificate: certificate not valid for this host name".to_owned(), Advice::UpstreamCa),
+        Error::InvalidCertificate(_) => (e.to_string(), Advice::UpstreamCa),
         Error::AlertReceived(AlertDescription::CertificateRequired) => (
             "the upstream requires a client certificate (TLS alert certificate_required), and airlock presented none"
                 .to_owned(),
-            CLIENT_CERT_NEXT_STEP,
+            Advice::ClientCertificate,
         ),
         Error::AlertReceived(AlertDescription::HandshakeFailure) => (
             "the upstream refused the TLS handshake (TLS alert handshake_failure): it may require a client \
              certificate, or share no TLS version or cipher suite with airlock"
                 .to_owned(),
-            CLIENT_CERT_NEXT_STEP,
+            Advice::ClientCertificate,
         ),
         Error::AlertReceived(alert) => {
-            (format!("the upstream refused the TLS connection (TLS alert {})", alert_name(*alert)), RETRY_NEXT_STEP)
+            (format!("the upstream refused the TLS connection (TLS alert {})", alert_name(*alert)), Advice::Retry)
         }
         Error::PeerIncompatible(_) => (
             format!("the upstream's TLS is incompatible with airlock's (TLS 1.2 or 1.3, modern cipher suites): {e}"),
-            RETRY_NEXT_STEP,
+            Advice::Retry,
         ),
-        _ => (format!("the upstream broke the TLS protocol: {e}"), RETRY_NEXT_STEP),
+        _ => (format!("the upstream broke the TLS protocol: {e}"), Advice::Retry),
     }
 }
 
@@ -597,25 +610,24 @@ impl Upstream {
     }
 }
 
-/// Maps a client error to the denial the agent gets: a code, a reason that
-/// quotes nothing the upstream chose (no GOAWAY debug data, no certificate
-/// names, no upstream bytes), and a next step.
+/// Classifies a client error that is not a connect failure (the caller
+/// looks for one first, with [`find_connect_error`]): a reason that quotes
+/// nothing the upstream chose (no GOAWAY debug data, no certificate names,
+/// no upstream bytes), and advice.
 ///
-/// - a connect failure: its own [`ConnectError::denial`];
 /// - any rustls error among the causes — an alert the upstream sent after
 ///   the handshake too, as a TLS 1.3 server checking a client certificate
-///   does on the client's first read — is `upstream_tls_failed`;
+///   does on the client's first read — is a TLS failure
+///   (`upstream_tls_failed`);
 /// - everything else is `upstream_unreachable`, named: a response head
 ///   over `max_response_header_bytes` or malformed, a connection closed or
 ///   reset before a response, an HTTP/2 stream or connection error.
-pub fn classify(err: &hyper_util::client::legacy::Error, limits: &Limits) -> Denial {
-    if let Some(c) = find_connect_error(err) {
-        return c.denial();
-    }
+pub fn classify(err: &hyper_util::client::legacy::Error, limits: &Limits) -> Failure {
     let noted = ConnState::of(err).and_then(|state| state.tls_error());
     if let Some(tls) = find_rustls(err).or(noted.as_ref()) {
-        let (reason, next) = tls_failure(tls);
-        return Denial::new(DenialCode::UpstreamTlsFailed, format!("TLS with the upstream failed: {reason}"), next);
+        let (reason, advice) = tls_failure(tls);
+        let reason = format!("TLS with the upstream failed: {reason}");
+        return Failure { kind: FailureKind::Tls, reason, advice };
     }
     let limit = limits.max_response_header_bytes;
     let too_large = || {
@@ -657,7 +669,7 @@ pub fn classify(err: &hyper_util::client::legacy::Error, limits: &Limits) -> Den
         Some(kind) => format!("the request to the upstream failed: {kind}"),
         None => "the request to the upstream failed".to_owned(),
     });
-    Denial::new(DenialCode::UpstreamUnreachable, reason, RETRY_NEXT_STEP)
+    Failure { kind: FailureKind::Unreachable, reason, advice: Advice::Retry }
 }
 
 /// An HTTP/2 failure in words: who ended what, with the error code's

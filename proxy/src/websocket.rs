@@ -44,9 +44,9 @@ use tracing::{debug, info, warn};
 use airlock_policy::{Denial, Policy, RouteId, TenantId};
 
 use crate::audit::{AuditLog, Outcome, Record};
-use crate::limits::{self, Activity};
+use crate::conn::{self, Activity, ConnGuard};
 use crate::redact::PatternSet;
-use crate::server::ConnGuard;
+use crate::respond::{self, Audience};
 
 /// How long a closing handshake may take before the connection is dropped.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
@@ -149,7 +149,7 @@ where
         let scrub = |msg: Message, t: &mut Tally| Ok(scrub(&s.set, msg, s.unscrubbed, t));
         let down = pass(&mut upstream_rx, &mut agent_tx, &activity, down, scrub);
         let idle = activity.idle(s.idle);
-        let closing = limits::closing(s.guard.as_ref().map(|g| g.shutdown.clone()));
+        let closing = conn::closing(s.guard.as_ref().map(|g| g.shutdown.clone()));
         tokio::pin!(up, down, idle, closing);
         tokio::select! {
             way = &mut up => match way {
@@ -341,9 +341,10 @@ fn write_record(session: Session, up: Tally, down: Tally, end: &End) {
     record.complete = matches!(end, End::Closed);
     record.duration_ms = started.elapsed().as_millis() as u64;
     if let End::Denied(denial) = end {
+        let code = respond::refusal(&crate::error::Error::Policy(denial.clone()), Audience::Proxy).code;
         record.decision = Outcome::Deny;
-        record.code = Some(denial.code.as_str().to_owned());
-        info!(request_id = %record.request_id, code = %denial.code, "WebSocket message refused; connection closed");
+        record.code = Some(code.as_str().to_owned());
+        info!(request_id = %record.request_id, %code, "WebSocket message refused; connection closed");
     }
     debug!(
         request_id = %record.request_id,

@@ -1,8 +1,6 @@
-//! Enforcing `[limits]`: request head size, idle agent connections and
-//! tunnels, the upstream's silence while it sends a body, and the phases
-//! of a graceful shutdown. (Body size, timeouts on connect and on the
-//! response head, connection count and decoded size are enforced where
-//! those happen.)
+//! Agent connections' life: the HTTP/1.1 server settings (head limits and
+//! the header read timeout), activity for the idle timeout, and the phases
+//! of a graceful shutdown each connection task watches.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,43 +11,36 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::Response;
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::debug;
 
-use airlock_policy::{Denial, DenialCode, Limits};
+use airlock_policy::Limits;
 
 use crate::Body;
 
-/// Refuses a request whose head is over `max_header_bytes` or
-/// `max_headers` with `431 request_too_large`. (hyper enforces twice these
-/// as a hard cap and answers a bare 431 above it.)
-pub(crate) fn check_head<B>(req: &Request<B>, limits: &Limits) -> Result<(), Denial> {
-    let count = req.headers().len();
-    let uri = req.uri();
-    let target = uri.scheme_str().map_or(0, |s| s.len() + 3)
-        + uri.authority().map_or(0, |a| a.as_str().len())
-        + uri.path_and_query().map_or(0, |p| p.as_str().len());
-    let bytes = req.method().as_str().len()
-        + target
-        + req.headers().iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum::<usize>();
-    if count > limits.max_headers {
-        return Err(Denial::new(
-            DenialCode::RequestTooLarge,
-            format!("the request has {count} header fields; airlock accepts at most {}", limits.max_headers),
-            "send fewer header fields",
-        ));
+/// Signals a connection task watches, and the guard that keeps shutdown
+/// waiting for it.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnGuard {
+    pub(crate) shutdown: watch::Receiver<Phase>,
+    _alive: mpsc::Sender<()>,
+    /// The connection's slot under `max_connections`, held until the
+    /// connection (and any tunnel or interception it became) ends.
+    _slot: Arc<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl ConnGuard {
+    /// A guard watching `shutdown`, keeping `alive` (shutdown waits until
+    /// every sender is gone) and the connection's `slot`.
+    pub(crate) fn new(
+        shutdown: watch::Receiver<Phase>,
+        alive: mpsc::Sender<()>,
+        slot: tokio::sync::OwnedSemaphorePermit,
+    ) -> Self {
+        ConnGuard { shutdown, _alive: alive, _slot: Arc::new(slot) }
     }
-    if bytes > limits.max_header_bytes {
-        return Err(Denial::new(
-            DenialCode::RequestTooLarge,
-            format!("the request head is {bytes} bytes; airlock accepts at most {}", limits.max_header_bytes),
-            "send smaller headers (a cookie or token may have grown too large)",
-        ));
-    }
-    Ok(())
 }
 
 /// An HTTP/1.1 server builder with the head limits and the header read
@@ -63,18 +54,6 @@ pub(crate) fn h1_builder(limits: &Limits) -> hyper::server::conn::http1::Builder
         .max_buf_size((limits.max_header_bytes * 2).max(8192))
         .max_headers(limits.max_headers * 2);
     b
-}
-
-/// The `413 request_too_large` denial for a body over `limit` bytes.
-pub(crate) fn body_too_large(limit: u64) -> Denial {
-    Denial {
-        status: Some(413),
-        ..Denial::new(
-            DenialCode::RequestTooLarge,
-            format!("the request body is larger than this route's limit of {limit} bytes"),
-            "send a smaller body, or ask the operator to raise max_request_body for this route",
-        )
-    }
 }
 
 /// What an agent connection is doing, for its idle timeout: requests in
@@ -202,58 +181,6 @@ pub(crate) async fn until_done<C: Future>(
 /// How long an idle connection asked to close may take to do so.
 const IDLE_CLOSE_WAIT: Duration = Duration::from_secs(5);
 
-/// Relays bytes both ways between `a` and `b` until either side closes,
-/// no byte has moved for `idle`, or `until` resolves. Returns the bytes
-/// moved each way when the relay ended by a close.
-pub(crate) async fn relay<A, B>(a: A, b: B, idle: Duration, until: impl Future<Output = ()>) -> Option<(u64, u64)>
-where
-    A: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
-{
-    let activity = Activity::new();
-    let mut a = Touching { inner: a, activity: Arc::clone(&activity) };
-    let mut b = Touching { inner: b, activity: Arc::clone(&activity) };
-    tokio::select! {
-        r = tokio::io::copy_bidirectional(&mut a, &mut b) => r.ok(),
-        () = activity.idle(idle) => {
-            debug!(?idle, "tunnel closed: nothing moved either way");
-            None
-        }
-        () = until => None,
-    }
-}
-
-/// A stream that marks its relay active whenever bytes arrive.
-struct Touching<S> {
-    inner: S,
-    activity: Arc<Activity>,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Touching<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Touching<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 /// A request in flight; see [`Activity::begin`].
 #[derive(Debug)]
 pub(crate) struct InFlight(Arc<Activity>);
@@ -284,55 +211,6 @@ impl HttpBody for Tracked {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// An upstream body that fails when the upstream goes silent for longer
-/// than `timeout` (a slow drip), so the stream is aborted rather than held
-/// open forever.
-pub(crate) struct ReadTimeout {
-    inner: Body,
-    timeout: Duration,
-    sleep: Pin<Box<tokio::time::Sleep>>,
-}
-
-impl ReadTimeout {
-    pub(crate) fn wrap(inner: Body, timeout: Duration) -> Body {
-        use http_body_util::BodyExt;
-        ReadTimeout { inner, timeout, sleep: Box::pin(tokio::time::sleep(timeout)) }.boxed_unsync()
-    }
-}
-
-/// The error a silent upstream body ends with.
-#[derive(Debug, thiserror::Error)]
-#[error("the upstream sent nothing for {0:?} while sending the body")]
-pub(crate) struct UpstreamSilent(Duration);
-
-impl HttpBody for ReadTimeout {
-    type Data = Bytes;
-    type Error = crate::BoxError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(frame) => {
-                let deadline = tokio::time::Instant::now() + this.timeout;
-                this.sleep.as_mut().reset(deadline);
-                Poll::Ready(frame)
-            }
-            Poll::Pending => match this.sleep.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(UpstreamSilent(this.timeout))))),
-                Poll::Pending => Poll::Pending,
-            },
-        }
     }
 
     fn is_end_stream(&self) -> bool {

@@ -14,17 +14,20 @@ use http_body_util::BodyExt;
 use hyper::upgrade::OnUpgrade;
 use tracing::debug;
 
-use airlock_policy::{Denial, DenialCode, Policy, RouteId, TenantId};
+use airlock_policy::{RouteId, TenantId};
 
-use crate::forward::Destination;
+use crate::body::{DecidedRoute, ReadTimeout, TrailerCheck};
+use crate::error::{Error, NotResentWhy, UpgradeRefusal};
 use crate::headers::{
     accepts_trailers, is_websocket_upgrade, strip_hop_by_hop, transfer_codings, upgrades_to_websocket,
 };
 use crate::redact::grpc_kind;
-use crate::replay::{REPLAY_LIMIT, Replayable};
-use crate::server::Loaded;
-use crate::upstream::{ConnectError, Egress, Resend};
-use crate::{Body, limits, upstream};
+use crate::replay::Replayable;
+use crate::state::Loaded;
+use crate::upstream::{ConnectError, Egress, Failure, Resend};
+use crate::{Body, upstream};
+
+use super::ctx::Destination;
 
 /// The message codings a gRPC client accepts in the answer.
 const GRPC_ACCEPT_ENCODING: &str = "grpc-accept-encoding";
@@ -45,64 +48,6 @@ pub(crate) struct Outgoing {
     pub(crate) body_limit: u64,
     /// Counts the request body bytes sent.
     pub(crate) bytes_up: Arc<AtomicU64>,
-}
-
-/// A request decided under a route of a tenant.
-#[derive(Clone)]
-pub(crate) struct DecidedRoute {
-    pub(crate) policy: Arc<Policy>,
-    pub(crate) tenant: TenantId,
-    pub(crate) route: RouteId,
-}
-
-/// A request body whose trailer fields are checked for placeholders before
-/// they go upstream (RFC 9110 §6.5: trailers are fields like headers, and
-/// airlock injects only into headers). A refused trailer fails the body,
-/// so the request is never completed upstream, and leaves its denial for
-/// the caller.
-struct TrailerCheck {
-    inner: Body,
-    route: DecidedRoute,
-    refused: Arc<std::sync::Mutex<Option<Denial>>>,
-}
-
-impl TrailerCheck {
-    fn wrap(inner: Body, route: DecidedRoute, refused: Arc<std::sync::Mutex<Option<Denial>>>) -> Body {
-        TrailerCheck { inner, route, refused }.boxed_unsync()
-    }
-}
-
-impl http_body::Body for TrailerCheck {
-    type Data = bytes::Bytes;
-    type Error = crate::BoxError;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
-        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(trailers) = frame.trailers_ref()
-        {
-            let fields: Vec<(&str, &[u8])> = trailers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
-            let r = &self.route;
-            if let Err(denial) = r.policy.check_trailers(r.tenant, r.route, &fields) {
-                if let Ok(mut slot) = self.refused.lock() {
-                    *slot = Some(denial);
-                }
-                return std::task::Poll::Ready(Some(Err("the request's trailer carries a placeholder".into())));
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 /// What the upstream answered, hop-by-hop headers removed.
@@ -154,7 +99,7 @@ pub(crate) async fn send<B>(
     dest: &Destination,
     mut req: Request<B>,
     out: Outgoing,
-) -> Result<Sent, Denial>
+) -> Result<Sent, Error>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<crate::BoxError>,
@@ -165,7 +110,7 @@ where
     let limits = &loaded.policy.limits;
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > body_limit) {
-        return Err(limits::body_too_large(body_limit));
+        return Err(Error::BodyTooLarge { limit: body_limit });
     }
     let websocket = req.version() <= Version::HTTP_11 && is_websocket_upgrade(req.headers());
     let agent_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
@@ -204,9 +149,7 @@ where
     }
 
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let uri: Uri = format!("{}{path}", dest.origin()).parse().map_err(|_| {
-        Denial::new(DenialCode::BadRequest, "the request target is not a valid URI", "send a valid request path")
-    })?;
+    let uri: Uri = format!("{}{path}", dest.origin()).parse().map_err(|_| Error::InvalidTarget)?;
     let sent = Arc::clone(&bytes_up);
     let counted = body.map_frame(move |frame| {
         if let Some(data) = frame.data_ref() {
@@ -255,32 +198,35 @@ where
         Ok(Ok(resp)) => resp,
         // The body outgrew its limit while streaming (`Limited` failed it;
         // over HTTP/2 the error that surfaces is only the stream reset).
-        Ok(Err(_)) if sent.load(Ordering::Relaxed) > body_limit => return Err(limits::body_too_large(body_limit)),
+        Ok(Err(_)) if sent.load(Ordering::Relaxed) > body_limit => {
+            return Err(Error::BodyTooLarge { limit: body_limit });
+        }
         Ok(Err((e, resent))) => {
             // The request's trailer carried a placeholder; it was not sent.
             if let Some(denial) = refused.lock().ok().and_then(|mut r| r.take()) {
-                return Err(denial);
+                return Err(Error::Policy(denial));
             }
-            let Some(e) = e else {
-                let reason = "the request body could not be sent again";
-                return Err(Denial::new(DenialCode::UpstreamUnreachable, reason, RESEND_NEXT_STEP));
+            let Some(e) = e else { return Err(Error::ResendImpossible) };
+            let failure = match upstream::find_connect_error(&e) {
+                Some(c) => match egress_refusal(loaded, dest, tenant, route_id, c) {
+                    Some(refused) => return Err(refused),
+                    None => Failure::from(c),
+                },
+                None => upstream::classify(&e, limits),
             };
-            if let Some(denial) =
-                upstream::find_connect_error(&e).and_then(|c| egress_refusal(loaded, dest, tenant, route_id, c))
-            {
-                return Err(denial);
-            }
-            let mut denial = upstream::classify(&e, limits);
+            debug!(kind = ?failure.kind, "upstream request failed");
+            let mut err = Error::Upstream(failure);
             if let Some(rule) = Resend::of(&e).filter(|_| !resent) {
-                denial = not_resent(denial, rule, &method);
+                let why = if rule.allows(&method) {
+                    NotResentWhy::BodyNotKept
+                } else {
+                    NotResentWhy::NotIdempotent(method.clone())
+                };
+                err = Error::NotResent { source: Box::new(err), cause: rule.cause(), why };
             }
-            debug!(code = %denial.code, "upstream request failed");
-            return Err(denial);
+            return Err(err);
         }
-        Err(_) => {
-            let reason = format!("no response from {} within {response_timeout:?}", dest.host);
-            return Err(Denial::new(DenialCode::UpstreamTimeout, reason, upstream::TIMEOUT_NEXT_STEP));
-        }
+        Err(_) => return Err(Error::Timeout { host: dest.host.clone(), after: response_timeout }),
     };
     // A response has begun: the body will not be sent again, and the
     // connection has answered (a later failure on it is a reused one's).
@@ -295,7 +241,7 @@ where
             check_websocket_accepted(resp.headers())?;
             Some(Upgrades { agent, upstream: hyper::upgrade::on(&mut resp) })
         }
-        _ if switching => return Err(unscannable_upgrade("the upstream switched protocols unasked")),
+        _ if switching => return Err(Error::Upgrade(UpgradeRefusal::Unasked)),
         _ => None,
     };
     let (mut parts, body) = resp.into_parts();
@@ -303,11 +249,11 @@ where
     strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
     let reason =
         parts.extensions.get::<hyper::ext::ReasonPhrase>().map(|r| bytes::Bytes::copy_from_slice(r.as_bytes()));
-    let body = limits::ReadTimeout::wrap(body.map_err(Into::into).boxed_unsync(), limits.upstream_read_timeout);
+    let body = ReadTimeout::wrap(body.map_err(Into::into).boxed_unsync(), limits.upstream_read_timeout);
     Ok(Sent { status: parts.status, headers: parts.headers, transfer_codings, body, upgrade, reason })
 }
 
-/// The denial of a connection its egress rule refused, in the words of
+/// The refusal of a connection its egress rule refused, in the words of
 /// the policy that set the rule; None for any other failure.
 fn egress_refusal(
     loaded: &Loaded,
@@ -315,54 +261,25 @@ fn egress_refusal(
     tenant: TenantId,
     route: Option<RouteId>,
     e: &ConnectError,
-) -> Option<Denial> {
+) -> Option<Error> {
     let policy = &loaded.policy;
     match e {
-        ConnectError::PrivateAddress { .. } => Some(crate::tunnel::unrouted_denial(policy, tenant, e)),
+        ConnectError::PrivateAddress { .. } => crate::tunnel::unrouted_denial(policy, tenant, e),
         ConnectError::PublicAddress { ip, .. } => {
-            route.map(|r| crate::forward::public_cleartext_denial(dest, policy.route(r), *ip))
+            route.map(|r| super::credential::public_cleartext(dest, policy.route(r), *ip))
         }
         _ => None,
     }
 }
 
-/// What to do about a request that was not resent.
-const RESEND_NEXT_STEP: &str = "send the request again if repeating it is safe (the upstream may have acted on it)";
-
-/// The denial of a request whose failure falls under a resend `rule` but
-/// that was not resent: it says what happened and why not.
-fn not_resent(denial: Denial, rule: Resend, method: &http::Method) -> Denial {
-    let why = if rule.allows(method) {
-        format!("its body was over the {REPLAY_LIMIT} bytes airlock keeps for a resend")
-    } else {
-        format!("{method} is not idempotent (RFC 9110 §9.2.2) and the upstream may have acted on it")
-    };
-    Denial {
-        message: format!("{}: {}, and the request was not resent, as {why}", denial.message, rule.cause()),
-        next_step: RESEND_NEXT_STEP.to_owned(),
-        ..denial
-    }
-}
-
 /// Checks an upstream's `101` to a WebSocket handshake: it must switch to
 /// `websocket` and accept no extension (none was offered).
-fn check_websocket_accepted(headers: &HeaderMap) -> Result<(), Denial> {
+fn check_websocket_accepted(headers: &HeaderMap) -> Result<(), Error> {
     if !upgrades_to_websocket(headers) {
-        return Err(unscannable_upgrade(
-            "the upstream answered a WebSocket handshake by switching to another protocol",
-        ));
+        return Err(Error::Upgrade(UpgradeRefusal::OtherProtocol));
     }
     if headers.contains_key(header::SEC_WEBSOCKET_EXTENSIONS) {
-        return Err(unscannable_upgrade("the upstream accepted a WebSocket extension airlock did not offer"));
+        return Err(Error::Upgrade(UpgradeRefusal::Extension));
     }
     Ok(())
-}
-
-/// The refusal of a protocol switch airlock cannot scan.
-fn unscannable_upgrade(what: &str) -> Denial {
-    Denial::new(
-        DenialCode::UnredactableBody,
-        format!("{what}; airlock relays only WebSocket, whose frames it can scan"),
-        "send the request without an Upgrade header (airlock strips h2c and every upgrade but WebSocket)",
-    )
 }

@@ -1,0 +1,45 @@
+//! The decide phase: the policy's pure decision on the request as the
+//! connection's destination names it (never its `Host`) — the route and
+//! the headers carrying its placeholder, or a denial that ends the request
+//! before anything leaves the machine.
+
+use http::Request;
+
+use airlock_policy::{Decision, Injection, RequestInfo, RouteId};
+
+use crate::error::Error;
+
+use super::ctx::{Destination, RequestCtx};
+
+/// An allowed request.
+pub(crate) struct Decided {
+    /// The route that matched.
+    pub(crate) route: RouteId,
+    /// The headers carrying its placeholder (indices into the request's
+    /// fields in order).
+    pub(crate) injections: Vec<Injection>,
+}
+
+/// Decides `req` (whose fields, in order, are `headers`) for the
+/// context's tenant; the route is noted in the context and the span.
+pub(crate) fn decide<B>(
+    ctx: &RequestCtx,
+    dest: &Destination,
+    req: &Request<B>,
+    headers: &[(&str, &[u8])],
+) -> Result<Decided, Error> {
+    let policy = &ctx.loaded.policy;
+    let Some(tenant) = ctx.tenant else {
+        return Err(Error::Auth(airlock_policy::AuthError::Unknown));
+    };
+    let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let info = RequestInfo { method: req.method().as_str(), host: &dest.host, port: dest.port, target, headers };
+    match policy.decide(tenant, &info) {
+        Decision::Allow { route, injections } => {
+            let _ = ctx.route.set(route);
+            tracing::Span::current().record("route", policy.route(route).name.as_str());
+            Ok(Decided { route, injections })
+        }
+        Decision::Deny(denial) => Err(Error::Policy(denial)),
+    }
+}

@@ -1,0 +1,138 @@
+//! The proxy's shared state: the config snapshot every request takes
+//! (policy, scrubbers, upstream clients), the vault, the leaf cache, the
+//! audit log and the authentication throttle, and the reload that swaps in
+//! a new snapshot. Everything above it — the listener, CONNECT handling,
+//! interception, tunnels and the pipeline — reads it; it imports none of
+//! them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use airlock_ca::LeafCache;
+use airlock_policy::Policy;
+use airlock_policy::secrets::Vault;
+
+use crate::audit::AuditLog;
+use crate::throttle::AuthThrottle;
+use crate::upstream::{TrustError, Upstream};
+
+/// One loaded config and what is built from it. Requests take a snapshot;
+/// a reload swaps in a new one, so in-flight requests finish on the old.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) scrubbers: crate::scrub::Scrubbers,
+    pub(crate) upstream: Upstream,
+}
+
+impl Loaded {
+    pub(crate) fn new(policy: Policy, listen: SocketAddr) -> Result<Self, TrustError> {
+        for (_, tenant) in policy.tenants() {
+            for route in &tenant.routes {
+                if route.danger_plaintext_private_upstream {
+                    warn!(tenant = %tenant.name, route = %route.name, "danger_plaintext_private_upstream: this route's secret may be sent in cleartext to a private address");
+                }
+                if route.danger_unscrubbed_websocket {
+                    warn!(tenant = %tenant.name, route = %route.name, "danger_unscrubbed_websocket: this route's WebSocket frames reach the agent unscrubbed");
+                }
+            }
+        }
+        let mut settings = policy.proxy.clone();
+        settings.listen = listen;
+        let upstream = Upstream::new(&settings, &policy.limits)?;
+        Ok(Loaded { policy: Arc::new(policy), scrubbers: crate::scrub::Scrubbers::default(), upstream })
+    }
+}
+
+/// Why a reload was refused (the old config keeps serving).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    /// The new config is invalid.
+    #[error(transparent)]
+    Config(#[from] airlock_policy::ConfigError),
+    /// Its upstream trust store could not be built.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+}
+
+/// Everything a connection needs, shared by all of them.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    loaded: std::sync::RwLock<Arc<Loaded>>,
+    /// Held by the one reload running.
+    reloading: std::sync::Mutex<()>,
+    pub(crate) vault: Arc<Vault>,
+    /// Secret fetches under way, one per secret.
+    pub(crate) fetches: crate::fetch::Fetches,
+    pub(crate) certs: LeafCache,
+    pub(crate) audit: AuditLog,
+    /// Wrong proxy credentials, per peer address: backoff and coalesced
+    /// audit records.
+    pub(crate) auth: AuthThrottle,
+    pub(crate) listen: SocketAddr,
+    home: PathBuf,
+    pub(crate) config: PathBuf,
+}
+
+impl Shared {
+    /// The state of a proxy serving `policy` (loaded from `config`) on
+    /// `listen`. Every secret is fetched now: the redactor must know all
+    /// values before the first response, whichever route it comes from.
+    pub(crate) fn new(
+        home: &Path,
+        config: &Path,
+        policy: Policy,
+        listen: SocketAddr,
+        certs: LeafCache,
+        audit: AuditLog,
+    ) -> Result<Self, TrustError> {
+        let vault = Arc::new(Vault::new(home));
+        for e in vault.prefetch(policy.secrets()) {
+            warn!(error = %e, "secret unavailable; requests that need it will be refused until it is fixed");
+        }
+        Ok(Shared {
+            loaded: std::sync::RwLock::new(Arc::new(Loaded::new(policy, listen)?)),
+            reloading: std::sync::Mutex::new(()),
+            vault,
+            fetches: crate::fetch::Fetches::default(),
+            certs,
+            auth: AuthThrottle::new(audit.clone()),
+            audit,
+            listen,
+            home: home.to_owned(),
+            config: config.to_owned(),
+        })
+    }
+
+    /// The current config snapshot.
+    pub(crate) fn loaded(&self) -> Arc<Loaded> {
+        Arc::clone(&self.loaded.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Loads the config file again and swaps it in atomically. An invalid
+    /// config is refused and the old one keeps serving. One reload runs at
+    /// a time, and each reads the file once it runs, so the newest file
+    /// wins however reloads overlap (a file edit and a SIGHUP). It blocks
+    /// (vault commands, the trust store): call it off the async workers.
+    pub(crate) fn reload(&self) -> Result<(), ReloadError> {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let policy = Policy::load(&self.config, &self.home)?;
+        if policy.proxy.listen != self.loaded().policy.proxy.listen {
+            warn!("[proxy] listen changed; it takes effect at the next restart");
+        }
+        let loaded = Loaded::new(policy, self.listen)?;
+        // Values the new config changes are forgotten (and stay known to the
+        // redactor for a grace period); unchanged ones are not fetched again.
+        self.vault.retire_changed(loaded.policy.secrets());
+        for e in self.vault.prefetch(loaded.policy.secrets()) {
+            warn!(error = %e, "secret unavailable after reload");
+        }
+        *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
+        info!(config = %self.config.display(), "config reloaded");
+        Ok(())
+    }
+}
