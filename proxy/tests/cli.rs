@@ -1,8 +1,11 @@
 //! The `airlock` binary's offline commands, run as a user would: init,
-//! the secret store, env, check and audit --verify. (This file also makes
-//! `cargo test` build the binary that the end-to-end suite drives.)
+//! the secret store, env, check, audit --verify, and `run` refusing a
+//! listener that is not airlock. (This file also makes `cargo test` build
+//! the binary that the end-to-end suite drives.)
 #![allow(clippy::unwrap_used)]
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -26,7 +29,6 @@ fn airlock(home: &Path, args: &[&str], stdin: Option<&str>) -> Output {
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     if let Some(input) = stdin {
-        use std::io::Write;
         child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     }
     child.wait_with_output().unwrap()
@@ -317,4 +319,58 @@ fn check_warns_when_the_config_or_home_is_open_to_others() {
     assert!(found[1].as_str().unwrap().contains("chmod 700"), "{found:?}");
     let table = text(&airlock(&h, &["check"], None));
     assert!(table.contains("Warning: ") && table.contains("every tenant's token"), "{table}");
+}
+
+/// `run` (like `mcp`) looks for an airlock at `[proxy] listen` with a
+/// health check, and never sends an agent through anything else listening
+/// there: whatever answers other than airlock's 200 with its version header
+/// — another server, a 200 without the header, the header on an error, bytes
+/// that are not HTTP, a connection closed or left silent — is refused with
+/// one message, and the command does not run.
+#[test]
+fn run_refuses_a_listener_that_is_not_airlock() {
+    let h = home("impostor");
+    assert!(airlock(&h, &["init"], None).status.success());
+    let config = std::fs::read_to_string(h.join("airlock.toml")).unwrap();
+    let ran = h.join("ran");
+    for (what, answer) in [
+        ("another HTTP server", Some("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")),
+        ("a 200 without the header", Some("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")),
+        ("the header on a 503", Some("HTTP/1.1 503 Busy\r\nx-airlock-version: 0.1.0\r\ncontent-length: 0\r\n\r\n")),
+        ("not HTTP", Some("SSH-2.0-OpenSSH_9.6\r\n")),
+        ("closed without an answer", Some("")),
+        ("silent until airlock gives up", None),
+    ] {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let request = read_head(&mut stream);
+            match answer {
+                Some(a) => stream.write_all(a.as_bytes()).unwrap(),
+                // Holds the connection until airlock closes it.
+                None => while stream.read(&mut [0; 64]).is_ok_and(|n| n > 0) {},
+            }
+            request
+        });
+        std::fs::write(h.join("airlock.toml"), config.replace("127.0.0.1:8080", &addr.to_string())).unwrap();
+        let out = airlock(&h, &["run", "--", "touch", ran.to_str().unwrap()], None);
+        let request = peer.join().unwrap();
+        assert!(request.starts_with("GET /v1/health HTTP/1.1\r\n"), "{what}: the probe sent {request:?}");
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", text(&out));
+        let refusal = format!("something other than airlock is listening on {addr}; stop it or change [proxy] listen");
+        assert!(text(&out).contains(&refusal), "{what}: {}", text(&out));
+        assert!(!ran.exists(), "{what}: the command ran");
+    }
+}
+
+/// The request head a client sent (up to the blank line), or what came
+/// before it closed.
+fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0; 1];
+    while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
 }

@@ -1,0 +1,27 @@
+//! `airlock mcp`: an MCP server on stdin/stdout whose tools make
+//! approved-action requests for one tenant, through the airlock at
+//! `[proxy] listen` or one started in-process while it serves. Logs go to
+//! stderr: stdout carries only the protocol.
+
+use std::process::ExitCode;
+
+use super::probe::find_or_start_proxy;
+use super::{load_policy, runtime};
+use airlock::home::Home;
+
+/// Serves MCP on stdio until stdin ends.
+pub fn serve(home: Home, tenant: Option<&str>) -> anyhow::Result<ExitCode> {
+    let policy = load_policy(&home)?;
+    let tenant = airlock::agent::pick_tenant(&policy, tenant)?;
+    runtime()?.block_on(async move {
+        let (addr, running) = find_or_start_proxy(&home, policy.proxy.listen).await?;
+        let server = airlock::mcp::Server::new(&policy, &tenant, addr)?;
+        tracing::info!(tenant = %tenant, proxy = %addr, "MCP server ready on stdio");
+        let served = server.serve(tokio::io::stdin(), tokio::io::stdout()).await;
+        if let Some(r) = running {
+            r.shutdown().await;
+        }
+        served?;
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,37 @@
+//! The `airlock` commands, one module each. `main` parses the command line
+//! and calls the chosen command here; what several commands share (reading
+//! the config, the runtime of those that run or reach a proxy) is defined
+//! once in this module.
+
+use anyhow::bail;
+
+use airlock::home::Home;
+use airlock_policy::Policy;
+
+pub mod audit;
+pub mod ca;
+pub mod check;
+pub mod env;
+pub mod mcp;
+pub mod probe;
+pub mod run;
+pub mod secret;
+pub mod serve;
+
+/// The config, checked; when there is none yet, an error that says how to
+/// create one.
+pub fn load_policy(home: &Home) -> anyhow::Result<Policy> {
+    if !home.config.exists() {
+        bail!(
+            "no config at {}; run `airlock init` (or `airlock serve`, which creates one in AIRLOCK_HOME)",
+            home.config.display()
+        );
+    }
+    Ok(Policy::load(&home.config, &home.dir)?)
+}
+
+/// The runtime of the commands that run a proxy or talk to one (`serve`,
+/// `run`, `mcp`); the others need none.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+}
