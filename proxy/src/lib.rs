@@ -20,6 +20,7 @@ pub mod actions;
 pub mod agent;
 pub mod audit;
 pub mod check;
+mod encoding;
 mod fetch;
 pub mod forward;
 pub mod headers;
