@@ -164,7 +164,7 @@ impl CertificateAuthority {
         let mut dn = DistinguishedName::new();
         // The date and a random suffix tell one machine's CA from another's
         // (and from an older one) in trust stores and certificate viewers.
-        let suffix = random::hex(&random::bytes::<4>()?);
+        let suffix = hex::encode(random::bytes::<4>()?);
         dn.push(DnType::CommonName, format!("airlock local CA {} {suffix}", now.date()));
         dn.push(DnType::OrganizationName, "airlock");
         params.distinguished_name = dn;

@@ -19,7 +19,7 @@ use crate::random;
 pub(crate) fn create_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let suffix = random::bytes::<8>().map(|b| random::hex(&b)).map_err(io::Error::other)?;
+    let suffix = random::bytes::<8>().map(hex::encode).map_err(io::Error::other)?;
     let tmp = dir.join(format!(".{name}.{suffix}.tmp"));
 
     let result = write_then_link(&tmp, path, bytes, mode);

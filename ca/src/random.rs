@@ -21,11 +21,6 @@ pub(crate) fn serial() -> Result<SerialNumber, CaError> {
     Ok(SerialNumber::from_slice(&b))
 }
 
-/// Lower-case hex.
-pub(crate) fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -40,10 +35,5 @@ mod tests {
             assert_ne!(b[0], 0, "no leading zero byte");
             assert!(seen.insert(b));
         }
-    }
-
-    #[test]
-    fn hex_is_lower_case() {
-        assert_eq!(super::hex(&[0x00, 0xab, 0x7f]), "00ab7f");
     }
 }

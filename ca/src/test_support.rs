@@ -14,7 +14,7 @@ pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
     pub(crate) fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("airlock-ca-test-{}", random::hex(&random::bytes::<8>().unwrap())));
+        let dir = std::env::temp_dir().join(format!("airlock-ca-test-{}", hex::encode(random::bytes::<8>().unwrap())));
         std::fs::create_dir(&dir).unwrap();
         TempDir(dir)
     }

@@ -530,7 +530,6 @@ fn display_authority(host: &str, port: u16) -> String {
     if port == host::DEFAULT_PORT { host } else { format!("{host}:{port}") }
 }
 
-/// Whether a path has a `.` or `..` segment, literally or percent-encoded.
 /// Whether a path has a `.` or `..` segment: literally, percent-encoded
 /// (also twice over, `%252e`), or followed by `;` parameters (`..;/`, which
 /// Tomcat, Jetty and Spring read as `../`). A path still changing after
@@ -556,23 +555,10 @@ fn has_dot_segment(path: &str) -> bool {
     true
 }
 
+/// `input` percent-decoded once; a `%` not followed by two hex digits stays
+/// as written.
 fn percent_decode(input: &[u8]) -> Vec<u8> {
-    let hex = |b: u8| (b as char).to_digit(16);
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        if input[i] == b'%'
-            && i + 2 < input.len()
-            && let (Some(h), Some(l)) = (hex(input[i + 1]), hex(input[i + 2]))
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-            continue;
-        }
-        out.push(input[i]);
-        i += 1;
-    }
-    out
+    percent_encoding::percent_decode(input).collect()
 }
 
 #[cfg(test)]
@@ -839,6 +825,33 @@ placeholder = "AIRLOCK_BETA"
         assert_eq!(check(&[("x-t", b"Bearer AIRLOCK_CALLRAIL")]), Err(DenialCode::PlaceholderHostMismatch));
         assert_eq!(check(&[("x-t", b"AIRLOCK_BETA")]), Err(DenialCode::WrongTenant));
         assert_eq!(check(&[("airlock_beta", b"1")]), Err(DenialCode::WrongTenant), "a name, lower-cased");
+    }
+
+    #[test]
+    fn percent_decoding_leaves_every_invalid_escape_as_written() {
+        let cases: [(&[u8], &[u8]); 18] = [
+            (b"", b""),
+            (b"%", b"%"),
+            (b"%4", b"%4"),
+            (b"a%2", b"a%2"),
+            (b"%zz", b"%zz"),
+            (b"%g1", b"%g1"),
+            (b"%1g", b"%1g"),
+            (b"%%41", b"%A"),
+            (b"%4%41", b"%4A"),
+            (b"%%%", b"%%%"),
+            (b"%41%", b"A%"),
+            (b"%4a%4A", b"JJ"),
+            (b"%2e%2E", b".."),
+            (b"%252e", b"%2e"),
+            (b"%00%ff", b"\x00\xff"),
+            (b"%\xc3\xa9", b"%\xc3\xa9"),
+            (b"%+1", b"%+1"),
+            (b"a%20b%2", b"a b%2"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(percent_decode(input), want, "{}", String::from_utf8_lossy(input));
+        }
     }
 
     #[test]

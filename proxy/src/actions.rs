@@ -31,6 +31,7 @@ use airlock_policy::host::HostPattern;
 use airlock_policy::{Policy, RouteId, TenantId};
 
 use crate::body::UpstreamSilent;
+use crate::encoding::percent_encode;
 use crate::error::{EnvelopeError, Error};
 use crate::pipeline::{self, Destination, RequestCtx, admit};
 use crate::redact::{DecodeError, REDACTED, RedactionCount};
@@ -305,19 +306,6 @@ fn encode_query(query: Option<&Map<String, Value>>) -> Result<String, EnvelopeEr
         }
     }
     Ok(out)
-}
-
-/// Percent-encodes every byte outside RFC 3986's unreserved characters.
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for &b in s.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// The envelope's headers as a map. Messages name headers, never values.

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use airlock_ca::CertificateAuthority;
 use airlock_policy::host::HostPattern;
 use airlock_policy::{Policy, Tenant};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+use crate::encoding::percent_encode;
 
 /// The bundle file written in AIRLOCK_HOME: system roots, then the airlock
 /// CA.
@@ -41,16 +42,13 @@ pub const NO_PROXY_VARS: [&str; 3] = ["NO_PROXY", "no_proxy", "no_grpc_proxy"];
 /// servers), unless a route of its tenant names one of them.
 pub const LOOPBACK: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
-/// What RFC 3986 §3.2.1 userinfo may hold unencoded for our purpose: only
-/// the unreserved characters (§2.3). `:`, `@`, `/`, `#`, `%` and the rest
-/// are percent-encoded, so no token can end the userinfo early.
-const USERINFO: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
-
 /// `http://tenant:token@authority`, with the tenant name and token
 /// percent-encoded (RFC 3986 §3.2.1). Clients decode them before sending
-/// `Proxy-Authorization: Basic`, so any printable token works.
+/// `Proxy-Authorization: Basic`, so any printable token works. Only the
+/// unreserved characters stay as they are: `:`, `@`, `/`, `#`, `%` and the
+/// rest are encoded, so no token can end the userinfo early.
 pub fn proxy_url(tenant: &str, token: &str, authority: &str) -> String {
-    format!("http://{}:{}@{authority}", utf8_percent_encode(tenant, USERINFO), utf8_percent_encode(token, USERINFO))
+    format!("http://{}:{}@{authority}", percent_encode(tenant), percent_encode(token))
 }
 
 /// Why the agent environment cannot be made.

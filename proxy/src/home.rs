@@ -111,5 +111,5 @@ pub fn generate_token() -> String {
     let mut b = [0u8; 16];
     // Without an entropy source there is no safe token to make.
     getrandom::fill(&mut b).expect("the OS random number generator is available");
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    hex::encode(b)
 }

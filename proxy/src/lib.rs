@@ -57,6 +57,7 @@ mod body;
 pub mod check;
 mod conn;
 mod connect;
+mod encoding;
 pub mod error;
 mod fetch;
 pub mod headers;
@@ -116,18 +117,6 @@ pub fn log_allowed(target: &str, level: tracing::Level) -> bool {
     ours || level <= tracing::Level::WARN
 }
 
-/// Lower-case hex of `bytes`, in one allocation (request ids and audit
-/// hashes are made on every request).
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    s
-}
-
 /// The error type of boxed bodies and services.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -145,11 +134,5 @@ mod tests {
         assert!(!super::log_allowed("h2::proto::connection", Level::DEBUG));
         assert!(!super::log_allowed("airlockish", Level::DEBUG));
         assert!(super::log_allowed("hyper", Level::WARN));
-    }
-
-    #[test]
-    fn hex_is_lower_case_two_digits_per_byte() {
-        assert_eq!(super::hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
-        assert_eq!(super::hex(&[]), "");
     }
 }

@@ -14,6 +14,7 @@ use http_body_util::{BodyExt, Full};
 use airlock_policy::{DenialCode, RouteId};
 
 use crate::Body;
+use crate::encoding::grpc_percent_encode;
 use crate::error::{EnvelopeError, Error, TlsStartError};
 use crate::upstream::{Advice, ConnectError, FailureKind};
 
@@ -22,13 +23,13 @@ pub const REQUEST_ID_HEADER: &str = "x-airlock-request-id";
 /// Response header naming the denial code.
 pub const DENIED_HEADER: &str = "x-airlock-denied";
 
-/// A fresh request id: 12 random bytes, hex.
+/// A fresh request id: 12 random bytes, hex (24 characters).
 pub fn request_id() -> String {
     let mut b = [0u8; 12];
     // getrandom only fails when the OS has no entropy source at all; a
     // fixed id is then still unique enough to tell log lines apart.
     let _ = getrandom::fill(&mut b);
-    crate::hex(&b)
+    hex::encode(b)
 }
 
 /// A denial code (DESIGN.md, "Denials"): the policy's, and the proxy's own
@@ -448,20 +449,6 @@ fn grpc_status(http: u16) -> u16 {
         421 | 429 | 502..=504 => 14, // UNAVAILABLE
         _ => 2,                      // UNKNOWN
     }
-}
-
-/// `grpc-message` encoding: UTF-8, with every byte outside printable ASCII
-/// and `%` itself percent-encoded (gRPC over HTTP/2, "Responses").
-fn grpc_percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if (0x20..=0x7e).contains(&b) && b != b'%' {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// A complete body from bytes.

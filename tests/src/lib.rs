@@ -133,7 +133,7 @@ impl TempHome {
     pub fn new(tag: &str) -> TempHome {
         let mut b = [0u8; 8];
         getrandom_fill(&mut b);
-        let path = std::env::temp_dir().join(format!("airlock-{tag}-{}", hex(&b)));
+        let path = std::env::temp_dir().join(format!("airlock-{tag}-{}", hex::encode(b)));
         std::fs::create_dir_all(&path).unwrap();
         TempHome { path }
     }
@@ -182,10 +182,6 @@ pub fn require_tool(tool: &str, package: &str) {
     let found =
         std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()));
     assert!(found, "{tool} is not installed: run scripts/test.sh (it installs the Debian package {package})");
-}
-
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// A test upstream: where it listens, and the CA its certificate is from.

@@ -18,9 +18,82 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use airlock_benches::client::{Agent, Conn, Via};
 use airlock_benches::{API_HOST, KEY, PLACEHOLDER, TOKEN, write_home};
+
+/// The load harness: airlock side by side with a direct connection and
+/// mitmproxy, round by round (benches/README.md says what each figure
+/// means).
+#[derive(Debug, Parser)]
+#[command(name = "loadbench", args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    role: Option<Role>,
+    /// Shorter phases: 1 s, a 64 MiB download, 30 hosts, 1,000 idle
+    /// connections (a flag given too still wins).
+    #[arg(long)]
+    quick: bool,
+    /// Rounds, each running every phase against every target (at least 1).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    rounds: usize,
+    /// Seconds each `small` run lasts [default: 4, 1 with --quick].
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// MiB of the `big` download [default: 256, 64 with --quick].
+    #[arg(long, value_name = "N")]
+    big_mib: Option<u64>,
+    /// New host names per round and target in the `mint` phase [default:
+    /// 100, 30 with --quick].
+    #[arg(long, value_name = "N")]
+    hosts: Option<usize>,
+    /// Idle connections held open in the `mem` phase [default: 5000, 1000
+    /// with --quick].
+    #[arg(long, value_name = "N")]
+    idle: Option<usize>,
+    /// Only these phases (comma-separated) [default: all].
+    #[arg(long, value_name = "PHASES", value_delimiter = ',')]
+    only: Vec<Phase>,
+    /// The mitmdump to compare with [default: mitmdump on PATH].
+    #[arg(long, value_name = "PATH", env = "MITMDUMP")]
+    mitmdump: Option<PathBuf>,
+    /// Leave mitmproxy out, even if found or given.
+    #[arg(long)]
+    no_mitm: bool,
+    /// The airlock binary to measure [default: target/release/airlock, which
+    /// cargo is asked to bring up to date].
+    #[arg(long, value_name = "PATH")]
+    airlock: Option<PathBuf>,
+    /// A second airlock binary, measured as target "baseline" (before/after
+    /// an optimisation, in the same run).
+    #[arg(long, value_name = "PATH")]
+    baseline: Option<PathBuf>,
+}
+
+/// What else this binary can be: the harness starts its upstream as
+/// `loadbench upstream CA_OUT`.
+#[derive(Debug, Subcommand)]
+enum Role {
+    #[command(hide = true)]
+    Upstream {
+        /// Where to write the upstream's CA certificate.
+        ca_out: PathBuf,
+    },
+}
+
+/// A phase of a round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Phase {
+    /// `/small` over 1 and 64 connections: requests/s, latency, proxy CPU.
+    Small,
+    /// One `/big` download: MiB/s, proxy CPU.
+    Big,
+    /// Hosts never seen before, one at a time (a leaf minted for each).
+    Mint,
+    /// Peak RSS, and RSS per idle intercepted connection.
+    Mem,
+}
 
 #[derive(Clone, Debug)]
 struct Options {
@@ -29,7 +102,7 @@ struct Options {
     big_mib: u64,
     hosts: usize,
     idle: usize,
-    only: Vec<String>,
+    only: Vec<Phase>,
     mitmdump: Option<PathBuf>,
     airlock: Option<PathBuf>,
     /// A second airlock binary measured as target "baseline" (before/after
@@ -38,61 +111,24 @@ struct Options {
 }
 
 impl Options {
-    fn parse() -> anyhow::Result<Options> {
-        let mut o = Options {
-            rounds: 3,
-            duration: Duration::from_secs(4),
-            big_mib: 256,
-            hosts: 100,
-            idle: 5000,
-            only: Vec::new(),
-            mitmdump: std::env::var_os("MITMDUMP").map(PathBuf::from),
-            airlock: None,
-            baseline: None,
-        };
-        let mut no_mitm = false;
-        let mut args = std::env::args().skip(1);
-        while let Some(arg) = args.next() {
-            let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
-            match arg.as_str() {
-                "--quick" => {
-                    o.duration = Duration::from_secs(1);
-                    o.big_mib = 64;
-                    o.hosts = 30;
-                    o.idle = 1000;
-                }
-                "--rounds" => o.rounds = value()?.parse()?,
-                "--duration" => o.duration = Duration::from_secs_f64(value()?.parse()?),
-                "--big-mib" => o.big_mib = value()?.parse()?,
-                "--hosts" => o.hosts = value()?.parse()?,
-                "--idle" => o.idle = value()?.parse()?,
-                "--only" => o.only = value()?.split(',').map(str::to_owned).collect(),
-                "--mitmdump" => o.mitmdump = Some(value()?.into()),
-                "--no-mitm" => no_mitm = true,
-                "--airlock" => o.airlock = Some(value()?.into()),
-                "--baseline" => o.baseline = Some(value()?.into()),
-                "-h" | "--help" => {
-                    println!(
-                        "loadbench [--quick] [--rounds N] [--duration SECS] [--big-mib N] [--hosts N] [--idle N]\n          \
-                         [--only small,big,mint,mem] [--mitmdump PATH | --no-mitm] [--airlock PATH] [--baseline PATH]"
-                    );
-                    std::process::exit(0);
-                }
-                other => bail!("unknown argument {other} (try --help)"),
-            }
+    fn new(cli: Cli) -> Options {
+        let (duration, big_mib, hosts, idle) = if cli.quick { (1.0, 64, 30, 1000) } else { (4.0, 256, 100, 5000) };
+        let mitmdump = if cli.no_mitm { None } else { cli.mitmdump.or_else(|| find_on_path("mitmdump")) };
+        Options {
+            rounds: cli.rounds.max(1),
+            duration: Duration::from_secs_f64(cli.duration.unwrap_or(duration)),
+            big_mib: cli.big_mib.unwrap_or(big_mib),
+            hosts: cli.hosts.unwrap_or(hosts),
+            idle: cli.idle.unwrap_or(idle),
+            only: cli.only,
+            mitmdump,
+            airlock: cli.airlock,
+            baseline: cli.baseline,
         }
-        if o.mitmdump.is_none() {
-            o.mitmdump = find_on_path("mitmdump");
-        }
-        if no_mitm {
-            o.mitmdump = None;
-        }
-        o.rounds = o.rounds.max(1);
-        Ok(o)
     }
 
-    fn runs(&self, what: &str) -> bool {
-        self.only.is_empty() || self.only.iter().any(|o| o == what)
+    fn runs(&self, phase: Phase) -> bool {
+        self.only.is_empty() || self.only.contains(&phase)
     }
 }
 
@@ -101,12 +137,11 @@ fn find_on_path(tool: &str) -> Option<PathBuf> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    if args.next().as_deref() == Some("upstream") {
-        let ca_out: PathBuf = args.next().context("upstream needs the CA output path")?.into();
-        return run_upstream(&ca_out);
+    let cli = Cli::parse();
+    if let Some(Role::Upstream { ca_out }) = &cli.role {
+        return run_upstream(ca_out);
     }
-    let options = Options::parse()?;
+    let options = Options::new(cli);
     harness_exe()?;
     raise_fd_limit();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -670,7 +705,7 @@ async fn run_in(options: &Options, dir: &Path) -> anyhow::Result<()> {
 
     for round in 0..options.rounds {
         eprintln!("round {} of {}", round + 1, options.rounds);
-        if options.runs("small") {
+        if options.runs(Phase::Small) {
             for conc in [1usize, 64] {
                 for t in &targets {
                     let r = small(t, port, conc, options.duration).await?;
@@ -689,7 +724,7 @@ async fn run_in(options: &Options, dir: &Path) -> anyhow::Result<()> {
                 }
             }
         }
-        if options.runs("big") {
+        if options.runs(Phase::Big) {
             for t in &targets {
                 let (mibs, cpu) = big(t, port, options.big_mib << 20).await?;
                 eprintln!(
@@ -702,7 +737,7 @@ async fn run_in(options: &Options, dir: &Path) -> anyhow::Result<()> {
                 report.figure("download proxy CPU-s/GiB", 2).push(t.name, cpu);
             }
         }
-        if options.runs("mint") {
+        if options.runs(Phase::Mint) {
             let hosts = &mint_hosts[round * options.hosts..(round + 1) * options.hosts];
             for t in &targets {
                 let r = mint(t, port, hosts).await?;
@@ -717,7 +752,7 @@ async fn run_in(options: &Options, dir: &Path) -> anyhow::Result<()> {
             }
         }
     }
-    if options.runs("mem") {
+    if options.runs(Phase::Mem) {
         for t in &targets {
             if let Some(pid) = t.pid {
                 report
@@ -741,4 +776,32 @@ async fn run_in(options: &Options, dir: &Path) -> anyhow::Result<()> {
     targets.clear();
     report.print(&names);
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn options(args: &[&str]) -> Options {
+        Options::new(Cli::try_parse_from(std::iter::once("loadbench").chain(args.iter().copied())).unwrap())
+    }
+
+    #[test]
+    fn flags_and_their_defaults() {
+        Cli::command().debug_assert();
+        let o = options(&["--no-mitm"]);
+        assert_eq!((o.rounds, o.duration, o.big_mib, o.hosts, o.idle), (3, Duration::from_secs(4), 256, 100, 5000));
+        assert!(o.only.is_empty() && o.runs(Phase::Mem));
+        let o = options(&["--hosts", "7", "--quick", "--rounds", "0", "--only", "small,mem", "--no-mitm"]);
+        assert_eq!((o.rounds, o.duration, o.big_mib, o.hosts, o.idle), (1, Duration::from_secs(1), 64, 7, 1000));
+        assert!(o.runs(Phase::Small) && o.runs(Phase::Mem) && !o.runs(Phase::Big));
+        assert_eq!(options(&["--mitmdump", "/m", "--no-mitm"]).mitmdump, None);
+        assert_eq!(options(&["--mitmdump", "/m"]).mitmdump, Some(PathBuf::from("/m")));
+        assert!(Cli::try_parse_from(["loadbench", "--only", "smal"]).is_err());
+        let up = Cli::try_parse_from(["loadbench", "upstream", "/ca.pem"]).unwrap();
+        assert!(matches!(up.role, Some(Role::Upstream { ca_out }) if ca_out == Path::new("/ca.pem")));
+    }
 }

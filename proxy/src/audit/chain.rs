@@ -67,7 +67,7 @@ impl std::fmt::Debug for EpochKey {
 impl EpochKey {
     /// Epoch 0's key from the verification key (64 hex digits).
     pub fn from_verification_key(hex: &str) -> Option<EpochKey> {
-        Some(EpochKey { epoch: 0, key: Zeroizing::new(unhex32(hex.trim())?) })
+        Some(EpochKey { epoch: 0, key: unhex32(hex.trim())? })
     }
 
     fn random() -> io::Result<EpochKey> {
@@ -103,11 +103,13 @@ impl EpochKey {
 
     /// HMAC-SHA-256 of `data`, hex.
     pub fn mac(&self, data: &[u8]) -> String {
-        crate::hex(hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &*self.key), data).as_ref())
+        hex::encode(hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &*self.key), data))
     }
 
     fn hex_key(&self) -> Zeroizing<String> {
-        Zeroizing::new(crate::hex(&*self.key))
+        // A slice: the key passed by value would leave a copy on the stack
+        // that nothing zeroes.
+        Zeroizing::new(hex::encode(self.key.as_slice()))
     }
 }
 
@@ -151,7 +153,7 @@ pub fn read_seal(log: &Path) -> io::Result<Option<EpochKey>> {
     let key = unhex32(&key).ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidData, format!("{} is not an audit seal", path.display()))
     })?;
-    Ok(Some(EpochKey { epoch: file.epoch, key: Zeroizing::new(key) }))
+    Ok(Some(EpochKey { epoch: file.epoch, key }))
 }
 
 /// Replaces the seal with `key` (written to a new file, synced, renamed
@@ -313,7 +315,7 @@ pub fn sealed_line(line: &[u8]) -> Option<Sealed> {
 /// SHA-256 of a line, hex (the unkeyed hash of lines written before the
 /// chain was keyed).
 pub fn sha256_hex(line: &[u8]) -> String {
-    crate::hex(ring::digest::digest(&ring::digest::SHA256, line).as_ref())
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, line))
 }
 
 /// Why the log does not verify.
@@ -560,17 +562,12 @@ fn verify_lines(
     Ok(Ok(v))
 }
 
-fn unhex32(s: &str) -> Option<[u8; 32]> {
-    let b = s.as_bytes();
-    if b.len() != 64 {
-        return None;
-    }
-    let digit = |c: u8| char::from(c).to_digit(16).map(|d| d as u8);
-    let mut out = [0u8; 32];
-    for (i, pair) in b.chunks(2).enumerate() {
-        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
-    }
-    Some(out)
+/// The key that 64 hex digits (either case) spell, decoded straight into
+/// memory zeroed on drop.
+fn unhex32(s: &str) -> Option<Zeroizing<[u8; 32]>> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    hex::decode_to_slice(s, &mut *key).ok()?;
+    Some(key)
 }
 
 #[cfg(test)]
@@ -736,5 +733,23 @@ mod tests {
         assert_ne!(k.evolve().mac(b"x"), k.mac(b"x"));
         assert!(k.evolve().at(0).is_none());
         assert!(EpochKey::from_verification_key("zz").is_none());
+    }
+
+    #[test]
+    fn keys_and_hashes_are_lower_case_hex_and_keys_read_back_in_either_case() {
+        assert_eq!(*key0().hex_key(), "ab".repeat(32));
+        let upper = EpochKey::from_verification_key(&format!(" {}\n", "AB".repeat(32))).unwrap();
+        assert_eq!(upper.mac(b"x"), key0().mac(b"x"));
+        assert!(key0().mac(b"x").bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+        for bad in [
+            "ab".repeat(31) + "a",
+            "ab".repeat(32) + "a",
+            "ab".repeat(33),
+            "ab".repeat(31) + "ag",
+            "ab".repeat(31) + "é",
+        ] {
+            assert!(EpochKey::from_verification_key(&bad).is_none(), "{bad}");
+        }
+        assert_eq!(sha256_hex(b""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     }
 }

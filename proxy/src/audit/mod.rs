@@ -24,9 +24,12 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use serde::Serialize;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+use time::{OffsetDateTime, UtcOffset};
 
 /// What airlock did with a request or connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -408,32 +411,17 @@ impl AuditLog {
 
 /// The current time as RFC 3339 UTC with milliseconds.
 pub fn now_rfc3339() -> String {
-    let since = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_millis()
-    )
+    rfc3339(OffsetDateTime::now_utc())
 }
 
-/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day)
-/// (Howard Hinnant's civil-from-days algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+/// `2026-11-23T08:05:09.042Z`: always milliseconds (truncated, never
+/// rounded) and `Z`, so every `ts` has the same width and sorts as text.
+fn rfc3339(t: OffsetDateTime) -> String {
+    const FORMAT: &[BorrowedFormatItem<'_>] =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    t.to_offset(UtcOffset::UTC)
+        .format(FORMAT)
+        .expect("a date-time has every component the format names, and a String takes any write")
 }
 
 #[cfg(test)]
@@ -450,9 +438,20 @@ mod tests {
     }
 
     #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(20_780), (2026, 11, 23));
+    fn timestamps_are_utc_with_milliseconds() {
+        let at = |secs: i64, nanos: i64| {
+            rfc3339(
+                OffsetDateTime::from_unix_timestamp_nanos(i128::from(secs) * 1_000_000_000 + i128::from(nanos))
+                    .unwrap(),
+            )
+        };
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(11_016 * 86_400 + 3_661, 7_000_000), "2000-02-29T01:01:01.007Z");
+        assert_eq!(at(20_780 * 86_400 + 86_399, 999_999_999), "2026-11-23T23:59:59.999Z", "truncated");
+        let cet = OffsetDateTime::from_unix_timestamp(0).unwrap().to_offset(time::macros::offset!(+1));
+        assert_eq!(rfc3339(cet), "1970-01-01T00:00:00.000Z", "always written in UTC");
+        let now = now_rfc3339();
+        assert_eq!((now.len(), now.as_bytes()[10], now.as_bytes()[19]), (24, b'T', b'.'), "{now}");
+        assert!(now.ends_with('Z'), "{now}");
     }
 }

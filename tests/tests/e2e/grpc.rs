@@ -300,7 +300,7 @@ async fn a_key_the_server_echoes_reaches_the_grpc_client_as_the_placeholder() {
     // Metadata, text and binary, initial and trailing: what the client
     // sent — in binary metadata at the key's own length, as in a message
     // (it is usually a protobuf).
-    let hex: String = expected.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = hex::encode(&expected);
     assert_eq!(leak["initial"]["x-leak-initial"], placeholder_auth().as_str());
     assert_eq!(leak["initial"]["x-leak-initial-bin"], hex.as_str());
     assert_eq!(leak["trailing"]["x-leak"], placeholder_auth().as_str());
