@@ -16,7 +16,7 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::server::Acceptor;
 use tokio_rustls::LazyConfigAcceptor;
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, warn};
 
 use airlock_policy::host;
 
@@ -71,9 +71,13 @@ pub(crate) async fn serve(shared: Arc<Shared>, dest: Destination, upgraded: Upgr
     let limits = shared.loaded().policy.limits.clone();
     let activity = Activity::new();
     let conn_activity = Arc::clone(&activity);
+    let tunnel = tracing::Span::current();
     let service = service_fn(move |req| {
-        // Each request sees the config current when it arrives.
-        conn_activity.track(pipeline::handle(Arc::clone(&shared), Arc::clone(&dest), req))
+        // Each request sees the config current when it arrives. HTTP/2
+        // runs each stream in a task of its own: its span is the tunnel's
+        // child all the same.
+        let handled = pipeline::handle(Arc::clone(&shared), Arc::clone(&dest), req).instrument(tunnel.clone());
+        conn_activity.track(handled)
     });
     let io = TokioIo::new(tls);
     let (stop, idle) = (guard.shutdown.clone(), limits.idle_timeout);

@@ -37,7 +37,7 @@ pub(crate) fn decide<B>(
     match policy.decide(tenant, &info) {
         Decision::Allow { route, injections } => {
             let _ = ctx.route.set(route);
-            tracing::Span::current().record("route", policy.route(route).name.as_str());
+            tracing::Span::current().record("route", tracing::field::display(&policy.route(route).name));
             Ok(Decided { route, injections })
         }
         Decision::Deny(denial) => Err(Error::Policy(denial)),

@@ -60,7 +60,7 @@ pub(crate) fn request_span(ctx: &RequestCtx) -> tracing::Span {
     info_span!(
         "request",
         request_id = %ctx.request_id,
-        tenant = ctx.tenant_name.as_deref().unwrap_or(""),
+        tenant = %ctx.tenant_name.as_deref().unwrap_or(""),
         host = %ctx.host,
         port = ctx.port,
         method = %ctx.method,

@@ -295,3 +295,48 @@ async fn plain_http_absolute_form_follows_the_same_policy() {
     assert_eq!(upstream.seen().len(), 1);
     proxy.proxy.shutdown().await;
 }
+
+/// Log lines carry the spans of DESIGN.md ("Inside the proxy"): the
+/// connection (`conn`), the CONNECT (`tunnel`, its own id), and the request
+/// (`request`: the id the agent and audit see, the tenant, the host and the
+/// route decided).
+#[tokio::test]
+async fn log_lines_name_the_connection_tunnel_request_and_route() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let home = TempHome::new("spans");
+    std::fs::write(home.path.join("airlock.toml"), standard_config(&upstream, "", "")).unwrap();
+    store_standard_secrets(&home.path);
+    let serve = Served::start(&home.path, "debug").await;
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-D", "-", "-o", "/dev/null", "--cacert"])
+        .arg(home.path.join("ca.pem"))
+        .args(["-H", &format!("Authorization: Bearer {ACME_PLACEHOLDER}")])
+        .arg(format!("https://api.acme.test:{}/echo", upstream.port()))
+        .env("HTTPS_PROXY", format!("http://acme:{ACME_TOKEN}@{}", serve.addr))
+        .env_remove("https_proxy")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .await
+        .unwrap();
+    let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(head.starts_with("http/") && head.contains(" 200"), "{head}");
+    let id = head
+        .lines()
+        .find_map(|l| l.strip_prefix("x-airlock-request-id: "))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_else(|| panic!("no request id: {head}"));
+    let ok = wait_for(Duration::from_secs(5), || serve.log().contains(" forwarded")).await;
+    let log = serve.log();
+    assert!(ok, "{log}");
+    let line = log.lines().find(|l| l.contains(" forwarded")).unwrap();
+    for part in [
+        "conn{peer=127.0.0.1:".to_owned(),
+        "tunnel{tunnel_id=".to_owned(),
+        format!("request{{request_id={id} tenant=acme host=api.acme.test"),
+        "route=echo".to_owned(),
+    ] {
+        assert!(line.contains(&part), "{part:?} is not in {line}");
+    }
+    assert!(!log.contains(ACME_SECRET), "{log}");
+}
