@@ -35,7 +35,6 @@
 
 use memchr::{memchr, memchr2, memchr3, memrchr};
 
-use super::scan::Unit;
 
 /// The longest raw unit, in bytes (`&DiacriticalGrave;`): an incomplete
 /// escape held back at the end of a frame is shorter.
@@ -320,6 +319,19 @@ fn named(name: &[u8]) -> Option<u8> {
 /// Whether `t` ends one of the HTML names decoded.
 pub(super) fn is_name_tail(t: &[u8]) -> bool {
     NAMES.iter().any(|(n, _)| n.ends_with(t))
+}
+
+/// A unit of the text whose matched form differs from its raw bytes, as a
+/// sparse map entry: units between two entries are single bytes that stand
+/// for themselves.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Unit {
+    /// Where its raw bytes start in the buffer.
+    pub(super) raw: usize,
+    pub(super) raw_len: u8,
+    /// Where its matched bytes start in the matched text.
+    pub(super) n: usize,
+    pub(super) n_len: u8,
 }
 
 /// A buffer as the matcher matches it.

@@ -8,22 +8,9 @@ use aho_corasick::Match;
 use memchr::memrchr;
 
 use super::PatternSet;
-use super::normalise::{self, Line, Normalised};
+use super::normalise::{self, Line, Normalised, Unit};
 use super::patterns::{self, ESC, Layer, Matcher, STD, SWALLOW, URL};
 use zeroize::Zeroize;
-
-/// A unit of the text whose matched form differs from its raw bytes, as a
-/// sparse map entry: units between two entries are single bytes that stand
-/// for themselves.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Unit {
-    /// Where its raw bytes start in the buffer.
-    pub(super) raw: usize,
-    pub(super) raw_len: u8,
-    /// Where its matched bytes start in the matched text.
-    pub(super) n: usize,
-    pub(super) n_len: u8,
-}
 
 /// One unit holding a matched byte, in both coordinates.
 #[derive(Clone, Copy, Debug)]
