@@ -9,9 +9,9 @@ use std::fmt;
 
 use subtle::ConstantTimeEq;
 
-use crate::config::{Egress, Policy, Route, RouteId, TenantId};
 use crate::host;
 use crate::inject::basic_credentials;
+use crate::policy::{Egress, Policy, Route, RouteId, TenantId};
 
 /// A denial code of DESIGN.md ("Denials"), plus the two request-shape codes
 /// the proxy needs (`misdirected_request`, `bad_request`).

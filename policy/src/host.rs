@@ -59,6 +59,28 @@ fn parse_port(p: &str) -> Option<u16> {
     p.parse::<u16>().ok().filter(|&p| p != 0)
 }
 
+/// Why a route's host is refused. Holds the host as written.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidPattern {
+    /// Not `host` or `host:port` (a port out of 1-65535, unbalanced
+    /// brackets).
+    #[error("'{0}' is not a host or host:port")]
+    NotAuthority(String),
+    /// Not ASCII: internationalised names are written in punycode.
+    #[error("'{0}' is not ASCII; write internationalised names in punycode (xn--…)")]
+    NotAscii(String),
+    /// Not a valid host name or IP literal.
+    #[error("'{0}' is not a valid host")]
+    NotAHost(String),
+    /// A wildcard over a single label or an IP address (`*.com`).
+    #[error("'{0}': a wildcard needs a domain of at least two labels after '*.'")]
+    WildcardTooBroad(String),
+    /// A `*` anywhere but as the whole first label.
+    #[error("'{0}': '*' is only allowed as a whole first label ('*.example.com')")]
+    MisplacedWildcard(String),
+}
+
 /// The host part of a route: an exact name (or IP literal), or a wildcard
 /// `*.suffix` that matches any name with at least one label before
 /// `.suffix` — never the bare `suffix` itself.
@@ -73,23 +95,23 @@ pub enum HostPattern {
 
 impl HostPattern {
     /// Parses `name`, `*.suffix`, optionally followed by `:port`.
-    pub fn parse(spec: &str) -> Result<(Self, u16), String> {
-        let (host, port) = split_host_port(spec).ok_or_else(|| format!("'{spec}' is not a host or host:port"))?;
+    pub fn parse(spec: &str) -> Result<(Self, u16), InvalidPattern> {
+        let (host, port) = split_host_port(spec).ok_or_else(|| InvalidPattern::NotAuthority(spec.to_owned()))?;
         let port = port.unwrap_or(DEFAULT_PORT);
         if !host.is_ascii() {
-            return Err(format!("'{spec}' is not ASCII; write internationalised names in punycode (xn--…)"));
+            return Err(InvalidPattern::NotAscii(spec.to_owned()));
         }
         if let Some(suffix) = host.strip_prefix("*.") {
-            let suffix = normalize(suffix).ok_or_else(|| format!("'{spec}' is not a valid host"))?;
+            let suffix = normalize(suffix).ok_or_else(|| InvalidPattern::NotAHost(spec.to_owned()))?;
             if suffix.parse::<IpAddr>().is_ok() || !suffix.contains('.') {
-                return Err(format!("'{spec}': a wildcard needs a domain of at least two labels after '*.'"));
+                return Err(InvalidPattern::WildcardTooBroad(spec.to_owned()));
             }
             return Ok((HostPattern::Wildcard(suffix), port));
         }
         if host.contains('*') {
-            return Err(format!("'{spec}': '*' is only allowed as a whole first label ('*.example.com')"));
+            return Err(InvalidPattern::MisplacedWildcard(spec.to_owned()));
         }
-        let host = normalize(host).ok_or_else(|| format!("'{spec}' is not a valid host"))?;
+        let host = normalize(host).ok_or_else(|| InvalidPattern::NotAHost(spec.to_owned()))?;
         Ok((HostPattern::Exact(host), port))
     }
 
@@ -176,8 +198,17 @@ mod tests {
 
     #[test]
     fn rejects_bad_patterns() {
-        for bad in ["*.com", "a.*.com", "*", "bücher.example", "x:port", "*.1.2.3.4", ""] {
-            assert!(HostPattern::parse(bad).is_err(), "{bad:?}");
+        let cases = [
+            ("*.com", InvalidPattern::WildcardTooBroad("*.com".into())),
+            ("*.1.2.3.4", InvalidPattern::WildcardTooBroad("*.1.2.3.4".into())),
+            ("a.*.com", InvalidPattern::MisplacedWildcard("a.*.com".into())),
+            ("*", InvalidPattern::MisplacedWildcard("*".into())),
+            ("bücher.example", InvalidPattern::NotAscii("bücher.example".into())),
+            ("x:port", InvalidPattern::NotAuthority("x:port".into())),
+            ("", InvalidPattern::NotAHost("".into())),
+        ];
+        for (bad, want) in cases {
+            assert_eq!(HostPattern::parse(bad), Err(want), "{bad:?}");
         }
         let (p, port) = HostPattern::parse("API.Test.:8443").expect("valid");
         assert_eq!((p, port), (HostPattern::Exact("api.test".into()), 8443));
