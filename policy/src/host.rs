@@ -1,10 +1,11 @@
 //! Host names as policy sees them: normalisation of request hosts and the
 //! route host patterns (`name`, `name:port`, `*.suffix`, `*.suffix:port`).
 //!
-//! Matching is done on normalised hosts only: ASCII lower case, no trailing
-//! dot, IPv6 literals without brackets. Internationalised names must be
-//! written in their ASCII (punycode, `xn--`) form; a non-ASCII host never
-//! matches anything.
+//! Matching is done on normalised hosts only ([`normalize`]): ASCII lower
+//! case, no trailing dot, IPv6 literals without brackets. Internationalised
+//! names must be written in their ASCII (punycode, `xn--`) form; a non-ASCII
+//! host never matches anything. The normaliser is `airlock-host`'s, the
+//! one the CA uses too.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
@@ -12,26 +13,10 @@ use std::net::{IpAddr, Ipv4Addr};
 /// Default port of a route host written without one.
 pub const DEFAULT_PORT: u16 = 443;
 
-/// Normalises a request host for matching: lower case, no trailing dot, IPv6
-/// brackets removed. Returns `None` when the host cannot be a valid DNS name
-/// or IP literal (empty, non-ASCII, spaces, `/`, `@`, …).
-pub fn normalize(host: &str) -> Option<String> {
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Some(ip.to_string());
-    }
-    let host = host.strip_suffix('.').unwrap_or(host);
-    if host.is_empty() || host.len() > 253 {
-        return None;
-    }
-    let valid_label = |l: &str| {
-        !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
-    if !host.split('.').all(valid_label) {
-        return None;
-    }
-    Some(host.to_ascii_lowercase())
-}
+/// The one host normaliser, shared with the CA (see [`airlock_host`]): a
+/// host it accepts is one the CA can mint a certificate for, so a host the
+/// policy admits is always one the proxy can intercept.
+pub use airlock_host::normalize;
 
 /// Splits `host[:port]` (IPv6 literals bracketed) into a host and an optional
 /// port. Returns `None` when the port is not a number in 1..=65535 or the
@@ -169,6 +154,35 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(normalize(input).as_deref(), want, "{input:?}");
+        }
+    }
+
+    /// A host no certificate can name is no host to the policy either. The
+    /// policy used to accept these (a label starting or ending in `-`, a
+    /// last label that is a number, which clients read as an IPv4 address,
+    /// brackets around anything but IPv6) while the CA refused them, so
+    /// under `egress = "deny"` the proxy intercepted a CONNECT to one and
+    /// the agent's handshake failed when the CA would not mint.
+    #[test]
+    fn refuses_hosts_no_certificate_can_name() {
+        let hosts = [
+            "a-.test",
+            "-a.test",
+            "a.-b.test",
+            "127.1",
+            "1.2.3.999",
+            "0x7f.1",
+            "2130706433",
+            "0127.0.0.1",
+            "x.0",
+            "[127.0.0.1]",
+            "[a.test]",
+        ];
+        for host in hosts {
+            assert_eq!(normalize(host), None, "{host:?}");
+        }
+        for spec in ["a-.test", "127.1:8443", "*.a-.test"] {
+            assert_eq!(HostPattern::parse(spec), Err(InvalidPattern::NotAHost(spec.to_owned())), "{spec:?}");
         }
     }
 
