@@ -204,6 +204,26 @@ mod tests {
         }
     }
 
+    /// Every kind of host the shared normaliser accepts gets a leaf naming
+    /// it, so the policy admits no host the CA then cannot mint for.
+    #[test]
+    fn every_host_the_normaliser_accepts_is_minted() {
+        let (ca, _dir) = new_ca();
+        let longest = format!("{}.test", ["a"; 124].join("."));
+        let hosts = ["_a.test", "a_b.test", "xn--bcher-kva.example", "1.example", "x.0xg", "A.Test.", longest.as_str()];
+        for host in hosts {
+            let name = airlock_host::normalize(host).unwrap();
+            let leaf = ca.mint(host).unwrap_or_else(|e| panic!("{host:?}: {e}"));
+            let cert = parse(&leaf.chain[0]);
+            let san = cert.subject_alternative_name().unwrap().unwrap();
+            assert!(matches!(san.value.general_names[..], [GeneralName::DNSName(n)] if n == name), "{host:?}");
+        }
+        let leaf = ca.mint("[::ffff:1.2.3.4]").unwrap();
+        let cert = parse(&leaf.chain[0]);
+        let san = cert.subject_alternative_name().unwrap().unwrap();
+        assert!(matches!(san.value.general_names[..], [GeneralName::IPAddress(_)]), "{san:?}");
+    }
+
     /// A CA made elsewhere: its SKI is random bytes (no hash of the key
     /// gives them) and it expires in ten days. A leaf's AKI can only match
     /// if it is read from the stored certificate, and the leaf must not

@@ -9,9 +9,9 @@ use std::fmt;
 
 use subtle::ConstantTimeEq;
 
-use crate::config::{Egress, Policy, Route, RouteId, TenantId};
 use crate::host;
 use crate::inject::basic_credentials;
+use crate::policy::{Egress, Policy, Route, RouteId, TenantId};
 
 /// What `decide` (and proxy authentication) can refuse with: the policy's
 /// codes of DESIGN.md ("Denials"). The proxy's own codes — the vault's, the

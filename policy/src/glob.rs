@@ -2,6 +2,19 @@
 //! everything else matches itself. Globs are matched against the path only,
 //! never the query string.
 
+/// Why a route's path glob is refused. Holds the glob as written.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidGlob {
+    /// Neither `*` nor a path starting with `/`.
+    #[error("path '{0}' must start with '/'")]
+    NoLeadingSlash(String),
+    /// Holds a space, `?`, `#` or a control character (a glob matches the
+    /// path only, never the query or fragment).
+    #[error("path '{0}' may not contain spaces, '?', '#' or control characters")]
+    ForbiddenCharacter(String),
+}
+
 /// A compiled path glob.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct PathGlob {
@@ -10,12 +23,12 @@ pub(crate) struct PathGlob {
 }
 
 impl PathGlob {
-    pub(crate) fn parse(source: &str) -> Result<Self, String> {
+    pub(crate) fn parse(source: &str) -> Result<Self, InvalidGlob> {
         if !source.starts_with('/') && source != "*" {
-            return Err(format!("path '{source}' must start with '/'"));
+            return Err(InvalidGlob::NoLeadingSlash(source.to_owned()));
         }
         if source.bytes().any(|b| b.is_ascii_control() || b == b' ' || b == b'?' || b == b'#') {
-            return Err(format!("path '{source}' may not contain spaces, '?', '#' or control characters"));
+            return Err(InvalidGlob::ForbiddenCharacter(source.to_owned()));
         }
         Ok(PathGlob { source: source.to_owned(), parts: source.split('*').map(str::to_owned).collect() })
     }
@@ -40,7 +53,7 @@ impl PathGlob {
 
 #[cfg(test)]
 mod tests {
-    use super::PathGlob;
+    use super::{InvalidGlob, PathGlob};
 
     #[test]
     fn globs() {
@@ -62,7 +75,7 @@ mod tests {
         for (glob, path, want) in cases {
             assert_eq!(PathGlob::parse(glob).expect("valid").matches(path), want, "{glob} {path}");
         }
-        assert!(PathGlob::parse("v3").is_err());
-        assert!(PathGlob::parse("/a?b").is_err());
+        assert_eq!(PathGlob::parse("v3"), Err(InvalidGlob::NoLeadingSlash("v3".into())));
+        assert_eq!(PathGlob::parse("/a?b"), Err(InvalidGlob::ForbiddenCharacter("/a?b".into())));
     }
 }

@@ -1,10 +1,11 @@
 //! Host names as policy sees them: normalisation of request hosts and the
 //! route host patterns (`name`, `name:port`, `*.suffix`, `*.suffix:port`).
 //!
-//! Matching is done on normalised hosts only: ASCII lower case, no trailing
-//! dot, IPv6 literals without brackets. Internationalised names must be
-//! written in their ASCII (punycode, `xn--`) form; a non-ASCII host never
-//! matches anything.
+//! Matching is done on normalised hosts only ([`normalize`]): ASCII lower
+//! case, no trailing dot, IPv6 literals without brackets. Internationalised
+//! names must be written in their ASCII (punycode, `xn--`) form; a non-ASCII
+//! host never matches anything. The normaliser is `airlock-host`'s, the
+//! one the CA uses too.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
@@ -12,26 +13,10 @@ use std::net::{IpAddr, Ipv4Addr};
 /// Default port of a route host written without one.
 pub const DEFAULT_PORT: u16 = 443;
 
-/// Normalises a request host for matching: lower case, no trailing dot, IPv6
-/// brackets removed. Returns `None` when the host cannot be a valid DNS name
-/// or IP literal (empty, non-ASCII, spaces, `/`, `@`, …).
-pub fn normalize(host: &str) -> Option<String> {
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Some(ip.to_string());
-    }
-    let host = host.strip_suffix('.').unwrap_or(host);
-    if host.is_empty() || host.len() > 253 {
-        return None;
-    }
-    let valid_label = |l: &str| {
-        !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
-    if !host.split('.').all(valid_label) {
-        return None;
-    }
-    Some(host.to_ascii_lowercase())
-}
+/// The one host normaliser, shared with the CA (see [`airlock_host`]): a
+/// host it accepts is one the CA can mint a certificate for, so a host the
+/// policy admits is always one the proxy can intercept.
+pub use airlock_host::normalize;
 
 /// Splits `host[:port]` (IPv6 literals bracketed) into a host and an optional
 /// port. Returns `None` when the port is not a number in 1..=65535 or the
@@ -59,6 +44,28 @@ fn parse_port(p: &str) -> Option<u16> {
     p.parse::<u16>().ok().filter(|&p| p != 0)
 }
 
+/// Why a route's host is refused. Holds the host as written.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidPattern {
+    /// Not `host` or `host:port` (a port out of 1-65535, unbalanced
+    /// brackets).
+    #[error("'{0}' is not a host or host:port")]
+    NotAuthority(String),
+    /// Not ASCII: internationalised names are written in punycode.
+    #[error("'{0}' is not ASCII; write internationalised names in punycode (xn--…)")]
+    NotAscii(String),
+    /// Not a valid host name or IP literal.
+    #[error("'{0}' is not a valid host")]
+    NotAHost(String),
+    /// A wildcard over a single label or an IP address (`*.com`).
+    #[error("'{0}': a wildcard needs a domain of at least two labels after '*.'")]
+    WildcardTooBroad(String),
+    /// A `*` anywhere but as the whole first label.
+    #[error("'{0}': '*' is only allowed as a whole first label ('*.example.com')")]
+    MisplacedWildcard(String),
+}
+
 /// The host part of a route: an exact name (or IP literal), or a wildcard
 /// `*.suffix` that matches any name with at least one label before
 /// `.suffix` — never the bare `suffix` itself.
@@ -73,23 +80,23 @@ pub enum HostPattern {
 
 impl HostPattern {
     /// Parses `name`, `*.suffix`, optionally followed by `:port`.
-    pub fn parse(spec: &str) -> Result<(Self, u16), String> {
-        let (host, port) = split_host_port(spec).ok_or_else(|| format!("'{spec}' is not a host or host:port"))?;
+    pub fn parse(spec: &str) -> Result<(Self, u16), InvalidPattern> {
+        let (host, port) = split_host_port(spec).ok_or_else(|| InvalidPattern::NotAuthority(spec.to_owned()))?;
         let port = port.unwrap_or(DEFAULT_PORT);
         if !host.is_ascii() {
-            return Err(format!("'{spec}' is not ASCII; write internationalised names in punycode (xn--…)"));
+            return Err(InvalidPattern::NotAscii(spec.to_owned()));
         }
         if let Some(suffix) = host.strip_prefix("*.") {
-            let suffix = normalize(suffix).ok_or_else(|| format!("'{spec}' is not a valid host"))?;
+            let suffix = normalize(suffix).ok_or_else(|| InvalidPattern::NotAHost(spec.to_owned()))?;
             if suffix.parse::<IpAddr>().is_ok() || !suffix.contains('.') {
-                return Err(format!("'{spec}': a wildcard needs a domain of at least two labels after '*.'"));
+                return Err(InvalidPattern::WildcardTooBroad(spec.to_owned()));
             }
             return Ok((HostPattern::Wildcard(suffix), port));
         }
         if host.contains('*') {
-            return Err(format!("'{spec}': '*' is only allowed as a whole first label ('*.example.com')"));
+            return Err(InvalidPattern::MisplacedWildcard(spec.to_owned()));
         }
-        let host = normalize(host).ok_or_else(|| format!("'{spec}' is not a valid host"))?;
+        let host = normalize(host).ok_or_else(|| InvalidPattern::NotAHost(spec.to_owned()))?;
         Ok((HostPattern::Exact(host), port))
     }
 
@@ -150,6 +157,35 @@ mod tests {
         }
     }
 
+    /// A host no certificate can name is no host to the policy either. The
+    /// policy used to accept these (a label starting or ending in `-`, a
+    /// last label that is a number, which clients read as an IPv4 address,
+    /// brackets around anything but IPv6) while the CA refused them, so
+    /// under `egress = "deny"` the proxy intercepted a CONNECT to one and
+    /// the agent's handshake failed when the CA would not mint.
+    #[test]
+    fn refuses_hosts_no_certificate_can_name() {
+        let hosts = [
+            "a-.test",
+            "-a.test",
+            "a.-b.test",
+            "127.1",
+            "1.2.3.999",
+            "0x7f.1",
+            "2130706433",
+            "0127.0.0.1",
+            "x.0",
+            "[127.0.0.1]",
+            "[a.test]",
+        ];
+        for host in hosts {
+            assert_eq!(normalize(host), None, "{host:?}");
+        }
+        for spec in ["a-.test", "127.1:8443", "*.a-.test"] {
+            assert_eq!(HostPattern::parse(spec), Err(InvalidPattern::NotAHost(spec.to_owned())), "{spec:?}");
+        }
+    }
+
     #[test]
     fn splits_authorities() {
         assert_eq!(split_host_port("a.test:8443"), Some(("a.test", Some(8443))));
@@ -176,8 +212,17 @@ mod tests {
 
     #[test]
     fn rejects_bad_patterns() {
-        for bad in ["*.com", "a.*.com", "*", "bücher.example", "x:port", "*.1.2.3.4", ""] {
-            assert!(HostPattern::parse(bad).is_err(), "{bad:?}");
+        let cases = [
+            ("*.com", InvalidPattern::WildcardTooBroad("*.com".into())),
+            ("*.1.2.3.4", InvalidPattern::WildcardTooBroad("*.1.2.3.4".into())),
+            ("a.*.com", InvalidPattern::MisplacedWildcard("a.*.com".into())),
+            ("*", InvalidPattern::MisplacedWildcard("*".into())),
+            ("bücher.example", InvalidPattern::NotAscii("bücher.example".into())),
+            ("x:port", InvalidPattern::NotAuthority("x:port".into())),
+            ("", InvalidPattern::NotAHost("".into())),
+        ];
+        for (bad, want) in cases {
+            assert_eq!(HostPattern::parse(bad), Err(want), "{bad:?}");
         }
         let (p, port) = HostPattern::parse("API.Test.:8443").expect("valid");
         assert_eq!((p, port), (HostPattern::Exact("api.test".into()), 8443));

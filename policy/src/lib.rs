@@ -13,6 +13,11 @@
 //!   every route's secret is declared;
 //! - a secret value never appears in an error, a `Debug` output or a log line
 //!   ([`secrets::SecretValue`] prints `[secret]`).
+//!
+//! Modules, each importing only those before it (no module cycles): `units`
+//! (durations and sizes), `glob`, [`host`], [`inject`], [`limits`],
+//! [`secrets`] (specs, values and the vault), `policy` (the checked types),
+//! `config` (schema, build and starter: text into a `Policy`) and `decide`.
 #![deny(missing_docs)]
 
 mod config;
@@ -21,11 +26,14 @@ mod glob;
 pub mod host;
 pub mod inject;
 pub mod limits;
+mod policy;
 pub mod secrets;
+mod units;
 
-pub use config::{
-    AuditSettings, ConfigError, DEFAULT_COMMAND_TIMEOUT, DEFAULT_COMMAND_TTL, Egress, Policy, ProxySettings, Route,
-    RouteId, SecretSource, SecretSpec, Tenant, TenantId, starter_config,
-};
+pub use config::{BuildError, ConfigError, RouteError, starter_config};
 pub use decide::{AuthError, ConnectAction, Decision, Denial, DenialCode, Injection, RequestInfo};
+pub use glob::InvalidGlob;
 pub use limits::Limits;
+pub use policy::{AuditSettings, Egress, Policy, ProxySettings, Route, RouteId, Tenant, TenantId};
+pub use secrets::{DEFAULT_COMMAND_TIMEOUT, DEFAULT_COMMAND_TTL, SecretSource, SecretSpec};
+pub use units::InvalidUnit;

@@ -6,7 +6,35 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::parse_duration;
+use crate::units::{InvalidUnit, Size, parse_duration};
+
+/// Why `[limits]` is not valid. Names the key.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LimitsError {
+    /// A duration or size that cannot be read.
+    #[error("[limits] {key}: {error}")]
+    Unreadable {
+        /// The key.
+        key: &'static str,
+        /// What is wrong with its value.
+        error: InvalidUnit,
+    },
+    /// A duration or count of zero, where at least one is needed.
+    #[error("[limits] {key} must be more than zero")]
+    Zero {
+        /// The key.
+        key: &'static str,
+    },
+    /// A value outside the range the limit allows.
+    #[error("[limits] {key} must be {range}")]
+    OutOfRange {
+        /// The key.
+        key: &'static str,
+        /// The range, as people write it ("at least 1KiB").
+        range: &'static str,
+    },
+}
 
 /// The raw `[limits]` table: sizes as `65536` or `"64KiB"`, durations as
 /// `"30s"`.
@@ -30,43 +58,6 @@ pub(crate) struct RawLimits {
     upstream_pool_idle_timeout: Option<String>,
     max_response_header_bytes: Option<Size>,
     max_grpc_message: Option<Size>,
-}
-
-/// A size in bytes, written as a number or a string with a unit.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub(crate) enum Size {
-    Bytes(u64),
-    Text(String),
-}
-
-impl Size {
-    pub(crate) fn bytes(&self, key: &str) -> Result<u64, String> {
-        match self {
-            Size::Bytes(n) => Ok(*n),
-            Size::Text(t) => parse_size(t).map_err(|e| format!("{key}: {e}")),
-        }
-    }
-}
-
-/// Parses `512`, `64KiB`, `10MiB`, `1GiB` (also `KB`/`MB`/`GB`, as powers of
-/// 1000).
-pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
-    let bad = || format!("'{text}' is not a size like 65536, 64KiB or 10MiB");
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (num, unit) = text.split_at(split);
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "KB" | "kB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(mult).ok_or_else(bad)
 }
 
 /// The checked `[limits]`.
@@ -157,48 +148,53 @@ impl Default for Limits {
 }
 
 impl Limits {
-    pub(crate) fn build(raw: RawLimits) -> Result<Limits, String> {
+    pub(crate) fn build(raw: RawLimits) -> Result<Limits, LimitsError> {
         let d = Limits::default();
-        let duration = |key: &str, value: Option<String>, default: Duration| -> Result<Duration, String> {
+        let duration = |key: &'static str, value: Option<String>, default: Duration| -> Result<Duration, LimitsError> {
             let Some(text) = value else { return Ok(default) };
-            let t = parse_duration(&text).map_err(|e| format!("[limits] {key}: {e}"))?;
+            let t = parse_duration(&text).map_err(|error| LimitsError::Unreadable { key, error })?;
             if t.is_zero() {
-                return Err(format!("[limits] {key} must be more than zero"));
+                return Err(LimitsError::Zero { key });
             }
             Ok(t)
         };
-        let count = |key: &str, value: Option<usize>, default: usize| match value {
-            Some(0) => Err(format!("[limits] {key} must be more than zero")),
+        let count = |key: &'static str, value: Option<usize>, default: usize| match value {
+            Some(0) => Err(LimitsError::Zero { key }),
             Some(n) => Ok(n),
             None => Ok(default),
         };
-        let size = |key: &str, value: Option<Size>, default: u64| -> Result<u64, String> {
-            value.map(|s| s.bytes(&format!("[limits] {key}"))).transpose().map(|v| v.unwrap_or(default))
+        let size = |key: &'static str, value: Option<Size>, default: u64| -> Result<u64, LimitsError> {
+            value
+                .map(|s| s.bytes())
+                .transpose()
+                .map(|v| v.unwrap_or(default))
+                .map_err(|error| LimitsError::Unreadable { key, error })
         };
+        let out_of_range = |key, range| Err(LimitsError::OutOfRange { key, range });
         let max_header_bytes = size("max_header_bytes", raw.max_header_bytes, d.max_header_bytes as u64)?;
         if !(1024..=(16 << 20)).contains(&max_header_bytes) {
-            return Err("[limits] max_header_bytes must be between 1KiB and 16MiB".to_owned());
+            return out_of_range("max_header_bytes", "between 1KiB and 16MiB");
         }
         let max_decoded_ratio = raw.max_decoded_ratio.unwrap_or(d.max_decoded_ratio);
         if max_decoded_ratio < 2 {
-            return Err("[limits] max_decoded_ratio must be at least 2".to_owned());
+            return out_of_range("max_decoded_ratio", "at least 2");
         }
         let max_action_response = size("max_action_response", raw.max_action_response, d.max_action_response)?;
         if max_action_response == 0 {
-            return Err("[limits] max_action_response must be more than zero".to_owned());
+            return Err(LimitsError::Zero { key: "max_action_response" });
         }
         let max_websocket_message = size("max_websocket_message", raw.max_websocket_message, d.max_websocket_message)?;
         if max_websocket_message < 1024 {
-            return Err("[limits] max_websocket_message must be at least 1KiB".to_owned());
+            return out_of_range("max_websocket_message", "at least 1KiB");
         }
         let max_response_header_bytes =
             size("max_response_header_bytes", raw.max_response_header_bytes, d.max_response_header_bytes as u64)?;
         if !((8 << 10)..=(16 << 20)).contains(&max_response_header_bytes) {
-            return Err("[limits] max_response_header_bytes must be between 8KiB and 16MiB".to_owned());
+            return out_of_range("max_response_header_bytes", "between 8KiB and 16MiB");
         }
         let max_grpc_message = size("max_grpc_message", raw.max_grpc_message, d.max_grpc_message)?;
         if max_grpc_message < 1024 {
-            return Err("[limits] max_grpc_message must be at least 1KiB".to_owned());
+            return out_of_range("max_grpc_message", "at least 1KiB");
         }
         Ok(Limits {
             max_header_bytes: max_header_bytes as usize,
@@ -243,40 +239,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes() {
-        assert_eq!(parse_size("65536"), Ok(65536));
-        assert_eq!(parse_size("64KiB"), Ok(65536));
-        assert_eq!(parse_size("10MiB"), Ok(10 << 20));
-        assert_eq!(parse_size("2MB"), Ok(2_000_000));
-        assert!(parse_size("10 parsecs").is_err());
-        assert!(parse_size("99999999999999GiB").is_err());
-        assert!(parse_size("").is_err());
-    }
-
-    #[test]
     fn max_action_response_defaults_parses_and_refuses_zero() {
-        let build = |text: &str| Limits::build(toml::from_str::<RawLimits>(text).map_err(|e| e.to_string())?);
+        let build = |text: &str| Limits::build(toml::from_str::<RawLimits>(text).expect("valid toml"));
         assert_eq!(build("").map(|l| l.max_action_response), Ok(1 << 20));
         assert_eq!(build("max_action_response = \"4KiB\"").map(|l| l.max_action_response), Ok(4096));
-        assert!(build("max_action_response = 0").is_err());
+        assert_eq!(build("max_action_response = 0"), Err(LimitsError::Zero { key: "max_action_response" }));
         assert_eq!(build("").map(|l| l.max_websocket_message), Ok(1 << 20));
         assert_eq!(build("max_websocket_message = \"64KiB\"").map(|l| l.max_websocket_message), Ok(65536));
-        assert!(build("max_websocket_message = 10").is_err());
+        assert!(matches!(
+            build("max_websocket_message = 10"),
+            Err(LimitsError::OutOfRange { key: "max_websocket_message", .. })
+        ));
         assert_eq!(build("").map(|l| l.max_grpc_message), Ok(4 << 20));
         assert_eq!(build("max_grpc_message = \"16MiB\"").map(|l| l.max_grpc_message), Ok(16 << 20));
-        assert!(build("max_grpc_message = 10").is_err());
+        assert!(matches!(build("max_grpc_message = 10"), Err(LimitsError::OutOfRange { key: "max_grpc_message", .. })));
     }
 
     #[test]
     fn upstream_pool_and_response_head_limits_default_parse_and_refuse_nonsense() {
-        let build = |text: &str| Limits::build(toml::from_str::<RawLimits>(text).map_err(|e| e.to_string())?);
+        let build = |text: &str| Limits::build(toml::from_str::<RawLimits>(text).expect("valid toml"));
         assert_eq!(build("").map(|l| l.upstream_pool_idle_timeout), Ok(Duration::from_secs(4)));
         let l = build("upstream_pool_idle_timeout = \"90s\"");
         assert_eq!(l.map(|l| l.upstream_pool_idle_timeout), Ok(Duration::from_secs(90)));
-        assert!(build("upstream_pool_idle_timeout = \"0s\"").is_err());
+        assert_eq!(
+            build("upstream_pool_idle_timeout = \"0s\""),
+            Err(LimitsError::Zero { key: "upstream_pool_idle_timeout" })
+        );
         assert_eq!(build("").map(|l| l.max_response_header_bytes), Ok(400 << 10));
         assert_eq!(build("max_response_header_bytes = \"1MiB\"").map(|l| l.max_response_header_bytes), Ok(1 << 20));
-        assert!(build("max_response_header_bytes = 100").is_err());
-        assert!(build("upstream_pool_idle = \"4s\"").is_err(), "unknown keys are still errors");
+        assert!(matches!(
+            build("max_response_header_bytes = 100"),
+            Err(LimitsError::OutOfRange { key: "max_response_header_bytes", .. })
+        ));
+        assert!(toml::from_str::<RawLimits>("upstream_pool_idle = \"4s\"").is_err(), "unknown keys are still errors");
     }
 }

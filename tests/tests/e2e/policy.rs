@@ -167,6 +167,40 @@ async fn every_refusal_happens_before_any_upstream_connection() {
     proxy.proxy.shutdown().await;
 }
 
+/// A host no certificate can name — a label starting or ending in `-`, a
+/// last label that is a number (clients read `127.1` as an IPv4 address) —
+/// is refused at CONNECT with a denial the agent can read, and audited,
+/// even under `egress = "deny"`, where every other host is intercepted.
+/// Before, the policy accepted these hosts and the CA refused them: the
+/// CONNECT was answered 200, then the TLS handshake failed with no denial.
+#[tokio::test]
+async fn a_host_no_certificate_can_name_is_refused_at_connect() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let proxy = TestProxy::start(&config(&upstream, "deny")).await;
+    let hosts = ["a-.test", "-a.test", "127.1", "0x7f.1", "1.2.3.999"];
+    for host in hosts {
+        let authority = format!("{host}:{}", upstream.port());
+        let reply = client::connect(proxy.addr(), &authority, Some(("acme", ACME_TOKEN))).await.unwrap();
+        assert_eq!(reply.status, 400, "CONNECT {authority}: {}", reply.head);
+        assert!(reply.head.contains("x-airlock-denied: bad_request"), "{}", reply.head);
+        let json: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(json["error"]["code"], "bad_request", "{json}");
+        assert!(json["error"]["next_step"].as_str().is_some_and(|s| !s.is_empty()), "{json}");
+    }
+    let TestProxy { home, proxy } = proxy;
+    proxy.shutdown().await;
+    // Refusals before authentication are coalesced per address: every one
+    // is counted, in one record or a few.
+    let records = audit_records(&home.path.join("audit.jsonl"));
+    let refused: u64 = records
+        .iter()
+        .filter(|r| r["code"] == "bad_request" && r["status"] == 400 && r["decision"] == "deny")
+        .map(|r| r["attempts"].as_u64().unwrap_or(1))
+        .sum();
+    assert_eq!(refused, hosts.len() as u64, "{records:?}");
+    assert_eq!(upstream.connections(), 0);
+}
+
 #[tokio::test]
 async fn curl_shows_the_denial_inside_the_tls_session() {
     let upstream = Upstream::start(Protocols::Both).await;

@@ -1,0 +1,485 @@
+//! The checks that turn the raw schema into a [`Policy`]: every host,
+//! path, duration, secret source and placeholder is parsed or refused here,
+//! with a [`BuildError`] that names the table, tenant, route and key.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use aho_corasick::{AhoCorasick, MatchKind};
+
+use super::error::{BuildError, RouteError};
+use super::schema::{RawConfig, RawRoute, RawSecret};
+use crate::glob::PathGlob;
+use crate::host::{self, HostPattern};
+use crate::limits::Limits;
+use crate::policy::{AuditSettings, Egress, Policy, ProxySettings, Route, RouteId, Tenant};
+use crate::secrets::{DEFAULT_COMMAND_TIMEOUT, DEFAULT_COMMAND_TTL, SecretSource, SecretSpec, env_vars, valid_name};
+use crate::units::parse_duration;
+
+/// Methods a route allows when it lists none: reads only.
+pub const DEFAULT_METHODS: [&str; 3] = ["GET", "HEAD", "OPTIONS"];
+/// Headers a placeholder may be swapped in when a route lists none.
+pub const DEFAULT_HEADERS: [&str; 2] = ["authorization", "x-api-key"];
+/// The default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// Headers that may never carry an injected secret: the proxy consumes or
+/// rewrites them.
+const FORBIDDEN_HEADERS: [&str; 11] = [
+    "host",
+    "proxy-authorization",
+    "proxy-connection",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "cookie",
+];
+
+pub(super) fn build(raw: RawConfig, base: &Path, home: &Path) -> Result<Policy, BuildError> {
+    let absolute = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+
+    let listen = raw.proxy.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen: SocketAddr = listen.parse().map_err(|_| BuildError::Listen(listen.to_owned()))?;
+    let mut resolve = HashMap::new();
+    for (name, ip) in raw.proxy.resolve {
+        let Some(h) = host::normalize(&name) else { return Err(BuildError::ResolveHost(name)) };
+        let Ok(ip) = ip.parse::<IpAddr>() else { return Err(BuildError::ResolveIp { host: name, ip }) };
+        resolve.insert(h, ip);
+    }
+    let proxy = ProxySettings {
+        listen,
+        egress: raw.proxy.egress.unwrap_or(Egress::Tunnel),
+        deny_private_egress: raw.proxy.deny_private_egress.unwrap_or(true),
+        upstream_ca: raw.proxy.upstream_ca.into_iter().map(absolute).collect(),
+        resolve,
+    };
+    let audit_path = raw.audit.path.unwrap_or_else(|| PathBuf::from("audit.jsonl"));
+    let audit = AuditSettings { path: if audit_path.is_absolute() { audit_path } else { home.join(audit_path) } };
+    let limits = Limits::build(raw.limits)?;
+
+    let mut secrets = BTreeMap::new();
+    for (name, s) in raw.secrets {
+        let spec = build_secret(&name, s, &absolute)?;
+        secrets.insert(name, spec);
+    }
+    // A vault command is the operator's own program and needs its CLI's
+    // tokens from the environment, but never another secret's value.
+    let env_vars: Vec<String> = env_vars(secrets.values()).map(str::to_owned).collect();
+    for spec in secrets.values_mut() {
+        if let SecretSource::Command { withheld_env, .. } = &mut spec.source {
+            withheld_env.clone_from(&env_vars);
+        }
+    }
+
+    let mut tenants = Vec::new();
+    let mut placeholders: Vec<String> = Vec::new();
+    let mut placeholder_routes = Vec::new();
+    for (ti, (name, t)) in raw.tenants.into_iter().enumerate() {
+        if !valid_tenant_name(&name) {
+            return Err(BuildError::TenantName { tenant: name });
+        }
+        if t.token.len() < 16 || t.token.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+            return Err(BuildError::WeakToken { tenant: name });
+        }
+        let mut routes: Vec<Route> = Vec::new();
+        let mut names = HashSet::new();
+        let mut served: HashMap<(HostPattern, u16), usize> = HashMap::new();
+        for (ri, r) in t.routes.into_iter().enumerate() {
+            let route_name = r.name.clone();
+            let route = build_route(r, &secrets).map_err(|error| BuildError::Route {
+                tenant: name.clone(),
+                route: route_name,
+                error,
+            })?;
+            if !names.insert(route.name.clone()) {
+                return Err(BuildError::DuplicateRoute { tenant: name, route: route.name });
+            }
+            if let Some(&prev) = served.get(&(route.host.clone(), route.port)) {
+                return Err(BuildError::OverlappingRoutes {
+                    tenant: name,
+                    first: routes[prev].name.clone(),
+                    authority: route.authority(),
+                    second: route.name,
+                });
+            }
+            served.insert((route.host.clone(), route.port), ri);
+            placeholders.push(route.placeholder.clone());
+            placeholder_routes.push(RouteId { tenant: ti, route: ri });
+            routes.push(route);
+        }
+        tenants.push(Tenant::new(name, t.token, routes));
+    }
+
+    // Placeholders are looked up across every tenant (to tell `wrong_tenant`
+    // from `placeholder_host_mismatch`), so each must be unique, and none may
+    // contain another (else swapping one would corrupt the other).
+    let mut seen = HashSet::new();
+    if let Some(p) = placeholders.iter().find(|p| !seen.insert(*p)) {
+        return Err(BuildError::DuplicatePlaceholder(p.clone()));
+    }
+    for (i, p) in placeholders.iter().enumerate() {
+        if let Some((_, q)) = placeholders.iter().enumerate().find(|(j, q)| *j != i && p.contains(q.as_str())) {
+            return Err(BuildError::NestedPlaceholder { outer: p.clone(), inner: q.clone() });
+        }
+    }
+    let automaton = AhoCorasick::builder()
+        .match_kind(MatchKind::LeftmostLongest)
+        .build(&placeholders)
+        .map_err(BuildError::Matcher)?;
+    let placeholder_names = AhoCorasick::builder()
+        .match_kind(MatchKind::LeftmostLongest)
+        .ascii_case_insensitive(true)
+        .build(&placeholders)
+        .map_err(BuildError::Matcher)?;
+    Ok(Policy {
+        proxy,
+        audit,
+        limits,
+        secrets,
+        tenants,
+        placeholders: automaton,
+        placeholder_routes,
+        placeholder_names,
+    })
+}
+
+fn valid_tenant_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+fn build_secret(name: &str, s: RawSecret, absolute: &dyn Fn(PathBuf) -> PathBuf) -> Result<SecretSpec, BuildError> {
+    if !valid_name(name) {
+        return Err(BuildError::SecretName { name: name.to_owned() });
+    }
+    let duration = |key: &'static str, text: Option<&str>| {
+        text.map(|t| {
+            parse_duration(t).map_err(|error| BuildError::SecretDuration { name: name.to_owned(), key, error })
+        })
+        .transpose()
+    };
+    let timeout = duration("timeout", s.timeout.as_deref())?;
+    // Each source takes its own keys; a key meant for another source is a
+    // mistake worth naming rather than ignoring.
+    let allowed: &[&str] = match s.source.as_str() {
+        "store" => &[],
+        "env" => &["var"],
+        "file" => &["path"],
+        "command" => &["command", "timeout"],
+        "keychain" => &["service", "account", "timeout"],
+        _ => return Err(BuildError::UnknownSource { name: name.to_owned(), kind: s.source }),
+    };
+    let present = [
+        ("var", s.var.is_some()),
+        ("path", s.path.is_some()),
+        ("command", s.command.is_some()),
+        ("service", s.service.is_some()),
+        ("account", s.account.is_some()),
+        ("timeout", timeout.is_some()),
+    ];
+    if let Some(&(key, _)) = present.iter().find(|(key, set)| *set && !allowed.contains(key)) {
+        return Err(BuildError::KeyNotForSource { name: name.to_owned(), key, kind: s.source });
+    }
+    let missing = |kind, example| BuildError::MissingKey { name: name.to_owned(), kind, example };
+    let source = match s.source.as_str() {
+        "store" => SecretSource::Store,
+        "env" => {
+            let var = s.var.ok_or_else(|| missing("env", "var = \"NAME\""))?;
+            SecretSource::Env { var }
+        }
+        "file" => {
+            let path = s.path.ok_or_else(|| missing("file", "path = \"/path\""))?;
+            SecretSource::File { path: absolute(path) }
+        }
+        "command" => {
+            let argv = s.command.unwrap_or_default();
+            if argv.is_empty() || argv[0].is_empty() {
+                return Err(missing("command", "command = [\"program\", \"arg\", …]"));
+            }
+            // `withheld_env` is filled in by `build` once every secret is known.
+            SecretSource::Command {
+                argv,
+                timeout: timeout.unwrap_or(DEFAULT_COMMAND_TIMEOUT),
+                withheld_env: Vec::new(),
+            }
+        }
+        _ => {
+            let service = s.service.unwrap_or_else(|| "airlock".to_owned());
+            let account = s.account.unwrap_or_else(|| name.to_owned());
+            if service.is_empty() || account.is_empty() {
+                return Err(BuildError::EmptyKeychainItem { name: name.to_owned() });
+            }
+            SecretSource::Keychain { service, account, timeout: timeout.unwrap_or(DEFAULT_COMMAND_TIMEOUT) }
+        }
+    };
+    let ttl = duration("ttl", s.ttl.as_deref())?;
+    // Values from outside processes change behind our back: look again
+    // every few minutes unless told otherwise.
+    let ttl = match source {
+        SecretSource::Command { .. } | SecretSource::Keychain { .. } => Some(ttl.unwrap_or(DEFAULT_COMMAND_TTL)),
+        _ => ttl,
+    };
+    Ok(SecretSpec { name: name.to_owned(), source, ttl })
+}
+
+fn build_route(r: RawRoute, secrets: &BTreeMap<String, SecretSpec>) -> Result<Route, RouteError> {
+    if r.name.is_empty() || !r.name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')) {
+        return Err(RouteError::Name);
+    }
+    let (host, port) = HostPattern::parse(&r.host).map_err(RouteError::Host)?;
+    if !secrets.contains_key(&r.secret) {
+        return Err(RouteError::UndeclaredSecret(r.secret));
+    }
+    if r.placeholder.len() < 8
+        || !r.placeholder.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    {
+        return Err(RouteError::Placeholder(r.placeholder));
+    }
+    if let Some(env) = &r.env {
+        let ok = !env.is_empty()
+            && !env.starts_with(|c: char| c.is_ascii_digit())
+            && env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !ok {
+            return Err(RouteError::EnvName(env.clone()));
+        }
+    }
+    let headers = match r.headers {
+        None => DEFAULT_HEADERS.iter().map(|h| (*h).to_owned()).collect(),
+        Some(hs) => {
+            let mut out = Vec::new();
+            for h in hs {
+                let lower = h.to_ascii_lowercase();
+                let token = !lower.is_empty() && lower.bytes().all(is_tchar);
+                if !token {
+                    return Err(RouteError::HeaderName(h));
+                }
+                if FORBIDDEN_HEADERS.contains(&lower.as_str()) {
+                    return Err(RouteError::ForbiddenHeader(lower));
+                }
+                out.push(lower);
+            }
+            out
+        }
+    };
+    let methods = match r.methods {
+        None => DEFAULT_METHODS.iter().map(|m| (*m).to_owned()).collect(),
+        Some(ms) => {
+            let mut out = Vec::new();
+            for m in ms {
+                if m.is_empty() || !m.bytes().all(is_tchar) || m.eq_ignore_ascii_case("CONNECT") {
+                    return Err(RouteError::Method(m));
+                }
+                out.push(m.to_ascii_uppercase());
+            }
+            out
+        }
+    };
+    let paths = r
+        .paths
+        .unwrap_or_default()
+        .iter()
+        .map(|p| PathGlob::parse(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(RouteError::Path)?;
+    let max_request_body = r.max_request_body.map(|s| s.bytes()).transpose().map_err(RouteError::MaxRequestBody)?;
+    Ok(Route {
+        name: r.name,
+        host,
+        port,
+        secret: r.secret,
+        placeholder: r.placeholder,
+        env: r.env,
+        headers,
+        methods,
+        max_request_body,
+        danger_plaintext_private_upstream: r.danger_plaintext_private_upstream,
+        danger_unscrubbed_websocket: r.danger_unscrubbed_websocket,
+        paths,
+    })
+}
+
+/// RFC 9110 token characters.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::ConfigError;
+    use crate::glob::InvalidGlob;
+    use crate::host::InvalidPattern;
+    use crate::limits::LimitsError;
+    use crate::units::InvalidUnit;
+
+    const TOKEN: &str = "0123456789abcdef0123";
+
+    fn load(text: &str) -> Result<Policy, ConfigError> {
+        Policy::from_toml(text, "test.toml", Path::new("/etc/airlock"), Path::new("/home/u/.local/share/airlock"))
+    }
+
+    fn with_routes(routes: &str) -> String {
+        format!("[secrets.s]\nsource = \"env\"\nvar = \"S\"\n[tenants.a]\ntoken = \"{TOKEN}\"\n{routes}")
+    }
+
+    fn route(name: &str, host: &str, placeholder: &str) -> String {
+        format!(
+            "[[tenants.a.routes]]\nname = \"{name}\"\nhost = \"{host}\"\nsecret = \"s\"\nplaceholder = \"{placeholder}\"\n"
+        )
+    }
+
+    #[test]
+    fn rejects_invalid_policies() {
+        fn route_error(e: BuildError) -> Option<RouteError> {
+            match e {
+                BuildError::Route { tenant, route, error } if tenant == "a" && route == "r" => Some(error),
+                _ => None,
+            }
+        }
+        type Check = fn(BuildError) -> bool;
+        let cases: [(String, Check); 20] = [
+            (
+                with_routes(&(route("r", "a.test", "AIRLOCK_1") + &route("r", "b.test", "AIRLOCK_2"))),
+                |e| matches!(e, BuildError::DuplicateRoute { tenant, route } if tenant == "a" && route == "r"),
+            ),
+            (with_routes(&(route("r", "a.test", "AIRLOCK_1") + &route("q", "A.test.", "AIRLOCK_2"))), |e| {
+                matches!(e, BuildError::OverlappingRoutes { first, second, authority, .. }
+                    if first == "r" && second == "q" && authority == "a.test")
+            }),
+            (
+                with_routes(&(route("r", "a.test", "AIRLOCK_1") + &route("q", "b.test", "AIRLOCK_1"))),
+                |e| matches!(e, BuildError::DuplicatePlaceholder(p) if p == "AIRLOCK_1"),
+            ),
+            (
+                with_routes(&(route("r", "a.test", "AIRLOCK_1") + &route("q", "b.test", "AIRLOCK_12"))),
+                |e| matches!(e, BuildError::NestedPlaceholder { outer, inner } if outer == "AIRLOCK_12" && inner == "AIRLOCK_1"),
+            ),
+            (
+                with_routes(&route("r", "a.test", "short")),
+                |e| matches!(route_error(e), Some(RouteError::Placeholder(p)) if p == "short"),
+            ),
+            (
+                with_routes(&route("r", "*.com", "AIRLOCK_1")),
+                |e| matches!(route_error(e), Some(RouteError::Host(InvalidPattern::WildcardTooBroad(h))) if h == "*.com"),
+            ),
+            (
+                with_routes(&route("r", "a.test", "AIRLOCK_1").replace("\"s\"", "\"nope\"")),
+                |e| matches!(route_error(e), Some(RouteError::UndeclaredSecret(s)) if s == "nope"),
+            ),
+            (
+                with_routes(&(route("r", "a.test", "AIRLOCK_1") + "headers = [\"host\"]\n")),
+                |e| matches!(route_error(e), Some(RouteError::ForbiddenHeader(h)) if h == "host"),
+            ),
+            (
+                with_routes(&(route("r", "a.test", "AIRLOCK_1") + "methods = [\"CONNECT\"]\n")),
+                |e| matches!(route_error(e), Some(RouteError::Method(m)) if m == "CONNECT"),
+            ),
+            (
+                with_routes(&(route("r", "a.test", "AIRLOCK_1") + "paths = [\"v1\"]\n")),
+                |e| matches!(route_error(e), Some(RouteError::Path(InvalidGlob::NoLeadingSlash(p))) if p == "v1"),
+            ),
+            (
+                "[tenants.a]\ntoken = \"short\"\n".to_owned(),
+                |e| matches!(e, BuildError::WeakToken { tenant } if tenant == "a"),
+            ),
+            ("[proxy]\nlisten = \"nope\"\n".to_owned(), |e| matches!(e, BuildError::Listen(l) if l == "nope")),
+            (
+                "[secrets.s]\nsource = \"vault\"\n".to_owned(),
+                |e| matches!(e, BuildError::UnknownSource { name, kind } if name == "s" && kind == "vault"),
+            ),
+            (
+                "[secrets.s]\nsource = \"env\"\n".to_owned(),
+                |e| matches!(e, BuildError::MissingKey { name, kind: "env", .. } if name == "s"),
+            ),
+            (
+                "[secrets.s]\nsource = \"store\"\nvar = \"X\"\n".to_owned(),
+                |e| matches!(e, BuildError::KeyNotForSource { key: "var", kind, .. } if kind == "store"),
+            ),
+            (
+                "[secrets.s]\nsource = \"store\"\nttl = \"5 minutes\"\n".to_owned(),
+                |e| matches!(e, BuildError::SecretDuration { key: "ttl", error: InvalidUnit::Duration(t), .. } if t == "5 minutes"),
+            ),
+            (
+                "[secrets.s]\nsource = \"env\"\nvar = \"X\"\ntimeout = \"1s\"\n".to_owned(),
+                |e| matches!(e, BuildError::KeyNotForSource { key: "timeout", kind, .. } if kind == "env"),
+            ),
+            (
+                "[secrets.s]\nsource = \"keychain\"\ncommand = [\"x\"]\n".to_owned(),
+                |e| matches!(e, BuildError::KeyNotForSource { key: "command", kind, .. } if kind == "keychain"),
+            ),
+            (
+                "[secrets.s]\nsource = \"keychain\"\naccount = \"\"\n".to_owned(),
+                |e| matches!(e, BuildError::EmptyKeychainItem { name } if name == "s"),
+            ),
+            ("[limits]\nidle_timeout = \"0s\"\n".to_owned(), |e| {
+                matches!(e, BuildError::Limits(LimitsError::Zero { key: "idle_timeout" }))
+            }),
+        ];
+        for (text, want) in cases {
+            match load(&text) {
+                Ok(_) => panic!("accepted:\n{text}"),
+                Err(ConfigError::Invalid { origin, error }) => {
+                    assert_eq!(origin, "test.toml");
+                    let shown = error.to_string();
+                    assert!(want(error), "got: {shown}\n{text}");
+                }
+                Err(e) => panic!("not a build error: {e}\n{text}"),
+            }
+        }
+    }
+
+    #[test]
+    fn route_defaults() {
+        let p = load(&with_routes(&route("r", "*.a.test:8443", "AIRLOCK_1"))).unwrap();
+        let r = &p.tenants[0].routes[0];
+        assert_eq!(r.methods, DEFAULT_METHODS);
+        assert_eq!(r.headers, DEFAULT_HEADERS);
+        assert_eq!(r.port, 8443);
+        assert_eq!(r.authority(), "*.a.test:8443");
+        assert_eq!(r.paths().count(), 0);
+    }
+
+    #[test]
+    fn secret_source_defaults() {
+        let text = "[secrets.k]\nsource = \"keychain\"\n[secrets.c]\nsource = \"command\"\ncommand = [\"op\"]\n\
+                    [secrets.k2]\nsource = \"keychain\"\nservice = \"vault\"\naccount = \"acme\"\nttl = \"1h\"\n\
+                    [secrets.s]\nsource = \"store\"\n";
+        let p = load(text).unwrap();
+        let five = Some(DEFAULT_COMMAND_TTL);
+        assert_eq!(
+            p.secrets["k"].source,
+            SecretSource::Keychain { service: "airlock".into(), account: "k".into(), timeout: DEFAULT_COMMAND_TIMEOUT }
+        );
+        assert_eq!(p.secrets["k"].ttl, five);
+        assert_eq!(p.secrets["c"].ttl, five, "command values are looked up again after the default ttl");
+        assert!(
+            matches!(&p.secrets["k2"].source, SecretSource::Keychain { service, account, .. } if service == "vault" && account == "acme")
+        );
+        assert_eq!(p.secrets["k2"].ttl, Some(Duration::from_secs(3600)));
+        assert_eq!(p.secrets["s"].ttl, None);
+    }
+
+    #[test]
+    fn vault_commands_withhold_every_env_secret_variable() {
+        let text = format!(
+            "[secrets.a]\nsource = \"env\"\nvar = \"A_KEY\"\n[secrets.a2]\nsource = \"env\"\nvar = \"A_KEY\"\n\
+             [secrets.b]\nsource = \"env\"\nvar = \"B_KEY\"\n[secrets.c]\nsource = \"command\"\ncommand = [\"op\"]\n\
+             [secrets.s]\nsource = \"store\"\n[tenants.a]\ntoken = \"{TOKEN}\"\n{}",
+            route("r", "a.test", "AIRLOCK_1").replace("\"s\"", "\"a\"")
+        );
+        let p = load(&text).unwrap();
+        // Every tenant's, even a secret no route uses; each variable once.
+        assert_eq!(p.secret_env_vars().collect::<Vec<_>>(), ["A_KEY", "B_KEY"]);
+        let SecretSource::Command { withheld_env, .. } = &p.secrets["c"].source else { panic!("not a command") };
+        assert_eq!(withheld_env, &["A_KEY", "B_KEY"]);
+    }
+}

@@ -1,0 +1,221 @@
+//! Why a config could not be loaded: [`ConfigError`] for the file as a
+//! whole, [`BuildError`] and [`RouteError`] for a config that parsed but is
+//! not a valid policy.
+
+use std::path::PathBuf;
+
+use crate::glob::InvalidGlob;
+use crate::host::InvalidPattern;
+use crate::limits::LimitsError;
+use crate::units::InvalidUnit;
+
+/// Why a config could not be loaded. The message names the file, and for
+/// syntax and schema errors the key and line.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}", path = path.display())]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// TOML syntax or schema error (unknown key, wrong type); the message
+    /// carries the line, column and key.
+    #[error("invalid config {origin}: {message}")]
+    Parse {
+        /// Where the text came from.
+        origin: String,
+        /// toml's message, with line and column.
+        message: String,
+    },
+    /// The config parsed but is not a valid policy.
+    #[error("invalid config {origin}: {error}")]
+    Invalid {
+        /// Where the text came from.
+        origin: String,
+        /// What is wrong and where (tenant, route, key). In the message,
+        /// so not also a `source`.
+        error: BuildError,
+    },
+}
+
+/// Why a config that parsed is not a valid policy. Each variant carries
+/// what names the place (table, secret, tenant, route, key) and the
+/// offending value; the message says what to change.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// `[proxy] listen` is not a socket address.
+    #[error("[proxy] listen = '{0}' is not an address like 127.0.0.1:8080")]
+    Listen(String),
+    /// A `[proxy] resolve` key is not a host.
+    #[error("[proxy] resolve: '{0}' is not a host")]
+    ResolveHost(String),
+    /// A `[proxy] resolve` value is not an IP address.
+    #[error("[proxy] resolve: '{ip}' (for {host}) is not an IP address")]
+    ResolveIp {
+        /// The key, as written.
+        host: String,
+        /// The value, as written.
+        ip: String,
+    },
+    /// `[limits]` is not valid.
+    #[error(transparent)]
+    Limits(#[from] LimitsError),
+    /// A secret's name is not letters, digits, `_`, `-` and `.`.
+    #[error("[secrets.{name}]: names are letters, digits, '_', '-' and '.' only")]
+    SecretName {
+        /// The name, as written.
+        name: String,
+    },
+    /// A secret's `ttl` or `timeout` is not a duration.
+    #[error("[secrets.{name}] {key}: {error}")]
+    SecretDuration {
+        /// The secret.
+        name: String,
+        /// `ttl` or `timeout`.
+        key: &'static str,
+        /// What is wrong with the value.
+        error: InvalidUnit,
+    },
+    /// A secret's `source` is none airlock knows.
+    #[error("[secrets.{name}]: unknown source \"{kind}\" (expected store, env, file, command or keychain)")]
+    UnknownSource {
+        /// The secret.
+        name: String,
+        /// The source, as written.
+        kind: String,
+    },
+    /// A secret sets a key its source does not take.
+    #[error("[secrets.{name}]: '{key}' does not apply to source = \"{kind}\"")]
+    KeyNotForSource {
+        /// The secret.
+        name: String,
+        /// The key.
+        key: &'static str,
+        /// The secret's source.
+        kind: String,
+    },
+    /// A secret lacks the key its source needs.
+    #[error("[secrets.{name}]: source = \"{kind}\" needs {example}")]
+    MissingKey {
+        /// The secret.
+        name: String,
+        /// The secret's source.
+        kind: &'static str,
+        /// The key needed, with an example value.
+        example: &'static str,
+    },
+    /// A keychain secret names an empty service or account.
+    #[error("[secrets.{name}]: keychain service and account must not be empty")]
+    EmptyKeychainItem {
+        /// The secret.
+        name: String,
+    },
+    /// A tenant's name is not letters, digits, `_`, `-` and `.`.
+    #[error("tenant '{tenant}': names are letters, digits, '_', '-' and '.' only")]
+    TenantName {
+        /// The name, as written.
+        tenant: String,
+    },
+    /// A tenant's token is too short or holds spaces or control
+    /// characters. Never carries the token.
+    #[error(
+        "tenant '{tenant}': token must be at least 16 printable characters without spaces \
+         (`airlock init` generates one)"
+    )]
+    WeakToken {
+        /// The tenant.
+        tenant: String,
+    },
+    /// A route is not valid.
+    #[error("tenant '{tenant}', route '{route}': {error}")]
+    Route {
+        /// The tenant.
+        tenant: String,
+        /// The route's name, as written.
+        route: String,
+        /// What is wrong with it. In the message, so not also a `source`.
+        error: RouteError,
+    },
+    /// Two routes of a tenant share a name.
+    #[error("tenant '{tenant}': two routes are named '{route}'")]
+    DuplicateRoute {
+        /// The tenant.
+        tenant: String,
+        /// The name.
+        route: String,
+    },
+    /// Two routes of a tenant serve the same host pattern and port.
+    #[error(
+        "tenant '{tenant}': routes '{first}' and '{second}' both serve {authority}; a request could match \
+         either — merge them into one route"
+    )]
+    OverlappingRoutes {
+        /// The tenant.
+        tenant: String,
+        /// The route declared first.
+        first: String,
+        /// The route declared second.
+        second: String,
+        /// The host pattern and port both serve.
+        authority: String,
+    },
+    /// Two routes (of any tenants) share a placeholder.
+    #[error("placeholder '{0}' is used by more than one route; each must be unique")]
+    DuplicatePlaceholder(String),
+    /// A placeholder contains another, so swapping one would corrupt the
+    /// other.
+    #[error("placeholder '{outer}' contains placeholder '{inner}'; choose names that do not overlap")]
+    NestedPlaceholder {
+        /// The longer placeholder.
+        outer: String,
+        /// The placeholder inside it.
+        inner: String,
+    },
+    /// The placeholder automaton could not be built (too many or too long
+    /// placeholders).
+    #[error("cannot build the placeholder matcher: {0}")]
+    Matcher(aho_corasick::BuildError),
+}
+
+/// Why one route is not valid; [`BuildError::Route`] names the tenant and
+/// route.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RouteError {
+    /// The route's name is not letters, digits, `_`, `-` and `.`.
+    #[error("route names are letters, digits, '_', '-' and '.' only")]
+    Name,
+    /// The host is not `name`, `*.suffix` or either with `:port`.
+    #[error("host {0}")]
+    Host(InvalidPattern),
+    /// The route's secret has no `[secrets.*]` table.
+    #[error("secret '{0}' is not declared; add a [secrets.{0}] table")]
+    UndeclaredSecret(String),
+    /// The placeholder is too short or holds other characters than
+    /// letters, digits, `_`, `-` and `.`.
+    #[error("placeholder '{0}' must be at least 8 characters of letters, digits, '_', '-' or '.'")]
+    Placeholder(String),
+    /// `env` is not an environment variable name.
+    #[error("env '{0}' is not a valid environment variable name")]
+    EnvName(String),
+    /// An entry of `headers` is not a header name.
+    #[error("'{0}' is not a header name")]
+    HeaderName(String),
+    /// An entry of `headers` names a header the proxy consumes or rewrites.
+    #[error("a secret may not be injected into the '{0}' header")]
+    ForbiddenHeader(String),
+    /// An entry of `methods` is not a method a route may allow.
+    #[error("'{0}' is not an allowed HTTP method")]
+    Method(String),
+    /// An entry of `paths` is not a path glob.
+    #[error("{0}")]
+    Path(InvalidGlob),
+    /// `max_request_body` is not a size.
+    #[error("max_request_body: {0}")]
+    MaxRequestBody(InvalidUnit),
+}

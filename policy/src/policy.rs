@@ -1,0 +1,251 @@
+//! The checked policy: what a config becomes once [`Policy::load`] has
+//! accepted it. Every value here is valid by construction (hosts parsed,
+//! globs compiled, placeholders unique); the config loader (`config`) is
+//! the only place that builds one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use aho_corasick::AhoCorasick;
+use serde::Deserialize;
+
+use crate::glob::PathGlob;
+use crate::host::{self, HostPattern};
+use crate::limits::Limits;
+use crate::secrets::{SecretSpec, env_vars};
+
+/// What to do with hosts no route names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Egress {
+    /// Pass the bytes through untouched (subject to `deny_private_egress`).
+    Tunnel,
+    /// Intercept and refuse with `host_not_allowed`.
+    Deny,
+}
+
+/// `[proxy]`.
+#[derive(Clone, Debug)]
+pub struct ProxySettings {
+    /// Address the proxy listens on.
+    pub listen: SocketAddr,
+    /// Policy for hosts no route names.
+    pub egress: Egress,
+    /// Refuse tunnels to loopback/private/link-local addresses.
+    pub deny_private_egress: bool,
+    /// Extra PEM root files trusted for upstreams (absolute paths).
+    pub upstream_ca: Vec<PathBuf>,
+    /// Host → IP overrides, keys normalised.
+    pub resolve: HashMap<String, IpAddr>,
+}
+
+/// `[audit]`.
+#[derive(Clone, Debug)]
+pub struct AuditSettings {
+    /// The audit log (absolute path).
+    pub path: PathBuf,
+}
+
+/// A tenant: one client workspace.
+pub struct Tenant {
+    /// The tenant's name (the proxy user name).
+    pub name: String,
+    token: zeroize::Zeroizing<String>,
+    /// Its routes, in config order.
+    pub routes: Vec<Route>,
+    /// Routes with an exact host, by host: their ports and indexes (at
+    /// most one route per host and port).
+    exact: HashMap<String, Vec<(u16, usize)>>,
+    /// Routes with a wildcard host, most specific first.
+    wildcards: Vec<usize>,
+}
+
+impl fmt::Debug for Tenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tenant").field("name", &self.name).field("routes", &self.routes).finish_non_exhaustive()
+    }
+}
+
+impl Tenant {
+    pub(crate) fn new(name: String, token: String, routes: Vec<Route>) -> Tenant {
+        let mut exact = HashMap::new();
+        let mut wildcards = Vec::new();
+        for (i, r) in routes.iter().enumerate() {
+            match &r.host {
+                HostPattern::Exact(h) => exact.entry(h.clone()).or_insert_with(Vec::new).push((r.port, i)),
+                HostPattern::Wildcard(_) => wildcards.push(i),
+            }
+        }
+        wildcards.sort_by_key(|&i| std::cmp::Reverse(routes[i].host.specificity()));
+        Tenant { name, token: zeroize::Zeroizing::new(token), routes, exact, wildcards }
+    }
+
+    /// The index of the most specific route serving a normalised host and
+    /// port: the exact host's, else the longest matching wildcard. A lookup
+    /// and a scan of the wildcards only, however many routes there are.
+    pub(crate) fn route_index(&self, host: &str, port: u16) -> Option<usize> {
+        let exact = self.exact.get(host).and_then(|ports| ports.iter().find(|&&(p, _)| p == port));
+        if let Some(&(_, i)) = exact {
+            return Some(i);
+        }
+        self.wildcards.iter().copied().find(|&i| self.routes[i].matches_host(host, port))
+    }
+
+    /// The tenant's proxy token (what `airlock run`/`env` put in the proxy
+    /// URL).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+}
+
+/// A route: which host a tenant may reach with which secret.
+#[derive(Clone, Debug)]
+pub struct Route {
+    /// The route's name, unique within its tenant.
+    pub name: String,
+    /// Host pattern.
+    pub host: HostPattern,
+    /// Port (443 unless given).
+    pub port: u16,
+    /// Name of the secret injected.
+    pub secret: String,
+    /// What the agent holds instead of the secret.
+    pub placeholder: String,
+    /// Env var `airlock run`/`env` set to the placeholder.
+    pub env: Option<String>,
+    /// Lower-case header names the placeholder may be swapped in.
+    pub headers: Vec<String>,
+    /// Upper-case methods allowed.
+    pub methods: Vec<String>,
+    /// This route's request body limit, when it overrides
+    /// `[limits] max_request_body`.
+    pub max_request_body: Option<u64>,
+    /// Allows the secret to be injected into a plain `http://` request,
+    /// sent in cleartext, when the host resolves only to loopback or
+    /// private addresses. Off by default: a request that would carry an
+    /// injected secret in cleartext is refused with `insecure_upstream`.
+    pub danger_plaintext_private_upstream: bool,
+    /// Relays WebSocket frames from the upstream without rewriting them (for
+    /// binary protocols a rewrite would corrupt). Frames are still scanned:
+    /// one holding a known secret is audited `secret_exposed: true`. Off by
+    /// default: frames are scrubbed like bodies.
+    pub danger_unscrubbed_websocket: bool,
+    pub(crate) paths: Vec<PathGlob>,
+}
+
+impl Route {
+    /// The path globs (empty: every path).
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.paths.iter().map(PathGlob::as_str)
+    }
+
+    /// Whether this route serves a normalised host and port.
+    pub fn matches_host(&self, host: &str, port: u16) -> bool {
+        self.port == port && self.host.matches(host)
+    }
+
+    /// `host` or `host:port` as written for people.
+    pub fn authority(&self) -> String {
+        if self.port == host::DEFAULT_PORT { self.host.to_string() } else { format!("{}:{}", self.host, self.port) }
+    }
+}
+
+/// A tenant, by index into the loaded policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TenantId(pub(crate) usize);
+
+/// A route, by tenant and index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RouteId {
+    pub(crate) tenant: usize,
+    pub(crate) route: usize,
+}
+
+impl RouteId {
+    /// The tenant owning the route.
+    pub fn tenant(self) -> TenantId {
+        TenantId(self.tenant)
+    }
+}
+
+/// The whole checked configuration.
+pub struct Policy {
+    /// `[proxy]`.
+    pub proxy: ProxySettings,
+    /// `[audit]`.
+    pub audit: AuditSettings,
+    /// `[limits]`.
+    pub limits: Limits,
+    pub(crate) secrets: BTreeMap<String, SecretSpec>,
+    pub(crate) tenants: Vec<Tenant>,
+    /// One automaton over every placeholder of every tenant, built at load.
+    pub(crate) placeholders: AhoCorasick,
+    /// Pattern index of `placeholders` → the route owning it.
+    pub(crate) placeholder_routes: Vec<RouteId>,
+    /// The same placeholders, matched ignoring ASCII case, for header names
+    /// (which HTTP lower-cases); same pattern indices.
+    pub(crate) placeholder_names: AhoCorasick,
+}
+
+impl fmt::Debug for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Policy")
+            .field("proxy", &self.proxy)
+            .field("audit", &self.audit)
+            .field("secrets", &self.secrets)
+            .field("tenants", &self.tenants)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Policy {
+    /// Every tenant.
+    pub fn tenants(&self) -> impl Iterator<Item = (TenantId, &Tenant)> {
+        self.tenants.iter().enumerate().map(|(i, t)| (TenantId(i), t))
+    }
+
+    /// A tenant by id.
+    pub fn tenant(&self, id: TenantId) -> &Tenant {
+        &self.tenants[id.0]
+    }
+
+    /// A tenant by name.
+    pub fn tenant_by_name(&self, name: &str) -> Option<(TenantId, &Tenant)> {
+        self.tenants().find(|(_, t)| t.name == name)
+    }
+
+    /// A tenant's route by its name (an approved action's `service`).
+    pub fn route_named(&self, tenant: TenantId, name: &str) -> Option<RouteId> {
+        let routes = &self.tenants[tenant.0].routes;
+        routes.iter().position(|r| r.name == name).map(|i| RouteId { tenant: tenant.0, route: i })
+    }
+
+    /// A route by id.
+    pub fn route(&self, id: RouteId) -> &Route {
+        &self.tenants[id.tenant].routes[id.route]
+    }
+
+    /// A secret's spec.
+    pub fn secret(&self, name: &str) -> Option<&SecretSpec> {
+        self.secrets.get(name)
+    }
+
+    /// Every declared secret.
+    pub fn secrets(&self) -> impl Iterator<Item = &SecretSpec> {
+        self.secrets.values()
+    }
+
+    /// The variables of airlock's own environment that hold secrets: those
+    /// every `env` secret names, whichever tenant uses it. No child airlock
+    /// starts (the `airlock run` agent, a vault command) inherits them;
+    /// airlock itself keeps them, as each config load reads them again.
+    pub fn secret_env_vars(&self) -> impl Iterator<Item = &str> {
+        env_vars(self.secrets.values())
+    }
+
+    pub(crate) fn tenant_token(&self, id: usize) -> &[u8] {
+        self.tenants[id].token.as_bytes()
+    }
+}

@@ -1,0 +1,68 @@
+//! The type that holds a secret's value.
+
+use std::fmt;
+
+use zeroize::Zeroizing;
+
+/// A secret value: printable only as `[secret]`, zeroed on drop.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretValue(Zeroizing<Vec<u8>>);
+
+impl SecretValue {
+    /// Wraps a value, checking that it can travel in an HTTP header: not
+    /// empty, and no control characters (CR, LF and NUL would let a value
+    /// inject headers).
+    pub fn new(value: Vec<u8>) -> Result<Self, InvalidSecret> {
+        let value = Zeroizing::new(value);
+        if value.is_empty() {
+            return Err(InvalidSecret::Empty);
+        }
+        if value.iter().any(|&b| b.is_ascii_control() && b != b'\t') {
+            return Err(InvalidSecret::ControlCharacters);
+        }
+        Ok(SecretValue(value))
+    }
+
+    /// The raw bytes. Only the injector and the redactor call this.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[secret]")
+    }
+}
+
+impl fmt::Display for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[secret]")
+    }
+}
+
+/// Why a value cannot be a secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidSecret {
+    /// The value is empty.
+    #[error("the value is empty")]
+    Empty,
+    /// The value holds CR, LF, NUL or another control character.
+    #[error("the value contains control characters (newline, NUL, …), which cannot go in an HTTP header")]
+    ControlCharacters,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_value_never_prints() {
+        let v = SecretValue::new(b"sk_live_abc".to_vec()).unwrap();
+        assert_eq!(format!("{v:?} {v}"), "[secret] [secret]");
+        assert_eq!(SecretValue::new(Vec::new()), Err(InvalidSecret::Empty));
+        assert_eq!(SecretValue::new(b"a\r\nb".to_vec()), Err(InvalidSecret::ControlCharacters));
+    }
+}
