@@ -35,7 +35,6 @@
 
 use memchr::{memchr, memchr2, memchr3, memrchr};
 
-
 /// The longest raw unit, in bytes (`&DiacriticalGrave;`): an incomplete
 /// escape held back at the end of a frame is shorter.
 pub(super) const MAX_UNIT: usize = 18;
