@@ -49,6 +49,9 @@
 //! write a secret value into a log line, an audit record, an error message
 //! or a response.
 #![deny(missing_docs)]
+// The docs describe the internals a request passes through, linked: read
+// them with `cargo doc --document-private-items`.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod actions;
 pub mod agent;

@@ -64,7 +64,7 @@ pub enum SecretError {
     CommandStart {
         /// The secret's name.
         name: String,
-        /// argv[0].
+        /// `argv[0]`.
         program: String,
         /// Why.
         error: io::Error,
@@ -74,7 +74,7 @@ pub enum SecretError {
     CommandTimeout {
         /// The secret's name.
         name: String,
-        /// argv[0].
+        /// `argv[0]`.
         program: String,
         /// The limit.
         timeout: std::time::Duration,
@@ -88,7 +88,7 @@ pub enum SecretError {
     CommandFailed {
         /// The secret's name.
         name: String,
-        /// argv[0].
+        /// `argv[0]`.
         program: String,
         /// Exit status.
         status: String,

@@ -91,7 +91,7 @@ pub(crate) struct Upgrades {
 /// sent once more, on a new connection, when its method is idempotent
 /// (GET, HEAD, OPTIONS, TRACE, PUT, DELETE: RFC 9110 §9.2.2; RFC 9112
 /// §9.3.1 lets a proxy retry those, and forbids retrying others) and its
-/// body is at most [`REPLAY_LIMIT`] bytes, kept for the purpose. A POST or
+/// body is at most [`REPLAY_LIMIT`](crate::replay::REPLAY_LIMIT) bytes, kept for the purpose. A POST or
 /// PATCH is never resent: it may have been acted on. (A request hyper had
 /// not begun to write is retried by hyper itself, whatever its method.)
 pub(crate) async fn send<B>(
