@@ -81,20 +81,20 @@ impl RequestCtx {
     pub(crate) fn refuse(&self, err: &Error, to: Audience, detail: Option<String>) -> Refusal {
         let refusal = respond::refusal(err, to).scrubbed(|t| self.scrub(t));
         let record = self.refusal_record(&refusal, detail);
-        let (id, code) = (&self.request_id, refusal.code);
+        let (id, code, side) = (&self.request_id, refusal.code, err.side());
         match (err, self.tenant_name.is_some()) {
             (Error::Auth(e), false) => {
-                debug!(request_id = %id, %code, "refused");
+                debug!(request_id = %id, %code, ?side, "refused");
                 self.shared.auth.refused(self.peer.ip(), *e, record);
             }
             (_, true) => {
-                info!(request_id = %id, %code, "refused");
+                info!(request_id = %id, %code, ?side, "refused");
                 self.shared.audit.write(record);
             }
             // Before authentication anyone can send these: coalesced in the
             // audit log, and not logged above debug.
             (_, false) => {
-                debug!(request_id = %id, %code, "refused");
+                debug!(request_id = %id, %code, ?side, "refused");
                 self.shared.auth.refused_unauthenticated(self.peer.ip(), record);
             }
         }
