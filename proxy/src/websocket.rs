@@ -45,8 +45,9 @@ use airlock_policy::{Denial, Policy, RouteId, TenantId};
 
 use crate::audit::{AuditLog, Outcome, Record};
 use crate::conn::{self, Activity, ConnGuard};
+use crate::error::Error as Refused;
 use crate::redact::PatternSet;
-use crate::respond::{self, Audience};
+use crate::respond::{self, Audience, Refusal};
 
 /// How long a closing handshake may take before the connection is dropped.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
@@ -95,8 +96,9 @@ enum End {
     Closed,
     /// A side went away, broke the protocol or exceeded a limit.
     Broken,
-    /// The agent sent a placeholder it may not use here.
-    Denied(Denial),
+    /// The agent sent a placeholder it may not use here (the policy's
+    /// denial, mapped).
+    Denied(Refusal),
     /// A message was larger than `max_websocket_message`.
     TooLarge,
     /// Nothing moved for the idle timeout.
@@ -167,8 +169,8 @@ where
     };
     let both = |f: CloseFrame| Some((f.clone(), f));
     let closes = match &end {
-        End::Denied(d) => Some((
-            close_frame(CloseCode::Policy, &format!("airlock: {}", d.code)),
+        End::Denied(refusal) => Some((
+            close_frame(CloseCode::Policy, &format!("airlock: {}", refusal.code)),
             close_frame(CloseCode::Away, "airlock closed the connection"),
         )),
         End::TooLarge => both(close_frame(CloseCode::Size, "airlock: message larger than max_websocket_message")),
@@ -246,7 +248,7 @@ impl Way {
         match self {
             Way::Closed => End::Closed,
             Way::Broken => End::Broken,
-            Way::Denied(d) => End::Denied(d),
+            Way::Denied(d) => End::Denied(respond::refusal(&Refused::Policy(d), Audience::Proxy)),
             Way::TooLarge => End::TooLarge,
         }
     }
@@ -340,8 +342,8 @@ fn write_record(session: Session, up: Tally, down: Tally, end: &End) {
     record.secret_exposed = down.exposed;
     record.complete = matches!(end, End::Closed);
     record.duration_ms = started.elapsed().as_millis() as u64;
-    if let End::Denied(denial) = end {
-        let code = respond::refusal(&crate::error::Error::Policy(denial.clone()), Audience::Proxy).code;
+    if let End::Denied(refusal) = end {
+        let code = refusal.code;
         record.decision = Outcome::Deny;
         record.code = Some(code.as_str().to_owned());
         info!(request_id = %record.request_id, %code, "WebSocket message refused; connection closed");
