@@ -70,6 +70,7 @@ pub(crate) struct RequestCtx {
     pub(crate) started: Instant,
     /// The agent's address.
     pub(crate) peer: SocketAddr,
+    /// The method, scrubbed like the path once the tenant is known.
     pub(crate) method: String,
     /// The authenticated tenant; None before authentication.
     pub(crate) tenant: Option<TenantId>,
@@ -144,6 +145,8 @@ impl RequestCtx {
         // newer version at record time, and the record scrubs again.
         self.path_version = self.shared.vault.version();
         self.path = self.scrub(path);
+        // A method is any token the agent chose: one could be a secret.
+        self.method = self.scrub(&self.method);
         self.in_flight = Some(self.shared.audit.begin(audit::Event {
             ts: self.ts.clone(),
             event: audit::EventKind::Begin,

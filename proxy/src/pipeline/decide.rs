@@ -40,6 +40,11 @@ pub(crate) fn decide<B>(
             tracing::Span::current().record("route", tracing::field::display(&policy.route(route).name));
             Ok(Decided { route, injections })
         }
-        Decision::Deny(denial) => Err(Error::Policy(denial)),
+        Decision::Deny(denial) => {
+            if let Some(route) = denial.route {
+                tracing::Span::current().record("route", tracing::field::display(&policy.route(route).name));
+            }
+            Err(Error::Policy(denial))
+        }
     }
 }

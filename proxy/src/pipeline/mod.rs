@@ -79,7 +79,8 @@ pub(crate) async fn handle(shared: Arc<Shared>, dest: Arc<Destination>, req: Req
         // The tenant was removed by a reload while this connection was
         // open: refused, and recorded under the name it connected as (no
         // path: with the tenant gone, there is no set to scrub it with).
-        return ctx.deny(Error::Auth(airlock_policy::AuthError::Unknown), Audience::Proxy, Form::Json);
+        let detail = Some("the tenant was removed by a reload while its connection was open".to_owned());
+        return ctx.deny_with(Error::Auth(airlock_policy::AuthError::Unknown), Audience::Proxy, Form::Json, detail);
     }
     let ctx = ctx.begin(req.uri().path());
     let span = request_span(&ctx);

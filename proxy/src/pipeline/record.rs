@@ -51,6 +51,9 @@ impl RequestCtx {
         }
         record.code = Some(refusal.code.as_str().to_owned());
         record.detail = detail;
+        // A refused request was not carried through: its record counts no
+        // body bytes, however many were read before the refusal.
+        record.bytes_up = 0;
         record
     }
 
@@ -71,7 +74,12 @@ impl RequestCtx {
     /// [`respond::refusal`]), scrubs its texts, records and logs it, and
     /// answers in `form`.
     pub(crate) fn deny(&self, err: Error, to: Audience, form: Form) -> Response<Body> {
-        let refusal = self.refuse(&err, to, None);
+        self.deny_with(err, to, form, None)
+    }
+
+    /// [`RequestCtx::deny`], with a `detail` for the record.
+    pub(crate) fn deny_with(&self, err: Error, to: Audience, form: Form, detail: Option<String>) -> Response<Body> {
+        let refusal = self.refuse(&err, to, detail);
         refusal.response(&self.request_id, form)
     }
 

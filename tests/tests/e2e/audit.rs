@@ -452,7 +452,10 @@ async fn requests_and_connections_refused_before_a_route_is_decided_are_audited(
     assert_eq!(resp.status(), 407);
     let removed = records("api.beta.test");
     assert!(
-        removed.iter().any(|r| r["tenant"] == "beta" && r["code"] == "unknown_tenant" && r["method"] == "GET"),
+        removed.iter().any(|r| r["tenant"] == "beta"
+            && r["code"] == "unknown_tenant"
+            && r["method"] == "GET"
+            && r["detail"].as_str().is_some_and(|d| d.contains("removed by a reload"))),
         "{removed:?}"
     );
 }

@@ -266,6 +266,29 @@ async fn a_secret_in_the_request_path_is_kept_out_of_logs_and_the_audit() {
     proxy.proxy.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_secret_as_the_request_method_is_kept_out_of_logs_and_the_audit() {
+    // A method is any token the agent chooses: one holding a real key is
+    // refused (no route allows it), and no log line or record shows it.
+    let (upstream, proxy) = setup().await;
+    let ca = proxy.ca_pem();
+    for http in [Http::H1, Http::H2] {
+        let mut req = client::get("api.acme.test", upstream.port(), "/echo", &[], http);
+        *req.method_mut() = http::Method::from_bytes(ACME_SECRET.as_bytes()).unwrap();
+        let reply =
+            client::request(proxy.addr(), ("acme", ACME_TOKEN), "api.acme.test", upstream.port(), &[&ca], http, req)
+                .await
+                .unwrap();
+        assert_eq!(reply.status, 403, "{}", reply.text());
+        assert_no_secret("the answer", &reply.text());
+    }
+    let audit = proxy.audit_lines();
+    assert_eq!(audit.iter().filter(|l| l["method"] == ACME_PLACEHOLDER).count(), 2, "{audit:?}");
+    assert_no_secret("the audit", &format!("{audit:?}"));
+    assert_logs_clean();
+    proxy.proxy.shutdown().await;
+}
+
 /// What the agent receives of `path?guess=G`: with `until` set, the bytes
 /// that arrive before the upstream goes on (read until `until` bytes came,
 /// or, for `None`, until nothing more arrives for 1 s), then the upstream

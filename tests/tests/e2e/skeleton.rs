@@ -338,5 +338,22 @@ async fn log_lines_name_the_connection_tunnel_request_and_route() {
     ] {
         assert!(line.contains(&part), "{part:?} is not in {line}");
     }
+    // A denial the policy ties to a route names it too.
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-o", "/dev/null", "-X", "DELETE", "--cacert"])
+        .arg(home.path.join("ca.pem"))
+        .arg(format!("https://api.acme.test:{}/echo", upstream.port()))
+        .env("HTTPS_PROXY", format!("http://acme:{ACME_TOKEN}@{}", serve.addr))
+        .env_remove("https_proxy")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let refused = |log: &str| log.lines().any(|l| l.contains("method_not_allowed") && l.contains("route=echo"));
+    let ok = wait_for(Duration::from_secs(5), || refused(&serve.log())).await;
+    let log = serve.log();
+    assert!(ok, "{log}");
     assert!(!log.contains(ACME_SECRET), "{log}");
 }
