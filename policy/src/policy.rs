@@ -117,6 +117,11 @@ pub struct Route {
     pub env: Option<String>,
     /// Lower-case header names the placeholder may be swapped in.
     pub headers: Vec<String>,
+    /// Headers airlock sets on every request under the route, each to a
+    /// secret's value (lower-case name, secret name): a second credential
+    /// an API wants beside the token (DESIGN.md, "Credentials beyond a
+    /// header placeholder"). They replace any the agent sent.
+    pub add_headers: Vec<(String, String)>,
     /// Upper-case methods allowed.
     pub methods: Vec<String>,
     /// This route's request body limit, when it overrides
@@ -136,6 +141,11 @@ pub struct Route {
 }
 
 impl Route {
+    /// Every secret the route sends: its own, then its `add_headers` ones.
+    pub fn secrets(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.secret.as_str()).chain(self.add_headers.iter().map(|(_, s)| s.as_str()))
+    }
+
     /// The path globs (empty: every path).
     pub fn paths(&self) -> impl Iterator<Item = &str> {
         self.paths.iter().map(PathGlob::as_str)

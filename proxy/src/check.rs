@@ -100,7 +100,7 @@ pub fn check(home: &Path, policy: &Policy) -> Report {
     // described: a failed command's stderr summary is scrubbed of every
     // value the vault knows by then. The check is for the operator, so it
     // shows that summary (`operator_message`), which a denial never does.
-    let used: BTreeSet<&str> = policy.tenants().flat_map(|(_, t)| t.routes.iter().map(|r| r.secret.as_str())).collect();
+    let used: BTreeSet<&str> = policy.tenants().flat_map(|(_, t)| t.routes.iter().flat_map(|r| r.secrets())).collect();
     let failures: HashMap<String, String> = vault
         .prefetch(policy.secrets().filter(|s| used.contains(s.name.as_str())))
         .into_iter()
@@ -110,10 +110,12 @@ pub fn check(home: &Path, policy: &Policy) -> Report {
     for (_, t) in policy.tenants() {
         for r in &t.routes {
             let mut needs = Vec::new();
-            if policy.secret(&r.secret).is_none() {
-                needs.push(format!("secret '{}' is not declared", r.secret));
-            } else if let Some(failure) = failures.get(&r.secret) {
-                needs.push(failure.clone());
+            for secret in r.secrets() {
+                if policy.secret(secret).is_none() {
+                    needs.push(format!("secret '{secret}' is not declared"));
+                } else if let Some(failure) = failures.get(secret) {
+                    needs.push(failure.clone());
+                }
             }
             if let HostPattern::Exact(host) = &r.host {
                 let resolvable = policy.proxy.resolve.contains_key(host)

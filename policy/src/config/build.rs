@@ -267,6 +267,23 @@ fn build_route(r: RawRoute, secrets: &BTreeMap<String, SecretSpec>) -> Result<Ro
             out
         }
     };
+    let mut add_headers = Vec::new();
+    for (name, secret) in r.add_headers {
+        let lower = name.to_ascii_lowercase();
+        if lower.is_empty() || !lower.bytes().all(is_tchar) {
+            return Err(RouteError::AddHeaderName(name));
+        }
+        if FORBIDDEN_HEADERS.contains(&lower.as_str()) {
+            return Err(RouteError::AddHeaderForbidden(lower));
+        }
+        if headers.contains(&lower) {
+            return Err(RouteError::AddHeaderSwapped(lower));
+        }
+        if !secrets.contains_key(&secret) {
+            return Err(RouteError::AddHeaderSecret { header: lower, secret });
+        }
+        add_headers.push((lower, secret));
+    }
     let methods = match r.methods {
         None => DEFAULT_METHODS.iter().map(|m| (*m).to_owned()).collect(),
         Some(ms) => {
@@ -296,6 +313,7 @@ fn build_route(r: RawRoute, secrets: &BTreeMap<String, SecretSpec>) -> Result<Ro
         placeholder: r.placeholder,
         env: r.env,
         headers,
+        add_headers,
         methods,
         max_request_body,
         danger_plaintext_private_upstream: r.danger_plaintext_private_upstream,
@@ -346,7 +364,7 @@ mod tests {
             }
         }
         type Check = fn(BuildError) -> bool;
-        let cases: [(String, Check); 20] = [
+        let cases: [(String, Check); 24] = [
             (
                 with_routes(&(route("r", "a.test", "AIRLOCK_1") + &route("r", "b.test", "AIRLOCK_2"))),
                 |e| matches!(e, BuildError::DuplicateRoute { tenant, route } if tenant == "a" && route == "r"),
@@ -378,6 +396,25 @@ mod tests {
             (
                 with_routes(&(route("r", "a.test", "AIRLOCK_1") + "headers = [\"host\"]\n")),
                 |e| matches!(route_error(e), Some(RouteError::ForbiddenHeader(h)) if h == "host"),
+            ),
+            (
+                with_routes(&(route("r", "a.test", "AIRLOCK_1") + "add_headers = { \"x y\" = \"s\" }\n")),
+                |e| matches!(route_error(e), Some(RouteError::AddHeaderName(h)) if h == "x y"),
+            ),
+            (
+                with_routes(&(route("r", "a.test", "AIRLOCK_1") + "add_headers = { \"Host\" = \"s\" }\n")),
+                |e| matches!(route_error(e), Some(RouteError::AddHeaderForbidden(h)) if h == "host"),
+            ),
+            (
+                with_routes(&(route("r", "a.test", "AIRLOCK_1") + "add_headers = { \"X-Api-Key\" = \"s\" }\n")),
+                |e| matches!(route_error(e), Some(RouteError::AddHeaderSwapped(h)) if h == "x-api-key"),
+            ),
+            (
+                with_routes(&(route("r", "a.test", "AIRLOCK_1") + "add_headers = { \"developer-token\" = \"dev\" }\n")),
+                |e| {
+                    matches!(route_error(e), Some(RouteError::AddHeaderSecret { header, secret })
+                        if header == "developer-token" && secret == "dev")
+                },
             ),
             (
                 with_routes(&(route("r", "a.test", "AIRLOCK_1") + "methods = [\"CONNECT\"]\n")),
@@ -430,11 +467,21 @@ mod tests {
                 Err(ConfigError::Invalid { origin, error }) => {
                     assert_eq!(origin, "test.toml");
                     let shown = error.to_string();
-                    assert!(want(error), "got: {shown}\n{text}");
+                    assert!(want(*error), "got: {shown}\n{text}");
                 }
                 Err(e) => panic!("not a build error: {e}\n{text}"),
             }
         }
+    }
+
+    #[test]
+    fn add_headers_name_secrets_sent_beside_the_placeholder() {
+        let text =
+            with_routes(&(route("r", "a.test", "AIRLOCK_1") + "add_headers = { \"Developer-Token\" = \"s\" }\n"));
+        let p = load(&text).unwrap();
+        let (_, t) = p.tenants().next().unwrap();
+        assert_eq!(t.routes[0].add_headers, vec![("developer-token".to_owned(), "s".to_owned())]);
+        assert_eq!(t.routes[0].secrets().collect::<Vec<_>>(), ["s", "s"]);
     }
 
     #[test]

@@ -37,8 +37,9 @@ pub enum ConfigError {
         /// Where the text came from.
         origin: String,
         /// What is wrong and where (tenant, route, key). In the message,
-        /// so not also a `source`.
-        error: BuildError,
+        /// so not also a `source`. Boxed: it is large, and errors travel
+        /// by value.
+        error: Box<BuildError>,
     },
 }
 
@@ -209,6 +210,23 @@ pub enum RouteError {
     /// An entry of `headers` names a header the proxy consumes or rewrites.
     #[error("a secret may not be injected into the '{0}' header")]
     ForbiddenHeader(String),
+    /// An `add_headers` name is not a header name.
+    #[error("add_headers: '{0}' is not a header name")]
+    AddHeaderName(String),
+    /// An `add_headers` name is one the proxy consumes or rewrites.
+    #[error("add_headers: a secret may not be sent in the '{0}' header")]
+    AddHeaderForbidden(String),
+    /// An `add_headers` name is also a header the placeholder is swapped in.
+    #[error("add_headers: '{0}' is also in headers, where the placeholder is swapped; name it in one of the two")]
+    AddHeaderSwapped(String),
+    /// An `add_headers` secret has no `[secrets.*]` table.
+    #[error("add_headers: secret '{secret}' (for '{header}') is not declared; add a [secrets.{secret}] table")]
+    AddHeaderSecret {
+        /// The header.
+        header: String,
+        /// The secret named.
+        secret: String,
+    },
     /// An entry of `methods` is not a method a route may allow.
     #[error("'{0}' is not an allowed HTTP method")]
     Method(String),

@@ -62,7 +62,8 @@ impl Policy {
     pub fn from_toml(text: &str, origin: &str, base: &Path, home: &Path) -> Result<Policy, ConfigError> {
         let raw: schema::RawConfig = toml::from_str(text)
             .map_err(|e| ConfigError::Parse { origin: origin.to_owned(), message: parse_message(text, &e) })?;
-        build::build(raw, base, home).map_err(|error| ConfigError::Invalid { origin: origin.to_owned(), error })
+        build::build(raw, base, home)
+            .map_err(|error| ConfigError::Invalid { origin: origin.to_owned(), error: Box::new(error) })
     }
 }
 

@@ -74,6 +74,8 @@ pub(super) struct RawRoute {
     pub(super) placeholder: String,
     pub(super) env: Option<String>,
     pub(super) headers: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) add_headers: std::collections::BTreeMap<String, String>,
     pub(super) methods: Option<Vec<String>>,
     pub(super) paths: Option<Vec<String>>,
     pub(super) max_request_body: Option<Size>,

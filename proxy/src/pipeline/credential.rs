@@ -1,9 +1,10 @@
 //! The credential phase: applies the decided route's credential to the
-//! request. Today that is the header placeholder swap (a Bearer token, an
-//! API-key header, Basic credentials: the placeholder is replaced where
-//! the decision found it); a new credential kind (a query or body
-//! substitution, a minted token, a signature, a client certificate) is
-//! another way of producing [`Applied`].
+//! request: the header placeholder swap (a Bearer token, an API-key
+//! header, Basic credentials: the placeholder is replaced where the
+//! decision found it), and the route's `add_headers`, each set to a
+//! secret's value. A new credential kind (a query or body substitution, a
+//! minted token, a signature, a client certificate) is another way of
+//! producing [`Applied`].
 //!
 //! A secret never goes out in cleartext, but to a private address under a
 //! route's opt-in (`danger_plaintext_private_upstream`); where the host
@@ -12,7 +13,7 @@
 
 use std::sync::Arc;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 
 use airlock_policy::inject::inject;
 use airlock_policy::secrets::SecretValue;
@@ -32,6 +33,9 @@ pub(crate) struct Applied {
     /// What the redactor maps back: each injected value to what the agent
     /// sent in its place.
     pub(crate) injected_pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Headers set from secrets (`add_headers`), replacing any the agent
+    /// sent.
+    pub(crate) added: Vec<(HeaderName, HeaderValue)>,
     /// Where the upstream connection may go.
     pub(crate) egress: Egress,
 }
@@ -47,7 +51,7 @@ pub(crate) async fn apply(
 ) -> Result<Applied, Error> {
     let policy = &ctx.loaded.policy;
     let route = policy.route(route_id);
-    let cleartext = !injections.is_empty() && !dest.https;
+    let cleartext = (!injections.is_empty() || !route.add_headers.is_empty()) && !dest.https;
     if cleartext && !route.danger_plaintext_private_upstream {
         return Err(Error::Cleartext { route: route.name.clone(), authority: dest.authority() });
     }
@@ -75,8 +79,25 @@ pub(crate) async fn apply(
         .iter()
         .filter_map(|(i, v)| headers.get(*i).map(|(_, orig)| (v.as_bytes().to_vec(), orig.to_vec())))
         .collect();
-    ctx.set_injected(!swapped.is_empty());
-    Ok(Applied { swapped, injected_pairs, egress })
+    let mut added = Vec::with_capacity(route.add_headers.len());
+    for (name, secret_name) in &route.add_headers {
+        let fetched = match policy.secret(secret_name) {
+            Some(spec) => fetch_secret(&ctx.shared, spec).await,
+            // Policy::load checks every add_headers secret is declared.
+            None => Err(format!("secret '{secret_name}' is not declared")),
+        };
+        let secret = fetched.map_err(|reason| Error::SecretUnavailable { route: route.name.clone(), reason })?;
+        // Names are checked tokens (Policy::load); secrets hold no control
+        // characters (checked when fetched).
+        if let (Ok(name), Ok(mut value)) =
+            (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(secret.expose()))
+        {
+            value.set_sensitive(true);
+            added.push((name, value));
+        }
+    }
+    ctx.set_injected(!swapped.is_empty() || !added.is_empty());
+    Ok(Applied { swapped, injected_pairs, added, egress })
 }
 
 /// The refusal of a cleartext secret to a host that resolves to a public

@@ -41,6 +41,8 @@ pub(crate) struct Outgoing {
     pub(crate) egress: Egress,
     /// Header values to put in place of the agent's, by index.
     pub(crate) swapped: Vec<(usize, HeaderValue)>,
+    /// Headers to set, replacing any the agent sent (`add_headers`).
+    pub(crate) added: Vec<(header::HeaderName, HeaderValue)>,
     /// The route the request was decided under (intercepted requests): asks
     /// the upstream for an unencoded whole body and checks the request's
     /// trailer fields. None: passed through untouched.
@@ -104,7 +106,7 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<crate::BoxError>,
 {
-    let Outgoing { tenant, egress, swapped, route, body_limit, bytes_up } = out;
+    let Outgoing { tenant, egress, swapped, added, route, body_limit, bytes_up } = out;
     let route_id = route.as_ref().map(|r| r.route);
     let intercepted = route.is_some();
     let limits = &loaded.policy.limits;
@@ -128,6 +130,11 @@ where
         }
     }
     strip_hop_by_hop(&mut headers, websocket);
+    // After the hop-by-hop fields are gone, so a `Connection` naming one
+    // cannot take it out.
+    for (name, value) in added {
+        headers.insert(name, value);
+    }
     if trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }

@@ -8,6 +8,7 @@ mod audit;
 mod ca;
 mod channels;
 mod conformance;
+mod credentials;
 mod fidelity;
 mod grpc;
 mod hostile;
