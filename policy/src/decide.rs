@@ -145,12 +145,16 @@ pub struct Injection {
 /// The outcome of [`Policy::decide`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// Forward, swapping the route's placeholder in these headers.
+    /// Forward, swapping the route's placeholder in these headers and
+    /// query parameters.
     Allow {
         /// The route that matched.
         route: RouteId,
         /// Headers carrying the route's placeholder (possibly none).
         injections: Vec<Injection>,
+        /// The query's `&`-separated pairs (by index) whose value carries
+        /// the route's placeholder, in a parameter the route lists.
+        query: Vec<usize>,
     },
     /// Refuse; nothing leaves the machine.
     Deny(Denial),
@@ -246,6 +250,7 @@ impl Policy {
         // 2. The route for this host.
         let route_id = self.route_for(tenant, &host, req.port);
         let mut injections = Vec::new();
+        let mut query: Option<Vec<usize>> = None;
         for &(spot, owner) in &found {
             let owned = self.route(owner);
             if Some(owner) != route_id {
@@ -283,6 +288,37 @@ impl Policy {
                     });
                 }
                 Spot::Target => {
+                    // A listed query parameter's value is the route's to
+                    // swap; the target is looked at once.
+                    if query.is_some() {
+                        continue;
+                    }
+                    if let Some(pairs) = query_injections(req.target, owned) {
+                        query = Some(pairs);
+                        continue;
+                    }
+                    if !owned.query.is_empty() {
+                        return Decision::Deny(Denial {
+                            route: Some(owner),
+                            ..Denial::new(
+                                DenialCode::PlaceholderHostMismatch,
+                                format!(
+                                    "placeholder {} is in the request URL outside the query parameters route '{}' \
+                                     swaps it in ({})",
+                                    owned.placeholder,
+                                    owned.name,
+                                    owned.query.join(", ")
+                                ),
+                                format!(
+                                    "send {} as it is (not percent-encoded) as the value of one of these query \
+                                     parameters: {}; or in one of these headers: {}",
+                                    owned.placeholder,
+                                    owned.query.join(", "),
+                                    owned.headers.join(", ")
+                                ),
+                            )
+                        });
+                    }
                     return Decision::Deny(Denial {
                         route: Some(owner),
                         ..Denial::new(
@@ -367,7 +403,7 @@ impl Policy {
                 )
             });
         }
-        Decision::Allow { route: route_id, injections }
+        Decision::Allow { route: route_id, injections, query: query.unwrap_or_default() }
     }
 
     /// Checks one message an agent sends inside an allowed WebSocket of
@@ -496,6 +532,46 @@ impl Policy {
     }
 }
 
+/// The query pairs (indices of the `&`-separated pairs) in which `route`'s
+/// placeholder may be swapped: Some only when every occurrence of it in
+/// `target` — as written or percent-decoded — is written as it is in the
+/// value of a parameter the route lists (`route.query`); None when it is
+/// anywhere else (the path, a name, another parameter, the fragment, or
+/// percent-encoded), or the route lists none.
+fn query_injections(target: &str, route: &Route) -> Option<Vec<usize>> {
+    if route.query.is_empty() {
+        return None;
+    }
+    let placeholder = route.placeholder.as_bytes();
+    let count = |text: &[u8]| text.windows(placeholder.len()).filter(|w| *w == placeholder).count();
+    let anywhere = |text: &str| count(text.as_bytes()) > 0 || count(&percent_decode(text.as_bytes())) > 0;
+    let (url, fragment) = target.split_once('#').unwrap_or((target, ""));
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    if anywhere(path) || anywhere(fragment) {
+        return None;
+    }
+    let mut pairs = Vec::new();
+    for (i, pair) in query.split('&').enumerate() {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if anywhere(name) {
+            return None;
+        }
+        if !anywhere(value) {
+            continue;
+        }
+        let decoded_name = percent_decode(name.as_bytes());
+        let listed = route.query.iter().any(|q| q.as_bytes() == decoded_name.as_slice());
+        // Every occurrence as written: one percent-encoded would not be
+        // swapped.
+        let raw = count(value.as_bytes());
+        if !listed || raw == 0 || raw != count(&percent_decode(value.as_bytes())) {
+            return None;
+        }
+        pairs.push(i);
+    }
+    Some(pairs)
+}
+
 fn method_denial(tenant: &str, route: &Route, method: &str) -> Denial {
     if method.eq_ignore_ascii_case("CONNECT") {
         return Denial::new(
@@ -612,6 +688,12 @@ name = "idn"
 host = "xn--bcher-kva.example"
 secret = "wild"
 placeholder = "AIRLOCK_IDN"
+[[tenants.acme.routes]]
+name = "maps"
+host = "maps.test"
+secret = "wild"
+placeholder = "AIRLOCK_MAPS"
+query = ["key", "access_token"]
 
 [tenants.beta]
 token = "beta-token-0123456789"
@@ -720,7 +802,7 @@ placeholder = "AIRLOCK_BETA"
             let hs: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (*n, v.as_bytes())).collect();
             let req = RequestInfo { method, host, port, target, headers: &hs };
             let got = match p.decide(acme, &req) {
-                Decision::Allow { route, injections } => {
+                Decision::Allow { route, injections, .. } => {
                     Ok((p.route(route).name.as_str(), injections.iter().map(|i| i.header).collect()))
                 }
                 Decision::Deny(d) => {
@@ -865,5 +947,57 @@ placeholder = "AIRLOCK_BETA"
         assert_eq!(check("send AIRLOCK_WILD along"), Err(DenialCode::PlaceholderHostMismatch));
         assert_eq!(check("AIRLOCK%5FWILD"), Err(DenialCode::PlaceholderHostMismatch), "percent-encoded");
         assert_eq!(check("AIRLOCK_WILD and AIRLOCK_BETA"), Err(DenialCode::WrongTenant), "wrong tenant wins");
+    }
+
+    #[test]
+    fn the_placeholder_is_swapped_only_in_the_query_parameters_a_route_lists() {
+        let p = policy();
+        let (acme, _) = p.tenant_by_name("acme").unwrap();
+        let decide = |target: &str| {
+            let req = RequestInfo { method: "GET", host: "maps.test", port: 443, target, headers: &[] };
+            match p.decide(acme, &req) {
+                Decision::Allow { route, injections, query } => {
+                    assert!(injections.is_empty());
+                    assert_eq!(p.route(route).name, "maps");
+                    Ok(query)
+                }
+                Decision::Deny(d) => Err(d.code),
+            }
+        };
+        use DenialCode::{PlaceholderHostMismatch as Mismatch, WrongTenant};
+        let cases: [(&str, Result<Vec<usize>, DenialCode>); 17] = [
+            ("/geo?key=AIRLOCK_MAPS", Ok(vec![0])),
+            ("/geo?q=x&key=AIRLOCK_MAPS&access_token=AIRLOCK_MAPS", Ok(vec![1, 2])),
+            ("/geo?key=pre.AIRLOCK_MAPS.post", Ok(vec![0])),
+            ("/geo?%6Bey=AIRLOCK_MAPS", Ok(vec![0])),
+            ("/geo?q=x", Ok(vec![])),
+            ("/geo", Ok(vec![])),
+            // Anywhere else in the URL: refused.
+            ("/geo/AIRLOCK_MAPS?key=AIRLOCK_MAPS", Err(Mismatch)),
+            ("/geo?other=AIRLOCK_MAPS", Err(Mismatch)),
+            ("/geo?AIRLOCK_MAPS=1", Err(Mismatch)),
+            ("/geo?key=AIRLOCK_MAPS#AIRLOCK_MAPS", Err(Mismatch)),
+            ("/geo?KEY=AIRLOCK_MAPS", Err(Mismatch)),
+            ("/geo?key", Ok(vec![])),
+            // Percent-encoded, it would not be swapped: refused.
+            ("/geo?key=AIRLOCK%5FMAPS", Err(Mismatch)),
+            ("/geo?key=AIRLOCK_MAPS%41IRLOCK_MAPS", Err(Mismatch)),
+            ("/geo?key=AIRLOCK_MAPS,%41IRLOCK_MAPS", Err(Mismatch)),
+            // Another route's or tenant's placeholder in a listed parameter.
+            ("/geo?key=AIRLOCK_WILD", Err(Mismatch)),
+            ("/geo?key=AIRLOCK_BETA", Err(WrongTenant)),
+        ];
+        for (target, want) in cases {
+            assert_eq!(decide(target), want, "{target}");
+        }
+        // A route that lists no parameter keeps refusing the URL.
+        let req = RequestInfo {
+            method: "GET",
+            host: "api.callrail.com",
+            port: 443,
+            target: "/v3/a/1?key=AIRLOCK_CALLRAIL",
+            headers: &[],
+        };
+        assert!(matches!(p.decide(acme, &req), Decision::Deny(d) if d.code == Mismatch));
     }
 }

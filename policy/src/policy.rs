@@ -122,6 +122,10 @@ pub struct Route {
     /// an API wants beside the token (DESIGN.md, "Credentials beyond a
     /// header placeholder"). They replace any the agent sent.
     pub add_headers: Vec<(String, String)>,
+    /// Query parameters whose value the placeholder may be swapped in, as
+    /// written (`?key=PLACEHOLDER`); anywhere else in the URL it stays
+    /// refused.
+    pub query: Vec<String>,
     /// Upper-case methods allowed.
     pub methods: Vec<String>,
     /// This route's request body limit, when it overrides

@@ -19,6 +19,12 @@ pub(crate) fn percent_encode(text: &str) -> String {
     utf8_percent_encode(text, UNRESERVED).to_string()
 }
 
+/// `bytes` (a secret, which need not be UTF-8) with every byte outside RFC
+/// 3986's unreserved characters percent-encoded: safe as a query value.
+pub(crate) fn percent_encode_bytes(bytes: &[u8]) -> String {
+    percent_encoding::percent_encode(bytes, UNRESERVED).to_string()
+}
+
 /// `text` as a `grpc-message` value: every byte outside printable ASCII, and
 /// `%` itself, percent-encoded.
 pub(crate) fn grpc_percent_encode(text: &str) -> String {

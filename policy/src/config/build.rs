@@ -284,6 +284,12 @@ fn build_route(r: RawRoute, secrets: &BTreeMap<String, SecretSpec>) -> Result<Ro
         }
         add_headers.push((lower, secret));
     }
+    for name in &r.query {
+        let ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && !b"&=#%+?".contains(&b));
+        if !ok {
+            return Err(RouteError::QueryName(name.clone()));
+        }
+    }
     let methods = match r.methods {
         None => DEFAULT_METHODS.iter().map(|m| (*m).to_owned()).collect(),
         Some(ms) => {
@@ -314,6 +320,7 @@ fn build_route(r: RawRoute, secrets: &BTreeMap<String, SecretSpec>) -> Result<Ro
         env: r.env,
         headers,
         add_headers,
+        query: r.query,
         methods,
         max_request_body,
         danger_plaintext_private_upstream: r.danger_plaintext_private_upstream,

@@ -227,6 +227,9 @@ pub enum RouteError {
         /// The secret named.
         secret: String,
     },
+    /// A `query` entry is not a query parameter name.
+    #[error("query: '{0}' is not a query parameter name (no '&', '=', '#', '%', spaces or control characters)")]
+    QueryName(String),
     /// An entry of `methods` is not a method a route may allow.
     #[error("'{0}' is not an allowed HTTP method")]
     Method(String),

@@ -17,13 +17,18 @@ use http::{HeaderName, HeaderValue};
 
 use airlock_policy::inject::inject;
 use airlock_policy::secrets::SecretValue;
-use airlock_policy::{Injection, Route, RouteId, SecretSpec};
+use airlock_policy::{Route, RouteId, SecretSpec};
 
 use crate::error::Error;
 use crate::state::Shared;
 use crate::upstream::Egress;
 
 use super::ctx::{Destination, RequestCtx};
+use super::decide::Decided;
+
+/// An injected value and what the agent sent in its place: the redactor
+/// maps the first back to the second.
+pub(crate) type Mapped = (Vec<u8>, Vec<u8>);
 
 /// The route's credential, applied.
 pub(crate) struct Applied {
@@ -32,38 +37,53 @@ pub(crate) struct Applied {
     pub(crate) swapped: Vec<(usize, HeaderValue)>,
     /// What the redactor maps back: each injected value to what the agent
     /// sent in its place.
-    pub(crate) injected_pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub(crate) injected_pairs: Vec<Mapped>,
     /// Headers set from secrets (`add_headers`), replacing any the agent
     /// sent.
     pub(crate) added: Vec<(HeaderName, HeaderValue)>,
+    /// The request target with the placeholder swapped in the query
+    /// parameters the decision named (the secret percent-encoded); None
+    /// when there were none.
+    pub(crate) target: Option<String>,
     /// Where the upstream connection may go.
     pub(crate) egress: Egress,
 }
 
-/// Applies route `route_id`'s credential at `injections` (indices into
-/// `headers`, the request's fields in order).
+/// Applies route `route_id`'s credential where the decision found its
+/// placeholder: in `injections` (indices into `headers`, the request's
+/// fields in order) and in the `query` pairs of `target`.
 pub(crate) async fn apply(
     ctx: &RequestCtx,
     dest: &Destination,
     route_id: RouteId,
-    injections: &[Injection],
+    decided: &Decided,
+    target: &str,
     headers: &[(&str, &[u8])],
 ) -> Result<Applied, Error> {
     let policy = &ctx.loaded.policy;
     let route = policy.route(route_id);
-    let cleartext = (!injections.is_empty() || !route.add_headers.is_empty()) && !dest.https;
+    let injections = &decided.injections;
+    let sends_secret = !injections.is_empty() || !decided.query.is_empty() || !route.add_headers.is_empty();
+    let cleartext = sends_secret && !dest.https;
     if cleartext && !route.danger_plaintext_private_upstream {
         return Err(Error::Cleartext { route: route.name.clone(), authority: dest.authority() });
     }
     let egress = if cleartext { Egress::Private } else { Egress::Any };
     let mut swapped: Vec<(usize, HeaderValue)> = Vec::new();
-    if !injections.is_empty() {
+    let mut swapped_query = None;
+    let mut query_pairs = Vec::new();
+    if !injections.is_empty() || !decided.query.is_empty() {
         let fetched = match policy.secret(&route.secret) {
             Some(spec) => fetch_secret(&ctx.shared, spec).await,
             // Policy::load checks every route's secret is declared.
             None => Err(format!("secret '{}' is not declared", route.secret)),
         };
         let secret = fetched.map_err(|reason| Error::SecretUnavailable { route: route.name.clone(), reason })?;
+        if !decided.query.is_empty() {
+            let (new, pairs) = swap_in_query(target, &decided.query, &route.placeholder, secret.expose());
+            swapped_query = Some(new);
+            query_pairs = pairs;
+        }
         for inj in injections {
             let Some((_, value)) = headers.get(inj.header) else { continue };
             let Some(bytes) = inject(value, route.placeholder.as_bytes(), secret.expose()) else { continue };
@@ -75,10 +95,11 @@ pub(crate) async fn apply(
             }
         }
     }
-    let injected_pairs = swapped
+    let mut injected_pairs: Vec<Mapped> = swapped
         .iter()
         .filter_map(|(i, v)| headers.get(*i).map(|(_, orig)| (v.as_bytes().to_vec(), orig.to_vec())))
         .collect();
+    injected_pairs.extend(query_pairs);
     let mut added = Vec::with_capacity(route.add_headers.len());
     for (name, secret_name) in &route.add_headers {
         let fetched = match policy.secret(secret_name) {
@@ -96,8 +117,46 @@ pub(crate) async fn apply(
             added.push((name, value));
         }
     }
-    ctx.set_injected(!swapped.is_empty() || !added.is_empty());
-    Ok(Applied { swapped, injected_pairs, added, egress })
+    ctx.set_injected(!swapped.is_empty() || swapped_query.is_some() || !added.is_empty());
+    Ok(Applied { swapped, injected_pairs, added, target: swapped_query, egress })
+}
+
+/// `target` with `placeholder` replaced by `secret`, percent-encoded (RFC
+/// 3986: every byte but the unreserved ones, so `/`, `+` and `=` arrive as
+/// data), in the values of the `&`-separated query pairs at `pairs`; and
+/// each swapped value with the value the agent sent, for the redactor to
+/// map back. The rest of the target is left as it was written.
+fn swap_in_query(target: &str, pairs: &[usize], placeholder: &str, secret: &[u8]) -> (String, Vec<Mapped>) {
+    let encoded = crate::encoding::percent_encode_bytes(secret);
+    let (url, fragment) = match target.split_once('#') {
+        Some((url, fragment)) => (url, Some(fragment)),
+        None => (target, None),
+    };
+    let Some((path, query)) = url.split_once('?') else { return (target.to_owned(), Vec::new()) };
+    let mut mapped = Vec::new();
+    let mut out = String::with_capacity(target.len() + encoded.len());
+    out.push_str(path);
+    out.push('?');
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        match pair.split_once('=').filter(|_| pairs.contains(&i)) {
+            Some((name, value)) => {
+                let swapped = value.replace(placeholder, &encoded);
+                mapped.push((swapped.as_bytes().to_vec(), value.as_bytes().to_vec()));
+                out.push_str(name);
+                out.push('=');
+                out.push_str(&swapped);
+            }
+            None => out.push_str(pair),
+        }
+    }
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    (out, mapped)
 }
 
 /// The refusal of a cleartext secret to a host that resolves to a public
@@ -115,4 +174,19 @@ async fn fetch_secret(shared: &Arc<Shared>, spec: &SecretSpec) -> Result<Arc<Sec
         return Ok(v);
     }
     shared.fetches.fetch(&shared.vault, spec).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::swap_in_query;
+
+    #[test]
+    fn the_secret_is_swapped_percent_encoded_in_the_named_pairs_only() {
+        let (target, mapped) =
+            swap_in_query("/v1/x?key=AIRLOCK_K&q=AIRLOCK_K&t=a+b%20c", &[0], "AIRLOCK_K", b"s/e+c=r et");
+        assert_eq!(target, "/v1/x?key=s%2Fe%2Bc%3Dr%20et&q=AIRLOCK_K&t=a+b%20c");
+        assert_eq!(mapped, vec![(b"s%2Fe%2Bc%3Dr%20et".to_vec(), b"AIRLOCK_K".to_vec())]);
+        let (target, _) = swap_in_query("/?a=1&key=pre-AIRLOCK_K-post#frag", &[1], "AIRLOCK_K", b"v");
+        assert_eq!(target, "/?a=1&key=pre-v-post#frag");
+    }
 }

@@ -18,6 +18,9 @@ pub(crate) struct Decided {
     /// The headers carrying its placeholder (indices into the request's
     /// fields in order).
     pub(crate) injections: Vec<Injection>,
+    /// The query pairs (indices of the `&`-separated pairs) whose value
+    /// carries it, in parameters the route lists.
+    pub(crate) query: Vec<usize>,
 }
 
 /// Decides `req` (whose fields, in order, are `headers`) for the
@@ -35,10 +38,10 @@ pub(crate) fn decide<B>(
     let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let info = RequestInfo { method: req.method().as_str(), host: &dest.host, port: dest.port, target, headers };
     match policy.decide(tenant, &info) {
-        Decision::Allow { route, injections } => {
+        Decision::Allow { route, injections, query } => {
             let _ = ctx.route.set(route);
             tracing::Span::current().record("route", tracing::field::display(&policy.route(route).name));
-            Ok(Decided { route, injections })
+            Ok(Decided { route, injections, query })
         }
         Decision::Deny(denial) => {
             if let Some(route) = denial.route {

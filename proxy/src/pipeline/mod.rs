@@ -115,7 +115,8 @@ where
     let headers: Vec<(&str, &[u8])> = req.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
     let decided = decide::decide(ctx, dest, &req, &headers)?;
     let route_id = decided.route;
-    let applied = credential::apply(ctx, dest, route_id, &decided.injections, &headers).await?;
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let applied = credential::apply(ctx, dest, route_id, &decided, target, &headers).await?;
     drop(headers);
     let tenant = route_id.tenant();
     let route = policy.route(route_id);
@@ -125,6 +126,7 @@ where
         egress: applied.egress,
         swapped: applied.swapped,
         added: applied.added,
+        target: applied.target,
         route: Some(crate::body::DecidedRoute { policy: Arc::clone(policy), tenant, route: route_id }),
         body_limit: route.max_request_body.unwrap_or(policy.limits.max_request_body),
         bytes_up: Arc::clone(&ctx.bytes_up),
@@ -155,6 +157,7 @@ pub(crate) async fn pass_through(
             egress: Egress::unrouted(loaded.policy.proxy.deny_private_egress),
             swapped: Vec::new(),
             added: Vec::new(),
+            target: None,
             route: None,
             body_limit: loaded.policy.limits.max_request_body,
             bytes_up: Arc::clone(&ctx.bytes_up),

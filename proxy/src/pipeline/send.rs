@@ -43,6 +43,9 @@ pub(crate) struct Outgoing {
     pub(crate) swapped: Vec<(usize, HeaderValue)>,
     /// Headers to set, replacing any the agent sent (`add_headers`).
     pub(crate) added: Vec<(header::HeaderName, HeaderValue)>,
+    /// The request target to send in place of the agent's (the credential
+    /// swapped into its query).
+    pub(crate) target: Option<String>,
     /// The route the request was decided under (intercepted requests): asks
     /// the upstream for an unencoded whole body and checks the request's
     /// trailer fields. None: passed through untouched.
@@ -106,7 +109,7 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<crate::BoxError>,
 {
-    let Outgoing { tenant, egress, swapped, added, route, body_limit, bytes_up } = out;
+    let Outgoing { tenant, egress, swapped, added, target, route, body_limit, bytes_up } = out;
     let route_id = route.as_ref().map(|r| r.route);
     let intercepted = route.is_some();
     let limits = &loaded.policy.limits;
@@ -155,7 +158,7 @@ where
         }
     }
 
-    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let path = target.as_deref().unwrap_or_else(|| parts.uri.path_and_query().map_or("/", |p| p.as_str()));
     let uri: Uri = format!("{}{path}", dest.origin()).parse().map_err(|_| Error::InvalidTarget)?;
     let sent = Arc::clone(&bytes_up);
     let counted = body.map_frame(move |frame| {

@@ -200,7 +200,7 @@ fn parse_curl_head(dump: &str) -> (u16, Fields, Fields) {
     (status, headers, trailers)
 }
 
-fn venv_python() -> String {
+pub(crate) fn venv_python() -> String {
     std::env::var("AIRLOCK_TEST_PYTHON").unwrap_or_else(|_| {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv/bin/python").display().to_string()
     })

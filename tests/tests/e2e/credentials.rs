@@ -116,3 +116,84 @@ async fn check_reports_a_missing_add_headers_secret() {
     assert!(!echo.ready && echo.needs.iter().any(|n| n.contains("dev_token")), "{:?}", echo.needs);
     assert!(report.routes.iter().filter(|r| r.route != "echo").all(|r| r.ready));
 }
+
+/// The maps key: `/`, `+` and `=` must arrive percent-encoded in a query.
+const MAPS_SECRET: &str = "mk/A+b=c_0123456789";
+const MAPS_PLACEHOLDER: &str = "AIRLOCK_MAPS_KEY";
+
+/// The standard config plus acme's route `maps` to `other.test`, whose key
+/// goes in the `key` and `access_token` query parameters.
+async fn proxy_with_query_route(upstream: &Upstream) -> TestProxy {
+    let port = upstream.port();
+    let config = standard_config(upstream, "", "")
+        .replace("[secrets.beta_key]", "[secrets.maps_key]\nsource = \"store\"\n\n[secrets.beta_key]")
+        .replace(
+            "[tenants.beta]",
+            &format!(
+                "[[tenants.acme.routes]]\nname = \"maps\"\nhost = \"other.test:{port}\"\nsecret = \"maps_key\"\n\
+                 placeholder = \"{MAPS_PLACEHOLDER}\"\nquery = [\"key\", \"access_token\"]\n\n[tenants.beta]"
+            ),
+        );
+    let home = TempHome::new("query");
+    store_standard_secrets(&home.path);
+    Store::new(&home.path).set("maps_key", &SecretValue::new(MAPS_SECRET.into()).unwrap()).unwrap();
+    let proxy = start_in(&home.path, &config).await;
+    TestProxy { home, proxy }
+}
+
+#[tokio::test]
+async fn query_parameters_carry_the_key_where_the_route_lists_them() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let proxy = proxy_with_query_route(&upstream).await;
+    let base = format!("https://other.test:{}/echo", upstream.port());
+    let encoded = "mk%2FA%2Bb%3Dc_0123456789";
+
+    // python requests (HTTP/1.1), the key in `params` beside another one.
+    let code = format!(
+        "import requests\nr = requests.get('{base}', params={{'q': 'a b', 'key': '{MAPS_PLACEHOLDER}'}}, \
+         proxies={{'https': '{}'}}, verify='{}', timeout=20)\nprint(r.status_code)\nprint(r.text)\n",
+        proxy.proxy_url("acme", ACME_TOKEN),
+        proxy.ca_path().display()
+    );
+    let out =
+        tokio::process::Command::new(crate::conformance::venv_python()).args(["-c", &code]).output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.starts_with("200"), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(upstream.seen().pop().unwrap().path, format!("/echo?q=a+b&key={encoded}"));
+    assert!(text.contains(&format!("key={MAPS_PLACEHOLDER}")), "the echo maps back to the placeholder: {text}");
+    assert_no_secret("requests' answer", &text, &[MAPS_SECRET]);
+
+    // curl over HTTP/2, in two listed parameters, inside a longer value.
+    let url = format!("{base}?access_token=pre.{MAPS_PLACEHOLDER}&page=2&key={MAPS_PLACEHOLDER}");
+    let out = proxy.curl().args(["--http2", &url]).output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(upstream.seen().pop().unwrap().path, format!("/echo?access_token=pre.{encoded}&page=2&key={encoded}"));
+    assert_no_secret("curl's answer", &text, &[MAPS_SECRET]);
+
+    // Anywhere else in the URL, or percent-encoded, it stays refused.
+    let seen = upstream.seen().len();
+    for target in [
+        format!("/echo/{MAPS_PLACEHOLDER}"),
+        format!("/echo?other={MAPS_PLACEHOLDER}"),
+        format!("/echo?{MAPS_PLACEHOLDER}=1"),
+        "/echo?key=AIRLOCK%5FMAPS%5FKEY".to_owned(),
+    ] {
+        let url = format!("https://other.test:{}{target}", upstream.port());
+        let out = proxy.curl().args(["-D", "-", "-o", "/dev/null", &url]).output().await.unwrap();
+        let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+        assert!(
+            head.contains(" 403") && head.contains("x-airlock-denied: placeholder_host_mismatch"),
+            "{target}: {head}"
+        );
+    }
+    assert_eq!(upstream.seen().len(), seen, "a refused request reached the upstream");
+
+    assert!(wait_for(Duration::from_secs(5), || proxy.audit_lines().len() >= 6).await);
+    let audit = std::fs::read_to_string(proxy.home.path.join("audit.jsonl")).unwrap();
+    assert_no_secret("the audit log", &audit, &[MAPS_SECRET]);
+    let lines = proxy.audit_lines();
+    assert_eq!(lines.iter().filter(|l| l["route"] == "maps" && l["injected"] == true).count(), 2, "{lines:?}");
+    assert_no_secret("the proxy's log", &captured_logs(), &[MAPS_SECRET]);
+    proxy.proxy.shutdown().await;
+}
