@@ -535,9 +535,11 @@ impl Policy {
 /// The query pairs (indices of the `&`-separated pairs) in which `route`'s
 /// placeholder may be swapped: Some only when every occurrence of it in
 /// `target` — as written or percent-decoded — is written as it is in the
-/// value of a parameter the route lists (`route.query`); None when it is
-/// anywhere else (the path, a name, another parameter, the fragment, or
-/// percent-encoded), or the route lists none.
+/// value of a parameter the route lists (`route.query`), among unreserved
+/// characters only; None when it is anywhere else (the path, a name,
+/// another parameter, the fragment, percent-encoded, or beside a `;`, `%`
+/// or other delimiter some upstream might split on), or the route lists
+/// none.
 fn query_injections(target: &str, route: &Route) -> Option<Vec<usize>> {
     if route.query.is_empty() {
         return None;
@@ -565,6 +567,13 @@ fn query_injections(target: &str, route: &Route) -> Option<Vec<usize>> {
         // swapped.
         let raw = count(value.as_bytes());
         if !listed || raw == 0 || raw != count(&percent_decode(value.as_bytes())) {
+            return None;
+        }
+        // Around the placeholder, unreserved characters only (RFC 3986
+        // §2.3): an upstream that also splits on `;`, or decodes twice,
+        // could read `key=x;other=PLACEHOLDER` as another parameter.
+        let rest = value.replace(route.placeholder.as_str(), "");
+        if !rest.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)) {
             return None;
         }
         pairs.push(i);
@@ -965,7 +974,7 @@ placeholder = "AIRLOCK_BETA"
             }
         };
         use DenialCode::{PlaceholderHostMismatch as Mismatch, WrongTenant};
-        let cases: [(&str, Result<Vec<usize>, DenialCode>); 17] = [
+        let cases: [(&str, Result<Vec<usize>, DenialCode>); 21] = [
             ("/geo?key=AIRLOCK_MAPS", Ok(vec![0])),
             ("/geo?q=x&key=AIRLOCK_MAPS&access_token=AIRLOCK_MAPS", Ok(vec![1, 2])),
             ("/geo?key=pre.AIRLOCK_MAPS.post", Ok(vec![0])),
@@ -983,6 +992,11 @@ placeholder = "AIRLOCK_BETA"
             ("/geo?key=AIRLOCK%5FMAPS", Err(Mismatch)),
             ("/geo?key=AIRLOCK_MAPS%41IRLOCK_MAPS", Err(Mismatch)),
             ("/geo?key=AIRLOCK_MAPS,%41IRLOCK_MAPS", Err(Mismatch)),
+            // Beside a delimiter an upstream might split on, or decode.
+            ("/geo?key=x;other=AIRLOCK_MAPS", Err(Mismatch)),
+            ("/geo?key=x%26other%3DAIRLOCK_MAPS", Err(Mismatch)),
+            ("/geo?key=AIRLOCK_MAPS/x", Err(Mismatch)),
+            ("/geo?key=v1~AIRLOCK_MAPS-x_y", Ok(vec![0])),
             // Another route's or tenant's placeholder in a listed parameter.
             ("/geo?key=AIRLOCK_WILD", Err(Mismatch)),
             ("/geo?key=AIRLOCK_BETA", Err(WrongTenant)),

@@ -136,6 +136,13 @@ where
     // After the hop-by-hop fields are gone, so a `Connection` naming one
     // cannot take it out.
     for (name, value) in added {
+        // Servers that read headers as CGI variables fold `_` into `-`:
+        // an agent's `developer_token` must not stand beside airlock's
+        // `developer-token`.
+        let folded = name.as_str().replace('-', "_");
+        if folded != name.as_str() {
+            headers.remove(folded.as_str());
+        }
         headers.insert(name, value);
     }
     if trailers {
