@@ -148,7 +148,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: So
     };
     let mut ctx = RequestCtx::on_connection(&shared, &dest, &prepared.method);
     ctx.authenticated(prepared.tenant);
-    let ctx = ctx.begin(&prepared.path);
+    let ctx = ctx.begin(&prepared.path, prepared.request.uri().query());
     let span = pipeline::request_span(&ctx);
     let cap = usize::try_from(policy.limits.max_action_response).unwrap_or(usize::MAX);
     let tenant = policy.tenant(prepared.tenant);

@@ -65,6 +65,10 @@ pub struct Record {
     pub port: u16,
     /// Path without the query string.
     pub path: String,
+    /// The query string, scrubbed and cut like the path; absent when the
+    /// request had none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
     /// allow, deny or tunnel.
     pub decision: Outcome,
     /// The denial code, for denials.
@@ -128,6 +132,7 @@ impl Record {
             host,
             port,
             path: String::new(),
+            query: None,
             decision,
             code: None,
             status,

@@ -56,7 +56,7 @@ pub fn print(home: &Home, tenant: Option<&str>, follow: bool) -> anyhow::Result<
 /// redacted and how long it took.
 fn print_record(r: &Record) {
     println!(
-        "{} {:<6} {:<26} {} {:<10} {:<12} {} {}:{}{} redactions={} {}ms{}{}",
+        "{} {:<6} {:<26} {} {:<10} {:<12} {} {}:{}{}{} redactions={} {}ms{}{}",
         r.ts,
         format!("{:?}", r.decision).to_lowercase(),
         r.code.as_deref().unwrap_or("-"),
@@ -67,6 +67,7 @@ fn print_record(r: &Record) {
         r.host,
         r.port,
         r.path,
+        r.query.as_deref().map(|q| format!("?{q}")).unwrap_or_default(),
         r.redactions,
         r.duration_ms,
         if r.complete { "" } else { " (incomplete)" },

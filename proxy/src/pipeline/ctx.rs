@@ -82,6 +82,8 @@ pub(crate) struct RequestCtx {
     /// `path_version` (unscrubbed only before authentication, where it is
     /// never a request's: empty, or the action API's own).
     pub(crate) path: String,
+    /// The query string, scrubbed like the path; None without one.
+    pub(crate) query: Option<String>,
     pub(crate) path_version: u64,
     /// The route decided, once decided.
     pub(crate) route: OnceLock<RouteId>,
@@ -115,6 +117,7 @@ impl RequestCtx {
             host: host.to_owned(),
             port,
             path: String::new(),
+            query: None,
             path_version: 0,
             route: OnceLock::new(),
             injected: AtomicBool::new(false),
@@ -138,13 +141,15 @@ impl RequestCtx {
         self.tenant_name = Some(self.loaded.policy.tenant(tenant).name.clone());
     }
 
-    /// Starts a request of an authenticated tenant: its path scrubbed, and
-    /// a `begin` line written if it runs long (see [`audit::AuditLog::begin`]).
-    pub(crate) fn begin(mut self, path: &str) -> Self {
+    /// Starts a request of an authenticated tenant: its path and query
+    /// scrubbed, and a `begin` line written if it runs long (see
+    /// [`audit::AuditLog::begin`]).
+    pub(crate) fn begin(mut self, path: &str, query: Option<&str>) -> Self {
         // The version is read first: a change while scrubbing shows as a
         // newer version at record time, and the record scrubs again.
         self.path_version = self.shared.vault.version();
         self.path = self.scrub(path);
+        self.query = query.map(|q| self.scrub(q));
         // A method is any token the agent chose: one could be a secret.
         self.method = self.scrub(&self.method);
         self.in_flight = Some(self.shared.audit.begin(audit::Event {

@@ -65,6 +65,7 @@ pub(crate) fn request_span(ctx: &RequestCtx) -> tracing::Span {
         port = ctx.port,
         method = %ctx.method,
         path = %ctx.path,
+        query = %ctx.query.as_deref().unwrap_or(""),
         route = tracing::field::Empty,
     )
 }
@@ -82,7 +83,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, dest: Arc<Destination>, req: Req
         let detail = Some("the tenant was removed by a reload while its connection was open".to_owned());
         return ctx.deny_with(Error::Auth(airlock_policy::AuthError::Unknown), Audience::Proxy, Form::Json, detail);
     }
-    let ctx = ctx.begin(req.uri().path());
+    let ctx = ctx.begin(req.uri().path(), req.uri().query());
     let span = request_span(&ctx);
     async {
         #[cfg(debug_assertions)]
@@ -148,7 +149,7 @@ pub(crate) async fn pass_through(
 ) -> Response<Body> {
     let mut ctx = RequestCtx::on_connection(&shared, &dest, req.method().as_str());
     ctx.authenticated(tenant);
-    let ctx = ctx.begin(req.uri().path());
+    let ctx = ctx.begin(req.uri().path(), req.uri().query());
     let span = request_span(&ctx);
     async {
         let loaded = &ctx.loaded;

@@ -26,6 +26,7 @@ impl RequestCtx {
             tenant: self.tenant_name.clone(),
             route: self.route().map(|r| policy.route(r).name.clone()),
             path: self.record_path(),
+            query: self.record_query(),
             injected: self.injected(),
             bytes_up: self.bytes_up.load(std::sync::atomic::Ordering::Relaxed),
             duration_ms: self.started.elapsed().as_millis() as u64,
@@ -68,6 +69,17 @@ impl RequestCtx {
             self.path.clone()
         };
         audit::clip_path(path)
+    }
+
+    /// The query for the record, scrubbed as the path is.
+    fn record_query(&self) -> Option<String> {
+        let query = self.query.as_deref()?;
+        let query = if self.tenant.is_some() && self.shared.vault.version() != self.path_version {
+            self.scrub(query)
+        } else {
+            query.to_owned()
+        };
+        Some(audit::clip_path(query))
     }
 
     /// Refuses the request: maps `err` (the one mapping,

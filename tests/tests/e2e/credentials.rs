@@ -197,6 +197,8 @@ async fn query_parameters_carry_the_key_where_the_route_lists_them() {
     assert_no_secret("the audit log", &audit, &[MAPS_SECRET]);
     let lines = proxy.audit_lines();
     assert_eq!(lines.iter().filter(|l| l["route"] == "maps" && l["injected"] == true).count(), 2, "{lines:?}");
+    // The record shows the query as the agent sent it: the placeholder.
+    assert!(lines.iter().any(|l| l["query"] == format!("q=a+b&key={MAPS_PLACEHOLDER}")), "{lines:?}");
     assert_no_secret("the proxy's log", &captured_logs(), &[MAPS_SECRET]);
     proxy.proxy.shutdown().await;
 }

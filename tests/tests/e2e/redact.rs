@@ -253,13 +253,15 @@ async fn a_secret_in_the_request_path_is_kept_out_of_logs_and_the_audit() {
     // is served, but no log line, audit record or answer shows the key.
     let (upstream, proxy) = setup().await;
     for http in [Http::H1, Http::H2] {
-        let reply = get(&proxy, &upstream, &format!("/echo/{ACME_SECRET}/x"), &bearer(), http).await;
+        let reply = get(&proxy, &upstream, &format!("/echo/{ACME_SECRET}/x?t={ACME_SECRET}"), &bearer(), http).await;
         assert_eq!(reply.status, 200);
         assert_no_secret("the answer", &reply.text());
         assert!(reply.text().contains(&format!("/echo/{ACME_PLACEHOLDER}/x")), "{}", reply.text());
     }
     let audit = proxy.audit_lines();
     assert_eq!(audit.iter().filter(|l| l["path"] == format!("/echo/{ACME_PLACEHOLDER}/x")).count(), 2, "{audit:?}");
+    // The query too: recorded, and scrubbed like the path.
+    assert_eq!(audit.iter().filter(|l| l["query"] == format!("t={ACME_PLACEHOLDER}")).count(), 2, "{audit:?}");
     let logs = captured_logs();
     assert!(logs.contains(&format!("path=/echo/{ACME_PLACEHOLDER}/x")), "the request's log lines name its path");
     assert_logs_clean();
