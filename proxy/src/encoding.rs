@@ -16,7 +16,7 @@ const GRPC_MESSAGE: &AsciiSet = &CONTROLS.add(b'%');
 /// `text` with every byte outside RFC 3986's unreserved characters
 /// percent-encoded.
 pub(crate) fn percent_encode(text: &str) -> String {
-    utf8_percent_encode(text, UNRESERVED).to_string()
+    percent_encode_bytes(text.as_bytes())
 }
 
 /// `bytes` (a secret, which need not be UTF-8) with every byte outside RFC

@@ -254,28 +254,22 @@ fn build_route(r: RawRoute, secrets: &BTreeMap<String, SecretSpec>) -> Result<Ro
         Some(hs) => {
             let mut out = Vec::new();
             for h in hs {
-                let lower = h.to_ascii_lowercase();
-                let token = !lower.is_empty() && lower.bytes().all(is_tchar);
-                if !token {
-                    return Err(RouteError::HeaderName(h));
+                match header_name(&h) {
+                    HeaderName::Usable(lower) => out.push(lower),
+                    HeaderName::NotAToken => return Err(RouteError::HeaderName(h)),
+                    HeaderName::Managed(lower) => return Err(RouteError::ForbiddenHeader(lower)),
                 }
-                if FORBIDDEN_HEADERS.contains(&lower.as_str()) {
-                    return Err(RouteError::ForbiddenHeader(lower));
-                }
-                out.push(lower);
             }
             out
         }
     };
     let mut add_headers = Vec::new();
     for (name, secret) in r.add_headers {
-        let lower = name.to_ascii_lowercase();
-        if lower.is_empty() || !lower.bytes().all(is_tchar) {
-            return Err(RouteError::AddHeaderName(name));
-        }
-        if FORBIDDEN_HEADERS.contains(&lower.as_str()) {
-            return Err(RouteError::AddHeaderForbidden(lower));
-        }
+        let lower = match header_name(&name) {
+            HeaderName::Usable(lower) => lower,
+            HeaderName::NotAToken => return Err(RouteError::AddHeaderName(name)),
+            HeaderName::Managed(lower) => return Err(RouteError::AddHeaderForbidden(lower)),
+        };
         if headers.contains(&lower) {
             return Err(RouteError::AddHeaderSwapped(lower));
         }
@@ -327,6 +321,29 @@ fn build_route(r: RawRoute, secrets: &BTreeMap<String, SecretSpec>) -> Result<Ro
         danger_unscrubbed_websocket: r.danger_unscrubbed_websocket,
         paths,
     })
+}
+
+/// A header name a route config gives, checked.
+enum HeaderName {
+    /// A token airlock leaves to routes, lower-cased.
+    Usable(String),
+    /// Not an RFC 9110 token.
+    NotAToken,
+    /// One airlock consumes or rewrites itself, lower-cased.
+    Managed(String),
+}
+
+/// Checks a header name a route sends a secret in (`headers`,
+/// `add_headers`).
+fn header_name(name: &str) -> HeaderName {
+    let lower = name.to_ascii_lowercase();
+    if lower.is_empty() || !lower.bytes().all(is_tchar) {
+        HeaderName::NotAToken
+    } else if FORBIDDEN_HEADERS.contains(&lower.as_str()) {
+        HeaderName::Managed(lower)
+    } else {
+        HeaderName::Usable(lower)
+    }
 }
 
 /// RFC 9110 token characters.

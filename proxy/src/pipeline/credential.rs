@@ -73,12 +73,7 @@ pub(crate) async fn apply(
     let mut swapped_query = None;
     let mut query_pairs = Vec::new();
     if !injections.is_empty() || !decided.query.is_empty() {
-        let fetched = match policy.secret(&route.secret) {
-            Some(spec) => fetch_secret(&ctx.shared, spec).await,
-            // Policy::load checks every route's secret is declared.
-            None => Err(format!("secret '{}' is not declared", route.secret)),
-        };
-        let secret = fetched.map_err(|reason| Error::SecretUnavailable { route: route.name.clone(), reason })?;
+        let secret = route_secret(ctx, route, &route.secret).await?;
         if !decided.query.is_empty() {
             let (new, pairs) = swap_in_query(target, &decided.query, &route.placeholder, secret.expose());
             swapped_query = Some(new);
@@ -102,12 +97,7 @@ pub(crate) async fn apply(
     injected_pairs.extend(query_pairs);
     let mut added = Vec::with_capacity(route.add_headers.len());
     for (name, secret_name) in &route.add_headers {
-        let fetched = match policy.secret(secret_name) {
-            Some(spec) => fetch_secret(&ctx.shared, spec).await,
-            // Policy::load checks every add_headers secret is declared.
-            None => Err(format!("secret '{secret_name}' is not declared")),
-        };
-        let secret = fetched.map_err(|reason| Error::SecretUnavailable { route: route.name.clone(), reason })?;
+        let secret = route_secret(ctx, route, secret_name).await?;
         // Names are checked tokens (Policy::load); secrets hold no control
         // characters (checked when fetched).
         if let (Ok(name), Ok(mut value)) =
@@ -163,6 +153,18 @@ fn swap_in_query(target: &str, pairs: &[usize], placeholder: &str, secret: &[u8]
 /// address, `ip`.
 pub(crate) fn public_cleartext(dest: &Destination, route: &Route, ip: std::net::IpAddr) -> Error {
     Error::PublicCleartext { host: dest.host.clone(), ip, route: route.name.clone(), authority: dest.authority() }
+}
+
+/// The value of `name`, a secret `route` sends (its own or an
+/// `add_headers` one), or the refusal of the request when it is
+/// unavailable.
+async fn route_secret(ctx: &RequestCtx, route: &Route, name: &str) -> Result<Arc<SecretValue>, Error> {
+    let fetched = match ctx.loaded.policy.secret(name) {
+        Some(spec) => fetch_secret(&ctx.shared, spec).await,
+        // Policy::load checks every secret a route names is declared.
+        None => Err(format!("secret '{name}' is not declared")),
+    };
+    fetched.map_err(|reason| Error::SecretUnavailable { route: route.name.clone(), reason })
 }
 
 /// The secret's value: from the cache, or fetched on a blocking thread (a

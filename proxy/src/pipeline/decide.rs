@@ -37,17 +37,20 @@ pub(crate) fn decide<B>(
     };
     let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let info = RequestInfo { method: req.method().as_str(), host: &dest.host, port: dest.port, target, headers };
-    match policy.decide(tenant, &info) {
+    let decision = policy.decide(tenant, &info);
+    // The route the decision names, allowed or refused under it.
+    let named = match &decision {
+        Decision::Allow { route, .. } => Some(*route),
+        Decision::Deny(denial) => denial.route,
+    };
+    if let Some(route) = named {
+        tracing::Span::current().record("route", tracing::field::display(&policy.route(route).name));
+    }
+    match decision {
         Decision::Allow { route, injections, query } => {
             let _ = ctx.route.set(route);
-            tracing::Span::current().record("route", tracing::field::display(&policy.route(route).name));
             Ok(Decided { route, injections, query })
         }
-        Decision::Deny(denial) => {
-            if let Some(route) = denial.route {
-                tracing::Span::current().record("route", tracing::field::display(&policy.route(route).name));
-            }
-            Err(Error::Policy(denial))
-        }
+        Decision::Deny(denial) => Err(Error::Policy(denial)),
     }
 }

@@ -58,28 +58,26 @@ impl RequestCtx {
         record
     }
 
-    /// The path for the record: as scrubbed at the start, unless the vault
-    /// has learnt a value since (a secret fetched for the first time during
-    /// this request), in which case it is scrubbed again. Cut after
-    /// scrubbing, never before: a cut secret would no longer match.
+    /// The path for the record, then the query: as scrubbed at the start,
+    /// unless the vault has learnt a value since (a secret fetched for the
+    /// first time during this request), in which case they are scrubbed
+    /// again. Cut after scrubbing, never before: a cut secret would no
+    /// longer match.
     fn record_path(&self) -> String {
-        let path = if self.tenant.is_some() && self.shared.vault.version() != self.path_version {
-            self.scrub(&self.path)
-        } else {
-            self.path.clone()
-        };
-        audit::clip_path(path)
+        self.for_record(&self.path)
     }
 
-    /// The query for the record, scrubbed as the path is.
     fn record_query(&self) -> Option<String> {
-        let query = self.query.as_deref()?;
-        let query = if self.tenant.is_some() && self.shared.vault.version() != self.path_version {
-            self.scrub(query)
+        self.query.as_deref().map(|q| self.for_record(q))
+    }
+
+    fn for_record(&self, scrubbed: &str) -> String {
+        let text = if self.tenant.is_some() && self.shared.vault.version() != self.path_version {
+            self.scrub(scrubbed)
         } else {
-            query.to_owned()
+            scrubbed.to_owned()
         };
-        Some(audit::clip_path(query))
+        audit::clip_path(text)
     }
 
     /// Refuses the request: maps `err` (the one mapping,

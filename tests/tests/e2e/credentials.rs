@@ -23,10 +23,16 @@ async fn proxy_with_developer_token(upstream: &Upstream) -> TestProxy {
             "env = \"ACME_API_KEY\"\nadd_headers = { \"Developer-Token\" = \"dev_token\" }",
         )
         .replace("[secrets.beta_key]", "[secrets.dev_token]\nsource = \"store\"\n\n[secrets.beta_key]");
-    let home = TempHome::new("add-headers");
+    start_with_secret(&config, "dev_token", DEV_SECRET).await
+}
+
+/// A proxy on `config`, with the standard secrets and `name` = `value` in
+/// its store.
+async fn start_with_secret(config: &str, name: &str, value: &str) -> TestProxy {
+    let home = TempHome::new("credentials");
     store_standard_secrets(&home.path);
-    Store::new(&home.path).set("dev_token", &SecretValue::new(DEV_SECRET.into()).unwrap()).unwrap();
-    let proxy = start_in(&home.path, &config).await;
+    Store::new(&home.path).set(name, &SecretValue::new(value.into()).unwrap()).unwrap();
+    let proxy = start_in(&home.path, config).await;
     TestProxy { home, proxy }
 }
 
@@ -136,11 +142,7 @@ async fn proxy_with_query_route(upstream: &Upstream) -> TestProxy {
                  placeholder = \"{MAPS_PLACEHOLDER}\"\nquery = [\"key\", \"access_token\"]\n\n[tenants.beta]"
             ),
         );
-    let home = TempHome::new("query");
-    store_standard_secrets(&home.path);
-    Store::new(&home.path).set("maps_key", &SecretValue::new(MAPS_SECRET.into()).unwrap()).unwrap();
-    let proxy = start_in(&home.path, &config).await;
-    TestProxy { home, proxy }
+    start_with_secret(&config, "maps_key", MAPS_SECRET).await
 }
 
 #[tokio::test]

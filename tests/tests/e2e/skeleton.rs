@@ -307,18 +307,20 @@ async fn log_lines_name_the_connection_tunnel_request_and_route() {
     std::fs::write(home.path.join("airlock.toml"), standard_config(&upstream, "", "")).unwrap();
     store_standard_secrets(&home.path);
     let serve = Served::start(&home.path, "debug").await;
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20", "-D", "-", "-o", "/dev/null", "--cacert"])
-        .arg(home.path.join("ca.pem"))
-        .args(["-H", &format!("Authorization: Bearer {ACME_PLACEHOLDER}")])
-        .arg(format!("https://api.acme.test:{}/echo", upstream.port()))
-        .env("HTTPS_PROXY", format!("http://acme:{ACME_TOKEN}@{}", serve.addr))
-        .env_remove("https_proxy")
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
-        .output()
-        .await
-        .unwrap();
+    // curl to acme's echo route through the served proxy, its body dropped.
+    let curl = |args: &[&str]| {
+        Command::new("curl")
+            .args(["-sS", "--max-time", "20", "-o", "/dev/null", "--cacert"])
+            .arg(home.path.join("ca.pem"))
+            .args(args)
+            .arg(format!("https://api.acme.test:{}/echo", upstream.port()))
+            .env("HTTPS_PROXY", format!("http://acme:{ACME_TOKEN}@{}", serve.addr))
+            .env_remove("https_proxy")
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy")
+            .output()
+    };
+    let out = curl(&["-D", "-", "-H", &format!("Authorization: Bearer {ACME_PLACEHOLDER}")]).await.unwrap();
     let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
     assert!(head.starts_with("http/") && head.contains(" 200"), "{head}");
     let id = head
@@ -339,17 +341,7 @@ async fn log_lines_name_the_connection_tunnel_request_and_route() {
         assert!(line.contains(&part), "{part:?} is not in {line}");
     }
     // A denial the policy ties to a route names it too.
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20", "-o", "/dev/null", "-X", "DELETE", "--cacert"])
-        .arg(home.path.join("ca.pem"))
-        .arg(format!("https://api.acme.test:{}/echo", upstream.port()))
-        .env("HTTPS_PROXY", format!("http://acme:{ACME_TOKEN}@{}", serve.addr))
-        .env_remove("https_proxy")
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
-        .output()
-        .await
-        .unwrap();
+    let out = curl(&["-X", "DELETE"]).await.unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let refused = |log: &str| log.lines().any(|l| l.contains("method_not_allowed") && l.contains("route=echo"));
     let ok = wait_for(Duration::from_secs(5), || refused(&serve.log())).await;
