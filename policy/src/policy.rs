@@ -126,6 +126,14 @@ pub struct Route {
     /// written (`?key=PLACEHOLDER`); anywhere else in the URL it stays
     /// refused.
     pub query: Vec<String>,
+    /// The request bodies the placeholder is swapped in (`body`), each in
+    /// its format's encoding; None: a placeholder in a body is data.
+    pub body: Option<BodyKind>,
+    /// How a header value that is the placeholder alone is written
+    /// (`format = "Bearer {secret}"`): the format with [`SECRET_SLOT`]
+    /// replaced by the secret. A value that holds more than the
+    /// placeholder (`Bearer PLACEHOLDER`) has only the placeholder swapped.
+    pub format: Option<String>,
     /// Upper-case methods allowed.
     pub methods: Vec<String>,
     /// This route's request body limit, when it overrides
@@ -184,6 +192,58 @@ impl RouteId {
     }
 }
 
+/// Where a route's `format` puts the secret.
+pub const SECRET_SLOT: &str = "{secret}";
+
+/// The request bodies a route's placeholder is swapped in (`body`), and
+/// how the secret is written there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyKind {
+    /// `application/x-www-form-urlencoded` (the secret percent-encoded:
+    /// every byte but RFC 3986's unreserved ones).
+    Form,
+    /// `application/json` and `+json` media types (the secret escaped as
+    /// inside a JSON string, RFC 8259 §7).
+    Json,
+    /// Any body that is neither compressed nor multipart (the secret as
+    /// it is).
+    Text,
+}
+
+impl BodyKind {
+    /// The kind a config names: `form`, `json` or `text`.
+    pub fn parse(name: &str) -> Option<BodyKind> {
+        match name {
+            "form" => Some(BodyKind::Form),
+            "json" => Some(BodyKind::Json),
+            "text" => Some(BodyKind::Text),
+            _ => None,
+        }
+    }
+
+    /// The name a config gives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BodyKind::Form => "form",
+            BodyKind::Json => "json",
+            BodyKind::Text => "text",
+        }
+    }
+
+    /// Whether a body of media type `essence` (lower-case `type/subtype`,
+    /// no parameters; empty when the request names none) is one this kind
+    /// swaps in.
+    pub fn accepts(self, essence: &str) -> bool {
+        match self {
+            BodyKind::Form => essence == "application/x-www-form-urlencoded",
+            BodyKind::Json => {
+                essence == "application/json" || essence.split_once('/').is_some_and(|(_, sub)| sub.ends_with("+json"))
+            }
+            BodyKind::Text => !essence.starts_with("multipart/"),
+        }
+    }
+}
+
 /// The whole checked configuration.
 pub struct Policy {
     /// `[proxy]`.
@@ -215,6 +275,18 @@ impl fmt::Debug for Policy {
 }
 
 impl Policy {
+    /// Where each placeholder (of any tenant) found in `bytes` ends, in
+    /// order, matches not overlapping.
+    pub fn placeholder_ends<'a>(&'a self, bytes: &'a [u8]) -> impl Iterator<Item = usize> + 'a {
+        self.placeholders.find_iter(bytes).map(|m| m.end())
+    }
+
+    /// The length in bytes of the longest placeholder (0 with none): how
+    /// much of a stream must be kept to find one split across pieces.
+    pub fn longest_placeholder(&self) -> usize {
+        self.placeholders.max_pattern_len()
+    }
+
     /// Every tenant.
     pub fn tenants(&self) -> impl Iterator<Item = (TenantId, &Tenant)> {
         self.tenants.iter().enumerate().map(|(i, t)| (TenantId(i), t))

@@ -12,9 +12,10 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 
-use airlock_policy::{Denial, Policy, RouteId, TenantId};
+use airlock_policy::{Policy, RouteId, TenantId};
 
 use crate::Body;
+use crate::error::Error;
 
 /// A request decided under a route of a tenant: what a trailer check
 /// needs.
@@ -82,11 +83,11 @@ impl HttpBody for ReadTimeout {
 pub(crate) struct TrailerCheck {
     inner: Body,
     route: DecidedRoute,
-    refused: Arc<std::sync::Mutex<Option<Denial>>>,
+    refused: Arc<std::sync::Mutex<Option<Error>>>,
 }
 
 impl TrailerCheck {
-    pub(crate) fn wrap(inner: Body, route: DecidedRoute, refused: Arc<std::sync::Mutex<Option<Denial>>>) -> Body {
+    pub(crate) fn wrap(inner: Body, route: DecidedRoute, refused: Arc<std::sync::Mutex<Option<Error>>>) -> Body {
         TrailerCheck { inner, route, refused }.boxed_unsync()
     }
 }
@@ -107,7 +108,7 @@ impl http_body::Body for TrailerCheck {
             let r = &self.route;
             if let Err(denial) = r.policy.check_trailers(r.tenant, r.route, &fields) {
                 if let Ok(mut slot) = self.refused.lock() {
-                    *slot = Some(denial);
+                    *slot = Some(Error::Policy(denial));
                 }
                 return std::task::Poll::Ready(Some(Err("the request's trailer carries a placeholder".into())));
             }

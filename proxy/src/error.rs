@@ -124,6 +124,19 @@ pub enum Error {
         /// Why, in the vault's words.
         reason: String,
     },
+    /// A body holding the route's placeholder in a form the route's `body`
+    /// does not swap in.
+    #[error("route '{route}' swaps its placeholder into request bodies, but {why}, so it was not sent")]
+    Unsubstitutable {
+        /// The route's name.
+        route: String,
+        /// What kind of body it was.
+        why: Unsubstitutable,
+    },
+    /// The agent's request body failed (ended early, or a stream reset)
+    /// while airlock read it.
+    #[error("the request body ended before it was complete")]
+    AgentBody,
     /// The upstream connection could not be made.
     #[error(transparent)]
     Connect(ConnectError),
@@ -200,6 +213,29 @@ pub enum Error {
     /// An intercepted connection refused before its first request.
     #[error(transparent)]
     TlsStart(TlsStartError),
+}
+
+/// Why a body holding a route's placeholder could not have it swapped in.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum Unsubstitutable {
+    /// A `Content-Encoding` other than identity.
+    #[error("this body is compressed (Content-Encoding) and holds the placeholder")]
+    Compressed,
+    /// A compressed body that did not decode, or in a coding airlock does
+    /// not decode: it cannot be searched for the placeholder.
+    #[error("this body is compressed in a way airlock cannot decode, so it cannot be searched for the placeholder")]
+    Undecodable,
+    /// A `multipart/*` body.
+    #[error("this body is multipart and holds the placeholder")]
+    Multipart,
+    /// Another media type than the route's `body` names.
+    #[error("this body is {found}, not {wanted}, and holds the placeholder")]
+    MediaType {
+        /// The media type the route swaps in, in words.
+        wanted: &'static str,
+        /// The body's, or "of no stated type" / "of two stated types".
+        found: String,
+    },
 }
 
 /// Why a failure was not resent.
@@ -421,6 +457,8 @@ impl Error {
             | Error::Misdirected { .. }
             | Error::InvalidTarget
             | Error::Cleartext { .. }
+            | Error::Unsubstitutable { .. }
+            | Error::AgentBody
             | Error::PublicCleartext { .. }
             | Error::Envelope(_) => Side::Agent,
             Error::TlsStart(TlsStartError::Mint(_)) => Side::Internal,

@@ -75,6 +75,7 @@ mod replay;
 pub mod respond;
 mod scrub;
 pub mod state;
+mod substitute;
 mod throttle;
 pub mod tunnel;
 pub mod upstream;

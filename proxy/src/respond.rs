@@ -15,7 +15,7 @@ use airlock_policy::{DenialCode, RouteId};
 
 use crate::Body;
 use crate::encoding::grpc_percent_encode;
-use crate::error::{EnvelopeError, Error, TlsStartError};
+use crate::error::{EnvelopeError, Error, TlsStartError, Unsubstitutable};
 use crate::upstream::{Advice, ConnectError, FailureKind};
 
 /// Response header naming the request id of every answer airlock gives.
@@ -57,6 +57,9 @@ pub enum Code {
     BadRequest,
     /// An injected secret would go out in cleartext (403).
     InsecureUpstream,
+    /// A body holding the route's placeholder in a form the route does
+    /// not swap in: compressed, multipart, another media type (415).
+    UnsubstitutableBody,
 }
 
 impl Code {
@@ -73,6 +76,7 @@ impl Code {
             Code::MisdirectedRequest => "misdirected_request",
             Code::BadRequest => "bad_request",
             Code::InsecureUpstream => "insecure_upstream",
+            Code::UnsubstitutableBody => "unsubstitutable_body",
         }
     }
 
@@ -87,6 +91,9 @@ impl Code {
             Code::UpstreamTimeout => 504,
             Code::RequestTooLarge => 431,
             Code::MisdirectedRequest => 421,
+            // RFC 9110 §15.5.16: content in a format (a Content-Type or
+            // Content-Encoding) not supported.
+            Code::UnsubstitutableBody => 415,
         }
     }
 }
@@ -176,6 +183,8 @@ pub fn refusal(err: &Error, to: Audience) -> Refusal {
         Error::PublicCleartext { authority, .. } => {
             (Code::InsecureUpstream, format!("use https://{authority}/…").into())
         }
+        Error::Unsubstitutable { why, .. } => (Code::UnsubstitutableBody, unsubstitutable_next_step(why).into()),
+        Error::AgentBody => (Code::BadRequest, "send the request again with its whole body".into()),
         Error::SecretUnavailable { .. } => (
             Code::SecretUnavailable,
             "ask the operator to run `airlock check` and fix the secret; retrying will not help until then".into(),
@@ -242,6 +251,22 @@ pub fn refusal(err: &Error, to: Audience) -> Refusal {
         _ => None,
     };
     Refusal { code, status, message: err.to_string(), next_step, route }
+}
+
+/// What to do about a body the placeholder could not be swapped in.
+fn unsubstitutable_next_step(why: &Unsubstitutable) -> String {
+    match why {
+        Unsubstitutable::Compressed | Unsubstitutable::Undecodable => {
+            "send the body uncompressed (no Content-Encoding); airlock swaps the placeholder only in plain bodies"
+                .into()
+        }
+        Unsubstitutable::Multipart => {
+            "send the placeholder in a form (application/x-www-form-urlencoded) or JSON body, or in a header the \
+             route lists"
+                .into()
+        }
+        Unsubstitutable::MediaType { wanted, .. } => format!("send the body as {wanted}"),
+    }
 }
 
 /// A connection failure's code and next step. A refusal by the egress rule

@@ -149,6 +149,9 @@ pub struct Seen {
     pub path: String,
     pub version: String,
     pub headers: Vec<(String, String)>,
+    /// The request body, as it arrived (the echo endpoint only; empty
+    /// elsewhere).
+    pub body: Vec<u8>,
 }
 
 impl Seen {
@@ -317,7 +320,8 @@ pub(crate) fn full(b: impl Into<Bytes>) -> TestBody {
 
 /// The echo endpoint: mounted applications under their prefixes; `/ws`
 /// upgrades and echoes bytes; everything else answers JSON with the method,
-/// path, version and headers received. Every request is recorded.
+/// path, version and headers received (and the body, when the request has
+/// an `x-echo-body` header). Every request is recorded, with its body.
 async fn echo(
     mut req: Request<Incoming>,
     seen: &Arc<Mutex<Vec<Seen>>>,
@@ -334,11 +338,16 @@ async fn echo(
             .iter()
             .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
             .collect(),
+        body: Vec::new(),
     };
     if print {
         println!("{} {}  authorization: {}", record.method, record.path, record.header("authorization").unwrap_or("-"));
     }
-    seen.lock().unwrap().push(record.clone());
+    let index = {
+        let mut seen = seen.lock().unwrap();
+        seen.push(record.clone());
+        seen.len() - 1
+    };
     let path = req.uri().path().to_owned();
     let mounted = mounts.lock().unwrap().iter().find_map(|m| m.strip(&path).map(|rest| (m.clone(), rest.to_owned())));
     if let Some((mount, rest)) = mounted {
@@ -360,13 +369,19 @@ async fn echo(
         return resp;
     }
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let json = serde_json::json!({
+    if let Some(entry) = seen.lock().unwrap().get_mut(index) {
+        entry.body = body.to_vec();
+    }
+    let mut json = serde_json::json!({
         "method": record.method,
         "path": record.path,
         "version": record.version,
         "headers": record.headers.iter().map(|(n, v)| serde_json::json!([n, v])).collect::<Vec<_>>(),
         "body_len": body.len(),
     });
+    if record.header("x-echo-body").is_some() {
+        json["body"] = String::from_utf8_lossy(&body).into_owned().into();
+    }
     Response::builder().header("content-type", "application/json").body(full(json.to_string())).unwrap()
 }
 

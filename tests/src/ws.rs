@@ -103,6 +103,7 @@ where
             path: path.to_owned(),
             version: String::new(),
             headers: vec![("message".into(), text.clone())],
+            body: Vec::new(),
         });
         if path == "/ws-leak" && text == "bye" {
             let reason: String = format!("bye {auth}").chars().take(120).collect();

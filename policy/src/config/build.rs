@@ -13,7 +13,7 @@ use super::schema::{RawConfig, RawRoute, RawSecret};
 use crate::glob::PathGlob;
 use crate::host::{self, HostPattern};
 use crate::limits::Limits;
-use crate::policy::{AuditSettings, Egress, Policy, ProxySettings, Route, RouteId, Tenant};
+use crate::policy::{AuditSettings, BodyKind, Egress, Policy, ProxySettings, Route, RouteId, SECRET_SLOT, Tenant};
 use crate::secrets::{DEFAULT_COMMAND_TIMEOUT, DEFAULT_COMMAND_TTL, SecretSource, SecretSpec, env_vars, valid_name};
 use crate::units::parse_duration;
 
@@ -284,6 +284,13 @@ fn build_route(r: RawRoute, secrets: &BTreeMap<String, SecretSpec>) -> Result<Ro
             return Err(RouteError::QueryName(name.clone()));
         }
     }
+    let body = r.body.map(|b| BodyKind::parse(&b).ok_or(RouteError::BodyKind(b))).transpose()?;
+    if let Some(format) = &r.format {
+        let ok = format.matches(SECRET_SLOT).count() == 1 && !format.chars().any(char::is_control);
+        if !ok {
+            return Err(RouteError::Format(format.clone()));
+        }
+    }
     let methods = match r.methods {
         None => DEFAULT_METHODS.iter().map(|m| (*m).to_owned()).collect(),
         Some(ms) => {
@@ -315,6 +322,8 @@ fn build_route(r: RawRoute, secrets: &BTreeMap<String, SecretSpec>) -> Result<Ro
         headers,
         add_headers,
         query: r.query,
+        body,
+        format: r.format,
         methods,
         max_request_body,
         danger_plaintext_private_upstream: r.danger_plaintext_private_upstream,
@@ -388,7 +397,7 @@ mod tests {
             }
         }
         type Check = fn(BuildError) -> bool;
-        let cases: [(String, Check); 24] = [
+        let cases: [(String, Check); 28] = [
             (
                 with_routes(&(route("r", "a.test", "AIRLOCK_1") + &route("r", "b.test", "AIRLOCK_2"))),
                 |e| matches!(e, BuildError::DuplicateRoute { tenant, route } if tenant == "a" && route == "r"),
@@ -421,6 +430,19 @@ mod tests {
                 with_routes(&(route("r", "a.test", "AIRLOCK_1") + "headers = [\"host\"]\n")),
                 |e| matches!(route_error(e), Some(RouteError::ForbiddenHeader(h)) if h == "host"),
             ),
+            (
+                with_routes(&(route("r", "a.test", "AIRLOCK_1") + "body = \"xml\"\n")),
+                |e| matches!(route_error(e), Some(RouteError::BodyKind(b)) if b == "xml"),
+            ),
+            (with_routes(&(route("r", "a.test", "AIRLOCK_1") + "format = \"Bearer {key}\"\n")), |e| {
+                matches!(route_error(e), Some(RouteError::Format(_)))
+            }),
+            (with_routes(&(route("r", "a.test", "AIRLOCK_1") + "format = \"{secret}:{secret}\"\n")), |e| {
+                matches!(route_error(e), Some(RouteError::Format(_)))
+            }),
+            (with_routes(&(route("r", "a.test", "AIRLOCK_1") + "format = \"Bearer\\n{secret}\"\n")), |e| {
+                matches!(route_error(e), Some(RouteError::Format(_)))
+            }),
             (
                 with_routes(&(route("r", "a.test", "AIRLOCK_1") + "add_headers = { \"x y\" = \"s\" }\n")),
                 |e| matches!(route_error(e), Some(RouteError::AddHeaderName(h)) if h == "x y"),
@@ -496,6 +518,19 @@ mod tests {
                 Err(e) => panic!("not a build error: {e}\n{text}"),
             }
         }
+    }
+
+    #[test]
+    fn body_and_format_are_read_when_valid() {
+        let p = load(&with_routes(
+            &(route("r", "a.test", "AIRLOCK_1") + "body = \"json\"\nformat = \"Bearer {secret}\"\n"),
+        ))
+        .unwrap();
+        let (_, t) = p.tenants().next().unwrap();
+        assert_eq!(t.routes[0].body, Some(BodyKind::Json));
+        assert_eq!(t.routes[0].format.as_deref(), Some("Bearer {secret}"));
+        assert!(BodyKind::Json.accepts("application/vnd.api+json") && !BodyKind::Json.accepts("text/plain"));
+        assert!(BodyKind::Text.accepts("") && !BodyKind::Text.accepts("multipart/form-data"));
     }
 
     #[test]

@@ -230,6 +230,13 @@ pub enum RouteError {
     /// A `query` entry is not a query parameter name.
     #[error("query: '{0}' is not a query parameter name (no '&', '=', '#', '%', spaces or control characters)")]
     QueryName(String),
+    /// `body` names no body format airlock substitutes in.
+    #[error("body: '{0}' is not a body format; use \"form\", \"json\" or \"text\"")]
+    BodyKind(String),
+    /// `format` does not hold `{{secret}}` exactly once, or holds characters
+    /// a header value may not.
+    #[error("format: '{0}' must hold {{secret}} exactly once (e.g. \"Bearer {{secret}}\") and no control characters")]
+    Format(String),
     /// An entry of `methods` is not a method a route may allow.
     #[error("'{0}' is not an allowed HTTP method")]
     Method(String),

@@ -78,6 +78,8 @@ pub(super) struct RawRoute {
     pub(super) add_headers: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub(super) query: Vec<String>,
+    pub(super) body: Option<String>,
+    pub(super) format: Option<String>,
     pub(super) methods: Option<Vec<String>>,
     pub(super) paths: Option<Vec<String>>,
     pub(super) max_request_body: Option<Size>,

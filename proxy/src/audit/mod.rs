@@ -102,6 +102,11 @@ pub struct Record {
     /// from one address this record stands for (it is the last of them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<u64>,
+    /// Placeholders the request body carried upstream as data, unswapped
+    /// (a route without `body`, or another route's placeholder); absent
+    /// when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_placeholders: Option<u64>,
     /// A refused connection: what failed, in airlock's words (never a
     /// secret: TLS alert names, timeouts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -146,6 +151,7 @@ impl Record {
             frames_up: None,
             frames_down: None,
             attempts: None,
+            body_placeholders: None,
             detail: None,
             in_flight: None,
         }

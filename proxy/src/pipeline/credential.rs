@@ -14,17 +14,24 @@
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
+use zeroize::Zeroizing;
 
 use airlock_policy::inject::inject;
 use airlock_policy::secrets::SecretValue;
-use airlock_policy::{Route, RouteId, SecretSpec};
+use airlock_policy::{BodyKind, Route, RouteId, SECRET_SLOT, SecretSpec};
 
-use crate::error::Error;
+use crate::error::{Error, Unsubstitutable};
+use crate::redact::Decoder;
 use crate::state::Shared;
+use crate::substitute::{self, Plan, Refusal};
 use crate::upstream::Egress;
 
 use super::ctx::{Destination, RequestCtx};
 use super::decide::Decided;
+
+/// How many times its compressed size a request body may decode to while
+/// it is searched for a placeholder.
+const DECODE_RATIO: u64 = 100;
 
 /// An injected value and what the agent sent in its place: the redactor
 /// maps the first back to the second.
@@ -45,13 +52,17 @@ pub(crate) struct Applied {
     /// parameters the decision named (the secret percent-encoded); None
     /// when there were none.
     pub(crate) target: Option<String>,
+    /// What is done to the request body.
+    pub(crate) body: Plan,
     /// Where the upstream connection may go.
     pub(crate) egress: Egress,
 }
 
 /// Applies route `route_id`'s credential where the decision found its
 /// placeholder: in `injections` (indices into `headers`, the request's
-/// fields in order) and in the `query` pairs of `target`.
+/// fields in order), in the `query` pairs of `target`, and, when the
+/// route swaps in bodies and the request `has_body`, in the body (as the
+/// returned [`Plan`] says).
 pub(crate) async fn apply(
     ctx: &RequestCtx,
     dest: &Destination,
@@ -59,29 +70,68 @@ pub(crate) async fn apply(
     decided: &Decided,
     target: &str,
     headers: &[(&str, &[u8])],
+    has_body: bool,
 ) -> Result<Applied, Error> {
     let policy = &ctx.loaded.policy;
     let route = policy.route(route_id);
     let injections = &decided.injections;
+    let body_kind = route.body.filter(|_| has_body);
+    let (why, decoder) = match body_kind.and_then(|kind| unsubstitutable(kind, headers)) {
+        Some(Unswappable { why, decoder }) => (Some(why), decoder),
+        None => (None, None),
+    };
+    let body_swaps = body_kind.is_some() && why.is_none();
     let sends_secret = !injections.is_empty() || !decided.query.is_empty() || !route.add_headers.is_empty();
-    let cleartext = sends_secret && !dest.https;
-    if cleartext && !route.danger_plaintext_private_upstream {
+    let cleartext = !dest.https && (sends_secret || body_swaps);
+    let refused_cleartext = cleartext && !route.danger_plaintext_private_upstream;
+    if refused_cleartext && sends_secret {
         return Err(Error::Cleartext { route: route.name.clone(), authority: dest.authority() });
     }
     let egress = if cleartext { Egress::Private } else { Egress::Any };
     let mut swapped: Vec<(usize, HeaderValue)> = Vec::new();
     let mut swapped_query = None;
     let mut query_pairs = Vec::new();
+    let mut body = Plan::Data;
+    if let Some(kind) = body_kind {
+        let placeholder = route.placeholder.as_bytes().to_vec();
+        let refusal = if refused_cleartext {
+            Some(Refusal::Cleartext { route: route.name.clone(), authority: dest.authority() })
+        } else {
+            why.map(|why| Refusal::Unsubstitutable { route: route.name.clone(), why })
+        };
+        body = match refusal {
+            Some(refusal) => Plan::Refuse { placeholder, decoder, refusal },
+            None => {
+                let secret = route_secret(ctx, route, &route.secret).await?;
+                let Some(replacement) = substitute::encode(kind, secret.expose()) else {
+                    return Err(Error::SecretUnavailable {
+                        route: route.name.clone(),
+                        reason: format!(
+                            "secret '{}' is not UTF-8 text, which a JSON body cannot hold (body = \"json\")",
+                            route.secret
+                        ),
+                    });
+                };
+                query_pairs.push((replacement.to_vec(), placeholder.clone()));
+                Plan::Swap { placeholder, replacement }
+            }
+        };
+    }
     if !injections.is_empty() || !decided.query.is_empty() {
         let secret = route_secret(ctx, route, &route.secret).await?;
         if !decided.query.is_empty() {
             let (new, pairs) = swap_in_query(target, &decided.query, &route.placeholder, secret.expose());
             swapped_query = Some(new);
-            query_pairs = pairs;
+            query_pairs.extend(pairs);
         }
         for inj in injections {
             let Some((_, value)) = headers.get(inj.header) else { continue };
-            let Some(bytes) = inject(value, route.placeholder.as_bytes(), secret.expose()) else { continue };
+            let formatted = route.format.as_deref().filter(|_| *value == route.placeholder.as_bytes());
+            let bytes = match formatted {
+                Some(format) => Some(formatted_value(format, secret.expose())),
+                None => inject(value, route.placeholder.as_bytes(), secret.expose()),
+            };
+            let Some(bytes) = bytes else { continue };
             // Secrets hold no control characters (checked when fetched),
             // so the swapped value is a valid header value.
             if let Ok(mut v) = HeaderValue::from_bytes(&bytes) {
@@ -108,7 +158,61 @@ pub(crate) async fn apply(
         }
     }
     ctx.set_injected(!swapped.is_empty() || swapped_query.is_some() || !added.is_empty());
-    Ok(Applied { swapped, injected_pairs, added, target: swapped_query, egress })
+    Ok(Applied { swapped, injected_pairs, added, target: swapped_query, body, egress })
+}
+
+/// `format` with its [`SECRET_SLOT`] replaced by `secret` (a header value
+/// that was the placeholder alone).
+fn formatted_value(format: &str, secret: &[u8]) -> Zeroizing<Vec<u8>> {
+    let (before, after) = format.split_once(SECRET_SLOT).unwrap_or((format, ""));
+    Zeroizing::new([before.as_bytes(), secret, after.as_bytes()].concat())
+}
+
+/// Why a body of a route that swaps in bodies of `kind` cannot have the
+/// placeholder swapped in (with the decoder to search a compressed one
+/// through); None when it can. An encoding airlock cannot decode is
+/// refused outright: what it holds cannot be known.
+fn unsubstitutable(kind: BodyKind, headers: &[(&str, &[u8])]) -> Option<Unswappable> {
+    let codings = headers.iter().filter(|(n, _)| *n == "content-encoding").map(|(_, v)| std::str::from_utf8(v));
+    let codings: Vec<&str> = match codings.collect::<Result<_, _>>() {
+        Ok(codings) => codings,
+        Err(_) => return Some(Unswappable { why: Unsubstitutable::Undecodable, decoder: None }),
+    };
+    // The ratio bounds what one piece decodes to; what is decoded is
+    // searched and dropped.
+    match Decoder::for_encodings(codings.into_iter(), DECODE_RATIO) {
+        Ok(Some(decoder)) => {
+            return Some(Unswappable { why: Unsubstitutable::Compressed, decoder: Some(Box::new(decoder)) });
+        }
+        Ok(None) => {}
+        Err(_) => return Some(Unswappable { why: Unsubstitutable::Undecodable, decoder: None }),
+    }
+    let wanted = match kind {
+        BodyKind::Form => "a form (application/x-www-form-urlencoded)",
+        BodyKind::Json => "JSON (application/json)",
+        BodyKind::Text => "a body that is not multipart",
+    };
+    let why = match substitute::essence(headers) {
+        Some(essence) if essence.starts_with("multipart/") => Unsubstitutable::Multipart,
+        Some(essence) if kind.accepts(&essence) => return None,
+        Some(essence) if essence.is_empty() => Unsubstitutable::MediaType { wanted, found: "of no stated type".into() },
+        Some(essence) => Unsubstitutable::MediaType { wanted, found: clip(&essence) },
+        None => Unsubstitutable::MediaType { wanted, found: "of two stated types".into() },
+    };
+    Some(Unswappable { why, decoder: None })
+}
+
+/// A body the placeholder cannot be swapped in: why, and the decoder to
+/// search a compressed one through.
+struct Unswappable {
+    why: Unsubstitutable,
+    decoder: Option<Box<Decoder>>,
+}
+
+/// A media type as the agent wrote it, cut to a length fit for a message.
+fn clip(essence: &str) -> String {
+    let printable: String = essence.chars().filter(|c| c.is_ascii_graphic()).take(80).collect();
+    printable
 }
 
 /// `target` with `placeholder` replaced by `secret`, percent-encoded (RFC

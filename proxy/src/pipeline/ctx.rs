@@ -93,6 +93,8 @@ pub(crate) struct RequestCtx {
     pub(crate) injected: AtomicBool,
     /// Request body bytes sent upstream.
     pub(crate) bytes_up: Arc<AtomicU64>,
+    /// What the request body held: placeholders swapped and passed.
+    pub(crate) body: Arc<crate::substitute::Tally>,
     /// Watched by the audit writer until the record is written (requests
     /// of a tenant only).
     pub(crate) in_flight: Option<audit::InFlight>,
@@ -122,6 +124,7 @@ impl RequestCtx {
             route: OnceLock::new(),
             injected: AtomicBool::new(false),
             bytes_up: Arc::new(AtomicU64::new(0)),
+            body: Arc::default(),
             in_flight: None,
         }
     }
@@ -188,6 +191,6 @@ impl RequestCtx {
 
     /// Whether a secret is in the request.
     pub(crate) fn injected(&self) -> bool {
-        self.injected.load(Ordering::Relaxed)
+        self.injected.load(Ordering::Relaxed) || self.body.swapped()
     }
 }

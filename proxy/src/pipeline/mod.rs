@@ -117,7 +117,8 @@ where
     let decided = decide::decide(ctx, dest, &req, &headers)?;
     let route_id = decided.route;
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let applied = credential::apply(ctx, dest, route_id, &decided, target, &headers).await?;
+    let has_body = !http_body::Body::is_end_stream(req.body());
+    let applied = credential::apply(ctx, dest, route_id, &decided, target, &headers, has_body).await?;
     drop(headers);
     let tenant = route_id.tenant();
     let route = policy.route(route_id);
@@ -129,6 +130,8 @@ where
         added: applied.added,
         target: applied.target,
         route: Some(crate::body::DecidedRoute { policy: Arc::clone(policy), tenant, route: route_id }),
+        body: applied.body,
+        tally: Arc::clone(&ctx.body),
         body_limit: route.max_request_body.unwrap_or(policy.limits.max_request_body),
         bytes_up: Arc::clone(&ctx.bytes_up),
     };
@@ -160,6 +163,8 @@ pub(crate) async fn pass_through(
             added: Vec::new(),
             target: None,
             route: None,
+            body: crate::substitute::Plan::Data,
+            tally: Arc::clone(&ctx.body),
             body_limit: loaded.policy.limits.max_request_body,
             bytes_up: Arc::clone(&ctx.bytes_up),
         };

@@ -29,6 +29,7 @@ impl RequestCtx {
             query: self.record_query(),
             injected: self.injected(),
             bytes_up: self.bytes_up.load(std::sync::atomic::Ordering::Relaxed),
+            body_placeholders: Some(self.body.data()).filter(|&n| n > 0),
             duration_ms: self.started.elapsed().as_millis() as u64,
             in_flight: self.in_flight.clone(),
             ..Record::new(

@@ -5,8 +5,8 @@
 //! transfer codings and a non-canonical reason phrase set aside, a `101`
 //! accepted only for a WebSocket handshake).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Request, StatusCode, Uri, Version};
@@ -24,6 +24,7 @@ use crate::headers::{
 use crate::redact::grpc_kind;
 use crate::replay::Replayable;
 use crate::state::Loaded;
+use crate::substitute::{Plan, Tally, Upward};
 use crate::upstream::{ConnectError, Egress, Failure, Resend};
 use crate::{Body, upstream};
 
@@ -47,9 +48,14 @@ pub(crate) struct Outgoing {
     /// swapped into its query).
     pub(crate) target: Option<String>,
     /// The route the request was decided under (intercepted requests): asks
-    /// the upstream for an unencoded whole body and checks the request's
-    /// trailer fields. None: passed through untouched.
+    /// the upstream for an unencoded whole body, checks the request's
+    /// trailer fields, and works its body as `body` says. None: passed
+    /// through untouched.
     pub(crate) route: Option<DecidedRoute>,
+    /// What is done to the request body (intercepted requests).
+    pub(crate) body: Plan,
+    /// What the body held, for the record.
+    pub(crate) tally: Arc<Tally>,
     pub(crate) body_limit: u64,
     /// Counts the request body bytes sent.
     pub(crate) bytes_up: Arc<AtomicU64>,
@@ -109,7 +115,7 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<crate::BoxError>,
 {
-    let Outgoing { tenant, egress, swapped, added, target, route, body_limit, bytes_up } = out;
+    let Outgoing { tenant, egress, swapped, added, target, route, body: plan, tally, body_limit, bytes_up } = out;
     let route_id = route.as_ref().map(|r| r.route);
     let intercepted = route.is_some();
     let limits = &loaded.policy.limits;
@@ -175,9 +181,35 @@ where
         frame
     });
     let limited = http_body_util::Limited::new(counted, usize::try_from(body_limit).unwrap_or(usize::MAX));
-    let refused = Arc::new(std::sync::Mutex::new(None));
+    let refused: Arc<Mutex<Option<Error>>> = Arc::new(Mutex::new(None));
     let body = match route {
-        Some(route) => TrailerCheck::wrap(limited.boxed_unsync(), route, Arc::clone(&refused)),
+        Some(route) => {
+            let policy = Arc::clone(&route.policy);
+            let checked = TrailerCheck::wrap(limited.boxed_unsync(), route, Arc::clone(&refused));
+            let reframes = plan.reframes();
+            let reads_ahead = plan.reads_ahead();
+            let mut upward = Upward::new(checked, plan, policy, tally, Arc::clone(&refused));
+            if reads_ahead {
+                match tokio::time::timeout(limits.upstream_response_timeout, upward.read_ahead()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(Some(e))) => return Err(e),
+                    Ok(Err(None)) if sent.load(Ordering::Relaxed) > body_limit => {
+                        return Err(Error::BodyTooLarge { limit: body_limit });
+                    }
+                    Ok(Err(None)) => return Err(take(&refused).unwrap_or(Error::AgentBody)),
+                    Err(_) => return Err(Error::AgentBody),
+                }
+            }
+            if reframes {
+                // The body changes length: sent with its new exact length
+                // when it has all been read, else chunked.
+                headers.remove(header::CONTENT_LENGTH);
+                if let Some(n) = upward.exact_len() {
+                    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+                }
+            }
+            upward.boxed()
+        }
         None => limited.boxed_unsync(),
     };
     let body = Replayable::new(body);
@@ -219,9 +251,10 @@ where
             return Err(Error::BodyTooLarge { limit: body_limit });
         }
         Ok(Err((e, resent))) => {
-            // The request's trailer carried a placeholder; it was not sent.
-            if let Some(denial) = refused.lock().ok().and_then(|mut r| r.take()) {
-                return Err(Error::Policy(denial));
+            // The request's trailer or body was refused while it streamed:
+            // the request was not completed.
+            if let Some(refusal) = take(&refused) {
+                return Err(refusal);
             }
             let Some(e) = e else { return Err(Error::ResendImpossible) };
             let failure = match upstream::find_connect_error(&e) {
@@ -268,6 +301,11 @@ where
         parts.extensions.get::<hyper::ext::ReasonPhrase>().map(|r| bytes::Bytes::copy_from_slice(r.as_bytes()));
     let body = ReadTimeout::wrap(body.map_err(Into::into).boxed_unsync(), limits.upstream_read_timeout);
     Ok(Sent { status: parts.status, headers: parts.headers, transfer_codings, body, upgrade, reason })
+}
+
+/// The refusal a body left while it streamed, if any.
+fn take(refused: &Mutex<Option<Error>>) -> Option<Error> {
+    refused.lock().ok().and_then(|mut r| r.take())
 }
 
 /// The refusal of a connection its egress rule refused, in the words of

@@ -204,3 +204,240 @@ async fn query_parameters_carry_the_key_where_the_route_lists_them() {
     assert_no_secret("the proxy's log", &captured_logs(), &[MAPS_SECRET]);
     proxy.proxy.shutdown().await;
 }
+
+/// A key with the characters each place writes differently: `/`, `+` and
+/// `=` (percent-encoded in a form), `"` and `\` (escaped in JSON).
+const BODY_SECRET: &str = "bk/A+b=c\"d\\e_0123456789";
+/// `BODY_SECRET` as a form body writes it.
+const BODY_SECRET_FORM: &str = "bk%2FA%2Bb%3Dc%22d%5Ce_0123456789";
+
+/// The standard config with `body = "<kind>"` on acme's `echo` route, whose
+/// key is `BODY_SECRET`.
+async fn proxy_with_body_route(upstream: &Upstream, kind: &str) -> TestProxy {
+    let config = standard_config(upstream, "", "")
+        .replace("env = \"ACME_API_KEY\"", &format!("env = \"ACME_API_KEY\"\nbody = \"{kind}\""));
+    start_with_secret(&config, "acme_key", BODY_SECRET).await
+}
+
+/// Runs `code` with the test venv's python; returns its stdout, after
+/// checking it succeeded.
+async fn python(code: &str) -> String {
+    let out =
+        tokio::process::Command::new(crate::conformance::venv_python()).args(["-c", code]).output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    text
+}
+
+/// The python prelude every body test shares: the proxy settings for
+/// requests and httpx, and the URL.
+fn python_prelude(proxy: &TestProxy, url: &str) -> String {
+    format!(
+        "import requests, httpx, json, gzip\nproxy = '{}'\nca = '{}'\nurl = '{url}'\nP = '{ACME_PLACEHOLDER}'\n\
+         H = {{'x-echo-body': '1'}}\n",
+        proxy.proxy_url("acme", ACME_TOKEN),
+        proxy.ca_path().display()
+    )
+}
+
+#[tokio::test]
+async fn form_bodies_carry_the_key_where_the_route_opts_in() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let proxy = proxy_with_body_route(&upstream, "form").await;
+    let url = format!("https://api.acme.test:{}/api/chat.postMessage", upstream.port());
+    let prelude = python_prelude(&proxy, &url);
+    let requests = "def post(**kw):\n    r = requests.post(url, proxies={'https': proxy}, verify=ca, timeout=30, **kw)\n    \
+                    print(r.status_code, r.headers.get('x-airlock-denied'))\n    print(r.text)\n";
+
+    // A Slack-style form post (python requests, HTTP/1.1): the token is
+    // swapped percent-encoded, the length recomputed, the echo mapped back.
+    let text =
+        python(&format!("{prelude}{requests}post(data={{'token': P, 'channel': 'C1', 'text': 'a b&c'}}, headers=H)\n"))
+            .await;
+    assert!(text.starts_with("200 None"), "{text}");
+    let seen = upstream.seen().pop().unwrap();
+    let want = format!("token={BODY_SECRET_FORM}&channel=C1&text=a+b%26c");
+    assert_eq!(String::from_utf8_lossy(&seen.body), want);
+    assert_eq!(seen.header("content-length"), Some(want.len().to_string().as_str()), "exact length: {seen:?}");
+    assert!(text.contains(&format!("token={ACME_PLACEHOLDER}&channel")), "the echo maps back: {text}");
+    assert_no_secret("requests' answer", &text, &[BODY_SECRET, BODY_SECRET_FORM]);
+
+    // Chunked by requests from a generator, the placeholder split across
+    // chunks, and a body longer than the read-ahead with it at the end:
+    // streamed, re-framed chunked.
+    let text = python(&format!(
+        "{prelude}{requests}def parts():\n    yield b'text=hi&token=AIRLOCK_AC'\n    yield b'ME_KEY&x=' + P.encode()\n\
+         post(data=parts(), headers={{'content-type': 'application/x-www-form-urlencoded'}})\n\
+         post(data='pad=' + 'x' * 100000 + '&token=' + P, headers={{'content-type': \
+         'application/x-www-form-urlencoded; charset=utf-8'}})\n"
+    ))
+    .await;
+    assert_eq!(text.matches("200 None").count(), 2, "{text}");
+    let seen = upstream.seen();
+    let chunked = &seen[seen.len() - 2];
+    assert_eq!(
+        String::from_utf8_lossy(&chunked.body),
+        format!("text=hi&token={BODY_SECRET_FORM}&x={BODY_SECRET_FORM}")
+    );
+    let long = &seen[seen.len() - 1];
+    assert!(String::from_utf8_lossy(&long.body).ends_with(&format!("x&token={BODY_SECRET_FORM}")));
+    assert_eq!(long.body.len(), 4 + 100_000 + 7 + BODY_SECRET_FORM.len());
+    assert_eq!(long.header("content-length"), None, "over the read-ahead it streams chunked: {:?}", long.headers);
+
+    // curl over HTTP/2, the placeholder across the first 16 KiB DATA frame.
+    let file = proxy.home.path.join("form-body");
+    let body = format!("pad={}&token={ACME_PLACEHOLDER}&more={}", "y".repeat(16_370), "z".repeat(20_000));
+    std::fs::write(&file, &body).unwrap();
+    let out = proxy
+        .curl()
+        .args(["--http2", "-H", "content-type: application/x-www-form-urlencoded", "--data-binary"])
+        .arg(format!("@{}", file.display()))
+        .arg(&url)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let seen = upstream.seen().pop().unwrap();
+    assert_eq!(String::from_utf8_lossy(&seen.body), body.replace(ACME_PLACEHOLDER, BODY_SECRET_FORM));
+
+    // Where it cannot be swapped, a body holding it is refused (415) and
+    // nothing reaches the upstream; the same bodies without it pass.
+    let before = upstream.seen().len();
+    let text = python(&format!(
+        "{prelude}{requests}form = 'token=' + P\n\
+         post(files={{'token': (None, P)}})\n\
+         post(data=gzip.compress(form.encode()), headers={{'content-type': 'application/x-www-form-urlencoded', \
+         'content-encoding': 'gzip'}})\n\
+         post(data=json.dumps({{'token': P}}), headers={{'content-type': 'application/json'}})\n\
+         post(data=form.encode(), headers={{'content-type': 'application/x-www-form-urlencoded', \
+         'content-encoding': 'compress'}})\n\
+         post(data='pad=' + 'x' * 100000 + '&token=' + P, headers={{'content-type': 'text/plain'}})\n"
+    ))
+    .await;
+    assert_eq!(text.matches("415 unsubstitutable_body").count(), 5, "{text}");
+    assert!(text.contains("multipart") && text.contains("compressed") && text.contains("application/json"), "{text}");
+    // The last one was longer than the read-ahead: its request may have
+    // begun upstream, and was ended unfinished (the upstream never got its
+    // body); the others never left.
+    let after = upstream.seen();
+    assert!(after.len() <= before + 1, "a refused body reached the upstream: {:?}", &after[before..]);
+    assert!(after[before..].iter().all(|s| s.body.is_empty()), "a refused body reached the upstream");
+    let text = python(&format!(
+        "{prelude}{requests}post(files={{'f': ('a.txt', 'no placeholder here')}})\n\
+         post(data=gzip.compress(b'token=none'), headers={{'content-type': 'application/x-www-form-urlencoded', \
+         'content-encoding': 'gzip'}})\n\
+         post(json={{'a': 1}})\n"
+    ))
+    .await;
+    assert_eq!(text.matches("200 None").count(), 3, "{text}");
+
+    assert!(wait_for(Duration::from_secs(5), || proxy.audit_lines().len() >= 12).await);
+    let audit = std::fs::read_to_string(proxy.home.path.join("audit.jsonl")).unwrap();
+    assert_no_secret("the audit log", &audit, &[BODY_SECRET, BODY_SECRET_FORM]);
+    let lines = proxy.audit_lines();
+    assert_eq!(lines.iter().filter(|l| l["injected"] == true).count(), 4, "{lines:?}");
+    assert_eq!(lines.iter().filter(|l| l["code"] == "unsubstitutable_body").count(), 5, "{lines:?}");
+    assert_no_secret("the proxy's log", &captured_logs(), &[BODY_SECRET, BODY_SECRET_FORM]);
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn json_bodies_carry_the_key_over_http2() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let proxy = proxy_with_body_route(&upstream, "json").await;
+    let url = format!("https://api.acme.test:{}/v1/messages", upstream.port());
+    let prelude = python_prelude(&proxy, &url);
+    // httpx over HTTP/2: a JSON body, and one streamed from an iterator
+    // with the placeholder split across DATA frames.
+    let text = python(&format!(
+        "{prelude}c = httpx.Client(http2=True, proxy=proxy, verify=ca, timeout=30)\n\
+         r = c.post(url, json={{'api_key': P, 'q': 'x'}}, headers=H)\nprint(r.status_code, r.http_version)\n\
+         print(r.text)\n\
+         def parts():\n    yield b'{{\"api_key\": \"AIRLOCK_'\n    yield b'ACME_KEY\", \"n\": 1}}'\n\
+         r = c.post(url, content=parts(), headers={{'content-type': 'application/vnd.api+json'}})\n\
+         print(r.status_code, r.http_version)\n"
+    ))
+    .await;
+    assert_eq!(text.matches("200 HTTP/2").count(), 2, "{text}");
+    let seen = upstream.seen();
+    for s in &seen[seen.len() - 2..] {
+        let body: serde_json::Value = serde_json::from_slice(&s.body).unwrap_or_else(|e| panic!("{e}: {s:?}"));
+        assert_eq!(body["api_key"], BODY_SECRET, "the key arrives JSON-escaped and whole: {s:?}");
+    }
+    assert!(text.contains(ACME_PLACEHOLDER), "the echo maps back: {text}");
+    assert_no_secret("httpx's answer", &text, &[BODY_SECRET]);
+    assert_no_secret("the proxy's log", &captured_logs(), &[BODY_SECRET]);
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_the_opt_in_a_placeholder_in_a_body_is_data_and_counted() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let proxy = TestProxy::start(&standard_config(&upstream, "", "")).await;
+    let url = format!("https://api.acme.test:{}/v1/chat", upstream.port());
+    // An agent quoting placeholders (its own, another route's, another
+    // tenant's) in a conversation it sends to an LLM API.
+    let body =
+        format!("{{\"messages\": [\"use {ACME_PLACEHOLDER} and {ACME_IP_PLACEHOLDER}, not {BETA_PLACEHOLDER}\"]}}");
+    let out = proxy
+        .curl()
+        .args(["--http2", "-H", "content-type: application/json", "--data-binary", &body, &url])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&upstream.seen().pop().unwrap().body), body, "passed unchanged");
+    assert!(wait_for(Duration::from_secs(5), || !proxy.audit_lines().is_empty()).await);
+    let record = proxy.audit_lines().pop().unwrap();
+    assert_eq!(record["body_placeholders"], 3, "{record}");
+    assert_eq!(record["injected"], false, "{record}");
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_body_never_carries_the_key_in_cleartext() {
+    let upstream = Upstream::start(Protocols::Plain).await;
+    let config =
+        standard_config(&upstream, "", "").replace("env = \"ACME_API_KEY\"", "env = \"ACME_API_KEY\"\nbody = \"form\"");
+    let proxy = start_with_secret(&config, "acme_key", BODY_SECRET).await;
+    let url = format!("http://api.acme.test:{}/form", upstream.port());
+    let head = |out: std::process::Output| String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    let plain_curl = || {
+        let mut cmd = proxy.curl();
+        cmd.args(["-x", &proxy.proxy_url("acme", ACME_TOKEN), "-D", "-", "-o", "/dev/null", "--data-binary"]);
+        cmd
+    };
+    let out = plain_curl().arg(format!("token={ACME_PLACEHOLDER}")).arg(&url).output().await.unwrap();
+    let refused = head(out);
+    assert!(refused.contains(" 403") && refused.contains("x-airlock-denied: insecure_upstream"), "{refused}");
+    assert!(upstream.seen().is_empty(), "the request reached the upstream");
+    // A body without the placeholder is not a credential: it goes.
+    let out = plain_curl().args(["text=hello", &url]).output().await;
+    assert!(head(out.unwrap()).contains(" 200"));
+    assert_eq!(upstream.seen().pop().unwrap().body, b"text=hello");
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn format_writes_a_bare_placeholder_as_the_api_wants_it() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let config = standard_config(&upstream, "", "")
+        .replace("env = \"ACME_API_KEY\"", "env = \"ACME_API_KEY\"\nformat = \"Token token={secret}\"");
+    let proxy = TestProxy::start(&config).await;
+    let url = format!("https://api.acme.test:{}/echo", upstream.port());
+    // A bare placeholder is written in the format; one inside a longer
+    // value (an SDK that adds its own scheme) is swapped where it stands.
+    for (sent, want) in [
+        (ACME_PLACEHOLDER.to_owned(), format!("Token token={ACME_SECRET}")),
+        (format!("Bearer {ACME_PLACEHOLDER}"), format!("Bearer {ACME_SECRET}")),
+    ] {
+        for version in ["--http1.1", "--http2"] {
+            let out = proxy.curl().args([version, "-H", &format!("Authorization: {sent}"), &url]).output().await;
+            let text = String::from_utf8_lossy(&out.unwrap().stdout).into_owned();
+            assert_eq!(upstream.seen().pop().unwrap().header("authorization"), Some(want.as_str()));
+            assert!(text.contains(&sent), "the echo maps back to what the agent sent: {text}");
+            assert_no_secret("curl's answer", &text, &[ACME_SECRET]);
+        }
+    }
+    proxy.proxy.shutdown().await;
+}
