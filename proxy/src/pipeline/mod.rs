@@ -45,6 +45,7 @@ pub(crate) mod admit;
 pub(crate) mod credential;
 pub(crate) mod ctx;
 pub(crate) mod decide;
+pub(crate) mod frames;
 pub(crate) mod record;
 pub(crate) mod response;
 pub(crate) mod send;
@@ -117,7 +118,9 @@ where
     let decided = decide::decide(ctx, dest, &req, &headers)?;
     let route_id = decided.route;
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let applied = credential::apply(ctx, dest, route_id, &decided, target, &headers).await?;
+    let mut applied = credential::apply(ctx, dest, route_id, &decided, target, &headers).await?;
+    // A WebSocket handshake under a route that sends its secret in frames.
+    let frames = frames::prepare(ctx, dest, route_id, &req, &mut applied).await?;
     drop(headers);
     let tenant = route_id.tenant();
     let route = policy.route(route_id);
@@ -134,7 +137,7 @@ where
     };
     let head_request = req.method() == http::Method::HEAD;
     let sent = send::send(&ctx.loaded, dest, req, out).await?;
-    response::respond(ctx, dest, route_id, set, sent, head_request)
+    response::respond(ctx, dest, route_id, set, sent, head_request, frames)
 }
 
 /// Forwards a plain-HTTP request to a host no route names (egress =
