@@ -34,9 +34,9 @@ if ((${#missing[@]})); then
 fi
 
 venv=target/test-venv
-if ! "$venv/bin/python" -c 'import requests, httpx, grpc' >/dev/null 2>&1; then
+if ! "$venv/bin/python" -c 'import requests, httpx, grpc, websockets' >/dev/null 2>&1; then
     python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check requests httpx grpcio
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check requests httpx grpcio "websockets>=15"
 fi
 export AIRLOCK_TEST_PYTHON="$PWD/$venv/bin/python"
 

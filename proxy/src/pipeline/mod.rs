@@ -9,7 +9,8 @@
 //! 2. **decide** ([`decide`]): the policy's pure decision — the route, and
 //!    where its placeholder sits — or its denial;
 //! 3. **credential** ([`credential`]): the route's credential applied to
-//!    the request (today the header placeholder swap);
+//!    the request (today the header placeholder swap), and for a WebSocket
+//!    handshake the secret its frames carry ([`frames`]);
 //! 4. **send** ([`send`]): the upstream request, its body bounded and its
 //!    trailers checked, on a connection under the request's egress rule,
 //!    resent once when that is safe;
