@@ -15,7 +15,7 @@
 //!   ([`secrets::SecretValue`] prints `[secret]`).
 //!
 //! Modules, each importing only those before it (no module cycles): `units`
-//! (durations and sizes), `glob`, [`host`], [`inject`], [`limits`],
+//! (durations and sizes), `websocket` (message kinds), `glob`, [`host`], [`inject`], [`limits`],
 //! [`secrets`] (specs, values and the vault), `policy` (the checked types),
 //! `config` (schema, build and starter: text into a `Policy`) and `decide`.
 #![deny(missing_docs)]
@@ -29,6 +29,7 @@ pub mod limits;
 mod policy;
 pub mod secrets;
 mod units;
+mod websocket;
 
 pub use config::{BuildError, ConfigError, RouteError, starter_config};
 pub use decide::{AuthError, ConnectAction, Decision, Denial, DenialCode, Injection, RequestInfo};
@@ -39,3 +40,4 @@ pub use policy::{
 };
 pub use secrets::{DEFAULT_COMMAND_TIMEOUT, DEFAULT_COMMAND_TTL, SecretSource, SecretSpec};
 pub use units::InvalidUnit;
+pub use websocket::WebSocketKinds;

@@ -15,6 +15,7 @@ use crate::glob::PathGlob;
 use crate::host::{self, HostPattern};
 use crate::limits::Limits;
 use crate::secrets::{SecretSpec, env_vars};
+use crate::websocket::WebSocketKinds;
 
 /// What to do with hosts no route names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -149,6 +150,9 @@ pub struct Route {
     /// one holding a known secret is audited `secret_exposed: true`. Off by
     /// default: frames are scrubbed like bodies.
     pub danger_unscrubbed_websocket: bool,
+    /// The WebSocket message kinds in which the agent's own placeholder is
+    /// replaced by the secret (`websocket = ["text"]`); none by default.
+    pub websocket: WebSocketKinds,
     pub(crate) paths: Vec<PathGlob>,
 }
 

@@ -24,7 +24,10 @@
 //!    A plain-HTTP request enters the pipeline directly.
 //! 4. **decide** ([`pipeline::decide`]): the policy's pure decision.
 //! 5. **credential** ([`pipeline::credential`]): the route's credential
-//!    applied (the secret fetched from the vault through `fetch`).
+//!    applied (the secret fetched from the vault through `fetch`); for a
+//!    WebSocket handshake under a route whose `websocket` lists message
+//!    kinds, the secret its relay swaps into the agent's messages
+//!    ([`pipeline::frames`]).
 //! 6. **send** ([`pipeline::send`]): the upstream request through
 //!    [`upstream`]'s connector and pools, its body wrapped by `body`,
 //!    resent once when safe (`replay`).

@@ -11,8 +11,10 @@
 //! - Agent → upstream: each payload is checked for placeholders like a
 //!   request's headers ([`Policy::check_message`]); another tenant's or
 //!   another route's placeholder closes the connection (`1008`, the code
-//!   as the reason) and is audited as a denial. Nothing is injected into
-//!   frames.
+//!   as the reason) and is audited as a denial. The route's own
+//!   placeholder is data, unless the route lists the message's kind in
+//!   `websocket`: then, after the check, it is replaced by the secret
+//!   ([`credential`]; the record counts the messages, `injections`).
 //! - permessage-deflate is negotiated off (the handshake's
 //!   `Sec-WebSocket-Extensions` offer is removed), so every payload is
 //!   readable; an upstream that accepts an extension anyway is refused.
@@ -41,13 +43,18 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Error, Message, Utf8Bytes};
 use tracing::{debug, info, warn};
 
-use airlock_policy::{Denial, Policy, RouteId, TenantId};
+use airlock_policy::{Policy, RouteId, TenantId};
 
 use crate::audit::{AuditLog, Outcome, Record};
 use crate::conn::{self, Activity, ConnGuard};
 use crate::error::Error as Refused;
 use crate::redact::PatternSet;
-use crate::respond::{self, Audience, Refusal};
+use crate::respond::{self, Audience, Code, Refusal};
+
+mod credential;
+
+pub(crate) use credential::FrameCredential;
+use credential::SwapError;
 
 /// How long a closing handshake may take before the connection is dropped.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
@@ -65,6 +72,9 @@ pub(crate) struct Session {
     pub(crate) route: RouteId,
     /// The route's `danger_unscrubbed_websocket`.
     pub(crate) unscrubbed: bool,
+    /// The route's secret for the message kinds its `websocket` lists;
+    /// None when it lists none.
+    pub(crate) credential: Option<FrameCredential>,
     /// The handshake's record (status 101, the header redactions), written
     /// when the connection ends.
     pub(crate) record: Record,
@@ -86,6 +96,8 @@ struct Tally {
     bytes: u64,
     /// Secrets replaced (upstream to agent only).
     redactions: u64,
+    /// Messages the placeholder was replaced in (agent to upstream only).
+    injections: u64,
     /// A known secret passed unscrubbed (`danger_unscrubbed_websocket`).
     exposed: bool,
 }
@@ -97,7 +109,7 @@ enum End {
     /// A side went away, broke the protocol or exceeded a limit.
     Broken,
     /// The agent sent a placeholder it may not use here (the policy's
-    /// denial, mapped).
+    /// denial, mapped), or a message its secret cannot go in.
     Denied(Refusal),
     /// A message was larger than `max_websocket_message`.
     TooLarge,
@@ -145,8 +157,17 @@ where
     let (mut upstream_tx, mut upstream_rx) = upstream.split();
     let activity = Activity::new();
     let end = {
-        let check =
-            |msg: Message, _: &mut Tally| s.policy.check_message(s.tenant, s.route, payload(&msg)).map(|()| msg);
+        // Checked first: only the route's own placeholder is left to swap.
+        let check = |msg: Message, t: &mut Tally| {
+            s.policy.check_message(s.tenant, s.route, payload(&msg)).map_err(|d| Way::Denied(Refused::Policy(d)))?;
+            let Some(credential) = &s.credential else { return Ok(msg) };
+            let (msg, swapped) = credential.swap(msg, s.max_message).map_err(|e| match e {
+                SwapError::TooLarge => Way::TooLarge,
+                SwapError::NotText => Way::Denied(not_text(s)),
+            })?;
+            t.injections += u64::from(swapped > 0);
+            Ok(msg)
+        };
         let up = pass(&mut agent_rx, &mut upstream_tx, &activity, up, check);
         let scrub = |msg: Message, t: &mut Tally| Ok(scrub(&s.set, msg, s.unscrubbed, t));
         let down = pass(&mut upstream_rx, &mut agent_tx, &activity, down, scrub);
@@ -170,7 +191,7 @@ where
     let both = |f: CloseFrame| Some((f.clone(), f));
     let closes = match &end {
         End::Denied(refusal) => Some((
-            close_frame(CloseCode::Policy, &format!("airlock: {}", refusal.code)),
+            close_frame(close_code(refusal.code), &format!("airlock: {}", refusal.code)),
             close_frame(CloseCode::Away, "airlock closed the connection"),
         )),
         End::TooLarge => both(close_frame(CloseCode::Size, "airlock: message larger than max_websocket_message")),
@@ -198,7 +219,7 @@ async fn pass<R, W>(
     tx: &mut SplitSink<WebSocketStream<W>, Message>,
     activity: &Activity,
     tally: &mut Tally,
-    mut each: impl FnMut(Message, &mut Tally) -> Result<Message, Denial>,
+    mut each: impl FnMut(Message, &mut Tally) -> Result<Message, Way>,
 ) -> Way
 where
     R: AsyncRead + AsyncWrite + Unpin,
@@ -213,7 +234,7 @@ where
         activity.touch();
         let msg = match each(msg, tally) {
             Ok(msg) => msg,
-            Err(denial) => return Way::Denied(denial),
+            Err(way) => return way,
         };
         tally.frames += 1;
         tally.bytes += payload(&msg).len() as u64;
@@ -239,7 +260,7 @@ enum Way {
     /// It carried a close frame, and the side that sent it has finished.
     Closed,
     Broken,
-    Denied(Denial),
+    Denied(Refused),
     TooLarge,
 }
 
@@ -248,7 +269,7 @@ impl Way {
         match self {
             Way::Closed => End::Closed,
             Way::Broken => End::Broken,
-            Way::Denied(d) => End::Denied(respond::refusal(&Refused::Policy(d), Audience::Proxy)),
+            Way::Denied(e) => End::Denied(respond::refusal(&e, Audience::Proxy)),
             Way::TooLarge => End::TooLarge,
         }
     }
@@ -286,6 +307,25 @@ fn payload(msg: &Message) -> &[u8] {
         Message::Close(Some(f)) => f.reason.as_bytes(),
         Message::Close(None) | Message::Frame(_) => &[],
     }
+}
+
+/// The close code for the agent of a message refused with `code`: a
+/// placeholder it may not use is a policy violation (`1008`); a secret
+/// that cannot go in the message is airlock's side (`1011`).
+fn close_code(code: Code) -> CloseCode {
+    match code {
+        Code::SecretUnavailable => CloseCode::Error,
+        _ => CloseCode::Policy,
+    }
+}
+
+/// The refusal of a text message whose placeholder would become a secret
+/// that is not UTF-8. A guard: the handshake of a route listing `"text"`
+/// is refused for such a secret, before the relay starts.
+fn not_text(s: &Session) -> Refused {
+    let route = s.policy.route(s.route).name.clone();
+    let reason = "the secret is not UTF-8 text, which a WebSocket text message must be".to_owned();
+    Refused::SecretUnavailable { route, reason }
 }
 
 fn close_frame(code: CloseCode, reason: &str) -> CloseFrame {
@@ -333,13 +373,17 @@ fn truncate(mut bytes: Vec<u8>, max: usize) -> Vec<u8> {
 }
 
 fn write_record(session: Session, up: Tally, down: Tally, end: &End) {
-    let Session { mut record, audit, started, .. } = session;
+    let Session { mut record, audit, started, credential, .. } = session;
     record.frames_up = Some(up.frames);
     record.frames_down = Some(down.frames);
     record.bytes_up = up.bytes;
     record.bytes_down = down.bytes;
     record.redactions += down.redactions;
     record.secret_exposed = down.exposed;
+    if credential.is_some() {
+        record.injections = Some(up.injections);
+        record.injected |= up.injections > 0;
+    }
     record.complete = matches!(end, End::Closed);
     record.duration_ms = started.elapsed().as_millis() as u64;
     if let End::Denied(refusal) = end {
@@ -352,6 +396,7 @@ fn write_record(session: Session, up: Tally, down: Tally, end: &End) {
         request_id = %record.request_id,
         frames_up = up.frames,
         frames_down = down.frames,
+        injections = up.injections,
         complete = record.complete,
         "WebSocket closed"
     );

@@ -16,6 +16,7 @@ use crate::limits::Limits;
 use crate::policy::{AuditSettings, BodyKind, Egress, Policy, ProxySettings, Route, RouteId, SECRET_SLOT, Tenant};
 use crate::secrets::{DEFAULT_COMMAND_TIMEOUT, DEFAULT_COMMAND_TTL, SecretSource, SecretSpec, env_vars, valid_name};
 use crate::units::parse_duration;
+use crate::websocket::WebSocketKinds;
 
 /// Methods a route allows when it lists none: reads only.
 pub const DEFAULT_METHODS: [&str; 3] = ["GET", "HEAD", "OPTIONS"];
@@ -312,6 +313,7 @@ fn build_route(r: RawRoute, secrets: &BTreeMap<String, SecretSpec>) -> Result<Ro
         .collect::<Result<Vec<_>, _>>()
         .map_err(RouteError::Path)?;
     let max_request_body = r.max_request_body.map(|s| s.bytes()).transpose().map_err(RouteError::MaxRequestBody)?;
+    let websocket = websocket_kinds(r.websocket)?;
     Ok(Route {
         name: r.name,
         host,
@@ -328,8 +330,30 @@ fn build_route(r: RawRoute, secrets: &BTreeMap<String, SecretSpec>) -> Result<Ro
         max_request_body,
         danger_plaintext_private_upstream: r.danger_plaintext_private_upstream,
         danger_unscrubbed_websocket: r.danger_unscrubbed_websocket,
+        websocket,
         paths,
     })
+}
+
+/// The message kinds of a route's `websocket` list: `"text"`, `"binary"`,
+/// each at most once; absent is none, an empty list a mistake.
+fn websocket_kinds(kinds: Option<Vec<String>>) -> Result<WebSocketKinds, RouteError> {
+    let Some(kinds) = kinds else { return Ok(WebSocketKinds::default()) };
+    if kinds.is_empty() {
+        return Err(RouteError::WebSocketEmpty);
+    }
+    let mut out = WebSocketKinds::default();
+    for kind in kinds {
+        let listed = match kind.as_str() {
+            "text" => &mut out.text,
+            "binary" => &mut out.binary,
+            _ => return Err(RouteError::WebSocketKind(kind)),
+        };
+        if std::mem::replace(listed, true) {
+            return Err(RouteError::WebSocketDuplicate(kind));
+        }
+    }
+    Ok(out)
 }
 
 /// A header name a route config gives, checked.
@@ -541,6 +565,34 @@ mod tests {
         let (_, t) = p.tenants().next().unwrap();
         assert_eq!(t.routes[0].add_headers, vec![("developer-token".to_owned(), "s".to_owned())]);
         assert_eq!(t.routes[0].secrets().collect::<Vec<_>>(), ["s", "s"]);
+    }
+
+    #[test]
+    fn websocket_lists_message_kinds() {
+        let with = |list: &str| with_routes(&(route("r", "a.test", "AIRLOCK_1") + &format!("websocket = {list}\n")));
+        let kinds = |text: &str| load(text).unwrap().tenants[0].routes[0].websocket;
+        assert_eq!(kinds(&with(r#"["text"]"#)), WebSocketKinds { text: true, binary: false });
+        assert_eq!(kinds(&with(r#"["binary", "text"]"#)), WebSocketKinds { text: true, binary: true });
+        assert!(!kinds(&with_routes(&route("r", "a.test", "AIRLOCK_1"))).any(), "absent: no kind");
+        type Check = fn(&RouteError) -> bool;
+        let refused: [(&str, Check); 5] = [
+            (r#"[]"#, |e| matches!(e, RouteError::WebSocketEmpty)),
+            (r#"["text", "text"]"#, |e| matches!(e, RouteError::WebSocketDuplicate(k) if k == "text")),
+            (r#"["binary", "text", "binary"]"#, |e| matches!(e, RouteError::WebSocketDuplicate(k) if k == "binary")),
+            (r#"["Text"]"#, |e| matches!(e, RouteError::WebSocketKind(k) if k == "Text")),
+            (r#"["text", "ping"]"#, |e| matches!(e, RouteError::WebSocketKind(k) if k == "ping")),
+        ];
+        for (list, want) in refused {
+            match load(&with(list)) {
+                Err(ConfigError::Invalid { error, .. }) => match *error {
+                    BuildError::Route { error, .. } => assert!(want(&error), "{list}: {error}"),
+                    other => panic!("{list}: not a route error: {other}"),
+                },
+                other => panic!("{list}: {other:?}"),
+            }
+        }
+        let text = with(r#""text""#);
+        assert!(matches!(load(&text), Err(ConfigError::Parse { .. })), "a string, not a list");
     }
 
     #[test]

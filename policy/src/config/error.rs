@@ -246,4 +246,13 @@ pub enum RouteError {
     /// `max_request_body` is not a size.
     #[error("max_request_body: {0}")]
     MaxRequestBody(InvalidUnit),
+    /// A `websocket` entry is not a message kind.
+    #[error("websocket: '{0}' is not a message kind; use \"text\", \"binary\" or both")]
+    WebSocketKind(String),
+    /// `websocket` is an empty list.
+    #[error("websocket: the list is empty; name \"text\", \"binary\" or both, or leave the key out")]
+    WebSocketEmpty,
+    /// A `websocket` entry is listed twice.
+    #[error("websocket: '{0}' is listed twice")]
+    WebSocketDuplicate(String),
 }

@@ -87,4 +87,7 @@ pub(super) struct RawRoute {
     pub(super) danger_plaintext_private_upstream: bool,
     #[serde(default)]
     pub(super) danger_unscrubbed_websocket: bool,
+    /// Message kinds (`"text"`, `"binary"`) whose agent → upstream
+    /// messages get the placeholder swapped; absent: none.
+    pub(super) websocket: Option<Vec<String>>,
 }

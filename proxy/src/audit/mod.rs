@@ -98,6 +98,10 @@ pub struct Record {
     /// WebSocket only: frames relayed to the agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frames_down: Option<u64>,
+    /// WebSocket on a route with `websocket` kinds only: the agent's
+    /// messages in which its placeholder was replaced by the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub injections: Option<u64>,
     /// Refused proxy authentication only: how many failed authentications
     /// from one address this record stands for (it is the last of them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -150,6 +154,7 @@ impl Record {
             complete: true,
             frames_up: None,
             frames_down: None,
+            injections: None,
             attempts: None,
             body_placeholders: None,
             detail: None,

@@ -9,7 +9,8 @@
 //! 2. **decide** ([`decide`]): the policy's pure decision — the route, and
 //!    where its placeholder sits — or its denial;
 //! 3. **credential** ([`credential`]): the route's credential applied to
-//!    the request (today the header placeholder swap);
+//!    the request (today the header placeholder swap), and for a WebSocket
+//!    handshake the secret its frames carry ([`frames`]);
 //! 4. **send** ([`send`]): the upstream request, its body bounded and its
 //!    trailers checked, on a connection under the request's egress rule,
 //!    resent once when that is safe;
@@ -45,6 +46,7 @@ pub(crate) mod admit;
 pub(crate) mod credential;
 pub(crate) mod ctx;
 pub(crate) mod decide;
+pub(crate) mod frames;
 pub(crate) mod record;
 pub(crate) mod response;
 pub(crate) mod send;
@@ -118,7 +120,9 @@ where
     let route_id = decided.route;
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let has_body = !http_body::Body::is_end_stream(req.body());
-    let applied = credential::apply(ctx, dest, route_id, &decided, target, &headers, has_body).await?;
+    let mut applied = credential::apply(ctx, dest, route_id, &decided, target, &headers, has_body).await?;
+    // A WebSocket handshake under a route that sends its secret in frames.
+    let frames = frames::prepare(ctx, dest, route_id, &req, &mut applied).await?;
     drop(headers);
     let tenant = route_id.tenant();
     let route = policy.route(route_id);
@@ -137,7 +141,7 @@ where
     };
     let head_request = req.method() == http::Method::HEAD;
     let sent = send::send(&ctx.loaded, dest, req, out).await?;
-    response::respond(ctx, dest, route_id, set, sent, head_request)
+    response::respond(ctx, dest, route_id, set, sent, head_request, frames)
 }
 
 /// Forwards a plain-HTTP request to a host no route names (egress =

@@ -35,7 +35,8 @@ use super::send::{Sent, Upgrades};
 /// The agent's answer to a request sent under route `route_id`, whose
 /// responses `set` scrubs. `head_request`: the request was a HEAD (its
 /// answer has no content). The response's extensions hold its
-/// [`RedactionCount`] (headers included).
+/// [`RedactionCount`] (headers included). `frames`: the secret a
+/// WebSocket's relay puts in the agent's messages ([`super::frames`]).
 pub(crate) fn respond(
     ctx: &RequestCtx,
     dest: &Destination,
@@ -43,6 +44,7 @@ pub(crate) fn respond(
     set: Arc<PatternSet>,
     sent: Sent,
     head_request: bool,
+    frames: Option<websocket::FrameCredential>,
 ) -> Result<Response<Body>, Error> {
     let policy = &ctx.loaded.policy;
     let route = policy.route(route_id);
@@ -72,6 +74,7 @@ pub(crate) fn respond(
             tenant,
             route: route_id,
             unscrubbed: route.danger_unscrubbed_websocket,
+            credential: frames,
             record,
             audit: ctx.shared.audit.clone(),
             started: ctx.started,

@@ -19,3 +19,4 @@ mod shutdown;
 mod skeleton;
 mod throttle;
 mod vault;
+mod ws_credentials;
