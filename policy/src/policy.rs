@@ -209,8 +209,9 @@ pub enum BodyKind {
     /// `application/json` and `+json` media types (the secret escaped as
     /// inside a JSON string, RFC 8259 §7).
     Json,
-    /// Any body that is neither compressed nor multipart (the secret as
-    /// it is).
+    /// Any body that is neither compressed, multipart nor gRPC (the
+    /// secret as it is; a gRPC message's length prefix would no longer
+    /// match).
     Text,
 }
 
@@ -243,7 +244,7 @@ impl BodyKind {
             BodyKind::Json => {
                 essence == "application/json" || essence.split_once('/').is_some_and(|(_, sub)| sub.ends_with("+json"))
             }
-            BodyKind::Text => !essence.starts_with("multipart/"),
+            BodyKind::Text => !essence.starts_with("multipart/") && !essence.starts_with("application/grpc"),
         }
     }
 }

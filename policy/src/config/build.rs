@@ -555,6 +555,7 @@ mod tests {
         assert_eq!(t.routes[0].format.as_deref(), Some("Bearer {secret}"));
         assert!(BodyKind::Json.accepts("application/vnd.api+json") && !BodyKind::Json.accepts("text/plain"));
         assert!(BodyKind::Text.accepts("") && !BodyKind::Text.accepts("multipart/form-data"));
+        assert!(!BodyKind::Text.accepts("application/grpc") && !BodyKind::Text.accepts("application/grpc-web+proto"));
     }
 
     #[test]

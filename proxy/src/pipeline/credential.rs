@@ -190,7 +190,7 @@ fn unsubstitutable(kind: BodyKind, headers: &[(&str, &[u8])]) -> Option<Unswappa
     let wanted = match kind {
         BodyKind::Form => "a form (application/x-www-form-urlencoded)",
         BodyKind::Json => "JSON (application/json)",
-        BodyKind::Text => "a body that is not multipart",
+        BodyKind::Text => "a body that is neither multipart nor gRPC",
     };
     let why = match substitute::essence(headers) {
         Some(essence) if essence.starts_with("multipart/") => Unsubstitutable::Multipart,

@@ -441,3 +441,23 @@ async fn format_writes_a_bare_placeholder_as_the_api_wants_it() {
     }
     proxy.proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn text_bodies_take_the_key_as_it_is() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let proxy = proxy_with_body_route(&upstream, "text").await;
+    let url = format!("https://api.acme.test:{}/ingest", upstream.port());
+    for (version, media_type) in [("--http1.1", "text/plain"), ("--http2", "application/octet-stream")] {
+        let body = format!("key {ACME_PLACEHOLDER}\n");
+        let out = proxy
+            .curl()
+            .args([version, "-H", &format!("content-type: {media_type}"), "--data-binary", &body, &url])
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let seen = upstream.seen().pop().unwrap();
+        assert_eq!(String::from_utf8_lossy(&seen.body), format!("key {BODY_SECRET}\n"), "{media_type}");
+    }
+    proxy.proxy.shutdown().await;
+}
