@@ -87,7 +87,9 @@ pub(crate) async fn apply(
     if refused_cleartext && sends_secret {
         return Err(Error::Cleartext { route: route.name.clone(), authority: dest.authority() });
     }
-    let egress = if cleartext { Egress::Private } else { Egress::Any };
+    // In cleartext, only to a private address, and only when the secret
+    // may go at all (a body refused if it holds the placeholder is not).
+    let egress = if cleartext && !refused_cleartext { Egress::Private } else { Egress::Any };
     let mut swapped: Vec<(usize, HeaderValue)> = Vec::new();
     let mut swapped_query = None;
     let mut query_pairs = Vec::new();
