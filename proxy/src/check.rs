@@ -117,6 +117,15 @@ pub fn check(home: &Path, policy: &Policy) -> Report {
                     needs.push(failure.clone());
                 }
             }
+            let text_only = r.body == Some(airlock_policy::BodyKind::Json) || r.websocket.text;
+            let value = policy.secret(&r.secret).and_then(|spec| vault.cached(spec));
+            if text_only && value.is_some_and(|v| std::str::from_utf8(v.expose()).is_err()) {
+                needs.push(format!(
+                    "secret '{}' is not UTF-8 text, which this route's JSON bodies (body = \"json\") or WebSocket \
+                     text messages (websocket = [\"text\"]) cannot carry",
+                    r.secret
+                ));
+            }
             if let HostPattern::Exact(host) = &r.host {
                 let resolvable = policy.proxy.resolve.contains_key(host)
                     || host.parse::<std::net::IpAddr>().is_ok()

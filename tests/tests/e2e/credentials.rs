@@ -461,3 +461,31 @@ async fn text_bodies_take_the_key_as_it_is() {
     }
     proxy.proxy.shutdown().await;
 }
+
+/// A JSON body cannot carry a key that is not UTF-8: `airlock check` says
+/// so, and a request that would swap it is `503 secret_unavailable`.
+#[tokio::test]
+async fn a_key_json_cannot_hold_is_named_by_check_and_refused() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let proxy = proxy_with_body_route(&upstream, "json").await;
+    let config = std::fs::read_to_string(proxy.home.path.join("airlock.toml")).unwrap();
+    let policy = airlock_policy::Policy::from_toml(&config, "test", &proxy.home.path, &proxy.home.path).unwrap();
+    assert!(airlock::check::check(&proxy.home.path, &policy).routes.iter().all(|r| r.ready));
+    let latin1 = SecretValue::new(b"k\xe9y_0123456789".to_vec()).unwrap();
+    Store::new(&proxy.home.path).set("acme_key", &latin1).unwrap();
+    let report = airlock::check::check(&proxy.home.path, &policy);
+    let echo = report.routes.iter().find(|r| r.route == "echo").unwrap();
+    assert!(!echo.ready && echo.needs.iter().any(|n| n.contains("not UTF-8")), "{:?}", echo.needs);
+    let url = format!("https://api.acme.test:{}/v1", upstream.port());
+    let body = format!("{{\"api_key\": \"{ACME_PLACEHOLDER}\"}}");
+    let out = proxy
+        .curl()
+        .args(["-D", "-", "-o", "/dev/null", "-H", "content-type: application/json", "--data-binary", &body, &url])
+        .output()
+        .await
+        .unwrap();
+    let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(head.contains(" 503") && head.contains("x-airlock-denied: secret_unavailable"), "{head}");
+    assert!(upstream.seen().is_empty());
+    proxy.proxy.shutdown().await;
+}
