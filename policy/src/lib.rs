@@ -34,6 +34,6 @@ pub use config::{BuildError, ConfigError, RouteError, starter_config};
 pub use decide::{AuthError, ConnectAction, Decision, Denial, DenialCode, Injection, RequestInfo};
 pub use glob::InvalidGlob;
 pub use limits::Limits;
-pub use policy::{AuditSettings, Egress, Policy, ProxySettings, Route, RouteId, Tenant, TenantId};
+pub use policy::{AuditSettings, ClientCert, Egress, Policy, ProxySettings, Route, RouteId, Tenant, TenantId};
 pub use secrets::{DEFAULT_COMMAND_TIMEOUT, DEFAULT_COMMAND_TTL, SecretSource, SecretSpec};
 pub use units::InvalidUnit;
