@@ -158,7 +158,7 @@ pub(crate) fn public_cleartext(dest: &Destination, route: &Route, ip: std::net::
 /// The value of `name`, a secret `route` sends (its own or an
 /// `add_headers` one), or the refusal of the request when it is
 /// unavailable.
-async fn route_secret(ctx: &RequestCtx, route: &Route, name: &str) -> Result<Arc<SecretValue>, Error> {
+pub(super) async fn route_secret(ctx: &RequestCtx, route: &Route, name: &str) -> Result<Arc<SecretValue>, Error> {
     let fetched = match ctx.loaded.policy.secret(name) {
         Some(spec) => fetch_secret(&ctx.shared, spec).await,
         // Policy::load checks every secret a route names is declared.

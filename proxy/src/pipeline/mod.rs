@@ -9,7 +9,8 @@
 //! 2. **decide** ([`decide`]): the policy's pure decision — the route, and
 //!    where its placeholder sits — or its denial;
 //! 3. **credential** ([`credential`]): the route's credential applied to
-//!    the request (today the header placeholder swap);
+//!    the request (the header placeholder swap, `add_headers`, the query),
+//!    and its client certificate chosen ([`client_cert`]);
 //! 4. **send** ([`send`]): the upstream request, its body bounded and its
 //!    trailers checked, on a connection under the request's egress rule,
 //!    resent once when that is safe;
@@ -42,6 +43,7 @@ use crate::state::Shared;
 use crate::upstream::Egress;
 
 pub(crate) mod admit;
+pub(crate) mod client_cert;
 pub(crate) mod credential;
 pub(crate) mod ctx;
 pub(crate) mod decide;
@@ -118,6 +120,7 @@ where
     let route_id = decided.route;
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let applied = credential::apply(ctx, dest, route_id, &decided, target, &headers).await?;
+    let client_cert = client_cert::clients(ctx, dest, route_id, applied.egress).await?;
     drop(headers);
     let tenant = route_id.tenant();
     let route = policy.route(route_id);
@@ -131,6 +134,7 @@ where
         route: Some(crate::body::DecidedRoute { policy: Arc::clone(policy), tenant, route: route_id }),
         body_limit: route.max_request_body.unwrap_or(policy.limits.max_request_body),
         bytes_up: Arc::clone(&ctx.bytes_up),
+        client_cert,
     };
     let head_request = req.method() == http::Method::HEAD;
     let sent = send::send(&ctx.loaded, dest, req, out).await?;
@@ -162,6 +166,7 @@ pub(crate) async fn pass_through(
             route: None,
             body_limit: loaded.policy.limits.max_request_body,
             bytes_up: Arc::clone(&ctx.bytes_up),
+            client_cert: None,
         };
         let Sent { status, mut headers, body, upgrade, .. } = match send::send(loaded, &dest, req, out).await {
             Ok(sent) => sent,
