@@ -200,3 +200,91 @@ fn digest(cert: &SecretValue, key: &SecretValue) -> [u8; 32] {
     out.copy_from_slice(ctx.finish().as_ref());
     out
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use rcgen::{CertificateParams, KeyPair};
+
+    use super::*;
+
+    /// A self-signed certificate's PEM and its key's PKCS#8 PEM.
+    fn pair() -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["client.test".to_owned()]).unwrap().self_signed(&key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// The SEC1 `EC PRIVATE KEY` inside a PKCS#8 one: its last element, an
+    /// OCTET STRING (short-form lengths: a P-256 key is small).
+    fn sec1(pkcs8_pem: &str) -> String {
+        use base64::Engine;
+        let der = PrivateKeyDer::from_pem_slice(pkcs8_pem.as_bytes()).unwrap();
+        let der = der.secret_der();
+        let (mut i, end) = (2, der.len());
+        assert_eq!(der[0], 0x30);
+        let mut last = None;
+        while i < end {
+            let (tag, len, hdr) = match der[i + 1] {
+                n if n < 0x80 => (der[i], n as usize, 2),
+                0x81 => (der[i], der[i + 2] as usize, 3),
+                _ => panic!("unexpected length form"),
+            };
+            if tag == 0x04 {
+                last = Some(&der[i + hdr..i + hdr + len]);
+            }
+            i += hdr + len;
+        }
+        let body = base64::engine::general_purpose::STANDARD.encode(last.unwrap());
+        format!("-----BEGIN EC PRIVATE KEY-----\n{body}\n-----END EC PRIVATE KEY-----\n")
+    }
+
+    #[test]
+    fn a_chain_and_its_key_parse_from_memory_in_pkcs8_and_sec1() {
+        let (cert, key) = pair();
+        assert!(ClientIdentity::parse("c", cert.as_bytes(), "k", key.as_bytes()).is_ok());
+        let sec1 = sec1(&key);
+        assert!(ClientIdentity::parse("c", cert.as_bytes(), "k", sec1.as_bytes()).is_ok());
+        // One secret holding both, the key first.
+        let both = format!("{key}{cert}");
+        assert!(ClientIdentity::parse("b", both.as_bytes(), "b", both.as_bytes()).is_ok());
+        assert_eq!(
+            format!("{:?}", ClientIdentity::parse("c", cert.as_bytes(), "k", key.as_bytes()).unwrap()),
+            "ClientIdentity([secret])"
+        );
+    }
+
+    #[test]
+    fn what_is_wrong_is_named_and_no_value_is_quoted() {
+        let (cert, key) = pair();
+        let (_, other_key) = pair();
+        let key_line = key.lines().nth(1).unwrap().to_owned();
+        let check = |c: &str, k: &str, want: &str| {
+            let e = ClientIdentity::parse("tls_cert", c.as_bytes(), "tls_key", k.as_bytes()).unwrap_err().to_string();
+            assert_eq!(e, want);
+            assert!(!e.contains(&key_line) && !e.contains("MII"), "{e}");
+        };
+        let not_key = "secret 'tls_key' is not a PEM private key (it needs an unencrypted PKCS#8 PRIVATE KEY, PKCS#1 \
+                       RSA PRIVATE KEY or SEC1 EC PRIVATE KEY block)";
+        let not_chain = "secret 'tls_cert' is not a PEM certificate chain (it needs one or more readable CERTIFICATE \
+                         blocks)";
+        check(&cert, "sk_live_not_a_key", not_key);
+        check(&cert, &cert, not_key);
+        // A PEM parser's error would quote this line.
+        check(&cert, &format!("-----BEGIN PRIVATE KEY-----\n{key_line}\n"), not_key);
+        check(&cert, &key.replace("PRIVATE KEY", "ENCRYPTED PRIVATE KEY"), not_key);
+        check(&key, &key, not_chain);
+        check("-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n", &key, not_chain);
+        check(
+            &cert,
+            &format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", &key_line[..40]),
+            "the private key in secret 'tls_key' cannot be used for TLS (not an RSA, ECDSA or Ed25519 key rustls \
+             accepts)",
+        );
+        check(
+            &cert,
+            &other_key,
+            "the private key in secret 'tls_key' does not belong to the first certificate in secret 'tls_cert'",
+        );
+    }
+}
