@@ -264,7 +264,9 @@ async fn a_route_presents_its_client_certificate_and_no_other_route_gets_its_con
     // The upstream quotes a line of the key: scrubbed on its own.
     let (head, body) = get(&proxy, "acme", ACME_TOKEN, port, "/leak").await;
     assert!(head.contains(" 200"), "{head}");
-    assert!(!body.contains(&leaked_line) && body.contains("[REDACTED]"), "{body}");
+    // (The body is not printed when it holds the line.)
+    assert!(!body.contains(&leaked_line), "a line of the key reached the agent");
+    assert!(body.contains("[REDACTED]"), "{body}");
 
     // Rotation: a new certificate in the vault is presented from the next
     // request on, on a new connection.
