@@ -67,6 +67,27 @@ print(srv.server_address[1], flush=True)
 srv.serve_forever()
 "#;
 
+/// The same server for WebSockets (the `websockets` package): each
+/// message is answered with the client certificate's common name.
+const WS_SERVER: &str = r#"
+import json, os, ssl, sys
+from websockets.sync.server import serve
+d = sys.argv[1]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(os.path.join(d, "server.pem"), os.path.join(d, "server-key.pem"))
+ctx.verify_mode = ssl.CERT_REQUIRED
+ctx.load_verify_locations(os.path.join(d, "client-ca.pem"))
+
+def handler(ws):
+    subject = dict(kv for rdn in ws.socket.getpeercert()["subject"] for kv in rdn)
+    for message in ws:
+        ws.send(json.dumps({"cn": subject.get("commonName"), "echo": message}))
+
+with serve(handler, "127.0.0.1", 0, ssl=ctx) as server:
+    print(server.socket.getsockname()[1], flush=True)
+    server.serve_forever()
+"#;
+
 /// A CA minted for the test, issuing the server's certificate and the
 /// clients'.
 struct Ca(CertifiedIssuer<'static, KeyPair>);
@@ -109,6 +130,11 @@ impl MtlsServer {
     /// Starts the server, accepting client certificates `client_ca`
     /// issued, `/leak` answering `leak`.
     async fn start(client_ca: &Ca, leak: &str) -> MtlsServer {
+        MtlsServer::start_script(SERVER, client_ca, leak).await
+    }
+
+    /// Starts `script` (a server in Python on the files written here).
+    async fn start_script(script: &str, client_ca: &Ca, leak: &str) -> MtlsServer {
         let dir = TempHome::new("mtls-upstream");
         let server_ca = Ca::new("airlock mtls test server CA");
         let (chain, key) = server_ca.leaf(&["mtls.test"], ExtendedKeyUsagePurpose::ServerAuth);
@@ -117,7 +143,7 @@ impl MtlsServer {
         std::fs::write(dir.path.join("client-ca.pem"), client_ca.0.pem()).unwrap();
         std::fs::write(dir.path.join("upstream-ca.pem"), server_ca.0.pem()).unwrap();
         let mut child = tokio::process::Command::new(crate::conformance::venv_python())
-            .args(["-c", SERVER])
+            .args(["-c", script])
             .arg(&dir.path)
             .env("AIRLOCK_TEST_LEAK", leak)
             .stdout(Stdio::piped())
@@ -355,5 +381,39 @@ async fn a_key_that_is_not_one_or_cleartext_refuses_the_request_before_it_leaves
         "{:?}",
         acme_route.needs
     );
+    proxy.proxy.shutdown().await;
+}
+
+/// A WebSocket handshake goes on the route's HTTP/1.1-only connections,
+/// which present its certificate too; a route without one is refused.
+#[tokio::test]
+async fn a_websocket_presents_the_routes_client_certificate() {
+    use airlock_tests::ws;
+    use futures_util::SinkExt;
+    let client_ca = Ca::new("airlock mtls test client CA");
+    let acme = client_ca.client("acme-client");
+    let gamma = client_ca.client("gamma-client");
+    register_secret(&acme.1);
+    register_secret(&gamma.1);
+    let server = MtlsServer::start_script(WS_SERVER, &client_ca, "").await;
+    let port = server.port;
+    let proxy = start_proxy(&server, &acme, &gamma).await;
+    let ca = proxy.ca_pem();
+
+    let (mut socket, _) =
+        ws::connect(proxy.addr(), ("acme", ACME_TOKEN), "mtls.test", port, "/", &[&ca], &[]).await.unwrap();
+    socket.send(ws::tungstenite::Message::text("hello")).await.unwrap();
+    let Some(ws::tungstenite::Message::Text(text)) = ws::next_data(&mut socket).await else { panic!("no answer") };
+    let v: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+    assert_eq!((v["cn"].as_str(), v["echo"].as_str()), (Some("acme-client"), Some("hello")));
+    drop(socket);
+
+    match ws::connect(proxy.addr(), ("beta", BETA_TOKEN), "mtls.test", port, "/", &[&ca], &[]).await {
+        Err(ws::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 502);
+            assert_eq!(resp.headers()["x-airlock-denied"], "upstream_tls_failed");
+        }
+        other => panic!("beta's handshake went through: {:?}", other.map(|(_, r)| r.status())),
+    }
     proxy.proxy.shutdown().await;
 }
