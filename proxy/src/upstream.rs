@@ -592,11 +592,21 @@ pub struct Upstream {
 }
 
 /// What every pooled client is built with.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 struct PoolSettings {
     roots: Arc<rustls::RootCertStore>,
     idle: std::time::Duration,
     head: usize,
+}
+
+impl fmt::Debug for PoolSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolSettings")
+            .field("roots", &self.roots.len())
+            .field("idle", &self.idle)
+            .field("head", &self.head)
+            .finish()
+    }
 }
 
 /// One egress rule's clients.
