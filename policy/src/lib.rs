@@ -36,7 +36,7 @@ pub use decide::{AuthError, ConnectAction, Decision, Denial, DenialCode, Injecti
 pub use glob::InvalidGlob;
 pub use limits::Limits;
 pub use policy::{
-    AuditSettings, BodyKind, Egress, Policy, ProxySettings, Route, RouteId, SECRET_SLOT, Tenant, TenantId,
+    AuditSettings, BodyKind, ClientCert, Egress, Policy, ProxySettings, Route, RouteId, SECRET_SLOT, Tenant, TenantId,
 };
 pub use secrets::{DEFAULT_COMMAND_TIMEOUT, DEFAULT_COMMAND_TTL, SecretSource, SecretSpec};
 pub use units::InvalidUnit;

@@ -140,6 +140,9 @@ pub struct Route {
     /// This route's request body limit, when it overrides
     /// `[limits] max_request_body`.
     pub max_request_body: Option<u64>,
+    /// The client certificate airlock presents to the upstream (mutual
+    /// TLS) on every request under the route; None: none.
+    pub client_cert: Option<ClientCert>,
     /// Allows the secret to be injected into a plain `http://` request,
     /// sent in cleartext, when the host resolves only to loopback or
     /// private addresses. Off by default: a request that would carry an
@@ -156,10 +159,25 @@ pub struct Route {
     pub(crate) paths: Vec<PathGlob>,
 }
 
+/// A route's `client_cert`: the names of the two `[secrets.*]` entries
+/// holding, as PEM text, the certificate chain (leaf first) and its
+/// private key (PKCS#8, PKCS#1 or SEC1). They may be one secret holding
+/// both.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientCert {
+    /// The secret holding the certificate chain.
+    pub cert: String,
+    /// The secret holding the private key.
+    pub key: String,
+}
+
 impl Route {
-    /// Every secret the route sends: its own, then its `add_headers` ones.
+    /// Every secret the route uses: its own, then its `add_headers` ones,
+    /// then its `client_cert` ones.
     pub fn secrets(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(self.secret.as_str()).chain(self.add_headers.iter().map(|(_, s)| s.as_str()))
+        std::iter::once(self.secret.as_str())
+            .chain(self.add_headers.iter().map(|(_, s)| s.as_str()))
+            .chain(self.client_cert.iter().flat_map(|c| [c.cert.as_str(), c.key.as_str()]))
     }
 
     /// The path globs (empty: every path).

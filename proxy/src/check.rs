@@ -1,6 +1,7 @@
 //! `airlock check`: is every route ready? Loads the config, reaches every
-//! secret (never printing a value), resolves every route host, and checks
-//! the CA and the upstream trust store.
+//! secret (never printing a value), checks a route's client certificate
+//! and key are PEM that rustls can use together, resolves every route
+//! host, and checks the CA and the upstream trust store.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::ToSocketAddrs;
@@ -126,6 +127,9 @@ pub fn check(home: &Path, policy: &Policy) -> Report {
                     r.secret
                 ));
             }
+            if let Some(problem) = client_cert_problem(policy, &vault, r, &failures) {
+                needs.push(problem);
+            }
             if let HostPattern::Exact(host) = &r.host {
                 let resolvable = policy.proxy.resolve.contains_key(host)
                     || host.parse::<std::net::IpAddr>().is_ok()
@@ -147,4 +151,26 @@ pub fn check(home: &Path, policy: &Policy) -> Report {
         }
     }
     Report { routes, general, warnings: Vec::new() }
+}
+
+/// What is wrong with route `r`'s client certificate, if it has one and
+/// both its secrets were fetched (a failed fetch is reported on its own):
+/// the chain and key must be PEM that rustls can use together, the same
+/// check a request's first use makes. The words name the secrets, never
+/// quote them.
+fn client_cert_problem(
+    policy: &Policy,
+    vault: &Vault,
+    r: &airlock_policy::Route,
+    failures: &HashMap<String, String>,
+) -> Option<String> {
+    let names = r.client_cert.as_ref()?;
+    if failures.contains_key(&names.cert) || failures.contains_key(&names.key) {
+        return None;
+    }
+    let cert = vault.get(policy.secret(&names.cert)?).ok()?;
+    let key = vault.get(policy.secret(&names.key)?).ok()?;
+    crate::upstream::ClientIdentity::parse(&names.cert, cert.expose(), &names.key, key.expose())
+        .err()
+        .map(|e| format!("client_cert: {e}"))
 }

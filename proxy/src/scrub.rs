@@ -236,8 +236,40 @@ fn tenant_builder(policy: &Policy, vault: &Vault, tenant: TenantId) -> PatternSe
         let replacement =
             t.routes.iter().find(|r| &r.secret == name).map(|r| r.placeholder.as_bytes()).unwrap_or(REDACTED);
         b.secret(&SecretForms { value: value.expose(), replacement });
+        if policy.secret(name).is_some_and(|spec| spec.pem) {
+            for line in private_key_lines(value.expose()) {
+                b.secret(&SecretForms { value: line, replacement: REDACTED });
+            }
+        }
     }
     b
+}
+
+/// The shortest line of a private key's PEM body scrubbed on its own.
+const MIN_KEY_LINE: usize = 16;
+
+/// The base64 lines of the private key blocks in PEM text (a `client_cert`
+/// key: `-----BEGIN … PRIVATE KEY-----` to its `END`), each at least
+/// [`MIN_KEY_LINE`] bytes. Each is scrubbed on its own besides the whole
+/// value: an upstream that echoes a key (an error page quoting what it
+/// got, a key re-wrapped at another width or with other line ends) would
+/// otherwise pass it line by line. A shorter line — a block's last — is
+/// too likely to occur by chance, and too little of the key to matter.
+/// The certificate blocks are public and left to the whole value.
+fn private_key_lines(pem: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut in_key = false;
+    pem.split(|&b| b == b'\n').map(<[u8]>::trim_ascii).filter(move |line| {
+        if line.starts_with(b"-----BEGIN ") {
+            in_key = line.ends_with(b"PRIVATE KEY-----");
+            return false;
+        }
+        if line.starts_with(b"-----END ") {
+            in_key = false;
+            return false;
+        }
+        // Encrypted-key headers (`Proc-Type: …`) are not key material.
+        in_key && line.len() >= MIN_KEY_LINE && !line.contains(&b':')
+    })
 }
 
 #[cfg(test)]
@@ -277,6 +309,15 @@ placeholder = "AIRLOCK_K"
         let mut out = Vec::new();
         set.replace_all(text, &mut out);
         out
+    }
+
+    #[test]
+    fn a_private_keys_body_lines_are_picked_and_nothing_else() {
+        let pem = b"-----BEGIN CERTIFICATE-----\nCERTLINE0123456789abcdef\n-----END CERTIFICATE-----\n\
+                    -----BEGIN EC PRIVATE KEY-----\r\nKEYLINE1_0123456789abcdef\r\nKEYLINE2_0123456789abcdef\r\nshort==\r\n\
+                    -----END EC PRIVATE KEY-----\r\n";
+        let lines: Vec<&[u8]> = private_key_lines(pem).collect();
+        assert_eq!(lines, [&b"KEYLINE1_0123456789abcdef"[..], b"KEYLINE2_0123456789abcdef"]);
     }
 
     #[tokio::test]

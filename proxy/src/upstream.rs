@@ -34,10 +34,12 @@ use airlock_policy::Limits;
 use crate::Body;
 
 mod dial;
+mod identity;
 #[cfg(test)]
 pub(crate) mod scripted;
 
 pub use dial::{Egress, Resolver};
+pub use identity::{ClientIdentity, IdentityClients, IdentityError};
 
 /// Why the trust store could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +60,32 @@ pub enum TrustError {
 
 /// Builds the client TLS config: system roots plus the extra PEM files.
 pub fn client_tls(extra: &[PathBuf], alpn: &[&[u8]]) -> Result<Arc<rustls::ClientConfig>, TrustError> {
+    tls_config(trust_roots(extra)?, alpn, None)
+}
+
+/// A client TLS config over `roots` offering `alpn`, presenting `identity`
+/// when the upstream asks for a client certificate (none without).
+fn tls_config(
+    roots: Arc<rustls::RootCertStore>,
+    alpn: &[&[u8]],
+    identity: Option<&ClientIdentity>,
+) -> Result<Arc<rustls::ClientConfig>, TrustError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|_| TrustError::NoRoots)?
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        Some(identity) => builder.with_client_cert_resolver(identity.resolver()),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// The roots upstream certificates are verified against: the system's
+/// plus the extra PEM files.
+fn trust_roots(extra: &[PathBuf]) -> Result<Arc<rustls::RootCertStore>, TrustError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in native_roots() {
         // A system root rustls cannot parse is skipped, as browsers do.
@@ -72,14 +100,7 @@ pub fn client_tls(extra: &[PathBuf], alpn: &[&[u8]]) -> Result<Arc<rustls::Clien
     if roots.is_empty() {
         return Err(TrustError::NoRoots);
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|_| TrustError::NoRoots)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Ok(Arc::new(config))
+    Ok(Arc::new(roots))
 }
 
 /// The system's trusted roots, read once per process: reading them is
@@ -554,6 +575,9 @@ impl tower_service::Service<Uri> for Connector {
 /// under a stricter one: tenant B, no route, whose own lookup may well
 /// have answered a public address. Within a rule, a connection serves
 /// any request: the rule, not the tenant, is what it was vetted against.
+///
+/// A route with a client certificate has clients of its own on top, per
+/// rule ([`Upstream::identity`]; see `identity` for why).
 #[derive(Clone, Debug)]
 pub struct Upstream {
     any: Clients,
@@ -561,6 +585,28 @@ pub struct Upstream {
     private: Clients,
     /// The resolver, for tunnels.
     pub resolver: Resolver,
+    /// What new clients are built with.
+    pool: PoolSettings,
+    /// The clients of routes with a client certificate.
+    identities: identity::Identities,
+}
+
+/// What every pooled client is built with.
+#[derive(Clone)]
+struct PoolSettings {
+    roots: Arc<rustls::RootCertStore>,
+    idle: std::time::Duration,
+    head: usize,
+}
+
+impl fmt::Debug for PoolSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolSettings")
+            .field("roots", &self.roots.len())
+            .field("idle", &self.idle)
+            .field("head", &self.head)
+            .finish()
+    }
 }
 
 /// One egress rule's clients.
@@ -570,31 +616,75 @@ struct Clients {
     h1: Client<Connector, Body>,
 }
 
-impl Upstream {
-    /// Builds the clients from the proxy settings. Idle connections are
-    /// kept for `upstream_pool_idle_timeout`; a response head may be up to
+impl Clients {
+    /// The two clients under `egress` over TLS configs `both` (h2 and
+    /// http/1.1 by ALPN) and `h1`. Idle connections are kept for
+    /// `upstream_pool_idle_timeout`; a response head may be up to
     /// `max_response_header_bytes` in either HTTP version (HTTP/1.1: the
     /// read buffer the head must fit in; HTTP/2: the
     /// `SETTINGS_MAX_HEADER_LIST_SIZE` airlock announces, RFC 9113 §6.5.2).
-    pub fn new(settings: &airlock_policy::ProxySettings, limits: &Limits) -> Result<Self, TrustError> {
-        let resolver = Resolver::new(settings.resolve.clone(), settings.listen, limits.upstream_connect_timeout);
-        let both = client_tls(&settings.upstream_ca, &[b"h2", b"http/1.1"])?;
-        let h1 = client_tls(&settings.upstream_ca, &[b"http/1.1"])?;
-        let head = limits.max_response_header_bytes;
-        let build = |tls: &Arc<rustls::ClientConfig>, egress| {
+    fn new(
+        pool: &PoolSettings,
+        resolver: &Resolver,
+        both: &Arc<rustls::ClientConfig>,
+        h1: &Arc<rustls::ClientConfig>,
+        egress: Egress,
+    ) -> Self {
+        let build = |tls: &Arc<rustls::ClientConfig>| {
             Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(limits.upstream_pool_idle_timeout)
+                .pool_idle_timeout(pool.idle)
                 .pool_timer(TokioTimer::new())
-                .http1_max_buf_size(head.max(8192))
-                .http2_max_header_list_size(u32::try_from(head).unwrap_or(u32::MAX))
+                .http1_max_buf_size(pool.head.max(8192))
+                .http2_max_header_list_size(u32::try_from(pool.head).unwrap_or(u32::MAX))
                 .build(Connector::new(resolver.clone(), Arc::clone(tls), egress))
         };
-        let clients = |egress| Clients { both: build(&both, egress), h1: build(&h1, egress) };
+        Clients { both: build(both), h1: build(h1) }
+    }
+}
+
+impl Upstream {
+    /// Builds the clients from the proxy settings (see [`Clients::new`]).
+    pub fn new(settings: &airlock_policy::ProxySettings, limits: &Limits) -> Result<Self, TrustError> {
+        let resolver = Resolver::new(settings.resolve.clone(), settings.listen, limits.upstream_connect_timeout);
+        let pool = PoolSettings {
+            roots: trust_roots(&settings.upstream_ca)?,
+            idle: limits.upstream_pool_idle_timeout,
+            head: limits.max_response_header_bytes,
+        };
+        let both = tls_config(Arc::clone(&pool.roots), &[b"h2", b"http/1.1"], None)?;
+        let h1 = tls_config(Arc::clone(&pool.roots), &[b"http/1.1"], None)?;
+        let clients = |egress| Clients::new(&pool, &resolver, &both, &h1, egress);
         Ok(Upstream {
             any: clients(Egress::Any),
             public: clients(Egress::Public),
             private: clients(Egress::Private),
             resolver,
+            pool,
+            identities: identity::Identities::default(),
+        })
+    }
+
+    /// The clients of route `route` under `egress`, presenting the client
+    /// certificate whose chain is `cert` and key `key` (PEM, secrets
+    /// `cert_name` and `key_name`): built on the first request, and again
+    /// when the values change; never shared with another route or with
+    /// requests without a certificate.
+    pub fn identity(
+        &self,
+        route: airlock_policy::RouteId,
+        egress: Egress,
+        (cert_name, cert): (&str, &airlock_policy::secrets::SecretValue),
+        (key_name, key): (&str, &airlock_policy::secrets::SecretValue),
+    ) -> Result<Arc<IdentityClients>, IdentityError> {
+        self.identities.get_or_build(route, egress, cert, key, || {
+            let identity = ClientIdentity::parse(cert_name, cert.expose(), key_name, key.expose())?;
+            // The roots were accepted when the config loaded; building a
+            // config over them with a resolver cannot fail.
+            let config = |alpn: &[&[u8]]| tls_config(Arc::clone(&self.pool.roots), alpn, Some(&identity));
+            let (Ok(both), Ok(h1)) = (config(&[b"h2", b"http/1.1"]), config(&[b"http/1.1"])) else {
+                return Err(IdentityError::UnusableKey { secret: key_name.to_owned() });
+            };
+            Ok(IdentityClients { clients: Clients::new(&self.pool, &self.resolver, &both, &h1, egress) })
         })
     }
 

@@ -9,11 +9,13 @@ use std::path::{Path, PathBuf};
 use aho_corasick::{AhoCorasick, MatchKind};
 
 use super::error::{BuildError, RouteError};
-use super::schema::{RawConfig, RawRoute, RawSecret};
+use super::schema::{RawClientCert, RawConfig, RawRoute, RawSecret};
 use crate::glob::PathGlob;
 use crate::host::{self, HostPattern};
 use crate::limits::Limits;
-use crate::policy::{AuditSettings, BodyKind, Egress, Policy, ProxySettings, Route, RouteId, SECRET_SLOT, Tenant};
+use crate::policy::{
+    AuditSettings, BodyKind, ClientCert, Egress, Policy, ProxySettings, Route, RouteId, SECRET_SLOT, Tenant,
+};
 use crate::secrets::{DEFAULT_COMMAND_TIMEOUT, DEFAULT_COMMAND_TTL, SecretSource, SecretSpec, env_vars, valid_name};
 use crate::units::parse_duration;
 use crate::websocket::WebSocketKinds;
@@ -115,6 +117,8 @@ pub(super) fn build(raw: RawConfig, base: &Path, home: &Path) -> Result<Policy, 
         }
         tenants.push(Tenant::new(name, t.token, routes));
     }
+
+    mark_pem_secrets(&tenants, &mut secrets)?;
 
     // Placeholders are looked up across every tenant (to tell `wrong_tenant`
     // from `placeholder_host_mismatch`), so each must be unique, and none may
@@ -226,7 +230,7 @@ fn build_secret(name: &str, s: RawSecret, absolute: &dyn Fn(PathBuf) -> PathBuf)
         SecretSource::Command { .. } | SecretSource::Keychain { .. } => Some(ttl.unwrap_or(DEFAULT_COMMAND_TTL)),
         _ => ttl,
     };
-    Ok(SecretSpec { name: name.to_owned(), source, ttl })
+    Ok(SecretSpec { name: name.to_owned(), source, ttl, pem: false })
 }
 
 fn build_route(r: RawRoute, secrets: &BTreeMap<String, SecretSpec>) -> Result<Route, RouteError> {
@@ -314,6 +318,7 @@ fn build_route(r: RawRoute, secrets: &BTreeMap<String, SecretSpec>) -> Result<Ro
         .map_err(RouteError::Path)?;
     let max_request_body = r.max_request_body.map(|s| s.bytes()).transpose().map_err(RouteError::MaxRequestBody)?;
     let websocket = websocket_kinds(r.websocket)?;
+    let client_cert = r.client_cert.map(|c| client_cert(c, secrets)).transpose()?;
     Ok(Route {
         name: r.name,
         host,
@@ -328,6 +333,7 @@ fn build_route(r: RawRoute, secrets: &BTreeMap<String, SecretSpec>) -> Result<Ro
         format: r.format,
         methods,
         max_request_body,
+        client_cert,
         danger_plaintext_private_upstream: r.danger_plaintext_private_upstream,
         danger_unscrubbed_websocket: r.danger_unscrubbed_websocket,
         websocket,
@@ -354,6 +360,45 @@ fn websocket_kinds(kinds: Option<Vec<String>>) -> Result<WebSocketKinds, RouteEr
         }
     }
     Ok(out)
+}
+
+/// A route's `client_cert`, its two secrets declared.
+fn client_cert(c: RawClientCert, secrets: &BTreeMap<String, SecretSpec>) -> Result<ClientCert, RouteError> {
+    for (part, secret) in [("cert", &c.cert), ("key", &c.key)] {
+        if !secrets.contains_key(secret) {
+            return Err(RouteError::ClientCertSecret { part, secret: secret.clone() });
+        }
+    }
+    Ok(ClientCert { cert: c.cert, key: c.key })
+}
+
+/// Marks the secrets `client_cert`s name as PEM text ([`SecretSpec::pem`]:
+/// line breaks allowed), and refuses a route that sends one of them in a
+/// header, where a line break could inject another.
+fn mark_pem_secrets(tenants: &[Tenant], secrets: &mut BTreeMap<String, SecretSpec>) -> Result<(), BuildError> {
+    let pem: HashSet<&str> = tenants
+        .iter()
+        .flat_map(|t| t.routes.iter().filter_map(|r| r.client_cert.as_ref()))
+        .flat_map(|c| [c.cert.as_str(), c.key.as_str()])
+        .collect();
+    for t in tenants {
+        for r in &t.routes {
+            let in_header = std::iter::once(&r.secret).chain(r.add_headers.iter().map(|(_, s)| s));
+            if let Some(s) = in_header.into_iter().find(|s| pem.contains(s.as_str())) {
+                return Err(BuildError::Route {
+                    tenant: t.name.clone(),
+                    route: r.name.clone(),
+                    error: RouteError::ClientCertSecretInHeader(s.clone()),
+                });
+            }
+        }
+    }
+    for name in pem {
+        if let Some(spec) = secrets.get_mut(name) {
+            spec.pem = true;
+        }
+    }
+    Ok(())
 }
 
 /// A header name a route config gives, checked.
@@ -594,6 +639,50 @@ mod tests {
         }
         let text = with(r#""text""#);
         assert!(matches!(load(&text), Err(ConfigError::Parse { .. })), "a string, not a list");
+    }
+
+    #[test]
+    fn client_cert_names_two_declared_secrets_that_hold_pem_text() {
+        let pem = "[secrets.cert]\nsource = \"store\"\n[secrets.key]\nsource = \"store\"\n";
+        let text = format!(
+            "{pem}{}",
+            with_routes(&(route("r", "a.test", "AIRLOCK_1") + "client_cert = { cert = \"cert\", key = \"key\" }\n"))
+        );
+        let p = load(&text).unwrap();
+        let r = &p.tenants[0].routes[0];
+        assert_eq!(r.client_cert, Some(ClientCert { cert: "cert".to_owned(), key: "key".to_owned() }));
+        assert_eq!(r.secrets().collect::<Vec<_>>(), ["s", "cert", "key"], "airlock check fetches them");
+        assert!(p.secrets["cert"].pem && p.secrets["key"].pem && !p.secrets["s"].pem);
+        // Without the key, existing routes are as they were.
+        let plain = load(&with_routes(&route("r", "a.test", "AIRLOCK_1"))).unwrap();
+        assert_eq!(plain.tenants[0].routes[0].client_cert, None);
+        assert!(!plain.secrets["s"].pem);
+
+        let route_error = |text: &str| match load(text).unwrap_err() {
+            ConfigError::Invalid { error, .. } => match *error {
+                BuildError::Route { tenant, route, error } if tenant == "a" && route == "r" => Some(error),
+                _ => None,
+            },
+            _ => None,
+        };
+        let undeclared =
+            with_routes(&(route("r", "a.test", "AIRLOCK_1") + "client_cert = { cert = \"s\", key = \"k\" }\n"));
+        let e = route_error(&undeclared);
+        assert!(matches!(&e, Some(RouteError::ClientCertSecret { part: "key", secret }) if secret == "k"), "{e:?}");
+        assert_eq!(
+            e.unwrap().to_string(),
+            "client_cert: secret 'k' (the key) is not declared; add a [secrets.k] table"
+        );
+        // `s` is the route's header secret: PEM text (line breaks) never
+        // goes in a header.
+        let in_header =
+            with_routes(&(route("r", "a.test", "AIRLOCK_1") + "client_cert = { cert = \"s\", key = \"s\" }\n"));
+        let e = route_error(&in_header);
+        assert!(matches!(&e, Some(RouteError::ClientCertSecretInHeader(s)) if s == "s"), "{e:?}");
+        let unknown =
+            with_routes(&(route("r", "a.test", "AIRLOCK_1") + "client_cert = { cert = \"s\", chain = \"s\" }\n"));
+        let e = load(&unknown).unwrap_err().to_string();
+        assert!(e.contains("chain"), "{e}");
     }
 
     #[test]

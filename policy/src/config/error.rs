@@ -227,6 +227,22 @@ pub enum RouteError {
         /// The secret named.
         secret: String,
     },
+    /// A `client_cert` secret has no `[secrets.*]` table.
+    #[error("client_cert: secret '{secret}' (the {part}) is not declared; add a [secrets.{secret}] table")]
+    ClientCertSecret {
+        /// `"cert"` or `"key"`.
+        part: &'static str,
+        /// The secret named.
+        secret: String,
+    },
+    /// A secret a `client_cert` names (PEM text, which spans lines) is
+    /// also one a header gets (the route's `secret`, an `add_headers`
+    /// one), in this route or another.
+    #[error(
+        "secret '{0}' is a client_cert's PEM text and cannot also be sent in a header (as a route's secret or in \
+         add_headers); declare a separate secret"
+    )]
+    ClientCertSecretInHeader(String),
     /// A `query` entry is not a query parameter name.
     #[error("query: '{0}' is not a query parameter name (no '&', '=', '#', '%', spaces or control characters)")]
     QueryName(String),

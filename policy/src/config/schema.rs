@@ -83,6 +83,7 @@ pub(super) struct RawRoute {
     pub(super) methods: Option<Vec<String>>,
     pub(super) paths: Option<Vec<String>>,
     pub(super) max_request_body: Option<Size>,
+    pub(super) client_cert: Option<RawClientCert>,
     #[serde(default)]
     pub(super) danger_plaintext_private_upstream: bool,
     #[serde(default)]
@@ -90,4 +91,12 @@ pub(super) struct RawRoute {
     /// Message kinds (`"text"`, `"binary"`) whose agent → upstream
     /// messages get the placeholder swapped; absent: none.
     pub(super) websocket: Option<Vec<String>>,
+}
+
+/// `client_cert = { cert = "SECRET", key = "SECRET" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClientCert {
+    pub(super) cert: String,
+    pub(super) key: String,
 }

@@ -64,6 +64,10 @@ pub struct SecretSpec {
     /// reloaded or, for `store` and `file`, the file changes). `command`
     /// and `keychain` default to [`DEFAULT_COMMAND_TTL`].
     pub ttl: Option<Duration>,
+    /// A route's `client_cert` names it: the value is PEM text (a
+    /// certificate chain or a private key), so it may hold line breaks
+    /// ([`crate::secrets::SecretValue::new_pem`]), and no header ever gets it.
+    pub pem: bool,
 }
 
 /// Whether a name can be a secret's name (and a file name in the store).

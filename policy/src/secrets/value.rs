@@ -23,6 +23,22 @@ impl SecretValue {
         Ok(SecretValue(value))
     }
 
+    /// Wraps PEM text (a client certificate chain or its private key):
+    /// like [`SecretValue::new`], but line breaks are allowed, since PEM
+    /// is made of lines. Such a value never goes in a header: the config
+    /// refuses a secret named both by a `client_cert` and where a header
+    /// gets its value (see [`crate::SecretSpec::pem`]).
+    pub fn new_pem(value: Vec<u8>) -> Result<Self, InvalidSecret> {
+        let value = Zeroizing::new(value);
+        if value.is_empty() {
+            return Err(InvalidSecret::Empty);
+        }
+        if value.iter().any(|&b| b.is_ascii_control() && !matches!(b, b'\t' | b'\n' | b'\r')) {
+            return Err(InvalidSecret::ControlCharacters);
+        }
+        Ok(SecretValue(value))
+    }
+
     /// The raw bytes. Only the injector and the redactor call this.
     pub fn expose(&self) -> &[u8] {
         &self.0
@@ -64,5 +80,12 @@ mod tests {
         assert_eq!(format!("{v:?} {v}"), "[secret] [secret]");
         assert_eq!(SecretValue::new(Vec::new()), Err(InvalidSecret::Empty));
         assert_eq!(SecretValue::new(b"a\r\nb".to_vec()), Err(InvalidSecret::ControlCharacters));
+    }
+
+    #[test]
+    fn a_pem_value_may_hold_line_breaks_but_no_other_control_character() {
+        assert!(SecretValue::new_pem(b"-----BEGIN X-----\r\nAAAA\n-----END X-----\n".to_vec()).is_ok());
+        assert_eq!(SecretValue::new_pem(b"a\0b".to_vec()), Err(InvalidSecret::ControlCharacters));
+        assert_eq!(SecretValue::new_pem(Vec::new()), Err(InvalidSecret::Empty));
     }
 }

@@ -136,7 +136,8 @@ impl Vault {
                 read_keychain(&self.keychain, name, service, account, *timeout)?
             }
         };
-        SecretValue::new(raw).map_err(|reason| SecretError::Invalid { name: name.clone(), reason })
+        let value = if spec.pem { SecretValue::new_pem(raw) } else { SecretValue::new(raw) };
+        value.map_err(|reason| SecretError::Invalid { name: name.clone(), reason })
     }
 
     /// The current value of a secret, fetching when the cached one is

@@ -44,7 +44,12 @@ fn set(store: &Store, name: &str) -> anyhow::Result<ExitCode> {
     let raw = zeroize::Zeroizing::new(raw);
     let mut value = raw.to_vec();
     trim_newline(&mut value);
-    let value = SecretValue::new(value).map_err(|e| anyhow::anyhow!("not stored: {e}"))?;
+    // PEM text (a client_cert's chain or key, perhaps after `openssl`'s
+    // "Bag Attributes" lines) is made of lines; the config lets such a
+    // secret go only where line breaks are safe.
+    let pem = value.windows(11).any(|w| w == b"-----BEGIN ");
+    let value = if pem { SecretValue::new_pem(value) } else { SecretValue::new(value) };
+    let value = value.map_err(|e| anyhow::anyhow!("not stored: {e}"))?;
     store.set(name, &value).with_context(|| format!("cannot write {}", store.dir().display()))?;
     eprintln!("stored secret '{name}' ({} bytes)", value.expose().len());
     if value.expose().trim_ascii().len() != value.expose().len() {

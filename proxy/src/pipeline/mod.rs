@@ -9,8 +9,9 @@
 //! 2. **decide** ([`decide`]): the policy's pure decision — the route, and
 //!    where its placeholder sits — or its denial;
 //! 3. **credential** ([`credential`]): the route's credential applied to
-//!    the request (today the header placeholder swap), and for a WebSocket
-//!    handshake the secret its frames carry ([`frames`]);
+//!    the request (the header placeholder swap, `add_headers`, the query,
+//!    the body), for a WebSocket handshake the secret its frames carry
+//!    ([`frames`]), and its client certificate chosen ([`client_cert`]);
 //! 4. **send** ([`send`]): the upstream request, its body bounded and its
 //!    trailers checked, on a connection under the request's egress rule,
 //!    resent once when that is safe;
@@ -43,6 +44,7 @@ use crate::state::Shared;
 use crate::upstream::Egress;
 
 pub(crate) mod admit;
+pub(crate) mod client_cert;
 pub(crate) mod credential;
 pub(crate) mod ctx;
 pub(crate) mod decide;
@@ -123,6 +125,7 @@ where
     let mut applied = credential::apply(ctx, dest, route_id, &decided, target, &headers, has_body).await?;
     // A WebSocket handshake under a route that sends its secret in frames.
     let frames = frames::prepare(ctx, dest, route_id, &req, &mut applied).await?;
+    let client_cert = client_cert::clients(ctx, dest, route_id, applied.egress).await?;
     drop(headers);
     let tenant = route_id.tenant();
     let route = policy.route(route_id);
@@ -138,6 +141,7 @@ where
         tally: Arc::clone(&ctx.body),
         body_limit: route.max_request_body.unwrap_or(policy.limits.max_request_body),
         bytes_up: Arc::clone(&ctx.bytes_up),
+        client_cert,
     };
     let head_request = req.method() == http::Method::HEAD;
     let sent = send::send(&ctx.loaded, dest, req, out).await?;
@@ -171,6 +175,7 @@ pub(crate) async fn pass_through(
             tally: Arc::clone(&ctx.body),
             body_limit: loaded.policy.limits.max_request_body,
             bytes_up: Arc::clone(&ctx.bytes_up),
+            client_cert: None,
         };
         let Sent { status, mut headers, body, upgrade, .. } = match send::send(loaded, &dest, req, out).await {
             Ok(sent) => sent,

@@ -59,6 +59,10 @@ pub(crate) struct Outgoing {
     pub(crate) body_limit: u64,
     /// Counts the request body bytes sent.
     pub(crate) bytes_up: Arc<AtomicU64>,
+    /// The route's client certificate clients (mutual TLS), used in place
+    /// of the shared ones: their connections presented its certificate and
+    /// serve no other route.
+    pub(crate) client_cert: Option<Arc<upstream::IdentityClients>>,
 }
 
 /// What the upstream answered, hop-by-hop headers removed.
@@ -115,7 +119,19 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<crate::BoxError>,
 {
-    let Outgoing { tenant, egress, swapped, added, target, route, body: plan, tally, body_limit, bytes_up } = out;
+    let Outgoing {
+        tenant,
+        egress,
+        swapped,
+        added,
+        target,
+        route,
+        body: plan,
+        tally,
+        body_limit,
+        bytes_up,
+        client_cert,
+    } = out;
     let route_id = route.as_ref().map(|r| r.route);
     let intercepted = route.is_some();
     let limits = &loaded.policy.limits;
@@ -223,7 +239,10 @@ where
         up
     };
 
-    let client = loaded.upstream.client(egress, websocket);
+    let client = match &client_cert {
+        Some(identity) => identity.client(websocket),
+        None => loaded.upstream.client(egress, websocket),
+    };
     let response_timeout = limits.upstream_response_timeout;
     let attempts = async {
         let mut resent = false;

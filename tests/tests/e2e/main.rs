@@ -13,6 +13,7 @@ mod fidelity;
 mod grpc;
 mod hostile;
 mod load;
+mod mtls;
 mod policy;
 mod redact;
 mod shutdown;
