@@ -8,13 +8,15 @@ use std::net::SocketAddr;
 use base64::Engine;
 use bytes::Bytes;
 use http::Request;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::BodyExt;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+
+use crate::upstream::Reply;
 
 /// Where requests go.
 #[derive(Clone, Debug)]
@@ -107,7 +109,7 @@ async fn read_head(tcp: &mut TcpStream) -> io::Result<u16> {
 /// One open keep-alive connection.
 #[derive(Debug)]
 pub struct Conn {
-    sender: SendRequest<Empty<Bytes>>,
+    sender: SendRequest<Reply>,
     authority: String,
     authorization: String,
 }
@@ -119,8 +121,24 @@ impl Conn {
         let req = Request::get(path)
             .header(http::header::HOST, &self.authority)
             .header(http::header::AUTHORIZATION, &self.authorization)
-            .body(Empty::new())
+            .body(Reply::Whole(None))
             .map_err(io::Error::other)?;
+        self.send(req).await
+    }
+
+    /// POSTs `bytes` bytes to `path`, streamed in slices of `frame`, and
+    /// reads the whole answer; returns the status and the answer's length.
+    pub async fn post(&mut self, path: &str, frame: Bytes, bytes: u64) -> io::Result<(u16, u64)> {
+        let req = Request::post(path)
+            .header(http::header::HOST, &self.authority)
+            .header(http::header::AUTHORIZATION, &self.authorization)
+            .header(http::header::CONTENT_TYPE, "application/x-ndjson")
+            .body(Reply::Stream { frame, left: bytes })
+            .map_err(io::Error::other)?;
+        self.send(req).await
+    }
+
+    async fn send(&mut self, req: Request<Reply>) -> io::Result<(u16, u64)> {
         self.sender.ready().await.map_err(io::Error::other)?;
         let resp = self.sender.send_request(req).await.map_err(io::Error::other)?;
         let status = resp.status().as_u16();

@@ -53,6 +53,8 @@ name = "api"
 host = "*.bench.test:{port}"
 secret = "s0"
 placeholder = "{PLACEHOLDER}"
+methods = ["GET", "POST"]
+max_request_body = "4GiB"
 "#,
         ca = upstream_ca.display(),
     );

@@ -1,7 +1,8 @@
 //! A TLS upstream built for speed, so it is never what a figure measures:
 //! HTTP/1.1 only, no logging, no recording. `/small` answers a fixed JSON
 //! document; `/big?bytes=N` streams N bytes of JSON-like text in 64 KiB
-//! frames that are all slices of one buffer (no copy per frame). Every
+//! frames that are all slices of one buffer (no copy per frame); `/up`
+//! reads a request body and answers its length. Every
 //! request must carry `Authorization: Bearer <key>` with the real key, so a
 //! proxy that failed to inject gets 401 and the harness counts an error.
 
@@ -13,6 +14,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -43,9 +45,19 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, key: &
         let (acceptor, expected, frame) = (acceptor.clone(), expected.clone(), frame.clone());
         tokio::spawn(async move {
             let Ok(tls) = acceptor.accept(tcp).await else { return };
-            let service = service_fn(move |req| {
-                let resp = answer(&req, &expected, &frame);
-                async move { Ok::<_, Infallible>(resp) }
+            let service = service_fn(move |req: Request<Incoming>| {
+                let mut resp = answer(&req, &expected, &frame);
+                async move {
+                    if resp.status() == StatusCode::OK && req.uri().path() == "/up" {
+                        let mut body = req.into_body();
+                        let mut len = 0u64;
+                        while let Some(Ok(frame)) = body.frame().await {
+                            len += frame.data_ref().map_or(0, |d| d.len() as u64);
+                        }
+                        *resp.body_mut() = Reply::Whole(Some(Bytes::from(len.to_string())));
+                    }
+                    Ok::<_, Infallible>(resp)
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await;
         });
@@ -74,13 +86,14 @@ fn answer(req: &Request<Incoming>, expected: &Bytes, frame: &Bytes) -> Response<
             resp.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/x-ndjson"));
             *resp.body_mut() = Reply::Stream { frame: frame.clone(), left: bytes };
         }
+        "/up" => {}
         _ => *resp.status_mut() = StatusCode::NOT_FOUND,
     }
     resp
 }
 
 /// One frame of `/big`: JSON lines, no secret in them.
-fn big_frame() -> Vec<u8> {
+pub fn big_frame() -> Vec<u8> {
     let line = b"{\"id\": 12345, \"name\": \"a typical api record\", \"tags\": [\"x\", \"y\"], \"ok\": true}\n";
     line.iter().copied().cycle().take(FRAME).collect()
 }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use bytes::Bytes;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use airlock_benches::client::{Agent, Conn, Via};
@@ -89,6 +90,8 @@ enum Phase {
     Small,
     /// One `/big` download: MiB/s, proxy CPU.
     Big,
+    /// One upload of the same size to `/up`: MiB/s, proxy CPU.
+    Up,
     /// Hosts never seen before, one at a time (a leaf minted for each).
     Mint,
     /// Peak RSS, and RSS per idle intercepted connection.
@@ -563,6 +566,23 @@ async fn big(target: &Target, port: u16, bytes: u64) -> anyhow::Result<(f64, Opt
     Ok((bytes as f64 / f64::from(1u32 << 20) / elapsed, cpu.map(|c| c / gib)))
 }
 
+/// One upload of `bytes`: MiB/s and proxy CPU-seconds per GiB.
+async fn upload(target: &Target, port: u16, bytes: u64) -> anyhow::Result<(f64, Option<f64>)> {
+    let mut c = target.agent.open(API_HOST, port).await?;
+    c.get("/small").await?;
+    let frame = Bytes::from(airlock_benches::upstream::big_frame());
+    let cpu0 = target.cpu();
+    let start = Instant::now();
+    let (status, _) = c.post("/up", frame, bytes).await?;
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = target.cpu().zip(cpu0).map(|(b, a)| b - a);
+    if status != 200 {
+        bail!("{}: /up answered {status}", target.name);
+    }
+    let gib = bytes as f64 / f64::from(1u32 << 30);
+    Ok((bytes as f64 / f64::from(1u32 << 20) / elapsed, cpu.map(|c| c / gib)))
+}
+
 struct MintRun {
     p50_ms: f64,
     p99_ms: f64,
@@ -735,6 +755,19 @@ async fn run_in(options: &Options, dir: &Path) -> anyhow::Result<()> {
                 );
                 report.figure(&format!("{} MiB download MiB/s", options.big_mib), 0).push(t.name, Some(mibs));
                 report.figure("download proxy CPU-s/GiB", 2).push(t.name, cpu);
+            }
+        }
+        if options.runs(Phase::Up) {
+            for t in &targets {
+                let (mibs, cpu) = upload(t, port, options.big_mib << 20).await?;
+                eprintln!(
+                    "  {:9} {} MiB upload   {mibs:7.0} MiB/s  cpu {} s/GiB",
+                    t.name,
+                    options.big_mib,
+                    cpu.map_or("—".to_owned(), |c| format!("{c:.2}"))
+                );
+                report.figure(&format!("{} MiB upload MiB/s", options.big_mib), 0).push(t.name, Some(mibs));
+                report.figure("upload proxy CPU-s/GiB", 2).push(t.name, cpu);
             }
         }
         if options.runs(Phase::Mint) {
