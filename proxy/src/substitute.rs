@@ -7,9 +7,11 @@
 //!   written in the body's format (see [`BodyKind`]). The body streams: at
 //!   most one placeholder's length less one byte is held back between
 //!   pieces (a placeholder split across HTTP/1.1 chunks or HTTP/2 DATA
-//!   frames is still found whole). The first [`READ_AHEAD`] bytes are read
-//!   before anything is sent, so a body that ends within them goes with
-//!   its `Content-Length` recomputed; a longer one is re-framed chunked.
+//!   frames is still found whole). The first [`READ_AHEAD`] bytes — the
+//!   whole body when it declares a length of at most [`WHOLE_LIMIT`] —
+//!   are read before anything is sent, so a body that ends within them
+//!   goes with its `Content-Length` recomputed; a longer one is re-framed
+//!   chunked.
 //! - **Refuse.** On a route that opted in, a body airlock cannot swap in —
 //!   compressed (scanned through its decoder), multipart, of another media
 //!   type, or bound for a cleartext upstream — is refused once the
@@ -47,6 +49,11 @@ use crate::redact::Decoder;
 /// route swaps in bodies: a body that ends within it is sent with an exact
 /// `Content-Length`, and refused before anything goes upstream.
 pub(crate) const READ_AHEAD: usize = 64 * 1024;
+
+/// A body that declares a `Content-Length` of at most this is read whole
+/// before it is sent (so it keeps an exact length, as upstreams that
+/// refuse chunked uploads need).
+pub(crate) const WHOLE_LIMIT: u64 = 1 << 20;
 
 /// What is done to a request body.
 pub(crate) enum Plan {
@@ -279,9 +286,22 @@ impl Upward {
     /// Reads up to [`READ_AHEAD`] bytes of the body before anything is
     /// sent: a refusal found there is returned (nothing has gone upstream).
     /// `Err(None)`: the agent's body failed.
-    pub(crate) async fn read_ahead(&mut self) -> Result<(), Option<Error>> {
+    pub(crate) async fn read_ahead(&mut self, declared: Option<u64>) -> Result<(), Option<Error>> {
+        let limit = match declared {
+            Some(n) if n <= WHOLE_LIMIT => usize::try_from(n).unwrap_or(READ_AHEAD).max(READ_AHEAD),
+            _ => READ_AHEAD,
+        };
         let mut read = 0;
-        while read < READ_AHEAD && !self.ended {
+        while !self.ended {
+            // A body that has all arrived ends here, however long, so its
+            // length is known.
+            if self.inner.is_end_stream() {
+                self.end().map_err(Some)?;
+                break;
+            }
+            if read >= limit {
+                break;
+            }
             match self.inner.frame().await {
                 Some(Ok(frame)) => {
                     if let Some(data) = frame.data_ref() {

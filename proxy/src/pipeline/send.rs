@@ -206,7 +206,7 @@ where
             let reads_ahead = plan.reads_ahead();
             let mut upward = Upward::new(checked, plan, policy, tally, Arc::clone(&refused));
             if reads_ahead {
-                match tokio::time::timeout(limits.upstream_response_timeout, upward.read_ahead()).await {
+                match tokio::time::timeout(limits.upstream_response_timeout, upward.read_ahead(declared)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(Some(e))) => return Err(e),
                     Ok(Err(None)) if sent.load(Ordering::Relaxed) > body_limit => {

@@ -464,7 +464,9 @@ fn trimmed(value: &[u8]) -> Option<&[u8]> {
 ///   it (matched when a server decoded it, or wrote it raw), and with only
 ///   its `%`, only its `\` or only its `&` escapes undone (a value holding
 ///   `%41` written in HTML, where the normaliser undoes both);
-/// - with each space as `+` (form encoding);
+/// - its bytes misread as Latin-1 and written as UTF-8 (or `\u00XX`);
+/// - with each `+` as a space (a raw value form-decoded), and each space
+///   as `+` (form encoding);
 /// - cut short where an escape around it could take in its first or last
 ///   characters: `%` before a value starting `4f3a`, or `41` after one
 ///   ending in `%`, is read as one escape, so the value as written never
@@ -492,6 +494,22 @@ fn plain_forms(value: &[u8]) -> Vec<(Vec<u8>, u8, u8)> {
             }
         }
     }
+    // Its bytes read as Latin-1 (WSGI header values, PEP 3333) and written
+    // out as UTF-8, or as `\u00XX` escapes, which the normaliser reads as
+    // the same characters.
+    if !value.is_ascii() {
+        let misread: String = value.iter().copied().map(char::from).collect();
+        out.push((misread.into_bytes(), 0, 0));
+    }
+    // Written raw in a form body and form-decoded: each `+` read as a space.
+    let spaced: Vec<_> = out
+        .iter()
+        .filter(|(form, ..)| form.contains(&b'+'))
+        .map(|(form, before, after)| {
+            (form.iter().map(|&c| if c == b'+' { b' ' } else { c }).collect(), *before, *after)
+        })
+        .collect();
+    out.extend(spaced);
     let plus: Vec<_> = out
         .iter()
         .filter(|(form, ..)| form.contains(&b' '))

@@ -263,26 +263,28 @@ async fn form_bodies_carry_the_key_where_the_route_opts_in() {
     assert_no_secret("requests' answer", &text, &[BODY_SECRET, BODY_SECRET_FORM]);
 
     // Chunked by requests from a generator, the placeholder split across
-    // chunks, and a body longer than the read-ahead with it at the end:
-    // streamed, re-framed chunked.
+    // chunks; a body longer than the read-ahead with it at the end, with a
+    // declared length (read whole: its length recomputed) and without one
+    // (streamed, re-framed chunked).
     let text = python(&format!(
         "{prelude}{requests}def parts():\n    yield b'text=hi&token=AIRLOCK_AC'\n    yield b'ME_KEY&x=' + P.encode()\n\
          post(data=parts(), headers={{'content-type': 'application/x-www-form-urlencoded'}})\n\
-         post(data='pad=' + 'x' * 100000 + '&token=' + P, headers={{'content-type': \
-         'application/x-www-form-urlencoded; charset=utf-8'}})\n"
+         long = 'pad=' + 'x' * 100000 + '&token=' + P\n\
+         post(data=long, headers={{'content-type': 'application/x-www-form-urlencoded; charset=utf-8'}})\n\
+         def pieces():\n    for i in range(0, len(long), 5000):\n        yield long[i:i + 5000].encode()\n\
+         post(data=pieces(), headers={{'content-type': 'application/x-www-form-urlencoded'}})\n"
     ))
     .await;
-    assert_eq!(text.matches("200 None").count(), 2, "{text}");
+    assert_eq!(text.matches("200 None").count(), 3, "{text}");
     let seen = upstream.seen();
-    let chunked = &seen[seen.len() - 2];
-    assert_eq!(
-        String::from_utf8_lossy(&chunked.body),
-        format!("text=hi&token={BODY_SECRET_FORM}&x={BODY_SECRET_FORM}")
-    );
-    let long = &seen[seen.len() - 1];
-    assert!(String::from_utf8_lossy(&long.body).ends_with(&format!("x&token={BODY_SECRET_FORM}")));
-    assert_eq!(long.body.len(), 4 + 100_000 + 7 + BODY_SECRET_FORM.len());
-    assert_eq!(long.header("content-length"), None, "over the read-ahead it streams chunked: {:?}", long.headers);
+    let chunked = &seen[seen.len() - 3];
+    let want = format!("text=hi&token={BODY_SECRET_FORM}&x={BODY_SECRET_FORM}");
+    assert_eq!(String::from_utf8_lossy(&chunked.body), want);
+    let want = format!("pad={}&token={BODY_SECRET_FORM}", "x".repeat(100_000));
+    let (sized, streamed) = (&seen[seen.len() - 2], &seen[seen.len() - 1]);
+    assert!(sized.body == want.as_bytes() && streamed.body == want.as_bytes());
+    assert_eq!(sized.header("content-length"), Some(want.len().to_string().as_str()), "{:?}", sized.headers);
+    assert_eq!(streamed.header("content-length"), None, "unsized, it streams chunked: {:?}", streamed.headers);
 
     // curl over HTTP/2, the placeholder across the first 16 KiB DATA frame.
     let file = proxy.home.path.join("form-body");
@@ -311,14 +313,16 @@ async fn form_bodies_carry_the_key_where_the_route_opts_in() {
          post(data=json.dumps({{'token': P}}), headers={{'content-type': 'application/json'}})\n\
          post(data=form.encode(), headers={{'content-type': 'application/x-www-form-urlencoded', \
          'content-encoding': 'compress'}})\n\
-         post(data='pad=' + 'x' * 100000 + '&token=' + P, headers={{'content-type': 'text/plain'}})\n"
+         post(data='pad=' + 'x' * 100000 + '&token=' + P, headers={{'content-type': 'text/plain'}})\n\
+         def pieces():\n    yield b'x' * 100000\n    yield b'&token=' + P.encode()\n\
+         post(data=pieces(), headers={{'content-type': 'text/plain'}})\n"
     ))
     .await;
-    assert_eq!(text.matches("415 unsubstitutable_body").count(), 5, "{text}");
+    assert_eq!(text.matches("415 unsubstitutable_body").count(), 6, "{text}");
     assert!(text.contains("multipart") && text.contains("compressed") && text.contains("application/json"), "{text}");
-    // The last one was longer than the read-ahead: its request may have
-    // begun upstream, and was ended unfinished (the upstream never got its
-    // body); the others never left.
+    // The last one was longer than the read-ahead, and unsized: its request
+    // may have begun upstream, and was ended unfinished (the upstream never
+    // got its body); the others never left.
     let after = upstream.seen();
     assert!(after.len() <= before + 1, "a refused body reached the upstream: {:?}", &after[before..]);
     assert!(after[before..].iter().all(|s| s.body.is_empty()), "a refused body reached the upstream");
@@ -331,12 +335,12 @@ async fn form_bodies_carry_the_key_where_the_route_opts_in() {
     .await;
     assert_eq!(text.matches("200 None").count(), 3, "{text}");
 
-    assert!(wait_for(Duration::from_secs(5), || proxy.audit_lines().len() >= 12).await);
+    assert!(wait_for(Duration::from_secs(5), || proxy.audit_lines().len() >= 14).await);
     let audit = std::fs::read_to_string(proxy.home.path.join("audit.jsonl")).unwrap();
     assert_no_secret("the audit log", &audit, &[BODY_SECRET, BODY_SECRET_FORM]);
     let lines = proxy.audit_lines();
-    assert_eq!(lines.iter().filter(|l| l["injected"] == true).count(), 4, "{lines:?}");
-    assert_eq!(lines.iter().filter(|l| l["code"] == "unsubstitutable_body").count(), 5, "{lines:?}");
+    assert_eq!(lines.iter().filter(|l| l["injected"] == true).count(), 5, "{lines:?}");
+    assert_eq!(lines.iter().filter(|l| l["code"] == "unsubstitutable_body").count(), 6, "{lines:?}");
     assert_no_secret("the proxy's log", &captured_logs(), &[BODY_SECRET, BODY_SECRET_FORM]);
     proxy.proxy.shutdown().await;
 }

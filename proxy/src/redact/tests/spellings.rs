@@ -159,7 +159,19 @@ fn spellings() -> Vec<(&'static str, Vec<u8>)> {
         ("HTML, hex", html(SECRET, Html::Hex)),
         ("HTML, hex mixed case", html(SECRET, Html::HexMixed)),
         ("HTML, decimal", html(SECRET, Html::Decimal)),
+        // A key written raw in a form body (`body = "text"`), which the
+        // upstream form-decodes: each `+` read as a space.
+        ("form-decoded raw (+ as a space)", SECRET.replace('+', " ").into_bytes()),
+        // Its bytes read as Latin-1 (WSGI headers, PEP 3333) and written
+        // out again: as UTF-8, and as Python's ensure_ascii escapes.
+        ("Latin-1 misread, as UTF-8", latin1_misread(SECRET).into_bytes()),
+        ("Latin-1 misread, ensure_ascii", json(&latin1_misread(SECRET), Json { ascii: true, ..Json::default() })),
     ]
+}
+
+/// `s`'s UTF-8 bytes each read as the Latin-1 character of that number.
+fn latin1_misread(s: &str) -> String {
+    s.bytes().map(char::from).collect()
 }
 
 /// `body` gzipped and fed through [`RedactBody`] with a gzip [`Decoder`] in
