@@ -53,7 +53,7 @@ pub(crate) const READ_AHEAD: usize = 64 * 1024;
 /// A body that declares a `Content-Length` of at most this is read whole
 /// before it is sent (so it keeps an exact length, as upstreams that
 /// refuse chunked uploads need).
-pub(crate) const WHOLE_LIMIT: u64 = 1 << 20;
+pub(crate) const WHOLE_LIMIT: u64 = 256 << 10;
 
 /// What is done to a request body.
 pub(crate) enum Plan {
