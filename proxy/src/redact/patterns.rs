@@ -152,8 +152,14 @@ impl PatternSetBuilder {
     /// Adds a literal value in every spelling (see [`plain_forms`]), all
     /// replaced by `replacement`.
     pub fn literal(&mut self, value: &[u8], replacement: &[u8]) -> &mut Self {
+        self.spellings(value, replacement, false)
+    }
+
+    /// [`literal`](Self::literal), and with `form_decoded`, also with each
+    /// `+` read as a space (see [`plain_forms`]).
+    fn spellings(&mut self, value: &[u8], replacement: &[u8], form_decoded: bool) -> &mut Self {
         let replacement: Arc<[u8]> = Arc::from(replacement);
-        for (form, before, after) in plain_forms(value) {
+        for (form, before, after) in plain_forms(value, form_decoded) {
             self.push(form, &replacement, before, after);
         }
         self
@@ -165,7 +171,7 @@ impl PatternSetBuilder {
     /// A value with spaces or tabs around it is also added without them.
     pub fn secret(&mut self, s: &SecretForms<'_>) -> &mut Self {
         for value in std::iter::once(s.value).chain(trimmed(s.value)) {
-            self.literal(value, s.replacement);
+            self.spellings(value, s.replacement, true);
             self.base64(value);
         }
         self
@@ -465,8 +471,8 @@ fn trimmed(value: &[u8]) -> Option<&[u8]> {
 ///   its `%`, only its `\` or only its `&` escapes undone (a value holding
 ///   `%41` written in HTML, where the normaliser undoes both);
 /// - its bytes misread as Latin-1 and written as UTF-8 (or `\u00XX`);
-/// - with each `+` as a space (a raw value form-decoded), and each space
-///   as `+` (form encoding);
+/// - with each space as `+` (form encoding), and, with `form_decoded`,
+///   each `+` as a space (a value written raw in a form, form-decoded);
 /// - cut short where an escape around it could take in its first or last
 ///   characters: `%` before a value starting `4f3a`, or `41` after one
 ///   ending in `%`, is read as one escape, so the value as written never
@@ -474,7 +480,7 @@ fn trimmed(value: &[u8]) -> Option<&[u8]> {
 ///   placeholder in its headers, so it could choose such an escape and have
 ///   the upstream echo the rest. These variants (at least [`MIN_VARIANT`]
 ///   long) swallow the escape next to them.
-fn plain_forms(value: &[u8]) -> Vec<(Vec<u8>, u8, u8)> {
+fn plain_forms(value: &[u8], form_decoded: bool) -> Vec<(Vec<u8>, u8, u8)> {
     let n = value.len();
     let mut out = vec![(value.to_vec(), 0, 0)];
     for intro in [b'%', b'\\', b'&'] {
@@ -501,15 +507,16 @@ fn plain_forms(value: &[u8]) -> Vec<(Vec<u8>, u8, u8)> {
         let misread: String = value.iter().copied().map(char::from).collect();
         out.push((misread.into_bytes(), 0, 0));
     }
-    // Written raw in a form body and form-decoded: each `+` read as a space.
+    // Written raw in a form body and form-decoded: each `+` read as a
+    // space. (Secrets only: a long injected header value holding `+`
+    // would double its patterns for a path only a key takes.)
     let spaced: Vec<_> = out
         .iter()
-        .filter(|(form, ..)| form.contains(&b'+'))
+        .filter(|(form, ..)| form_decoded && form.contains(&b'+'))
         .map(|(form, before, after)| {
             (form.iter().map(|&c| if c == b'+' { b' ' } else { c }).collect(), *before, *after)
         })
         .collect();
-    out.extend(spaced);
     let plus: Vec<_> = out
         .iter()
         .filter(|(form, ..)| form.contains(&b' '))
@@ -518,6 +525,7 @@ fn plain_forms(value: &[u8]) -> Vec<(Vec<u8>, u8, u8)> {
         })
         .collect();
     out.extend(plus);
+    out.extend(spaced);
     out
 }
 
