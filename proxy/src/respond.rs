@@ -302,6 +302,10 @@ fn advice(a: Advice) -> &'static str {
             "the API wants a client certificate (mutual TLS), and airlock presents none for this route; ask the \
              operator"
         }
+        Advice::ClientCertificateRefused => {
+            "the API refused the client certificate airlock presents for this route (expired, revoked, or from a CA \
+             it does not trust); ask the operator to check the route's client_cert"
+        }
         Advice::Retry => {
             "retry the request; if it persists, the upstream is at fault: ask the operator to check the API"
         }

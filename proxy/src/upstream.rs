@@ -195,6 +195,8 @@ pub enum Advice {
     UpstreamCa,
     /// The upstream wants a client certificate.
     ClientCertificate,
+    /// The upstream refused the client certificate airlock presented.
+    ClientCertificateRefused,
     /// Retry; the upstream is at fault if it persists.
     Retry,
 }
@@ -309,6 +311,20 @@ fn tls_failure(e: &rustls::Error) -> (String, Advice) {
                 .to_owned(),
             Advice::ClientCertificate,
         ),
+        // Sent by a server, these name the client's certificate (RFC 8446
+        // §6.2): the one a route's client_cert presented.
+        Error::AlertReceived(
+            alert @ (AlertDescription::BadCertificate
+            | AlertDescription::UnsupportedCertificate
+            | AlertDescription::CertificateRevoked
+            | AlertDescription::CertificateExpired
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::UnknownCA
+            | AlertDescription::AccessDenied),
+        ) => (
+            format!("the upstream refused the client certificate airlock presented (TLS alert {})", alert_name(*alert)),
+            Advice::ClientCertificateRefused,
+        ),
         Error::AlertReceived(alert) => {
             (format!("the upstream refused the TLS connection (TLS alert {})", alert_name(*alert)), Advice::Retry)
         }
@@ -327,9 +343,15 @@ fn alert_name(alert: rustls::AlertDescription) -> String {
     if !debug.chars().all(|c| c.is_ascii_alphanumeric()) {
         return format!("{}", u8::from(alert));
     }
+    // A word starts at a capital after a small letter: `UnknownCA` is
+    // `unknown_ca`, `UnknownPSKIdentity` `unknown_psk_identity`.
+    let chars: Vec<char> = debug.chars().collect();
     let mut out = String::new();
-    for (i, c) in debug.chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
+    for (i, &c) in chars.iter().enumerate() {
+        let after_small = i > 0 && chars[i - 1].is_ascii_lowercase();
+        let ends_capitals =
+            i > 0 && chars[i - 1].is_ascii_uppercase() && chars.get(i + 1).is_some_and(char::is_ascii_lowercase);
+        if c.is_ascii_uppercase() && (after_small || ends_capitals) {
             out.push('_');
         }
         out.push(c.to_ascii_lowercase());
@@ -860,4 +882,19 @@ fn closed_while_idle(err: &hyper_util::client::legacy::Error) -> bool {
                 )
             })
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use rustls::AlertDescription;
+
+    use super::alert_name;
+
+    #[test]
+    fn alerts_are_named_as_registered() {
+        assert_eq!(alert_name(AlertDescription::CertificateRequired), "certificate_required");
+        assert_eq!(alert_name(AlertDescription::UnknownCA), "unknown_ca");
+        assert_eq!(alert_name(AlertDescription::UnknownPSKIdentity), "unknown_psk_identity");
+        assert_eq!(alert_name(AlertDescription::Unknown(200)), "200");
+    }
 }

@@ -153,6 +153,37 @@ impl SecretError {
     }
 }
 
+/// A line of a multi-line known value at least this long is known on its
+/// own.
+const MIN_KNOWN_LINE: usize = 16;
+
+/// A run of base64 characters at least this long in a command's stderr is
+/// taken for key material (a PEM line is 64, a token 40 and up) and
+/// replaced, known or not: the vault may not know the value yet.
+const LONG_RUN: usize = 40;
+
+/// `text` with every run of at least [`LONG_RUN`] base64 characters
+/// (either alphabet, and `=`) replaced by `[REDACTED]`.
+fn redact_long_runs(text: &[u8]) -> Vec<u8> {
+    let b64 = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_' | b'=');
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        let run = text[i..].iter().take_while(|&&b| b64(b)).count();
+        if run >= LONG_RUN {
+            out.extend_from_slice(b"[REDACTED]");
+        } else {
+            out.extend_from_slice(&text[i..i + run]);
+        }
+        i += run;
+        if let Some(&b) = text.get(i) {
+            out.push(b);
+            i += 1;
+        }
+    }
+    out
+}
+
 /// How many characters of a failed command's stderr the operator sees.
 pub const STDERR_SUMMARY_CHARS: usize = 300;
 
@@ -172,7 +203,16 @@ impl StderrSummary {
     /// value first (so truncating cannot leave half a value that no longer
     /// matches).
     pub(super) fn new<'a>(stderr: &[u8], known: impl IntoIterator<Item = &'a [u8]>) -> Self {
-        let known: Vec<&[u8]> = known.into_iter().filter(|v| !v.is_empty()).collect();
+        // A multi-line value (a PEM key) is also known line by line: a
+        // command may print some of its lines and not the whole.
+        let known: Vec<&[u8]> = known
+            .into_iter()
+            .flat_map(|v| {
+                let lines = v.contains(&b'\n').then(|| v.split(|&b| b == b'\n').map(<[u8]>::trim_ascii));
+                std::iter::once(v).chain(lines.into_iter().flatten().filter(|l| l.len() >= MIN_KNOWN_LINE))
+            })
+            .filter(|v| !v.is_empty())
+            .collect();
         let scrubbed = match aho_corasick::AhoCorasick::builder()
             .match_kind(aho_corasick::MatchKind::LeftmostLongest)
             .build(&known)
@@ -184,6 +224,7 @@ impl StderrSummary {
             // rather than something unscrubbed.
             Err(_) => return StderrSummary("(stderr not shown: it could not be scrubbed)".to_owned()),
         };
+        let scrubbed = Zeroizing::new(redact_long_runs(&scrubbed));
         let text = String::from_utf8_lossy(&scrubbed);
         let joined = text
             .lines()
@@ -216,6 +257,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn stderr_summaries_hide_key_lines_known_or_not() {
+        let key = b"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\n-----END PRIVATE KEY-----\n";
+        // Two lines of a known key, printed without the rest.
+        let stderr = b"bad key: MIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nnext: BKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\n";
+        let s = StderrSummary::new(stderr, [&key[..]]);
+        assert_eq!(s.as_str(), "bad key: [REDACTED] | next: [REDACTED]");
+        // An unknown one (a first fetch failed): long base64 runs go.
+        let line = b"MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKjMzEfYyjiWA4R4";
+        let s = StderrSummary::new(&[&b"-----BEGIN PRIVATE KEY-----\n"[..], line, b"\nexit 3"].concat(), []);
+        assert_eq!(s.as_str(), "-----BEGIN PRIVATE KEY----- | [REDACTED] | exit 3");
+        assert_eq!(
+            StderrSummary::new(b"token expired: run vault login", []).as_str(),
+            "token expired: run vault login"
+        );
+    }
+
+    #[test]
     fn stderr_summaries_replace_known_values_and_stay_short() {
         let (key, longer) = (&b"sk_live_key"[..], &b"sk_live_key_and_more"[..]);
         let stderr = b"\n  error: sk_live_key_and_more rejected\r\n\x1b[31mretry with sk_live_key\x1b[0m\n\n";
@@ -223,10 +281,10 @@ mod tests {
         assert_eq!(s.as_str(), "error: [REDACTED] rejected | [31mretry with [REDACTED][0m");
         assert_eq!(format!("{s:?}"), "StderrSummary(57 chars)", "Debug never prints the text");
         // Scrubbed before it is cut: a value across the cut is not half left.
-        let mut long = vec![b'x'; STDERR_SUMMARY_CHARS - 4];
+        let mut long: Vec<u8> = (0..STDERR_SUMMARY_CHARS - 4).map(|i| if i % 2 == 0 { b'x' } else { b' ' }).collect();
         long.extend_from_slice(key);
         let s = StderrSummary::new(&long, [key]);
-        assert!(s.as_str().ends_with("xxxx[RED…"), "{}", s.as_str());
+        assert!(s.as_str().ends_with("x [RED…"), "{}", s.as_str());
         assert_eq!(s.as_str().chars().count(), STDERR_SUMMARY_CHARS + 1);
         assert!(!s.as_str().contains("sk_"));
     }

@@ -8,6 +8,12 @@ use zeroize::Zeroizing;
 #[derive(Clone, PartialEq, Eq)]
 pub struct SecretValue(Zeroizing<Vec<u8>>);
 
+/// The longest secret value, in bytes: a key, a token, a service-account
+/// key file and a certificate chain are a few KiB at most. Every value is
+/// also a set of patterns the redactor holds in every spelling, so one of
+/// megabytes would slow or exhaust every request.
+pub const MAX_SECRET_BYTES: usize = 64 << 10;
+
 impl SecretValue {
     /// Wraps a value, checking that it can travel in an HTTP header: not
     /// empty, and no control characters (CR, LF and NUL would let a value
@@ -16,6 +22,9 @@ impl SecretValue {
         let value = Zeroizing::new(value);
         if value.is_empty() {
             return Err(InvalidSecret::Empty);
+        }
+        if value.len() > MAX_SECRET_BYTES {
+            return Err(InvalidSecret::TooLong { len: value.len() });
         }
         if value.iter().any(|&b| b.is_ascii_control() && b != b'\t') {
             return Err(InvalidSecret::ControlCharacters);
@@ -32,6 +41,9 @@ impl SecretValue {
         let value = Zeroizing::new(value);
         if value.is_empty() {
             return Err(InvalidSecret::Empty);
+        }
+        if value.len() > MAX_SECRET_BYTES {
+            return Err(InvalidSecret::TooLong { len: value.len() });
         }
         if value.iter().any(|&b| b.is_ascii_control() && !matches!(b, b'\t' | b'\n' | b'\r')) {
             return Err(InvalidSecret::ControlCharacters);
@@ -67,12 +79,27 @@ pub enum InvalidSecret {
     /// The value holds CR, LF, NUL or another control character.
     #[error("the value contains control characters (newline, NUL, …), which cannot go in an HTTP header")]
     ControlCharacters,
+    /// The value is longer than [`MAX_SECRET_BYTES`].
+    #[error("the value is {len} bytes; a secret is at most {MAX_SECRET_BYTES} bytes")]
+    TooLong {
+        /// Its length.
+        len: usize,
+    },
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_longer_than_the_limit_is_refused() {
+        let at = vec![b'a'; MAX_SECRET_BYTES];
+        assert!(SecretValue::new(at.clone()).is_ok() && SecretValue::new_pem(at).is_ok());
+        let over = vec![b'a'; MAX_SECRET_BYTES + 1];
+        assert_eq!(SecretValue::new(over.clone()), Err(InvalidSecret::TooLong { len: MAX_SECRET_BYTES + 1 }));
+        assert_eq!(SecretValue::new_pem(over), Err(InvalidSecret::TooLong { len: MAX_SECRET_BYTES + 1 }));
+    }
 
     #[test]
     fn secret_value_never_prints() {

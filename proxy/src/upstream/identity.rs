@@ -116,7 +116,7 @@ impl ClientIdentity {
             Err(rustls::Error::InconsistentKeys(_)) => {
                 return Err(IdentityError::Mismatch { cert: cert_name.to_owned(), key: key_name.to_owned() });
             }
-            Err(e) => return Err(IdentityError::BadLeaf { secret: cert_name.to_owned(), reason: e.to_string() }),
+            Err(e) => return Err(IdentityError::BadLeaf { secret: cert_name.to_owned(), reason: leaf_reason(&e) }),
         }
         Ok(ClientIdentity(Arc::new(certified)))
     }
@@ -125,6 +125,20 @@ impl ClientIdentity {
     pub(super) fn resolver(&self) -> Arc<dyn rustls::client::ResolvesClientCert> {
         Arc::new(rustls::sign::SingleCertAndKey::from(Arc::clone(&self.0)))
     }
+}
+
+/// Why the leaf cannot be read, for the operator: an X.509 v1 certificate
+/// (what `openssl x509 -req` makes without `-extfile`) is named as such;
+/// anything else in rustls's words (fixed text, never the certificate's
+/// bytes).
+fn leaf_reason(e: &rustls::Error) -> String {
+    let text = e.to_string();
+    if text.contains("UnsupportedCertVersion") {
+        return "it is an X.509 v1 certificate; a client certificate must be v3 (openssl x509 -req … -extfile with \
+                extendedKeyUsage = clientAuth)"
+            .to_owned();
+    }
+    text
 }
 
 /// One route's clients under one egress rule, presenting its certificate:

@@ -417,3 +417,22 @@ async fn a_websocket_presents_the_routes_client_certificate() {
     }
     proxy.proxy.shutdown().await;
 }
+
+/// A certificate the upstream refuses (here: from a CA it does not trust)
+/// is named as the route's client certificate, with a next step for the
+/// operator, not blamed on the upstream.
+#[tokio::test]
+async fn a_refused_client_certificate_is_named_as_such() {
+    let client_ca = Ca::new("airlock mtls test client CA");
+    let acme = client_ca.client("acme-client");
+    let stranger = Ca::new("a CA the upstream does not trust").client("gamma-client");
+    register_secret(&acme.1);
+    register_secret(&stranger.1);
+    let server = MtlsServer::start(&client_ca, "").await;
+    let proxy = start_proxy(&server, &acme, &stranger).await;
+    let (head, body) = get(&proxy, "gamma", GAMMA_TOKEN, server.port, "/whoami").await;
+    assert!(head.contains(" 502") && head.contains("x-airlock-denied: upstream_tls_failed"), "{head}{body}");
+    assert!(body.contains("refused the client certificate airlock presented (TLS alert unknown_ca)"), "{body}");
+    assert!(body.contains("client_cert"), "the next step names the route's client_cert: {body}");
+    proxy.proxy.shutdown().await;
+}
