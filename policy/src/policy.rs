@@ -110,7 +110,8 @@ pub struct Route {
     pub host: HostPattern,
     /// Port (443 unless given).
     pub port: u16,
-    /// Name of the secret injected.
+    /// Name of the secret injected; for a route with a `credential`, the
+    /// name its minted value is known by ([`MINTED_PREFIX`]).
     pub secret: String,
     /// What the agent holds instead of the secret.
     pub placeholder: String,
@@ -143,6 +144,9 @@ pub struct Route {
     /// The client certificate airlock presents to the upstream (mutual
     /// TLS) on every request under the route; None: none.
     pub client_cert: Option<ClientCert>,
+    /// A credential airlock mints (an OAuth2 access token), whose value
+    /// takes the place of a secret's; None: the route sends `secret`.
+    pub credential: Option<Credential>,
     /// Allows the secret to be injected into a plain `http://` request,
     /// sent in cleartext, when the host resolves only to loopback or
     /// private addresses. Off by default: a request that would carry an
@@ -171,11 +175,67 @@ pub struct ClientCert {
     pub key: String,
 }
 
-impl Route {
-    /// Every secret the route uses: its own, then its `add_headers` ones,
-    /// then its `client_cert` ones.
+/// The prefix of the name a minted credential is known by (in
+/// [`Route::secret`] and to the redactor): never a declared secret's name,
+/// which cannot hold `:`.
+pub const MINTED_PREFIX: &str = "minted:";
+
+/// A credential airlock mints (DESIGN.md, "Credentials beyond a header
+/// placeholder").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credential {
+    /// An OAuth2 access token from `token_url` (RFC 6749).
+    OAuth2(OAuth2),
+}
+
+/// An OAuth2 access token minted host-side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OAuth2 {
+    /// How it is minted.
+    pub grant: Grant,
+    /// The token endpoint (`https://` only).
+    pub token_url: String,
+    /// The client identifier (not a secret).
+    pub client_id: String,
+    /// The secret holding the client secret; None for a public client.
+    pub client_secret: Option<String>,
+    /// The scope asked for, as the provider writes it.
+    pub scope: Option<String>,
+}
+
+/// An OAuth2 grant airlock mints with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Grant {
+    /// RFC 6749 §6: a refresh token (the secret named here) exchanged for
+    /// an access token.
+    RefreshToken {
+        /// The secret holding the refresh token.
+        secret: String,
+    },
+    /// RFC 6749 §4.4: the client's own credentials.
+    ClientCredentials,
+}
+
+impl Credential {
+    /// The secrets it is minted from.
     pub fn secrets(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(self.secret.as_str())
+        let Credential::OAuth2(o) = self;
+        let refresh = match &o.grant {
+            Grant::RefreshToken { secret } => Some(secret.as_str()),
+            Grant::ClientCredentials => None,
+        };
+        o.client_secret.as_deref().into_iter().chain(refresh)
+    }
+}
+
+impl Route {
+    /// Every secret the route uses: its own (or those its credential is
+    /// minted from), then its `add_headers` ones, then its `client_cert`
+    /// ones.
+    pub fn secrets(&self) -> impl Iterator<Item = &str> {
+        let own = self.credential.is_none().then_some(self.secret.as_str());
+        own.into_iter()
+            .chain(self.credential.iter().flat_map(Credential::secrets))
             .chain(self.add_headers.iter().map(|(_, s)| s.as_str()))
             .chain(self.client_cert.iter().flat_map(|c| [c.cert.as_str(), c.key.as_str()]))
     }

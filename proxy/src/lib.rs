@@ -71,6 +71,7 @@ pub mod home;
 pub mod intercept;
 pub mod listener;
 pub mod mcp;
+mod mint;
 pub mod pipeline;
 pub mod redact;
 mod relay;

@@ -69,6 +69,8 @@ pub(crate) struct Shared {
     /// Secret fetches under way, one per secret.
     pub(crate) fetches: crate::fetch::Fetches,
     pub(crate) certs: LeafCache,
+    /// The tokens airlock minted, kept across reloads.
+    pub(crate) minter: crate::mint::Minter,
     pub(crate) audit: AuditLog,
     /// Wrong proxy credentials, per peer address: backoff and coalesced
     /// audit records.
@@ -100,12 +102,18 @@ impl Shared {
             vault,
             fetches: crate::fetch::Fetches::default(),
             certs,
+            minter: crate::mint::Minter::default(),
             auth: AuthThrottle::new(audit.clone()),
             audit,
             listen,
             home: home.to_owned(),
             config: config.to_owned(),
         })
+    }
+
+    /// `AIRLOCK_HOME`.
+    pub(crate) fn home(&self) -> &Path {
+        &self.home
     }
 
     /// The current config snapshot.

@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 use aho_corasick::{AhoCorasick, MatchKind};
 
 use super::error::{BuildError, RouteError};
-use super::schema::{RawClientCert, RawConfig, RawRoute, RawSecret};
+use super::schema::{RawClientCert, RawConfig, RawCredential, RawRoute, RawSecret};
 use crate::glob::PathGlob;
 use crate::host::{self, HostPattern};
 use crate::limits::Limits;
 use crate::policy::{
-    AuditSettings, BodyKind, ClientCert, Egress, Policy, ProxySettings, Route, RouteId, SECRET_SLOT, Tenant,
+    AuditSettings, BodyKind, ClientCert, Credential, Egress, Grant, MINTED_PREFIX, OAuth2, Policy, ProxySettings,
+    Route, RouteId, SECRET_SLOT, Tenant,
 };
 use crate::secrets::{DEFAULT_COMMAND_TIMEOUT, DEFAULT_COMMAND_TTL, SecretSource, SecretSpec, env_vars, valid_name};
 use crate::units::parse_duration;
@@ -94,7 +95,7 @@ pub(super) fn build(raw: RawConfig, base: &Path, home: &Path) -> Result<Policy, 
         let mut served: HashMap<(HostPattern, u16), usize> = HashMap::new();
         for (ri, r) in t.routes.into_iter().enumerate() {
             let route_name = r.name.clone();
-            let route = build_route(r, &secrets).map_err(|error| BuildError::Route {
+            let route = build_route(r, &name, &secrets).map_err(|error| BuildError::Route {
                 tenant: name.clone(),
                 route: route_name,
                 error,
@@ -233,14 +234,20 @@ fn build_secret(name: &str, s: RawSecret, absolute: &dyn Fn(PathBuf) -> PathBuf)
     Ok(SecretSpec { name: name.to_owned(), source, ttl, pem: false })
 }
 
-fn build_route(r: RawRoute, secrets: &BTreeMap<String, SecretSpec>) -> Result<Route, RouteError> {
+fn build_route(r: RawRoute, tenant: &str, secrets: &BTreeMap<String, SecretSpec>) -> Result<Route, RouteError> {
     if r.name.is_empty() || !r.name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')) {
         return Err(RouteError::Name);
     }
     let (host, port) = HostPattern::parse(&r.host).map_err(RouteError::Host)?;
-    if !secrets.contains_key(&r.secret) {
-        return Err(RouteError::UndeclaredSecret(r.secret));
-    }
+    let credential = r.credential.map(|c| build_credential(c, secrets)).transpose()?;
+    let secret = match (r.secret, &credential) {
+        (Some(secret), None) if !secrets.contains_key(&secret) => return Err(RouteError::UndeclaredSecret(secret)),
+        (Some(secret), None) => secret,
+        (None, None) => return Err(RouteError::MissingSecret),
+        (Some(_), Some(_)) => return Err(RouteError::SecretWithCredential),
+        // What it mints is known by a name no declared secret can have.
+        (None, Some(_)) => format!("{MINTED_PREFIX}{tenant}/{}", r.name),
+    };
     if r.placeholder.len() < 8
         || !r.placeholder.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
     {
@@ -290,7 +297,9 @@ fn build_route(r: RawRoute, secrets: &BTreeMap<String, SecretSpec>) -> Result<Ro
         }
     }
     let body = r.body.map(|b| BodyKind::parse(&b).ok_or(RouteError::BodyKind(b))).transpose()?;
-    if let Some(format) = &r.format {
+    // An OAuth2 access token goes as a Bearer token (RFC 6750 §2.1).
+    let format = r.format.or_else(|| credential.as_ref().map(|_| format!("Bearer {SECRET_SLOT}")));
+    if let Some(format) = &format {
         let ok = format.matches(SECRET_SLOT).count() == 1 && !format.chars().any(char::is_control);
         if !ok {
             return Err(RouteError::Format(format.clone()));
@@ -323,17 +332,18 @@ fn build_route(r: RawRoute, secrets: &BTreeMap<String, SecretSpec>) -> Result<Ro
         name: r.name,
         host,
         port,
-        secret: r.secret,
+        secret,
         placeholder: r.placeholder,
         env: r.env,
         headers,
         add_headers,
         query: r.query,
         body,
-        format: r.format,
+        format,
         methods,
         max_request_body,
         client_cert,
+        credential,
         danger_plaintext_private_upstream: r.danger_plaintext_private_upstream,
         danger_unscrubbed_websocket: r.danger_unscrubbed_websocket,
         websocket,
@@ -360,6 +370,32 @@ fn websocket_kinds(kinds: Option<Vec<String>>) -> Result<WebSocketKinds, RouteEr
         }
     }
     Ok(out)
+}
+
+/// A route's `credential`, its secrets declared and its grant one airlock
+/// mints with.
+fn build_credential(c: RawCredential, secrets: &BTreeMap<String, SecretSpec>) -> Result<Credential, RouteError> {
+    let RawCredential::Oauth2 { grant, token_url, client_id, client_secret, refresh_token, scope } = c;
+    let rest = token_url.strip_prefix("https://").unwrap_or("");
+    if rest.is_empty() || rest.starts_with('/') || rest.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Err(RouteError::TokenUrl(token_url));
+    }
+    let grant = match (grant.as_str(), refresh_token) {
+        ("refresh_token", Some(secret)) => Grant::RefreshToken { secret },
+        ("refresh_token", None) => return Err(RouteError::GrantNeeds { grant, field: "refresh_token" }),
+        ("client_credentials", None) if client_secret.is_none() => {
+            return Err(RouteError::GrantNeeds { grant, field: "client_secret" });
+        }
+        ("client_credentials", None) => Grant::ClientCredentials,
+        ("client_credentials", Some(_)) => return Err(RouteError::GrantNeeds { grant, field: "no refresh_token" }),
+        _ => return Err(RouteError::Grant(grant)),
+    };
+    let credential = Credential::OAuth2(OAuth2 { grant, token_url, client_id, client_secret, scope });
+    if let Some(secret) = credential.secrets().find(|s| !secrets.contains_key(*s)) {
+        return Err(RouteError::UndeclaredSecret(secret.to_owned()));
+    }
+    Ok(credential)
 }
 
 /// A route's `client_cert`, its two secrets declared.
@@ -587,6 +623,57 @@ mod tests {
                 Err(e) => panic!("not a build error: {e}\n{text}"),
             }
         }
+    }
+
+    #[test]
+    fn an_oauth2_credential_takes_the_secrets_place() {
+        let secrets = "[secrets.cs]\nsource = \"store\"\n[secrets.rt]\nsource = \"store\"\n";
+        let config = |credential: &str, secret: bool| {
+            let mut r = route("r", "a.test", "AIRLOCK_1");
+            if !secret {
+                r = r.replace("secret = \"s\"\n", "");
+            }
+            format!("{secrets}{}", with_routes(&format!("{r}credential = {credential}\n")))
+        };
+        let refresh = "{ kind = \"oauth2\", grant = \"refresh_token\", token_url = \"https://auth.test/token\", \
+                       client_id = \"id\", client_secret = \"cs\", refresh_token = \"rt\", scope = \"ads\" }";
+        let p = load(&config(refresh, false)).unwrap();
+        let r = &p.tenants[0].routes[0];
+        assert_eq!(r.secret, "minted:a/r", "known by a name no declared secret has");
+        assert_eq!(r.format.as_deref(), Some("Bearer {secret}"), "sent as a Bearer token");
+        assert_eq!(r.secrets().collect::<Vec<_>>(), ["cs", "rt"], "airlock check fetches what it is minted from");
+        let client = "{ kind = \"oauth2\", grant = \"client_credentials\", token_url = \"https://auth.test/t\", \
+                      client_id = \"id\", client_secret = \"cs\" }";
+        assert!(load(&config(client, false)).is_ok());
+        type Check = fn(&RouteError) -> bool;
+        let refused: [(String, Check); 6] = [
+            (config(refresh, true), |e| matches!(e, RouteError::SecretWithCredential)),
+            (config(&refresh.replace("https://", "http://"), false), |e| matches!(e, RouteError::TokenUrl(_))),
+            (config(&refresh.replace("refresh_token\",", "jwt_bearer\","), false), |e| {
+                matches!(e, RouteError::Grant(_))
+            }),
+            (config(&refresh.replace(", refresh_token = \"rt\"", ""), false), |e| {
+                matches!(e, RouteError::GrantNeeds { field: "refresh_token", .. })
+            }),
+            (config(&client.replace(", client_secret = \"cs\"", ""), false), |e| {
+                matches!(e, RouteError::GrantNeeds { field: "client_secret", .. })
+            }),
+            (
+                config(&refresh.replace("\"rt\"", "\"nope\""), false),
+                |e| matches!(e, RouteError::UndeclaredSecret(s) if s == "nope"),
+            ),
+        ];
+        for (text, want) in refused {
+            match load(&text) {
+                Err(ConfigError::Invalid { error, .. }) => match *error {
+                    BuildError::Route { error, .. } => assert!(want(&error), "{text}: {error}"),
+                    other => panic!("{text}: not a route error: {other}"),
+                },
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        let bare = with_routes(&route("r", "a.test", "AIRLOCK_1").replace("secret = \"s\"\n", ""));
+        assert!(matches!(load(&bare), Err(ConfigError::Invalid { .. })), "a route needs a secret or a credential");
     }
 
     #[test]

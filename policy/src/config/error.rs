@@ -194,6 +194,26 @@ pub enum RouteError {
     /// The host is not `name`, `*.suffix` or either with `:port`.
     #[error("host {0}")]
     Host(InvalidPattern),
+    /// The route has neither a `secret` nor a `credential`.
+    #[error("the route needs a secret (or a credential airlock mints)")]
+    MissingSecret,
+    /// The route has both a `secret` and a `credential`.
+    #[error("the route has both a secret and a credential; a credential takes the secret's place: remove one")]
+    SecretWithCredential,
+    /// A credential's `token_url` is not an `https://` URL.
+    #[error("credential: token_url '{0}' must be an https:// URL")]
+    TokenUrl(String),
+    /// A grant airlock does not mint with.
+    #[error("credential: grant '{0}' is not one airlock mints with; use \"refresh_token\" or \"client_credentials\"")]
+    Grant(String),
+    /// A grant lacks what it needs, or has what it must not.
+    #[error("credential: grant '{grant}' needs {field}")]
+    GrantNeeds {
+        /// The grant.
+        grant: String,
+        /// The key it needs (or "no refresh_token").
+        field: &'static str,
+    },
     /// The route's secret has no `[secrets.*]` table.
     #[error("secret '{0}' is not declared; add a [secrets.{0}] table")]
     UndeclaredSecret(String),

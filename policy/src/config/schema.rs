@@ -70,7 +70,7 @@ pub(super) struct RawTenant {
 pub(super) struct RawRoute {
     pub(super) name: String,
     pub(super) host: String,
-    pub(super) secret: String,
+    pub(super) secret: Option<String>,
     pub(super) placeholder: String,
     pub(super) env: Option<String>,
     pub(super) headers: Option<Vec<String>>,
@@ -84,6 +84,7 @@ pub(super) struct RawRoute {
     pub(super) paths: Option<Vec<String>>,
     pub(super) max_request_body: Option<Size>,
     pub(super) client_cert: Option<RawClientCert>,
+    pub(super) credential: Option<RawCredential>,
     #[serde(default)]
     pub(super) danger_plaintext_private_upstream: bool,
     #[serde(default)]
@@ -99,4 +100,18 @@ pub(super) struct RawRoute {
 pub(super) struct RawClientCert {
     pub(super) cert: String,
     pub(super) key: String,
+}
+
+/// `credential = { kind = "oauth2", … }`: a credential airlock mints.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub(super) enum RawCredential {
+    Oauth2 {
+        grant: String,
+        token_url: String,
+        client_id: String,
+        client_secret: Option<String>,
+        refresh_token: Option<String>,
+        scope: Option<String>,
+    },
 }

@@ -44,6 +44,9 @@ struct Entry {
 #[derive(Debug, Default)]
 struct State {
     entries: HashMap<String, Entry>,
+    /// Values airlock minted (OAuth2 access tokens), by the name their
+    /// route knows them by.
+    minted: HashMap<String, Arc<SecretValue>>,
     retired: Vec<(String, Arc<SecretValue>, Instant)>,
 }
 
@@ -238,6 +241,17 @@ impl Vault {
         }
     }
 
+    /// Makes `value`, which airlock minted (an OAuth2 access token), known
+    /// to the redactor under `name`; the value it replaces stays known for
+    /// [`RETIRED_GRACE`].
+    pub fn remember_minted(&self, name: &str, value: Arc<SecretValue>) {
+        let mut state = self.state();
+        if let Some(old) = state.minted.insert(name.to_owned(), value) {
+            state.retired.push((name.to_owned(), old, Instant::now() + RETIRED_GRACE));
+        }
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
     /// Every value the redactor must scrub: current and recently replaced,
     /// by secret name.
     pub fn known(&self) -> Vec<(String, Arc<SecretValue>)> {
@@ -250,6 +264,7 @@ impl Vault {
         }
         let mut out: Vec<(String, Arc<SecretValue>)> =
             state.entries.iter().map(|(k, e)| (k.clone(), Arc::clone(&e.value))).collect();
+        out.extend(state.minted.iter().map(|(k, v)| (k.clone(), Arc::clone(v))));
         out.extend(state.retired.iter().map(|(k, v, _)| (k.clone(), Arc::clone(v))));
         out
     }

@@ -104,7 +104,7 @@ pub(crate) async fn apply(
         body = match refusal {
             Some(refusal) => Plan::Refuse { placeholder, decoder, refusal },
             None => {
-                let secret = route_secret(ctx, route, &route.secret).await?;
+                let secret = route_key(ctx, route).await?;
                 let Some(replacement) = substitute::encode(kind, secret.expose()) else {
                     return Err(Error::SecretUnavailable {
                         route: route.name.clone(),
@@ -120,7 +120,7 @@ pub(crate) async fn apply(
         };
     }
     if !injections.is_empty() || !decided.query.is_empty() {
-        let secret = route_secret(ctx, route, &route.secret).await?;
+        let secret = route_key(ctx, route).await?;
         if !decided.query.is_empty() {
             let (new, pairs) = swap_in_query(target, &decided.query, &route.placeholder, secret.expose());
             swapped_query = Some(new);
@@ -261,10 +261,19 @@ pub(crate) fn public_cleartext(dest: &Destination, route: &Route, ip: std::net::
     Error::PublicCleartext { host: dest.host.clone(), ip, route: route.name.clone(), authority: dest.authority() }
 }
 
+/// The value the route sends for its placeholder: the access token it
+/// mints (a `credential`), or its secret.
+pub(crate) async fn route_key(ctx: &RequestCtx, route: &Route) -> Result<Arc<SecretValue>, Error> {
+    match &route.credential {
+        Some(_) => ctx.shared.minter.token(ctx, route).await,
+        None => route_secret(ctx, route, &route.secret).await,
+    }
+}
+
 /// The value of `name`, a secret `route` sends (its own or an
 /// `add_headers` one), or the refusal of the request when it is
 /// unavailable.
-pub(super) async fn route_secret(ctx: &RequestCtx, route: &Route, name: &str) -> Result<Arc<SecretValue>, Error> {
+pub(crate) async fn route_secret(ctx: &RequestCtx, route: &Route, name: &str) -> Result<Arc<SecretValue>, Error> {
     let fetched = match ctx.loaded.policy.secret(name) {
         Some(spec) => fetch_secret(&ctx.shared, spec).await,
         // Policy::load checks every secret a route names is declared.

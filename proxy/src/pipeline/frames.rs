@@ -19,7 +19,7 @@ use crate::headers::is_websocket_upgrade;
 use crate::upstream::Egress;
 use crate::websocket::FrameCredential;
 
-use super::credential::{Applied, route_secret};
+use super::credential::{Applied, route_key};
 use super::ctx::{Destination, RequestCtx};
 
 /// The frame credential for `req` under `route_id`: None unless `req` is
@@ -43,7 +43,7 @@ pub(crate) async fn prepare<B>(
         }
         applied.egress = Egress::Private;
     }
-    let secret = route_secret(ctx, route, &route.secret).await?;
+    let secret = route_key(ctx, route).await?;
     if route.websocket.text && std::str::from_utf8(secret.expose()).is_err() {
         let reason = "the secret is not UTF-8 text, so it cannot go in the WebSocket text messages the route's \
                       websocket key lists"

@@ -1,0 +1,247 @@
+//! Credentials airlock mints: OAuth2 access tokens (RFC 6749) from a
+//! refresh token (§6) or the client's own credentials (§4.4), asked for at
+//! the route's `token_url` with the same verified TLS, `resolve` and
+//! `upstream_ca` as upstreams.
+//!
+//! - A token is kept until shortly before it expires (`expires_in` less a
+//!   tenth of it, at most a minute), and never used after: a request that
+//!   finds it due mints a new one, and every request that comes meanwhile
+//!   waits for that one mint (one per route: single-flight).
+//! - A failed mint refuses the request (`503 secret_unavailable`, with the
+//!   provider's error code); a stale token is never sent instead.
+//! - Every minted token is known to the redactor from the moment it is
+//!   minted (under the route's [`MINTED_PREFIX`](airlock_policy::MINTED_PREFIX) name, so an echo maps
+//!   back to the route's placeholder).
+//! - A provider that rotates refresh tokens (returns a new one) has it
+//!   stored back when the refresh token's source is `store`, so a restart
+//!   uses the new one.
+//!
+//! The token request is a form POST and its answer a small JSON object:
+//! a few lines over the upstream client airlock already has. The OAuth2
+//! client crates bring their own HTTP clients, which would not go through
+//! airlock's resolver, trust roots and egress rules.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{Request, Uri, header};
+use http_body_util::BodyExt;
+use tracing::{info, warn};
+
+use airlock_policy::secrets::{SecretValue, Store};
+use airlock_policy::{Credential, Grant, OAuth2, Route, SecretSource};
+
+use crate::error::Error;
+use crate::pipeline::RequestCtx;
+use crate::upstream::Egress;
+
+/// The largest token response read.
+const MAX_RESPONSE: usize = 64 << 10;
+/// How long a token is kept when the provider does not say (`expires_in`
+/// is only RECOMMENDED, RFC 6749 §5.1).
+const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
+/// A token is renewed this long before it expires, at most.
+const MAX_MARGIN: Duration = Duration::from_secs(60);
+
+/// The tokens of every route with a `credential`, by the name its route
+/// knows them by.
+#[derive(Default)]
+pub(crate) struct Minter {
+    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
+}
+
+impl std::fmt::Debug for Minter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Minter")
+    }
+}
+
+/// One route's token.
+#[derive(Default)]
+struct Slot {
+    /// The credential it was minted under (a reload that changes it mints
+    /// anew).
+    credential: Option<Credential>,
+    token: Option<(Arc<SecretValue>, Instant)>,
+}
+
+impl Minter {
+    /// The access token for `route`: the kept one while it is good, else
+    /// one minted now (every other request for the route waiting on it).
+    pub(crate) async fn token(&self, ctx: &RequestCtx, route: &Route) -> Result<Arc<SecretValue>, Error> {
+        let Some(credential) = &route.credential else {
+            return Err(unavailable(route, "the route has no credential to mint".to_owned()));
+        };
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(slots.entry(route.secret.clone()).or_default())
+        };
+        let mut slot = slot.lock().await;
+        if slot.credential.as_ref() == Some(credential)
+            && let Some((token, renew_at)) = &slot.token
+            && Instant::now() < *renew_at
+        {
+            return Ok(Arc::clone(token));
+        }
+        // Whatever happens now, the kept token is not used again.
+        slot.token = None;
+        let Credential::OAuth2(oauth) = credential;
+        let (token, lifetime) = mint(ctx, route, oauth).await?;
+        let margin = (lifetime / 10).min(MAX_MARGIN);
+        ctx.shared.vault.remember_minted(&route.secret, Arc::clone(&token));
+        info!(route = %route.name, expires_in = lifetime.as_secs(), "minted an OAuth2 access token");
+        *slot = Slot {
+            credential: Some(credential.clone()),
+            token: Some((Arc::clone(&token), Instant::now() + lifetime - margin)),
+        };
+        Ok(token)
+    }
+}
+
+/// Asks `oauth.token_url` for an access token; returns it and how long it
+/// lasts.
+async fn mint(ctx: &RequestCtx, route: &Route, oauth: &OAuth2) -> Result<(Arc<SecretValue>, Duration), Error> {
+    let fetch = |name: String| async move { crate::pipeline::credential::route_secret(ctx, route, &name).await };
+    let client_secret = match &oauth.client_secret {
+        Some(name) => Some(fetch(name.clone()).await?),
+        None => None,
+    };
+    let mut form = Vec::new();
+    let refresh = match &oauth.grant {
+        Grant::RefreshToken { secret } => {
+            let value = fetch(secret.clone()).await?;
+            form.push(("grant_type", b"refresh_token".to_vec()));
+            form.push(("refresh_token", value.expose().to_vec()));
+            Some((secret, value))
+        }
+        Grant::ClientCredentials => {
+            form.push(("grant_type", b"client_credentials".to_vec()));
+            None
+        }
+    };
+    if let Some(scope) = &oauth.scope {
+        form.push(("scope", scope.as_bytes().to_vec()));
+    }
+    let auth = match &client_secret {
+        // RFC 6749 §2.3.1: each part form-encoded, then Basic.
+        Some(secret) => {
+            let pair = format!(
+                "{}:{}",
+                crate::encoding::percent_encode(&oauth.client_id),
+                crate::encoding::percent_encode_bytes(secret.expose())
+            );
+            Some(zeroize::Zeroizing::new(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair.as_bytes())
+            )))
+        }
+        None => {
+            form.push(("client_id", oauth.client_id.as_bytes().to_vec()));
+            None
+        }
+    };
+    let body: String = form
+        .iter()
+        .map(|(k, v)| format!("{k}={}", crate::encoding::percent_encode_bytes(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let body = zeroize::Zeroizing::new(body);
+    let uri: Uri = oauth.token_url.parse().map_err(|_| unavailable(route, "token_url is not a URL".to_owned()))?;
+    let mut req = Request::post(uri)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::ACCEPT, "application/json")
+        .body(crate::respond::full(Bytes::copy_from_slice(body.as_bytes())))
+        .map_err(|_| unavailable(route, "token_url is not a URL".to_owned()))?;
+    if let Some(auth) = &auth
+        && let Ok(mut value) = header::HeaderValue::from_str(auth)
+    {
+        value.set_sensitive(true);
+        req.headers_mut().insert(header::AUTHORIZATION, value);
+    }
+    let loaded = &ctx.loaded;
+    let client = loaded.upstream.client(Egress::Any, false);
+    let timeout = loaded.policy.limits.upstream_response_timeout;
+    let endpoint = endpoint(&oauth.token_url);
+    let exchange = async {
+        let resp = client.request(req).await.map_err(|e| {
+            format!(
+                "the token endpoint {endpoint} could not be reached: {}",
+                crate::upstream::classify(&e, &loaded.policy.limits).reason
+            )
+        })?;
+        let status = resp.status();
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_RESPONSE)
+            .collect()
+            .await
+            .map_err(|_| format!("the token endpoint {endpoint} sent an answer airlock could not read"))?
+            .to_bytes();
+        Ok::<_, String>((status, body))
+    };
+    let (status, body) = match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(reason)) => return Err(unavailable(route, reason)),
+        Err(_) => {
+            return Err(unavailable(route, format!("the token endpoint {endpoint} did not answer within {timeout:?}")));
+        }
+    };
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    if !status.is_success() {
+        // The provider's error code (RFC 6749 §5.2), when it is one: a
+        // short registered-style word, never its free text.
+        let code = answer["error"].as_str().filter(|c| {
+            !c.is_empty()
+                && c.len() <= 64
+                && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit())
+        });
+        let said = code.map_or(String::new(), |c| format!(" {c}"));
+        return Err(unavailable(
+            route,
+            format!("the token endpoint {endpoint} refused the request: {}{said}", status.as_u16()),
+        ));
+    }
+    let Some(token) = answer["access_token"].as_str().filter(|t| !t.is_empty()) else {
+        return Err(unavailable(route, format!("the token endpoint {endpoint} answered without an access_token")));
+    };
+    let token = SecretValue::new(token.as_bytes().to_vec()).map_err(|e| {
+        unavailable(route, format!("the token endpoint {endpoint} answered an unusable access_token: {e}"))
+    })?;
+    let lifetime = answer["expires_in"].as_u64().map_or(DEFAULT_LIFETIME, Duration::from_secs);
+    if let (Some((name, old)), Some(new)) = (refresh, answer["refresh_token"].as_str())
+        && new.as_bytes() != old.expose()
+    {
+        keep_rotated(ctx, name, new);
+    }
+    Ok((Arc::new(token), lifetime))
+}
+
+/// Stores a refresh token the provider rotated, when its secret's source
+/// is the store (the old one may no longer work after a restart).
+fn keep_rotated(ctx: &RequestCtx, name: &str, new: &str) {
+    let policy = &ctx.loaded.policy;
+    let Some(spec) = policy.secret(name) else { return };
+    let Ok(value) = SecretValue::new(new.as_bytes().to_vec()) else {
+        warn!(secret = %name, "the token endpoint rotated the refresh token to an unusable value; keeping the old one");
+        return;
+    };
+    if !matches!(spec.source, SecretSource::Store) {
+        warn!(secret = %name, "the token endpoint rotated the refresh token, but its source is not `store`: airlock cannot keep the new one, and the old one may stop working");
+        return;
+    }
+    match Store::new(ctx.shared.home()).set(name, &value) {
+        Ok(()) => info!(secret = %name, "stored the refresh token the token endpoint rotated"),
+        Err(e) => warn!(secret = %name, error = %e, "could not store the rotated refresh token"),
+    }
+}
+
+/// The token endpoint's scheme, host and path, for messages (its query,
+/// if any, is left out).
+fn endpoint(token_url: &str) -> &str {
+    token_url.split(['?', '#']).next().unwrap_or(token_url)
+}
+
+fn unavailable(route: &Route, reason: String) -> Error {
+    Error::SecretUnavailable { route: route.name.clone(), reason }
+}
