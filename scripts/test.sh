@@ -34,9 +34,9 @@ if ((${#missing[@]})); then
 fi
 
 venv=target/test-venv
-if ! "$venv/bin/python" -c 'import requests, httpx, h2, grpc, websockets' >/dev/null 2>&1; then
+if ! "$venv/bin/python" -c 'import requests, httpx, h2, grpc, websockets, authlib' >/dev/null 2>&1; then
     python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check requests 'httpx[http2]' grpcio "websockets>=15"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check requests 'httpx[http2]' grpcio "websockets>=15" Authlib
 fi
 export AIRLOCK_TEST_PYTHON="$PWD/$venv/bin/python"
 

@@ -14,6 +14,7 @@ mod grpc;
 mod hostile;
 mod load;
 mod mtls;
+mod oauth2;
 mod policy;
 mod redact;
 mod shutdown;

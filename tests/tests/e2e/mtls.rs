@@ -90,10 +90,10 @@ with serve(handler, "127.0.0.1", 0, ssl=ctx) as server:
 
 /// A CA minted for the test, issuing the server's certificate and the
 /// clients'.
-struct Ca(CertifiedIssuer<'static, KeyPair>);
+pub(crate) struct Ca(pub(crate) CertifiedIssuer<'static, KeyPair>);
 
 impl Ca {
-    fn new(name: &str) -> Ca {
+    pub(crate) fn new(name: &str) -> Ca {
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -103,7 +103,7 @@ impl Ca {
 
     /// A leaf's PEM chain (leaf, then this CA) and its key's PKCS#8 PEM:
     /// for TLS servers (`names` as SANs) or clients (`names[0]` as CN).
-    fn leaf(&self, names: &[&str], purpose: ExtendedKeyUsagePurpose) -> (String, String) {
+    pub(crate) fn leaf(&self, names: &[&str], purpose: ExtendedKeyUsagePurpose) -> (String, String) {
         let mut params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         params.distinguished_name.push(DnType::CommonName, names[0]);
         params.extended_key_usages = vec![purpose];

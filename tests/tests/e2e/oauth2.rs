@@ -1,0 +1,225 @@
+//! OAuth2 access tokens airlock mints (DESIGN.md, "Credentials beyond a
+//! header placeholder"), against a token endpoint built on Authlib
+//! (`tests/python/oauth_token_server.py`: Authlib's RFC 6749 grants and
+//! RFC 6750 bearer tokens, which also serves a protected `/api/whoami`
+//! that echoes the token it got).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use airlock_policy::secrets::{SecretValue, Store};
+use airlock_tests::*;
+use rcgen::ExtendedKeyUsagePurpose;
+
+use crate::mtls::Ca;
+
+const CLIENT_SECRET: &str = "cs/oauth+client=secret_0123456789";
+const REFRESH_TOKEN: &str = "rt-initial-0123456789abcdef";
+const PLACEHOLDER: &str = "AIRLOCK_ADS_TOKEN";
+
+/// The Authlib token server, killed when dropped.
+struct TokenServer {
+    _child: tokio::process::Child,
+    port: u16,
+    dir: TempHome,
+}
+
+impl TokenServer {
+    async fn start(expires_in: u64, rotate: bool) -> TokenServer {
+        let dir = TempHome::new("oauth-server");
+        let ca = Ca::new("airlock oauth test CA");
+        let (chain, key) = ca.leaf(&["auth.test"], ExtendedKeyUsagePurpose::ServerAuth);
+        std::fs::write(dir.path.join("server.pem"), chain).unwrap();
+        std::fs::write(dir.path.join("server-key.pem"), key).unwrap();
+        std::fs::write(dir.path.join("ca.pem"), ca.0.pem()).unwrap();
+        let clients = serde_json::json!([{
+            "client_id": "svc", "client_secret": CLIENT_SECRET,
+            "grants": ["refresh_token", "client_credentials"], "refresh_tokens": [REFRESH_TOKEN], "scope": "ads",
+        }]);
+        std::fs::write(dir.path.join("clients.json"), clients.to_string()).unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/oauth_token_server.py");
+        let port_file = dir.path.join("port");
+        let mut cmd = tokio::process::Command::new(crate::conformance::venv_python());
+        cmd.arg(script)
+            .args(["--cert", "server.pem", "--key", "server-key.pem", "--clients", "clients.json"])
+            .args(["--expires-in", &expires_in.to_string(), "--port-file"])
+            .arg(&port_file)
+            .current_dir(&dir.path)
+            .kill_on_drop(true);
+        if rotate {
+            cmd.arg("--rotate-refresh-tokens");
+        }
+        let child = cmd.spawn().unwrap();
+        assert!(wait_for(Duration::from_secs(20), || port_file.exists()).await, "the token server did not start");
+        let port = std::fs::read_to_string(&port_file).unwrap().trim().parse().unwrap();
+        TokenServer { _child: child, port, dir }
+    }
+
+    fn ca_path(&self) -> PathBuf {
+        self.dir.path.join("ca.pem")
+    }
+
+    /// `/stats`, read directly (not through airlock).
+    async fn stats(&self) -> serde_json::Value {
+        self.call("GET", "/stats").await
+    }
+
+    async fn call(&self, method: &str, path: &str) -> serde_json::Value {
+        let out = tokio::process::Command::new("curl")
+            .args(["-sS", "--max-time", "20", "-X", method, "--cacert"])
+            .arg(self.ca_path())
+            .args(["--resolve", &format!("auth.test:{}:127.0.0.1", self.port)])
+            .arg(format!("https://auth.test:{}{path}", self.port))
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy")
+            .output()
+            .await
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+}
+
+/// acme's route `ads` on the token server's own host (its `/api/whoami`),
+/// whose token airlock mints with `grant`.
+fn config(server: &TokenServer, grant: &str) -> String {
+    let port = server.port;
+    let refresh = if grant == "refresh_token" { ", refresh_token = \"ads_refresh\"" } else { "" };
+    format!(
+        r#"[proxy]
+listen = "127.0.0.1:0"
+upstream_ca = ["{ca}"]
+resolve = {{ "auth.test" = "127.0.0.1" }}
+
+[secrets.ads_client_secret]
+source = "store"
+
+[secrets.ads_refresh]
+source = "store"
+
+[tenants.acme]
+token = "{ACME_TOKEN}"
+
+[[tenants.acme.routes]]
+name = "ads"
+host = "auth.test:{port}"
+placeholder = "{PLACEHOLDER}"
+methods = ["GET"]
+credential = {{ kind = "oauth2", grant = "{grant}", token_url = "https://auth.test:{port}/token", client_id = "svc", client_secret = "ads_client_secret"{refresh}, scope = "ads" }}
+"#,
+        ca = server.ca_path().display()
+    )
+}
+
+/// A proxy on `config` in `home`, its store holding the client secret and
+/// the refresh token (unless already there).
+async fn start(home: TempHome, config: &str) -> TestProxy {
+    let store = Store::new(&home.path);
+    store.set("ads_client_secret", &SecretValue::new(CLIENT_SECRET.into()).unwrap()).unwrap();
+    if store.read("ads_refresh").is_err() {
+        store.set("ads_refresh", &SecretValue::new(REFRESH_TOKEN.into()).unwrap()).unwrap();
+    }
+    let proxy = start_in(&home.path, config).await;
+    TestProxy { home, proxy }
+}
+
+/// `GET /api/whoami` through the proxy with `Authorization: <auth>`: the
+/// status and the body.
+async fn whoami(proxy: &TestProxy, port: u16, auth: &str) -> (u16, String) {
+    let out = proxy
+        .curl()
+        .args(["-w", "\n%{http_code}", "-H", &format!("Authorization: {auth}")])
+        .arg(format!("https://auth.test:{port}/api/whoami"))
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or((&text, "0"));
+    (status.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+#[tokio::test]
+async fn a_minted_token_reaches_the_api_and_never_the_agent() {
+    let server = TokenServer::start(3600, false).await;
+    let port = server.port;
+    for grant in ["refresh_token", "client_credentials"] {
+        let proxy = start(TempHome::new("oauth"), &config(&server, grant)).await;
+        // The bare placeholder and the Bearer form both go as Bearer <token>.
+        for auth in [PLACEHOLDER.to_owned(), format!("Bearer {PLACEHOLDER}")] {
+            let (status, body) = whoami(&proxy, port, &auth).await;
+            assert_eq!(status, 200, "{grant}: {body}");
+            let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(answer["client_id"], "svc");
+            // The API echoes the token it got: it comes back as the placeholder.
+            assert_eq!(answer["token"], PLACEHOLDER, "{grant}: the echoed token maps back: {body}");
+        }
+        let stats = server.stats().await;
+        assert_eq!(stats["by_grant"][grant], 1, "one mint for two requests: {stats}");
+        assert!(wait_for(Duration::from_secs(5), || proxy.audit_lines().len() >= 2).await);
+        let lines = proxy.audit_lines();
+        assert!(lines.iter().all(|l| l["injected"] == true && l["route"] == "ads"), "{lines:?}");
+        let audit = std::fs::read_to_string(proxy.home.path.join("audit.jsonl")).unwrap();
+        assert_no_secret("the audit log", &audit, &[CLIENT_SECRET, REFRESH_TOKEN]);
+        proxy.proxy.shutdown().await;
+    }
+    assert_no_secret("the proxy's log", &captured_logs(), &[CLIENT_SECRET, REFRESH_TOKEN]);
+}
+
+#[tokio::test]
+async fn tokens_are_renewed_before_they_expire_once_for_many_requests() {
+    let server = TokenServer::start(2, false).await;
+    let port = server.port;
+    let proxy = start(TempHome::new("oauth"), &config(&server, "refresh_token")).await;
+    for round in 1..=2 {
+        // Twenty requests at once: one mint.
+        let requests = (0..20).map(|_| whoami(&proxy, port, PLACEHOLDER));
+        for (status, body) in futures_util::future::join_all(requests).await {
+            assert_eq!(status, 200, "round {round}: {body}");
+        }
+        assert_eq!(server.stats().await["by_grant"]["refresh_token"], round, "round {round}");
+        // The token lasts 2 s: after it, a new one (an expired one would be 401).
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+    }
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_rotated_refresh_token_is_stored_and_used_after_a_restart() {
+    let server = TokenServer::start(3600, true).await;
+    let port = server.port;
+    let config = config(&server, "refresh_token");
+    let proxy = start(TempHome::new("oauth"), &config).await;
+    assert_eq!(whoami(&proxy, port, PLACEHOLDER).await.0, 200);
+    let stats = server.stats().await;
+    let issued = stats["refresh_tokens_issued"].as_array().unwrap();
+    let latest = issued.last().unwrap().as_str().unwrap().to_owned();
+    assert_ne!(latest, REFRESH_TOKEN, "the server rotated it: {stats}");
+    let stored = Store::new(&proxy.home.path).read("ads_refresh").unwrap();
+    assert_eq!(String::from_utf8(stored).unwrap(), latest, "the rotated refresh token is in the store");
+    // A new proxy on the same home (the old refresh token is revoked).
+    let TestProxy { home, proxy: running } = proxy;
+    running.shutdown().await;
+    let proxy = start(home, &config).await;
+    let (status, body) = whoami(&proxy, port, PLACEHOLDER).await;
+    assert_eq!(status, 200, "after a restart: {body}");
+    proxy.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failed_refresh_sends_nothing_and_no_stale_token() {
+    let server = TokenServer::start(2, false).await;
+    let port = server.port;
+    let proxy = start(TempHome::new("oauth"), &config(&server, "refresh_token")).await;
+    assert_eq!(whoami(&proxy, port, PLACEHOLDER).await.0, 200);
+    server.call("POST", "/admin/fail?on=1").await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let before = server.stats().await["whoami"].clone();
+    let (status, body) = whoami(&proxy, port, PLACEHOLDER).await;
+    assert_eq!(status, 503, "{body}");
+    let denial: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(denial["error"]["code"], "secret_unavailable");
+    assert!(denial["error"]["message"].as_str().unwrap().contains("400 invalid_grant"), "{body}");
+    assert_eq!(server.stats().await["whoami"], before, "the API saw nothing");
+    server.call("POST", "/admin/fail?on=0").await;
+    assert_eq!(whoami(&proxy, port, PLACEHOLDER).await.0, 200, "minted again once the endpoint recovers");
+    proxy.proxy.shutdown().await;
+}
