@@ -127,6 +127,9 @@ pub fn check(home: &Path, policy: &Policy) -> Report {
                     r.secret
                 ));
             }
+            if let Some(problem) = mint_problem(home, policy, &vault, r, &failures) {
+                needs.push(problem);
+            }
             if let Some(problem) = client_cert_problem(policy, &vault, r, &failures) {
                 needs.push(problem);
             }
@@ -151,6 +154,59 @@ pub fn check(home: &Path, policy: &Policy) -> Report {
         }
     }
     Report { routes, general, warnings: Vec::new() }
+}
+
+/// What keeps route `r` from minting its token, if it has a credential
+/// and every secret it is minted from was fetched: airlock asks the token
+/// endpoint for one now, as a request would (and stores a refresh token
+/// the provider rotates). The words name the endpoint and its error code,
+/// never a value.
+fn mint_problem(
+    home: &Path,
+    policy: &Policy,
+    vault: &Vault,
+    r: &airlock_policy::Route,
+    failures: &HashMap<String, String>,
+) -> Option<String> {
+    let airlock_policy::Credential::OAuth2(oauth) = r.credential.as_ref()?;
+    if r.credential.iter().flat_map(airlock_policy::Credential::secrets).any(|s| failures.contains_key(s)) {
+        return None;
+    }
+    let value = |name: &str| policy.secret(name).and_then(|spec| vault.get(spec).ok());
+    let client_secret = oauth.client_secret.as_deref().and_then(value);
+    let refresh = match &oauth.grant {
+        airlock_policy::Grant::RefreshToken { secret } => value(secret),
+        airlock_policy::Grant::ClientCredentials => None,
+    };
+    let upstream = match crate::upstream::Upstream::new(&policy.proxy, &policy.limits) {
+        Ok(u) => u,
+        Err(e) => return Some(format!("credential: {e}")),
+    };
+    let (oauth, limits, grant) = (oauth.clone(), policy.limits.clone(), oauth.grant.clone());
+    // Its own thread and runtime: `check` is called from async code too.
+    let minted = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+        Some(runtime.block_on(crate::mint::request_token(
+            &upstream,
+            &limits,
+            &oauth,
+            client_secret.as_deref(),
+            refresh.as_deref(),
+        )))
+    })
+    .join()
+    .ok()
+    .flatten();
+    match minted {
+        None => Some("credential: the token endpoint could not be asked".to_owned()),
+        Some(Err(reason)) => Some(format!("credential: {reason}")),
+        Some(Ok(minted)) => {
+            if let (airlock_policy::Grant::RefreshToken { secret }, Some(new)) = (&grant, &minted.rotated) {
+                crate::mint::keep_rotated(policy, home, secret, new);
+            }
+            None
+        }
+    }
 }
 
 /// What is wrong with route `r`'s client certificate, if it has one and

@@ -89,7 +89,24 @@ impl Minter {
         // Whatever happens now, the kept token is not used again.
         slot.token = None;
         let Credential::OAuth2(oauth) = credential;
-        let (token, lifetime) = mint(ctx, route, oauth).await?;
+        let fetch = |name: String| async move { crate::pipeline::credential::route_secret(ctx, route, &name).await };
+        let client_secret = match &oauth.client_secret {
+            Some(name) => Some(fetch(name.clone()).await?),
+            None => None,
+        };
+        let refresh = match &oauth.grant {
+            Grant::RefreshToken { secret } => Some(fetch(secret.clone()).await?),
+            Grant::ClientCredentials => None,
+        };
+        let loaded = &ctx.loaded;
+        let minted =
+            request_token(&loaded.upstream, &loaded.policy.limits, oauth, client_secret.as_deref(), refresh.as_deref())
+                .await
+                .map_err(|reason| unavailable(route, reason))?;
+        if let (Grant::RefreshToken { secret }, Some(new)) = (&oauth.grant, &minted.rotated) {
+            keep_rotated(&loaded.policy, ctx.shared.home(), secret, new);
+        }
+        let (token, lifetime) = (minted.token, minted.lifetime);
         let margin = (lifetime / 10).min(MAX_MARGIN);
         ctx.shared.vault.remember_minted(&route.secret, Arc::clone(&token));
         info!(route = %route.name, expires_in = lifetime.as_secs(), "minted an OAuth2 access token");
@@ -101,75 +118,84 @@ impl Minter {
     }
 }
 
-/// Asks `oauth.token_url` for an access token; returns it and how long it
-/// lasts.
-async fn mint(ctx: &RequestCtx, route: &Route, oauth: &OAuth2) -> Result<(Arc<SecretValue>, Duration), Error> {
-    let fetch = |name: String| async move { crate::pipeline::credential::route_secret(ctx, route, &name).await };
-    let client_secret = match &oauth.client_secret {
-        Some(name) => Some(fetch(name.clone()).await?),
-        None => None,
-    };
-    let mut form = Vec::new();
-    let refresh = match &oauth.grant {
-        Grant::RefreshToken { secret } => {
-            let value = fetch(secret.clone()).await?;
-            form.push(("grant_type", b"refresh_token".to_vec()));
-            form.push(("refresh_token", value.expose().to_vec()));
-            Some((secret, value))
+/// What a token endpoint answered.
+pub(crate) struct Minted {
+    /// The access token.
+    pub(crate) token: Arc<SecretValue>,
+    /// How long it lasts.
+    pub(crate) lifetime: Duration,
+    /// A new refresh token, when the provider rotated it.
+    pub(crate) rotated: Option<SecretValue>,
+}
+
+/// Asks `oauth.token_url` for an access token, through `upstream`'s
+/// client (verified TLS, `resolve`, `upstream_ca`), within `[limits]
+/// upstream_response_timeout`. The error is the operator's and the
+/// agent's to read: it names the endpoint, its status and its error code
+/// (RFC 6749 §5.2), never a value.
+pub(crate) async fn request_token(
+    upstream: &crate::upstream::Upstream,
+    limits: &airlock_policy::Limits,
+    oauth: &OAuth2,
+    client_secret: Option<&SecretValue>,
+    refresh: Option<&SecretValue>,
+) -> Result<Minted, String> {
+    let mut form: Vec<(&str, &[u8])> = Vec::new();
+    match (&oauth.grant, refresh) {
+        (Grant::RefreshToken { .. }, Some(value)) => {
+            form.push(("grant_type", b"refresh_token"));
+            form.push(("refresh_token", value.expose()));
         }
-        Grant::ClientCredentials => {
-            form.push(("grant_type", b"client_credentials".to_vec()));
-            None
-        }
-    };
-    if let Some(scope) = &oauth.scope {
-        form.push(("scope", scope.as_bytes().to_vec()));
+        (Grant::RefreshToken { secret }, None) => return Err(format!("secret '{secret}' is unavailable")),
+        (Grant::ClientCredentials, _) => form.push(("grant_type", b"client_credentials")),
     }
-    let auth = match &client_secret {
+    if let Some(scope) = &oauth.scope {
+        form.push(("scope", scope.as_bytes()));
+    }
+    let auth = match client_secret {
         // RFC 6749 §2.3.1: each part form-encoded, then Basic.
         Some(secret) => {
-            let pair = format!(
+            let pair = zeroize::Zeroizing::new(format!(
                 "{}:{}",
                 crate::encoding::percent_encode(&oauth.client_id),
                 crate::encoding::percent_encode_bytes(secret.expose())
-            );
+            ));
             Some(zeroize::Zeroizing::new(format!(
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD.encode(pair.as_bytes())
             )))
         }
         None => {
-            form.push(("client_id", oauth.client_id.as_bytes().to_vec()));
+            form.push(("client_id", oauth.client_id.as_bytes()));
             None
         }
     };
-    let body: String = form
-        .iter()
-        .map(|(k, v)| format!("{k}={}", crate::encoding::percent_encode_bytes(v)))
-        .collect::<Vec<_>>()
-        .join("&");
-    let body = zeroize::Zeroizing::new(body);
-    let uri: Uri = oauth.token_url.parse().map_err(|_| unavailable(route, "token_url is not a URL".to_owned()))?;
+    let body = zeroize::Zeroizing::new(
+        form.iter()
+            .map(|(k, v)| format!("{k}={}", crate::encoding::percent_encode_bytes(v)))
+            .collect::<Vec<_>>()
+            .join("&"),
+    );
+    let endpoint = endpoint(&oauth.token_url);
+    let uri: Uri = oauth.token_url.parse().map_err(|_| format!("token_url {endpoint} is not a URL"))?;
     let mut req = Request::post(uri)
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
         .header(header::ACCEPT, "application/json")
         .body(crate::respond::full(Bytes::copy_from_slice(body.as_bytes())))
-        .map_err(|_| unavailable(route, "token_url is not a URL".to_owned()))?;
+        .map_err(|_| format!("token_url {endpoint} is not a URL"))?;
     if let Some(auth) = &auth
         && let Ok(mut value) = header::HeaderValue::from_str(auth)
     {
         value.set_sensitive(true);
         req.headers_mut().insert(header::AUTHORIZATION, value);
     }
-    let loaded = &ctx.loaded;
-    let client = loaded.upstream.client(Egress::Any, false);
-    let timeout = loaded.policy.limits.upstream_response_timeout;
-    let endpoint = endpoint(&oauth.token_url);
+    let client = upstream.client(Egress::Any, false);
+    let timeout = limits.upstream_response_timeout;
     let exchange = async {
         let resp = client.request(req).await.map_err(|e| {
             format!(
                 "the token endpoint {endpoint} could not be reached: {}",
-                crate::upstream::classify(&e, &loaded.policy.limits).reason
+                crate::upstream::classify(&e, limits).reason
             )
         })?;
         let status = resp.status();
@@ -181,11 +207,8 @@ async fn mint(ctx: &RequestCtx, route: &Route, oauth: &OAuth2) -> Result<(Arc<Se
         Ok::<_, String>((status, body))
     };
     let (status, body) = match tokio::time::timeout(timeout, exchange).await {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(reason)) => return Err(unavailable(route, reason)),
-        Err(_) => {
-            return Err(unavailable(route, format!("the token endpoint {endpoint} did not answer within {timeout:?}")));
-        }
+        Ok(answer) => answer?,
+        Err(_) => return Err(format!("the token endpoint {endpoint} did not answer within {timeout:?}")),
     };
     let answer: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     if !status.is_success() {
@@ -197,40 +220,30 @@ async fn mint(ctx: &RequestCtx, route: &Route, oauth: &OAuth2) -> Result<(Arc<Se
                 && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit())
         });
         let said = code.map_or(String::new(), |c| format!(" {c}"));
-        return Err(unavailable(
-            route,
-            format!("the token endpoint {endpoint} refused the request: {}{said}", status.as_u16()),
-        ));
+        return Err(format!("the token endpoint {endpoint} refused the request: {}{said}", status.as_u16()));
     }
     let Some(token) = answer["access_token"].as_str().filter(|t| !t.is_empty()) else {
-        return Err(unavailable(route, format!("the token endpoint {endpoint} answered without an access_token")));
+        return Err(format!("the token endpoint {endpoint} answered without an access_token"));
     };
-    let token = SecretValue::new(token.as_bytes().to_vec()).map_err(|e| {
-        unavailable(route, format!("the token endpoint {endpoint} answered an unusable access_token: {e}"))
-    })?;
+    let token = SecretValue::new(token.as_bytes().to_vec())
+        .map_err(|e| format!("the token endpoint {endpoint} answered an unusable access_token: {e}"))?;
     let lifetime = answer["expires_in"].as_u64().map_or(DEFAULT_LIFETIME, Duration::from_secs);
-    if let (Some((name, old)), Some(new)) = (refresh, answer["refresh_token"].as_str())
-        && new.as_bytes() != old.expose()
-    {
-        keep_rotated(ctx, name, new);
-    }
-    Ok((Arc::new(token), lifetime))
+    let rotated = match (refresh, answer["refresh_token"].as_str()) {
+        (Some(old), Some(new)) if new.as_bytes() != old.expose() => SecretValue::new(new.as_bytes().to_vec()).ok(),
+        _ => None,
+    };
+    Ok(Minted { token: Arc::new(token), lifetime, rotated })
 }
 
 /// Stores a refresh token the provider rotated, when its secret's source
 /// is the store (the old one may no longer work after a restart).
-fn keep_rotated(ctx: &RequestCtx, name: &str, new: &str) {
-    let policy = &ctx.loaded.policy;
+pub(crate) fn keep_rotated(policy: &airlock_policy::Policy, home: &std::path::Path, name: &str, new: &SecretValue) {
     let Some(spec) = policy.secret(name) else { return };
-    let Ok(value) = SecretValue::new(new.as_bytes().to_vec()) else {
-        warn!(secret = %name, "the token endpoint rotated the refresh token to an unusable value; keeping the old one");
-        return;
-    };
     if !matches!(spec.source, SecretSource::Store) {
         warn!(secret = %name, "the token endpoint rotated the refresh token, but its source is not `store`: airlock cannot keep the new one, and the old one may stop working");
         return;
     }
-    match Store::new(ctx.shared.home()).set(name, &value) {
+    match Store::new(home).set(name, new) {
         Ok(()) => info!(secret = %name, "stored the refresh token the token endpoint rotated"),
         Err(e) => warn!(secret = %name, error = %e, "could not store the rotated refresh token"),
     }

@@ -223,3 +223,29 @@ async fn a_failed_refresh_sends_nothing_and_no_stale_token() {
     assert_eq!(whoami(&proxy, port, PLACEHOLDER).await.0, 200, "minted again once the endpoint recovers");
     proxy.proxy.shutdown().await;
 }
+
+/// `airlock check` mints a token (and says why it cannot), naming the
+/// endpoint and the provider's error code, never a value.
+#[tokio::test]
+async fn check_mints_a_token_or_says_why_not() {
+    let server = TokenServer::start(3600, false).await;
+    let config = config(&server, "refresh_token");
+    let proxy = start(TempHome::new("oauth"), &config).await;
+    proxy.proxy.shutdown().await;
+    let home = &proxy.home.path;
+    let policy = airlock_policy::Policy::from_toml(&config, "test", home, home).unwrap();
+    let before = server.stats().await["by_grant"]["refresh_token"].as_u64().unwrap_or(0);
+    let report = airlock::check::check(home, &policy);
+    assert!(report.routes.iter().all(|r| r.ready), "{:?}", report.routes);
+    assert_eq!(server.stats().await["by_grant"]["refresh_token"].as_u64().unwrap(), before + 1, "check minted one");
+    Store::new(home).set("ads_refresh", &SecretValue::new(b"rt-revoked-or-mistyped".to_vec()).unwrap()).unwrap();
+    let report = airlock::check::check(home, &policy);
+    let ads = report.routes.iter().find(|r| r.route == "ads").unwrap();
+    assert!(!ads.ready, "{ads:?}");
+    assert!(ads.needs.iter().any(|n| n.contains("refused the request: 400 invalid_grant")), "{:?}", ads.needs);
+    assert_no_secret(
+        "check",
+        &format!("{:?}", report.routes),
+        &[CLIENT_SECRET, REFRESH_TOKEN, "rt-revoked-or-mistyped"],
+    );
+}
