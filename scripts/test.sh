@@ -3,7 +3,7 @@
 # openssl, python3, git, node and npm, go (the conformance suite builds a
 # net/http client), unshare and ip for the network
 # namespace test, a D-Bus session with gnome-keyring for the keychain
-# source; requests, httpx (with h2), grpcio and websockets in target/test-venv; undici and the MCP
+# source; requests, httpx (with h2), grpcio, websockets, Authlib and google-auth in target/test-venv; undici and the MCP
 # TypeScript SDK from tests/node/package-lock.json in target/test-node), then runs
 # `cargo test --workspace`. Extra arguments go to cargo test.
 set -euo pipefail
@@ -34,9 +34,9 @@ if ((${#missing[@]})); then
 fi
 
 venv=target/test-venv
-if ! "$venv/bin/python" -c 'import requests, httpx, h2, grpc, websockets, authlib' >/dev/null 2>&1; then
+if ! "$venv/bin/python" -c 'import requests, httpx, h2, grpc, websockets, authlib, google.auth' >/dev/null 2>&1; then
     python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check requests 'httpx[http2]' grpcio "websockets>=15" Authlib
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check requests 'httpx[http2]' grpcio "websockets>=15" Authlib google-auth
 fi
 export AIRLOCK_TEST_PYTHON="$PWD/$venv/bin/python"
 

@@ -195,7 +195,8 @@ pub struct OAuth2 {
     pub grant: Grant,
     /// The token endpoint (`https://` only).
     pub token_url: String,
-    /// The client identifier (not a secret).
+    /// The client identifier (not a secret; empty for `jwt_bearer`, whose
+    /// service account names itself).
     pub client_id: String,
     /// The secret holding the client secret; None for a public client.
     pub client_secret: Option<String>,
@@ -214,6 +215,12 @@ pub enum Grant {
     },
     /// RFC 6749 §4.4: the client's own credentials.
     ClientCredentials,
+    /// RFC 7523 §2.1: a JWT signed (RS256) with a service account's key
+    /// (a Google service-account JSON key, in the secret named here).
+    JwtBearer {
+        /// The secret holding the service-account JSON key.
+        service_account: String,
+    },
 }
 
 impl Credential {
@@ -222,6 +229,7 @@ impl Credential {
         let Credential::OAuth2(o) = self;
         let refresh = match &o.grant {
             Grant::RefreshToken { secret } => Some(secret.as_str()),
+            Grant::JwtBearer { service_account } => Some(service_account.as_str()),
             Grant::ClientCredentials => None,
         };
         o.client_secret.as_deref().into_iter().chain(refresh)

@@ -176,6 +176,7 @@ fn mint_problem(
     let client_secret = oauth.client_secret.as_deref().and_then(value);
     let refresh = match &oauth.grant {
         airlock_policy::Grant::RefreshToken { secret } => value(secret),
+        airlock_policy::Grant::JwtBearer { service_account } => value(service_account),
         airlock_policy::Grant::ClientCredentials => None,
     };
     let upstream = match crate::upstream::Upstream::new(&policy.proxy, &policy.limits) {

@@ -94,15 +94,21 @@ impl Minter {
             Some(name) => Some(fetch(name.clone()).await?),
             None => None,
         };
-        let refresh = match &oauth.grant {
+        let grant_secret = match &oauth.grant {
             Grant::RefreshToken { secret } => Some(fetch(secret.clone()).await?),
+            Grant::JwtBearer { service_account } => Some(fetch(service_account.clone()).await?),
             Grant::ClientCredentials => None,
         };
         let loaded = &ctx.loaded;
-        let minted =
-            request_token(&loaded.upstream, &loaded.policy.limits, oauth, client_secret.as_deref(), refresh.as_deref())
-                .await
-                .map_err(|reason| unavailable(route, reason))?;
+        let minted = request_token(
+            &loaded.upstream,
+            &loaded.policy.limits,
+            oauth,
+            client_secret.as_deref(),
+            grant_secret.as_deref(),
+        )
+        .await
+        .map_err(|reason| unavailable(route, reason))?;
         if let (Grant::RefreshToken { secret }, Some(new)) = (&oauth.grant, &minted.rotated) {
             keep_rotated(&loaded.policy, ctx.shared.home(), secret, new);
         }
@@ -138,18 +144,33 @@ pub(crate) async fn request_token(
     limits: &airlock_policy::Limits,
     oauth: &OAuth2,
     client_secret: Option<&SecretValue>,
-    refresh: Option<&SecretValue>,
+    grant_secret: Option<&SecretValue>,
 ) -> Result<Minted, String> {
+    let assertion = match (&oauth.grant, grant_secret) {
+        (Grant::JwtBearer { service_account }, Some(key)) => Some(
+            service_account_assertion(key.expose(), &oauth.token_url, oauth.scope.as_deref())
+                .map_err(|why| format!("secret '{service_account}' {why}"))?,
+        ),
+        _ => None,
+    };
     let mut form: Vec<(&str, &[u8])> = Vec::new();
-    match (&oauth.grant, refresh) {
-        (Grant::RefreshToken { .. }, Some(value)) => {
+    match (&oauth.grant, grant_secret, &assertion) {
+        (Grant::RefreshToken { .. }, Some(value), _) => {
             form.push(("grant_type", b"refresh_token"));
             form.push(("refresh_token", value.expose()));
         }
-        (Grant::RefreshToken { secret }, None) => return Err(format!("secret '{secret}' is unavailable")),
-        (Grant::ClientCredentials, _) => form.push(("grant_type", b"client_credentials")),
+        (Grant::JwtBearer { .. }, _, Some(assertion)) => {
+            form.push(("grant_type", JWT_BEARER.as_bytes()));
+            form.push(("assertion", assertion));
+        }
+        (Grant::RefreshToken { secret } | Grant::JwtBearer { service_account: secret }, ..) => {
+            return Err(format!("secret '{secret}' is unavailable"));
+        }
+        (Grant::ClientCredentials, ..) => form.push(("grant_type", b"client_credentials")),
     }
-    if let Some(scope) = &oauth.scope {
+    // A service account's scope is in its assertion (Google's token
+    // endpoint reads it there).
+    if let Some(scope) = oauth.scope.as_ref().filter(|_| assertion.is_none()) {
         form.push(("scope", scope.as_bytes()));
     }
     let auth = match client_secret {
@@ -165,6 +186,7 @@ pub(crate) async fn request_token(
                 base64::engine::general_purpose::STANDARD.encode(pair.as_bytes())
             )))
         }
+        None if oauth.client_id.is_empty() => None,
         None => {
             form.push(("client_id", oauth.client_id.as_bytes()));
             None
@@ -228,11 +250,56 @@ pub(crate) async fn request_token(
     let token = SecretValue::new(token.as_bytes().to_vec())
         .map_err(|e| format!("the token endpoint {endpoint} answered an unusable access_token: {e}"))?;
     let lifetime = answer["expires_in"].as_u64().map_or(DEFAULT_LIFETIME, Duration::from_secs);
-    let rotated = match (refresh, answer["refresh_token"].as_str()) {
-        (Some(old), Some(new)) if new.as_bytes() != old.expose() => SecretValue::new(new.as_bytes().to_vec()).ok(),
+    let rotated = match (&oauth.grant, grant_secret, answer["refresh_token"].as_str()) {
+        (Grant::RefreshToken { .. }, Some(old), Some(new)) if new.as_bytes() != old.expose() => {
+            SecretValue::new(new.as_bytes().to_vec()).ok()
+        }
         _ => None,
     };
     Ok(Minted { token: Arc::new(token), lifetime, rotated })
+}
+
+/// RFC 7523 §2.1's grant type.
+const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
+/// How long a service account's assertion is good for (Google accepts at
+/// most an hour).
+const ASSERTION_LIFETIME: u64 = 3600;
+
+/// The JWT (RFC 7519) a service account signs to ask for a token (RFC 7523
+/// §3): `iss` its `client_email`, `aud` the token endpoint, `scope`, `iat`
+/// and `exp`, RS256 with its `private_key` (PKCS#8 PEM), `kid` its
+/// `private_key_id` — what Google's service-account JSON keys hold
+/// (developers.google.com/identity/protocols/oauth2/service-account). The
+/// error completes "secret 'NAME' …" and never quotes the key.
+fn service_account_assertion(
+    json: &[u8],
+    audience: &str,
+    scope: Option<&str>,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, &'static str> {
+    use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
+    use rustls::pki_types::PrivatePkcs8KeyDer;
+    use rustls::pki_types::pem::PemObject;
+    let key: serde_json::Value = serde_json::from_slice(json).map_err(|_| "is not a service-account JSON key")?;
+    let email = key["client_email"].as_str().ok_or("is a JSON key without client_email")?;
+    let pem = key["private_key"].as_str().ok_or("is a JSON key without private_key")?;
+    let der = PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes()).map_err(|_| "holds no PKCS#8 private_key")?;
+    let pair = RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).map_err(|_| "holds a private_key that is not RSA")?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut head = serde_json::json!({"alg": "RS256", "typ": "JWT"});
+    if let Some(kid) = key["private_key_id"].as_str() {
+        head["kid"] = kid.into();
+    }
+    let mut claims = serde_json::json!({"iss": email, "aud": audience, "iat": now, "exp": now + ASSERTION_LIFETIME});
+    if let Some(scope) = scope {
+        claims["scope"] = scope.into();
+    }
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let signing_input = format!("{}.{}", b64(head.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+    let mut signature = vec![0; pair.public().modulus_len()];
+    pair.sign(&RSA_PKCS1_SHA256, &ring::rand::SystemRandom::new(), signing_input.as_bytes(), &mut signature)
+        .map_err(|_| "holds a private_key that could not sign")?;
+    Ok(zeroize::Zeroizing::new(format!("{signing_input}.{}", b64(&signature)).into_bytes()))
 }
 
 /// Stores a refresh token the provider rotated, when its secret's source

@@ -8,7 +8,8 @@ Built on Authlib's framework-agnostic RFC 6749 server classes
 adapter over ``wsgiref`` + ``ssl`` (threaded, HTTPS only, 127.0.0.1 only).
 
 Endpoints:
-  POST /token                 RFC 6749 token endpoint (client_credentials, refresh_token)
+  POST /token                 RFC 6749 token endpoint (client_credentials, refresh_token), and
+                              RFC 7523 jwt-bearer assertions verified by google-auth
   GET  /api/whoami            protected resource (Bearer token)
   GET  /stats                 counters for tests
   POST /admin/fail?on=1|0     force every /token call to fail with invalid_grant
@@ -362,6 +363,34 @@ class Bearer(BearerTokenValidator):
         return STORE.access_tokens.get(token_string)
 
 
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+# The service account whose assertions /token accepts (see
+# --service-account-out), and the access tokens' lifetime.
+SERVICE_ACCOUNT = {}
+EXPIRES_IN = [3600]
+
+
+def make_service_account(path, audience):
+    """Writes a Google-shaped service-account JSON key (RSA 2048, PKCS#8)
+    to `path` and remembers its public key for jwt-bearer assertions."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()).decode()
+    public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    kid = secrets.token_hex(20)
+    email = "agent-runner@test-project.iam.gserviceaccount.com"
+    doc = {"type": "service_account", "project_id": "test-project", "private_key_id": kid,
+           "private_key": private_pem, "client_email": email, "client_id": "1234567890",
+           "token_uri": audience}
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=2)
+    SERVICE_ACCOUNT.update(kid=kid, public_pem=public_pem, email=email, audience=audience)
+
+
 def _random_token(**_kwargs):
     return secrets.token_urlsafe(32)
 
@@ -446,6 +475,8 @@ class App:
             STORE.by_grant[grant_type] = STORE.by_grant.get(grant_type, 0) + 1
             if STORE.fail_token_endpoint:
                 status, body, headers = InvalidGrantError(description="forced")()
+            elif grant_type == JWT_BEARER and SERVICE_ACCOUNT:
+                status, body, headers = self.jwt_bearer(form)
             else:
                 request = WsgiOAuth2Request(environ, form)
                 status, body, headers = self.auth_server.create_token_response(request)
@@ -455,6 +486,28 @@ class App:
         LOG(f"/token grant_type={grant_type or '-'} -> {status}"
             + ("" if status == 200 else f" {body.get('error')}"))
         return status, body, headers
+
+    def jwt_bearer(self, form):
+        """RFC 7523 §2.1: the assertion verified by google-auth (signature
+        against the service account's public key by its kid, audience,
+        expiry), then a bearer token issued like any other."""
+        from google.auth import jwt as google_jwt
+
+        assertion = (form.get("assertion") or [""])[0]
+        try:
+            claims = google_jwt.decode(
+                assertion, certs={SERVICE_ACCOUNT["kid"]: SERVICE_ACCOUNT["public_pem"]},
+                audience=SERVICE_ACCOUNT["audience"])
+        except Exception as exc:  # google-auth raises ValueError and its own errors
+            LOG(f"jwt-bearer assertion refused: {type(exc).__name__}")
+            return 400, {"error": "invalid_grant", "error_description": "bad assertion"}, JSON_HEADERS
+        if claims.get("iss") != SERVICE_ACCOUNT["email"]:
+            return 400, {"error": "invalid_grant", "error_description": "unknown issuer"}, JSON_HEADERS
+        token = _random_token()
+        STORE.access_tokens[token] = AccessToken(token, claims["iss"], claims.get("scope", ""), EXPIRES_IN[0])
+        STORE.issued_by_grant[JWT_BEARER] = STORE.issued_by_grant.get(JWT_BEARER, 0) + 1
+        body = {"access_token": token, "token_type": "Bearer", "expires_in": EXPIRES_IN[0]}
+        return 200, body, JSON_HEADERS
 
     def whoami(self, environ, query):
         request = WsgiOAuth2Request(environ, {})
@@ -550,6 +603,10 @@ def main(argv=None):
     p.add_argument("--clients", help="JSON file with the client list "
                    "(else env TOKEN_SERVER_CLIENTS=<json> or TOKEN_SERVER_CLIENTS_FILE)")
     p.add_argument("--log", help="append a request/event log here (no secrets)")
+    p.add_argument("--service-account-out", help="write a service-account JSON key here and accept "
+                   "jwt-bearer assertions it signs (RFC 7523), verified with google-auth")
+    p.add_argument("--audience", help="the token endpoint URL assertions must name, {port} standing for "
+                   "the port (with --service-account-out)")
     args = p.parse_args(argv)
 
     LOG = Log(args.log)
@@ -565,6 +622,7 @@ def main(argv=None):
         p.error("no clients configured: use --clients FILE or TOKEN_SERVER_CLIENTS")
     load_clients(spec)
 
+    EXPIRES_IN[0] = args.expires_in
     auth_server, protector = build_server(args.expires_in, args.rotate_refresh_tokens)
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -574,6 +632,8 @@ def main(argv=None):
     httpd = ThreadingHTTPSWSGIServer(("127.0.0.1", 0), ctx)
     httpd.set_app(App(auth_server, protector))
     port = httpd.server_address[1]
+    if args.service_account_out:
+        make_service_account(args.service_account_out, (args.audience or "").replace("{port}", str(port)))
 
     tmp = args.port_file + ".tmp"
     with open(tmp, "w", encoding="utf-8") as fh:

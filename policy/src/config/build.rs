@@ -375,22 +375,35 @@ fn websocket_kinds(kinds: Option<Vec<String>>) -> Result<WebSocketKinds, RouteEr
 /// A route's `credential`, its secrets declared and its grant one airlock
 /// mints with.
 fn build_credential(c: RawCredential, secrets: &BTreeMap<String, SecretSpec>) -> Result<Credential, RouteError> {
-    let RawCredential::Oauth2 { grant, token_url, client_id, client_secret, refresh_token, scope } = c;
+    let RawCredential::Oauth2 { grant, token_url, client_id, client_secret, refresh_token, service_account, scope } = c;
     let rest = token_url.strip_prefix("https://").unwrap_or("");
     if rest.is_empty() || rest.starts_with('/') || rest.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
     {
         return Err(RouteError::TokenUrl(token_url));
     }
-    let grant = match (grant.as_str(), refresh_token) {
-        ("refresh_token", Some(secret)) => Grant::RefreshToken { secret },
-        ("refresh_token", None) => return Err(RouteError::GrantNeeds { grant, field: "refresh_token" }),
-        ("client_credentials", None) if client_secret.is_none() => {
-            return Err(RouteError::GrantNeeds { grant, field: "client_secret" });
+    let needs = |grant: String, field| Err(RouteError::GrantNeeds { grant, field });
+    let grant = match (grant.as_str(), refresh_token, service_account) {
+        ("jwt_bearer", None, Some(service_account)) if client_id.is_none() && client_secret.is_none() => {
+            Grant::JwtBearer { service_account }
         }
-        ("client_credentials", None) => Grant::ClientCredentials,
-        ("client_credentials", Some(_)) => return Err(RouteError::GrantNeeds { grant, field: "no refresh_token" }),
+        ("jwt_bearer", None, Some(_)) => {
+            return needs(grant, "no client_id or client_secret (the key names its account)");
+        }
+        ("jwt_bearer", ..) => return needs(grant, "service_account, and no refresh_token"),
+        (_, _, Some(_)) if grant == "refresh_token" || grant == "client_credentials" => {
+            return needs(grant, "no service_account");
+        }
+        _ if client_id.is_none() && (grant == "refresh_token" || grant == "client_credentials") => {
+            return needs(grant, "client_id");
+        }
+        ("refresh_token", Some(secret), None) => Grant::RefreshToken { secret },
+        ("refresh_token", None, None) => return needs(grant, "refresh_token"),
+        ("client_credentials", None, None) if client_secret.is_none() => return needs(grant, "client_secret"),
+        ("client_credentials", None, None) => Grant::ClientCredentials,
+        ("client_credentials", Some(_), None) => return needs(grant, "no refresh_token"),
         _ => return Err(RouteError::Grant(grant)),
     };
+    let client_id = client_id.unwrap_or_default();
     let credential = Credential::OAuth2(OAuth2 { grant, token_url, client_id, client_secret, scope });
     if let Some(secret) = credential.secrets().find(|s| !secrets.contains_key(*s)) {
         return Err(RouteError::UndeclaredSecret(secret.to_owned()));
@@ -412,10 +425,19 @@ fn client_cert(c: RawClientCert, secrets: &BTreeMap<String, SecretSpec>) -> Resu
 /// line breaks allowed), and refuses a route that sends one of them in a
 /// header, where a line break could inject another.
 fn mark_pem_secrets(tenants: &[Tenant], secrets: &mut BTreeMap<String, SecretSpec>) -> Result<(), BuildError> {
+    // Client certificates, and service-account keys (JSON, usually on
+    // several lines).
+    let service_accounts = tenants.iter().flat_map(|t| &t.routes).filter_map(|r| match &r.credential {
+        Some(Credential::OAuth2(OAuth2 { grant: Grant::JwtBearer { service_account }, .. })) => {
+            Some(service_account.as_str())
+        }
+        _ => None,
+    });
     let pem: HashSet<&str> = tenants
         .iter()
         .flat_map(|t| t.routes.iter().filter_map(|r| r.client_cert.as_ref()))
         .flat_map(|c| [c.cert.as_str(), c.key.as_str()])
+        .chain(service_accounts)
         .collect();
     for t in tenants {
         for r in &t.routes {
@@ -645,13 +667,19 @@ mod tests {
         let client = "{ kind = \"oauth2\", grant = \"client_credentials\", token_url = \"https://auth.test/t\", \
                       client_id = \"id\", client_secret = \"cs\" }";
         assert!(load(&config(client, false)).is_ok());
+        let jwt = "{ kind = \"oauth2\", grant = \"jwt_bearer\", token_url = \"https://auth.test/token\", \
+                   service_account = \"cs\", scope = \"cloud\" }";
+        let p = load(&config(jwt, false)).unwrap();
+        assert!(p.secrets["cs"].pem, "a service-account key may span lines");
+        assert!(matches!(
+            load(&config(&jwt.replace("service_account", "refresh_token"), false)),
+            Err(ConfigError::Invalid { .. })
+        ));
         type Check = fn(&RouteError) -> bool;
         let refused: [(String, Check); 6] = [
             (config(refresh, true), |e| matches!(e, RouteError::SecretWithCredential)),
             (config(&refresh.replace("https://", "http://"), false), |e| matches!(e, RouteError::TokenUrl(_))),
-            (config(&refresh.replace("refresh_token\",", "jwt_bearer\","), false), |e| {
-                matches!(e, RouteError::Grant(_))
-            }),
+            (config(&refresh.replace("refresh_token\",", "password\","), false), |e| matches!(e, RouteError::Grant(_))),
             (config(&refresh.replace(", refresh_token = \"rt\"", ""), false), |e| {
                 matches!(e, RouteError::GrantNeeds { field: "refresh_token", .. })
             }),

@@ -204,7 +204,10 @@ pub enum RouteError {
     #[error("credential: token_url '{0}' must be an https:// URL")]
     TokenUrl(String),
     /// A grant airlock does not mint with.
-    #[error("credential: grant '{0}' is not one airlock mints with; use \"refresh_token\" or \"client_credentials\"")]
+    #[error(
+        "credential: grant '{0}' is not one airlock mints with; use \"refresh_token\", \"client_credentials\" or \
+         \"jwt_bearer\""
+    )]
     Grant(String),
     /// A grant lacks what it needs, or has what it must not.
     #[error("credential: grant '{grant}' needs {field}")]

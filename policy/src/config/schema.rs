@@ -109,9 +109,10 @@ pub(super) enum RawCredential {
     Oauth2 {
         grant: String,
         token_url: String,
-        client_id: String,
+        client_id: Option<String>,
         client_secret: Option<String>,
         refresh_token: Option<String>,
+        service_account: Option<String>,
         scope: Option<String>,
     },
 }

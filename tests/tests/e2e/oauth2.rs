@@ -26,6 +26,12 @@ struct TokenServer {
 
 impl TokenServer {
     async fn start(expires_in: u64, rotate: bool) -> TokenServer {
+        TokenServer::start_with(expires_in, rotate, false).await
+    }
+
+    /// With `service_account`, the server also writes a service-account
+    /// JSON key (`sa.json`) and accepts the jwt-bearer assertions it signs.
+    async fn start_with(expires_in: u64, rotate: bool, service_account: bool) -> TokenServer {
         let dir = TempHome::new("oauth-server");
         let ca = Ca::new("airlock oauth test CA");
         let (chain, key) = ca.leaf(&["auth.test"], ExtendedKeyUsagePurpose::ServerAuth);
@@ -48,6 +54,9 @@ impl TokenServer {
             .kill_on_drop(true);
         if rotate {
             cmd.arg("--rotate-refresh-tokens");
+        }
+        if service_account {
+            cmd.args(["--service-account-out", "sa.json", "--audience", "https://auth.test:{port}/token"]);
         }
         let child = cmd.spawn().unwrap();
         assert!(wait_for(Duration::from_secs(20), || port_file.exists()).await, "the token server did not start");
@@ -83,7 +92,13 @@ impl TokenServer {
 /// whose token airlock mints with `grant`.
 fn config(server: &TokenServer, grant: &str) -> String {
     let port = server.port;
-    let refresh = if grant == "refresh_token" { ", refresh_token = \"ads_refresh\"" } else { "" };
+    let parts = match grant {
+        "refresh_token" => {
+            "client_id = \"svc\", client_secret = \"ads_client_secret\", refresh_token = \"ads_refresh\""
+        }
+        "client_credentials" => "client_id = \"svc\", client_secret = \"ads_client_secret\"",
+        _ => "service_account = \"ads_sa\"",
+    };
     format!(
         r#"[proxy]
 listen = "127.0.0.1:0"
@@ -96,6 +111,9 @@ source = "store"
 [secrets.ads_refresh]
 source = "store"
 
+[secrets.ads_sa]
+source = "store"
+
 [tenants.acme]
 token = "{ACME_TOKEN}"
 
@@ -104,7 +122,7 @@ name = "ads"
 host = "auth.test:{port}"
 placeholder = "{PLACEHOLDER}"
 methods = ["GET"]
-credential = {{ kind = "oauth2", grant = "{grant}", token_url = "https://auth.test:{port}/token", client_id = "svc", client_secret = "ads_client_secret"{refresh}, scope = "ads" }}
+credential = {{ kind = "oauth2", grant = "{grant}", token_url = "https://auth.test:{port}/token", {parts}, scope = "ads" }}
 "#,
         ca = server.ca_path().display()
     )
@@ -248,4 +266,39 @@ async fn check_mints_a_token_or_says_why_not() {
         &format!("{:?}", report.routes),
         &[CLIENT_SECRET, REFRESH_TOKEN, "rt-revoked-or-mistyped"],
     );
+}
+
+/// A service account (RFC 7523 jwt-bearer, as Google's service-account keys
+/// are used): airlock signs the assertion with the JSON key's RSA key, and
+/// the token endpoint verifies it with google-auth.
+#[tokio::test]
+async fn a_service_account_key_signs_its_own_assertion() {
+    let server = TokenServer::start_with(3600, false, true).await;
+    let port = server.port;
+    let key = std::fs::read(server.dir.path.join("sa.json")).unwrap();
+    let key_text = String::from_utf8(key.clone()).unwrap();
+    let private_key =
+        serde_json::from_str::<serde_json::Value>(&key_text).unwrap()["private_key"].as_str().unwrap().to_owned();
+    let home = TempHome::new("oauth");
+    Store::new(&home.path).set("ads_sa", &SecretValue::new_pem(key).unwrap()).unwrap();
+    let config = config(&server, "jwt_bearer");
+    let proxy = start(home, &config).await;
+    let (status, body) = whoami(&proxy, port, PLACEHOLDER).await;
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["client_id"], "agent-runner@test-project.iam.gserviceaccount.com", "{body}");
+    assert_eq!(answer["token"], PLACEHOLDER);
+    assert_eq!(server.stats().await["issued_by_grant"]["urn:ietf:params:oauth:grant-type:jwt-bearer"], 1);
+    // A key the endpoint does not know (another key id) is refused.
+    let other = key_text.replace("\"private_key_id\": \"", "\"private_key_id\": \"0");
+    Store::new(&proxy.home.path).set("ads_sa", &SecretValue::new_pem(other.into_bytes()).unwrap()).unwrap();
+    let home = &proxy.home.path;
+    let policy = airlock_policy::Policy::from_toml(&config, "test", home, home).unwrap();
+    let report = airlock::check::check(home, &policy);
+    let ads = report.routes.iter().find(|r| r.route == "ads").unwrap();
+    assert!(ads.needs.iter().any(|n| n.contains("400 invalid_grant")), "{:?}", ads.needs);
+    let lines: Vec<&str> = private_key.lines().filter(|l| l.len() > 40).collect();
+    assert_no_secret("check", &format!("{:?}", report.routes), &lines);
+    assert_no_secret("the proxy's log", &captured_logs(), &lines);
+    proxy.proxy.shutdown().await;
 }
