@@ -36,8 +36,8 @@ pub use decide::{AuthError, ConnectAction, Decision, Denial, DenialCode, Injecti
 pub use glob::InvalidGlob;
 pub use limits::Limits;
 pub use policy::{
-    AuditSettings, BodyKind, ClientCert, Credential, Egress, Grant, MINTED_PREFIX, OAuth2, Policy, ProxySettings,
-    Route, RouteId, SECRET_SLOT, Tenant, TenantId,
+    AuditSettings, BodyKind, ClientCert, Credential, Egress, GitHubApp, Grant, MINTED_PREFIX, OAuth2, Policy,
+    ProxySettings, Route, RouteId, SECRET_SLOT, Tenant, TenantId,
 };
 pub use secrets::{DEFAULT_COMMAND_TIMEOUT, DEFAULT_COMMAND_TTL, SecretSource, SecretSpec};
 pub use units::InvalidUnit;

@@ -186,6 +186,24 @@ pub const MINTED_PREFIX: &str = "minted:";
 pub enum Credential {
     /// An OAuth2 access token from `token_url` (RFC 6749).
     OAuth2(OAuth2),
+    /// A GitHub App installation token.
+    GitHubApp(GitHubApp),
+}
+
+/// A GitHub App installation token, minted with an app JWT (RS256) at
+/// `POST {api}/app/installations/{installation_id}/access_tokens`
+/// (docs.github.com, "Authenticating as a GitHub App installation").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GitHubApp {
+    /// The app's id (the JWT's `iss`).
+    pub app_id: u64,
+    /// The installation the token is for.
+    pub installation_id: u64,
+    /// The secret holding the app's private key (PEM, as GitHub issues it).
+    pub private_key: String,
+    /// The API's base URL (`https://api.github.com`, or an Enterprise
+    /// Server's `https://HOST/api/v3`), no trailing `/`.
+    pub api: String,
 }
 
 /// An OAuth2 access token minted host-side.
@@ -226,13 +244,18 @@ pub enum Grant {
 impl Credential {
     /// The secrets it is minted from.
     pub fn secrets(&self) -> impl Iterator<Item = &str> {
-        let Credential::OAuth2(o) = self;
-        let refresh = match &o.grant {
-            Grant::RefreshToken { secret } => Some(secret.as_str()),
-            Grant::JwtBearer { service_account } => Some(service_account.as_str()),
-            Grant::ClientCredentials => None,
+        let (first, second) = match self {
+            Credential::OAuth2(o) => {
+                let grant = match &o.grant {
+                    Grant::RefreshToken { secret } => Some(secret.as_str()),
+                    Grant::JwtBearer { service_account } => Some(service_account.as_str()),
+                    Grant::ClientCredentials => None,
+                };
+                (o.client_secret.as_deref(), grant)
+            }
+            Credential::GitHubApp(app) => (Some(app.private_key.as_str()), None),
         };
-        o.client_secret.as_deref().into_iter().chain(refresh)
+        first.into_iter().chain(second)
     }
 }
 

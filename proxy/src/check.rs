@@ -168,32 +168,49 @@ fn mint_problem(
     r: &airlock_policy::Route,
     failures: &HashMap<String, String>,
 ) -> Option<String> {
-    let airlock_policy::Credential::OAuth2(oauth) = r.credential.as_ref()?;
-    if r.credential.iter().flat_map(airlock_policy::Credential::secrets).any(|s| failures.contains_key(s)) {
+    let credential = r.credential.clone()?;
+    if credential.secrets().any(|s| failures.contains_key(s)) {
         return None;
     }
     let value = |name: &str| policy.secret(name).and_then(|spec| vault.get(spec).ok());
-    let client_secret = oauth.client_secret.as_deref().and_then(value);
-    let refresh = match &oauth.grant {
-        airlock_policy::Grant::RefreshToken { secret } => value(secret),
-        airlock_policy::Grant::JwtBearer { service_account } => value(service_account),
-        airlock_policy::Grant::ClientCredentials => None,
-    };
+    let secrets: Vec<_> = credential.secrets().map(|name| (name.to_owned(), value(name))).collect();
     let upstream = match crate::upstream::Upstream::new(&policy.proxy, &policy.limits) {
         Ok(u) => u,
         Err(e) => return Some(format!("credential: {e}")),
     };
-    let (oauth, limits, grant) = (oauth.clone(), policy.limits.clone(), oauth.grant.clone());
+    let limits = policy.limits.clone();
+    let grant = match &credential {
+        airlock_policy::Credential::OAuth2(oauth) => Some(oauth.grant.clone()),
+        airlock_policy::Credential::GitHubApp(_) => None,
+    };
     // Its own thread and runtime: `check` is called from async code too.
     let minted = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-        Some(runtime.block_on(crate::mint::request_token(
-            &upstream,
-            &limits,
-            &oauth,
-            client_secret.as_deref(),
-            refresh.as_deref(),
-        )))
+        let named = |name: &str| secrets.iter().find(|(n, _)| n == name).and_then(|(_, v)| v.clone());
+        Some(runtime.block_on(async {
+            match &credential {
+                airlock_policy::Credential::OAuth2(oauth) => {
+                    let grant_secret = match &oauth.grant {
+                        airlock_policy::Grant::RefreshToken { secret } => named(secret),
+                        airlock_policy::Grant::JwtBearer { service_account } => named(service_account),
+                        airlock_policy::Grant::ClientCredentials => None,
+                    };
+                    let client_secret = oauth.client_secret.as_deref().and_then(named);
+                    crate::mint::request_token(
+                        &upstream,
+                        &limits,
+                        oauth,
+                        client_secret.as_deref(),
+                        grant_secret.as_deref(),
+                    )
+                    .await
+                }
+                airlock_policy::Credential::GitHubApp(app) => match named(&app.private_key) {
+                    Some(key) => crate::mint::request_installation_token(&upstream, &limits, app, &key).await,
+                    None => Err(format!("secret '{}' is unavailable", app.private_key)),
+                },
+            }
+        }))
     })
     .join()
     .ok()
@@ -202,7 +219,7 @@ fn mint_problem(
         None => Some("credential: the token endpoint could not be asked".to_owned()),
         Some(Err(reason)) => Some(format!("credential: {reason}")),
         Some(Ok(minted)) => {
-            if let (airlock_policy::Grant::RefreshToken { secret }, Some(new)) = (&grant, &minted.rotated) {
+            if let (Some(airlock_policy::Grant::RefreshToken { secret }), Some(new)) = (&grant, &minted.rotated) {
                 crate::mint::keep_rotated(policy, home, secret, new);
             }
             None

@@ -32,7 +32,7 @@ use http_body_util::BodyExt;
 use tracing::{info, warn};
 
 use airlock_policy::secrets::{SecretValue, Store};
-use airlock_policy::{Credential, Grant, OAuth2, Route, SecretSource};
+use airlock_policy::{Credential, GitHubApp, Grant, OAuth2, Route, SecretSource};
 
 use crate::error::Error;
 use crate::pipeline::RequestCtx;
@@ -88,34 +88,40 @@ impl Minter {
         }
         // Whatever happens now, the kept token is not used again.
         slot.token = None;
-        let Credential::OAuth2(oauth) = credential;
         let fetch = |name: String| async move { crate::pipeline::credential::route_secret(ctx, route, &name).await };
-        let client_secret = match &oauth.client_secret {
-            Some(name) => Some(fetch(name.clone()).await?),
-            None => None,
-        };
-        let grant_secret = match &oauth.grant {
-            Grant::RefreshToken { secret } => Some(fetch(secret.clone()).await?),
-            Grant::JwtBearer { service_account } => Some(fetch(service_account.clone()).await?),
-            Grant::ClientCredentials => None,
-        };
         let loaded = &ctx.loaded;
-        let minted = request_token(
-            &loaded.upstream,
-            &loaded.policy.limits,
-            oauth,
-            client_secret.as_deref(),
-            grant_secret.as_deref(),
-        )
-        .await
-        .map_err(|reason| unavailable(route, reason))?;
-        if let (Grant::RefreshToken { secret }, Some(new)) = (&oauth.grant, &minted.rotated) {
-            keep_rotated(&loaded.policy, ctx.shared.home(), secret, new);
-        }
+        let limits = &loaded.policy.limits;
+        let minted = match credential {
+            Credential::OAuth2(oauth) => {
+                let client_secret = match &oauth.client_secret {
+                    Some(name) => Some(fetch(name.clone()).await?),
+                    None => None,
+                };
+                let grant_secret = match &oauth.grant {
+                    Grant::RefreshToken { secret } => Some(fetch(secret.clone()).await?),
+                    Grant::JwtBearer { service_account } => Some(fetch(service_account.clone()).await?),
+                    Grant::ClientCredentials => None,
+                };
+                let minted =
+                    request_token(&loaded.upstream, limits, oauth, client_secret.as_deref(), grant_secret.as_deref())
+                        .await
+                        .map_err(|reason| unavailable(route, reason))?;
+                if let (Grant::RefreshToken { secret }, Some(new)) = (&oauth.grant, &minted.rotated) {
+                    keep_rotated(&loaded.policy, ctx.shared.home(), secret, new);
+                }
+                minted
+            }
+            Credential::GitHubApp(app) => {
+                let key = fetch(app.private_key.clone()).await?;
+                request_installation_token(&loaded.upstream, limits, app, &key)
+                    .await
+                    .map_err(|reason| unavailable(route, reason))?
+            }
+        };
         let (token, lifetime) = (minted.token, minted.lifetime);
         let margin = (lifetime / 10).min(MAX_MARGIN);
         ctx.shared.vault.remember_minted(&route.secret, Arc::clone(&token));
-        info!(route = %route.name, expires_in = lifetime.as_secs(), "minted an OAuth2 access token");
+        info!(route = %route.name, expires_in = lifetime.as_secs(), "minted an access token");
         *slot = Slot {
             credential: Some(credential.clone()),
             token: Some((Arc::clone(&token), Instant::now() + lifetime - margin)),
@@ -211,28 +217,7 @@ pub(crate) async fn request_token(
         value.set_sensitive(true);
         req.headers_mut().insert(header::AUTHORIZATION, value);
     }
-    let client = upstream.client(Egress::Any, false);
-    let timeout = limits.upstream_response_timeout;
-    let exchange = async {
-        let resp = client.request(req).await.map_err(|e| {
-            format!(
-                "the token endpoint {endpoint} could not be reached: {}",
-                crate::upstream::classify(&e, limits).reason
-            )
-        })?;
-        let status = resp.status();
-        let body = http_body_util::Limited::new(resp.into_body(), MAX_RESPONSE)
-            .collect()
-            .await
-            .map_err(|_| format!("the token endpoint {endpoint} sent an answer airlock could not read"))?
-            .to_bytes();
-        Ok::<_, String>((status, body))
-    };
-    let (status, body) = match tokio::time::timeout(timeout, exchange).await {
-        Ok(answer) => answer?,
-        Err(_) => return Err(format!("the token endpoint {endpoint} did not answer within {timeout:?}")),
-    };
-    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let (status, answer) = exchange(upstream, limits, req, &format!("the token endpoint {endpoint}")).await?;
     if !status.is_success() {
         // The provider's error code (RFC 6749 §5.2), when it is one: a
         // short registered-style word, never its free text.
@@ -259,6 +244,116 @@ pub(crate) async fn request_token(
     Ok(Minted { token: Arc::new(token), lifetime, rotated })
 }
 
+/// How long an app JWT is good for: GitHub accepts at most ten minutes,
+/// and its clock may be behind (so it is also dated a minute back).
+const APP_JWT_LIFETIME: u64 = 540;
+
+/// Asks GitHub for an installation token: an app JWT (RS256 with the
+/// app's private key: `iss` the app id, `iat` a minute back, `exp` nine
+/// minutes on) to `POST {api}/app/installations/{id}/access_tokens`,
+/// answered `201 {"token", "expires_at"}` (docs.github.com, "Generating an
+/// installation access token for a GitHub App"). The token is kept until
+/// `expires_at` (an hour), renewed a minute before.
+pub(crate) async fn request_installation_token(
+    upstream: &crate::upstream::Upstream,
+    limits: &airlock_policy::Limits,
+    app: &GitHubApp,
+    key: &SecretValue,
+) -> Result<Minted, String> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let claims = serde_json::json!({"iss": app.app_id.to_string(), "iat": now.saturating_sub(60), "exp": now + APP_JWT_LIFETIME});
+    let jwt = sign_rs256(key.expose(), None, &claims).map_err(|why| format!("secret '{}' {why}", app.private_key))?;
+    let url = format!("{}/app/installations/{}/access_tokens", app.api, app.installation_id);
+    let bearer = zeroize::Zeroizing::new(format!("Bearer {}", String::from_utf8_lossy(&jwt)));
+    let uri: Uri = url.parse().map_err(|_| format!("{url} is not a URL"))?;
+    let mut req = Request::post(uri)
+        .header(header::ACCEPT, "application/vnd.github+json")
+        .header("x-github-api-version", "2022-11-28")
+        .header(header::USER_AGENT, "airlock")
+        .body(crate::respond::empty())
+        .map_err(|_| format!("{url} is not a URL"))?;
+    if let Ok(mut value) = header::HeaderValue::from_str(&bearer) {
+        value.set_sensitive(true);
+        req.headers_mut().insert(header::AUTHORIZATION, value);
+    }
+    let (status, answer) = exchange(upstream, limits, req, &url).await?;
+    if !status.is_success() {
+        return Err(format!("{url} refused the request: {}", status.as_u16()));
+    }
+    let Some(token) = answer["token"].as_str().filter(|t| !t.is_empty()) else {
+        return Err(format!("{url} answered without a token"));
+    };
+    let token =
+        SecretValue::new(token.as_bytes().to_vec()).map_err(|e| format!("{url} answered an unusable token: {e}"))?;
+    let lifetime = answer["expires_at"]
+        .as_str()
+        .and_then(|at| time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok())
+        .map(|at| at - time::OffsetDateTime::now_utc())
+        .and_then(|left| Duration::try_from(left).ok())
+        .unwrap_or(DEFAULT_LIFETIME);
+    Ok(Minted { token: Arc::new(token), lifetime, rotated: None })
+}
+
+/// Sends a request to a token endpoint within `[limits]
+/// upstream_response_timeout`: its status and its JSON answer (`null` when
+/// it is not JSON), read up to [`MAX_RESPONSE`].
+async fn exchange(
+    upstream: &crate::upstream::Upstream,
+    limits: &airlock_policy::Limits,
+    req: Request<crate::Body>,
+    endpoint: &str,
+) -> Result<(http::StatusCode, serde_json::Value), String> {
+    let client = upstream.client(Egress::Any, false);
+    let timeout = limits.upstream_response_timeout;
+    let exchange = async {
+        let resp = client.request(req).await.map_err(|e| {
+            format!("{endpoint} could not be reached: {}", crate::upstream::classify(&e, limits).reason)
+        })?;
+        let status = resp.status();
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_RESPONSE)
+            .collect()
+            .await
+            .map_err(|_| format!("{endpoint} sent an answer airlock could not read"))?
+            .to_bytes();
+        Ok::<_, String>((status, serde_json::from_slice(&body).unwrap_or_default()))
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(answer) => answer,
+        Err(_) => Err(format!("{endpoint} did not answer within {timeout:?}")),
+    }
+}
+
+/// A JWT (RFC 7519) with `claims`, signed RS256 (RFC 7518 §3.3) with the
+/// RSA key in `pem` (PKCS#8 `PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`, as
+/// GitHub issues app keys), `kid` in its header when given. The error
+/// completes "secret 'NAME' …" and never quotes the key.
+fn sign_rs256(
+    pem: &[u8],
+    kid: Option<&str>,
+    claims: &serde_json::Value,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, &'static str> {
+    use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
+    let der = PrivateKeyDer::from_pem_slice(pem).map_err(|_| "holds no PEM private key")?;
+    let pair = match &der {
+        PrivateKeyDer::Pkcs8(k) => RsaKeyPair::from_pkcs8(k.secret_pkcs8_der()),
+        PrivateKeyDer::Pkcs1(k) => RsaKeyPair::from_der(k.secret_pkcs1_der()),
+        _ => return Err("holds a private key that is not RSA"),
+    }
+    .map_err(|_| "holds a private key that is not a usable RSA key")?;
+    let mut head = serde_json::json!({"alg": "RS256", "typ": "JWT"});
+    if let Some(kid) = kid {
+        head["kid"] = kid.into();
+    }
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let signing_input = format!("{}.{}", b64(head.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+    let mut signature = vec![0; pair.public().modulus_len()];
+    pair.sign(&RSA_PKCS1_SHA256, &ring::rand::SystemRandom::new(), signing_input.as_bytes(), &mut signature)
+        .map_err(|_| "holds a private key that could not sign")?;
+    Ok(zeroize::Zeroizing::new(format!("{signing_input}.{}", b64(&signature)).into_bytes()))
+}
+
 /// RFC 7523 §2.1's grant type.
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
@@ -277,29 +372,15 @@ fn service_account_assertion(
     audience: &str,
     scope: Option<&str>,
 ) -> Result<zeroize::Zeroizing<Vec<u8>>, &'static str> {
-    use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
-    use rustls::pki_types::PrivatePkcs8KeyDer;
-    use rustls::pki_types::pem::PemObject;
     let key: serde_json::Value = serde_json::from_slice(json).map_err(|_| "is not a service-account JSON key")?;
     let email = key["client_email"].as_str().ok_or("is a JSON key without client_email")?;
     let pem = key["private_key"].as_str().ok_or("is a JSON key without private_key")?;
-    let der = PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes()).map_err(|_| "holds no PKCS#8 private_key")?;
-    let pair = RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).map_err(|_| "holds a private_key that is not RSA")?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let mut head = serde_json::json!({"alg": "RS256", "typ": "JWT"});
-    if let Some(kid) = key["private_key_id"].as_str() {
-        head["kid"] = kid.into();
-    }
     let mut claims = serde_json::json!({"iss": email, "aud": audience, "iat": now, "exp": now + ASSERTION_LIFETIME});
     if let Some(scope) = scope {
         claims["scope"] = scope.into();
     }
-    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    let signing_input = format!("{}.{}", b64(head.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
-    let mut signature = vec![0; pair.public().modulus_len()];
-    pair.sign(&RSA_PKCS1_SHA256, &ring::rand::SystemRandom::new(), signing_input.as_bytes(), &mut signature)
-        .map_err(|_| "holds a private_key that could not sign")?;
-    Ok(zeroize::Zeroizing::new(format!("{signing_input}.{}", b64(&signature)).into_bytes()))
+    sign_rs256(pem.as_bytes(), key["private_key_id"].as_str(), &claims)
 }
 
 /// Stores a refresh token the provider rotated, when its secret's source

@@ -12,6 +12,8 @@ Endpoints:
                               RFC 7523 jwt-bearer assertions verified by google-auth
   GET  /api/whoami            protected resource (Bearer token)
   GET  /stats                 counters for tests
+  POST /app/installations/{id}/access_tokens   GitHub App installation tokens (app JWT
+                              verified with joserfc), with --github-app-key-out
   POST /admin/fail?on=1|0     force every /token call to fail with invalid_grant
   POST /admin/reset-stats     zero the counters (tokens are kept)
 
@@ -391,6 +393,26 @@ def make_service_account(path, audience):
     SERVICE_ACCOUNT.update(kid=kid, public_pem=public_pem, email=email, audience=audience)
 
 
+# The GitHub App whose JWTs /app/installations/{id}/access_tokens
+# accepts (see --github-app-key-out).
+GITHUB_APP = {}
+
+
+def make_github_app(path, app_id, installation_id):
+    """Writes an app private key (RSA 2048, PKCS#1 PEM, as GitHub issues
+    them) to `path` and remembers its public key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    with open(path, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                  serialization.NoEncryption()))
+    public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    GITHUB_APP.update(app_id=app_id, installation_id=installation_id, public_pem=public_pem)
+
+
 def _random_token(**_kwargs):
     return secrets.token_urlsafe(32)
 
@@ -416,7 +438,7 @@ def build_server(expires_in, rotate):
 # --------------------------------------------------------------------------
 # WSGI application
 # --------------------------------------------------------------------------
-STATUS_TEXT = {200: "OK", 400: "Bad Request", 401: "Unauthorized",
+STATUS_TEXT = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized",
                403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed"}
 
 
@@ -448,6 +470,8 @@ class App:
             "/admin/fail": ("POST", self.admin_fail),
             "/admin/reset-stats": ("POST", self.admin_reset),
         }
+        if GITHUB_APP and path == f"/app/installations/{GITHUB_APP['installation_id']}/access_tokens":
+            routes[path] = ("POST", self.installation_token)
         if path not in routes:
             return 404, {"error": "not_found"}, JSON_HEADERS
         allowed, handler = routes[path]
@@ -508,6 +532,37 @@ class App:
         STORE.issued_by_grant[JWT_BEARER] = STORE.issued_by_grant.get(JWT_BEARER, 0) + 1
         body = {"access_token": token, "token_type": "Bearer", "expires_in": EXPIRES_IN[0]}
         return 200, body, JSON_HEADERS
+
+    def installation_token(self, environ, query):
+        """GitHub's installation-token endpoint: the app JWT (RS256, iss the
+        app id, at most ten minutes) verified with joserfc, Authlib's JOSE
+        library; then a token like any other, answered 201 with expires_at."""
+        from joserfc import jwt as jose_jwt
+        from joserfc.errors import JoseError
+        from joserfc.jwk import RSAKey
+
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        value = auth[len("Bearer "):] if auth.startswith("Bearer ") else ""
+        try:
+            token = jose_jwt.decode(value, RSAKey.import_key(GITHUB_APP["public_pem"]), algorithms=["RS256"])
+            jose_jwt.JWTClaimsRegistry(
+                iss={"essential": True, "value": str(GITHUB_APP["app_id"])},
+                exp={"essential": True}, iat={"essential": True},
+            ).validate(token.claims)
+            if token.claims["exp"] - token.claims["iat"] > 600:
+                raise ValueError("longer than ten minutes")
+        except (JoseError, ValueError, KeyError) as exc:
+            LOG(f"app JWT refused: {type(exc).__name__}")
+            with STORE.lock:
+                STORE.errors_by_code["bad_app_jwt"] = STORE.errors_by_code.get("bad_app_jwt", 0) + 1
+            return 401, {"message": "A JSON web token could not be decoded"}, JSON_HEADERS
+        issued = _random_token()
+        expires = int(time.time()) + EXPIRES_IN[0]
+        with STORE.lock:
+            STORE.access_tokens[issued] = AccessToken(issued, f"app-{GITHUB_APP['app_id']}", "", EXPIRES_IN[0])
+            STORE.issued_by_grant["github_app"] = STORE.issued_by_grant.get("github_app", 0) + 1
+        expires_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))
+        return 201, {"token": issued, "expires_at": expires_at}, JSON_HEADERS
 
     def whoami(self, environ, query):
         request = WsgiOAuth2Request(environ, {})
@@ -605,6 +660,10 @@ def main(argv=None):
     p.add_argument("--log", help="append a request/event log here (no secrets)")
     p.add_argument("--service-account-out", help="write a service-account JSON key here and accept "
                    "jwt-bearer assertions it signs (RFC 7523), verified with google-auth")
+    p.add_argument("--github-app-key-out", help="write a GitHub App private key here and serve "
+                   "POST /app/installations/{id}/access_tokens for JWTs it signs")
+    p.add_argument("--github-app-id", type=int, default=123)
+    p.add_argument("--github-installation-id", type=int, default=456)
     p.add_argument("--audience", help="the token endpoint URL assertions must name, {port} standing for "
                    "the port (with --service-account-out)")
     args = p.parse_args(argv)
@@ -623,6 +682,8 @@ def main(argv=None):
     load_clients(spec)
 
     EXPIRES_IN[0] = args.expires_in
+    if args.github_app_key_out:
+        make_github_app(args.github_app_key_out, args.github_app_id, args.github_installation_id)
     auth_server, protector = build_server(args.expires_in, args.rotate_refresh_tokens)
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

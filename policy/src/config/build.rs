@@ -14,8 +14,8 @@ use crate::glob::PathGlob;
 use crate::host::{self, HostPattern};
 use crate::limits::Limits;
 use crate::policy::{
-    AuditSettings, BodyKind, ClientCert, Credential, Egress, Grant, MINTED_PREFIX, OAuth2, Policy, ProxySettings,
-    Route, RouteId, SECRET_SLOT, Tenant,
+    AuditSettings, BodyKind, ClientCert, Credential, Egress, GitHubApp, Grant, MINTED_PREFIX, OAuth2, Policy,
+    ProxySettings, Route, RouteId, SECRET_SLOT, Tenant,
 };
 use crate::secrets::{DEFAULT_COMMAND_TIMEOUT, DEFAULT_COMMAND_TTL, SecretSource, SecretSpec, env_vars, valid_name};
 use crate::units::parse_duration;
@@ -375,10 +375,29 @@ fn websocket_kinds(kinds: Option<Vec<String>>) -> Result<WebSocketKinds, RouteEr
 /// A route's `credential`, its secrets declared and its grant one airlock
 /// mints with.
 fn build_credential(c: RawCredential, secrets: &BTreeMap<String, SecretSpec>) -> Result<Credential, RouteError> {
-    let RawCredential::Oauth2 { grant, token_url, client_id, client_secret, refresh_token, service_account, scope } = c;
-    let rest = token_url.strip_prefix("https://").unwrap_or("");
-    if rest.is_empty() || rest.starts_with('/') || rest.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
-    {
+    let https = |url: &str| {
+        let rest = url.strip_prefix("https://").unwrap_or("");
+        !rest.is_empty()
+            && !rest.starts_with('/')
+            && !rest.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    };
+    let (grant, token_url, client_id, client_secret, refresh_token, service_account, scope) = match c {
+        RawCredential::Oauth2 { grant, token_url, client_id, client_secret, refresh_token, service_account, scope } => {
+            (grant, token_url, client_id, client_secret, refresh_token, service_account, scope)
+        }
+        RawCredential::GithubApp { app_id, installation_id, private_key, api } => {
+            let api = api.unwrap_or_else(|| "https://api.github.com".to_owned());
+            if !https(&api) {
+                return Err(RouteError::TokenUrl(api));
+            }
+            if !secrets.contains_key(&private_key) {
+                return Err(RouteError::UndeclaredSecret(private_key));
+            }
+            let api = api.trim_end_matches('/').to_owned();
+            return Ok(Credential::GitHubApp(GitHubApp { app_id, installation_id, private_key, api }));
+        }
+    };
+    if !https(&token_url) {
         return Err(RouteError::TokenUrl(token_url));
     }
     let needs = |grant: String, field| Err(RouteError::GrantNeeds { grant, field });
@@ -431,6 +450,7 @@ fn mark_pem_secrets(tenants: &[Tenant], secrets: &mut BTreeMap<String, SecretSpe
         Some(Credential::OAuth2(OAuth2 { grant: Grant::JwtBearer { service_account }, .. })) => {
             Some(service_account.as_str())
         }
+        Some(Credential::GitHubApp(app)) => Some(app.private_key.as_str()),
         _ => None,
     });
     let pem: HashSet<&str> = tenants
@@ -669,6 +689,13 @@ mod tests {
         assert!(load(&config(client, false)).is_ok());
         let jwt = "{ kind = \"oauth2\", grant = \"jwt_bearer\", token_url = \"https://auth.test/token\", \
                    service_account = \"cs\", scope = \"cloud\" }";
+        let app = "{ kind = \"github_app\", app_id = 1, installation_id = 2, private_key = \"cs\" }";
+        let p = load(&config(app, false)).unwrap();
+        let Some(Credential::GitHubApp(parsed)) = &p.tenants[0].routes[0].credential else { panic!("not an app") };
+        assert_eq!(parsed.api, "https://api.github.com", "GitHub's API by default");
+        assert!(p.secrets["cs"].pem, "an app key spans lines");
+        let plain = app.replace(" }", ", api = \"http://ghe.test/api/v3\" }");
+        assert!(matches!(load(&config(&plain, false)), Err(ConfigError::Invalid { .. })), "https only");
         let p = load(&config(jwt, false)).unwrap();
         assert!(p.secrets["cs"].pem, "a service-account key may span lines");
         assert!(matches!(

@@ -200,8 +200,9 @@ pub enum RouteError {
     /// The route has both a `secret` and a `credential`.
     #[error("the route has both a secret and a credential; a credential takes the secret's place: remove one")]
     SecretWithCredential,
-    /// A credential's `token_url` is not an `https://` URL.
-    #[error("credential: token_url '{0}' must be an https:// URL")]
+    /// A credential's `token_url` (or a GitHub App's `api`) is not an
+    /// `https://` URL.
+    #[error("credential: '{0}' must be an https:// URL")]
     TokenUrl(String),
     /// A grant airlock does not mint with.
     #[error(

@@ -115,4 +115,10 @@ pub(super) enum RawCredential {
         service_account: Option<String>,
         scope: Option<String>,
     },
+    GithubApp {
+        app_id: u64,
+        installation_id: u64,
+        private_key: String,
+        api: Option<String>,
+    },
 }

@@ -57,6 +57,7 @@ impl TokenServer {
         }
         if service_account {
             cmd.args(["--service-account-out", "sa.json", "--audience", "https://auth.test:{port}/token"]);
+            cmd.args(["--github-app-key-out", "app.pem"]);
         }
         let child = cmd.spawn().unwrap();
         assert!(wait_for(Duration::from_secs(20), || port_file.exists()).await, "the token server did not start");
@@ -299,6 +300,51 @@ async fn a_service_account_key_signs_its_own_assertion() {
     assert!(ads.needs.iter().any(|n| n.contains("400 invalid_grant")), "{:?}", ads.needs);
     let lines: Vec<&str> = private_key.lines().filter(|l| l.len() > 40).collect();
     assert_no_secret("check", &format!("{:?}", report.routes), &lines);
+    assert_no_secret("the proxy's log", &captured_logs(), &lines);
+    proxy.proxy.shutdown().await;
+}
+
+/// A GitHub App (docs.github.com, "Generating an installation access token"):
+/// airlock signs the app JWT with the app's PKCS#1 key and asks for an
+/// installation token, which the API then gets; the endpoint verifies the
+/// JWT with joserfc (Authlib's JOSE library).
+#[tokio::test]
+async fn a_github_app_mints_installation_tokens() {
+    let server = TokenServer::start_with(3600, false, true).await;
+    let port = server.port;
+    let key = std::fs::read(server.dir.path.join("app.pem")).unwrap();
+    assert!(key.starts_with(b"-----BEGIN RSA PRIVATE KEY-----"), "a PKCS#1 key, as GitHub issues them");
+    let home = TempHome::new("github-app");
+    Store::new(&home.path).set("app_key", &SecretValue::new_pem(key.clone()).unwrap()).unwrap();
+    let config = config(&server, "refresh_token")
+        .replace("[secrets.ads_sa]", "[secrets.app_key]\nsource = \"store\"\n\n[secrets.ads_sa]")
+        .lines()
+        .map(|l| {
+            if l.starts_with("credential = ") {
+                format!(
+                    "credential = {{ kind = \"github_app\", app_id = 123, installation_id = 456, private_key = \"app_key\", \
+                     api = \"https://auth.test:{port}\" }}"
+                )
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let proxy = start(home, &config).await;
+    for auth in [PLACEHOLDER.to_owned(), format!("Bearer {PLACEHOLDER}")] {
+        let (status, body) = whoami(&proxy, port, &auth).await;
+        assert_eq!(status, 200, "{body}");
+        let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(answer["client_id"], "app-123");
+        assert_eq!(answer["token"], PLACEHOLDER, "the echoed token maps back: {body}");
+    }
+    let stats = server.stats().await;
+    assert_eq!(stats["issued_by_grant"]["github_app"], 1, "one token for both requests: {stats}");
+    assert!(stats["errors"].get("bad_app_jwt").is_none(), "{stats}");
+    let lines: Vec<String> =
+        String::from_utf8(key).unwrap().lines().filter(|l| l.len() > 40).map(str::to_owned).collect();
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
     assert_no_secret("the proxy's log", &captured_logs(), &lines);
     proxy.proxy.shutdown().await;
 }
