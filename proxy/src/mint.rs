@@ -43,6 +43,8 @@ const MAX_RESPONSE: usize = 64 << 10;
 /// How long a token is kept when the provider does not say (`expires_in`
 /// is only RECOMMENDED, RFC 6749 §5.1).
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
+/// The longest a minted token is kept, whatever the provider says.
+const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// A token is renewed this long before it expires, at most.
 const MAX_MARGIN: Duration = Duration::from_secs(60);
 
@@ -118,7 +120,10 @@ impl Minter {
                     .map_err(|reason| unavailable(route, reason))?
             }
         };
-        let (token, lifetime) = (minted.token, minted.lifetime);
+        // A provider's word on how long a token lasts is held to a day: a
+        // huge `expires_in` must neither overflow a clock nor keep a token
+        // forever.
+        let (token, lifetime) = (minted.token, minted.lifetime.min(MAX_LIFETIME));
         let margin = (lifetime / 10).min(MAX_MARGIN);
         ctx.shared.vault.remember_minted(&route.secret, Arc::clone(&token));
         info!(route = %route.name, expires_in = lifetime.as_secs(), "minted an access token");

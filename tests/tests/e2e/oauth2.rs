@@ -348,3 +348,17 @@ async fn a_github_app_mints_installation_tokens() {
     assert_no_secret("the proxy's log", &captured_logs(), &lines);
     proxy.proxy.shutdown().await;
 }
+
+/// A provider that says a token lasts (nearly) forever: the token is used,
+/// and airlock neither overflows its clock nor keeps it past a day.
+#[tokio::test]
+async fn an_absurd_expires_in_is_held_to_a_day() {
+    let server = TokenServer::start(u64::MAX, false).await;
+    let proxy = start(TempHome::new("oauth"), &config(&server, "refresh_token")).await;
+    for _ in 0..2 {
+        let (status, body) = whoami(&proxy, server.port, PLACEHOLDER).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(server.stats().await["by_grant"]["refresh_token"], 1, "kept, not minted per request");
+    proxy.proxy.shutdown().await;
+}
