@@ -43,6 +43,8 @@ const MAX_RESPONSE: usize = 64 << 10;
 /// How long a token is kept when the provider does not say (`expires_in`
 /// is only RECOMMENDED, RFC 6749 §5.1).
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
+/// The longest a token endpoint may take to answer.
+const MINT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest a minted token is kept, whatever the provider says.
 const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// A token is renewed this long before it expires, at most.
@@ -125,7 +127,9 @@ impl Minter {
         // forever.
         let (token, lifetime) = (minted.token, minted.lifetime.min(MAX_LIFETIME));
         let margin = (lifetime / 10).min(MAX_MARGIN);
-        ctx.shared.vault.remember_minted(&route.secret, Arc::clone(&token));
+        // The one it replaces stays known while it could still be echoed:
+        // its own life, and a minute.
+        ctx.shared.vault.remember_minted(&route.secret, Arc::clone(&token), lifetime + Duration::from_secs(60));
         info!(route = %route.name, expires_in = lifetime.as_secs(), "minted an access token");
         *slot = Slot {
             credential: Some(credential.clone()),
@@ -234,11 +238,19 @@ pub(crate) async fn request_token(
         let said = code.map_or(String::new(), |c| format!(" {c}"));
         return Err(format!("the token endpoint {endpoint} refused the request: {}{said}", status.as_u16()));
     }
+    if answer.is_null() {
+        return Err(format!("the token endpoint {endpoint} answered something that is not JSON"));
+    }
     let Some(token) = answer["access_token"].as_str().filter(|t| !t.is_empty()) else {
         return Err(format!("the token endpoint {endpoint} answered without an access_token"));
     };
-    let token = SecretValue::new(token.as_bytes().to_vec())
-        .map_err(|e| format!("the token endpoint {endpoint} answered an unusable access_token: {e}"))?;
+    // RFC 6749 §7.1: a token of a type the client does not understand is
+    // not used.
+    if answer["token_type"].as_str().is_some_and(|t| !t.eq_ignore_ascii_case("bearer")) {
+        return Err(format!("the token endpoint {endpoint} answered a token_type other than Bearer"));
+    }
+    let token = minted_value(token.as_bytes(), [client_secret, grant_secret])
+        .map_err(|why| format!("the token endpoint {endpoint} answered an access_token {why}"))?;
     let lifetime = answer["expires_in"].as_u64().map_or(DEFAULT_LIFETIME, Duration::from_secs);
     let rotated = match (&oauth.grant, grant_secret, answer["refresh_token"].as_str()) {
         (Grant::RefreshToken { .. }, Some(old), Some(new)) if new.as_bytes() != old.expose() => {
@@ -289,7 +301,7 @@ pub(crate) async fn request_installation_token(
         return Err(format!("{url} answered without a token"));
     };
     let token =
-        SecretValue::new(token.as_bytes().to_vec()).map_err(|e| format!("{url} answered an unusable token: {e}"))?;
+        minted_value(token.as_bytes(), [Some(key), None]).map_err(|why| format!("{url} answered a token {why}"))?;
     let lifetime = answer["expires_at"]
         .as_str()
         .and_then(|at| time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok())
@@ -297,6 +309,30 @@ pub(crate) async fn request_installation_token(
         .and_then(|left| Duration::try_from(left).ok())
         .unwrap_or(DEFAULT_LIFETIME);
     Ok(Minted { token: Arc::new(token), lifetime, rotated: None })
+}
+
+/// The shortest minted value airlock uses: every minted value is scrubbed
+/// from every tenant's responses, and a short one would match ordinary
+/// text (and show where it matched).
+const MIN_MINTED: usize = 16;
+
+/// A minted value, checked: long enough to scrub, a valid secret (no
+/// control characters), and neither holding nor held in a secret it was
+/// minted from (a token endpoint must not have airlock send the refresh
+/// token or client secret on to the API). The error completes "answered
+/// an access_token …".
+fn minted_value(token: &[u8], sources: [Option<&SecretValue>; 2]) -> Result<SecretValue, String> {
+    if token.len() < MIN_MINTED {
+        return Err(format!("shorter than {MIN_MINTED} bytes, too short to scrub from responses"));
+    }
+    let overlaps = |s: &SecretValue| {
+        let s = s.expose();
+        memchr::memmem::find(token, s).is_some() || memchr::memmem::find(s, token).is_some()
+    };
+    if sources.into_iter().flatten().any(overlaps) {
+        return Err("that holds a secret it was minted from".to_owned());
+    }
+    SecretValue::new(token.to_vec()).map_err(|e| format!("that is unusable: {e}"))
 }
 
 /// Sends a request to a token endpoint within `[limits]
@@ -309,7 +345,9 @@ async fn exchange(
     endpoint: &str,
 ) -> Result<(http::StatusCode, serde_json::Value), String> {
     let client = upstream.client(Egress::Any, false);
-    let timeout = limits.upstream_response_timeout;
+    // A mint holds every request of its route: it gets at most half a
+    // minute, however long upstreams may take.
+    let timeout = limits.upstream_response_timeout.min(MINT_TIMEOUT);
     let exchange = async {
         let resp = client.request(req).await.map_err(|e| {
             format!("{endpoint} could not be reached: {}", crate::upstream::classify(&e, limits).reason)

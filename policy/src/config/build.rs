@@ -377,8 +377,11 @@ fn websocket_kinds(kinds: Option<Vec<String>>) -> Result<WebSocketKinds, RouteEr
 fn build_credential(c: RawCredential, secrets: &BTreeMap<String, SecretSpec>) -> Result<Credential, RouteError> {
     let https = |url: &str| {
         let rest = url.strip_prefix("https://").unwrap_or("");
-        !rest.is_empty()
-            && !rest.starts_with('/')
+        // No user information (RFC 3986 §3.2.1) in the authority: it
+        // would not be sent, and credentials go in secrets.
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        !authority.is_empty()
+            && !authority.contains('@')
             && !rest.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
     };
     let (grant, token_url, client_id, client_secret, refresh_token, service_account, scope) = match c {
@@ -703,9 +706,10 @@ mod tests {
             Err(ConfigError::Invalid { .. })
         ));
         type Check = fn(&RouteError) -> bool;
-        let refused: [(String, Check); 6] = [
+        let refused: [(String, Check); 7] = [
             (config(refresh, true), |e| matches!(e, RouteError::SecretWithCredential)),
             (config(&refresh.replace("https://", "http://"), false), |e| matches!(e, RouteError::TokenUrl(_))),
+            (config(&refresh.replace("https://", "https://user:pw@"), false), |e| matches!(e, RouteError::TokenUrl(_))),
             (config(&refresh.replace("refresh_token\",", "password\","), false), |e| matches!(e, RouteError::Grant(_))),
             (config(&refresh.replace(", refresh_token = \"rt\"", ""), false), |e| {
                 matches!(e, RouteError::GrantNeeds { field: "refresh_token", .. })

@@ -241,13 +241,14 @@ impl Vault {
         }
     }
 
-    /// Makes `value`, which airlock minted (an OAuth2 access token), known
-    /// to the redactor under `name`; the value it replaces stays known for
-    /// [`RETIRED_GRACE`].
-    pub fn remember_minted(&self, name: &str, value: Arc<SecretValue>) {
+    /// Makes `value`, which airlock minted (an access token), known to the
+    /// redactor under `name`; the value it replaces stays known for
+    /// `grace` (at most [`RETIRED_GRACE`]: a provider minting a token per
+    /// request must not grow the list for ten minutes).
+    pub fn remember_minted(&self, name: &str, value: Arc<SecretValue>, grace: Duration) {
         let mut state = self.state();
         if let Some(old) = state.minted.insert(name.to_owned(), value) {
-            state.retired.push((name.to_owned(), old, Instant::now() + RETIRED_GRACE));
+            state.retired.push((name.to_owned(), old, Instant::now() + grace.min(RETIRED_GRACE)));
         }
         self.version.fetch_add(1, Ordering::Release);
     }

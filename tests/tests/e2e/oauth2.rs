@@ -362,3 +362,83 @@ async fn an_absurd_expires_in_is_held_to_a_day() {
     assert_eq!(server.stats().await["by_grant"]["refresh_token"], 1, "kept, not minted per request");
     proxy.proxy.shutdown().await;
 }
+
+/// A hostile token endpoint: answers `/token` with the next of its scripted
+/// answers, and counts what `/api/whoami` got.
+const HOSTILE: &str = r#"
+import http.server, json, ssl, sys, threading
+d = sys.argv[1]
+answers = json.load(open(d + "/answers.json"))
+seen = []
+lock = threading.Lock()
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def send(self, code, doc):
+        body = json.dumps(doc).encode()
+        self.send_response(code)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        with lock:
+            answer = answers.pop(0) if answers else {"access_token": "good-token-0123456789abcdef", "token_type": "Bearer", "expires_in": 3600}
+        self.send(200, answer)
+    def do_GET(self):
+        with lock:
+            seen.append(self.headers.get("authorization", ""))
+            n = len(seen)
+        self.send(200, {"api_calls": n})
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(d + "/server.pem", d + "/server-key.pem")
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"#;
+
+/// What a token endpoint answers is checked before it is sent: a token
+/// too short to scrub, of a type other than Bearer, or holding the refresh
+/// token or client secret is refused (`503`), and the API gets nothing.
+#[tokio::test]
+async fn a_token_endpoint_cannot_have_airlock_send_a_bad_token() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = TempHome::new("hostile-token");
+    let ca = Ca::new("airlock hostile token endpoint CA");
+    let (chain, key) = ca.leaf(&["auth.test"], ExtendedKeyUsagePurpose::ServerAuth);
+    std::fs::write(dir.path.join("server.pem"), chain).unwrap();
+    std::fs::write(dir.path.join("server-key.pem"), key).unwrap();
+    std::fs::write(dir.path.join("ca.pem"), ca.0.pem()).unwrap();
+    let bearer =
+        |token: &str, kind: &str| serde_json::json!({"access_token": token, "token_type": kind, "expires_in": 3600});
+    let answers = serde_json::json!([
+        bearer("a", "Bearer"),
+        bearer("mac-token-0123456789abcdef", "mac"),
+        bearer(REFRESH_TOKEN, "Bearer"),
+        bearer(&format!("x{CLIENT_SECRET}x"), "bearer"),
+    ]);
+    std::fs::write(dir.path.join("answers.json"), answers.to_string()).unwrap();
+    let mut child = tokio::process::Command::new(crate::conformance::venv_python())
+        .args(["-c", HOSTILE])
+        .arg(&dir.path)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let port: u16 = lines.next_line().await.unwrap().unwrap().trim().parse().unwrap();
+    let server = TokenServer { _child: child, port, dir };
+    let proxy = start(TempHome::new("oauth"), &config(&server, "refresh_token")).await;
+    for want in
+        ["shorter than 16 bytes", "token_type other than Bearer", "holds a secret it was minted from", "holds a secret"]
+    {
+        let (status, body) = whoami(&proxy, port, PLACEHOLDER).await;
+        assert_eq!(status, 503, "{want}: {body}");
+        assert!(body.contains(want), "{want}: {body}");
+        assert_no_secret("the denial", &body, &[REFRESH_TOKEN, CLIENT_SECRET]);
+    }
+    let (status, body) = whoami(&proxy, port, PLACEHOLDER).await;
+    assert_eq!((status, body.as_str()), (200, "{\"api_calls\": 1}"), "only the good token reached the API");
+    proxy.proxy.shutdown().await;
+}
