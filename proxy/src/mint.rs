@@ -95,6 +95,7 @@ impl Minter {
         let fetch = |name: String| async move { crate::pipeline::credential::route_secret(ctx, route, &name).await };
         let loaded = &ctx.loaded;
         let limits = &loaded.policy.limits;
+        let started = Instant::now();
         let minted = match credential {
             Credential::OAuth2(oauth) => {
                 let client_secret = match &oauth.client_secret {
@@ -108,20 +109,20 @@ impl Minter {
                 };
                 let minted =
                     request_token(&loaded.upstream, limits, oauth, client_secret.as_deref(), grant_secret.as_deref())
-                        .await
-                        .map_err(|reason| unavailable(route, reason))?;
-                if let (Grant::RefreshToken { secret }, Some(new)) = (&oauth.grant, &minted.rotated) {
+                        .await;
+                if let (Grant::RefreshToken { secret }, Ok(Minted { rotated: Some(new), .. })) = (&oauth.grant, &minted)
+                {
                     keep_rotated(&loaded.policy, ctx.shared.home(), secret, new);
                 }
                 minted
             }
             Credential::GitHubApp(app) => {
                 let key = fetch(app.private_key.clone()).await?;
-                request_installation_token(&loaded.upstream, limits, app, &key)
-                    .await
-                    .map_err(|reason| unavailable(route, reason))?
+                request_installation_token(&loaded.upstream, limits, app, &key).await
             }
         };
+        record_mint(ctx, route, credential, started, minted.as_ref().err());
+        let minted = minted.map_err(|reason| unavailable(route, reason))?;
         // A provider's word on how long a token lasts is held to a day: a
         // huge `expires_in` must neither overflow a clock nor keep a token
         // forever.
@@ -137,6 +138,40 @@ impl Minter {
         };
         Ok(token)
     }
+}
+
+/// Writes the audit record of a mint: the token endpoint as its
+/// destination (`POST`, its host, port and path), `decision: "mint"`,
+/// `injected: true` (the secrets it is minted from went there), under the
+/// request that needed it; a failure with its code and reason. Never a
+/// value.
+fn record_mint(ctx: &RequestCtx, route: &Route, credential: &Credential, started: Instant, failed: Option<&String>) {
+    let url = match credential {
+        Credential::OAuth2(o) => o.token_url.clone(),
+        Credential::GitHubApp(app) => format!("{}/app/installations/{}/access_tokens", app.api, app.installation_id),
+    };
+    let uri: Uri = url.parse().unwrap_or_default();
+    let status = if failed.is_some() { 503 } else { 200 };
+    let mut record = crate::audit::Record::new(
+        crate::audit::now_rfc3339(),
+        ctx.request_id.clone(),
+        "POST".to_owned(),
+        uri.host().unwrap_or("").to_owned(),
+        uri.port_u16().unwrap_or(443),
+        crate::audit::Outcome::Mint,
+        status,
+    );
+    record.tenant = ctx.tenant_name.clone();
+    record.route = Some(route.name.clone());
+    record.path = uri.path().to_owned();
+    record.injected = true;
+    record.complete = failed.is_none();
+    record.duration_ms = started.elapsed().as_millis() as u64;
+    if let Some(reason) = failed {
+        record.code = Some("secret_unavailable".to_owned());
+        record.detail = Some(reason.clone());
+    }
+    ctx.shared.audit.write(record);
 }
 
 /// What a token endpoint answered.

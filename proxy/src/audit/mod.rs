@@ -44,6 +44,9 @@ pub enum Outcome {
     /// Answered `407` for credentials it did not carry: the challenge
     /// clients such as git always start with, not a refusal.
     Challenge,
+    /// A credential airlock minted for a route (an access token asked of a
+    /// token endpoint), for the request whose id the record carries.
+    Mint,
 }
 
 /// One audit record (DESIGN.md, "Audit").

@@ -173,9 +173,15 @@ async fn a_minted_token_reaches_the_api_and_never_the_agent() {
         }
         let stats = server.stats().await;
         assert_eq!(stats["by_grant"][grant], 1, "one mint for two requests: {stats}");
-        assert!(wait_for(Duration::from_secs(5), || proxy.audit_lines().len() >= 2).await);
+        assert!(wait_for(Duration::from_secs(5), || proxy.audit_lines().len() >= 3).await);
         let lines = proxy.audit_lines();
         assert!(lines.iter().all(|l| l["injected"] == true && l["route"] == "ads"), "{lines:?}");
+        // The mint is audited too: once, to the token endpoint, under the
+        // request that needed it.
+        let mints: Vec<_> = lines.iter().filter(|l| l["decision"] == "mint").collect();
+        assert_eq!(mints.len(), 1, "{lines:?}");
+        assert_eq!((mints[0]["path"].as_str(), mints[0]["complete"].as_bool()), (Some("/token"), Some(true)));
+        assert!(lines.iter().any(|l| l["decision"] == "allow" && l["request_id"] == mints[0]["request_id"]));
         let audit = std::fs::read_to_string(proxy.home.path.join("audit.jsonl")).unwrap();
         assert_no_secret("the audit log", &audit, &[CLIENT_SECRET, REFRESH_TOKEN]);
         proxy.proxy.shutdown().await;
@@ -238,6 +244,16 @@ async fn a_failed_refresh_sends_nothing_and_no_stale_token() {
     assert_eq!(denial["error"]["code"], "secret_unavailable");
     assert!(denial["error"]["message"].as_str().unwrap().contains("400 invalid_grant"), "{body}");
     assert_eq!(server.stats().await["whoami"], before, "the API saw nothing");
+    assert!(
+        wait_for(Duration::from_secs(5), || proxy
+            .audit_lines()
+            .iter()
+            .any(|l| l["code"] == "secret_unavailable" && l["decision"] == "mint"))
+        .await
+    );
+    let failed =
+        proxy.audit_lines().into_iter().find(|l| l["decision"] == "mint" && l["code"] == "secret_unavailable").unwrap();
+    assert!(failed["detail"].as_str().unwrap().contains("400 invalid_grant"), "{failed}");
     server.call("POST", "/admin/fail?on=0").await;
     assert_eq!(whoami(&proxy, port, PLACEHOLDER).await.0, 200, "minted again once the endpoint recovers");
     proxy.proxy.shutdown().await;
