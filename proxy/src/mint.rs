@@ -286,6 +286,11 @@ pub(crate) async fn request_token(
     }
     let token = minted_value(token.as_bytes(), [client_secret, grant_secret])
         .map_err(|why| format!("the token endpoint {endpoint} answered an access_token {why}"))?;
+    // A token that has already expired is never used (a number at or
+    // below zero); one with no usable lifetime is kept the default.
+    if answer["expires_in"].as_f64().is_some_and(|n| n <= 0.0) {
+        return Err(format!("the token endpoint {endpoint} answered a token that has already expired"));
+    }
     let lifetime = answer["expires_in"].as_u64().map_or(DEFAULT_LIFETIME, Duration::from_secs);
     let rotated = match (&oauth.grant, grant_secret, answer["refresh_token"].as_str()) {
         (Grant::RefreshToken { .. }, Some(old), Some(new)) if new.as_bytes() != old.expose() => {
@@ -337,12 +342,15 @@ pub(crate) async fn request_installation_token(
     };
     let token =
         minted_value(token.as_bytes(), [Some(key), None]).map_err(|why| format!("{url} answered a token {why}"))?;
-    let lifetime = answer["expires_at"]
+    let left = answer["expires_at"]
         .as_str()
         .and_then(|at| time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok())
-        .map(|at| at - time::OffsetDateTime::now_utc())
-        .and_then(|left| Duration::try_from(left).ok())
-        .unwrap_or(DEFAULT_LIFETIME);
+        .map(|at| at - time::OffsetDateTime::now_utc());
+    // A token that has already expired is never used.
+    if left.is_some_and(|left| !left.is_positive()) {
+        return Err(format!("{url} answered a token that has already expired"));
+    }
+    let lifetime = left.and_then(|left| Duration::try_from(left).ok()).unwrap_or(DEFAULT_LIFETIME);
     Ok(Minted { token: Arc::new(token), lifetime, rotated: None })
 }
 

@@ -40,6 +40,21 @@ impl Loaded {
                 }
             }
         }
+        // Two routes minting from one refresh token: a provider that
+        // rotates it revokes the one the other holds.
+        let mut refreshed_by: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+        for (_, tenant) in policy.tenants() {
+            for route in &tenant.routes {
+                if let Some(airlock_policy::Credential::OAuth2(airlock_policy::OAuth2 {
+                    grant: airlock_policy::Grant::RefreshToken { secret },
+                    ..
+                })) = &route.credential
+                    && let Some(other) = refreshed_by.insert(secret, &route.name)
+                {
+                    warn!(secret = %secret, first = %other, second = %route.name, "two routes mint from one refresh token: a provider that rotates refresh tokens will revoke the one the other holds");
+                }
+            }
+        }
         let mut settings = policy.proxy.clone();
         settings.listen = listen;
         let upstream = Upstream::new(&settings, &policy.limits)?;

@@ -416,7 +416,8 @@ srv.serve_forever()
 
 /// What a token endpoint answers is checked before it is sent: a token
 /// too short to scrub, of a type other than Bearer, or holding the refresh
-/// token or client secret is refused (`503`), and the API gets nothing.
+/// token or client secret, or already expired is refused (`503`), and the
+/// API gets nothing.
 #[tokio::test]
 async fn a_token_endpoint_cannot_have_airlock_send_a_bad_token() {
     use tokio::io::AsyncBufReadExt;
@@ -433,6 +434,7 @@ async fn a_token_endpoint_cannot_have_airlock_send_a_bad_token() {
         bearer("mac-token-0123456789abcdef", "mac"),
         bearer(REFRESH_TOKEN, "Bearer"),
         bearer(&format!("x{CLIENT_SECRET}x"), "bearer"),
+        serde_json::json!({"access_token": "expired-token-0123456789abcdef", "token_type": "Bearer", "expires_in": -5}),
     ]);
     std::fs::write(dir.path.join("answers.json"), answers.to_string()).unwrap();
     let mut child = tokio::process::Command::new(crate::conformance::venv_python())
@@ -446,9 +448,13 @@ async fn a_token_endpoint_cannot_have_airlock_send_a_bad_token() {
     let port: u16 = lines.next_line().await.unwrap().unwrap().trim().parse().unwrap();
     let server = TokenServer { _child: child, port, dir };
     let proxy = start(TempHome::new("oauth"), &config(&server, "refresh_token")).await;
-    for want in
-        ["shorter than 16 bytes", "token_type other than Bearer", "holds a secret it was minted from", "holds a secret"]
-    {
+    for want in [
+        "shorter than 16 bytes",
+        "token_type other than Bearer",
+        "holds a secret it was minted from",
+        "holds a secret",
+        "has already expired",
+    ] {
         let (status, body) = whoami(&proxy, port, PLACEHOLDER).await;
         assert_eq!(status, 503, "{want}: {body}");
         assert!(body.contains(want), "{want}: {body}");
@@ -456,5 +462,29 @@ async fn a_token_endpoint_cannot_have_airlock_send_a_bad_token() {
     }
     let (status, body) = whoami(&proxy, port, PLACEHOLDER).await;
     assert_eq!((status, body.as_str()), (200, "{\"api_calls\": 1}"), "only the good token reached the API");
+    proxy.proxy.shutdown().await;
+}
+
+/// Two routes minting from one refresh token would revoke each other's at
+/// a provider that rotates them: the proxy says so when it loads.
+#[tokio::test]
+async fn two_routes_on_one_refresh_token_are_warned_of() {
+    let server = TokenServer::start(3600, false).await;
+    let config = config(&server, "refresh_token");
+    let second = config
+        .lines()
+        .skip_while(|l| !l.starts_with("[[tenants.acme.routes]]"))
+        .map(|l| {
+            if l.starts_with("name = ") {
+                "name = \"ads-copy\"".to_owned()
+            } else {
+                l.replace(&format!("auth.test:{}\"", server.port), "auth.test:1\"")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace(PLACEHOLDER, "AIRLOCK_ADS_COPY");
+    let proxy = start(TempHome::new("oauth"), &format!("{config}\n{second}\n")).await;
+    assert!(captured_logs().contains("two routes mint from one refresh token"), "no warning in the log");
     proxy.proxy.shutdown().await;
 }
