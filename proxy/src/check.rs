@@ -207,7 +207,7 @@ fn mint_problem(
                 }
                 airlock_policy::Credential::GitHubApp(app) => match named(&app.private_key) {
                     Some(key) => crate::mint::request_installation_token(&upstream, &limits, app, &key).await,
-                    None => Err(format!("secret '{}' is unavailable", app.private_key)),
+                    None => Err(format!("secret '{}' is unavailable", app.private_key).into()),
                 },
             }
         }))

@@ -137,6 +137,18 @@ pub enum Error {
     /// while airlock read it.
     #[error("the request body ended before it was complete")]
     AgentBody,
+    /// A credential airlock mints could not be minted (the token endpoint
+    /// refused, failed or was unreachable); `transient` when trying again
+    /// later may work.
+    #[error("the credential for route '{route}' could not be minted: {reason}")]
+    MintFailed {
+        /// The route's name.
+        route: String,
+        /// Why, naming the endpoint and its status or error code.
+        reason: String,
+        /// Whether it may pass by itself.
+        transient: bool,
+    },
     /// The upstream connection could not be made.
     #[error(transparent)]
     Connect(ConnectError),
@@ -463,7 +475,7 @@ impl Error {
             | Error::Envelope(_) => Side::Agent,
             Error::TlsStart(TlsStartError::Mint(_)) => Side::Internal,
             Error::TlsStart(_) => Side::Agent,
-            Error::SecretUnavailable { .. } => Side::Vault,
+            Error::SecretUnavailable { .. } | Error::MintFailed { .. } => Side::Vault,
             Error::Connect(_)
             | Error::Upstream(_)
             | Error::Timeout { .. }

@@ -122,7 +122,11 @@ impl Minter {
             }
         };
         record_mint(ctx, route, credential, started, minted.as_ref().err());
-        let minted = minted.map_err(|reason| unavailable(route, reason))?;
+        let minted = minted.map_err(|e| Error::MintFailed {
+            route: route.name.clone(),
+            reason: e.reason,
+            transient: e.transient,
+        })?;
         // A provider's word on how long a token lasts is held to a day: a
         // huge `expires_in` must neither overflow a clock nor keep a token
         // forever.
@@ -145,7 +149,7 @@ impl Minter {
 /// `injected: true` (the secrets it is minted from went there), under the
 /// request that needed it; a failure with its code and reason. Never a
 /// value.
-fn record_mint(ctx: &RequestCtx, route: &Route, credential: &Credential, started: Instant, failed: Option<&String>) {
+fn record_mint(ctx: &RequestCtx, route: &Route, credential: &Credential, started: Instant, failed: Option<&MintError>) {
     let url = match credential {
         Credential::OAuth2(o) => o.token_url.clone(),
         Credential::GitHubApp(app) => format!("{}/app/installations/{}/access_tokens", app.api, app.installation_id),
@@ -169,9 +173,27 @@ fn record_mint(ctx: &RequestCtx, route: &Route, credential: &Credential, started
     record.duration_ms = started.elapsed().as_millis() as u64;
     if let Some(reason) = failed {
         record.code = Some("secret_unavailable".to_owned());
-        record.detail = Some(reason.clone());
+        record.detail = Some(reason.reason.clone());
     }
     ctx.shared.audit.write(record);
+}
+
+/// Why a mint failed: in words that name the endpoint and its status or
+/// error code (never a value), and whether trying again later may work
+/// (the endpoint unreachable, slow, or answering 5xx or 429) or not until
+/// the operator acts (a refused grant, an unusable answer or key).
+#[derive(Debug, thiserror::Error)]
+#[error("{reason}")]
+pub(crate) struct MintError {
+    pub(crate) reason: String,
+    pub(crate) transient: bool,
+}
+
+impl From<String> for MintError {
+    /// A failure that will not pass by itself.
+    fn from(reason: String) -> Self {
+        MintError { reason, transient: false }
+    }
 }
 
 /// What a token endpoint answered.
@@ -195,7 +217,7 @@ pub(crate) async fn request_token(
     oauth: &OAuth2,
     client_secret: Option<&SecretValue>,
     grant_secret: Option<&SecretValue>,
-) -> Result<Minted, String> {
+) -> Result<Minted, MintError> {
     let assertion = match (&oauth.grant, grant_secret) {
         (Grant::JwtBearer { service_account }, Some(key)) => Some(
             service_account_assertion(key.expose(), &oauth.token_url, oauth.scope.as_deref())
@@ -214,7 +236,7 @@ pub(crate) async fn request_token(
             form.push(("assertion", assertion));
         }
         (Grant::RefreshToken { secret } | Grant::JwtBearer { service_account: secret }, ..) => {
-            return Err(format!("secret '{secret}' is unavailable"));
+            return Err(format!("secret '{secret}' is unavailable").into());
         }
         (Grant::ClientCredentials, ..) => form.push(("grant_type", b"client_credentials")),
     }
@@ -271,25 +293,26 @@ pub(crate) async fn request_token(
                 && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit())
         });
         let said = code.map_or(String::new(), |c| format!(" {c}"));
-        return Err(format!("the token endpoint {endpoint} refused the request: {}{said}", status.as_u16()));
+        let reason = format!("the token endpoint {endpoint} refused the request: {}{said}", status.as_u16());
+        return Err(MintError { reason, transient: passes(status) });
     }
     if answer.is_null() {
-        return Err(format!("the token endpoint {endpoint} answered something that is not JSON"));
+        return Err(format!("the token endpoint {endpoint} answered something that is not JSON").into());
     }
     let Some(token) = answer["access_token"].as_str().filter(|t| !t.is_empty()) else {
-        return Err(format!("the token endpoint {endpoint} answered without an access_token"));
+        return Err(format!("the token endpoint {endpoint} answered without an access_token").into());
     };
     // RFC 6749 §7.1: a token of a type the client does not understand is
     // not used.
     if answer["token_type"].as_str().is_some_and(|t| !t.eq_ignore_ascii_case("bearer")) {
-        return Err(format!("the token endpoint {endpoint} answered a token_type other than Bearer"));
+        return Err(format!("the token endpoint {endpoint} answered a token_type other than Bearer").into());
     }
     let token = minted_value(token.as_bytes(), [client_secret, grant_secret])
         .map_err(|why| format!("the token endpoint {endpoint} answered an access_token {why}"))?;
     // A token that has already expired is never used (a number at or
     // below zero); one with no usable lifetime is kept the default.
     if answer["expires_in"].as_f64().is_some_and(|n| n <= 0.0) {
-        return Err(format!("the token endpoint {endpoint} answered a token that has already expired"));
+        return Err(format!("the token endpoint {endpoint} answered a token that has already expired").into());
     }
     let lifetime = answer["expires_in"].as_u64().map_or(DEFAULT_LIFETIME, Duration::from_secs);
     let rotated = match (&oauth.grant, grant_secret, answer["refresh_token"].as_str()) {
@@ -316,7 +339,7 @@ pub(crate) async fn request_installation_token(
     limits: &airlock_policy::Limits,
     app: &GitHubApp,
     key: &SecretValue,
-) -> Result<Minted, String> {
+) -> Result<Minted, MintError> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let claims = serde_json::json!({"iss": app.app_id.to_string(), "iat": now.saturating_sub(60), "exp": now + APP_JWT_LIFETIME});
     let jwt = sign_rs256(key.expose(), None, &claims).map_err(|why| format!("secret '{}' {why}", app.private_key))?;
@@ -335,10 +358,13 @@ pub(crate) async fn request_installation_token(
     }
     let (status, answer) = exchange(upstream, limits, req, &url).await?;
     if !status.is_success() {
-        return Err(format!("{url} refused the request: {}", status.as_u16()));
+        return Err(MintError {
+            reason: format!("{url} refused the request: {}", status.as_u16()),
+            transient: passes(status),
+        });
     }
     let Some(token) = answer["token"].as_str().filter(|t| !t.is_empty()) else {
-        return Err(format!("{url} answered without a token"));
+        return Err(format!("{url} answered without a token").into());
     };
     let token =
         minted_value(token.as_bytes(), [Some(key), None]).map_err(|why| format!("{url} answered a token {why}"))?;
@@ -348,10 +374,16 @@ pub(crate) async fn request_installation_token(
         .map(|at| at - time::OffsetDateTime::now_utc());
     // A token that has already expired is never used.
     if left.is_some_and(|left| !left.is_positive()) {
-        return Err(format!("{url} answered a token that has already expired"));
+        return Err(format!("{url} answered a token that has already expired").into());
     }
     let lifetime = left.and_then(|left| Duration::try_from(left).ok()).unwrap_or(DEFAULT_LIFETIME);
     Ok(Minted { token: Arc::new(token), lifetime, rotated: None })
+}
+
+/// Whether a token endpoint's refusal may pass by itself: a server error
+/// or too many requests.
+fn passes(status: http::StatusCode) -> bool {
+    status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS
 }
 
 /// The shortest minted value airlock uses: every minted value is scrubbed
@@ -366,7 +398,7 @@ const MIN_MINTED: usize = 16;
 /// an access_token …".
 fn minted_value(token: &[u8], sources: [Option<&SecretValue>; 2]) -> Result<SecretValue, String> {
     if token.len() < MIN_MINTED {
-        return Err(format!("shorter than {MIN_MINTED} bytes, too short to scrub from responses"));
+        return Err(format!("shorter than {MIN_MINTED} bytes, too short to scrub from responses").into());
     }
     let overlaps = |s: &SecretValue| {
         let s = s.expose();
@@ -386,26 +418,27 @@ async fn exchange(
     limits: &airlock_policy::Limits,
     req: Request<crate::Body>,
     endpoint: &str,
-) -> Result<(http::StatusCode, serde_json::Value), String> {
+) -> Result<(http::StatusCode, serde_json::Value), MintError> {
     let client = upstream.client(Egress::Any, false);
     // A mint holds every request of its route: it gets at most half a
     // minute, however long upstreams may take.
     let timeout = limits.upstream_response_timeout.min(MINT_TIMEOUT);
     let exchange = async {
-        let resp = client.request(req).await.map_err(|e| {
-            format!("{endpoint} could not be reached: {}", crate::upstream::classify(&e, limits).reason)
+        let resp = client.request(req).await.map_err(|e| MintError {
+            reason: format!("{endpoint} could not be reached: {}", crate::upstream::classify(&e, limits).reason),
+            transient: true,
         })?;
         let status = resp.status();
         let body = http_body_util::Limited::new(resp.into_body(), MAX_RESPONSE)
             .collect()
             .await
-            .map_err(|_| format!("{endpoint} sent an answer airlock could not read"))?
+            .map_err(|_| MintError::from(format!("{endpoint} sent an answer airlock could not read")))?
             .to_bytes();
-        Ok::<_, String>((status, serde_json::from_slice(&body).unwrap_or_default()))
+        Ok::<_, MintError>((status, serde_json::from_slice(&body).unwrap_or_default()))
     };
     match tokio::time::timeout(timeout, exchange).await {
         Ok(answer) => answer,
-        Err(_) => Err(format!("{endpoint} did not answer within {timeout:?}")),
+        Err(_) => Err(MintError { reason: format!("{endpoint} did not answer within {timeout:?}"), transient: true }),
     }
 }
 

@@ -185,6 +185,17 @@ pub fn refusal(err: &Error, to: Audience) -> Refusal {
         }
         Error::Unsubstitutable { why, .. } => (Code::UnsubstitutableBody, unsubstitutable_next_step(why).into()),
         Error::AgentBody => (Code::BadRequest, "send the request again with its whole body".into()),
+        Error::MintFailed { transient: true, .. } => (
+            Code::SecretUnavailable,
+            "retry later: the token endpoint is failing or unreachable; if it persists, ask the operator to run \
+             `airlock check`"
+                .into(),
+        ),
+        Error::MintFailed { transient: false, .. } => (
+            Code::SecretUnavailable,
+            "ask the operator to run `airlock check` and fix the route's credential; retrying will not help until then"
+                .into(),
+        ),
         Error::SecretUnavailable { .. } => (
             Code::SecretUnavailable,
             "ask the operator to run `airlock check` and fix the secret; retrying will not help until then".into(),

@@ -400,7 +400,7 @@ class H(http.server.BaseHTTPRequestHandler):
         self.rfile.read(int(self.headers.get("content-length") or 0))
         with lock:
             answer = answers.pop(0) if answers else {"access_token": "good-token-0123456789abcdef", "token_type": "Bearer", "expires_in": 3600}
-        self.send(200, answer)
+        self.send(answer.pop("_status", 200), answer)
     def do_GET(self):
         with lock:
             seen.append(self.headers.get("authorization", ""))
@@ -435,6 +435,7 @@ async fn a_token_endpoint_cannot_have_airlock_send_a_bad_token() {
         bearer(REFRESH_TOKEN, "Bearer"),
         bearer(&format!("x{CLIENT_SECRET}x"), "bearer"),
         serde_json::json!({"access_token": "expired-token-0123456789abcdef", "token_type": "Bearer", "expires_in": -5}),
+        serde_json::json!({"_status": 503, "error": "temporarily_unavailable"}),
     ]);
     std::fs::write(dir.path.join("answers.json"), answers.to_string()).unwrap();
     let mut child = tokio::process::Command::new(crate::conformance::venv_python())
@@ -454,10 +455,15 @@ async fn a_token_endpoint_cannot_have_airlock_send_a_bad_token() {
         "holds a secret it was minted from",
         "holds a secret",
         "has already expired",
+        "refused the request: 503 temporarily_unavailable",
     ] {
         let (status, body) = whoami(&proxy, port, PLACEHOLDER).await;
         assert_eq!(status, 503, "{want}: {body}");
         assert!(body.contains(want), "{want}: {body}");
+        let denial: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let next = denial["error"]["next_step"].as_str().unwrap();
+        // A failing endpoint may recover; a bad answer needs the operator.
+        assert_eq!(next.starts_with("retry later"), want.contains("503"), "{want}: {next}");
         assert_no_secret("the denial", &body, &[REFRESH_TOKEN, CLIENT_SECRET]);
     }
     let (status, body) = whoami(&proxy, port, PLACEHOLDER).await;
