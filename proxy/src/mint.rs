@@ -398,7 +398,7 @@ const MIN_MINTED: usize = 16;
 /// an access_token …".
 fn minted_value(token: &[u8], sources: [Option<&SecretValue>; 2]) -> Result<SecretValue, String> {
     if token.len() < MIN_MINTED {
-        return Err(format!("shorter than {MIN_MINTED} bytes, too short to scrub from responses").into());
+        return Err(format!("shorter than {MIN_MINTED} bytes, too short to scrub from responses"));
     }
     let overlaps = |s: &SecretValue| {
         let s = s.expose();
