@@ -116,6 +116,14 @@ pub fn check(home: &Path, policy: &Policy) -> Report {
                     needs.push(format!("secret '{secret}' is not declared"));
                 } else if let Some(failure) = failures.get(secret) {
                     needs.push(failure.clone());
+                } else if let Some(v) = policy.secret(secret).and_then(|spec| vault.cached(spec))
+                    && v.expose().len() < MIN_SECRET
+                {
+                    needs.push(format!(
+                        "secret '{secret}' is {} bytes: every response is scrubbed of it, and one shorter than \
+                         {MIN_SECRET} bytes matches ordinary text (and shows where it did); is it the right value?",
+                        v.expose().len()
+                    ));
                 }
             }
             let text_only = r.body == Some(airlock_policy::BodyKind::Json) || r.websocket.text;
@@ -155,6 +163,10 @@ pub fn check(home: &Path, policy: &Policy) -> Report {
     }
     Report { routes, general, warnings: Vec::new() }
 }
+
+/// The shortest secret value `check` calls ready: a value is scrubbed from
+/// every response in every spelling, and a shorter one is ordinary text.
+const MIN_SECRET: usize = 8;
 
 /// What keeps route `r` from minting its token, if it has a credential
 /// and every secret it is minted from was fetched: airlock asks the token

@@ -493,3 +493,20 @@ async fn a_key_json_cannot_hold_is_named_by_check_and_refused() {
     assert!(upstream.seen().is_empty());
     proxy.proxy.shutdown().await;
 }
+
+/// A secret too short to scrub safely (it would match ordinary text in
+/// every response) is named by `airlock check`.
+#[tokio::test]
+async fn check_names_a_secret_too_short_to_scrub() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let proxy = TestProxy::start(&standard_config(&upstream, "", "")).await;
+    proxy.proxy.shutdown().await;
+    let home = &proxy.home.path;
+    let config = std::fs::read_to_string(home.join("airlock.toml")).unwrap();
+    let policy = airlock_policy::Policy::from_toml(&config, "test", home, home).unwrap();
+    assert!(airlock::check::check(home, &policy).routes.iter().all(|r| r.ready));
+    Store::new(home).set("acme_key", &SecretValue::new(b"a1".to_vec()).unwrap()).unwrap();
+    let report = airlock::check::check(home, &policy);
+    let echo = report.routes.iter().find(|r| r.route == "echo").unwrap();
+    assert!(!echo.ready && echo.needs.iter().any(|n| n.contains("is 2 bytes")), "{:?}", echo.needs);
+}
