@@ -257,6 +257,23 @@ impl Credential {
         };
         first.into_iter().chain(second)
     }
+
+    /// Where it is minted: the OAuth2 `token_url`, or the GitHub App's
+    /// installation-token URL.
+    pub fn token_url(&self) -> String {
+        match self {
+            Credential::OAuth2(o) => o.token_url.clone(),
+            Credential::GitHubApp(app) => app.token_url(),
+        }
+    }
+}
+
+impl GitHubApp {
+    /// `{api}/app/installations/{installation_id}/access_tokens`, where an
+    /// installation token is asked for.
+    pub fn token_url(&self) -> String {
+        format!("{}/app/installations/{}/access_tokens", self.api, self.installation_id)
+    }
 }
 
 impl Route {

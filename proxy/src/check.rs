@@ -6,13 +6,14 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::ToSocketAddrs;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use airlock_ca::CertificateAuthority;
 use airlock_policy::Policy;
 use airlock_policy::host::HostPattern;
-use airlock_policy::secrets::Vault;
+use airlock_policy::secrets::{SecretValue, Vault};
 
 /// One route's readiness.
 #[derive(Clone, Debug, Serialize)]
@@ -107,6 +108,12 @@ pub fn check(home: &Path, policy: &Policy) -> Report {
         .into_iter()
         .map(|e| (e.secret().to_owned(), e.operator_message()))
         .collect();
+    // One upstream client for every route that mints (built only when one
+    // does).
+    let minting = policy
+        .tenants()
+        .any(|(_, t)| t.routes.iter().any(|r| r.credential.is_some()))
+        .then(|| crate::upstream::Upstream::new(&policy.proxy, &policy.limits));
     let mut routes = Vec::new();
     for (_, t) in policy.tenants() {
         for r in &t.routes {
@@ -135,7 +142,10 @@ pub fn check(home: &Path, policy: &Policy) -> Report {
                     r.secret
                 ));
             }
-            if let Some(problem) = mint_problem(home, policy, &vault, r, &failures) {
+            if let Some(problem) = minting.as_ref().and_then(|upstream| match upstream {
+                Ok(upstream) => mint_problem(home, policy, &vault, upstream, r, &failures),
+                Err(e) => r.credential.as_ref().map(|_| format!("credential: {e}")),
+            }) {
                 needs.push(problem);
             }
             if let Some(problem) = client_cert_problem(policy, &vault, r, &failures) {
@@ -177,6 +187,7 @@ fn mint_problem(
     home: &Path,
     policy: &Policy,
     vault: &Vault,
+    upstream: &crate::upstream::Upstream,
     r: &airlock_policy::Route,
     failures: &HashMap<String, String>,
 ) -> Option<String> {
@@ -184,45 +195,16 @@ fn mint_problem(
     if credential.secrets().any(|s| failures.contains_key(s)) {
         return None;
     }
-    let value = |name: &str| policy.secret(name).and_then(|spec| vault.get(spec).ok());
-    let secrets: Vec<_> = credential.secrets().map(|name| (name.to_owned(), value(name))).collect();
-    let upstream = match crate::upstream::Upstream::new(&policy.proxy, &policy.limits) {
-        Ok(u) => u,
-        Err(e) => return Some(format!("credential: {e}")),
-    };
-    let limits = policy.limits.clone();
-    let grant = match &credential {
-        airlock_policy::Credential::OAuth2(oauth) => Some(oauth.grant.clone()),
-        airlock_policy::Credential::GitHubApp(_) => None,
-    };
+    let secrets: Vec<(String, Option<Arc<SecretValue>>)> = credential
+        .secrets()
+        .map(|name| (name.to_owned(), policy.secret(name).and_then(|spec| vault.get(spec).ok())))
+        .collect();
+    let (upstream, limits) = (upstream.clone(), policy.limits.clone());
     // Its own thread and runtime: `check` is called from async code too.
     let minted = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-        let named = |name: &str| secrets.iter().find(|(n, _)| n == name).and_then(|(_, v)| v.clone());
-        Some(runtime.block_on(async {
-            match &credential {
-                airlock_policy::Credential::OAuth2(oauth) => {
-                    let grant_secret = match &oauth.grant {
-                        airlock_policy::Grant::RefreshToken { secret } => named(secret),
-                        airlock_policy::Grant::JwtBearer { service_account } => named(service_account),
-                        airlock_policy::Grant::ClientCredentials => None,
-                    };
-                    let client_secret = oauth.client_secret.as_deref().and_then(named);
-                    crate::mint::request_token(
-                        &upstream,
-                        &limits,
-                        oauth,
-                        client_secret.as_deref(),
-                        grant_secret.as_deref(),
-                    )
-                    .await
-                }
-                airlock_policy::Credential::GitHubApp(app) => match named(&app.private_key) {
-                    Some(key) => crate::mint::request_installation_token(&upstream, &limits, app, &key).await,
-                    None => Err(format!("secret '{}' is unavailable", app.private_key).into()),
-                },
-            }
-        }))
+        let secret = |name: &str| secrets.iter().find(|(n, _)| n == name).and_then(|(_, v)| v.clone());
+        Some(runtime.block_on(crate::mint::mint(&upstream, &limits, &credential, secret)))
     })
     .join()
     .ok()
@@ -231,8 +213,8 @@ fn mint_problem(
         None => Some("credential: the token endpoint could not be asked".to_owned()),
         Some(Err(reason)) => Some(format!("credential: {reason}")),
         Some(Ok(minted)) => {
-            if let (Some(airlock_policy::Grant::RefreshToken { secret }), Some(new)) = (&grant, &minted.rotated) {
-                crate::mint::keep_rotated(policy, home, secret, new);
+            if let Some((name, new)) = &minted.rotated {
+                crate::mint::keep_rotated(policy, home, name, new);
             }
             None
         }

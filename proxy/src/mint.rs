@@ -92,35 +92,17 @@ impl Minter {
         }
         // Whatever happens now, the kept token is not used again.
         slot.token = None;
-        let fetch = |name: String| async move { crate::pipeline::credential::route_secret(ctx, route, &name).await };
         let loaded = &ctx.loaded;
-        let limits = &loaded.policy.limits;
         let started = Instant::now();
-        let minted = match credential {
-            Credential::OAuth2(oauth) => {
-                let client_secret = match &oauth.client_secret {
-                    Some(name) => Some(fetch(name.clone()).await?),
-                    None => None,
-                };
-                let grant_secret = match &oauth.grant {
-                    Grant::RefreshToken { secret } => Some(fetch(secret.clone()).await?),
-                    Grant::JwtBearer { service_account } => Some(fetch(service_account.clone()).await?),
-                    Grant::ClientCredentials => None,
-                };
-                let minted =
-                    request_token(&loaded.upstream, limits, oauth, client_secret.as_deref(), grant_secret.as_deref())
-                        .await;
-                if let (Grant::RefreshToken { secret }, Ok(Minted { rotated: Some(new), .. })) = (&oauth.grant, &minted)
-                {
-                    keep_rotated(&loaded.policy, ctx.shared.home(), secret, new);
-                }
-                minted
-            }
-            Credential::GitHubApp(app) => {
-                let key = fetch(app.private_key.clone()).await?;
-                request_installation_token(&loaded.upstream, limits, app, &key).await
-            }
-        };
+        let mut fetched = Vec::new();
+        for name in credential.secrets() {
+            fetched.push((name, crate::pipeline::credential::route_secret(ctx, route, name).await?));
+        }
+        let secret = |name: &str| fetched.iter().find(|(n, _)| *n == name).map(|(_, v)| Arc::clone(v));
+        let minted = mint(&loaded.upstream, &loaded.policy.limits, credential, secret).await;
+        if let Ok(Minted { rotated: Some((name, new)), .. }) = &minted {
+            keep_rotated(&loaded.policy, ctx.shared.home(), name, new);
+        }
         record_mint(ctx, route, credential, started, minted.as_ref().err());
         let minted = minted.map_err(|e| Error::MintFailed {
             route: route.name.clone(),
@@ -150,11 +132,7 @@ impl Minter {
 /// request that needed it; a failure with its code and reason. Never a
 /// value.
 fn record_mint(ctx: &RequestCtx, route: &Route, credential: &Credential, started: Instant, failed: Option<&MintError>) {
-    let url = match credential {
-        Credential::OAuth2(o) => o.token_url.clone(),
-        Credential::GitHubApp(app) => format!("{}/app/installations/{}/access_tokens", app.api, app.installation_id),
-    };
-    let uri: Uri = url.parse().unwrap_or_default();
+    let uri: Uri = credential.token_url().parse().unwrap_or_default();
     let status = if failed.is_some() { 503 } else { 200 };
     let mut record = crate::audit::Record::new(
         crate::audit::now_rfc3339(),
@@ -202,8 +180,34 @@ pub(crate) struct Minted {
     pub(crate) token: Arc<SecretValue>,
     /// How long it lasts.
     pub(crate) lifetime: Duration,
-    /// A new refresh token, when the provider rotated it.
-    pub(crate) rotated: Option<SecretValue>,
+    /// A new refresh token, when the provider rotated it, and the secret
+    /// it belongs in.
+    pub(crate) rotated: Option<(String, SecretValue)>,
+}
+
+/// Mints `credential`'s token, the secrets it is minted from given by
+/// `secret` (None: unavailable). The caller stores a rotated refresh token
+/// ([`keep_rotated`]).
+pub(crate) async fn mint(
+    upstream: &crate::upstream::Upstream,
+    limits: &airlock_policy::Limits,
+    credential: &Credential,
+    secret: impl Fn(&str) -> Option<Arc<SecretValue>>,
+) -> Result<Minted, MintError> {
+    match credential {
+        Credential::OAuth2(oauth) => {
+            let client_secret = oauth.client_secret.as_deref().and_then(&secret);
+            let grant_secret = match &oauth.grant {
+                Grant::RefreshToken { secret: name } | Grant::JwtBearer { service_account: name } => secret(name),
+                Grant::ClientCredentials => None,
+            };
+            request_token(upstream, limits, oauth, client_secret.as_deref(), grant_secret.as_deref()).await
+        }
+        Credential::GitHubApp(app) => match secret(&app.private_key) {
+            Some(key) => request_installation_token(upstream, limits, app, &key).await,
+            None => Err(format!("secret '{}' is unavailable", app.private_key).into()),
+        },
+    }
 }
 
 /// Asks `oauth.token_url` for an access token, through `upstream`'s
@@ -211,7 +215,7 @@ pub(crate) struct Minted {
 /// upstream_response_timeout`. The error is the operator's and the
 /// agent's to read: it names the endpoint, its status and its error code
 /// (RFC 6749 §5.2), never a value.
-pub(crate) async fn request_token(
+async fn request_token(
     upstream: &crate::upstream::Upstream,
     limits: &airlock_policy::Limits,
     oauth: &OAuth2,
@@ -316,8 +320,8 @@ pub(crate) async fn request_token(
     }
     let lifetime = answer["expires_in"].as_u64().map_or(DEFAULT_LIFETIME, Duration::from_secs);
     let rotated = match (&oauth.grant, grant_secret, answer["refresh_token"].as_str()) {
-        (Grant::RefreshToken { .. }, Some(old), Some(new)) if new.as_bytes() != old.expose() => {
-            SecretValue::new(new.as_bytes().to_vec()).ok()
+        (Grant::RefreshToken { secret }, Some(old), Some(new)) if new.as_bytes() != old.expose() => {
+            SecretValue::new(new.as_bytes().to_vec()).ok().map(|new| (secret.clone(), new))
         }
         _ => None,
     };
@@ -334,7 +338,7 @@ const APP_JWT_LIFETIME: u64 = 540;
 /// answered `201 {"token", "expires_at"}` (docs.github.com, "Generating an
 /// installation access token for a GitHub App"). The token is kept until
 /// `expires_at` (an hour), renewed a minute before.
-pub(crate) async fn request_installation_token(
+async fn request_installation_token(
     upstream: &crate::upstream::Upstream,
     limits: &airlock_policy::Limits,
     app: &GitHubApp,
@@ -343,7 +347,7 @@ pub(crate) async fn request_installation_token(
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let claims = serde_json::json!({"iss": app.app_id.to_string(), "iat": now.saturating_sub(60), "exp": now + APP_JWT_LIFETIME});
     let jwt = sign_rs256(key.expose(), None, &claims).map_err(|why| format!("secret '{}' {why}", app.private_key))?;
-    let url = format!("{}/app/installations/{}/access_tokens", app.api, app.installation_id);
+    let url = app.token_url();
     let bearer = zeroize::Zeroizing::new(format!("Bearer {}", String::from_utf8_lossy(&jwt)));
     let uri: Uri = url.parse().map_err(|_| format!("{url} is not a URL"))?;
     let mut req = Request::post(uri)

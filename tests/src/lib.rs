@@ -318,6 +318,20 @@ impl TestProxy {
     pub fn curl(&self) -> tokio::process::Command {
         self.curl_as("acme", ACME_TOKEN)
     }
+
+    /// `curl -sS --max-time 20` through this proxy as tenant `acme` for a
+    /// plain `http://` URL (`-x`: an absolute-form request, no CONNECT),
+    /// with no proxy setting of the test's own environment: add the
+    /// request's arguments and run it.
+    pub fn curl_http(&self) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new("curl");
+        cmd.args(["-sS", "--max-time", "20", "-x"])
+            .arg(self.proxy_url("acme", ACME_TOKEN))
+            .env_remove("http_proxy")
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy");
+        cmd
+    }
 }
 
 /// Puts the standard secrets (`acme_key`, `beta_key`) into `home`'s store.

@@ -93,18 +93,26 @@ pub(crate) async fn apply(
     let mut swapped: Vec<(usize, HeaderValue)> = Vec::new();
     let mut swapped_query = None;
     let mut query_pairs = Vec::new();
+    let refusal = if refused_cleartext {
+        Some(Refusal::Cleartext { route: route.name.clone(), authority: dest.authority() })
+    } else {
+        why.map(|why| Refusal::Unsubstitutable { route: route.name.clone(), why })
+    };
+    // The route's key, fetched (or minted) once for every place it goes.
+    let key_in_body = body_kind.is_some() && refusal.is_none();
+    let key = if key_in_body || !injections.is_empty() || !decided.query.is_empty() {
+        Some(route_key(ctx, route).await?)
+    } else {
+        None
+    };
     let mut body = Plan::Data;
     if let Some(kind) = body_kind {
         let placeholder = route.placeholder.as_bytes().to_vec();
-        let refusal = if refused_cleartext {
-            Some(Refusal::Cleartext { route: route.name.clone(), authority: dest.authority() })
-        } else {
-            why.map(|why| Refusal::Unsubstitutable { route: route.name.clone(), why })
-        };
-        body = match refusal {
-            Some(refusal) => Plan::Refuse { placeholder, decoder, refusal },
-            None => {
-                let secret = route_key(ctx, route).await?;
+        body = match (refusal, &key) {
+            (Some(refusal), _) => Plan::Refuse { placeholder, decoder, refusal },
+            // Not reached: a body the key goes in had it fetched above.
+            (None, None) => Plan::Data,
+            (None, Some(secret)) => {
                 let Some(replacement) = substitute::encode(kind, secret.expose()) else {
                     return Err(Error::SecretUnavailable {
                         route: route.name.clone(),
@@ -119,8 +127,7 @@ pub(crate) async fn apply(
             }
         };
     }
-    if !injections.is_empty() || !decided.query.is_empty() {
-        let secret = route_key(ctx, route).await?;
+    if let Some(secret) = key.as_ref().filter(|_| !injections.is_empty() || !decided.query.is_empty()) {
         if !decided.query.is_empty() {
             let (new, pairs) = swap_in_query(target, &decided.query, &route.placeholder, secret.expose());
             swapped_query = Some(new);

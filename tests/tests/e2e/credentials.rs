@@ -91,16 +91,7 @@ async fn add_headers_never_go_out_in_cleartext() {
     let upstream = Upstream::start(Protocols::Both).await;
     let proxy = proxy_with_developer_token(&upstream).await;
     let url = format!("http://api.acme.test:{}/echo", upstream.port());
-    let out = tokio::process::Command::new("curl")
-        .args(["-sS", "--max-time", "20", "-D", "-", "-x"])
-        .arg(proxy.proxy_url("acme", ACME_TOKEN))
-        .arg(&url)
-        .env_remove("http_proxy")
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
-        .output()
-        .await
-        .unwrap();
+    let out = proxy.curl_http().args(["-D", "-", &url]).output().await.unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
     assert!(text.starts_with("http/1.1 403") && text.contains("x-airlock-denied: insecure_upstream"), "{text}");
     assert!(upstream.seen().is_empty());
@@ -407,8 +398,8 @@ async fn a_body_never_carries_the_key_in_cleartext() {
     let url = format!("http://api.acme.test:{}/form", upstream.port());
     let head = |out: std::process::Output| String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
     let plain_curl = || {
-        let mut cmd = proxy.curl();
-        cmd.args(["-x", &proxy.proxy_url("acme", ACME_TOKEN), "-D", "-", "-o", "/dev/null", "--data-binary"]);
+        let mut cmd = proxy.curl_http();
+        cmd.args(["-D", "-", "-o", "/dev/null", "--data-binary"]);
         cmd
     };
     let out = plain_curl().arg(format!("token={ACME_PLACEHOLDER}")).arg(&url).output().await.unwrap();

@@ -342,16 +342,8 @@ async fn a_key_that_is_not_one_or_cleartext_refuses_the_request_before_it_leaves
 
     // A plain http:// request under a client_cert route: no TLS, no
     // certificate to present; refused, placeholder or not.
-    let out = tokio::process::Command::new("curl")
-        .args(["-sS", "--max-time", "20", "-D", "-", "-x"])
-        .arg(proxy.proxy_url("acme", ACME_TOKEN))
-        .arg(format!("http://mtls.test:{port}/whoami"))
-        .env_remove("http_proxy")
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
-        .output()
-        .await
-        .unwrap();
+    let out =
+        proxy.curl_http().args(["-D", "-"]).arg(format!("http://mtls.test:{port}/whoami")).output().await.unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
     assert!(text.starts_with("http/1.1 403") && text.contains("x-airlock-denied: insecure_upstream"), "{text}");
 
