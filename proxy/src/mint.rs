@@ -32,10 +32,9 @@ use http_body_util::BodyExt;
 use tracing::{info, warn};
 
 use airlock_policy::secrets::{SecretValue, Store};
-use airlock_policy::{Credential, GitHubApp, Grant, OAuth2, Route, SecretSource};
+use airlock_policy::{Credential, GitHubApp, Grant, OAuth2, SecretSource};
 
 use crate::error::Error;
-use crate::pipeline::RequestCtx;
 use crate::upstream::Egress;
 
 /// The largest token response read.
@@ -73,15 +72,26 @@ struct Slot {
 }
 
 impl Minter {
-    /// The access token for `route`: the kept one while it is good, else
-    /// one minted now (every other request for the route waiting on it).
-    pub(crate) async fn token(&self, ctx: &RequestCtx, route: &Route) -> Result<Arc<SecretValue>, Error> {
-        let Some(credential) = &route.credential else {
-            return Err(unavailable(route, "the route has no credential to mint".to_owned()));
-        };
+    /// The token kept for `key` (a route's minted-secret name) while it is
+    /// good and was minted under `credential`; else the one `mint_now`
+    /// mints, kept until `lifetime` (held to a day) less a margin. Every
+    /// other caller for `key` waits on that one mint (single-flight).
+    ///
+    /// # Errors
+    /// `mint_now`'s, as it is; the kept token is dropped either way.
+    pub(crate) async fn token<F, Fut>(
+        &self,
+        key: &str,
+        credential: &Credential,
+        mint_now: F,
+    ) -> Result<Arc<SecretValue>, Error>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(Arc<SecretValue>, Duration), Error>>,
+    {
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-            Arc::clone(slots.entry(route.secret.clone()).or_default())
+            Arc::clone(slots.entry(key.to_owned()).or_default())
         };
         let mut slot = slot.lock().await;
         if slot.credential.as_ref() == Some(credential)
@@ -92,68 +102,28 @@ impl Minter {
         }
         // Whatever happens now, the kept token is not used again.
         slot.token = None;
-        let loaded = &ctx.loaded;
-        let started = Instant::now();
-        let mut fetched = Vec::new();
-        for name in credential.secrets() {
-            fetched.push((name, crate::pipeline::credential::route_secret(ctx, route, name).await?));
-        }
-        let secret = |name: &str| fetched.iter().find(|(n, _)| *n == name).map(|(_, v)| Arc::clone(v));
-        let minted = mint(&loaded.upstream, &loaded.policy.limits, credential, secret).await;
-        if let Ok(Minted { rotated: Some((name, new)), .. }) = &minted {
-            keep_rotated(&loaded.policy, ctx.shared.home(), name, new);
-        }
-        record_mint(ctx, route, credential, started, minted.as_ref().err());
-        let minted = minted.map_err(|e| Error::MintFailed {
-            route: route.name.clone(),
-            reason: e.reason,
-            transient: e.transient,
-        })?;
-        // A provider's word on how long a token lasts is held to a day: a
-        // huge `expires_in` must neither overflow a clock nor keep a token
-        // forever.
-        let (token, lifetime) = (minted.token, minted.lifetime.min(MAX_LIFETIME));
-        let margin = (lifetime / 10).min(MAX_MARGIN);
-        // The one it replaces stays known while it could still be echoed:
-        // its own life, and a minute.
-        ctx.shared.vault.remember_minted(&route.secret, Arc::clone(&token), lifetime + Duration::from_secs(60));
-        info!(route = %route.name, expires_in = lifetime.as_secs(), "minted an access token");
+        let (token, lifetime) = mint_now().await?;
+        let margin = renew_margin(lifetime);
         *slot = Slot {
             credential: Some(credential.clone()),
-            token: Some((Arc::clone(&token), Instant::now() + lifetime - margin)),
+            token: Some((Arc::clone(&token), Instant::now() + lifetime.min(MAX_LIFETIME) - margin)),
         };
         Ok(token)
     }
 }
 
-/// Writes the audit record of a mint: the token endpoint as its
-/// destination (`POST`, its host, port and path), `decision: "mint"`,
-/// `injected: true` (the secrets it is minted from went there), under the
-/// request that needed it; a failure with its code and reason. Never a
-/// value.
-fn record_mint(ctx: &RequestCtx, route: &Route, credential: &Credential, started: Instant, failed: Option<&MintError>) {
-    let uri: Uri = credential.token_url().parse().unwrap_or_default();
-    let status = if failed.is_some() { 503 } else { 200 };
-    let mut record = crate::audit::Record::new(
-        crate::audit::now_rfc3339(),
-        ctx.request_id.clone(),
-        "POST".to_owned(),
-        uri.host().unwrap_or("").to_owned(),
-        uri.port_u16().unwrap_or(443),
-        crate::audit::Outcome::Mint,
-        status,
-    );
-    record.tenant = ctx.tenant_name.clone();
-    record.route = Some(route.name.clone());
-    record.path = uri.path().to_owned();
-    record.injected = true;
-    record.complete = failed.is_none();
-    record.duration_ms = started.elapsed().as_millis() as u64;
-    if let Some(reason) = failed {
-        record.code = Some("secret_unavailable".to_owned());
-        record.detail = Some(reason.reason.clone());
-    }
-    ctx.shared.audit.write(record);
+/// How long a token of `lifetime` is kept known to the redactor after it is
+/// replaced: while it could still be echoed (its own life, held to a day),
+/// and a minute.
+pub(crate) fn echo_grace(lifetime: Duration) -> Duration {
+    lifetime.min(MAX_LIFETIME) + Duration::from_secs(60)
+}
+
+/// How long before it expires a token is renewed: a tenth of its life
+/// (held to a day; a provider's huge `expires_in` must neither overflow a
+/// clock nor keep a token forever), at most a minute.
+fn renew_margin(lifetime: Duration) -> Duration {
+    (lifetime.min(MAX_LIFETIME) / 10).min(MAX_MARGIN)
 }
 
 /// Why a mint failed: in words that name the endpoint and its status or
@@ -524,8 +494,4 @@ pub(crate) fn keep_rotated(policy: &airlock_policy::Policy, home: &std::path::Pa
 /// if any, is left out).
 fn endpoint(token_url: &str) -> &str {
     token_url.split(['?', '#']).next().unwrap_or(token_url)
-}
-
-fn unavailable(route: &Route, reason: String) -> Error {
-    Error::SecretUnavailable { route: route.name.clone(), reason }
 }

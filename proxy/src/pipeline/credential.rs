@@ -12,15 +12,18 @@
 //! ([`Egress::Private`]).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use http::{HeaderName, HeaderValue};
+use tracing::info;
 use zeroize::Zeroizing;
 
 use airlock_policy::inject::inject;
 use airlock_policy::secrets::SecretValue;
-use airlock_policy::{BodyKind, Route, RouteId, SECRET_SLOT, SecretSpec};
+use airlock_policy::{BodyKind, Credential, Route, RouteId, SECRET_SLOT, SecretSpec};
 
 use crate::error::{Error, Unsubstitutable};
+use crate::mint::{self, MintError, Minted};
 use crate::redact::Decoder;
 use crate::state::Shared;
 use crate::substitute::{self, Plan, Refusal};
@@ -272,9 +275,74 @@ pub(crate) fn public_cleartext(dest: &Destination, route: &Route, ip: std::net::
 /// mints (a `credential`), or its secret.
 pub(crate) async fn route_key(ctx: &RequestCtx, route: &Route) -> Result<Arc<SecretValue>, Error> {
     match &route.credential {
-        Some(_) => ctx.shared.minter.token(ctx, route).await,
+        Some(credential) => {
+            let mint_now = || minted_token(ctx, route, credential);
+            ctx.shared.minter.token(&route.secret, credential, mint_now).await
+        }
         None => route_secret(ctx, route, &route.secret).await,
     }
+}
+
+/// A token minted now for `route` under `credential` (the secrets it is
+/// minted from fetched like any route's), and how long it lasts. The mint
+/// is audited under the request that needed it; a rotated refresh token is
+/// stored back; the token is known to the redactor from here on.
+async fn minted_token(
+    ctx: &RequestCtx,
+    route: &Route,
+    credential: &Credential,
+) -> Result<(Arc<SecretValue>, Duration), Error> {
+    let loaded = &ctx.loaded;
+    let started = Instant::now();
+    let mut fetched = Vec::new();
+    for name in credential.secrets() {
+        fetched.push((name, route_secret(ctx, route, name).await?));
+    }
+    let secret = |name: &str| fetched.iter().find(|(n, _)| *n == name).map(|(_, v)| Arc::clone(v));
+    let minted = mint::mint(&loaded.upstream, &loaded.policy.limits, credential, secret).await;
+    if let Ok(Minted { rotated: Some((name, new)), .. }) = &minted {
+        mint::keep_rotated(&loaded.policy, ctx.shared.home(), name, new);
+    }
+    record_mint(ctx, route, credential, started, minted.as_ref().err());
+    let Minted { token, lifetime, .. } = minted.map_err(|e| Error::MintFailed {
+        route: route.name.clone(),
+        reason: e.reason,
+        transient: e.transient,
+    })?;
+    // The one it replaces stays known while it could still be echoed.
+    ctx.shared.vault.remember_minted(&route.secret, Arc::clone(&token), mint::echo_grace(lifetime));
+    info!(route = %route.name, expires_in = lifetime.as_secs(), "minted an access token");
+    Ok((token, lifetime))
+}
+
+/// Writes the audit record of a mint: the token endpoint as its
+/// destination (`POST`, its host, port and path), `decision: "mint"`,
+/// `injected: true` (the secrets it is minted from went there), under the
+/// request that needed it; a failure with its code and reason. Never a
+/// value.
+fn record_mint(ctx: &RequestCtx, route: &Route, credential: &Credential, started: Instant, failed: Option<&MintError>) {
+    let uri: http::Uri = credential.token_url().parse().unwrap_or_default();
+    let status = if failed.is_some() { 503 } else { 200 };
+    let mut record = crate::audit::Record::new(
+        crate::audit::now_rfc3339(),
+        ctx.request_id.clone(),
+        "POST".to_owned(),
+        uri.host().unwrap_or("").to_owned(),
+        uri.port_u16().unwrap_or(443),
+        crate::audit::Outcome::Mint,
+        status,
+    );
+    record.tenant = ctx.tenant_name.clone();
+    record.route = Some(route.name.clone());
+    record.path = uri.path().to_owned();
+    record.injected = true;
+    record.complete = failed.is_none();
+    record.duration_ms = started.elapsed().as_millis() as u64;
+    if let Some(reason) = failed {
+        record.code = Some("secret_unavailable".to_owned());
+        record.detail = Some(reason.reason.clone());
+    }
+    ctx.shared.audit.write(record);
 }
 
 /// The value of `name`, a secret `route` sends (its own or an
