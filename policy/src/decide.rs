@@ -11,7 +11,8 @@ use subtle::ConstantTimeEq;
 
 use crate::host;
 use crate::inject::basic_credentials;
-use crate::policy::{Egress, Policy, Route, RouteId, TenantId};
+use crate::policy::{AwsSigV4, Credential, Egress, Policy, Route, RouteId, TenantId};
+use crate::sigv4::{self, SigV4Authorization};
 
 /// What `decide` (and proxy authentication) can refuse with: the policy's
 /// codes of DESIGN.md ("Denials"). The proxy's own codes — the vault's, the
@@ -37,6 +38,12 @@ pub enum DenialCode {
     PrivateEgressDenied,
     /// A request the decision cannot read (a host that is not one).
     BadRequest,
+    /// A SigV4 request signed for another region or service than its
+    /// route's `aws_sigv4` credential signs for.
+    CredentialScopeMismatch,
+    /// A presigned URL (SigV4 query authentication) on a route that signs:
+    /// airlock signs headers only, never a URL that outlives the request.
+    PresignedUrlRefused,
 }
 
 impl DenialCode {
@@ -52,6 +59,8 @@ impl DenialCode {
             DenialCode::WrongTenant => "wrong_tenant",
             DenialCode::PrivateEgressDenied => "private_egress_denied",
             DenialCode::BadRequest => "bad_request",
+            DenialCode::CredentialScopeMismatch => "credential_scope_mismatch",
+            DenialCode::PresignedUrlRefused => "presigned_url_refused",
         }
     }
 }
@@ -287,6 +296,9 @@ impl Policy {
                         )
                     });
                 }
+                Spot::Target if signs(owned) && sigv4::is_presigned(req.target) => {
+                    return Decision::Deny(Denial { route: Some(owner), ..presigned_denial(owned) });
+                }
                 Spot::Target => {
                     // A listed query parameter's value is the route's to
                     // swap; the target is looked at once.
@@ -402,6 +414,11 @@ impl Policy {
                     ),
                 )
             });
+        }
+        if let Some(Credential::AwsSigV4(aws)) = &route.credential {
+            if let Err(denial) = check_signed(route, aws, req, &injections) {
+                return Decision::Deny(Denial { route: Some(route_id), ..denial });
+            }
         }
         Decision::Allow { route: route_id, injections, query: query.unwrap_or_default() }
     }
@@ -641,6 +658,81 @@ fn has_dot_segment(path: &str) -> bool {
         text = decoded;
     }
     true
+}
+
+/// Whether `route` signs requests (`aws_sigv4`) rather than swapping its
+/// placeholder.
+fn signs(route: &Route) -> bool {
+    matches!(route.credential, Some(Credential::AwsSigV4(_)))
+}
+
+/// The refusal of a presigned URL on `route`, a route that signs.
+fn presigned_denial(route: &Route) -> Denial {
+    Denial::new(
+        DenialCode::PresignedUrlRefused,
+        format!(
+            "the request is a presigned URL (X-Amz-Signature, X-Amz-Credential or X-Amz-Algorithm in the query); \
+             route '{}' signs requests in their Authorization header only",
+            route.name
+        ),
+        format!(
+            "call the API directly with the SDK (access key id {}), so the request is signed in its headers; \
+             airlock does not sign URLs that could be used without it",
+            route.placeholder
+        ),
+    )
+}
+
+/// Checks a request to `route`, whose credential `aws` signs: not a
+/// presigned URL, and its placeholder only as the access key id of a SigV4
+/// `Authorization` header scoped to the credential's region and service.
+/// A request without the placeholder is not signed by airlock and passes.
+fn check_signed(route: &Route, aws: &AwsSigV4, req: &RequestInfo<'_>, injections: &[Injection]) -> Result<(), Denial> {
+    if sigv4::is_presigned(req.target) {
+        return Err(presigned_denial(route));
+    }
+    for inj in injections {
+        let (name, value) = req.headers[inj.header];
+        let parsed = name.eq_ignore_ascii_case("authorization").then(|| SigV4Authorization::parse(value)).flatten();
+        let Some(auth) = parsed.filter(|a| a.access_key_id == route.placeholder) else {
+            return Err(Denial::new(
+                DenialCode::PlaceholderHostMismatch,
+                format!(
+                    "route '{}' signs requests with AWS SigV4; placeholder {} goes only as the access key id of a \
+                     SigV4 Authorization header, not in the '{name}' header as sent",
+                    route.name, route.placeholder
+                ),
+                format!(
+                    "sign the request with an AWS SDK using access key id {} and any secret access key \
+                     (`airlock run` sets AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)",
+                    route.placeholder
+                ),
+            ));
+        };
+        if auth.region != aws.region || auth.service != aws.service {
+            // The agent's words, echoed only when they are a scope's.
+            let shown = |part: &'_ str| {
+                let plain = part.len() <= 64
+                    && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                if plain { part.to_owned() } else { "(not a region or service name)".to_owned() }
+            };
+            let (region, service) = (shown(auth.region), shown(auth.service));
+            return Err(Denial::new(
+                DenialCode::CredentialScopeMismatch,
+                format!(
+                    "the request is signed for region '{}' and service '{}'; route '{}' signs for region '{}' and \
+                     service '{}' only",
+                    region, service, route.name, aws.region, aws.service
+                ),
+                format!(
+                    "sign for region {} (set AWS_REGION={}) and service {}, or ask the operator for a route that \
+                     signs for {}/{}",
+                    aws.region, aws.region, aws.service, region, service
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `input` percent-decoded once; a `%` not followed by two hex digits stays

@@ -28,6 +28,7 @@ pub mod inject;
 pub mod limits;
 mod policy;
 pub mod secrets;
+pub mod sigv4;
 mod units;
 mod websocket;
 
@@ -36,7 +37,7 @@ pub use decide::{AuthError, ConnectAction, Decision, Denial, DenialCode, Injecti
 pub use glob::InvalidGlob;
 pub use limits::Limits;
 pub use policy::{
-    AuditSettings, BodyKind, ClientCert, Credential, Egress, GitHubApp, Grant, MINTED_PREFIX, OAuth2, Policy,
+    AuditSettings, AwsSigV4, BodyKind, ClientCert, Credential, Egress, GitHubApp, Grant, MINTED_PREFIX, OAuth2, Policy,
     ProxySettings, Route, RouteId, SECRET_SLOT, Tenant, TenantId,
 };
 pub use secrets::{DEFAULT_COMMAND_TIMEOUT, DEFAULT_COMMAND_TTL, SecretSource, SecretSpec};

@@ -188,6 +188,27 @@ pub enum Credential {
     OAuth2(OAuth2),
     /// A GitHub App installation token.
     GitHubApp(GitHubApp),
+    /// AWS Signature Version 4: the agent's request, signed with the
+    /// placeholder as its access key id, re-signed with the real keys.
+    AwsSigV4(AwsSigV4),
+}
+
+/// An `aws_sigv4` credential: the secrets a request is signed with, and
+/// the one credential scope it may be signed for (AWS General Reference,
+/// "Signature Version 4": `date/region/service/aws4_request`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AwsSigV4 {
+    /// The secret holding the access key id (`AKIA…`, `ASIA…`).
+    pub access_key_id: String,
+    /// The secret holding the secret access key.
+    pub secret_access_key: String,
+    /// The secret holding a session token (temporary credentials), sent as
+    /// `X-Amz-Security-Token`.
+    pub session_token: Option<String>,
+    /// The region requests are signed for (`eu-west-1`).
+    pub region: String,
+    /// The service requests are signed for (`s3`, `sqs`, `execute-api`).
+    pub service: String,
 }
 
 /// A GitHub App installation token, minted with an app JWT (RS256) at
@@ -242,29 +263,39 @@ pub enum Grant {
 }
 
 impl Credential {
-    /// The secrets it is minted from.
+    /// The secrets it is minted (or, for `aws_sigv4`, signed) from.
     pub fn secrets(&self) -> impl Iterator<Item = &str> {
-        let (first, second) = match self {
+        let names: [Option<&str>; 3] = match self {
             Credential::OAuth2(o) => {
                 let grant = match &o.grant {
                     Grant::RefreshToken { secret } => Some(secret.as_str()),
                     Grant::JwtBearer { service_account } => Some(service_account.as_str()),
                     Grant::ClientCredentials => None,
                 };
-                (o.client_secret.as_deref(), grant)
+                [o.client_secret.as_deref(), grant, None]
             }
-            Credential::GitHubApp(app) => (Some(app.private_key.as_str()), None),
+            Credential::GitHubApp(app) => [Some(app.private_key.as_str()), None, None],
+            Credential::AwsSigV4(aws) => {
+                [Some(aws.access_key_id.as_str()), Some(aws.secret_access_key.as_str()), aws.session_token.as_deref()]
+            }
         };
-        first.into_iter().chain(second)
+        names.into_iter().flatten()
     }
 
     /// Where it is minted: the OAuth2 `token_url`, or the GitHub App's
-    /// installation-token URL.
-    pub fn token_url(&self) -> String {
+    /// installation-token URL; None for a credential that signs.
+    pub fn token_url(&self) -> Option<String> {
         match self {
-            Credential::OAuth2(o) => o.token_url.clone(),
-            Credential::GitHubApp(app) => app.token_url(),
+            Credential::OAuth2(o) => Some(o.token_url.clone()),
+            Credential::GitHubApp(app) => Some(app.token_url()),
+            Credential::AwsSigV4(_) => None,
         }
+    }
+
+    /// Whether it mints a token the route sends (OAuth2, GitHub App), as
+    /// opposed to signing the request (`aws_sigv4`).
+    pub fn mints(&self) -> bool {
+        self.token_url().is_some()
     }
 }
 

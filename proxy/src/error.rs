@@ -133,6 +133,15 @@ pub enum Error {
         /// What kind of body it was.
         why: Unsubstitutable,
     },
+    /// A request to a route that signs (`aws_sigv4`) that airlock cannot
+    /// sign again.
+    #[error("route '{route}' re-signs requests with AWS SigV4, but this one cannot be: {why}")]
+    Unsignable {
+        /// The route's name.
+        route: String,
+        /// Why, in words that quote no value.
+        why: String,
+    },
     /// The agent's request body failed (ended early, or a stream reset)
     /// while airlock read it.
     #[error("the request body ended before it was complete")]
@@ -470,6 +479,7 @@ impl Error {
             | Error::InvalidTarget
             | Error::Cleartext { .. }
             | Error::Unsubstitutable { .. }
+            | Error::Unsignable { .. }
             | Error::AgentBody
             | Error::PublicCleartext { .. }
             | Error::Envelope(_) => Side::Agent,

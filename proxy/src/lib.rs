@@ -78,6 +78,7 @@ mod relay;
 mod replay;
 pub mod respond;
 mod scrub;
+mod sigv4;
 pub mod state;
 mod substitute;
 mod throttle;

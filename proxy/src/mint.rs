@@ -177,6 +177,7 @@ pub(crate) async fn mint(
             Some(key) => request_installation_token(upstream, limits, app, &key).await,
             None => Err(format!("secret '{}' is unavailable", app.private_key).into()),
         },
+        Credential::AwsSigV4(_) => Err("an aws_sigv4 credential signs requests; it mints no token".to_owned().into()),
     }
 }
 

@@ -60,6 +60,8 @@ pub enum Code {
     /// A body holding the route's placeholder in a form the route does
     /// not swap in: compressed, multipart, another media type (415).
     UnsubstitutableBody,
+    /// A request to a route that signs that cannot be signed again (400).
+    UnsignableRequest,
 }
 
 impl Code {
@@ -77,6 +79,7 @@ impl Code {
             Code::BadRequest => "bad_request",
             Code::InsecureUpstream => "insecure_upstream",
             Code::UnsubstitutableBody => "unsubstitutable_body",
+            Code::UnsignableRequest => "unsignable_request",
         }
     }
 
@@ -84,7 +87,7 @@ impl Code {
     fn status(self) -> u16 {
         match self {
             Code::Policy(DenialCode::ProxyAuthRequired | DenialCode::UnknownTenant) => 407,
-            Code::Policy(DenialCode::BadRequest) | Code::BadRequest => 400,
+            Code::Policy(DenialCode::BadRequest) | Code::BadRequest | Code::UnsignableRequest => 400,
             Code::Policy(_) | Code::InsecureUpstream => 403,
             Code::SecretUnavailable => 503,
             Code::UpstreamUnreachable | Code::UpstreamTlsFailed | Code::UnredactableBody => 502,
@@ -185,6 +188,12 @@ pub fn refusal(err: &Error, to: Audience) -> Refusal {
         }
         Error::Unsubstitutable { why, .. } => (Code::UnsubstitutableBody, unsubstitutable_next_step(why).into()),
         Error::AgentBody => (Code::BadRequest, "send the request again with its whole body".into()),
+        Error::Unsignable { .. } => (
+            Code::UnsignableRequest,
+            "send it as an AWS SDK signs an ordinary call: a SHA-256 payload hash or UNSIGNED-PAYLOAD, or chunks of \
+             at most 8 MiB; a body without x-amz-content-sha256 of at most 16 MiB"
+                .into(),
+        ),
         Error::MintFailed { transient: true, .. } => (
             Code::SecretUnavailable,
             "retry later: the token endpoint is failing or unreachable; if it persists, ask the operator to run \

@@ -14,7 +14,7 @@ use crate::glob::PathGlob;
 use crate::host::{self, HostPattern};
 use crate::limits::Limits;
 use crate::policy::{
-    AuditSettings, BodyKind, ClientCert, Credential, Egress, GitHubApp, Grant, MINTED_PREFIX, OAuth2, Policy,
+    AuditSettings, AwsSigV4, BodyKind, ClientCert, Credential, Egress, GitHubApp, Grant, MINTED_PREFIX, OAuth2, Policy,
     ProxySettings, Route, RouteId, SECRET_SLOT, Tenant,
 };
 use crate::secrets::{DEFAULT_COMMAND_TIMEOUT, DEFAULT_COMMAND_TTL, SecretSource, SecretSpec, env_vars, valid_name};
@@ -297,8 +297,22 @@ fn build_route(r: RawRoute, tenant: &str, secrets: &BTreeMap<String, SecretSpec>
         }
     }
     let body = r.body.map(|b| BodyKind::parse(&b).ok_or(RouteError::BodyKind(b))).transpose()?;
+    if let Some(Credential::AwsSigV4(_)) = &credential {
+        // A signature covers the whole request: the placeholder is the
+        // signing access key id, never swapped anywhere.
+        let swaps = [
+            ("query", !r.query.is_empty()),
+            ("body", body.is_some()),
+            ("format", r.format.is_some()),
+            ("websocket", r.websocket.is_some()),
+        ];
+        if let Some((key, _)) = swaps.iter().find(|(_, set)| *set) {
+            return Err(RouteError::SignedRouteSwaps(key));
+        }
+    }
     // An OAuth2 access token goes as a Bearer token (RFC 6750 §2.1).
-    let format = r.format.or_else(|| credential.as_ref().map(|_| format!("Bearer {SECRET_SLOT}")));
+    let bearer = credential.as_ref().filter(|c| !matches!(c, Credential::AwsSigV4(_)));
+    let format = r.format.or_else(|| bearer.map(|_| format!("Bearer {SECRET_SLOT}")));
     if let Some(format) = &format {
         let ok = format.matches(SECRET_SLOT).count() == 1 && !format.chars().any(char::is_control);
         if !ok {
@@ -398,6 +412,23 @@ fn build_credential(c: RawCredential, secrets: &BTreeMap<String, SecretSpec>) ->
             }
             let api = api.trim_end_matches('/').to_owned();
             return Ok(Credential::GitHubApp(GitHubApp { app_id, installation_id, private_key, api }));
+        }
+        RawCredential::AwsSigV4 { access_key_id, secret_access_key, session_token, region, service } => {
+            // A credential scope's parts (region, service) are lowercase
+            // letters, digits and '-' in every AWS partition.
+            let scope_part = |s: &str| {
+                !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            };
+            for (field, value) in [("region", &region), ("service", &service)] {
+                if !scope_part(value) {
+                    return Err(RouteError::SigningScope { field, value: value.clone() });
+                }
+            }
+            let aws = Credential::AwsSigV4(AwsSigV4 { access_key_id, secret_access_key, session_token, region, service });
+            if let Some(secret) = aws.secrets().find(|s| !secrets.contains_key(*s)) {
+                return Err(RouteError::UndeclaredSecret(secret.to_owned()));
+            }
+            return Ok(aws);
         }
     };
     if !https(&token_url) {

@@ -218,6 +218,22 @@ pub enum RouteError {
         /// The key it needs (or "no refresh_token").
         field: &'static str,
     },
+    /// An `aws_sigv4` credential's region or service is not a credential
+    /// scope part.
+    #[error("credential: {field} '{value}' must be lowercase letters, digits and '-' (as in eu-west-1, s3)")]
+    SigningScope {
+        /// `region` or `service`.
+        field: &'static str,
+        /// What it was.
+        value: String,
+    },
+    /// A route that signs (`aws_sigv4`) also swaps its placeholder
+    /// somewhere.
+    #[error(
+        "credential: an aws_sigv4 route signs the whole request with its placeholder as the access key id; it takes \
+         no '{0}'"
+    )]
+    SignedRouteSwaps(&'static str),
     /// The route's secret has no `[secrets.*]` table.
     #[error("secret '{0}' is not declared; add a [secrets.{0}] table")]
     UndeclaredSecret(String),

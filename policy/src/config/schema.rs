@@ -121,4 +121,12 @@ pub(super) enum RawCredential {
         private_key: String,
         api: Option<String>,
     },
+    #[serde(rename = "aws_sigv4")]
+    AwsSigV4 {
+        access_key_id: String,
+        secret_access_key: String,
+        session_token: Option<String>,
+        region: String,
+        service: String,
+    },
 }

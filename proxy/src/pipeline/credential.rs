@@ -20,11 +20,13 @@ use zeroize::Zeroizing;
 
 use airlock_policy::inject::inject;
 use airlock_policy::secrets::SecretValue;
-use airlock_policy::{BodyKind, Credential, Route, RouteId, SECRET_SLOT, SecretSpec};
+use airlock_policy::sigv4::SigV4Authorization;
+use airlock_policy::{AwsSigV4, BodyKind, Credential, Route, RouteId, SECRET_SLOT, SecretSpec};
 
 use crate::error::{Error, Unsubstitutable};
 use crate::mint::{self, MintError, Minted};
 use crate::redact::Decoder;
+use crate::sigv4::{CONTENT_SHA256, Signer};
 use crate::state::Shared;
 use crate::substitute::{self, Plan, Refusal};
 use crate::upstream::Egress;
@@ -59,6 +61,9 @@ pub(crate) struct Applied {
     pub(crate) body: Plan,
     /// Where the upstream connection may go.
     pub(crate) egress: Egress,
+    /// How the request is signed (an `aws_sigv4` route's request that
+    /// carried its placeholder).
+    pub(crate) signer: Option<Signer>,
 }
 
 /// Applies route `route_id`'s credential where the decision found its
@@ -77,6 +82,9 @@ pub(crate) async fn apply(
 ) -> Result<Applied, Error> {
     let policy = &ctx.loaded.policy;
     let route = policy.route(route_id);
+    if let Some(Credential::AwsSigV4(aws)) = &route.credential {
+        return signed(ctx, dest, route, aws, decided, headers).await;
+    }
     let injections = &decided.injections;
     let body_kind = route.body.filter(|_| has_body);
     let (why, decoder) = match body_kind.and_then(|kind| unsubstitutable(kind, headers)) {
@@ -170,7 +178,73 @@ pub(crate) async fn apply(
         }
     }
     ctx.set_injected(!swapped.is_empty() || swapped_query.is_some() || !added.is_empty());
-    Ok(Applied { swapped, injected_pairs, added, target: swapped_query, body, egress })
+    Ok(Applied { swapped, injected_pairs, added, target: swapped_query, body, egress, signer: None })
+}
+
+/// The credential of a route that signs (`aws_sigv4`): a request that
+/// carries its placeholder (as the access key id of a SigV4
+/// `Authorization` the decision checked) is signed anew as it goes
+/// ([`Signer`]); one without it goes unsigned, as the agent sent it. The
+/// route's `add_headers` are set either way.
+async fn signed(
+    ctx: &RequestCtx,
+    dest: &Destination,
+    route: &Route,
+    aws: &AwsSigV4,
+    decided: &Decided,
+    headers: &[(&str, &[u8])],
+) -> Result<Applied, Error> {
+    let authorization = decided.injections.iter().find_map(|inj| {
+        let (name, value) = headers.get(inj.header)?;
+        name.eq_ignore_ascii_case("authorization").then(|| SigV4Authorization::parse(value)).flatten()
+    });
+    let sends_secret = authorization.is_some() || !route.add_headers.is_empty();
+    let cleartext = !dest.https && sends_secret;
+    if cleartext && !route.danger_plaintext_private_upstream {
+        return Err(Error::Cleartext { route: route.name.clone(), authority: dest.authority() });
+    }
+    let egress = if cleartext { Egress::Private } else { Egress::Any };
+    let mut injected_pairs = Vec::new();
+    let signer = match authorization {
+        None => None,
+        Some(auth) => {
+            let mut keys = [None, None, None];
+            for (slot, name) in keys.iter_mut().zip([
+                Some(&aws.access_key_id),
+                Some(&aws.secret_access_key),
+                aws.session_token.as_ref(),
+            ]) {
+                if let Some(name) = name {
+                    *slot = Some(route_secret(ctx, route, name).await?);
+                }
+            }
+            // An echo of the real access key id reads as the placeholder.
+            if let Some(id) = &keys[0] {
+                injected_pairs.push((id.expose().to_vec(), route.placeholder.as_bytes().to_vec()));
+            }
+            let declared: Vec<&[u8]> =
+                headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(CONTENT_SHA256)).map(|(_, v)| *v).collect();
+            if declared.len() > 1 {
+                return Err(Error::Unsignable {
+                    route: route.name.clone(),
+                    why: format!("it sends {CONTENT_SHA256} twice"),
+                });
+            }
+            Some(Signer::new(route, aws, keys, &auth.signed_headers, declared.first().copied())?)
+        }
+    };
+    let mut added = Vec::with_capacity(route.add_headers.len());
+    for (name, secret_name) in &route.add_headers {
+        let secret = route_secret(ctx, route, secret_name).await?;
+        if let (Ok(name), Ok(mut value)) =
+            (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(secret.expose()))
+        {
+            value.set_sensitive(true);
+            added.push((name, value));
+        }
+    }
+    ctx.set_injected(signer.is_some() || !added.is_empty());
+    Ok(Applied { swapped: Vec::new(), injected_pairs, added, target: None, body: Plan::Data, egress, signer })
 }
 
 /// `format` with its [`SECRET_SLOT`] replaced by `secret` (a header value
@@ -275,6 +349,10 @@ pub(crate) fn public_cleartext(dest: &Destination, route: &Route, ip: std::net::
 /// mints (a `credential`), or its secret.
 pub(crate) async fn route_key(ctx: &RequestCtx, route: &Route) -> Result<Arc<SecretValue>, Error> {
     match &route.credential {
+        Some(Credential::AwsSigV4(_)) => Err(Error::SecretUnavailable {
+            route: route.name.clone(),
+            reason: "the route signs requests (aws_sigv4); it has no key to send".to_owned(),
+        }),
         Some(credential) => {
             let mint_now = || minted_token(ctx, route, credential);
             ctx.shared.minter.token(&route.secret, credential, mint_now).await
@@ -321,7 +399,7 @@ async fn minted_token(
 /// request that needed it; a failure with its code and reason. Never a
 /// value.
 fn record_mint(ctx: &RequestCtx, route: &Route, credential: &Credential, started: Instant, failed: Option<&MintError>) {
-    let uri: http::Uri = credential.token_url().parse().unwrap_or_default();
+    let uri: http::Uri = credential.token_url().unwrap_or_default().parse().unwrap_or_default();
     let status = if failed.is_some() { 503 } else { 200 };
     let mut record = crate::audit::Record::new(
         crate::audit::now_rfc3339(),

@@ -142,6 +142,7 @@ where
         body_limit: route.max_request_body.unwrap_or(policy.limits.max_request_body),
         bytes_up: Arc::clone(&ctx.bytes_up),
         client_cert,
+        signer: applied.signer,
     };
     let head_request = req.method() == http::Method::HEAD;
     let sent = send::send(&ctx.loaded, dest, req, out).await?;
@@ -176,6 +177,7 @@ pub(crate) async fn pass_through(
             body_limit: loaded.policy.limits.max_request_body,
             bytes_up: Arc::clone(&ctx.bytes_up),
             client_cert: None,
+            signer: None,
         };
         let Sent { status, mut headers, body, upgrade, .. } = match send::send(loaded, &dest, req, out).await {
             Ok(sent) => sent,

@@ -63,6 +63,8 @@ pub(crate) struct Outgoing {
     /// of the shared ones: their connections presented its certificate and
     /// serve no other route.
     pub(crate) client_cert: Option<Arc<upstream::IdentityClients>>,
+    /// Signs the request as it goes (a route that signs).
+    pub(crate) signer: Option<crate::sigv4::Signer>,
 }
 
 /// What the upstream answered, hop-by-hop headers removed.
@@ -131,6 +133,7 @@ where
         body_limit,
         bytes_up,
         client_cert,
+        signer,
     } = out;
     let route_id = route.as_ref().map(|r| r.route);
     let intercepted = route.is_some();
@@ -228,8 +231,16 @@ where
         }
         None => limited.boxed_unsync(),
     };
-    let body = Replayable::new(body);
     let method = parts.method;
+    // Signed last, over the head and body exactly as they go.
+    let body = match signer {
+        Some(signer) => {
+            let timeout = limits.upstream_response_timeout;
+            signer.sign(&method, &uri, &mut headers, body, timeout, Arc::clone(&refused)).await?
+        }
+        None => body,
+    };
+    let body = Replayable::new(body);
     let request = |body: Body| {
         let mut up = Request::new(body);
         *up.method_mut() = method.clone();

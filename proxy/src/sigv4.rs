@@ -1,0 +1,565 @@
+//! Re-signing AWS Signature Version 4 requests (an `aws_sigv4` route's
+//! credential). The agent's SDK signs with the route's placeholder as its
+//! access key id and any secret key; the decision has checked the
+//! signature's scope (`credential_scope_mismatch`) and refused presigned
+//! URLs. Here the agent's signature is dropped and the request signed
+//! anew, with airlock's clock and the real keys (and session token), over
+//! the request exactly as it goes upstream:
+//!
+//! - **Signed headers**: those the agent's SDK signed (its
+//!   `SignedHeaders`) as airlock sends them, and `host`, `x-amz-date` and
+//!   `x-amz-security-token`.
+//! - **Payload**: the agent's `x-amz-content-sha256` when it sent one (a
+//!   hash, `UNSIGNED-PAYLOAD`, or `STREAMING-UNSIGNED-PAYLOAD-TRAILER`:
+//!   the body goes as it is; the service checks a hash against the body),
+//!   else the hash of the body, read whole up to [`MAX_HASHED_BODY`].
+//! - **Signed chunks** (`STREAMING-AWS4-HMAC-SHA256-PAYLOAD`, with or
+//!   without `-TRAILER`; Amazon S3 API Reference, "Signature calculations
+//!   for the Authorization header: Transferring payload in multiple
+//!   chunks"): every chunk, and the trailer, signed again as it streams,
+//!   each chain starting from the new seed signature. A chunk is held
+//!   whole before it goes (its signature precedes it), so one is at most
+//!   [`MAX_CHUNK`]; the body keeps its length byte for byte.
+//!
+//! The canonical request, signing key and chunk signatures are AWS's own
+//! `aws-sigv4` crate's; this module only chooses what goes in and
+//! re-frames the `aws-chunked` body, which that crate does not parse.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{
+    PayloadChecksumKind, PercentEncodingMode, SessionTokenMode, SignableBody, SignableRequest, SigningSettings,
+    UriPathNormalizationMode,
+};
+use aws_sigv4::sign::v4;
+use aws_smithy_runtime_api::client::identity::Identity;
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Uri};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
+
+use airlock_policy::secrets::SecretValue;
+use airlock_policy::{AwsSigV4, Route};
+
+use crate::Body;
+use crate::error::Error;
+
+/// The largest body airlock reads whole to hash, for a request that names
+/// no `x-amz-content-sha256` (services other than S3 take the hash only in
+/// the signature).
+pub(crate) const MAX_HASHED_BODY: usize = 16 << 20;
+/// The largest chunk of a signed-chunk upload (SDKs write 64 KiB to
+/// 1 MiB; S3 asks for at least 8 KiB).
+pub(crate) const MAX_CHUNK: u64 = 8 << 20;
+/// The longest chunk-size line: a size in hex, `;chunk-signature=`, 64 hex
+/// digits and CRLF, with room for chunk extensions' absence to be sure.
+const MAX_CHUNK_LINE: usize = 128;
+/// The most trailer bytes after a signed-chunk upload's last chunk.
+const MAX_TRAILER: usize = 16 << 10;
+
+const SECURITY_TOKEN: &str = "x-amz-security-token";
+pub(crate) const CONTENT_SHA256: &str = "x-amz-content-sha256";
+const SIGNED_CHUNKS: &str = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD";
+const SIGNED_CHUNKS_TRAILER: &str = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER";
+/// Payload hashes that leave the body as it is (`x-amz-content-sha256`).
+const AS_IS: [&str; 2] = ["UNSIGNED-PAYLOAD", "STREAMING-UNSIGNED-PAYLOAD-TRAILER"];
+
+/// What the request's payload contributes to its signature.
+#[derive(Debug)]
+enum Payload {
+    /// The agent's `x-amz-content-sha256`: the body goes as it is.
+    Declared(String),
+    /// Signed chunks, re-signed as they stream.
+    Chunks { declared: String, trailer: bool },
+    /// No `x-amz-content-sha256`: the body's own hash.
+    Hash,
+}
+
+/// How one request is signed: its route's keys and scope, the headers the
+/// agent signed, and its payload.
+pub(crate) struct Signer {
+    route: String,
+    identity: Identity,
+    region: String,
+    service: String,
+    has_token: bool,
+    signed_headers: Vec<String>,
+    payload: Payload,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer").field("route", &self.route).finish_non_exhaustive()
+    }
+}
+
+/// Why the keys of an `aws_sigv4` credential cannot sign, in words that
+/// name the secret, never quote it.
+pub(crate) fn keys_problem(
+    aws: &AwsSigV4,
+    access_key_id: &SecretValue,
+    secret_access_key: &SecretValue,
+    session_token: Option<&SecretValue>,
+) -> Option<String> {
+    // An access key id goes in the credential scope, before its first `/`.
+    let id = access_key_id.expose();
+    if id.is_empty() || id.len() > 128 || !id.iter().all(u8::is_ascii_alphanumeric) {
+        return Some(format!(
+            "secret '{}' is not an AWS access key id (letters and digits, like AKIA…)",
+            aws.access_key_id
+        ));
+    }
+    if secret_access_key.expose().is_empty() || std::str::from_utf8(secret_access_key.expose()).is_err() {
+        return Some(format!("secret '{}' is not an AWS secret access key (text)", aws.secret_access_key));
+    }
+    if let (Some(name), Some(token)) = (&aws.session_token, session_token)
+        && !token.expose().iter().all(|b| b.is_ascii_graphic())
+    {
+        return Some(format!("secret '{name}' is not an AWS session token (printable text, no spaces)"));
+    }
+    None
+}
+
+impl Signer {
+    /// The signer of a request to `route` (credential `aws`) whose
+    /// `Authorization` signed `signed_headers` and whose
+    /// `x-amz-content-sha256` was `declared` (None: absent).
+    ///
+    /// # Errors
+    /// `secret_unavailable` when the keys cannot sign ([`keys_problem`]);
+    /// `unsignable_request` for a payload kind airlock does not re-sign
+    /// (event streams, SigV4a chunks).
+    pub(crate) fn new(
+        route: &Route,
+        aws: &AwsSigV4,
+        keys: [Option<Arc<SecretValue>>; 3],
+        signed_headers: &[&str],
+        declared: Option<&[u8]>,
+    ) -> Result<Signer, Error> {
+        let [Some(id), Some(secret), token] = keys else {
+            return Err(unavailable(route, "its keys are unavailable".to_owned()));
+        };
+        if let Some(problem) = keys_problem(aws, &id, &secret, token.as_deref()) {
+            return Err(unavailable(route, problem));
+        }
+        let payload = match declared.map(std::str::from_utf8) {
+            None => Payload::Hash,
+            Some(Ok(v)) if v == SIGNED_CHUNKS => Payload::Chunks { declared: v.to_owned(), trailer: false },
+            Some(Ok(v)) if v == SIGNED_CHUNKS_TRAILER => Payload::Chunks { declared: v.to_owned(), trailer: true },
+            Some(Ok(v)) if AS_IS.contains(&v) || (v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit())) => {
+                Payload::Declared(v.to_owned())
+            }
+            Some(_) => {
+                return Err(Error::Unsignable {
+                    route: route.name.clone(),
+                    why: "its x-amz-content-sha256 is neither a SHA-256 hash, UNSIGNED-PAYLOAD, nor a chunked \
+                          payload airlock re-signs (STREAMING-AWS4-HMAC-SHA256-PAYLOAD[-TRAILER], \
+                          STREAMING-UNSIGNED-PAYLOAD-TRAILER); event streams are not re-signed"
+                        .to_owned(),
+                });
+            }
+        };
+        let text = |v: &SecretValue| String::from_utf8_lossy(v.expose()).into_owned();
+        let credentials =
+            Credentials::new(text(&id), text(&secret), token.as_deref().map(text), None, "airlock vault");
+        // Computed anew from what goes upstream.
+        let fixed = ["authorization", "host", "x-amz-date", SECURITY_TOKEN];
+        let signed_headers =
+            signed_headers.iter().filter(|h| !fixed.contains(h)).map(|h| (*h).to_owned()).collect::<Vec<_>>();
+        Ok(Signer {
+            route: route.name.clone(),
+            identity: credentials.into(),
+            region: aws.region.clone(),
+            service: aws.service.clone(),
+            has_token: token.is_some(),
+            signed_headers,
+            payload,
+        })
+    }
+
+    /// Signs the request that goes upstream (`method`, `uri`, `headers`
+    /// as sent), its body `body`: sets `Authorization`, `X-Amz-Date` and
+    /// `X-Amz-Security-Token` (removing the agent's), and returns the body
+    /// to send (read whole to be hashed, or re-signing its chunks).
+    /// `refused` receives a chunked body's refusal while it streams.
+    ///
+    /// # Errors
+    /// `unsignable_request`: a body over [`MAX_HASHED_BODY`] to hash, a
+    /// signed header that is not visible ASCII, or a canonical request the
+    /// signer refuses; the agent's body failing while it is read.
+    pub(crate) async fn sign(
+        self,
+        method: &Method,
+        uri: &Uri,
+        headers: &mut HeaderMap,
+        body: Body,
+        read_timeout: Duration,
+        refused: Arc<Mutex<Option<Error>>>,
+    ) -> Result<Body, Error> {
+        let (body, whole) = match self.payload {
+            Payload::Hash if body.is_end_stream() => (body, Some(Bytes::new())),
+            Payload::Hash => {
+                let read = match tokio::time::timeout(read_timeout, read_whole(body, MAX_HASHED_BODY)).await {
+                    Ok(Ok(Ok(read))) => read,
+                    Ok(Ok(Err(why))) => return Err(self.unsignable(why)),
+                    Ok(Err(_)) | Err(_) => return Err(Error::AgentBody),
+                };
+                let full = http_body_util::Full::new(read.clone()).map_err(|never| match never {}).boxed_unsync();
+                (full, Some(read))
+            }
+            _ => (body, None),
+        };
+        headers.remove(SECURITY_TOKEN);
+        let mut signable: Vec<(&str, &str)> = Vec::new();
+        for name in &self.signed_headers {
+            for value in headers.get_all(name.as_str()) {
+                let Ok(value) = value.to_str() else {
+                    return Err(self.unsignable(format!("its signed header '{name}' is not visible ASCII")));
+                };
+                signable.push((name.as_str(), value));
+            }
+        }
+        let signable_body = match (&self.payload, &whole) {
+            (_, Some(whole)) => SignableBody::Bytes(whole),
+            (Payload::Declared(v) | Payload::Chunks { declared: v, .. }, None) => SignableBody::Precomputed(v.clone()),
+            (Payload::Hash, None) => SignableBody::UnsignedPayload,
+        };
+        let time = SystemTime::now();
+        let request = SignableRequest::new(method.as_str(), uri.to_string(), signable.into_iter(), signable_body)
+            .map_err(|e| self.unsignable(format!("the signer refused it ({e})")))?;
+        let settings = self.settings();
+        let params = v4::SigningParams::builder()
+            .identity(&self.identity)
+            .region(&self.region)
+            .name(&self.service)
+            .time(time)
+            .settings(settings)
+            .build()
+            .map_err(|e| self.unsignable(format!("the signer refused it ({e})")))?
+            .into();
+        let (instructions, seed) = aws_sigv4::http_request::sign(request, &params)
+            .map_err(|e| self.unsignable(format!("the signer refused it ({e})")))?
+            .into_parts();
+        let (set, _) = instructions.into_parts();
+        for h in set {
+            let Ok(mut value) = HeaderValue::from_str(h.value()) else { continue };
+            value.set_sensitive(h.sensitive() || h.name() == header::AUTHORIZATION.as_str());
+            headers.insert(HeaderName::from_static(h.name()), value);
+        }
+        debug_assert!(!self.has_token || headers.contains_key(SECURITY_TOKEN));
+        Ok(match self.payload {
+            Payload::Chunks { trailer, .. } => SignedChunks {
+                inner: body,
+                buf: BytesMut::new(),
+                state: State::SizeLine,
+                digits: Bytes::new(),
+                trailer,
+                previous: seed,
+                identity: self.identity,
+                region: self.region,
+                service: self.service,
+                time,
+                route: self.route,
+                ready: VecDeque::new(),
+                refused,
+            }
+            .boxed_unsync(),
+            _ => body,
+        })
+    }
+
+    /// S3 signs the path as sent (single-encoded, not normalised); every
+    /// other service its normalised, doubly encoded form (AWS General
+    /// Reference, "Create a canonical request").
+    fn settings(&self) -> SigningSettings {
+        let s3 = self.service.starts_with("s3");
+        let mut settings = SigningSettings::default();
+        settings.payload_checksum_kind = PayloadChecksumKind::NoHeader;
+        settings.session_token_mode = SessionTokenMode::Include;
+        settings.percent_encoding_mode = if s3 { PercentEncodingMode::Single } else { PercentEncodingMode::Double };
+        settings.uri_path_normalization_mode =
+            if s3 { UriPathNormalizationMode::Disabled } else { UriPathNormalizationMode::Enabled };
+        settings
+    }
+
+    fn unsignable(&self, why: String) -> Error {
+        Error::Unsignable { route: self.route.clone(), why }
+    }
+}
+
+/// `body` read whole, or why it cannot be: over `limit` bytes, or with
+/// HTTP trailer fields (a body sent as one piece has none).
+async fn read_whole(mut body: Body, limit: usize) -> Result<Result<Bytes, String>, crate::BoxError> {
+    let mut read = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            return Ok(Err("its body has trailer fields, which a body read whole to be hashed cannot keep".to_owned()));
+        };
+        if read.len() + data.len() > limit {
+            return Ok(Err(format!(
+                "its body is over {} MiB, the most airlock reads whole to hash it for the signature (the request \
+                 sends no x-amz-content-sha256)",
+                limit >> 20
+            )));
+        }
+        read.extend_from_slice(&data);
+    }
+    Ok(Ok(read.freeze()))
+}
+
+fn unavailable(route: &Route, reason: String) -> Error {
+    Error::SecretUnavailable { route: route.name.clone(), reason }
+}
+
+/// Where a signed-chunk body is in its `aws-chunked` framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Before a chunk's `size;chunk-signature=…` line.
+    SizeLine,
+    /// In a chunk of `size` bytes.
+    Data { size: usize },
+    /// After the last (empty) chunk's line: the final CRLF.
+    End,
+    /// After the last chunk's line: trailer lines, then
+    /// `x-amz-trailer-signature`, then an empty line.
+    Trailer,
+    Done,
+}
+
+/// A signed-chunk body, each chunk's and the trailer's signature replaced
+/// by airlock's as it streams. The framing is kept byte for byte (a chunk's
+/// size as the agent wrote it, every signature 64 hex digits), so the
+/// body's length does not change.
+struct SignedChunks {
+    inner: Body,
+    buf: BytesMut,
+    state: State,
+    /// The size of the chunk being read, as the agent wrote it.
+    digits: Bytes,
+    trailer: bool,
+    /// The previous signature in the chain (the seed: the request's).
+    previous: String,
+    identity: Identity,
+    region: String,
+    service: String,
+    time: SystemTime,
+    route: String,
+    ready: VecDeque<Bytes>,
+    refused: Arc<Mutex<Option<Error>>>,
+}
+
+impl SignedChunks {
+    fn params(&self) -> Result<v4::SigningParams<'_, ()>, String> {
+        v4::SigningParams::builder()
+            .identity(&self.identity)
+            .region(&self.region)
+            .name(&self.service)
+            .time(self.time)
+            .settings(())
+            .build()
+            .map_err(|e| format!("the signer refused it ({e})"))
+    }
+
+    /// Moves what `buf` holds into `ready`, re-signed, as far as it goes.
+    fn advance(&mut self) -> Result<(), String> {
+        loop {
+            match self.state {
+                State::SizeLine => {
+                    let Some(end) = self.buf.windows(2).position(|w| w == b"\r\n") else {
+                        if self.buf.len() > MAX_CHUNK_LINE {
+                            return Err("a chunk-size line is too long".to_owned());
+                        }
+                        return Ok(());
+                    };
+                    let line = self.buf.split_to(end + 2);
+                    let (size, digits) = chunk_size(&line[..end])?;
+                    if size == 0 {
+                        self.sign_chunk(&line[..digits], Bytes::new())?;
+                        self.state = if self.trailer { State::Trailer } else { State::End };
+                    } else {
+                        // The line is written again once the chunk is whole.
+                        self.state = State::Data { size };
+                        self.digits = line.freeze().slice(..digits);
+                    }
+                }
+                State::Data { size } => {
+                    if self.buf.len() < size + 2 {
+                        return Ok(());
+                    }
+                    let data = self.buf.split_to(size).freeze();
+                    if &self.buf[..2] != b"\r\n" {
+                        return Err("a chunk is longer than its size".to_owned());
+                    }
+                    self.buf.advance(2);
+                    let digits = std::mem::take(&mut self.digits);
+                    self.sign_chunk(&digits, data)?;
+                    self.state = State::SizeLine;
+                }
+                State::End => {
+                    if self.buf.len() < 2 {
+                        return Ok(());
+                    }
+                    if &self.buf[..2] != b"\r\n" {
+                        return Err("the last chunk is not followed by an empty line".to_owned());
+                    }
+                    self.buf.advance(2);
+                    self.ready.push_back(Bytes::from_static(b"\r\n"));
+                    self.state = State::Done;
+                }
+                State::Trailer => {
+                    let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        if self.buf.len() > MAX_TRAILER {
+                            return Err("the trailer is too long".to_owned());
+                        }
+                        return Ok(());
+                    };
+                    let block = self.buf.split_to(end + 4);
+                    let signed = self.sign_trailer(&block[..end + 2])?;
+                    self.ready.push_back(signed);
+                    self.state = State::Done;
+                }
+                State::Done => {
+                    if !self.buf.is_empty() {
+                        return Err("the body goes on after its last chunk".to_owned());
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Queues a chunk's line (`digits` as the agent wrote its size, and
+    /// airlock's signature) and its data.
+    fn sign_chunk(&mut self, digits: &[u8], data: Bytes) -> Result<(), String> {
+        let signature = v4::sign_chunk(&data, &self.previous, &self.params()?)
+            .map_err(|e| format!("a chunk could not be signed ({e})"))?
+            .into_parts()
+            .1;
+        let mut line = Vec::with_capacity(digits.len() + 83);
+        line.extend_from_slice(digits);
+        line.extend_from_slice(b";chunk-signature=");
+        line.extend_from_slice(signature.as_bytes());
+        line.extend_from_slice(b"\r\n");
+        self.ready.push_back(Bytes::from(line));
+        if !data.is_empty() {
+            self.ready.push_back(data);
+            self.ready.push_back(Bytes::from_static(b"\r\n"));
+        }
+        self.previous = signature;
+        Ok(())
+    }
+
+    /// The trailer `block` (its lines, each ending in CRLF, the last
+    /// `x-amz-trailer-signature:…`) with airlock's trailer signature, and
+    /// the empty line that ends the body.
+    fn sign_trailer(&mut self, block: &[u8]) -> Result<Bytes, String> {
+        let text = std::str::from_utf8(block).map_err(|_| "the trailer is not text".to_owned())?;
+        let mut fields = aws_smithy_runtime_api::http::Headers::new();
+        let mut kept = String::new();
+        let mut signed = false;
+        for line in text.split_terminator("\r\n") {
+            let (name, value) = line.split_once(':').ok_or_else(|| "a trailer line is not a field".to_owned())?;
+            if name.eq_ignore_ascii_case("x-amz-trailer-signature") {
+                if signed {
+                    return Err("the trailer has two signatures".to_owned());
+                }
+                signed = true;
+                continue;
+            }
+            if signed {
+                return Err("a trailer field follows the trailer signature".to_owned());
+            }
+            let name = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| "a trailer name is invalid")?;
+            let value = HeaderValue::from_str(value.trim()).map_err(|_| "a trailer value is invalid")?;
+            fields.append(name.as_str().to_owned(), value.to_str().unwrap_or_default().to_owned());
+            kept.push_str(line);
+            kept.push_str("\r\n");
+        }
+        if !signed {
+            return Err("the trailer has no x-amz-trailer-signature".to_owned());
+        }
+        let signature = v4::sign_trailer(&fields, &self.previous, &self.params()?)
+            .map_err(|e| format!("the trailer could not be signed ({e})"))?
+            .into_parts()
+            .1;
+        kept.push_str("x-amz-trailer-signature:");
+        kept.push_str(&signature);
+        kept.push_str("\r\n\r\n");
+        Ok(Bytes::from(kept))
+    }
+
+    fn fail(&mut self, why: String) -> crate::BoxError {
+        let e = Error::Unsignable { route: self.route.clone(), why: format!("its aws-chunked body is malformed: {why}") };
+        let said = e.to_string();
+        if let Ok(mut slot) = self.refused.lock() {
+            *slot = Some(e);
+        }
+        self.state = State::Done;
+        self.ready.clear();
+        said.into()
+    }
+}
+
+/// A chunk-size line's size and how many bytes its hex digits take:
+/// `hex;chunk-signature=<64 hex>`, the size at most [`MAX_CHUNK`].
+fn chunk_size(line: &[u8]) -> Result<(usize, usize), String> {
+    let bad = || "a chunk-size line is not `size;chunk-signature=signature`".to_owned();
+    let digits = line.iter().position(|b| *b == b';').ok_or_else(bad)?;
+    let signature = line[digits..].strip_prefix(b";chunk-signature=").ok_or_else(bad)?;
+    if digits == 0 || digits > 16 || signature.len() != 64 || !signature.iter().all(u8::is_ascii_hexdigit) {
+        return Err(bad());
+    }
+    let hex = std::str::from_utf8(&line[..digits]).map_err(|_| bad())?;
+    let size = u64::from_str_radix(hex, 16).map_err(|_| bad())?;
+    if size > MAX_CHUNK {
+        return Err(format!("a chunk is over {} MiB, the most airlock re-signs", MAX_CHUNK >> 20));
+    }
+    Ok((usize::try_from(size).map_err(|_| bad())?, digits))
+}
+
+impl HttpBody for SignedChunks {
+    type Data = Bytes;
+    type Error = crate::BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(data) = this.ready.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+            if this.state == State::Done && this.buf.is_empty() && this.inner.is_end_stream() {
+                return Poll::Ready(None);
+            }
+            match std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        this.buf.extend_from_slice(&data);
+                        if let Err(why) = this.advance() {
+                            return Poll::Ready(Some(Err(this.fail(why))));
+                        }
+                    }
+                    // HTTP trailer fields were checked on the way in.
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None if this.state == State::Done => return Poll::Ready(None),
+                None => {
+                    let why = "it ended before its last chunk".to_owned();
+                    return Poll::Ready(Some(Err(this.fail(why))));
+                }
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // Byte for byte as long as the agent's.
+        self.inner.size_hint()
+    }
+}
+
