@@ -415,10 +415,10 @@ impl Policy {
                 )
             });
         }
-        if let Some(Credential::AwsSigV4(aws)) = &route.credential {
-            if let Err(denial) = check_signed(route, aws, req, &injections) {
-                return Decision::Deny(Denial { route: Some(route_id), ..denial });
-            }
+        if let Some(Credential::AwsSigV4(aws)) = &route.credential
+            && let Err(denial) = check_signed(route, aws, req, &injections)
+        {
+            return Decision::Deny(Denial { route: Some(route_id), ..denial });
         }
         Decision::Allow { route: route_id, injections, query: query.unwrap_or_default() }
     }
@@ -712,8 +712,8 @@ fn check_signed(route: &Route, aws: &AwsSigV4, req: &RequestInfo<'_>, injections
         if auth.region != aws.region || auth.service != aws.service {
             // The agent's words, echoed only when they are a scope's.
             let shown = |part: &'_ str| {
-                let plain = part.len() <= 64
-                    && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                let plain =
+                    part.len() <= 64 && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
                 if plain { part.to_owned() } else { "(not a region or service name)".to_owned() }
             };
             let (region, service) = (shown(auth.region), shown(auth.service));

@@ -86,6 +86,7 @@ pub fn is_presigned(target: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::{SigV4Authorization, is_presigned};
 

@@ -127,7 +127,15 @@ pub struct AgentEnv {
     /// Entries of the inherited `NO_PROXY` left out because they would send
     /// a route's host around airlock.
     pub dropped_no_proxy: Vec<String>,
+    /// Inherited variables the agent must not get (`airlock run` removes
+    /// them): an AWS session token beside the placeholder keys would be
+    /// signed into every request, and is not the agent's to hold.
+    pub removed: Vec<String>,
 }
+
+/// The secret access key an agent's AWS SDK signs with: any value would
+/// do (airlock signs again with the real one); a fixed one says so.
+pub const AWS_DUMMY_SECRET_KEY: &str = "airlock-signs-requests-with-the-real-key";
 
 /// The variables for an agent of `tenant` using the proxy at
 /// `proxy_authority` (`host:port`). `inherited_no_proxy` is the caller's
@@ -157,7 +165,22 @@ pub fn agent_env(
             vars.push((env.clone(), r.placeholder.clone()));
         }
     }
-    Ok(AgentEnv { vars, dropped_no_proxy })
+    // The first route that signs with SigV4 gives the AWS SDK its keys
+    // and region (DESIGN.md: the access key id is the placeholder, the
+    // secret key a fixed dummy).
+    let mut removed = Vec::new();
+    let aws = t.routes.iter().find_map(|r| match &r.credential {
+        Some(airlock_policy::Credential::AwsSigV4(aws)) => Some((r, aws)),
+        _ => None,
+    });
+    if let Some((r, aws)) = aws {
+        vars.push(("AWS_ACCESS_KEY_ID".into(), r.placeholder.clone()));
+        vars.push(("AWS_SECRET_ACCESS_KEY".into(), AWS_DUMMY_SECRET_KEY.into()));
+        vars.push(("AWS_REGION".into(), aws.region.clone()));
+        vars.push(("AWS_DEFAULT_REGION".into(), aws.region.clone()));
+        removed.extend(["AWS_SESSION_TOKEN".to_owned(), "AWS_SECURITY_TOKEN".to_owned()]);
+    }
+    Ok(AgentEnv { vars, dropped_no_proxy, removed })
 }
 
 /// The `NO_PROXY` list for an agent of `tenant`: the loopback names, then

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use airlock_ca::CertificateAuthority;
-use airlock_policy::Policy;
 use airlock_policy::host::HostPattern;
 use airlock_policy::secrets::{SecretValue, Vault};
+use airlock_policy::{Credential, Policy};
 
 /// One route's readiness.
 #[derive(Clone, Debug, Serialize)]
@@ -112,7 +112,7 @@ pub fn check(home: &Path, policy: &Policy) -> Report {
     // does).
     let minting = policy
         .tenants()
-        .any(|(_, t)| t.routes.iter().any(|r| r.credential.is_some()))
+        .any(|(_, t)| t.routes.iter().any(|r| r.credential.as_ref().is_some_and(Credential::mints)))
         .then(|| crate::upstream::Upstream::new(&policy.proxy, &policy.limits));
     let mut routes = Vec::new();
     for (_, t) in policy.tenants() {
@@ -144,8 +144,11 @@ pub fn check(home: &Path, policy: &Policy) -> Report {
             }
             if let Some(problem) = minting.as_ref().and_then(|upstream| match upstream {
                 Ok(upstream) => mint_problem(home, policy, &vault, upstream, r, &failures),
-                Err(e) => r.credential.as_ref().map(|_| format!("credential: {e}")),
+                Err(e) => r.credential.as_ref().filter(|c| c.mints()).map(|_| format!("credential: {e}")),
             }) {
+                needs.push(problem);
+            }
+            if let Some(problem) = signing_problem(policy, &vault, r, &failures) {
                 needs.push(problem);
             }
             if let Some(problem) = client_cert_problem(policy, &vault, r, &failures) {
@@ -191,7 +194,7 @@ fn mint_problem(
     r: &airlock_policy::Route,
     failures: &HashMap<String, String>,
 ) -> Option<String> {
-    let credential = r.credential.clone()?;
+    let credential = r.credential.clone().filter(Credential::mints)?;
     if credential.secrets().any(|s| failures.contains_key(s)) {
         return None;
     }
@@ -219,6 +222,28 @@ fn mint_problem(
             None
         }
     }
+}
+
+/// What keeps route `r`'s `aws_sigv4` keys from signing, if it has them
+/// and they were fetched: the same check a request's signing makes. The
+/// words name the secrets, never quote them.
+fn signing_problem(
+    policy: &Policy,
+    vault: &Vault,
+    r: &airlock_policy::Route,
+    failures: &HashMap<String, String>,
+) -> Option<String> {
+    let Some(Credential::AwsSigV4(aws)) = &r.credential else { return None };
+    if r.secrets().any(|s| failures.contains_key(s)) {
+        return None;
+    }
+    let get = |name: &str| vault.get(policy.secret(name)?).ok();
+    let token = match &aws.session_token {
+        Some(name) => Some(get(name)?),
+        None => None,
+    };
+    let (id, secret) = (get(&aws.access_key_id)?, get(&aws.secret_access_key)?);
+    crate::sigv4::keys_problem(aws, &id, &secret, token.as_deref()).map(|problem| format!("credential: {problem}"))
 }
 
 /// What is wrong with route `r`'s client certificate, if it has one and

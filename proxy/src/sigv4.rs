@@ -166,8 +166,7 @@ impl Signer {
             }
         };
         let text = |v: &SecretValue| String::from_utf8_lossy(v.expose()).into_owned();
-        let credentials =
-            Credentials::new(text(&id), text(&secret), token.as_deref().map(text), None, "airlock vault");
+        let credentials = Credentials::new(text(&id), text(&secret), token.as_deref().map(text), None, "airlock vault");
         // Computed anew from what goes upstream.
         let fixed = ["authorization", "host", "x-amz-date", SECURITY_TOKEN];
         let signed_headers =
@@ -323,7 +322,9 @@ enum State {
     /// Before a chunk's `size;chunk-signature=…` line.
     SizeLine,
     /// In a chunk of `size` bytes.
-    Data { size: usize },
+    Data {
+        size: usize,
+    },
     /// After the last (empty) chunk's line: the final CRLF.
     End,
     /// After the last chunk's line: trailer lines, then
@@ -495,7 +496,8 @@ impl SignedChunks {
     }
 
     fn fail(&mut self, why: String) -> crate::BoxError {
-        let e = Error::Unsignable { route: self.route.clone(), why: format!("its aws-chunked body is malformed: {why}") };
+        let e =
+            Error::Unsignable { route: self.route.clone(), why: format!("its aws-chunked body is malformed: {why}") };
         let said = e.to_string();
         if let Ok(mut slot) = self.refused.lock() {
             *slot = Some(e);
@@ -562,4 +564,3 @@ impl HttpBody for SignedChunks {
         self.inner.size_hint()
     }
 }
-

@@ -417,14 +417,17 @@ fn build_credential(c: RawCredential, secrets: &BTreeMap<String, SecretSpec>) ->
             // A credential scope's parts (region, service) are lowercase
             // letters, digits and '-' in every AWS partition.
             let scope_part = |s: &str| {
-                !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                !s.is_empty()
+                    && s.len() <= 64
+                    && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             };
             for (field, value) in [("region", &region), ("service", &service)] {
                 if !scope_part(value) {
                     return Err(RouteError::SigningScope { field, value: value.clone() });
                 }
             }
-            let aws = Credential::AwsSigV4(AwsSigV4 { access_key_id, secret_access_key, session_token, region, service });
+            let aws =
+                Credential::AwsSigV4(AwsSigV4 { access_key_id, secret_access_key, session_token, region, service });
             if let Some(secret) = aws.secrets().find(|s| !secrets.contains_key(*s)) {
                 return Err(RouteError::UndeclaredSecret(secret.to_owned()));
             }

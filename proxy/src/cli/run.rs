@@ -33,13 +33,16 @@ pub fn agent(home: Home, tenant: Option<&str>, command: &[String]) -> anyhow::Re
                 env.dropped_no_proxy.join(", ")
             );
         }
-        let vars = env.vars;
+        let (vars, removed) = (env.vars, env.removed);
         let (program, args) = command.split_first().context("no command given")?;
         let mut agent = tokio::process::Command::new(program);
         // The agent gets none of the variables `env` secrets read (every
         // tenant's), then the agent variables: a route's `env` may reuse
         // such a name, and then holds its placeholder.
         for var in policy.secret_env_vars() {
+            agent.env_remove(var);
+        }
+        for var in removed {
             agent.env_remove(var);
         }
         let mut child = agent.args(args).envs(vars).spawn().with_context(|| format!("cannot run {program}"))?;
