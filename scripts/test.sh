@@ -34,9 +34,9 @@ if ((${#missing[@]})); then
 fi
 
 venv=target/test-venv
-if ! "$venv/bin/python" -c 'import requests, httpx, h2, grpc, websockets, authlib, google.auth' >/dev/null 2>&1; then
+if ! "$venv/bin/python" -c 'import requests, httpx, h2, grpc, websockets, authlib, google.auth, boto3' >/dev/null 2>&1; then
     python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check requests 'httpx[http2]' grpcio "websockets>=15" Authlib google-auth
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check requests 'httpx[http2]' grpcio "websockets>=15" Authlib google-auth boto3
 fi
 export AIRLOCK_TEST_PYTHON="$PWD/$venv/bin/python"
 

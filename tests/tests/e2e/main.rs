@@ -18,6 +18,7 @@ mod oauth2;
 mod policy;
 mod redact;
 mod shutdown;
+mod sigv4;
 mod skeleton;
 mod throttle;
 mod vault;

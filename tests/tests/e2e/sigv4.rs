@@ -1,0 +1,253 @@
+//! AWS SigV4 re-signing (an `aws_sigv4` credential): agents sign with the
+//! route's placeholder as their access key id and a dummy secret key;
+//! airlock signs again with the real keys and session token. The upstream
+//! (`tests/python/sigv4_server.py`) checks every signature with botocore's
+//! own signer, every signed chunk and trailer in the chain, and every
+//! payload hash, and keeps objects like S3 for boto3 to upload and
+//! download.
+
+use std::path::Path;
+use std::time::Duration;
+
+use airlock_policy::secrets::{SecretValue, Store};
+use airlock_tests::*;
+use rcgen::ExtendedKeyUsagePurpose;
+use serde_json::Value;
+
+use crate::mtls::Ca;
+
+const ACCESS_KEY_ID: &str = "AKIAIOSFODNN7EXAMPLE";
+const SECRET_ACCESS_KEY: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+const SESSION_TOKEN: &str = "FwoGZXIvYXdzEXAMPLE/session+token=0123456789";
+const S3_PLACEHOLDER: &str = "AIRLOCK_AWS_S3";
+const STS_PLACEHOLDER: &str = "AIRLOCK_AWS_STS";
+const REGION: &str = "eu-west-1";
+
+fn secrets() -> [&'static str; 3] {
+    [ACCESS_KEY_ID, SECRET_ACCESS_KEY, SESSION_TOKEN]
+}
+
+/// The verifying upstream, killed when dropped.
+struct AwsServer {
+    _child: tokio::process::Child,
+    port: u16,
+    dir: TempHome,
+}
+
+impl AwsServer {
+    async fn start() -> AwsServer {
+        let dir = TempHome::new("sigv4-server");
+        let ca = Ca::new("airlock sigv4 test CA");
+        let names = [format!("s3.{REGION}.amazonaws.com"), format!("sts.{REGION}.amazonaws.com")];
+        let (chain, key) =
+            ca.leaf(&names.iter().map(String::as_str).collect::<Vec<_>>(), ExtendedKeyUsagePurpose::ServerAuth);
+        std::fs::write(dir.path.join("server.pem"), chain).unwrap();
+        std::fs::write(dir.path.join("server-key.pem"), key).unwrap();
+        std::fs::write(dir.path.join("ca.pem"), ca.0.pem()).unwrap();
+        let port_file = dir.path.join("port");
+        let child = tokio::process::Command::new(crate::conformance::venv_python())
+            .arg(script("sigv4_server.py"))
+            .args(["--cert", "server.pem", "--key", "server-key.pem", "--port-file"])
+            .arg(&port_file)
+            .args(["--access-key-id", ACCESS_KEY_ID, "--secret-access-key", SECRET_ACCESS_KEY])
+            .args(["--session-token", SESSION_TOKEN, "--region", REGION])
+            .current_dir(&dir.path)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        assert!(wait_for(Duration::from_secs(20), || port_file.exists()).await, "the SigV4 server did not start");
+        let port = std::fs::read_to_string(&port_file).unwrap().trim().parse().unwrap();
+        AwsServer { _child: child, port, dir }
+    }
+
+    fn endpoint(&self, service: &str) -> String {
+        format!("https://{service}.{REGION}.amazonaws.com:{}", self.port)
+    }
+
+    /// `/__stats`, read directly (not through airlock).
+    async fn stats(&self) -> Value {
+        let out = tokio::process::Command::new("curl")
+            .args(["-sS", "--max-time", "20", "--cacert"])
+            .arg(self.dir.path.join("ca.pem"))
+            .args(["--resolve", &format!("s3.{REGION}.amazonaws.com:{}:127.0.0.1", self.port)])
+            .arg(format!("{}/__stats", self.endpoint("s3")))
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy")
+            .output()
+            .await
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+}
+
+fn script(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("python").join(name)
+}
+
+/// acme's two routes that sign: S3 and STS in eu-west-1, on the server.
+fn config(server: &AwsServer) -> String {
+    let port = server.port;
+    format!(
+        r#"[proxy]
+listen = "127.0.0.1:0"
+upstream_ca = ["{ca}"]
+resolve = {{ "s3.{REGION}.amazonaws.com" = "127.0.0.1", "sts.{REGION}.amazonaws.com" = "127.0.0.1" }}
+
+[secrets.aws_id]
+source = "store"
+
+[secrets.aws_key]
+source = "store"
+
+[secrets.aws_token]
+source = "store"
+
+[tenants.acme]
+token = "{ACME_TOKEN}"
+
+[[tenants.acme.routes]]
+name = "s3"
+host = "s3.{REGION}.amazonaws.com:{port}"
+placeholder = "{S3_PLACEHOLDER}"
+methods = ["GET", "HEAD", "PUT"]
+credential = {{ kind = "aws_sigv4", access_key_id = "aws_id", secret_access_key = "aws_key", session_token = "aws_token", region = "{REGION}", service = "s3" }}
+
+[[tenants.acme.routes]]
+name = "sts"
+host = "sts.{REGION}.amazonaws.com:{port}"
+placeholder = "{STS_PLACEHOLDER}"
+methods = ["POST"]
+credential = {{ kind = "aws_sigv4", access_key_id = "aws_id", secret_access_key = "aws_key", session_token = "aws_token", region = "{REGION}", service = "sts" }}
+"#,
+        ca = server.dir.path.join("ca.pem").display()
+    )
+}
+
+fn store_keys(home: &Path) {
+    let store = Store::new(home);
+    for (name, value) in ["aws_id", "aws_key", "aws_token"].into_iter().zip(secrets()) {
+        store.set(name, &SecretValue::new(value.into()).unwrap()).unwrap();
+    }
+}
+
+async fn start(server: &AwsServer) -> TestProxy {
+    let home = TempHome::new("sigv4");
+    store_keys(&home.path);
+    let proxy = start_in(&home.path, &config(server)).await;
+    TestProxy { home, proxy }
+}
+
+/// One request the agent signs (`sigv4_agent.py raw KIND`) through the
+/// proxy: its status and body.
+async fn agent(proxy: &TestProxy, server: &AwsServer, kind: &str, scope: (&str, &str, &str)) -> (u16, String) {
+    let (service, region, key) = scope;
+    let host = if service == "sts" { "sts" } else { "s3" };
+    let out = tokio::process::Command::new(crate::conformance::venv_python())
+        .arg(script("sigv4_agent.py"))
+        .args(["raw", kind, "--endpoint", &server.endpoint(host), "--region", region, "--service", service])
+        .args(["--access-key-id", key, "--proxy", &proxy.proxy_url("acme", ACME_TOKEN), "--ca"])
+        .arg(proxy.ca_path())
+        .output()
+        .await
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{kind}: {text}");
+    assert_no_secret(&format!("the agent's output ({kind})"), &text, &secrets());
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    (answer["status"].as_u64().unwrap() as u16, answer["body"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn every_payload_kind_is_signed_again_and_verified_by_botocore() {
+    let server = AwsServer::start().await;
+    let proxy = start(&server).await;
+    let s3 = ("s3", REGION, S3_PLACEHOLDER);
+    for kind in ["get", "put-hashed", "put-unsigned", "put-chunks", "put-chunks-trailer"] {
+        let (status, body) = agent(&proxy, &server, kind, s3).await;
+        assert_eq!(status, 200, "{kind}: {body}; server: {}", server.stats().await);
+    }
+    // STS takes the payload's hash in the signature only: airlock hashes
+    // the body.
+    let (status, body) = agent(&proxy, &server, "post", ("sts", REGION, STS_PLACEHOLDER)).await;
+    assert_eq!(status, 200, "post: {body}; server: {}", server.stats().await);
+    let echo: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(echo["payload"], "hashed by the service");
+    // The Authorization the API echoes names the placeholder again.
+    let auth = echo["authorization"].as_str().unwrap();
+    assert!(auth.contains(&format!("Credential={STS_PLACEHOLDER}/")), "{auth}");
+    assert!(echo["signed_headers"].as_array().unwrap().contains(&Value::from("x-amz-security-token")), "{echo}");
+    let stats = server.stats().await;
+    assert_eq!((stats["verified"].as_u64(), stats["refused"].as_u64()), (Some(6), Some(0)), "{stats}");
+    for kind in [
+        "UNSIGNED-PAYLOAD",
+        "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+        "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER",
+        "hashed by the service",
+    ] {
+        assert!(stats["payloads"][kind].as_u64() >= Some(1), "{kind}: {stats}");
+    }
+    assert!(wait_for(Duration::from_secs(5), || proxy.audit_lines().len() >= 6).await);
+    let lines = proxy.audit_lines();
+    assert!(lines.iter().all(|l| l["decision"] == "allow" && l["injected"] == true), "{lines:?}");
+    let audit = std::fs::read_to_string(proxy.home.path.join("audit.jsonl")).unwrap();
+    assert_no_secret("the audit log", &audit, &secrets());
+    proxy.proxy.shutdown().await;
+    assert_no_secret("the proxy's log", &captured_logs(), &secrets());
+}
+
+#[tokio::test]
+async fn another_scope_a_presigned_url_and_another_routes_key_are_refused_before_the_upstream() {
+    let server = AwsServer::start().await;
+    let proxy = start(&server).await;
+    let cases = [
+        ("get", ("s3", "us-east-1", S3_PLACEHOLDER), 403, "credential_scope_mismatch"),
+        ("get", ("sqs", REGION, S3_PLACEHOLDER), 403, "credential_scope_mismatch"),
+        ("presigned", ("s3", REGION, S3_PLACEHOLDER), 403, "presigned_url_refused"),
+        // The STS route's key id on the S3 host.
+        ("get", ("s3", REGION, STS_PLACEHOLDER), 403, "placeholder_host_mismatch"),
+    ];
+    for (kind, scope, status, code) in cases {
+        let (got, body) = agent(&proxy, &server, kind, scope).await;
+        assert_eq!(got, status, "{kind} {scope:?}: {body}");
+        let denial: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(denial["error"]["code"], code, "{kind} {scope:?}: {body}");
+        assert!(!denial["error"]["next_step"].as_str().unwrap().is_empty());
+    }
+    let stats = server.stats().await;
+    assert_eq!((stats["verified"].as_u64(), stats["refused"].as_u64()), (Some(0), Some(0)), "{stats}");
+    proxy.proxy.shutdown().await;
+}
+
+/// boto3's S3 client with its default credential chain, started by
+/// `airlock run`, which gives it the placeholder keys and the region:
+/// `put_object`, `upload_fileobj` (its aws-chunked body with a CRC32
+/// trailer) and `get_object` of both.
+#[tokio::test]
+async fn boto3_under_airlock_run_uploads_and_downloads_with_placeholder_keys() {
+    let server = AwsServer::start().await;
+    let home = TempHome::new("sigv4-run");
+    std::fs::write(home.path.join("airlock.toml"), config(&server)).unwrap();
+    store_keys(&home.path);
+    let out = tokio::process::Command::new(airlock_bin())
+        .args(["run", "--tenant", "acme", "--"])
+        .arg(crate::conformance::venv_python())
+        .arg(script("sigv4_agent.py"))
+        .args(["boto3", "--endpoint", &server.endpoint("s3")])
+        .env("AIRLOCK_HOME", &home.path)
+        .env_remove("AIRLOCK_CONFIG")
+        .env("AWS_SESSION_TOKEN", "inherited-token-the-agent-must-not-get")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_no_secret("boto3's output", &text, &secrets());
+    assert!(out.status.success(), "{text}; server: {}", server.stats().await);
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((result["small"].as_bool(), result["large"].as_bool()), (Some(true), Some(true)), "{result}");
+    let stats = server.stats().await;
+    assert!(stats["verified"].as_u64() >= Some(4), "{stats}");
+    assert_eq!(stats["refused"], 0, "{stats}");
+}
