@@ -812,6 +812,100 @@ placeholder = "AIRLOCK_BETA"
         Policy::from_toml(CONFIG, "test", Path::new("/"), Path::new("/")).unwrap()
     }
 
+    #[test]
+    fn a_signing_route_takes_its_placeholder_only_as_the_key_id_of_a_sigv4_header_in_its_scope() {
+        let config = format!(
+            "{CONFIG}\n[secrets.aws_id]\nsource = \"env\"\nvar = \"AWS_ID\"\n[secrets.aws_key]\nsource = \"env\"\n\
+             var = \"AWS_KEY\"\n[[tenants.acme.routes]]\nname = \"s3\"\nhost = \"s3.eu-west-1.amazonaws.com\"\n\
+             placeholder = \"AIRLOCK_AWS\"\nmethods = [\"GET\", \"PUT\"]\ncredential = {{ kind = \"aws_sigv4\", \
+             access_key_id = \"aws_id\", secret_access_key = \"aws_key\", region = \"eu-west-1\", service = \"s3\" }}\n"
+        );
+        let p = Policy::from_toml(&config, "test", Path::new("/"), Path::new("/")).unwrap();
+        let (acme, _) = p.tenant_by_name("acme").unwrap();
+        let (beta, _) = p.tenant_by_name("beta").unwrap();
+        let sigv4 = |key: &str, scope: &str| {
+            format!(
+                "AWS4-HMAC-SHA256 Credential={key}/20261130/{scope}/aws4_request, \
+                 SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={}",
+                "0".repeat(64)
+            )
+        };
+        let host = "s3.eu-west-1.amazonaws.com";
+        let cases: Vec<(&str, &str, Vec<(&str, String)>, Result<Vec<usize>, DenialCode>)> = vec![
+            ("GET", "/b/k", vec![("authorization", sigv4("AIRLOCK_AWS", "eu-west-1/s3"))], Ok(vec![0])),
+            ("PUT", "/b/k?x=1", vec![("authorization", sigv4("AIRLOCK_AWS", "eu-west-1/s3"))], Ok(vec![0])),
+            // Unsigned (anonymous) requests are the agent's own.
+            ("GET", "/b/k", vec![], Ok(vec![])),
+            (
+                "GET",
+                "/b/k",
+                vec![("authorization", sigv4("AIRLOCK_AWS", "us-east-1/s3"))],
+                Err(DenialCode::CredentialScopeMismatch),
+            ),
+            (
+                "GET",
+                "/b/k",
+                vec![("authorization", sigv4("AIRLOCK_AWS", "eu-west-1/sqs"))],
+                Err(DenialCode::CredentialScopeMismatch),
+            ),
+            // Presigned: with the placeholder in the query, or with none.
+            (
+                "GET",
+                "/b/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AIRLOCK_AWS%2F20261130%2Feu-west-1%2Fs3",
+                vec![],
+                Err(DenialCode::PresignedUrlRefused),
+            ),
+            ("GET", "/b/k?X-Amz-Signature=00", vec![], Err(DenialCode::PresignedUrlRefused)),
+            // Anywhere but a SigV4 key id.
+            (
+                "GET",
+                "/b/k",
+                vec![("authorization", "Bearer AIRLOCK_AWS".into())],
+                Err(DenialCode::PlaceholderHostMismatch),
+            ),
+            ("GET", "/b/k", vec![("x-api-key", "AIRLOCK_AWS".into())], Err(DenialCode::PlaceholderHostMismatch)),
+            (
+                "GET",
+                "/b/k",
+                vec![("authorization", sigv4("xAIRLOCK_AWS", "eu-west-1/s3"))],
+                Err(DenialCode::PlaceholderHostMismatch),
+            ),
+            ("GET", "/b/AIRLOCK_AWS", vec![], Err(DenialCode::PlaceholderHostMismatch)),
+            (
+                "GET",
+                "/b/k",
+                vec![("authorization", sigv4("AIRLOCK_AWS", "eu-west-1/s3")), ("x-api-key", "AIRLOCK_BETA".into())],
+                Err(DenialCode::WrongTenant),
+            ),
+            (
+                "POST",
+                "/b/k",
+                vec![("authorization", sigv4("AIRLOCK_AWS", "eu-west-1/s3"))],
+                Err(DenialCode::MethodNotAllowed),
+            ),
+        ];
+        for (method, target, headers, want) in cases {
+            let fields: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (*n, v.as_bytes())).collect();
+            let info = RequestInfo { method, host, port: 443, target, headers: &fields };
+            let got = match p.decide(acme, &info) {
+                Decision::Allow { route, injections, .. } => {
+                    assert_eq!(p.route(route).name, "s3");
+                    Ok(injections.iter().map(|i| i.header).collect())
+                }
+                Decision::Deny(d) => {
+                    assert!(!d.message.is_empty() && !d.next_step.is_empty());
+                    Err(d.code)
+                }
+            };
+            assert_eq!(got, want, "{method} {target} {headers:?}");
+        }
+        // Another tenant using the placeholder.
+        let fields = [("authorization", sigv4("AIRLOCK_AWS", "eu-west-1/s3"))];
+        let fields: Vec<(&str, &[u8])> = fields.iter().map(|(n, v)| (*n, v.as_bytes())).collect();
+        let info = RequestInfo { method: "GET", host, port: 443, target: "/", headers: &fields };
+        assert!(matches!(p.decide(beta, &info), Decision::Deny(d) if d.code == DenialCode::WrongTenant));
+    }
+
     fn basic(user: &str, pass: &str) -> String {
         format!("Basic {}", STANDARD.encode(format!("{user}:{pass}")))
     }

@@ -564,3 +564,143 @@ impl HttpBody for SignedChunks {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, SystemTime};
+
+    use aws_credential_types::Credentials;
+    use bytes::Bytes;
+    use http_body::Frame;
+    use http_body_util::{BodyExt, StreamBody};
+
+    use super::{MAX_CHUNK, SignedChunks, State};
+    use crate::error::Error;
+
+    /// The S3 API Reference's example of a signed-chunk upload ("Example:
+    /// PUT Object", under "Signature calculations for the Authorization
+    /// header: Transferring payload in multiple chunks"): 66,560 bytes of
+    /// `a` in chunks of 64 KiB and 1 KiB, signed on 2013-05-24 for
+    /// us-east-1/s3 with the documentation's example keys.
+    const SEED: &str = "4f232c4386841ef735655705268965c44a0e4690baa4adea153f7db9fa80a0a9";
+    const DOC_SIGNATURES: [&str; 3] = [
+        "ad80c730a21e5b8d04586a2213dd63b9a0e99e0e2307b0ade35a65485a288648",
+        "0055627c9e194cb4542bae2aa5492e3c1575bbb81b612b7d234b86a503ef5497",
+        "b6c6ea8a5354eaf15b3cb7646744f4275b71ea724fed81ceb9323e279d449df9",
+    ];
+
+    fn resigner(inner: crate::Body, refused: Arc<Mutex<Option<Error>>>, trailer: bool) -> SignedChunks {
+        let credentials =
+            Credentials::new("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", None, None, "test");
+        SignedChunks {
+            inner,
+            buf: bytes::BytesMut::new(),
+            state: State::SizeLine,
+            digits: Bytes::new(),
+            trailer,
+            previous: SEED.to_owned(),
+            identity: credentials.into(),
+            region: "us-east-1".to_owned(),
+            service: "s3".to_owned(),
+            time: SystemTime::UNIX_EPOCH + Duration::from_secs(1_369_353_600),
+            route: "s3".to_owned(),
+            ready: Default::default(),
+            refused,
+        }
+    }
+
+    /// An agent's aws-chunked body of `sizes` chunks of `a` (and the last,
+    /// empty one), every signature `0…0`.
+    fn agent_body(sizes: &[usize]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for size in sizes.iter().copied().chain([0]) {
+            out.extend_from_slice(format!("{size:x};chunk-signature={}\r\n", "0".repeat(64)).as_bytes());
+            if size > 0 {
+                out.extend(std::iter::repeat_n(b'a', size));
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    /// An aws-chunked body with its chunk signatures left out.
+    fn unsigned(body: &str) -> String {
+        let mut out = body.to_owned();
+        while let Some(i) = out.find(";chunk-signature=") {
+            out.replace_range(i..i + 17 + 64, "");
+        }
+        out
+    }
+
+    /// `body` fed in pieces of `step` bytes through the re-signer: what
+    /// comes out, or the refusal.
+    async fn resign(body: &[u8], step: usize, trailer: bool) -> Result<Vec<u8>, String> {
+        let pieces: Vec<Result<Frame<Bytes>, crate::BoxError>> =
+            body.chunks(step).map(|c| Ok(Frame::data(Bytes::copy_from_slice(c)))).collect();
+        let inner = StreamBody::new(futures_util::stream::iter(pieces)).boxed_unsync();
+        let refused = Arc::new(Mutex::new(None));
+        match resigner(inner, Arc::clone(&refused), trailer).collect().await {
+            Ok(collected) => Ok(collected.to_bytes().to_vec()),
+            Err(_) => Err(refused.lock().unwrap().take().map(|e| e.to_string()).unwrap_or_default()),
+        }
+    }
+
+    #[tokio::test]
+    async fn chunks_are_signed_as_the_s3_documentation_signs_them_however_they_arrive() {
+        let body = agent_body(&[65536, 1024]);
+        let whole = resign(&body, body.len(), false).await.unwrap();
+        let text = String::from_utf8_lossy(&whole);
+        let found: Vec<&str> = text.match_indices("chunk-signature=").map(|(i, _)| &text[i + 16..i + 80]).collect();
+        assert_eq!(found, DOC_SIGNATURES);
+        // Byte for byte as long as the agent's, the data untouched.
+        assert_eq!(whole.len(), body.len());
+        assert_eq!(unsigned(&text), unsigned(&String::from_utf8(body.clone()).unwrap()));
+        for step in [1, 2, 63, 64, 65, 4096, 65536 + 90] {
+            assert_eq!(resign(&body, step, false).await.unwrap(), whole, "in pieces of {step}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_trailer_is_signed_in_the_chain_and_kept() {
+        let mut body = agent_body(&[1000]);
+        body.truncate(body.len() - 2);
+        body.extend_from_slice(
+            format!("x-amz-checksum-crc32:AAAAAA==\r\nx-amz-trailer-signature:{}\r\n\r\n", "1".repeat(64)).as_bytes(),
+        );
+        let out = resign(&body, 7, true).await.unwrap();
+        assert_eq!(out.len(), body.len());
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains("\r\nx-amz-checksum-crc32:AAAAAA==\r\nx-amz-trailer-signature:"), "{text}");
+        assert!(!text.contains(&"1".repeat(64)), "the agent's trailer signature is replaced");
+        assert!(text.ends_with("\r\n\r\n"));
+    }
+
+    #[tokio::test]
+    async fn a_malformed_or_oversized_body_is_refused_not_passed() {
+        let good = agent_body(&[100]);
+        let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+        let over = format!("{:x};chunk-signature={}\r\n", MAX_CHUNK + 1, "0".repeat(64));
+        let cases: Vec<(Vec<u8>, bool, &str)> = vec![
+            (good[..good.len() - 2].to_vec(), false, "ended before its last chunk"),
+            ([&good[..], b"extra"].concat(), false, "goes on after its last chunk"),
+            (b"64;chunk-signature=00\r\n".to_vec(), false, "not `size;chunk-signature=signature`"),
+            (b"zz;chunk-signature=0\r\n".to_vec(), false, "not `size;chunk-signature=signature`"),
+            (over.into_bytes(), false, "over 8 MiB"),
+            (vec![b'1'; 4096], false, "chunk-size line is too long"),
+            (text(&good).replacen("aaaa\r\n", "aaaaX", 1).into_bytes(), false, "longer than its size"),
+            (
+                text(&good).replace("\r\n\r\n", "\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n").into_bytes(),
+                true,
+                "no x-amz-trailer-signature",
+            ),
+        ];
+        for (body, trailer, why) in cases {
+            let refused = resign(&body, 5, trailer).await.unwrap_err();
+            assert!(refused.contains(why), "{why}: {refused}");
+            assert!(refused.contains("unsignable") || refused.contains("re-signs"), "{refused}");
+        }
+    }
+}

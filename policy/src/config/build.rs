@@ -770,6 +770,50 @@ mod tests {
     }
 
     #[test]
+    fn an_aws_sigv4_credential_signs_with_declared_keys_in_one_scope() {
+        let secrets =
+            "[secrets.id]\nsource = \"store\"\n[secrets.key]\nsource = \"store\"\n[secrets.tok]\nsource = \"store\"\n";
+        let config = |credential: &str, extra: &str| {
+            let r = route("r", "s3.eu-west-1.amazonaws.com", "AIRLOCK_AWS").replace("secret = \"s\"\n", "");
+            format!("{secrets}{}", with_routes(&format!("{r}{extra}credential = {credential}\n")))
+        };
+        let aws = "{ kind = \"aws_sigv4\", access_key_id = \"id\", secret_access_key = \"key\", \
+                   session_token = \"tok\", region = \"eu-west-1\", service = \"s3\" }";
+        let p = load(&config(aws, "")).unwrap();
+        let r = &p.tenants[0].routes[0];
+        let Some(Credential::AwsSigV4(parsed)) = &r.credential else { panic!("not aws") };
+        assert_eq!((parsed.region.as_str(), parsed.service.as_str()), ("eu-west-1", "s3"));
+        assert_eq!(r.secrets().collect::<Vec<_>>(), ["id", "key", "tok"], "airlock check fetches all three");
+        assert_eq!(r.format, None, "no Bearer format: the request is signed");
+        assert!(load(&config(&aws.replace("session_token = \"tok\", ", ""), "")).is_ok(), "the token is optional");
+        type Check = fn(&RouteError) -> bool;
+        let refused: [(String, Check); 6] = [
+            (config(&aws.replace("eu-west-1", "EU West"), ""), |e| {
+                matches!(e, RouteError::SigningScope { field: "region", .. })
+            }),
+            (config(&aws.replace("\"s3\"", "\"\""), ""), |e| {
+                matches!(e, RouteError::SigningScope { field: "service", .. })
+            }),
+            (
+                config(&aws.replace("\"tok\"", "\"nope\""), ""),
+                |e| matches!(e, RouteError::UndeclaredSecret(s) if s == "nope"),
+            ),
+            (config(aws, "body = \"json\"\n"), |e| matches!(e, RouteError::SignedRouteSwaps("body"))),
+            (config(aws, "query = [\"key\"]\n"), |e| matches!(e, RouteError::SignedRouteSwaps("query"))),
+            (config(aws, "format = \"Bearer {secret}\"\n"), |e| matches!(e, RouteError::SignedRouteSwaps("format"))),
+        ];
+        for (text, want) in refused {
+            match load(&text) {
+                Err(ConfigError::Invalid { error, .. }) => match *error {
+                    BuildError::Route { error, .. } => assert!(want(&error), "{text}: {error}"),
+                    other => panic!("{text}: not a route error: {other}"),
+                },
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn body_and_format_are_read_when_valid() {
         let p = load(&with_routes(
             &(route("r", "a.test", "AIRLOCK_1") + "body = \"json\"\nformat = \"Bearer {secret}\"\n"),
