@@ -831,7 +831,9 @@ placeholder = "AIRLOCK_BETA"
             )
         };
         let host = "s3.eu-west-1.amazonaws.com";
-        let cases: Vec<(&str, &str, Vec<(&str, String)>, Result<Vec<usize>, DenialCode>)> = vec![
+        /// (method, target, headers) → Ok(injected header indices) or Err(code).
+        type SignedCase<'a> = (&'a str, &'a str, Vec<(&'a str, String)>, Result<Vec<usize>, DenialCode>);
+        let cases: Vec<SignedCase<'_>> = vec![
             ("GET", "/b/k", vec![("authorization", sigv4("AIRLOCK_AWS", "eu-west-1/s3"))], Ok(vec![0])),
             ("PUT", "/b/k?x=1", vec![("authorization", sigv4("AIRLOCK_AWS", "eu-west-1/s3"))], Ok(vec![0])),
             // Unsigned (anonymous) requests are the agent's own.
