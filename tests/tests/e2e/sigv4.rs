@@ -251,3 +251,68 @@ async fn boto3_under_airlock_run_uploads_and_downloads_with_placeholder_keys() {
     assert!(stats["verified"].as_u64() >= Some(4), "{stats}");
     assert_eq!(stats["refused"], 0, "{stats}");
 }
+
+/// curl's own SigV4 signer (`--aws-sigv4`), over HTTP/1.1 and HTTP/2: a
+/// GET and a PUT of a file (curl sends its hash in x-amz-content-sha256).
+#[tokio::test]
+async fn curls_own_signer_works_over_http1_and_http2() {
+    let server = AwsServer::start().await;
+    let proxy = start(&server).await;
+    let file = proxy.home.path.join("upload.bin");
+    std::fs::write(&file, (0..70_000u32).map(|i| (i * 7 % 251) as u8).collect::<Vec<_>>()).unwrap();
+    for version in ["--http1.1", "--http2"] {
+        for put in [false, true] {
+            let mut cmd = proxy.curl();
+            cmd.args([version, "-w", "\n%{http_code} %{http_version}", "--aws-sigv4", &format!("aws:amz:{REGION}:s3")])
+                .args(["-u", &format!("{S3_PLACEHOLDER}:any-secret-key")]);
+            if put {
+                cmd.arg("-T").arg(&file);
+            }
+            let url =
+                format!("{}/{}", server.endpoint("s3"), if put { "bucket/curl.bin" } else { "echo/curl?a=b%20c" });
+            let out = cmd.arg(url).output().await.unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert_no_secret("curl's output", &text, &secrets());
+            let (body, status) = text.rsplit_once('\n').unwrap();
+            assert!(status.starts_with("200 "), "{version} put={put}: {text}; server: {}", server.stats().await);
+            if version == "--http2" {
+                assert!(status.ends_with(" 2"), "curl spoke HTTP/2 to airlock: {status}");
+            }
+            if !put {
+                let echo: Value = serde_json::from_str(body).unwrap();
+                assert!(echo["authorization"].as_str().unwrap().contains(S3_PLACEHOLDER), "{echo}");
+            }
+        }
+    }
+    let stats = server.stats().await;
+    assert_eq!((stats["verified"].as_u64(), stats["refused"].as_u64()), (Some(4), Some(0)), "{stats}");
+    proxy.proxy.shutdown().await;
+}
+
+/// `airlock check` says a route that signs is ready when its keys can
+/// sign, and names the secret (never its value) when one cannot.
+#[tokio::test]
+async fn airlock_check_tests_the_signing_keys() {
+    let server = AwsServer::start().await;
+    let home = TempHome::new("sigv4-check");
+    std::fs::write(home.path.join("airlock.toml"), config(&server)).unwrap();
+    store_keys(&home.path);
+    let check = |home: &TempHome| {
+        std::process::Command::new(airlock_bin())
+            .arg("check")
+            .env("AIRLOCK_HOME", &home.path)
+            .env_remove("AIRLOCK_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let out = check(&home);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    let bad_id = "AKIA/NOT+AN=ID";
+    Store::new(&home.path).set("aws_id", &SecretValue::new(bad_id.into()).unwrap()).unwrap();
+    let out = check(&home);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("secret 'aws_id' is not an AWS access key id"), "{text}");
+    assert_no_secret("airlock check's output", &text, &[bad_id, SECRET_ACCESS_KEY, SESSION_TOKEN]);
+}
