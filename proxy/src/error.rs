@@ -142,6 +142,15 @@ pub enum Error {
         /// Why, in words that quote no value.
         why: String,
     },
+    /// A request to a route that signs found no room in the signing budget
+    /// (the request bodies held to be signed, over every request).
+    #[error(
+        "route '{route}' re-signs requests with AWS SigV4, and airlock holds as much of request bodies to sign as it may; try again"
+    )]
+    SigningBusy {
+        /// The route's name.
+        route: String,
+    },
     /// The agent's request body failed (ended early, or a stream reset)
     /// while airlock read it.
     #[error("the request body ended before it was complete")]
@@ -486,6 +495,7 @@ impl Error {
             Error::TlsStart(TlsStartError::Mint(_)) => Side::Internal,
             Error::TlsStart(_) => Side::Agent,
             Error::SecretUnavailable { .. } | Error::MintFailed { .. } => Side::Vault,
+            Error::SigningBusy { .. } => Side::Internal,
             Error::Connect(_)
             | Error::Upstream(_)
             | Error::Timeout { .. }

@@ -188,6 +188,10 @@ pub fn refusal(err: &Error, to: Audience) -> Refusal {
         }
         Error::Unsubstitutable { why, .. } => (Code::UnsubstitutableBody, unsubstitutable_next_step(why).into()),
         Error::AgentBody => (Code::BadRequest, "send the request again with its whole body".into()),
+        Error::SigningBusy { .. } => (
+            Code::UnsignableRequest,
+            "retry in a moment: airlock holds at most 256 MiB of request bodies being signed, and that is in use".into(),
+        ),
         Error::Unsignable { .. } => (
             Code::UnsignableRequest,
             "send it as an AWS SDK signs an ordinary call: a SHA-256 payload hash or UNSIGNED-PAYLOAD, or chunks of \
@@ -263,6 +267,7 @@ pub fn refusal(err: &Error, to: Audience) -> Refusal {
         Error::Envelope(EnvelopeError::Method { .. }) => 405,
         Error::Envelope(EnvelopeError::Origin) => 403,
         Error::Envelope(EnvelopeError::Slow { .. }) => 408,
+        Error::SigningBusy { .. } => 503,
         _ => code.status(),
     };
     let route = match err {

@@ -43,6 +43,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Uri};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use airlock_policy::secrets::SecretValue;
 use airlock_policy::{AwsSigV4, Route};
@@ -54,9 +55,15 @@ use crate::error::Error;
 /// no `x-amz-content-sha256` (services other than S3 take the hash only in
 /// the signature).
 pub(crate) const MAX_HASHED_BODY: usize = 16 << 20;
-/// The largest chunk of a signed-chunk upload (SDKs write 64 KiB to
-/// 1 MiB; S3 asks for at least 8 KiB).
-pub(crate) const MAX_CHUNK: u64 = 8 << 20;
+/// The largest chunk of a signed-chunk upload (SDKs write 64 to 128 KiB;
+/// S3 asks for at least 8 KiB).
+pub(crate) const MAX_CHUNK: u64 = 1 << 20;
+/// The most request-body bytes held to be signed at once, over every
+/// request (a chunk held whole, a body read whole to be hashed): each
+/// alone is bounded, and this bounds their sum however many streams and
+/// connections hold one. A request that finds no room is refused `503`,
+/// to be retried.
+pub(crate) const SIGNING_BUDGET: usize = 256 << 20;
 /// The longest chunk-size line: a size in hex, `;chunk-signature=`, 64 hex
 /// digits and CRLF, with room for chunk extensions' absence to be sure.
 const MAX_CHUNK_LINE: usize = 128;
@@ -91,6 +98,13 @@ pub(crate) struct Signer {
     has_token: bool,
     signed_headers: Vec<String>,
     payload: Payload,
+    /// The [`SIGNING_BUDGET`], in KiB permits.
+    budget: Arc<Semaphore>,
+}
+
+/// The signing budget: [`SIGNING_BUDGET`] in permits of a KiB.
+pub(crate) fn budget() -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(SIGNING_BUDGET >> 10))
 }
 
 impl std::fmt::Debug for Signer {
@@ -141,6 +155,7 @@ impl Signer {
         keys: [Option<Arc<SecretValue>>; 3],
         signed_headers: &[&str],
         declared: Option<&[u8]>,
+        budget: Arc<Semaphore>,
     ) -> Result<Signer, Error> {
         let [Some(id), Some(secret), token] = keys else {
             return Err(unavailable(route, "its keys are unavailable".to_owned()));
@@ -179,6 +194,7 @@ impl Signer {
             has_token: token.is_some(),
             signed_headers,
             payload,
+            budget,
         })
     }
 
@@ -204,12 +220,28 @@ impl Signer {
         let (body, whole) = match self.payload {
             Payload::Hash if body.is_end_stream() => (body, Some(Bytes::new())),
             Payload::Hash => {
-                let read = match tokio::time::timeout(read_timeout, read_whole(body, MAX_HASHED_BODY)).await {
+                let reading = read_whole(body, MAX_HASHED_BODY, &self.budget);
+                let (read, held) = match tokio::time::timeout(read_timeout, reading).await {
                     Ok(Ok(Ok(read))) => read,
-                    Ok(Ok(Err(why))) => return Err(self.unsignable(why)),
-                    Ok(Err(_)) | Err(_) => return Err(Error::AgentBody),
+                    Ok(Ok(Err(Stop::Malformed(why)))) => return Err(self.unsignable(why)),
+                    Ok(Ok(Err(Stop::Busy))) => return Err(Error::SigningBusy { route: self.route.clone() }),
+                    Ok(Err(_)) => return Err(Error::AgentBody),
+                    Err(_) => {
+                        return Err(self.unsignable(format!(
+                            "its body did not arrive whole within {} s, while airlock read it to hash it for the \
+                             signature",
+                            read_timeout.as_secs()
+                        )));
+                    }
                 };
-                let full = http_body_util::Full::new(read.clone()).map_err(|never| match never {}).boxed_unsync();
+                // The budget is held as long as the body is.
+                let full = http_body_util::Full::new(read.clone())
+                    .map_err(|never| match never {})
+                    .map_frame(move |frame| {
+                        let _held = &held;
+                        frame
+                    })
+                    .boxed_unsync();
                 (full, Some(read))
             }
             _ => (body, None),
@@ -267,6 +299,9 @@ impl Signer {
                 route: self.route,
                 ready: VecDeque::new(),
                 refused,
+                crlf_held: false,
+                held: None,
+                budget: self.budget,
             }
             .boxed_unsync(),
             _ => body,
@@ -292,28 +327,62 @@ impl Signer {
     }
 }
 
-/// `body` read whole, or why it cannot be: over `limit` bytes, or with
-/// HTTP trailer fields (a body sent as one piece has none).
-async fn read_whole(mut body: Body, limit: usize) -> Result<Result<Bytes, String>, crate::BoxError> {
+/// `body` read whole within `budget`, and what it holds of it; or why it
+/// cannot be: over `limit` bytes, with HTTP trailer fields (a body sent
+/// as one piece has none), or no room in the budget.
+async fn read_whole(
+    mut body: Body,
+    limit: usize,
+    budget: &Arc<Semaphore>,
+) -> Result<Result<(Bytes, Option<OwnedSemaphorePermit>), Stop>, crate::BoxError> {
     let mut read = BytesMut::new();
+    let mut held: Option<OwnedSemaphorePermit> = None;
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame?.into_data() else {
-            return Ok(Err("its body has trailer fields, which a body read whole to be hashed cannot keep".to_owned()));
+            let why = "its body has trailer fields, which a body read whole to be hashed cannot keep";
+            return Ok(Err(Stop::Malformed(why.to_owned())));
         };
         if read.len() + data.len() > limit {
-            return Ok(Err(format!(
+            return Ok(Err(Stop::Malformed(format!(
                 "its body is over {} MiB, the most airlock reads whole to hash it for the signature (the request \
                  sends no x-amz-content-sha256)",
                 limit >> 20
-            )));
+            ))));
         }
         read.extend_from_slice(&data);
+        // Permits for every KiB begun so far.
+        let want = u32::try_from(read.len().div_ceil(1024)).unwrap_or(u32::MAX);
+        let has = held.as_ref().map_or(0, |p| u32::try_from(p.num_permits()).unwrap_or(u32::MAX));
+        if want > has {
+            match Arc::clone(budget).try_acquire_many_owned(want - has) {
+                Ok(more) => match &mut held {
+                    Some(p) => p.merge(more),
+                    None => held = Some(more),
+                },
+                Err(_) => return Ok(Err(Stop::Busy)),
+            }
+        }
     }
-    Ok(Ok(read.freeze()))
+    Ok(Ok((read.freeze(), held)))
 }
 
 fn unavailable(route: &Route, reason: String) -> Error {
     Error::SecretUnavailable { route: route.name.clone(), reason }
+}
+
+/// Why a signed-chunk body stops being re-signed.
+#[derive(Debug)]
+enum Stop {
+    /// Its framing is not what SigV4 chunks are.
+    Malformed(String),
+    /// The signing budget has no room for its next chunk.
+    Busy,
+}
+
+impl From<String> for Stop {
+    fn from(why: String) -> Stop {
+        Stop::Malformed(why)
+    }
 }
 
 /// Where a signed-chunk body is in its `aws-chunked` framing.
@@ -353,6 +422,12 @@ struct SignedChunks {
     route: String,
     ready: VecDeque<Bytes>,
     refused: Arc<Mutex<Option<Error>>>,
+    /// The CRLF after the last chunk's data, sent once the next chunk's
+    /// line has come.
+    crlf_held: bool,
+    /// What the chunk being read holds of the budget.
+    held: Option<OwnedSemaphorePermit>,
+    budget: Arc<Semaphore>,
 }
 
 impl SignedChunks {
@@ -368,23 +443,33 @@ impl SignedChunks {
     }
 
     /// Moves what `buf` holds into `ready`, re-signed, as far as it goes.
-    fn advance(&mut self) -> Result<(), String> {
+    fn advance(&mut self) -> Result<(), Stop> {
         loop {
             match self.state {
                 State::SizeLine => {
                     let Some(end) = self.buf.windows(2).position(|w| w == b"\r\n") else {
                         if self.buf.len() > MAX_CHUNK_LINE {
-                            return Err("a chunk-size line is too long".to_owned());
+                            return Err("a chunk-size line is too long".to_owned().into());
                         }
                         return Ok(());
                     };
                     let line = self.buf.split_to(end + 2);
                     let (size, digits) = chunk_size(&line[..end])?;
+                    // The CRLF that ends the chunk before: the body goes on.
+                    if std::mem::take(&mut self.crlf_held) {
+                        self.ready.push_back(Bytes::from_static(b"\r\n"));
+                    }
                     if size == 0 {
                         self.sign_chunk(&line[..digits], Bytes::new())?;
                         self.state = if self.trailer { State::Trailer } else { State::End };
                     } else {
-                        // The line is written again once the chunk is whole.
+                        // The line is written again once the chunk is
+                        // whole, which is held within the budget.
+                        let kib = u32::try_from(size.div_ceil(1024)).unwrap_or(u32::MAX);
+                        match Arc::clone(&self.budget).try_acquire_many_owned(kib) {
+                            Ok(permit) => self.held = Some(permit),
+                            Err(_) => return Err(Stop::Busy),
+                        }
                         self.state = State::Data { size };
                         self.digits = line.freeze().slice(..digits);
                     }
@@ -395,7 +480,7 @@ impl SignedChunks {
                     }
                     let data = self.buf.split_to(size).freeze();
                     if &self.buf[..2] != b"\r\n" {
-                        return Err("a chunk is longer than its size".to_owned());
+                        return Err("a chunk is longer than its size".to_owned().into());
                     }
                     self.buf.advance(2);
                     let digits = std::mem::take(&mut self.digits);
@@ -407,7 +492,7 @@ impl SignedChunks {
                         return Ok(());
                     }
                     if &self.buf[..2] != b"\r\n" {
-                        return Err("the last chunk is not followed by an empty line".to_owned());
+                        return Err("the last chunk is not followed by an empty line".to_owned().into());
                     }
                     self.buf.advance(2);
                     self.ready.push_back(Bytes::from_static(b"\r\n"));
@@ -416,7 +501,7 @@ impl SignedChunks {
                 State::Trailer => {
                     let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") else {
                         if self.buf.len() > MAX_TRAILER {
-                            return Err("the trailer is too long".to_owned());
+                            return Err("the trailer is too long".to_owned().into());
                         }
                         return Ok(());
                     };
@@ -427,7 +512,7 @@ impl SignedChunks {
                 }
                 State::Done => {
                     if !self.buf.is_empty() {
-                        return Err("the body goes on after its last chunk".to_owned());
+                        return Err("the body goes on after its last chunk".to_owned().into());
                     }
                     return Ok(());
                 }
@@ -450,8 +535,12 @@ impl SignedChunks {
         self.ready.push_back(Bytes::from(line));
         if !data.is_empty() {
             self.ready.push_back(data);
-            self.ready.push_back(Bytes::from_static(b"\r\n"));
+            // Held until the next chunk's line: a body that ends here,
+            // without its last chunk, must not have sent all it declared
+            // (an upstream told its length would take it as whole).
+            self.crlf_held = true;
         }
+        self.held = None;
         self.previous = signature;
         Ok(())
     }
@@ -495,15 +584,21 @@ impl SignedChunks {
         Ok(Bytes::from(kept))
     }
 
-    fn fail(&mut self, why: String) -> crate::BoxError {
-        let e =
-            Error::Unsignable { route: self.route.clone(), why: format!("its aws-chunked body is malformed: {why}") };
+    fn fail(&mut self, stop: Stop) -> crate::BoxError {
+        let route = self.route.clone();
+        let e = match stop {
+            Stop::Malformed(why) => {
+                Error::Unsignable { route, why: format!("its aws-chunked body is malformed: {why}") }
+            }
+            Stop::Busy => Error::SigningBusy { route },
+        };
         let said = e.to_string();
         if let Ok(mut slot) = self.refused.lock() {
             *slot = Some(e);
         }
         self.state = State::Done;
         self.ready.clear();
+        self.held = None;
         said.into()
     }
 }
@@ -553,7 +648,7 @@ impl HttpBody for SignedChunks {
                 None if this.state == State::Done => return Poll::Ready(None),
                 None => {
                     let why = "it ended before its last chunk".to_owned();
-                    return Poll::Ready(Some(Err(this.fail(why))));
+                    return Poll::Ready(Some(Err(this.fail(Stop::Malformed(why)))));
                 }
             }
         }
@@ -592,6 +687,15 @@ mod tests {
     ];
 
     fn resigner(inner: crate::Body, refused: Arc<Mutex<Option<Error>>>, trailer: bool) -> SignedChunks {
+        resigner_within(inner, refused, trailer, super::budget())
+    }
+
+    fn resigner_within(
+        inner: crate::Body,
+        refused: Arc<Mutex<Option<Error>>>,
+        trailer: bool,
+        budget: Arc<tokio::sync::Semaphore>,
+    ) -> SignedChunks {
         let credentials =
             Credentials::new("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", None, None, "test");
         SignedChunks {
@@ -608,6 +712,9 @@ mod tests {
             route: "s3".to_owned(),
             ready: Default::default(),
             refused,
+            crlf_held: false,
+            held: None,
+            budget,
         }
     }
 
@@ -663,6 +770,48 @@ mod tests {
         }
     }
 
+    /// A body cut right after a whole chunk, without its last (empty)
+    /// chunk, never gives out every byte it declared: an upstream told its
+    /// length stops reading at that length and would take it as whole.
+    #[tokio::test]
+    async fn a_body_without_its_last_chunk_never_sends_all_it_declared() {
+        let body = agent_body(&[100, 50]);
+        let cut = body.len() - (1 + 17 + 64 + 2 + 2);
+        let frame = Frame::data(Bytes::copy_from_slice(&body[..cut]));
+        let inner = StreamBody::new(futures_util::stream::iter(vec![Ok::<_, crate::BoxError>(frame)])).boxed_unsync();
+        let refused = Arc::new(Mutex::new(None));
+        let mut out = resigner(inner, Arc::clone(&refused), false);
+        let mut given = 0;
+        while let Some(frame) = out.frame().await {
+            match frame {
+                Ok(frame) => given += frame.into_data().map_or(0, |d| d.len()),
+                Err(_) => break,
+            }
+        }
+        assert!(given < cut, "{given} of the {cut} bytes the agent sent were given out before the refusal");
+        assert!(refused.lock().unwrap().take().unwrap().to_string().contains("ended before its last chunk"));
+    }
+
+    /// A chunk the signing budget has no room for is refused (`503`), and
+    /// what a chunk held is given back once it is signed.
+    #[tokio::test]
+    async fn chunks_are_held_within_the_signing_budget() {
+        let budget = Arc::new(tokio::sync::Semaphore::new(64));
+        let body = agent_body(&[64 * 1024, 64 * 1024]);
+        let feed = |body: &[u8]| {
+            let frame = Frame::data(Bytes::copy_from_slice(body));
+            StreamBody::new(futures_util::stream::iter(vec![Ok::<_, crate::BoxError>(frame)])).boxed_unsync()
+        };
+        let refused = Arc::new(Mutex::new(None));
+        let out = resigner_within(feed(&body), Arc::clone(&refused), false, Arc::clone(&budget));
+        assert!(out.collect().await.is_ok(), "two 64 KiB chunks, one after the other, fit 64 KiB");
+        assert_eq!(budget.available_permits(), 64, "all given back");
+        let big = agent_body(&[64 * 1024 + 1]);
+        let out = resigner_within(feed(&big), Arc::clone(&refused), false, Arc::clone(&budget));
+        assert!(out.collect().await.is_err());
+        assert!(matches!(refused.lock().unwrap().take(), Some(Error::SigningBusy { .. })));
+    }
+
     #[tokio::test]
     async fn a_trailer_is_signed_in_the_chain_and_kept() {
         let mut body = agent_body(&[1000]);
@@ -688,7 +837,7 @@ mod tests {
             ([&good[..], b"extra"].concat(), false, "goes on after its last chunk"),
             (b"64;chunk-signature=00\r\n".to_vec(), false, "not `size;chunk-signature=signature`"),
             (b"zz;chunk-signature=0\r\n".to_vec(), false, "not `size;chunk-signature=signature`"),
-            (over.into_bytes(), false, "over 8 MiB"),
+            (over.into_bytes(), false, "over 1 MiB"),
             (vec![b'1'; 4096], false, "chunk-size line is too long"),
             (text(&good).replacen("aaaa\r\n", "aaaaX", 1).into_bytes(), false, "longer than its size"),
             (

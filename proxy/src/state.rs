@@ -86,6 +86,8 @@ pub(crate) struct Shared {
     pub(crate) certs: LeafCache,
     /// The tokens airlock minted, kept across reloads.
     pub(crate) minter: crate::mint::Minter,
+    /// The request bodies held to be signed, over every request.
+    pub(crate) signing_budget: Arc<tokio::sync::Semaphore>,
     pub(crate) audit: AuditLog,
     /// Wrong proxy credentials, per peer address: backoff and coalesced
     /// audit records.
@@ -118,6 +120,7 @@ impl Shared {
             fetches: crate::fetch::Fetches::default(),
             certs,
             minter: crate::mint::Minter::default(),
+            signing_budget: crate::sigv4::budget(),
             auth: AuthThrottle::new(audit.clone()),
             audit,
             listen,

@@ -230,7 +230,8 @@ async fn signed(
                     why: format!("it sends {CONTENT_SHA256} twice"),
                 });
             }
-            Some(Signer::new(route, aws, keys, &auth.signed_headers, declared.first().copied())?)
+            let budget = Arc::clone(&ctx.shared.signing_budget);
+            Some(Signer::new(route, aws, keys, &auth.signed_headers, declared.first().copied(), budget)?)
         }
     };
     let mut added = Vec::with_capacity(route.add_headers.len());
