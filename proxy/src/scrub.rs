@@ -41,11 +41,11 @@
 //! last user drops it. A new vault version empties both caches, so a
 //! rotated secret is not kept there.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use airlock_policy::secrets::Vault;
-use airlock_policy::{Policy, TenantId};
+use airlock_policy::{Credential, Policy, TenantId};
 use quick_cache::Weighter;
 use zeroize::Zeroize;
 
@@ -231,11 +231,30 @@ fn tenant_builder(policy: &Policy, vault: &Vault, tenant: TenantId) -> PatternSe
     let t = policy.tenant(tenant);
     let mut known = vault.known();
     known.sort_by(|a, b| a.0.cmp(&b.0));
+    // The secrets a SigV4 signature carries in its canonical request: the
+    // access key id (in the scope) and the session token (a signed header).
+    let signed: HashSet<&str> = policy
+        .tenants()
+        .flat_map(|(_, t)| &t.routes)
+        .filter_map(|r| match &r.credential {
+            Some(Credential::AwsSigV4(aws)) => Some(aws),
+            _ => None,
+        })
+        .flat_map(|aws| std::iter::once(aws.access_key_id.as_str()).chain(aws.session_token.as_deref()))
+        .collect();
     let mut b = PatternSetBuilder::new();
     for (name, value) in &known {
         let replacement =
             t.routes.iter().find(|r| &r.secret == name).map(|r| r.placeholder.as_bytes()).unwrap_or(REDACTED);
         b.secret(&SecretForms { value: value.expose(), replacement });
+        if signed.contains(name.as_str()) {
+            // S3's SignatureDoesNotMatch error quotes the canonical request
+            // also as its bytes in hex, separated by spaces
+            // (`<CanonicalRequestBytes>50 55 54 …`).
+            for upper in [false, true] {
+                b.literal(&spaced_hex(value.expose(), upper), REDACTED);
+            }
+        }
         if policy.secret(name).is_some_and(|spec| spec.pem) {
             for line in private_key_lines(value.expose()) {
                 b.secret(&SecretForms { value: line, replacement: REDACTED });
@@ -243,6 +262,19 @@ fn tenant_builder(policy: &Policy, vault: &Vault, tenant: TenantId) -> PatternSe
         }
     }
     b
+}
+
+/// `value`'s bytes as two hex digits each, separated by single spaces.
+fn spaced_hex(value: &[u8], upper: bool) -> Vec<u8> {
+    let digits: &[u8; 16] = if upper { b"0123456789ABCDEF" } else { b"0123456789abcdef" };
+    let mut out = Vec::with_capacity(value.len() * 3);
+    for (i, b) in value.iter().enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        out.extend_from_slice(&[digits[usize::from(b >> 4)], digits[usize::from(b & 15)]]);
+    }
+    out
 }
 
 /// The shortest line of a private key's PEM body scrubbed on its own.

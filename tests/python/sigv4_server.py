@@ -133,7 +133,8 @@ def handler(args, store):
                 self.wfile.write(body)
 
         def verify(self, body):
-            """The body as the service reads it (aws-chunked decoded)."""
+            """The body as the service reads it (aws-chunked decoded), the
+            payload kind, the signed headers and the canonical request."""
             auth = self.headers.get("Authorization")
             if auth is None:
                 raise Refused("no Authorization")
@@ -170,6 +171,7 @@ def handler(args, store):
             string_to_sign = signer.string_to_sign(request, canonical)
             if signer.signature(string_to_sign, request) != signature:
                 raise Refused("the signature does not verify (botocore)")
+            self.canonical = canonical
             scope = f"{date}/{region}/{service}/aws4_request"
             kind = declared or "hashed by the service"
             if declared in SIGNED:
@@ -230,6 +232,15 @@ def handler(args, store):
                 store.stats["verified"] += 1
                 store.stats["payloads"][kind] = store.stats["payloads"].get(kind, 0) + 1
             path = self.path.split("?")[0]
+            if path.startswith("/__error"):
+                # S3's SignatureDoesNotMatch error, as it quotes what it got:
+                # the access key id, the canonical request, and its bytes in
+                # spaced hex.
+                canonical = self.canonical.encode()
+                xml = ("<Error><Code>SignatureDoesNotMatch</Code><AWSAccessKeyId>%s</AWSAccessKeyId>"
+                       "<CanonicalRequest>%s</CanonicalRequest><CanonicalRequestBytes>%s</CanonicalRequestBytes>"
+                       "</Error>") % (args.access_key_id, self.canonical, " ".join("%02x" % b for b in canonical))
+                return self.answer(403, xml.encode(), "application/xml")
             if self.path.startswith("/bucket/"):
                 if self.command == "PUT":
                     with store.lock:

@@ -316,3 +316,34 @@ async fn airlock_check_tests_the_signing_keys() {
     assert!(text.contains("secret 'aws_id' is not an AWS access key id"), "{text}");
     assert_no_secret("airlock check's output", &text, &[bad_id, SECRET_ACCESS_KEY, SESSION_TOKEN]);
 }
+
+/// S3's `SignatureDoesNotMatch` error quotes the access key id and the
+/// canonical request — which holds the session token — as text and as its
+/// bytes in spaced hex: every one comes back scrubbed.
+#[tokio::test]
+async fn s3s_error_quoting_the_canonical_request_comes_back_scrubbed() {
+    let server = AwsServer::start().await;
+    let proxy = start(&server).await;
+    let out = tokio::process::Command::new(crate::conformance::venv_python())
+        .arg(script("sigv4_agent.py"))
+        .args(["raw", "get", "--path", "/__error/k", "--endpoint", &server.endpoint("s3"), "--region", REGION])
+        .args(["--service", "s3", "--access-key-id", S3_PLACEHOLDER, "--proxy", &proxy.proxy_url("acme", ACME_TOKEN)])
+        .arg("--ca")
+        .arg(proxy.ca_path())
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    let body = answer["body"].as_str().unwrap();
+    assert_eq!(answer["status"], 403, "{body}");
+    assert!(body.contains("<CanonicalRequestBytes>"), "the server quoted its canonical request: {body}");
+    assert!(body.contains(&format!("<AWSAccessKeyId>{S3_PLACEHOLDER}</AWSAccessKeyId>")), "{body}");
+    assert_no_secret("the S3-style error", body, &secrets());
+    for secret in [ACCESS_KEY_ID, SESSION_TOKEN] {
+        let hex: Vec<String> = secret.bytes().map(|b| format!("{b:02x}")).collect();
+        assert!(!body.contains(&hex.join(" ")), "{secret} leaked as spaced hex: {body}");
+    }
+    proxy.proxy.shutdown().await;
+}
