@@ -264,7 +264,13 @@ impl Signer {
         let time = SystemTime::now();
         let request = SignableRequest::new(method.as_str(), uri.to_string(), signable.into_iter(), signable_body)
             .map_err(|e| self.unsignable(format!("the signer refused it ({e})")))?;
-        let settings = self.settings();
+        let mut settings = self.settings();
+        if matches!(self.payload, Payload::Hash) && self.service.starts_with("s3") {
+            // S3 wants the payload's hash in x-amz-content-sha256 as well
+            // (it refuses a SigV4 request without it); other services do
+            // not take it.
+            settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+        }
         let params = v4::SigningParams::builder()
             .identity(&self.identity)
             .region(&self.region)

@@ -8,8 +8,8 @@ AWS SDK would, and sends them through airlock.
     sent with `requests`. KIND: get, put-hashed, put-unsigned, put-chunks,
     put-chunks-trailer (signed aws-chunked bodies, their chunk signatures
     computed with the dummy key as an SDK would), post (no
-    x-amz-content-sha256: the service hashes the body), presigned (a
-    presigned GET URL). Prints {"status", "body"} as JSON.
+    x-amz-content-sha256: the service hashes the body), get-bare (an S3
+    GET without x-amz-content-sha256), presigned (a presigned GET URL). Prints {"status", "body"} as JSON.
 
   sigv4_agent.py boto3 --endpoint URL
     boto3's S3 client with its default credential chain (the environment
@@ -81,10 +81,13 @@ class DeclaredS3Auth(S3SigV4Auth):
 def raw(args):
     access_key_id = args.access_key_id or os.environ["AWS_ACCESS_KEY_ID"]
     credentials = Credentials(access_key_id, DUMMY_SECRET)
-    signer = (DeclaredS3Auth if args.service == "s3" else SigV4Auth)(credentials, args.service, args.region)
     kind = args.kind
-    data = payload(args.size, 1) if kind != "get" else b""
-    method = {"get": "GET", "presigned": "GET", "post": "POST"}.get(kind, "PUT")
+    # get-bare: an S3 GET signed as a generic SigV4 client signs it,
+    # without x-amz-content-sha256 (curl before 8.x, hand-written signers).
+    s3_style = args.service == "s3" and kind != "get-bare"
+    signer = (DeclaredS3Auth if s3_style else SigV4Auth)(credentials, args.service, args.region)
+    data = payload(args.size, 1) if kind not in ("get", "get-bare") else b""
+    method = {"get": "GET", "get-bare": "GET", "presigned": "GET", "post": "POST"}.get(kind, "PUT")
     path = args.path or ("/bucket/raw-" + kind if method == "PUT" else "/echo/a%20b/c~d?list-type=2&prefix=a%2Fb&x=")
     url = args.endpoint + path
     headers = {}

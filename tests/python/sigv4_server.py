@@ -161,6 +161,8 @@ def handler(args, store):
                     raise Refused(f"signed header {name} is missing")
                 headers[name] = ",".join(values)
             declared = self.headers.get("X-Amz-Content-SHA256")
+            if service == "s3" and declared is None:
+                raise Refused("Missing required header for this request: x-amz-content-sha256")
             # botocore's signer over the request as it arrived.
             credentials = Credentials(args.access_key_id, args.secret_access_key, args.session_token)
             signer = (S3SigV4Auth if service == "s3" else SigV4Auth)(credentials, service, region)
