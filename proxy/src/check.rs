@@ -168,7 +168,11 @@ pub fn check(home: &Path, policy: &Policy) -> Report {
                 tenant: t.name.clone(),
                 route: r.name.clone(),
                 host: r.authority(),
-                secret: r.secret.clone(),
+                // A route that signs has no one secret: the keys it signs with.
+                secret: match &r.credential {
+                    Some(c @ Credential::AwsSigV4(_)) => c.secrets().collect::<Vec<_>>().join(", "),
+                    _ => r.secret.clone(),
+                },
                 ready: needs.is_empty(),
                 needs,
             });
