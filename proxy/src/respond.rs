@@ -402,6 +402,10 @@ pub enum Form {
     Grpc,
     /// The action API's `{"request_id", "decision": "deny", "error"}`.
     Action,
+    /// An AWS error document (`<ErrorResponse><Error><Code>…`), for a
+    /// request to a route that signs: AWS SDKs show an error's code and
+    /// message from that, and only the status from anything else.
+    Aws,
 }
 
 impl Refusal {
@@ -417,6 +421,7 @@ impl Refusal {
         match form {
             Form::Json => self.with_head(request_id, self.json(request_id)),
             Form::Grpc => self.grpc(request_id),
+            Form::Aws => self.aws(request_id),
             Form::Action => {
                 let mut json = self.json(request_id);
                 json["request_id"] = request_id.into();
@@ -472,11 +477,31 @@ impl Refusal {
     fn with_head(&self, request_id: &str, json: serde_json::Value) -> Response<Body> {
         let mut body = json.to_string();
         body.push('\n');
+        self.with_body(request_id, body, "application/json")
+    }
+
+    /// The denial as AWS services write an error (the query and REST-XML
+    /// protocols' `ErrorResponse`, which botocore and the other SDKs parse
+    /// into the error's code and message): airlock's code, and its message,
+    /// next step and request id in one sentence.
+    fn aws(&self, request_id: &str) -> Response<Body> {
+        let message = format!("{} Next step: {} (airlock request {request_id})", self.message, self.next_step);
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ErrorResponse><Error><Type>Sender</Type><Code>{}</Code>\
+             <Message>{}</Message></Error><RequestId>{}</RequestId></ErrorResponse>\n",
+            self.code.as_str(),
+            xml_escape(&message),
+            xml_escape(request_id)
+        );
+        self.with_body(request_id, body, "application/xml")
+    }
+
+    fn with_body(&self, request_id: &str, body: String, content_type: &'static str) -> Response<Body> {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::FORBIDDEN);
         let mut resp = Response::new(full(body));
         *resp.status_mut() = status;
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         h.insert(DENIED_HEADER, HeaderValue::from_static(self.code.as_str()));
         if let Ok(id) = HeaderValue::from_str(request_id) {
             h.insert(REQUEST_ID_HEADER, id);
@@ -503,6 +528,22 @@ fn grpc_status(http: u16) -> u16 {
         421 | 429 | 502..=504 => 14, // UNAVAILABLE
         _ => 2,                      // UNKNOWN
     }
+}
+
+/// `text` with XML's five special characters as references.
+fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// A complete body from bytes.
@@ -538,6 +579,24 @@ mod tests {
         assert_eq!(d.json("abc")["error"]["request_id"], "abc");
         assert_eq!((d.message.as_str(), &*d.next_step), ("m", "n"));
         assert_eq!(request_id().len(), 24);
+    }
+
+    #[tokio::test]
+    async fn aws_denials_are_error_documents_with_the_text_escaped() {
+        let d = refusal(&policy(DenialCode::PresignedUrlRefused, "a <b> & 'c'", "do \"d\""), Audience::Proxy);
+        let r = d.response("abc", Form::Aws);
+        assert_eq!(r.status(), 403);
+        assert_eq!(r.headers()["content-type"], "application/xml");
+        assert_eq!(r.headers()[DENIED_HEADER], "presigned_url_refused");
+        let body = http_body_util::BodyExt::collect(r.into_body()).await.unwrap().to_bytes();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        assert!(
+            body.contains(
+                "<Error><Type>Sender</Type><Code>presigned_url_refused</Code><Message>a &lt;b&gt; &amp; &apos;c&apos; \
+                 Next step: do &quot;d&quot; (airlock request abc)</Message></Error><RequestId>abc</RequestId>"
+            ),
+            "{body}"
+        );
     }
 
     #[test]

@@ -143,8 +143,19 @@ def raw(args):
 def with_boto3(args):
     import boto3
     from botocore.config import Config
-    s3 = boto3.client("s3", endpoint_url=args.endpoint,
-                      config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+    from botocore.exceptions import ClientError
+    config = Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1})
+    if args.region:
+        # A call airlock refuses: what boto3 makes of the denial.
+        s3 = boto3.client("s3", endpoint_url=args.endpoint, region_name=args.region, config=config)
+        try:
+            s3.get_object(Bucket="bucket", Key="small.bin")
+        except ClientError as e:
+            print(json.dumps({"status": e.response["ResponseMetadata"]["HTTPStatusCode"],
+                              "code": e.response["Error"]["Code"], "said": str(e)}))
+            return
+        raise SystemExit("the call was not refused")
+    s3 = boto3.client("s3", endpoint_url=args.endpoint, config=config)
     small = payload(1000, 2)
     large = payload(300 * 1024 + 7, 3)
     s3.put_object(Bucket="bucket", Key="small.bin", Body=small)
@@ -170,6 +181,7 @@ def main():
     r.add_argument("--size", type=int, default=200 * 1024 + 3)
     b = sub.add_parser("boto3")
     b.add_argument("--endpoint", required=True)
+    b.add_argument("--region", help="sign for this region instead, and print the refusal")
     args = p.parse_args()
     raw(args) if args.mode == "raw" else with_boto3(args)
 

@@ -97,6 +97,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, dest: Arc<Destination>, req: Req
         if let Err(e) = admitted {
             return ctx.deny(e, Audience::Proxy, form);
         }
+        let form = if form == Form::Json && signed_by_aws_sdk(&req) { Form::Aws } else { form };
         match forward(&ctx, &dest, req).await {
             Ok(resp) => resp,
             Err(e) => ctx.deny(e, Audience::Proxy, form),
@@ -104,6 +105,18 @@ pub(crate) async fn handle(shared: Arc<Shared>, dest: Arc<Destination>, req: Req
     }
     .instrument(span)
     .await
+}
+
+/// Whether `req` is signed with AWS SigV4 (in its `Authorization`, or a
+/// presigned URL's query): an AWS SDK's, which shows a denial's code and
+/// message only from an AWS error document ([`Form::Aws`]).
+fn signed_by_aws_sdk<B>(req: &Request<B>) -> bool {
+    let header = req
+        .headers()
+        .get_all(http::header::AUTHORIZATION)
+        .iter()
+        .any(|v| v.as_bytes().starts_with(airlock_policy::sigv4::ALGORITHM.as_bytes()));
+    header || req.uri().path_and_query().is_some_and(|t| airlock_policy::sigv4::is_presigned(t.as_str()))
 }
 
 /// The phases from decide on, for a request whose head was admitted:
