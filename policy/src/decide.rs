@@ -693,6 +693,56 @@ fn presigned_denial(route: &Route) -> Denial {
     )
 }
 
+/// The headers in which S3 names an object a request reads besides its
+/// own: `x-amz-copy-source` (CopyObject, UploadPartCopy) and
+/// `x-amz-rename-source` (RenameObject, directory buckets).
+const S3_SOURCE_HEADERS: [&str; 2] = ["x-amz-copy-source", "x-amz-rename-source"];
+
+/// The bucket a virtual-hosted S3 request names in its host
+/// (`reports.s3.eu-west-1.amazonaws.com`); None for a path-style host
+/// (`s3.eu-west-1.amazonaws.com`), whose paths begin with the bucket.
+fn virtual_bucket(host: &str) -> Option<&str> {
+    let i = host.find(".s3.").or_else(|| host.find(".s3-"))?;
+    (i > 0).then(|| &host[..i])
+}
+
+/// Checks the objects an S3 request to `route` reads besides its own
+/// ([`S3_SOURCE_HEADERS`]: `bucket/key`, percent-encoded, maybe with
+/// `?versionId=`) as its own path is checked: on a virtual-hosted route,
+/// from the host's bucket only; on a route held to `paths`, from one of
+/// them (as a path of the route's host); never with dot segments.
+fn check_s3_sources(route: &Route, req: &RequestInfo<'_>) -> Result<(), Denial> {
+    let host = req.host.trim_end_matches('.').to_ascii_lowercase();
+    let bucket = virtual_bucket(&host);
+    for (name, value) in req.headers {
+        let Some(header) = S3_SOURCE_HEADERS.iter().find(|h| name.eq_ignore_ascii_case(h)) else { continue };
+        let decoded = percent_decode(value.split(|b| *b == b'?').next().unwrap_or(value));
+        let text = String::from_utf8_lossy(&decoded);
+        let source = text.strip_prefix('/').unwrap_or(&text);
+        // As a path of this route's host.
+        let path = match bucket {
+            None => Some(format!("/{source}")),
+            Some(b) => source.strip_prefix(b).and_then(|rest| rest.strip_prefix('/')).map(|key| format!("/{key}")),
+        };
+        let allowed = path
+            .as_deref()
+            .filter(|p| !has_dot_segment(p) && (route.paths.is_empty() || route.paths.iter().any(|g| g.matches(p))));
+        if allowed.is_none() {
+            let within = match (bucket, route.paths.is_empty()) {
+                (Some(b), true) => format!("bucket {b}"),
+                (Some(b), false) => format!("bucket {b}, under {}", route.paths().collect::<Vec<_>>().join(" or ")),
+                (None, _) => route.paths().collect::<Vec<_>>().join(" or "),
+            };
+            return Err(Denial::new(
+                DenialCode::PathNotAllowed,
+                format!("the request reads /{source} ({header}), outside what route '{}' allows: {within}", route.name),
+                format!("name a source object within {within}, without '.' or '..' segments"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The refusal of `route`'s placeholder (a route that signs) found
 /// `where_` it is not a SigV4 access key id.
 fn misplaced_signing_key(route: &Route, where_: &str) -> Denial {
@@ -719,29 +769,8 @@ fn check_signed(route: &Route, aws: &AwsSigV4, req: &RequestInfo<'_>, injections
     if sigv4::is_presigned(req.target) {
         return Err(presigned_denial(route));
     }
-    // S3's CopyObject and UploadPartCopy read the object named in
-    // `x-amz-copy-source` (`bucket/key`, percent-encoded, maybe
-    // `?versionId=`): on a route held to some paths, it must be one too.
-    if aws.service.starts_with("s3") && !route.paths.is_empty() {
-        for (name, value) in req.headers {
-            if !name.eq_ignore_ascii_case("x-amz-copy-source") {
-                continue;
-            }
-            let decoded = percent_decode(value.split(|b| *b == b'?').next().unwrap_or(value));
-            let text = String::from_utf8_lossy(&decoded);
-            let source = if text.starts_with('/') { text.into_owned() } else { format!("/{text}") };
-            if !route.paths.iter().any(|g| g.matches(&source)) {
-                let allowed: Vec<&str> = route.paths().collect();
-                return Err(Denial::new(
-                    DenialCode::PathNotAllowed,
-                    format!(
-                        "the request copies from {source} (x-amz-copy-source), outside the paths route '{}' allows",
-                        route.name
-                    ),
-                    format!("copy only from paths matching {}", allowed.join(" or ")),
-                ));
-            }
-        }
+    if aws.service.starts_with("s3") {
+        check_s3_sources(route, req)?;
     }
     for inj in injections {
         let (name, value) = req.headers[inj.header];
@@ -858,7 +887,11 @@ placeholder = "AIRLOCK_BETA"
             "{CONFIG}\n[secrets.aws_id]\nsource = \"env\"\nvar = \"AWS_ID\"\n[secrets.aws_key]\nsource = \"env\"\n\
              var = \"AWS_KEY\"\n[[tenants.acme.routes]]\nname = \"s3\"\nhost = \"s3.eu-west-1.amazonaws.com\"\n\
              placeholder = \"AIRLOCK_AWS\"\nmethods = [\"GET\", \"PUT\"]\npaths = [\"/b/*\"]\ncredential = {{ kind = \"aws_sigv4\", \
-             access_key_id = \"aws_id\", secret_access_key = \"aws_key\", region = \"eu-west-1\", service = \"s3\" }}\n"
+             access_key_id = \"aws_id\", secret_access_key = \"aws_key\", region = \"eu-west-1\", service = \"s3\" }}\n\
+             [[tenants.acme.routes]]\nname = \"vh\"\nhost = \"bkt.s3.eu-west-1.amazonaws.com\"\n\
+             placeholder = \"AIRLOCK_VHOST\"\nmethods = [\"PUT\"]\npaths = [\"/public/*\"]\ncredential = {{ kind = \
+             \"aws_sigv4\", access_key_id = \"aws_id\", secret_access_key = \"aws_key\", region = \"eu-west-1\", \
+             service = \"s3\" }}\n"
         );
         let p = Policy::from_toml(&config, "test", Path::new("/"), Path::new("/")).unwrap();
         let (acme, _) = p.tenant_by_name("acme").unwrap();
@@ -946,6 +979,41 @@ placeholder = "AIRLOCK_BETA"
                 }
             };
             assert_eq!(got, want, "{method} {target} {headers:?}");
+        }
+        // A virtual-hosted route: a copy or rename reads from its bucket,
+        // under its paths, only.
+        for (source, allowed) in [
+            ("bkt/public/report.csv", true),
+            ("/bkt/public/a%20b.csv?versionId=3", true),
+            ("public/payroll.csv", false),
+            ("other/public/x", false),
+            ("bkt/private/x", false),
+            ("bkt/public/../private/x", false),
+            ("bkt/public/%2e%2e/private/x", false),
+            ("bkt%2Fpublic%2F..%2Fprivate%2Fx", false),
+        ] {
+            for header in ["x-amz-copy-source", "X-Amz-Rename-Source"] {
+                let fields = [
+                    ("authorization".to_owned(), sigv4("AIRLOCK_VHOST", "eu-west-1/s3")),
+                    (header.to_owned(), source.to_owned()),
+                ];
+                let fields: Vec<(&str, &[u8])> = fields.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
+                let info = RequestInfo {
+                    method: "PUT",
+                    host: "bkt.s3.eu-west-1.amazonaws.com",
+                    port: 443,
+                    target: "/public/copy.csv",
+                    headers: &fields,
+                };
+                let got = match p.decide(acme, &info) {
+                    Decision::Allow { .. } => true,
+                    Decision::Deny(d) => {
+                        assert_eq!(d.code, DenialCode::PathNotAllowed, "{source}: {}", d.message);
+                        false
+                    }
+                };
+                assert_eq!(got, allowed, "{header}: {source}");
+            }
         }
         // Another tenant using the placeholder.
         let fields = [("authorization", sigv4("AIRLOCK_AWS", "eu-west-1/s3"))];
