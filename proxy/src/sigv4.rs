@@ -164,6 +164,9 @@ impl Signer {
             return Err(unavailable(route, problem));
         }
         let payload = match declared.map(std::str::from_utf8) {
+            // Only S3 takes the payload's hash from x-amz-content-sha256;
+            // every other service hashes the body itself.
+            _ if !aws.service.starts_with("s3") => Payload::Hash,
             None => Payload::Hash,
             Some(Ok(v)) if v == SIGNED_CHUNKS => Payload::Chunks { declared: v.to_owned(), trailer: false },
             Some(Ok(v)) if v == SIGNED_CHUNKS_TRAILER => Payload::Chunks { declared: v.to_owned(), trailer: true },
@@ -234,6 +237,9 @@ impl Signer {
                         )));
                     }
                 };
+                if let Some(action) = self.mints_credentials(uri, headers, &read) {
+                    return Err(credential_action_denial(&self.route, &action));
+                }
                 // The budget is held as long as the body is.
                 let full = http_body_util::Full::new(read.clone())
                     .map_err(|never| match never {})
@@ -314,6 +320,27 @@ impl Signer {
         })
     }
 
+    /// The STS action `uri`, `headers` and `body` call that answers with
+    /// new credentials, if any: the query protocol's `Action` (in the
+    /// query or the form body) or a JSON protocol's `X-Amz-Target`.
+    fn mints_credentials(&self, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Option<String> {
+        if self.service != "sts" {
+            return None;
+        }
+        let minting = |name: &str| CREDENTIAL_ACTIONS.iter().any(|a| a.eq_ignore_ascii_case(name.trim()));
+        let query = uri.query().unwrap_or("").as_bytes();
+        for params in [query, body] {
+            for (name, value) in form_urlencoded::parse(params) {
+                if name == "Action" && minting(&value) {
+                    return Some(value.into_owned());
+                }
+            }
+        }
+        let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok())?;
+        let operation = target.rsplit('.').next().unwrap_or(target);
+        minting(operation).then(|| operation.to_owned())
+    }
+
     /// S3 signs the path as sent (single-encoded, not normalised); every
     /// other service its normalised, doubly encoded form (AWS General
     /// Reference, "Create a canonical request").
@@ -370,6 +397,34 @@ async fn read_whole(
         }
     }
     Ok(Ok((read.freeze(), held)))
+}
+
+/// The STS actions that answer with new credentials (AWS STS API
+/// Reference): signed with the real keys, they would hand the agent keys
+/// airlock does not know, usable without it. `GetSessionToken` needs no
+/// IAM permission at all.
+const CREDENTIAL_ACTIONS: [&str; 6] = [
+    "AssumeRole",
+    "AssumeRoleWithSAML",
+    "AssumeRoleWithWebIdentity",
+    "AssumeRoot",
+    "GetFederationToken",
+    "GetSessionToken",
+];
+
+/// The refusal of an STS `action` that answers with new credentials.
+fn credential_action_denial(route: &str, action: &str) -> Error {
+    let action: String = action.chars().filter(|c| c.is_ascii_alphanumeric()).take(64).collect();
+    Error::Policy(airlock_policy::Denial::new(
+        airlock_policy::DenialCode::MethodNotAllowed,
+        format!(
+            "route '{route}' does not sign STS {action}: it answers with new credentials, which the agent would hold \
+             and could use without airlock"
+        ),
+        "call the API those credentials are for through its own route; if the agent needs another role, ask the \
+         operator for a route whose keys are that role's"
+            .to_owned(),
+    ))
 }
 
 fn unavailable(route: &Route, reason: String) -> Error {

@@ -8,7 +8,8 @@ AWS SDK would, and sends them through airlock.
     sent with `requests`. KIND: get, put-hashed, put-unsigned, put-chunks,
     put-chunks-trailer (signed aws-chunked bodies, their chunk signatures
     computed with the dummy key as an SDK would), post (no
-    x-amz-content-sha256: the service hashes the body), get-bare (an S3
+    x-amz-content-sha256: the service hashes the body; post-ACTION calls
+    STS action ACTION), get-bare (an S3
     GET without x-amz-content-sha256), presigned (a presigned GET URL). Prints {"status", "body"} as JSON.
 
   sigv4_agent.py boto3 --endpoint URL
@@ -87,7 +88,7 @@ def raw(args):
     s3_style = args.service == "s3" and kind != "get-bare"
     signer = (DeclaredS3Auth if s3_style else SigV4Auth)(credentials, args.service, args.region)
     data = payload(args.size, 1) if kind not in ("get", "get-bare") else b""
-    method = {"get": "GET", "get-bare": "GET", "presigned": "GET", "post": "POST"}.get(kind, "PUT")
+    method = {"get": "GET", "get-bare": "GET", "presigned": "GET"}.get(kind, "POST" if kind.startswith("post") else "PUT")
     path = args.path or ("/bucket/raw-" + kind if method == "PUT" else "/echo/a%20b/c~d?list-type=2&prefix=a%2Fb&x=")
     url = args.endpoint + path
     headers = {}
@@ -111,9 +112,11 @@ def raw(args):
             headers["X-Amz-Decoded-Content-Length"] = str(len(data))
             if trailer:
                 headers["X-Amz-Trailer"] = "x-amz-checksum-crc32"
-        elif kind == "post":
+        elif kind.startswith("post"):
+            # post-ACTION: STS's query protocol, Action=ACTION.
+            action = kind.split("-", 1)[1] if "-" in kind else "GetCallerIdentity"
             headers["Content-Type"] = "application/x-www-form-urlencoded"
-            data = b"Action=GetCallerIdentity&Version=2011-06-15&pad=" + data.hex().encode()
+            data = f"Action={action}&Version=2011-06-15&pad=".encode() + data.hex().encode()
         request = AWSRequest(method=method, url=url, headers=dict(headers), data=data)
         if kind in ("put-chunks", "put-chunks-trailer"):
             # The seed signature covers the encoded length (which the

@@ -207,6 +207,9 @@ async fn another_scope_a_presigned_url_and_another_routes_key_are_refused_before
         ("presigned", ("s3", REGION, S3_PLACEHOLDER), 403, "presigned_url_refused"),
         // The STS route's key id on the S3 host.
         ("get", ("s3", REGION, STS_PLACEHOLDER), 403, "placeholder_host_mismatch"),
+        // STS actions that answer with new keys the agent would hold.
+        ("post-GetSessionToken", ("sts", REGION, STS_PLACEHOLDER), 403, "method_not_allowed"),
+        ("post-AssumeRole", ("sts", REGION, STS_PLACEHOLDER), 403, "method_not_allowed"),
     ];
     for (kind, scope, status, code) in cases {
         let (got, body) = agent(&proxy, &server, kind, scope).await;
