@@ -64,6 +64,9 @@ pub(crate) const MAX_CHUNK: u64 = 1 << 20;
 /// connections hold one. A request that finds no room is refused `503`,
 /// to be retried.
 pub(crate) const SIGNING_BUDGET: usize = 256 << 20;
+/// The most of [`SIGNING_BUDGET`] one tenant's requests hold at once, so
+/// one tenant cannot starve the others.
+pub(crate) const TENANT_SHARE: usize = 64 << 20;
 /// The longest chunk-size line: a size in hex, `;chunk-signature=`, 64 hex
 /// digits and CRLF, with room for chunk extensions' absence to be sure.
 const MAX_CHUNK_LINE: usize = 128;
@@ -98,13 +101,67 @@ pub(crate) struct Signer {
     has_token: bool,
     signed_headers: Vec<String>,
     payload: Payload,
-    /// The [`SIGNING_BUDGET`], in KiB permits.
-    budget: Arc<Semaphore>,
+    /// Its tenant's share of the signing budget.
+    budget: Budget,
 }
 
-/// The signing budget: [`SIGNING_BUDGET`] in permits of a KiB.
-pub(crate) fn budget() -> Arc<Semaphore> {
-    Arc::new(Semaphore::new(SIGNING_BUDGET >> 10))
+/// The request bodies held to be signed: [`SIGNING_BUDGET`] over every
+/// request, [`TENANT_SHARE`] for each tenant's, in permits of a KiB.
+#[derive(Debug)]
+pub(crate) struct SigningBudget {
+    all: Arc<Semaphore>,
+    tenants: Mutex<std::collections::HashMap<String, Arc<Semaphore>>>,
+}
+
+impl Default for SigningBudget {
+    fn default() -> Self {
+        SigningBudget { all: Arc::new(Semaphore::new(SIGNING_BUDGET >> 10)), tenants: Mutex::default() }
+    }
+}
+
+impl SigningBudget {
+    /// The budget `tenant`'s requests take from.
+    pub(crate) fn for_tenant(&self, tenant: &str) -> Budget {
+        let mut tenants = self.tenants.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let share = tenants.entry(tenant.to_owned()).or_insert_with(|| Arc::new(Semaphore::new(TENANT_SHARE >> 10)));
+        Budget { all: Arc::clone(&self.all), tenant: Arc::clone(share) }
+    }
+}
+
+/// One tenant's share of the signing budget, and the whole.
+#[derive(Clone, Debug)]
+pub(crate) struct Budget {
+    all: Arc<Semaphore>,
+    tenant: Arc<Semaphore>,
+}
+
+/// What a request holds of the budget: as many KiB of its tenant's share
+/// and of the whole, given back when dropped.
+#[derive(Debug)]
+struct Permits {
+    tenant: OwnedSemaphorePermit,
+    all: OwnedSemaphorePermit,
+}
+
+impl Budget {
+    /// `kib` more permits on top of `held`, or None when the tenant's
+    /// share or the whole has no room (`held` is kept either way).
+    fn take(&self, kib: usize, held: &mut Option<Permits>) -> Option<()> {
+        let kib = u32::try_from(kib).ok()?;
+        if kib == 0 {
+            return Some(());
+        }
+        let tenant = Arc::clone(&self.tenant).try_acquire_many_owned(kib).ok()?;
+        let all = Arc::clone(&self.all).try_acquire_many_owned(kib).ok()?;
+        match held {
+            Some(p) => {
+                p.tenant.merge(tenant);
+                p.all.merge(all);
+            }
+            None => *held = Some(Permits { tenant, all }),
+        }
+        Some(())
+    }
 }
 
 impl std::fmt::Debug for Signer {
@@ -155,7 +212,7 @@ impl Signer {
         keys: [Option<Arc<SecretValue>>; 3],
         signed_headers: &[&str],
         declared: Option<&[u8]>,
-        budget: Arc<Semaphore>,
+        budget: Budget,
     ) -> Result<Signer, Error> {
         let [Some(id), Some(secret), token] = keys else {
             return Err(unavailable(route, "its keys are unavailable".to_owned()));
@@ -366,10 +423,10 @@ impl Signer {
 async fn read_whole(
     mut body: Body,
     limit: usize,
-    budget: &Arc<Semaphore>,
-) -> Result<Result<(Bytes, Option<OwnedSemaphorePermit>), Stop>, crate::BoxError> {
+    budget: &Budget,
+) -> Result<Result<(Bytes, Option<Permits>), Stop>, crate::BoxError> {
     let mut read = BytesMut::new();
-    let mut held: Option<OwnedSemaphorePermit> = None;
+    let mut held: Option<Permits> = None;
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame?.into_data() else {
             let why = "its body has trailer fields, which a body read whole to be hashed cannot keep";
@@ -384,16 +441,9 @@ async fn read_whole(
         }
         read.extend_from_slice(&data);
         // Permits for every KiB begun so far.
-        let want = u32::try_from(read.len().div_ceil(1024)).unwrap_or(u32::MAX);
-        let has = held.as_ref().map_or(0, |p| u32::try_from(p.num_permits()).unwrap_or(u32::MAX));
-        if want > has {
-            match Arc::clone(budget).try_acquire_many_owned(want - has) {
-                Ok(more) => match &mut held {
-                    Some(p) => p.merge(more),
-                    None => held = Some(more),
-                },
-                Err(_) => return Ok(Err(Stop::Busy)),
-            }
+        let has = held.as_ref().map_or(0, |p| p.all.num_permits());
+        if budget.take(read.len().div_ceil(1024).saturating_sub(has), &mut held).is_none() {
+            return Ok(Err(Stop::Busy));
         }
     }
     Ok(Ok((read.freeze(), held)))
@@ -487,8 +537,8 @@ struct SignedChunks {
     /// line has come.
     crlf_held: bool,
     /// What the chunk being read holds of the budget.
-    held: Option<OwnedSemaphorePermit>,
-    budget: Arc<Semaphore>,
+    held: Option<Permits>,
+    budget: Budget,
 }
 
 impl SignedChunks {
@@ -526,10 +576,9 @@ impl SignedChunks {
                     } else {
                         // The line is written again once the chunk is
                         // whole, which is held within the budget.
-                        let kib = u32::try_from(size.div_ceil(1024)).unwrap_or(u32::MAX);
-                        match Arc::clone(&self.budget).try_acquire_many_owned(kib) {
-                            Ok(permit) => self.held = Some(permit),
-                            Err(_) => return Err(Stop::Busy),
+                        self.held = None;
+                        if self.budget.take(size.div_ceil(1024), &mut self.held).is_none() {
+                            return Err(Stop::Busy);
                         }
                         self.state = State::Data { size };
                         self.digits = line.freeze().slice(..digits);
@@ -748,14 +797,14 @@ mod tests {
     ];
 
     fn resigner(inner: crate::Body, refused: Arc<Mutex<Option<Error>>>, trailer: bool) -> SignedChunks {
-        resigner_within(inner, refused, trailer, super::budget())
+        resigner_within(inner, refused, trailer, super::SigningBudget::default().for_tenant("t"))
     }
 
     fn resigner_within(
         inner: crate::Body,
         refused: Arc<Mutex<Option<Error>>>,
         trailer: bool,
-        budget: Arc<tokio::sync::Semaphore>,
+        budget: super::Budget,
     ) -> SignedChunks {
         let credentials =
             Credentials::new("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", None, None, "test");
@@ -857,20 +906,26 @@ mod tests {
     /// what a chunk held is given back once it is signed.
     #[tokio::test]
     async fn chunks_are_held_within_the_signing_budget() {
-        let budget = Arc::new(tokio::sync::Semaphore::new(64));
+        let all = Arc::new(tokio::sync::Semaphore::new(128));
+        let share = || super::Budget { all: Arc::clone(&all), tenant: Arc::new(tokio::sync::Semaphore::new(64)) };
+        let budget = share();
         let body = agent_body(&[64 * 1024, 64 * 1024]);
         let feed = |body: &[u8]| {
             let frame = Frame::data(Bytes::copy_from_slice(body));
             StreamBody::new(futures_util::stream::iter(vec![Ok::<_, crate::BoxError>(frame)])).boxed_unsync()
         };
         let refused = Arc::new(Mutex::new(None));
-        let out = resigner_within(feed(&body), Arc::clone(&refused), false, Arc::clone(&budget));
-        assert!(out.collect().await.is_ok(), "two 64 KiB chunks, one after the other, fit 64 KiB");
-        assert_eq!(budget.available_permits(), 64, "all given back");
+        let out = resigner_within(feed(&body), Arc::clone(&refused), false, budget.clone());
+        assert!(out.collect().await.is_ok(), "two 64 KiB chunks, one after the other, fit a 64 KiB share");
+        assert_eq!((budget.tenant.available_permits(), all.available_permits()), (64, 128), "all given back");
         let big = agent_body(&[64 * 1024 + 1]);
-        let out = resigner_within(feed(&big), Arc::clone(&refused), false, Arc::clone(&budget));
-        assert!(out.collect().await.is_err());
+        let out = resigner_within(feed(&big), Arc::clone(&refused), false, budget.clone());
+        assert!(out.collect().await.is_err(), "over the tenant's share");
         assert!(matches!(refused.lock().unwrap().take(), Some(Error::SigningBusy { .. })));
+        // One tenant holding its whole share leaves room for another.
+        let _hog = Arc::clone(&budget.tenant).try_acquire_many_owned(64).unwrap();
+        let other = share();
+        assert!(resigner_within(feed(&body), Arc::clone(&refused), false, other).collect().await.is_ok());
     }
 
     #[tokio::test]

@@ -87,7 +87,7 @@ pub(crate) struct Shared {
     /// The tokens airlock minted, kept across reloads.
     pub(crate) minter: crate::mint::Minter,
     /// The request bodies held to be signed, over every request.
-    pub(crate) signing_budget: Arc<tokio::sync::Semaphore>,
+    pub(crate) signing_budget: crate::sigv4::SigningBudget,
     pub(crate) audit: AuditLog,
     /// Wrong proxy credentials, per peer address: backoff and coalesced
     /// audit records.
@@ -120,7 +120,7 @@ impl Shared {
             fetches: crate::fetch::Fetches::default(),
             certs,
             minter: crate::mint::Minter::default(),
-            signing_budget: crate::sigv4::budget(),
+            signing_budget: crate::sigv4::SigningBudget::default(),
             auth: AuthThrottle::new(audit.clone()),
             audit,
             listen,

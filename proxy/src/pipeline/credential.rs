@@ -230,7 +230,7 @@ async fn signed(
                     why: format!("it sends {CONTENT_SHA256} twice"),
                 });
             }
-            let budget = Arc::clone(&ctx.shared.signing_budget);
+            let budget = ctx.shared.signing_budget.for_tenant(ctx.tenant_name.as_deref().unwrap_or(""));
             Some(Signer::new(route, aws, keys, &auth.signed_headers, declared.first().copied(), budget)?)
         }
     };
