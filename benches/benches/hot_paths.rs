@@ -1,7 +1,8 @@
 //! Criterion benches of airlock's hot paths: `policy::decide`, placeholder
 //! injection, the leaf-certificate cache (hit and mint), and one whole
 //! proxied HTTPS request over keep-alive against the same request sent
-//! directly. Run: `cargo bench -p airlock-benches --bench hot_paths`.
+//! directly, and against one airlock signs again (`aws_sigv4`). Run:
+//! `cargo bench -p airlock-benches --bench hot_paths`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
 use airlock_benches::client::{Agent, Conn, Via};
-use airlock_benches::{API_HOST, KEY, PLACEHOLDER, TOKEN, config_with_routes, write_home};
+use airlock_benches::{API_HOST, AWS_HOST, AWS_PLACEHOLDER, KEY, PLACEHOLDER, TOKEN, config_with_routes, write_home};
 use airlock_ca::{CertificateAuthority, LeafCache};
 use airlock_policy::{Policy, RequestInfo};
 use airlock_tests::{TempHome, TestCa};
@@ -86,7 +87,7 @@ fn leaf_cache(c: &mut Criterion) {
 fn proxied_request(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime");
     let home = TempHome::new("bench-proxy");
-    let (mut direct, mut proxied, _proxy, _upstream) = rt.block_on(async {
+    let (mut direct, mut proxied, mut signed, _proxy, _upstream) = rt.block_on(async {
         let ca = TestCa::new("airlock bench upstream CA");
         let ca_path = home.path.join("upstream-ca.pem");
         std::fs::write(&ca_path, ca.pem()).expect("write the CA");
@@ -100,13 +101,23 @@ fn proxied_request(c: &mut Criterion) {
         let proxy = airlock::Proxy::bind(&home.path, &config, policy).await.expect("bind").spawn();
         let airlock_ca = std::fs::read_to_string(home.path.join("ca.pem")).expect("the proxy's CA");
         let via = Via::Proxy { addr: proxy.addr(), creds: Some(format!("bench:{TOKEN}")) };
-        let proxied = Agent::new(via, &airlock_ca, format!("Bearer {PLACEHOLDER}")).expect("agent");
+        let proxied = Agent::new(via.clone(), &airlock_ca, format!("Bearer {PLACEHOLDER}")).expect("agent");
+        // Signed as an SDK would with the placeholder (airlock signs
+        // anew, whatever the agent's signature).
+        let sigv4 = format!(
+            "AWS4-HMAC-SHA256 Credential={AWS_PLACEHOLDER}/20261130/eu-west-1/execute-api/aws4_request, \
+             SignedHeaders=host, Signature={}",
+            "0".repeat(64)
+        );
+        let signing = Agent::new(via, &airlock_ca, sigv4).expect("agent");
         let direct = Agent::new(Via::Direct(up), &ca.pem(), format!("Bearer {KEY}")).expect("agent");
         let mut p = proxied.open(API_HOST, up.port()).await.expect("open through airlock");
         let mut d = direct.open(API_HOST, up.port()).await.expect("open directly");
         assert_eq!(p.get("/small").await.expect("request").0, 200, "airlock must inject the key");
         assert_eq!(d.get("/small").await.expect("request").0, 200);
-        (d, p, proxy, upstream)
+        let mut s = signing.open(AWS_HOST, up.port()).await.expect("open through airlock");
+        assert_eq!(s.get("/small").await.expect("request").0, 200, "airlock must sign");
+        (d, p, s, proxy, upstream)
     });
     let mut group = c.benchmark_group("https_get_keepalive");
     let run = |conn: &mut Conn, iters: u64| -> Duration {
@@ -120,6 +131,7 @@ fn proxied_request(c: &mut Criterion) {
     };
     group.bench_function("direct", |b| b.iter_custom(|iters| run(&mut direct, iters)));
     group.bench_function("airlock", |b| b.iter_custom(|iters| run(&mut proxied, iters)));
+    group.bench_function("airlock_sigv4", |b| b.iter_custom(|iters| run(&mut signed, iters)));
     group.finish();
 }
 

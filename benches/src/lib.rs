@@ -20,6 +20,13 @@ pub const TOKEN: &str = "bench-token-0123456789abcdef";
 pub const SECRETS: usize = 10;
 /// The host every keep-alive figure uses; the route covers `*.bench.test`.
 pub const API_HOST: &str = "api.bench.test";
+/// The host of the route that signs (`aws_sigv4`) with
+/// [`AWS_ACCESS_KEY_ID`]; the agent signs with [`AWS_PLACEHOLDER`].
+pub const AWS_HOST: &str = "aws.signed.test";
+/// The bench's AWS access key id (the upstream accepts its signatures).
+pub const AWS_ACCESS_KEY_ID: &str = "AKIABENCH0123456789X";
+/// The access key id the agent signs with.
+pub const AWS_PLACEHOLDER: &str = "AIRLOCK_BENCH_AWS";
 
 /// Writes an AIRLOCK_HOME for the benches: [`SECRETS`] stored secrets,
 /// tenant `bench` with one wildcard route `*.bench.test:PORT` (secret
@@ -34,7 +41,10 @@ pub fn write_home(home: &Path, port: u16, upstream_ca: &Path, extra_hosts: &[Str
         store.set(&format!("s{i}"), &SecretValue::new(value.into_bytes())?)?;
         secrets.push_str(&format!("[secrets.s{i}]\nsource = \"store\"\n\n"));
     }
-    let mut resolve = format!("\"{API_HOST}\" = \"127.0.0.1\"");
+    store.set("aws_id", &SecretValue::new(AWS_ACCESS_KEY_ID.as_bytes().to_vec())?)?;
+    store.set("aws_key", &SecretValue::new(b"bench/secret+access=key0123456789abcdefg".to_vec())?)?;
+    secrets.push_str("[secrets.aws_id]\nsource = \"store\"\n\n[secrets.aws_key]\nsource = \"store\"\n\n");
+    let mut resolve = format!("\"{API_HOST}\" = \"127.0.0.1\", \"{AWS_HOST}\" = \"127.0.0.1\"");
     for h in extra_hosts {
         resolve.push_str(&format!(", \"{h}\" = \"127.0.0.1\""));
     }
@@ -55,6 +65,13 @@ secret = "s0"
 placeholder = "{PLACEHOLDER}"
 methods = ["GET", "POST"]
 max_request_body = "4GiB"
+
+[[tenants.bench.routes]]
+name = "aws"
+host = "{AWS_HOST}:{port}"
+placeholder = "{AWS_PLACEHOLDER}"
+methods = ["GET", "POST"]
+credential = {{ kind = "aws_sigv4", access_key_id = "aws_id", secret_access_key = "aws_key", region = "eu-west-1", service = "execute-api" }}
 "#,
         ca = upstream_ca.display(),
     );

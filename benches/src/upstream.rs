@@ -28,10 +28,10 @@ pub const SMALL: &[u8] =
 /// Frame size of `/big`.
 const FRAME: usize = 64 << 10;
 
-/// The upstream's TLS config: a leaf for `*.bench.test` from `ca`,
-/// HTTP/1.1 only.
+/// The upstream's TLS config: a leaf for `*.bench.test` and
+/// `*.signed.test` from `ca`, HTTP/1.1 only.
 pub fn tls_config(ca: &airlock_tests::TestCa) -> Arc<rustls::ServerConfig> {
-    ca.server_config(&["*.bench.test"], &[b"http/1.1"])
+    ca.server_config(&["*.bench.test", "*.signed.test"], &[b"http/1.1"])
 }
 
 /// Serves `listener` until the task is dropped.
@@ -65,7 +65,14 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, key: &
 }
 
 fn answer(req: &Request<Incoming>, expected: &Bytes, frame: &Bytes) -> Response<Reply> {
-    let authorized = req.headers().get(header::AUTHORIZATION).is_some_and(|v| v.as_bytes() == expected.as_ref());
+    // The key, or a SigV4 signature airlock made with the bench's access
+    // key id (the upstream does not check signatures: the benches measure
+    // airlock's work, the e2e tests verify it).
+    let signed = format!("AWS4-HMAC-SHA256 Credential={}/", crate::AWS_ACCESS_KEY_ID);
+    let authorized = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .is_some_and(|v| v.as_bytes() == expected.as_ref() || v.as_bytes().starts_with(signed.as_bytes()));
     let mut resp = Response::new(Reply::Whole(None));
     if !authorized {
         *resp.status_mut() = StatusCode::UNAUTHORIZED;
