@@ -698,12 +698,36 @@ fn presigned_denial(route: &Route) -> Denial {
 /// `x-amz-rename-source` (RenameObject, directory buckets).
 const S3_SOURCE_HEADERS: [&str; 2] = ["x-amz-copy-source", "x-amz-rename-source"];
 
-/// The bucket a virtual-hosted S3 request names in its host
-/// (`reports.s3.eu-west-1.amazonaws.com`); None for a path-style host
-/// (`s3.eu-west-1.amazonaws.com`), whose paths begin with the bucket.
-fn virtual_bucket(host: &str) -> Option<&str> {
-    let i = host.find(".s3.").or_else(|| host.find(".s3-"))?;
-    (i > 0).then(|| &host[..i])
+/// How an S3 host names the bucket a request's path is in.
+#[derive(Debug, PartialEq, Eq)]
+enum S3Host<'a> {
+    /// Path-style (`s3.eu-west-1.amazonaws.com`, a custom endpoint): the
+    /// path begins with the bucket.
+    PathStyle,
+    /// Virtual-hosted (`reports.s3.eu-west-1.amazonaws.com`,
+    /// `b--euw1-az1--x-s3.s3express-euw1-az1.eu-west-1.amazonaws.com`): the
+    /// host names the bucket.
+    Virtual(&'a str),
+    /// An access point, Object Lambda, Outposts or PrivateLink host, whose
+    /// sources name resources in forms not read here.
+    Other,
+}
+
+fn s3_host(host: &str) -> S3Host<'_> {
+    let other = [".s3-accesspoint", ".s3-object-lambda", ".s3-outposts", ".vpce."];
+    if other.iter().any(|o| host.contains(o)) {
+        return S3Host::Other;
+    }
+    if let Some(i) = host.find(".s3express-").filter(|i| *i > 0) {
+        return S3Host::Virtual(&host[..i]);
+    }
+    if host.starts_with("s3.") || host.starts_with("s3-") || host.starts_with("s3express") {
+        return S3Host::PathStyle;
+    }
+    match host.find(".s3.").or_else(|| host.find(".s3-")) {
+        Some(i) if i > 0 => S3Host::Virtual(&host[..i]),
+        _ => S3Host::PathStyle,
+    }
 }
 
 /// Checks the objects an S3 request to `route` reads besides its own
@@ -713,25 +737,31 @@ fn virtual_bucket(host: &str) -> Option<&str> {
 /// them (as a path of the route's host); never with dot segments.
 fn check_s3_sources(route: &Route, req: &RequestInfo<'_>) -> Result<(), Denial> {
     let host = req.host.trim_end_matches('.').to_ascii_lowercase();
-    let bucket = virtual_bucket(&host);
+    let kind = s3_host(&host);
     for (name, value) in req.headers {
         let Some(header) = S3_SOURCE_HEADERS.iter().find(|h| name.eq_ignore_ascii_case(h)) else { continue };
         let decoded = percent_decode(value.split(|b| *b == b'?').next().unwrap_or(value));
         let text = String::from_utf8_lossy(&decoded);
         let source = text.strip_prefix('/').unwrap_or(&text);
         // As a path of this route's host.
-        let path = match bucket {
-            None => Some(format!("/{source}")),
-            Some(b) => source.strip_prefix(b).and_then(|rest| rest.strip_prefix('/')).map(|key| format!("/{key}")),
+        let path = match kind {
+            S3Host::PathStyle => Some(format!("/{source}")),
+            S3Host::Virtual(b) => {
+                source.strip_prefix(b).and_then(|rest| rest.strip_prefix('/')).map(|key| format!("/{key}"))
+            }
+            S3Host::Other => None,
         };
         let allowed = path
             .as_deref()
             .filter(|p| !has_dot_segment(p) && (route.paths.is_empty() || route.paths.iter().any(|g| g.matches(p))));
         if allowed.is_none() {
-            let within = match (bucket, route.paths.is_empty()) {
-                (Some(b), true) => format!("bucket {b}"),
-                (Some(b), false) => format!("bucket {b}, under {}", route.paths().collect::<Vec<_>>().join(" or ")),
-                (None, _) => route.paths().collect::<Vec<_>>().join(" or "),
+            let within = match (&kind, route.paths.is_empty()) {
+                (S3Host::Virtual(b), true) => format!("bucket {b}"),
+                (S3Host::Virtual(b), false) => {
+                    format!("bucket {b}, under {}", route.paths().collect::<Vec<_>>().join(" or "))
+                }
+                (S3Host::PathStyle, _) => route.paths().collect::<Vec<_>>().join(" or "),
+                (S3Host::Other, _) => "nothing: sources through this host are not read by airlock".to_owned(),
             };
             return Err(Denial::new(
                 DenialCode::PathNotAllowed,
@@ -879,6 +909,26 @@ placeholder = "AIRLOCK_BETA"
 
     fn policy() -> Policy {
         Policy::from_toml(CONFIG, "test", Path::new("/"), Path::new("/")).unwrap()
+    }
+
+    #[test]
+    fn s3_hosts_are_read_as_s3_reads_them() {
+        for (host, want) in [
+            ("s3.eu-west-1.amazonaws.com", S3Host::PathStyle),
+            ("s3-eu-west-1.amazonaws.com", S3Host::PathStyle),
+            ("s3.dualstack.eu-west-1.amazonaws.com", S3Host::PathStyle),
+            ("minio.internal", S3Host::PathStyle),
+            ("bkt.s3.eu-west-1.amazonaws.com", S3Host::Virtual("bkt")),
+            ("my.bkt.s3.dualstack.eu-west-1.amazonaws.com", S3Host::Virtual("my.bkt")),
+            ("bkt.s3-accelerate.amazonaws.com", S3Host::Virtual("bkt")),
+            ("bkt.s3-eu-west-1.amazonaws.com", S3Host::Virtual("bkt")),
+            ("b--euw1-az1--x-s3.s3express-euw1-az1.eu-west-1.amazonaws.com", S3Host::Virtual("b--euw1-az1--x-s3")),
+            ("s3express-control.eu-west-1.amazonaws.com", S3Host::PathStyle),
+            ("ap-123456789012.s3-accesspoint.eu-west-1.amazonaws.com", S3Host::Other),
+            ("bkt.bucket.vpce-1.s3.eu-west-1.vpce.amazonaws.com", S3Host::Other),
+        ] {
+            assert_eq!(s3_host(host), want, "{host}");
+        }
     }
 
     #[test]

@@ -294,9 +294,6 @@ impl Signer {
                         )));
                     }
                 };
-                if let Some(action) = self.mints_credentials(uri, headers, &read) {
-                    return Err(credential_action_denial(&self.route, &action));
-                }
                 // The budget is held as long as the body is.
                 let full = http_body_util::Full::new(read.clone())
                     .map_err(|never| match never {})
@@ -309,6 +306,11 @@ impl Signer {
             }
             _ => (body, None),
         };
+        // Every request, whatever its body (none, empty, read whole, or
+        // streaming, whose query and headers are all that is read).
+        if let Some(action) = credential_action(&self.service, uri, headers, whole.as_deref().unwrap_or_default()) {
+            return Err(credential_action_denial(&self.route, &action));
+        }
         headers.remove(SECURITY_TOKEN);
         let mut signable: Vec<(&str, &str)> = Vec::new();
         for name in &self.signed_headers {
@@ -377,27 +379,6 @@ impl Signer {
         })
     }
 
-    /// The STS action `uri`, `headers` and `body` call that answers with
-    /// new credentials, if any: the query protocol's `Action` (in the
-    /// query or the form body) or a JSON protocol's `X-Amz-Target`.
-    fn mints_credentials(&self, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Option<String> {
-        if self.service != "sts" {
-            return None;
-        }
-        let minting = |name: &str| CREDENTIAL_ACTIONS.iter().any(|a| a.eq_ignore_ascii_case(name.trim()));
-        let query = uri.query().unwrap_or("").as_bytes();
-        for params in [query, body] {
-            for (name, value) in form_urlencoded::parse(params) {
-                if name == "Action" && minting(&value) {
-                    return Some(value.into_owned());
-                }
-            }
-        }
-        let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok())?;
-        let operation = target.rsplit('.').next().unwrap_or(target);
-        minting(operation).then(|| operation.to_owned())
-    }
-
     /// S3 signs the path as sent (single-encoded, not normalised); every
     /// other service its normalised, doubly encoded form (AWS General
     /// Reference, "Create a canonical request").
@@ -449,27 +430,64 @@ async fn read_whole(
     Ok(Ok((read.freeze(), held)))
 }
 
-/// The STS actions that answer with new credentials (AWS STS API
-/// Reference): signed with the real keys, they would hand the agent keys
-/// airlock does not know, usable without it. `GetSessionToken` needs no
-/// IAM permission at all.
-const CREDENTIAL_ACTIONS: [&str; 6] = [
-    "AssumeRole",
-    "AssumeRoleWithSAML",
-    "AssumeRoleWithWebIdentity",
-    "AssumeRoot",
-    "GetFederationToken",
-    "GetSessionToken",
-];
+/// The action a request to `service` (`uri`, `headers`, `body`) calls
+/// that answers with new
+/// credentials, if any:
+///
+/// - on STS, any of [`CREDENTIAL_ACTIONS`] named anywhere in the path,
+///   the query, `X-Amz-Target` or the body, read leniently (NUL bytes
+///   dropped, percent-decoded, `+` as a space, any case), so no
+///   protocol (query, JSON, RPC v2 CBOR) or spelling slips by; a
+///   compressed body, which could hide one, counts as one;
+/// - on S3, `CreateSession` (the `session` subresource of S3 Express
+///   One Zone), which answers with session keys.
+fn credential_action(service: &str, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Option<String> {
+    if service.starts_with("s3") {
+        let query = uri.query().unwrap_or("");
+        let session = form_urlencoded::parse(query.as_bytes()).any(|(name, _)| name.eq_ignore_ascii_case("session"));
+        return session.then(|| "CreateSession".to_owned());
+    }
+    if service != "sts" {
+        return None;
+    }
+    let coded = headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"));
+    if coded && !body.is_empty() {
+        return Some("(a compressed body, which airlock cannot search for the action)".to_owned());
+    }
+    let target = headers.get("x-amz-target").map_or(&b""[..], |v| v.as_bytes());
+    let text: Vec<u8> = [uri.path().as_bytes(), uri.query().unwrap_or("").as_bytes(), target, body]
+        .join(&b'\n')
+        .into_iter()
+        .filter(|b| *b != 0)
+        .map(|b| if b == b'+' { b' ' } else { b })
+        .collect();
+    let text = percent_encoding::percent_decode(&text).collect::<Vec<u8>>().to_ascii_lowercase();
+    let text: Vec<u8> = text.into_iter().filter(|b| *b != 0).collect();
+    CREDENTIAL_ACTIONS
+        .iter()
+        .find(|a| text.windows(a.len()).any(|w| w.eq_ignore_ascii_case(a.as_bytes())))
+        .map(|a| (*a).to_owned())
+}
+
+/// The STS actions that answer with new credentials or tokens (AWS STS
+/// API Reference), as searched for (`AssumeRole` covers
+/// `AssumeRoleWithSAML` and `AssumeRoleWithWebIdentity`): signed with the
+/// real keys, they would hand the agent keys airlock does not know,
+/// usable without it. `GetSessionToken` needs no IAM permission at all.
+const CREDENTIAL_ACTIONS: [&str; 5] =
+    ["AssumeRole", "AssumeRoot", "GetFederationToken", "GetSessionToken", "GetWebIdentityToken"];
 
 /// The refusal of an STS `action` that answers with new credentials.
 fn credential_action_denial(route: &str, action: &str) -> Error {
-    let action: String = action.chars().filter(|c| c.is_ascii_alphanumeric()).take(64).collect();
+    let action: String = action.chars().filter(|c| c.is_ascii_alphanumeric() || " (),".contains(*c)).take(96).collect();
     Error::Policy(airlock_policy::Denial::new(
         airlock_policy::DenialCode::MethodNotAllowed,
         format!(
-            "route '{route}' does not sign STS {action}: it answers with new credentials, which the agent would hold \
-             and could use without airlock"
+            "route '{route}' does not sign {action}: it answers with new credentials, which the agent would hold and \
+             could use without airlock"
         ),
         "call the API those credentials are for through its own route; if the agent needs another role, ask the \
          operator for a route whose keys are that role's"
@@ -781,7 +799,7 @@ mod tests {
     use http_body::Frame;
     use http_body_util::{BodyExt, StreamBody};
 
-    use super::{MAX_CHUNK, SignedChunks, State};
+    use super::{MAX_CHUNK, SignedChunks, State, credential_action};
     use crate::error::Error;
 
     /// The S3 API Reference's example of a signed-chunk upload ("Example:
@@ -926,6 +944,54 @@ mod tests {
         let _hog = Arc::clone(&budget.tenant).try_acquire_many_owned(64).unwrap();
         let other = share();
         assert!(resigner_within(feed(&body), Arc::clone(&refused), false, other).collect().await.is_ok());
+    }
+
+    #[test]
+    fn actions_that_hand_out_credentials_are_found_however_they_are_spelled() {
+        use http::{HeaderMap, HeaderValue, Uri};
+        let none = HeaderMap::new();
+        let target = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert("x-amz-target", HeaderValue::from_static(v));
+            h
+        };
+        let gzip = {
+            let mut h = HeaderMap::new();
+            h.insert("content-encoding", HeaderValue::from_static("gzip"));
+            h
+        };
+        let uri = |u: &'static str| u.parse::<Uri>().unwrap();
+        let json = target("AWSSecurityTokenServiceV20110615.GetSessionToken");
+        let utf16: Vec<u8> = "Action=GetSessionToken".encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let found: Vec<(&str, Uri, &HeaderMap, &[u8])> = vec![
+            ("sts", uri("/?Action=GetSessionToken&Version=2011-06-15"), &none, b""),
+            ("sts", uri("/?Action=Assume%52ole&RoleArn=x"), &none, b""),
+            ("sts", uri("/"), &none, b"Version=2011-06-15&Action=GetFederationToken&Name=x"),
+            ("sts", uri("/"), &none, b"action=getsessiontoken"),
+            ("sts", uri("/"), &none, b"Version=1;Action=GetSessionToken"),
+            ("sts", uri("/"), &none, b"Action=GetSessionToken%00"),
+            ("sts", uri("/"), &none, b"Action=AssumeRoleWithWebIdentity"),
+            ("sts", uri("/"), &none, &utf16),
+            ("sts", uri("/"), &json, b""),
+            ("sts", uri("/service/AWSSecurityTokenServiceV20110615/operation/AssumeRoot"), &none, b""),
+            ("sts", uri("/"), &gzip, b"\x1f\x8b..."),
+            ("s3", uri("/?session"), &none, b""),
+            ("s3express", uri("/?Session="), &none, b""),
+        ];
+        for (service, uri, headers, body) in &found {
+            assert!(credential_action(service, uri, headers, body).is_some(), "{service} {uri} {body:?}");
+        }
+        let passed: Vec<(&str, Uri, &HeaderMap, &[u8])> = vec![
+            ("sts", uri("/?Action=GetCallerIdentity&Version=2011-06-15"), &none, b""),
+            ("sts", uri("/"), &none, b"Action=DecodeAuthorizationMessage&EncodedMessage=x"),
+            ("sts", uri("/"), &gzip, b""),
+            ("s3", uri("/b/session"), &none, b""),
+            ("s3", uri("/b/k?x=session"), &none, b""),
+            ("sqs", uri("/?Action=GetSessionToken"), &none, b""),
+        ];
+        for (service, uri, headers, body) in &passed {
+            assert_eq!(credential_action(service, uri, headers, body), None, "{service} {uri} {body:?}");
+        }
     }
 
     #[tokio::test]

@@ -116,7 +116,7 @@ credential = {{ kind = "aws_sigv4", access_key_id = "aws_id", secret_access_key 
 name = "sts"
 host = "sts.{REGION}.amazonaws.com:{port}"
 placeholder = "{STS_PLACEHOLDER}"
-methods = ["POST"]
+methods = ["GET", "POST"]
 credential = {{ kind = "aws_sigv4", access_key_id = "aws_id", secret_access_key = "aws_key", session_token = "aws_token", region = "{REGION}", service = "sts" }}
 "#,
         ca = server.dir.path.join("ca.pem").display()
@@ -142,9 +142,23 @@ async fn start(server: &AwsServer) -> TestProxy {
 async fn agent(proxy: &TestProxy, server: &AwsServer, kind: &str, scope: (&str, &str, &str)) -> (u16, String) {
     let (service, region, key) = scope;
     let host = if service == "sts" { "sts" } else { "s3" };
-    let out = tokio::process::Command::new(crate::conformance::venv_python())
-        .arg(script("sigv4_agent.py"))
-        .args(["raw", kind, "--endpoint", &server.endpoint(host), "--region", region, "--service", service])
+    // `KIND PATH` sends KIND to PATH.
+    let (kind, path) = kind.split_once(' ').map_or((kind, None), |(k, p)| (k, Some(p)));
+    let mut cmd = tokio::process::Command::new(crate::conformance::venv_python());
+    cmd.arg(script("sigv4_agent.py")).args([
+        "raw",
+        kind,
+        "--endpoint",
+        &server.endpoint(host),
+        "--region",
+        region,
+        "--service",
+        service,
+    ]);
+    if let Some(path) = path {
+        cmd.args(["--path", path]);
+    }
+    let out = cmd
         .args(["--access-key-id", key, "--proxy", &proxy.proxy_url("acme", ACME_TOKEN), "--ca"])
         .arg(proxy.ca_path())
         .output()
@@ -210,6 +224,13 @@ async fn another_scope_a_presigned_url_and_another_routes_key_are_refused_before
         // STS actions that answer with new keys the agent would hold.
         ("post-GetSessionToken", ("sts", REGION, STS_PLACEHOLDER), 403, "method_not_allowed"),
         ("post-AssumeRole", ("sts", REGION, STS_PLACEHOLDER), 403, "method_not_allowed"),
+        // The Query API's GET, no body at all.
+        (
+            "get /?Action=GetSessionToken&Version=2011-06-15",
+            ("sts", REGION, STS_PLACEHOLDER),
+            403,
+            "method_not_allowed",
+        ),
     ];
     for (kind, scope, status, code) in cases {
         let (got, body) = agent(&proxy, &server, kind, scope).await;
