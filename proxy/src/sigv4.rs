@@ -430,21 +430,25 @@ async fn read_whole(
     Ok(Ok((read.freeze(), held)))
 }
 
-/// The action a request to `service` (`uri`, `headers`, `body`) calls
-/// that answers with new
-/// credentials, if any:
+/// Why a request to `service` (`uri`, `headers`, `body`) is not signed
+/// for fear it answers with new credentials, if it is not:
 ///
-/// - on STS, any of [`CREDENTIAL_ACTIONS`] named anywhere in the path,
-///   the query, `X-Amz-Target` or the body, read leniently (NUL bytes
-///   dropped, percent-decoded, `+` as a space, any case), so no
-///   protocol (query, JSON, RPC v2 CBOR) or spelling slips by; a
-///   compressed body, which could hide one, counts as one;
-/// - on S3, `CreateSession` (the `session` subresource of S3 Express
-///   One Zone), which answers with session keys.
+/// - on STS, every call but those of [`STS_SIGNED`]: the actions it names
+///   (the query protocol's `Action` in the query or body, pairs split at
+///   `&` or `;`; a JSON protocol's `X-Amz-Target`; an RPC v2 path's
+///   `/operation/NAME`) must all be among them, at least one must be
+///   named, and no [`CREDENTIAL_ACTIONS`] name may appear anywhere, read
+///   leniently (NUL bytes dropped, percent-decoded, `+` as a space, any
+///   case). A compressed body, which could hide one, is not signed. STS
+///   keeps adding actions that hand out keys; an allow-list holds
+///   against the next one.
+/// - on S3, `CreateSession` (the `session` subresource of S3 Express One
+///   Zone, or an `x-id=CreateSession`), which answers with session keys.
 fn credential_action(service: &str, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Option<String> {
+    let query = uri.query().unwrap_or("").as_bytes();
     if service.starts_with("s3") {
-        let query = uri.query().unwrap_or("");
-        let session = form_urlencoded::parse(query.as_bytes()).any(|(name, _)| name.eq_ignore_ascii_case("session"));
+        let session = pairs(query)
+            .any(|(name, value)| name.eq_ignore_ascii_case("session") || value.eq_ignore_ascii_case("CreateSession"));
         return session.then(|| "CreateSession".to_owned());
     }
     if service != "sts" {
@@ -455,30 +459,77 @@ fn credential_action(service: &str, uri: &Uri, headers: &HeaderMap, body: &[u8])
         .iter()
         .any(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"));
     if coded && !body.is_empty() {
-        return Some("(a compressed body, which airlock cannot search for the action)".to_owned());
+        return Some("an STS call with a compressed body, which airlock cannot read the action of".to_owned());
     }
     let target = headers.get("x-amz-target").map_or(&b""[..], |v| v.as_bytes());
-    let text: Vec<u8> = [uri.path().as_bytes(), uri.query().unwrap_or("").as_bytes(), target, body]
+    // Every name it could be calling, leniently read.
+    let text: Vec<u8> = [uri.path().as_bytes(), query, target, body]
         .join(&b'\n')
         .into_iter()
         .filter(|b| *b != 0)
         .map(|b| if b == b'+' { b' ' } else { b })
         .collect();
-    let text = percent_encoding::percent_decode(&text).collect::<Vec<u8>>().to_ascii_lowercase();
-    let text: Vec<u8> = text.into_iter().filter(|b| *b != 0).collect();
-    CREDENTIAL_ACTIONS
-        .iter()
-        .find(|a| text.windows(a.len()).any(|w| w.eq_ignore_ascii_case(a.as_bytes())))
-        .map(|a| (*a).to_owned())
+    let text: Vec<u8> = percent_encoding::percent_decode(&text).filter(|b| *b != 0).collect();
+    if let Some(a) =
+        CREDENTIAL_ACTIONS.iter().find(|a| text.windows(a.len()).any(|w| w.eq_ignore_ascii_case(a.as_bytes())))
+    {
+        return Some(format!("STS {a}"));
+    }
+    // The actions it names, each of which must be one airlock signs.
+    let mut named: Vec<String> = pairs(query)
+        .chain(pairs(body))
+        .filter(|(name, _)| name.trim().eq_ignore_ascii_case("action"))
+        .map(|(_, value)| value)
+        .collect();
+    if let Some(operation) = std::str::from_utf8(target).ok().filter(|t| !t.is_empty()) {
+        named.push(operation.rsplit('.').next().unwrap_or(operation).to_owned());
+    }
+    let path = percent_encoding::percent_decode_str(uri.path()).decode_utf8_lossy();
+    if let Some((_, operation)) = path.split_once("/operation/") {
+        named.push(operation.trim_matches('/').to_owned());
+    }
+    let unsigned = named.iter().find(|a| !STS_SIGNED.iter().any(|s| s.eq_ignore_ascii_case(a.trim())));
+    match (named.is_empty(), unsigned) {
+        (true, _) => Some("an STS call that names no action airlock can read".to_owned()),
+        (false, Some(a)) => Some(format!("STS {a}")),
+        (false, None) => None,
+    }
 }
 
-/// The STS actions that answer with new credentials or tokens (AWS STS
-/// API Reference), as searched for (`AssumeRole` covers
-/// `AssumeRoleWithSAML` and `AssumeRoleWithWebIdentity`): signed with the
-/// real keys, they would hand the agent keys airlock does not know,
-/// usable without it. `GetSessionToken` needs no IAM permission at all.
-const CREDENTIAL_ACTIONS: [&str; 5] =
-    ["AssumeRole", "AssumeRoot", "GetFederationToken", "GetSessionToken", "GetWebIdentityToken"];
+/// `name=value` pairs of a query or form body, split at `&` and `;`,
+/// percent-decoded with `+` as a space and NUL bytes dropped.
+fn pairs(text: &[u8]) -> impl Iterator<Item = (String, String)> + '_ {
+    let decode = |part: &[u8]| {
+        let spaced: Vec<u8> = part.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect();
+        let bytes: Vec<u8> = percent_encoding::percent_decode(&spaced).filter(|b| *b != 0).collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    text.split(|b| *b == b'&' || *b == b';').filter(|p| !p.is_empty()).map(move |pair| {
+        let (name, value) = match pair.iter().position(|b| *b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &b""[..]),
+        };
+        (decode(name), decode(value))
+    })
+}
+
+/// The STS actions airlock signs: those that answer with no credentials
+/// (AWS STS API Reference).
+const STS_SIGNED: [&str; 3] = ["GetCallerIdentity", "GetAccessKeyInfo", "DecodeAuthorizationMessage"];
+
+/// STS actions known to answer with new credentials or tokens, refused
+/// wherever they are named (`AssumeRole` covers `AssumeRoleWithSAML` and
+/// `AssumeRoleWithWebIdentity`). `GetSessionToken` needs no IAM
+/// permission at all.
+const CREDENTIAL_ACTIONS: [&str; 7] = [
+    "AssumeRole",
+    "AssumeRoot",
+    "GetDelegatedAccessToken",
+    "GetFederationToken",
+    "GetScopedCredentials",
+    "GetSessionToken",
+    "GetWebIdentityToken",
+];
 
 /// The refusal of an STS `action` that answers with new credentials.
 fn credential_action_denial(route: &str, action: &str) -> Error {
@@ -486,8 +537,9 @@ fn credential_action_denial(route: &str, action: &str) -> Error {
     Error::Policy(airlock_policy::Denial::new(
         airlock_policy::DenialCode::MethodNotAllowed,
         format!(
-            "route '{route}' does not sign {action}: it answers with new credentials, which the agent would hold and \
-             could use without airlock"
+            "route '{route}' does not sign {action}: airlock signs only calls that answer with no new credentials \
+             (on STS: {}), as new credentials would reach the agent, usable without airlock",
+            STS_SIGNED.join(", ")
         ),
         "call the API those credentials are for through its own route; if the agent needs another role, ask the \
          operator for a route whose keys are that role's"
@@ -962,6 +1014,7 @@ mod tests {
         };
         let uri = |u: &'static str| u.parse::<Uri>().unwrap();
         let json = target("AWSSecurityTokenServiceV20110615.GetSessionToken");
+        let caller = target("AWSSecurityTokenServiceV20110615.GetCallerIdentity");
         let utf16: Vec<u8> = "Action=GetSessionToken".encode_utf16().flat_map(u16::to_le_bytes).collect();
         let found: Vec<(&str, Uri, &HeaderMap, &[u8])> = vec![
             ("sts", uri("/?Action=GetSessionToken&Version=2011-06-15"), &none, b""),
@@ -977,6 +1030,17 @@ mod tests {
             ("sts", uri("/"), &gzip, b"\x1f\x8b..."),
             ("s3", uri("/?session"), &none, b""),
             ("s3express", uri("/?Session="), &none, b""),
+            ("s3express", uri("/?x-id=CreateSession"), &none, b""),
+            ("s3", uri("/?;session"), &none, b""),
+            ("sts", uri("/"), &none, b"Action=GetScopedCredentials&Version=2011-06-15"),
+            ("sts", uri("/service/AWSSecurityTokenServiceV20110615/operation/GetDelegatedAccessToken"), &none, b""),
+            // Not on the allow-list: a name no one has thought of, a
+            // look-alike, none at all, or a safe one beside another.
+            ("sts", uri("/"), &none, b"Action=GetBrandNewCredentials"),
+            ("sts", uri("/"), &none, "Action=GetSessionTo\u{212A}en".as_bytes()),
+            ("sts", uri("/?Version=2011-06-15"), &none, b""),
+            ("sts", uri("/?Action=GetCallerIdentity"), &none, b"Action=GetBrandNewCredentials"),
+            ("sts", uri("/"), &none, &utf16),
         ];
         for (service, uri, headers, body) in &found {
             assert!(credential_action(service, uri, headers, body).is_some(), "{service} {uri} {body:?}");
@@ -984,7 +1048,10 @@ mod tests {
         let passed: Vec<(&str, Uri, &HeaderMap, &[u8])> = vec![
             ("sts", uri("/?Action=GetCallerIdentity&Version=2011-06-15"), &none, b""),
             ("sts", uri("/"), &none, b"Action=DecodeAuthorizationMessage&EncodedMessage=x"),
-            ("sts", uri("/"), &gzip, b""),
+            ("sts", uri("/service/AWSSecurityTokenServiceV20110615/operation/GetCallerIdentity"), &none, b""),
+            ("sts", uri("/?Action=GetCallerIdentity"), &gzip, b""),
+            ("sts", uri("/"), &none, b"Action=GetAccessKeyInfo&AccessKeyId=AKIAEXAMPLE"),
+            ("sts", uri("/"), &caller, b"{}"),
             ("s3", uri("/b/session"), &none, b""),
             ("s3", uri("/b/k?x=session"), &none, b""),
             ("sqs", uri("/?Action=GetSessionToken"), &none, b""),
