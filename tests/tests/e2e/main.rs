@@ -17,6 +17,7 @@ mod mtls;
 mod oauth2;
 mod policy;
 mod redact;
+mod secrets_cli;
 mod shutdown;
 mod sigv4;
 mod skeleton;
