@@ -500,9 +500,17 @@ impl Refusal {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::FORBIDDEN);
         let mut resp = Response::new(full(body));
         *resp.status_mut() = status;
+        // The code in the reason phrase too (HTTP/1.1 only): clients that
+        // show nothing of a refused CONNECT's body show its status line
+        // (requests' "Tunnel connection failed: 403 airlock
+        // private_egress_denied", git's, curl's).
+        if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(format!("airlock {}", self.code.as_str())) {
+            resp.extensions_mut().insert(reason);
+        }
         let h = resp.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         h.insert(DENIED_HEADER, HeaderValue::from_static(self.code.as_str()));
+
         if let Ok(id) = HeaderValue::from_str(request_id) {
             h.insert(REQUEST_ID_HEADER, id);
         }

@@ -147,6 +147,23 @@ async fn tunnels_to_private_addresses_are_refused_by_default() {
         .unwrap();
     assert_eq!(reply.status, 403);
     assert!(reply.head.contains("x-airlock-denied: private_egress_denied"), "{}", reply.head);
+    // The code in the status line, which is all most clients show of a
+    // refused CONNECT.
+    assert!(reply.head.starts_with("HTTP/1.1 403 airlock private_egress_denied\r\n"), "{}", reply.head);
+    let no_creds = client::connect(proxy.addr(), &format!("other.test:{}", upstream.port()), None).await.unwrap();
+    assert!(no_creds.head.starts_with("HTTP/1.1 407 airlock proxy_auth_required\r\n"), "{}", no_creds.head);
+    // python requests shows it in its error.
+    let script = "import requests, sys\n\
+                  try:\n    requests.get(sys.argv[1], proxies={'https': sys.argv[2]}, timeout=20)\n\
+                  except requests.exceptions.ProxyError as e:\n    print(e)\n";
+    let out = tokio::process::Command::new(crate::conformance::venv_python())
+        .args(["-c", script, &format!("https://other.test:{}/", upstream.port())])
+        .arg(proxy.proxy_url("acme", ACME_TOKEN))
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("403 airlock private_egress_denied"), "{said}{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(upstream.connections(), 0);
     proxy.proxy.shutdown().await;
 }
