@@ -80,6 +80,24 @@ enum Command {
         /// Keep printing records as they are written.
         #[arg(long)]
         follow: bool,
+        /// Only refusals (`decision: deny`); not challenges, tunnels or
+        /// allowed requests.
+        #[arg(long)]
+        deny: bool,
+        /// Only records since this long ago (`90s`, `10m`, `2h`, `7d`) or
+        /// this time (`2026-11-30`, `2026-11-30T08:00`, UTC).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only the record (and events) of this request id, as a denial
+        /// body or `x-airlock-request-id` gives it.
+        #[arg(long)]
+        request_id: Option<String>,
+        /// Only this route's records.
+        #[arg(long)]
+        route: Option<String>,
+        /// Print the records as they are stored, one JSON object per line.
+        #[arg(long)]
+        json: bool,
         /// Check the chain (order, MACs, and that the log still reaches its
         /// head); report the first failure and exit 1.
         #[arg(long)]
@@ -148,7 +166,10 @@ fn run(args: Cli) -> anyhow::Result<ExitCode> {
         Command::Ca { command } => cli::ca::run(&home, command),
         Command::Check { format } => cli::check::check(&home, format),
         Command::Audit { verify: true, key, .. } => cli::audit::verify(&home, key.as_deref()),
-        Command::Audit { tenant, follow, .. } => cli::audit::print(&home, tenant.as_deref(), follow),
+        Command::Audit { tenant, follow, deny, since, request_id, route, json, .. } => {
+            let filter = cli::audit::Filter::new(tenant, deny, since.as_deref(), request_id, route)?;
+            cli::audit::print(&home, &filter, follow, json)
+        }
         Command::Mcp { tenant } => cli::mcp::serve(home, tenant.as_deref()),
         Command::Secret { command } => cli::secret::run(&home, command),
     }

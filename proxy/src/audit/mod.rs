@@ -433,6 +433,12 @@ pub fn now_rfc3339() -> String {
     rfc3339(OffsetDateTime::now_utc())
 }
 
+/// The time `ago` before now, as a record's `ts` writes it (so it compares
+/// with one as text).
+pub fn rfc3339_before(ago: std::time::Duration) -> String {
+    rfc3339(OffsetDateTime::now_utc() - ago)
+}
+
 /// `2026-11-23T08:05:09.042Z`: always milliseconds (truncated, never
 /// rounded) and `Z`, so every `ts` has the same width and sorts as text.
 fn rfc3339(t: OffsetDateTime) -> String {

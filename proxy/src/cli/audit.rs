@@ -1,6 +1,7 @@
 //! `airlock audit`: prints the audit log readably (one line per record or
-//! event, optionally one tenant's only) and with `--follow` keeps printing
-//! as it grows; with `--verify` checks its hash chain (order, MACs, and that
+//! event, with its request id) or as stored (`--json`), filtered by tenant,
+//! route, request id, time (`--since`) or refusals only (`--deny`), and
+//! with `--follow` keeps printing what is appended; with `--verify` checks its hash chain (order, MACs, and that
 //! the log still reaches its anchored head) and reports the first failure
 //! with exit status 1.
 
@@ -12,43 +13,138 @@ use super::load_policy;
 use airlock::audit::{EpochKey, Event, Line, Record};
 use airlock::home::Home;
 
-/// Prints the records (of `tenant` only, if given), then with `follow`
-/// those written later, polling the file.
-pub fn print(home: &Home, tenant: Option<&str>, follow: bool) -> anyhow::Result<ExitCode> {
+/// Which records `airlock audit` prints.
+#[derive(Debug, Default)]
+pub struct Filter {
+    tenant: Option<String>,
+    deny: bool,
+    /// A `ts` (or a prefix of one): records from it on.
+    since: Option<String>,
+    request_id: Option<String>,
+    route: Option<String>,
+}
+
+impl Filter {
+    /// The filter of the command line; `since` is a duration back from now
+    /// (`90s`, `10m`, `2h`, `7d`) or a UTC time as records write it, or a
+    /// prefix of one (`2026-11-30`, `2026-11-30T08:00`).
+    ///
+    /// # Errors
+    /// A `since` that is neither.
+    pub fn new(
+        tenant: Option<String>,
+        deny: bool,
+        since: Option<&str>,
+        request_id: Option<String>,
+        route: Option<String>,
+    ) -> anyhow::Result<Filter> {
+        let since = since.map(since_ts).transpose()?;
+        Ok(Filter { tenant, deny, since, request_id, route })
+    }
+
+    fn record(&self, r: &Record) -> bool {
+        let tenant = self.tenant.as_deref().is_none_or(|t| r.tenant.as_deref() == Some(t));
+        let route = self.route.as_deref().is_none_or(|n| r.route.as_deref() == Some(n));
+        let id = self.request_id.as_deref().is_none_or(|id| r.request_id == id);
+        let since = self.since.as_deref().is_none_or(|s| r.ts.as_str() >= s);
+        tenant && route && id && since && (!self.deny || r.decision == airlock::audit::Outcome::Deny)
+    }
+
+    fn event(&self, e: &Event) -> bool {
+        let tenant = self.tenant.as_deref().is_none_or(|t| e.tenant.as_deref() == Some(t));
+        let id = self.request_id.as_deref().is_none_or(|id| e.request_id.as_deref() == Some(id));
+        let since = self.since.as_deref().is_none_or(|s| e.ts.as_str() >= s);
+        // Events are no request's refusal and name no route.
+        tenant && id && since && !self.deny && self.route.is_none()
+    }
+}
+
+/// A `--since` value as the `ts` it starts at.
+fn since_ts(since: &str) -> anyhow::Result<String> {
+    let unit = since.chars().last().unwrap_or(' ');
+    let seconds = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => 0,
+    };
+    if let (true, Ok(n)) = (seconds > 0, since[..since.len() - 1].parse::<u64>()) {
+        return Ok(airlock::audit::rfc3339_before(std::time::Duration::from_secs(n.saturating_mul(seconds))));
+    }
+    let looks_like_ts = since.len() >= 4
+        && since.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'T' | b':' | b'.' | b'Z'))
+        && since.as_bytes()[..4].iter().all(u8::is_ascii_digit);
+    anyhow::ensure!(
+        looks_like_ts,
+        "--since {since:?}: give a duration back from now (90s, 10m, 2h, 7d) or a UTC time (2026-11-30, \
+         2026-11-30T08:00)"
+    );
+    Ok(since.to_owned())
+}
+
+/// Prints the records `filter` keeps (readably, or with `json` as stored),
+/// then with `follow` those written later: the file is polled for what was
+/// appended (read from where it was left; from its start again if it was
+/// replaced by a shorter one).
+pub fn print(home: &Home, filter: &Filter, follow: bool, json: bool) -> anyhow::Result<ExitCode> {
+    use std::io::{Read, Seek, SeekFrom};
+
     let path = load_policy(home)?.audit.path;
-    let read = || std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()));
-    let mut printed = 0usize;
+    let mut offset = 0u64;
+    let mut partial = Vec::new();
     loop {
-        let text = match read() {
-            Ok(t) => t,
-            Err(_) if follow => String::new(),
-            Err(e) => return Err(e),
-        };
-        let lines: Vec<&str> = text.lines().collect();
-        for line in lines.iter().skip(printed) {
-            let r = match serde_json::from_str::<Line>(line) {
-                Ok(Line::Record(r)) => r,
-                Ok(Line::Event(e)) => {
-                    if tenant.is_none() || e.tenant.as_deref() == tenant {
-                        print_event(&e);
-                    }
-                    continue;
+        let mut appended = Vec::new();
+        match std::fs::File::open(&path) {
+            Ok(mut file) => {
+                let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+                if len < offset {
+                    offset = 0;
+                    partial.clear();
                 }
-                Err(_) => {
-                    println!("(unreadable line) {line}");
-                    continue;
-                }
-            };
-            if tenant.is_some_and(|t| r.tenant.as_deref() != Some(t)) {
-                continue;
+                file.seek(SeekFrom::Start(offset))?;
+                file.take(len - offset).read_to_end(&mut appended)?;
+                offset = len;
             }
-            print_record(&r);
+            Err(_) if follow => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         }
-        printed = printed.max(lines.len());
+        partial.extend_from_slice(&appended);
+        // Whole lines only: a record being written waits for its end.
+        let whole = partial.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let lines: Vec<u8> = partial.drain(..whole).collect();
+        for line in String::from_utf8_lossy(&lines).lines() {
+            print_line(line, filter, json);
+        }
         if !follow {
+            // A last line without its newline is printed too.
+            if !partial.is_empty() {
+                print_line(&String::from_utf8_lossy(&partial), filter, json);
+            }
             return Ok(ExitCode::SUCCESS);
         }
         std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+fn print_line(line: &str, filter: &Filter, json: bool) {
+    match serde_json::from_str::<Line>(line) {
+        Ok(Line::Record(r)) if filter.record(&r) => {
+            if json {
+                println!("{line}");
+            } else {
+                print_record(&r);
+            }
+        }
+        Ok(Line::Event(e)) if filter.event(&e) => {
+            if json {
+                println!("{line}");
+            } else {
+                print_event(&e);
+            }
+        }
+        Ok(_) => {}
+        Err(_) => println!("(unreadable line) {line}"),
     }
 }
 
@@ -56,8 +152,9 @@ pub fn print(home: &Home, tenant: Option<&str>, follow: bool) -> anyhow::Result<
 /// redacted and how long it took.
 fn print_record(r: &Record) {
     println!(
-        "{} {:<6} {:<26} {} {:<10} {:<12} {} {}:{}{}{} redactions={} {}ms{}{}",
+        "{} {} {:<6} {:<26} {} {:<10} {:<12} {} {}:{}{}{} redactions={} {}ms{}{}",
         r.ts,
+        r.request_id,
         format!("{:?}", r.decision).to_lowercase(),
         r.code.as_deref().unwrap_or("-"),
         r.status,

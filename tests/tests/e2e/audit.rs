@@ -530,3 +530,76 @@ async fn unauthenticated_refusals_are_coalesced_and_long_paths_cut() {
     let path = denied["path"].as_str().unwrap();
     assert!(path.len() <= 1024 + 3 && path.ends_with('…'), "{}", path.len());
 }
+
+/// `airlock audit` filters: refusals only, one request id (as a denial
+/// gives it), one route, a time, the stored JSON; and each line names its
+/// request id.
+#[tokio::test]
+async fn audit_filters_find_a_denial_by_its_request_id() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let proxy = TestProxy::start(&standard_config(&upstream, "", "")).await;
+    let port = upstream.port();
+    let url = |path: &str| format!("https://api.acme.test:{port}{path}");
+    let auth = format!("Authorization: Bearer {ACME_PLACEHOLDER}");
+    let ok = proxy.curl().args(["-o", "/dev/null", "-H", &auth]).arg(url("/echo")).output().await.unwrap();
+    assert!(ok.status.success());
+    let denied = proxy.curl().args(["-X", "DELETE", "-H", &auth]).arg(url("/echo")).output().await.unwrap();
+    let denial: serde_json::Value = serde_json::from_slice(&denied.stdout).unwrap();
+    let id = denial["error"]["request_id"].as_str().unwrap().to_owned();
+    assert!(wait_for(Duration::from_secs(5), || proxy.audit_lines().len() >= 2).await);
+    let audit = |args: &[&str]| {
+        let out = StdCommand::new(airlock_bin())
+            .arg("audit")
+            .args(args)
+            .env("AIRLOCK_HOME", &proxy.home.path)
+            .env_remove("AIRLOCK_CONFIG")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (_, all, _) = audit(&[]);
+    // The log's opening event, and the two records.
+    assert_eq!(all.lines().count(), 3, "{all}");
+    assert!(all.lines().any(|l| l.contains(&format!(" {id} deny "))), "each line names its request id: {all}");
+    let (_, deny, _) = audit(&["--deny"]);
+    assert_eq!(deny.lines().count(), 1, "{deny}");
+    assert!(deny.contains("method_not_allowed") && deny.contains(&id), "{deny}");
+    let (_, by_id, _) = audit(&["--request-id", &id, "--json"]);
+    let record: serde_json::Value = serde_json::from_str(by_id.trim()).unwrap();
+    assert_eq!(
+        (record["request_id"].as_str(), record["code"].as_str()),
+        (Some(id.as_str()), Some("method_not_allowed"))
+    );
+    let (_, by_route, _) = audit(&["--route", "echo"]);
+    assert_eq!(by_route.lines().count(), 2, "{by_route}");
+    let (_, other_route, _) = audit(&["--route", "beta"]);
+    assert_eq!(other_route, "", "{other_route}");
+    let (_, recent, _) = audit(&["--since", "1h", "--deny"]);
+    assert_eq!(recent.lines().count(), 1, "{recent}");
+    let (_, future, _) = audit(&["--since", "2099-01-01"]);
+    assert_eq!(future, "");
+    let (ok, _, said) = audit(&["--since", "yesterday"]);
+    assert!(!ok && said.contains("--since"), "{said}");
+    // --follow prints what is appended, filtered too.
+    let mut follow = tokio::process::Command::new(airlock_bin())
+        .args(["audit", "--follow", "--deny"])
+        .env("AIRLOCK_HOME", &proxy.home.path)
+        .env_remove("AIRLOCK_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(follow.stdout.take().unwrap()));
+    let first = tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await.unwrap().unwrap().unwrap();
+    assert!(first.contains(&id), "{first}");
+    let again = proxy.curl().args(["-X", "PATCH", "-H", &auth]).arg(url("/echo")).output().await.unwrap();
+    let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await.unwrap().unwrap().unwrap();
+    assert!(next.contains(again["error"]["request_id"].as_str().unwrap()) && next.contains(" PATCH "), "{next}");
+    follow.kill().await.unwrap();
+    proxy.proxy.shutdown().await;
+}
