@@ -118,6 +118,13 @@ pub struct Record {
     /// secret: TLS alert names, timeouts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// A refusal's message, as the agent got it (scrubbed): an operator
+    /// looking up a denial by its request id reads what the agent read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// A refusal's next step, as the agent got it (scrubbed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_step: Option<String>,
     /// The request this record ends (not written): see [`AuditLog::begin`].
     #[serde(skip)]
     pub in_flight: Option<InFlight>,
@@ -161,6 +168,8 @@ impl Record {
             attempts: None,
             body_placeholders: None,
             detail: None,
+            message: None,
+            next_step: None,
             in_flight: None,
         }
     }
@@ -273,7 +282,7 @@ pub enum Line {
     /// One of airlock's own lines (it has `event`).
     Event(Event),
     /// A request or refused connection.
-    Record(Record),
+    Record(Box<Record>),
 }
 
 /// The longest path a record keeps, in bytes; a longer one is cut (at a

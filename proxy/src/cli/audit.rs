@@ -151,8 +151,13 @@ fn print_line(line: &str, filter: &Filter, json: bool) {
 /// One record on one line: decision, code, status, where, how much was
 /// redacted and how long it took.
 fn print_record(r: &Record) {
+    // A refusal says what the agent was told.
+    let told = match (&r.message, &r.next_step) {
+        (Some(m), Some(n)) => format!("\n    {m}\n    next step: {n}"),
+        _ => String::new(),
+    };
     println!(
-        "{} {} {:<6} {:<26} {} {:<10} {:<12} {} {}:{}{}{} redactions={} {}ms{}{}",
+        "{} {} {:<6} {:<26} {} {:<10} {:<12} {} {}:{}{}{} redactions={} {}ms{}{}{told}",
         r.ts,
         r.request_id,
         format!("{:?}", r.decision).to_lowercase(),

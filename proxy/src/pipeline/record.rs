@@ -53,6 +53,8 @@ impl RequestCtx {
         }
         record.code = Some(refusal.code.as_str().to_owned());
         record.detail = detail;
+        record.message = Some(refusal.message.clone());
+        record.next_step = Some(refusal.next_step.to_string());
         // A refused request was not carried through: its record counts no
         // body bytes, however many were read before the refusal.
         record.bytes_up = 0;

@@ -561,12 +561,13 @@ async fn audit_filters_find_a_denial_by_its_request_id() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let (_, all, _) = audit(&[]);
+    let (_, all, _) = audit(&["--json"]);
     // The log's opening event, and the two records.
     assert_eq!(all.lines().count(), 3, "{all}");
+    let (_, all, _) = audit(&[]);
     assert!(all.lines().any(|l| l.contains(&format!(" {id} deny "))), "each line names its request id: {all}");
     let (_, deny, _) = audit(&["--deny"]);
-    assert_eq!(deny.lines().count(), 1, "{deny}");
+    assert_eq!(deny.lines().filter(|l| !l.starts_with("    ")).count(), 1, "{deny}");
     assert!(deny.contains("method_not_allowed") && deny.contains(&id), "{deny}");
     let (_, by_id, _) = audit(&["--request-id", &id, "--json"]);
     let record: serde_json::Value = serde_json::from_str(by_id.trim()).unwrap();
@@ -574,11 +575,15 @@ async fn audit_filters_find_a_denial_by_its_request_id() {
         (record["request_id"].as_str(), record["code"].as_str()),
         (Some(id.as_str()), Some("method_not_allowed"))
     );
-    let (_, by_route, _) = audit(&["--route", "echo"]);
+    // The record keeps what the agent was told, and the readable line says it.
+    assert_eq!(record["message"], denial["error"]["message"]);
+    assert_eq!(record["next_step"], denial["error"]["next_step"]);
+    assert!(deny.contains(&format!("next step: {}", denial["error"]["next_step"].as_str().unwrap())), "{deny}");
+    let (_, by_route, _) = audit(&["--route", "echo", "--json"]);
     assert_eq!(by_route.lines().count(), 2, "{by_route}");
     let (_, other_route, _) = audit(&["--route", "beta"]);
     assert_eq!(other_route, "", "{other_route}");
-    let (_, recent, _) = audit(&["--since", "1h", "--deny"]);
+    let (_, recent, _) = audit(&["--since", "1h", "--deny", "--json"]);
     assert_eq!(recent.lines().count(), 1, "{recent}");
     let (_, future, _) = audit(&["--since", "2099-01-01"]);
     assert_eq!(future, "");
@@ -594,11 +599,18 @@ async fn audit_filters_find_a_denial_by_its_request_id() {
         .spawn()
         .unwrap();
     let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(follow.stdout.take().unwrap()));
-    let first = tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await.unwrap().unwrap().unwrap();
+    // The next record's line (not the message lines under one).
+    let mut next_record = async || loop {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await.unwrap().unwrap().unwrap();
+        if !line.starts_with("    ") {
+            return line;
+        }
+    };
+    let first = next_record().await;
     assert!(first.contains(&id), "{first}");
     let again = proxy.curl().args(["-X", "PATCH", "-H", &auth]).arg(url("/echo")).output().await.unwrap();
     let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
-    let next = tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await.unwrap().unwrap().unwrap();
+    let next = next_record().await;
     assert!(next.contains(again["error"]["request_id"].as_str().unwrap()) && next.contains(" PATCH "), "{next}");
     follow.kill().await.unwrap();
     proxy.proxy.shutdown().await;
