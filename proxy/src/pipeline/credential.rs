@@ -165,18 +165,7 @@ pub(crate) async fn apply(
         .filter_map(|(i, v)| headers.get(*i).map(|(_, orig)| (v.as_bytes().to_vec(), orig.to_vec())))
         .collect();
     injected_pairs.extend(query_pairs);
-    let mut added = Vec::with_capacity(route.add_headers.len());
-    for (name, secret_name) in &route.add_headers {
-        let secret = route_secret(ctx, route, secret_name).await?;
-        // Names are checked tokens (Policy::load); secrets hold no control
-        // characters (checked when fetched).
-        if let (Ok(name), Ok(mut value)) =
-            (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(secret.expose()))
-        {
-            value.set_sensitive(true);
-            added.push((name, value));
-        }
-    }
+    let added = added_headers(ctx, route).await?;
     ctx.set_injected(!swapped.is_empty() || swapped_query.is_some() || !added.is_empty());
     Ok(Applied { swapped, injected_pairs, added, target: swapped_query, body, egress, signer: None })
 }
@@ -234,9 +223,18 @@ async fn signed(
             Some(Signer::new(route, aws, keys, &auth.signed_headers, declared.first().copied(), budget)?)
         }
     };
+    let added = added_headers(ctx, route).await?;
+    ctx.set_injected(signer.is_some() || !added.is_empty());
+    Ok(Applied { swapped: Vec::new(), injected_pairs, added, target: None, body: Plan::Data, egress, signer })
+}
+
+/// The route's `add_headers`, each set to its secret's value (sensitive).
+async fn added_headers(ctx: &RequestCtx, route: &Route) -> Result<Vec<(HeaderName, HeaderValue)>, Error> {
     let mut added = Vec::with_capacity(route.add_headers.len());
     for (name, secret_name) in &route.add_headers {
         let secret = route_secret(ctx, route, secret_name).await?;
+        // Names are checked tokens (Policy::load); secrets hold no control
+        // characters (checked when fetched).
         if let (Ok(name), Ok(mut value)) =
             (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(secret.expose()))
         {
@@ -244,8 +242,7 @@ async fn signed(
             added.push((name, value));
         }
     }
-    ctx.set_injected(signer.is_some() || !added.is_empty());
-    Ok(Applied { swapped: Vec::new(), injected_pairs, added, target: None, body: Plan::Data, egress, signer })
+    Ok(added)
 }
 
 /// `format` with its [`SECRET_SLOT`] replaced by `secret` (a header value
