@@ -118,6 +118,81 @@ impl Ca {
     }
 }
 
+/// A Python TLS server script run in the test venv, killed when dropped:
+/// its directory holds `server.pem` and `server-key.pem` (a leaf for the
+/// names it serves, from a fresh CA) and that CA as `ca.pem`, and it
+/// writes the port it listens on to `port`.
+pub(crate) struct ScriptServer {
+    _child: tokio::process::Child,
+    pub(crate) port: u16,
+    pub(crate) dir: TempHome,
+}
+
+impl ScriptServer {
+    /// Writes the TLS files for `names` and runs `script` (in
+    /// `tests/python`) with `--cert server.pem --key server-key.pem
+    /// --port-file PORT` and the arguments `args` adds, in its directory.
+    pub(crate) async fn start(
+        tag: &str,
+        names: &[&str],
+        script: &str,
+        args: impl FnOnce(&mut tokio::process::Command),
+    ) -> ScriptServer {
+        let dir = ScriptServer::tls_dir(tag, names);
+        let port_file = dir.path.join("port");
+        let mut cmd = tokio::process::Command::new(crate::conformance::venv_python());
+        cmd.arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python").join(script))
+            .args(["--cert", "server.pem", "--key", "server-key.pem", "--port-file"])
+            .arg(&port_file)
+            .current_dir(&dir.path)
+            .kill_on_drop(true);
+        args(&mut cmd);
+        let child = cmd.spawn().unwrap();
+        assert!(wait_for(Duration::from_secs(20), || port_file.exists()).await, "{script} did not start");
+        let port = std::fs::read_to_string(&port_file).unwrap().trim().parse().unwrap();
+        ScriptServer { _child: child, port, dir }
+    }
+
+    /// A directory holding `server.pem`, `server-key.pem` (a leaf for
+    /// `names`) and the fresh CA it is from, `ca.pem`.
+    pub(crate) fn tls_dir(tag: &str, names: &[&str]) -> TempHome {
+        let dir = TempHome::new(tag);
+        let ca = Ca::new(&format!("airlock {tag} test CA"));
+        let (chain, key) = ca.leaf(names, ExtendedKeyUsagePurpose::ServerAuth);
+        std::fs::write(dir.path.join("server.pem"), chain).unwrap();
+        std::fs::write(dir.path.join("server-key.pem"), key).unwrap();
+        std::fs::write(dir.path.join("ca.pem"), ca.0.pem()).unwrap();
+        dir
+    }
+
+    /// A server started otherwise, listening on `port`, with its files in
+    /// `dir` (from [`ScriptServer::tls_dir`]).
+    pub(crate) fn running(child: tokio::process::Child, port: u16, dir: TempHome) -> ScriptServer {
+        ScriptServer { _child: child, port, dir }
+    }
+
+    /// The CA its certificate is from.
+    pub(crate) fn ca_path(&self) -> std::path::PathBuf {
+        self.dir.path.join("ca.pem")
+    }
+
+    /// `METHOD https://HOST:PORT/PATH` sent directly (not through airlock)
+    /// with curl, its answer read as JSON.
+    pub(crate) async fn call(&self, method: &str, host: &str, path: &str) -> serde_json::Value {
+        let out = tokio::process::Command::new("curl")
+            .args(["-sS", "--max-time", "20", "-X", method, "--cacert"])
+            .arg(self.ca_path())
+            .args(["--resolve", &format!("{host}:{}:127.0.0.1", self.port)])
+            .arg(format!("https://{host}:{}{path}", self.port))
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy")
+            .output()
+            .await
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+}
+
 /// The Python server, killed when dropped, and where it listens.
 struct MtlsServer {
     _child: tokio::process::Child,

@@ -4,24 +4,25 @@
 //! RFC 6750 bearer tokens, which also serves a protected `/api/whoami`
 //! that echoes the token it got).
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use airlock_policy::secrets::{SecretValue, Store};
 use airlock_tests::*;
-use rcgen::ExtendedKeyUsagePurpose;
 
-use crate::mtls::Ca;
+use crate::mtls::ScriptServer;
 
 const CLIENT_SECRET: &str = "cs/oauth+client=secret_0123456789";
 const REFRESH_TOKEN: &str = "rt-initial-0123456789abcdef";
 const PLACEHOLDER: &str = "AIRLOCK_ADS_TOKEN";
 
 /// The Authlib token server, killed when dropped.
-struct TokenServer {
-    _child: tokio::process::Child,
-    port: u16,
-    dir: TempHome,
+struct TokenServer(ScriptServer);
+
+impl std::ops::Deref for TokenServer {
+    type Target = ScriptServer;
+    fn deref(&self) -> &ScriptServer {
+        &self.0
+    }
 }
 
 impl TokenServer {
@@ -32,41 +33,21 @@ impl TokenServer {
     /// With `service_account`, the server also writes a service-account
     /// JSON key (`sa.json`) and accepts the jwt-bearer assertions it signs.
     async fn start_with(expires_in: u64, rotate: bool, service_account: bool) -> TokenServer {
-        let dir = TempHome::new("oauth-server");
-        let ca = Ca::new("airlock oauth test CA");
-        let (chain, key) = ca.leaf(&["auth.test"], ExtendedKeyUsagePurpose::ServerAuth);
-        std::fs::write(dir.path.join("server.pem"), chain).unwrap();
-        std::fs::write(dir.path.join("server-key.pem"), key).unwrap();
-        std::fs::write(dir.path.join("ca.pem"), ca.0.pem()).unwrap();
         let clients = serde_json::json!([{
             "client_id": "svc", "client_secret": CLIENT_SECRET,
             "grants": ["refresh_token", "client_credentials"], "refresh_tokens": [REFRESH_TOKEN], "scope": "ads",
         }]);
-        std::fs::write(dir.path.join("clients.json"), clients.to_string()).unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/oauth_token_server.py");
-        let port_file = dir.path.join("port");
-        let mut cmd = tokio::process::Command::new(crate::conformance::venv_python());
-        cmd.arg(script)
-            .args(["--cert", "server.pem", "--key", "server-key.pem", "--clients", "clients.json"])
-            .args(["--expires-in", &expires_in.to_string(), "--port-file"])
-            .arg(&port_file)
-            .current_dir(&dir.path)
-            .kill_on_drop(true);
-        if rotate {
-            cmd.arg("--rotate-refresh-tokens");
-        }
-        if service_account {
-            cmd.args(["--service-account-out", "sa.json", "--audience", "https://auth.test:{port}/token"]);
-            cmd.args(["--github-app-key-out", "app.pem"]);
-        }
-        let child = cmd.spawn().unwrap();
-        assert!(wait_for(Duration::from_secs(20), || port_file.exists()).await, "the token server did not start");
-        let port = std::fs::read_to_string(&port_file).unwrap().trim().parse().unwrap();
-        TokenServer { _child: child, port, dir }
-    }
-
-    fn ca_path(&self) -> PathBuf {
-        self.dir.path.join("ca.pem")
+        let server = ScriptServer::start("oauth-server", &["auth.test"], "oauth_token_server.py", |cmd| {
+            cmd.env("TOKEN_SERVER_CLIENTS", clients.to_string()).args(["--expires-in", &expires_in.to_string()]);
+            if rotate {
+                cmd.arg("--rotate-refresh-tokens");
+            }
+            if service_account {
+                cmd.args(["--service-account-out", "sa.json", "--audience", "https://auth.test:{port}/token"]);
+                cmd.args(["--github-app-key-out", "app.pem"]);
+            }
+        });
+        TokenServer(server.await)
     }
 
     /// `/stats`, read directly (not through airlock).
@@ -75,17 +56,7 @@ impl TokenServer {
     }
 
     async fn call(&self, method: &str, path: &str) -> serde_json::Value {
-        let out = tokio::process::Command::new("curl")
-            .args(["-sS", "--max-time", "20", "-X", method, "--cacert"])
-            .arg(self.ca_path())
-            .args(["--resolve", &format!("auth.test:{}:127.0.0.1", self.port)])
-            .arg(format!("https://auth.test:{}{path}", self.port))
-            .env_remove("HTTPS_PROXY")
-            .env_remove("https_proxy")
-            .output()
-            .await
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+        self.0.call(method, "auth.test", path).await
     }
 }
 
@@ -421,12 +392,7 @@ srv.serve_forever()
 #[tokio::test]
 async fn a_token_endpoint_cannot_have_airlock_send_a_bad_token() {
     use tokio::io::AsyncBufReadExt;
-    let dir = TempHome::new("hostile-token");
-    let ca = Ca::new("airlock hostile token endpoint CA");
-    let (chain, key) = ca.leaf(&["auth.test"], ExtendedKeyUsagePurpose::ServerAuth);
-    std::fs::write(dir.path.join("server.pem"), chain).unwrap();
-    std::fs::write(dir.path.join("server-key.pem"), key).unwrap();
-    std::fs::write(dir.path.join("ca.pem"), ca.0.pem()).unwrap();
+    let dir = ScriptServer::tls_dir("hostile-token", &["auth.test"]);
     let bearer =
         |token: &str, kind: &str| serde_json::json!({"access_token": token, "token_type": kind, "expires_in": 3600});
     let answers = serde_json::json!([
@@ -447,7 +413,7 @@ async fn a_token_endpoint_cannot_have_airlock_send_a_bad_token() {
         .unwrap();
     let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let port: u16 = lines.next_line().await.unwrap().unwrap().trim().parse().unwrap();
-    let server = TokenServer { _child: child, port, dir };
+    let server = TokenServer(ScriptServer::running(child, port, dir));
     let proxy = start(TempHome::new("oauth"), &config(&server, "refresh_token")).await;
     for want in [
         "shorter than 16 bytes",

@@ -11,10 +11,9 @@ use std::time::Duration;
 
 use airlock_policy::secrets::{SecretValue, Store};
 use airlock_tests::*;
-use rcgen::ExtendedKeyUsagePurpose;
 use serde_json::Value;
 
-use crate::mtls::Ca;
+use crate::mtls::ScriptServer;
 
 const ACCESS_KEY_ID: &str = "AKIAIOSFODNN7EXAMPLE";
 const SECRET_ACCESS_KEY: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
@@ -28,36 +27,28 @@ fn secrets() -> [&'static str; 3] {
 }
 
 /// The verifying upstream, killed when dropped.
-struct AwsServer {
-    _child: tokio::process::Child,
-    port: u16,
-    dir: TempHome,
+struct AwsServer(ScriptServer);
+
+impl std::ops::Deref for AwsServer {
+    type Target = ScriptServer;
+    fn deref(&self) -> &ScriptServer {
+        &self.0
+    }
 }
 
 impl AwsServer {
     async fn start() -> AwsServer {
-        let dir = TempHome::new("sigv4-server");
-        let ca = Ca::new("airlock sigv4 test CA");
-        let names = [format!("s3.{REGION}.amazonaws.com"), format!("sts.{REGION}.amazonaws.com")];
-        let (chain, key) =
-            ca.leaf(&names.iter().map(String::as_str).collect::<Vec<_>>(), ExtendedKeyUsagePurpose::ServerAuth);
-        std::fs::write(dir.path.join("server.pem"), chain).unwrap();
-        std::fs::write(dir.path.join("server-key.pem"), key).unwrap();
-        std::fs::write(dir.path.join("ca.pem"), ca.0.pem()).unwrap();
-        let port_file = dir.path.join("port");
-        let child = tokio::process::Command::new(crate::conformance::venv_python())
-            .arg(script("sigv4_server.py"))
-            .args(["--cert", "server.pem", "--key", "server-key.pem", "--port-file"])
-            .arg(&port_file)
-            .args(["--access-key-id", ACCESS_KEY_ID, "--secret-access-key", SECRET_ACCESS_KEY])
-            .args(["--session-token", SESSION_TOKEN, "--region", REGION])
-            .current_dir(&dir.path)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        assert!(wait_for(Duration::from_secs(20), || port_file.exists()).await, "the SigV4 server did not start");
-        let port = std::fs::read_to_string(&port_file).unwrap().trim().parse().unwrap();
-        AwsServer { _child: child, port, dir }
+        let (s3, sts) = (format!("s3.{REGION}.amazonaws.com"), format!("sts.{REGION}.amazonaws.com"));
+        let names = [s3.as_str(), sts.as_str()];
+        let server = ScriptServer::start("sigv4-server", &names, "sigv4_server.py", |cmd| {
+            cmd.args(["--access-key-id", ACCESS_KEY_ID, "--secret-access-key", SECRET_ACCESS_KEY]).args([
+                "--session-token",
+                SESSION_TOKEN,
+                "--region",
+                REGION,
+            ]);
+        });
+        AwsServer(server.await)
     }
 
     fn endpoint(&self, service: &str) -> String {
@@ -66,17 +57,7 @@ impl AwsServer {
 
     /// `/__stats`, read directly (not through airlock).
     async fn stats(&self) -> Value {
-        let out = tokio::process::Command::new("curl")
-            .args(["-sS", "--max-time", "20", "--cacert"])
-            .arg(self.dir.path.join("ca.pem"))
-            .args(["--resolve", &format!("s3.{REGION}.amazonaws.com:{}:127.0.0.1", self.port)])
-            .arg(format!("{}/__stats", self.endpoint("s3")))
-            .env_remove("HTTPS_PROXY")
-            .env_remove("https_proxy")
-            .output()
-            .await
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+        self.call("GET", &format!("s3.{REGION}.amazonaws.com"), "/__stats").await
     }
 }
 
@@ -119,7 +100,7 @@ placeholder = "{STS_PLACEHOLDER}"
 methods = ["GET", "POST"]
 credential = {{ kind = "aws_sigv4", access_key_id = "aws_id", secret_access_key = "aws_key", session_token = "aws_token", region = "{REGION}", service = "sts" }}
 "#,
-        ca = server.dir.path.join("ca.pem").display()
+        ca = server.ca_path().display()
     )
 }
 
@@ -130,9 +111,16 @@ fn store_keys(home: &Path) {
     }
 }
 
-async fn start(server: &AwsServer) -> TestProxy {
-    let home = TempHome::new("sigv4");
+/// A home with [`config`] and the keys stored.
+fn home_for(server: &AwsServer, tag: &str) -> TempHome {
+    let home = TempHome::new(tag);
+    std::fs::write(home.path.join("airlock.toml"), config(server)).unwrap();
     store_keys(&home.path);
+    home
+}
+
+async fn start(server: &AwsServer) -> TestProxy {
+    let home = home_for(server, "sigv4");
     let proxy = start_in(&home.path, &config(server)).await;
     TestProxy { home, proxy }
 }
@@ -251,9 +239,7 @@ async fn another_scope_a_presigned_url_and_another_routes_key_are_refused_before
 #[tokio::test]
 async fn boto3_under_airlock_run_uploads_and_downloads_with_placeholder_keys() {
     let server = AwsServer::start().await;
-    let home = TempHome::new("sigv4-run");
-    std::fs::write(home.path.join("airlock.toml"), config(&server)).unwrap();
-    store_keys(&home.path);
+    let home = home_for(&server, "sigv4-run");
     let out = tokio::process::Command::new(airlock_bin())
         .args(["run", "--tenant", "acme", "--"])
         .arg(crate::conformance::venv_python())
@@ -339,9 +325,7 @@ async fn curls_own_signer_works_over_http1_and_http2() {
 #[tokio::test]
 async fn airlock_check_tests_the_signing_keys() {
     let server = AwsServer::start().await;
-    let home = TempHome::new("sigv4-check");
-    std::fs::write(home.path.join("airlock.toml"), config(&server)).unwrap();
-    store_keys(&home.path);
+    let home = home_for(&server, "sigv4-check");
     let check = |home: &TempHome| {
         std::process::Command::new(airlock_bin())
             .arg("check")
