@@ -3,7 +3,8 @@
 //! `egress = "deny"` — is intercepted ([`crate::intercept`]); a host no
 //! route names, under `egress = "tunnel"`, gets a byte tunnel
 //! ([`crate::tunnel`]) after the private-egress check, recorded as
-//! `decision: "tunnel"`. Each CONNECT runs in its own `tunnel` span, whose
+//! `decision: "tunnel"`; a tunnel refused on a port whose clients speak TLS
+//! is answered inside TLS ([`intercept::serve_refusal`]). Each CONNECT runs in its own `tunnel` span, whose
 //! id is the CONNECT's request id.
 
 use http::{Request, Response};
@@ -56,6 +57,26 @@ pub(crate) async fn handle(
                     let on_upgrade = hyper::upgrade::on(req);
                     let idle = policy.limits.tunnel_idle_timeout;
                     tokio::spawn(tunnel::relay(on_upgrade, upstream, idle, guard).in_current_span());
+                    Response::new(respond::empty())
+                }
+                // A client that will speak TLS is told inside it, where
+                // it shows the code and next step; the CONNECT's status
+                // line says nothing to most clients.
+                Err(e) if intercept::refuse_inside_tls(dest.port) => {
+                    let refusal = ctx.refuse(&e, Audience::Proxy, None);
+                    let (shared, request_id) = (ctx.shared, ctx.request_id);
+                    let on_upgrade = hyper::upgrade::on(req);
+                    tokio::spawn(
+                        async move {
+                            match on_upgrade.await {
+                                Ok(upgraded) => {
+                                    intercept::serve_refusal(shared, dest, upgraded, guard, refusal, request_id).await
+                                }
+                                Err(e) => debug!(error = %e, "CONNECT upgrade failed"),
+                            }
+                        }
+                        .in_current_span(),
+                    );
                     Response::new(respond::empty())
                 }
                 Err(e) => ctx.deny(e, Audience::Proxy, Form::Json),

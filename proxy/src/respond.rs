@@ -406,6 +406,10 @@ pub enum Form {
     /// request to a route that signs: AWS SDKs show an error's code and
     /// message from that, and only the status from anything else.
     Aws,
+    /// Lines of `text/plain`, for git: it prints a failed request's body
+    /// (as `remote: …` lines) only when it is plain text, and otherwise
+    /// only the status.
+    Text,
 }
 
 impl Refusal {
@@ -422,6 +426,7 @@ impl Refusal {
             Form::Json => self.with_head(request_id, self.json(request_id)),
             Form::Grpc => self.grpc(request_id),
             Form::Aws => self.aws(request_id),
+            Form::Text => self.text(request_id),
             Form::Action => {
                 let mut json = self.json(request_id);
                 json["request_id"] = request_id.into();
@@ -494,6 +499,18 @@ impl Refusal {
             xml_escape(request_id)
         );
         self.with_body(request_id, body, "application/xml")
+    }
+
+    /// The denial as lines of plain text: the code, the message, the next
+    /// step and the request id, one per line.
+    fn text(&self, request_id: &str) -> Response<Body> {
+        let body = format!(
+            "airlock refused this request: {}\n{}\nNext step: {}\nRequest id: {request_id}\n",
+            self.code.as_str(),
+            self.message,
+            self.next_step
+        );
+        self.with_body(request_id, body, "text/plain; charset=utf-8")
     }
 
     fn with_body(&self, request_id: &str, body: String, content_type: &'static str) -> Response<Body> {

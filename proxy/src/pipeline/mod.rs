@@ -78,14 +78,13 @@ pub(crate) fn request_span(ctx: &RequestCtx) -> tracing::Span {
 /// `dest` through the phases, and answers it.
 pub(crate) async fn handle(shared: Arc<Shared>, dest: Arc<Destination>, req: Request<Incoming>) -> Response<Body> {
     let ctx = RequestCtx::on_connection(&shared, &dest, req.method().as_str());
-    let grpc = grpc_kind(req.headers()).is_some();
-    let form = if grpc { Form::Grpc } else { Form::Json };
+    let form = refusal_form(&req);
     if ctx.tenant.is_none() {
         // The tenant was removed by a reload while this connection was
         // open: refused, and recorded under the name it connected as (no
         // path: with the tenant gone, there is no set to scrub it with).
         let detail = Some("the tenant was removed by a reload while its connection was open".to_owned());
-        return ctx.deny_with(Error::Auth(airlock_policy::AuthError::Unknown), Audience::Proxy, Form::Json, detail);
+        return ctx.deny_with(Error::Auth(airlock_policy::AuthError::Unknown), Audience::Proxy, form, detail);
     }
     let ctx = ctx.begin(req.uri().path(), req.uri().query());
     let span = request_span(&ctx);
@@ -97,7 +96,6 @@ pub(crate) async fn handle(shared: Arc<Shared>, dest: Arc<Destination>, req: Req
         if let Err(e) = admitted {
             return ctx.deny(e, Audience::Proxy, form);
         }
-        let form = if form == Form::Json && signed_by_aws_sdk(&req) { Form::Aws } else { form };
         match forward(&ctx, &dest, req).await {
             Ok(resp) => resp,
             Err(e) => ctx.deny(e, Audience::Proxy, form),
@@ -105,6 +103,26 @@ pub(crate) async fn handle(shared: Arc<Shared>, dest: Arc<Destination>, req: Req
     }
     .instrument(span)
     .await
+}
+
+/// The form a refusal of `req` is written in, so that its client shows the
+/// code and next step: gRPC's trailers for a gRPC call, an AWS error
+/// document for a request an AWS SDK signed, plain text for git, else JSON.
+pub(crate) fn refusal_form<B>(req: &Request<B>) -> Form {
+    if grpc_kind(req.headers()).is_some() {
+        Form::Grpc
+    } else if signed_by_aws_sdk(req) {
+        Form::Aws
+    } else if sent_by_git(req) {
+        Form::Text
+    } else {
+        Form::Json
+    }
+}
+
+/// Whether `req` comes from git's HTTP transport (`User-Agent: git/2.…`).
+fn sent_by_git<B>(req: &Request<B>) -> bool {
+    req.headers().get(http::header::USER_AGENT).is_some_and(|ua| ua.as_bytes().starts_with(b"git/"))
 }
 
 /// Whether `req` is signed with AWS SigV4 (in its `Authorization`, or a

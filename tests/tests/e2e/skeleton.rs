@@ -168,6 +168,74 @@ async fn tunnels_to_private_addresses_are_refused_by_default() {
     proxy.proxy.shutdown().await;
 }
 
+/// A CONNECT refused once admitted, to a port whose clients speak TLS, is
+/// answered inside TLS with a leaf for the name asked for, so that
+/// ordinary clients show the code and next step: git (plain text, which
+/// it prints as `remote:` lines), pip and requests (the reason phrase, in
+/// their HTTP errors), curl (the JSON body). Nothing reaches the address,
+/// and the refusal is recorded once.
+#[tokio::test]
+async fn refused_connects_on_tls_ports_show_the_denial_in_git_pip_requests_and_curl() {
+    require_tool("git", "git");
+    let upstream = Upstream::start(Protocols::Both).await;
+    let proxy = TestProxy::start(&standard_config(&upstream, "", "")).await;
+    let proxy_url = proxy.proxy_url("acme", ACME_TOKEN);
+    let ca = proxy.ca_path();
+    // other.test resolves to 127.0.0.1: a tunnel there is refused.
+    let agent = |program: &str| {
+        let mut cmd = Command::new(program);
+        for var in
+            ["https_proxy", "http_proxy", "HTTP_PROXY", "NO_PROXY", "no_proxy", "PIP_INDEX_URL", "PIP_FIND_LINKS"]
+        {
+            cmd.env_remove(var);
+        }
+        for var in ["GIT_SSL_CAINFO", "REQUESTS_CA_BUNDLE", "PIP_CERT", "SSL_CERT_FILE", "CURL_CA_BUNDLE"] {
+            cmd.env(var, &ca);
+        }
+        cmd.env("HTTPS_PROXY", &proxy_url).env("GIT_TERMINAL_PROMPT", "0");
+        cmd
+    };
+    let said = |out: std::process::Output| {
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    };
+
+    let git = said(agent("git").args(["ls-remote", "https://other.test/acme/repo.git"]).output().await.unwrap());
+    assert!(git.contains("remote: airlock refused this request: private_egress_denied"), "git: {git}");
+    assert!(git.contains("remote: Next step: "), "git: {git}");
+
+    let python = crate::conformance::venv_python();
+    let script = "import requests, sys\n\
+                  r = requests.get('https://other.test/v1/things', verify=sys.argv[1], timeout=20)\n\
+                  print(r.status_code, r.reason, r.json()['error']['next_step'])\n";
+    let requests = said(agent(&python).args(["-c", script]).arg(&ca).output().await.unwrap());
+    assert!(requests.starts_with("403 airlock private_egress_denied "), "requests: {requests}");
+
+    let scratch = TempHome::new("pip");
+    let pip = agent(&python)
+        .args(["-m", "pip", "download", "--no-deps", "--retries", "0", "--timeout", "20"])
+        .arg("-d")
+        .arg(&scratch.path)
+        .arg("https://other.test/packages/left_pad-1.0-py3-none-any.whl")
+        .output()
+        .await
+        .unwrap();
+    let pip = said(pip);
+    assert!(pip.contains("403 Client Error: airlock private_egress_denied"), "pip: {pip}");
+
+    let out = proxy.curl().args(["-i", "https://other.test/"]).output().await.unwrap();
+    let curl = said(out);
+    assert!(curl.contains("x-airlock-denied: private_egress_denied"), "curl: {curl}");
+    assert!(curl.contains("\"code\":\"private_egress_denied\""), "curl: {curl}");
+
+    assert_eq!(upstream.connections(), 0);
+    let denials: Vec<_> = proxy.audit_lines().into_iter().filter(|r| r["decision"] == "deny").collect();
+    assert_eq!(denials.len(), 4, "one record per refused CONNECT: {denials:?}");
+    assert!(
+        denials.iter().all(|r| r["code"] == "private_egress_denied" && r["host"] == "other.test" && r["port"] == 443)
+    );
+    proxy.proxy.shutdown().await;
+}
+
 /// Only global unicast addresses are tunnelled to: IPv6 forms that embed
 /// the cloud metadata address (NAT64, IPv4-compatible, 6to4), Teredo,
 /// multicast and reserved IPv4 are refused before any connection, as are
