@@ -56,7 +56,7 @@ pub fn proxy_url(tenant: &str, token: &str, authority: &str) -> String {
 #[non_exhaustive]
 pub enum AgentEnvError {
     /// No tenant given and not exactly one configured.
-    #[error("name a tenant with --tenant ({0})")]
+    #[error("name a tenant with --tenant ({0}), or bind this folder to one: airlock connect --tenant NAME")]
     TenantNeeded(String),
     /// The tenant does not exist.
     #[error("no tenant '{0}' in the config")]
@@ -160,6 +160,9 @@ pub fn agent_env(
         vars.push((k.to_owned(), bundle.display().to_string()));
     }
     vars.push(("NODE_EXTRA_CA_CERTS".into(), CertificateAuthority::cert_path(home).display().to_string()));
+    // Node's built-in fetch (undici) reads HTTPS_PROXY only when told to
+    // (Node 22.21 / 24.5 and later); older Nodes ignore it.
+    vars.push(("NODE_USE_ENV_PROXY".into(), "1".into()));
     for r in &t.routes {
         if let Some(env) = &r.env {
             vars.push((env.clone(), r.placeholder.clone()));

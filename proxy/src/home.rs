@@ -34,12 +34,20 @@ pub struct Created {
 }
 
 impl Home {
-    /// Resolves AIRLOCK_HOME (`$AIRLOCK_HOME`, else `$XDG_DATA_HOME/airlock`,
-    /// else `~/.local/share/airlock`) and the config (`--config`, else
-    /// `$AIRLOCK_CONFIG`, else `AIRLOCK_HOME/airlock.toml`).
+    /// Resolves the config (`--config`, else `$AIRLOCK_CONFIG`, else
+    /// `AIRLOCK_HOME/airlock.toml`) and AIRLOCK_HOME: `$AIRLOCK_HOME`; else,
+    /// for a config named by `--config` or `$AIRLOCK_CONFIG`, the config's
+    /// folder (so that the CA, secrets and audit log it relies on live
+    /// beside it, not in a default home shared with other configs); else
+    /// `$XDG_DATA_HOME/airlock`, else `~/.local/share/airlock`.
     pub fn resolve(config_flag: Option<PathBuf>) -> io::Result<Home> {
         let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-        let dir = match var("AIRLOCK_HOME") {
+        let named = config_flag.or_else(|| var("AIRLOCK_CONFIG"));
+        let beside = named.as_deref().map(|c| match c.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        });
+        let dir = match var("AIRLOCK_HOME").or(beside) {
             Some(d) => d,
             None => match var("XDG_DATA_HOME") {
                 Some(x) => x.join("airlock"),
@@ -48,7 +56,7 @@ impl Home {
                     .ok_or_else(|| io::Error::other("neither AIRLOCK_HOME nor HOME is set"))?,
             },
         };
-        let (config, config_is_default) = match config_flag.or_else(|| var("AIRLOCK_CONFIG")) {
+        let (config, config_is_default) = match named {
             Some(c) => (c, false),
             None => (dir.join(CONFIG_FILE), true),
         };

@@ -60,7 +60,9 @@ pub mod actions;
 pub mod agent;
 pub mod audit;
 mod body;
+pub mod catalogue;
 pub mod check;
+pub mod config_edit;
 mod conn;
 mod connect;
 mod encoding;
@@ -68,6 +70,7 @@ pub mod error;
 mod fetch;
 pub mod headers;
 pub mod home;
+pub mod instance;
 pub mod intercept;
 pub mod listener;
 pub mod mcp;
@@ -85,6 +88,7 @@ mod throttle;
 pub mod tunnel;
 pub mod upstream;
 mod websocket;
+pub mod workspace;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -56,6 +56,9 @@ pub enum StartError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The home's instance key could not be read or created.
+    #[error("cannot read or create the instance key in AIRLOCK_HOME")]
+    Instance(#[source] std::io::Error),
     /// The audit log could not be opened.
     #[error("cannot open the audit log {path}", path = path.display())]
     Audit {
@@ -87,7 +90,8 @@ impl Proxy {
             .map_err(|source| StartError::Audit { path: policy.audit.path.clone(), source })?;
         let certs =
             LeafCache::new(ca, vec![b"h2".to_vec(), b"http/1.1".to_vec()], LEAF_CACHE_CAPACITY, LeafCache::DEFAULT_TTL);
-        let shared = Shared::new(home, config, policy, bound, certs, audit)?;
+        let instance = crate::instance::Instance::load_or_create(home).map_err(StartError::Instance)?;
+        let shared = Shared::new(home, config, policy, bound, certs, audit, instance)?;
         Ok(Proxy { shared: Arc::new(shared), listener, writer })
     }
 
@@ -291,8 +295,12 @@ async fn serve_agent(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, g
     let kept = Arc::clone(&shared);
     let activity = Activity::new();
     let conn_activity = Arc::clone(&activity);
-    let service =
-        service_fn(move |req| conn_activity.track(proxy_request(Arc::clone(&shared), req, peer, svc_guard.clone())));
+    // The address the agent connected to: a health check's proof is bound
+    // to it.
+    let local = stream.local_addr().unwrap_or(shared.listen);
+    let service = service_fn(move |req| {
+        conn_activity.track(proxy_request(Arc::clone(&shared), req, peer, local, svc_guard.clone()))
+    });
     let conn = conn::h1_builder(&limits).serve_connection(TokioIo::new(stream), service).with_upgrades();
     let phase = guard.shutdown.clone();
     let result = conn::until_done(conn, |c| c.graceful_shutdown(), phase, &activity, limits.idle_timeout).await;
@@ -316,14 +324,30 @@ fn is_health_check<B>(req: &Request<B>) -> bool {
     req.method() == Method::GET && req.uri().authority().is_none() && req.uri().path() == HEALTH_PATH
 }
 
-/// The health answer: the listener is up. It says nothing about tenants,
-/// routes or secrets, and is not audited.
-fn health() -> Response<Body> {
-    let mut resp =
-        Response::new(respond::full(format!("{{\"status\":\"ok\",\"version\":\"{}\"}}\n", env!("CARGO_PKG_VERSION"))));
+/// The health answer: the listener is up, and which home it serves (its
+/// instance id, no secret); with a challenge, the proof that it holds that
+/// home's key, for the address the client connected to
+/// ([`crate::instance`]). It says nothing about tenants, routes or
+/// secrets, and is not audited.
+fn health<B>(shared: &Shared, req: &Request<B>, local: SocketAddr) -> Response<Body> {
+    let instance = &shared.instance;
+    let body = serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION"), "instance": instance.id()});
+    let mut resp = Response::new(respond::full(format!("{body}\n")));
     let h = resp.headers_mut();
     h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     h.insert(VERSION_HEADER, http::HeaderValue::from_static(env!("CARGO_PKG_VERSION")));
+    if let Ok(id) = http::HeaderValue::from_str(instance.id()) {
+        h.insert(crate::instance::INSTANCE_HEADER, id);
+    }
+    let proof = req
+        .headers()
+        .get(crate::instance::CHALLENGE_HEADER)
+        .and_then(|c| c.to_str().ok())
+        .and_then(|c| instance.prove(c, local))
+        .and_then(|p| http::HeaderValue::from_str(&p).ok());
+    if let Some(proof) = proof {
+        h.insert(crate::instance::PROOF_HEADER, proof);
+    }
     resp
 }
 
@@ -335,6 +359,7 @@ async fn proxy_request(
     shared: Arc<Shared>,
     req: Request<Incoming>,
     peer: SocketAddr,
+    local: SocketAddr,
     guard: ConnGuard,
 ) -> Response<Body> {
     let loaded = shared.loaded();
@@ -342,7 +367,7 @@ async fn proxy_request(
         return crate::actions::handle(shared, req, peer).await;
     }
     if is_health_check(&req) {
-        return health();
+        return health(&shared, &req, local);
     }
     let policy = Arc::clone(&loaded.policy);
 

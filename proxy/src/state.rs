@@ -93,6 +93,8 @@ pub(crate) struct Shared {
     /// audit records.
     pub(crate) auth: AuthThrottle,
     pub(crate) listen: SocketAddr,
+    /// Which home this proxy serves, and the key proving it.
+    pub(crate) instance: crate::instance::Instance,
     home: PathBuf,
     pub(crate) config: PathBuf,
 }
@@ -108,6 +110,7 @@ impl Shared {
         listen: SocketAddr,
         certs: LeafCache,
         audit: AuditLog,
+        instance: crate::instance::Instance,
     ) -> Result<Self, TrustError> {
         let vault = Arc::new(Vault::new(home));
         for e in vault.prefetch(policy.secrets()) {
@@ -124,6 +127,7 @@ impl Shared {
             auth: AuthThrottle::new(audit.clone()),
             audit,
             listen,
+            instance,
             home: home.to_owned(),
             config: config.to_owned(),
         })

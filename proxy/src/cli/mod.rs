@@ -3,7 +3,7 @@
 //! the config, the runtime of those that run or reach a proxy) is defined
 //! once in this module.
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 
 use airlock::home::Home;
 use airlock_policy::Policy;
@@ -11,12 +11,16 @@ use airlock_policy::Policy;
 pub mod audit;
 pub mod ca;
 pub mod check;
+pub mod connect;
 pub mod env;
 pub mod mcp;
 pub mod probe;
+pub mod route;
 pub mod run;
 pub mod secret;
 pub mod serve;
+pub mod status;
+pub mod tenant;
 
 /// The config, checked; when there is none yet, an error that says how to
 /// create one.
@@ -28,6 +32,21 @@ pub fn load_policy(home: &Home) -> anyhow::Result<Policy> {
         );
     }
     Ok(Policy::load(&home.config, &home.dir)?)
+}
+
+/// The tenant a command acts as: the one named; else the one the
+/// workspace around the current directory is bound to (`airlock
+/// connect`); else the config's only tenant.
+pub fn pick_tenant(policy: &Policy, named: Option<&str>) -> anyhow::Result<String> {
+    if named.is_none() {
+        let cwd = std::env::current_dir().context("cannot read the current directory")?;
+        if let Some(ws) = airlock::workspace::find(&cwd)? {
+            return airlock::agent::pick_tenant(policy, Some(&ws.tenant)).with_context(|| {
+                format!("{} is bound to tenant '{}' ({})", ws.dir.display(), ws.tenant, airlock::workspace::MARKER)
+            });
+        }
+    }
+    Ok(airlock::agent::pick_tenant(policy, named)?)
 }
 
 /// The runtime of the commands that run a proxy or talk to one (`serve`,

@@ -1,12 +1,14 @@
-//! Finding a running proxy for `airlock run` and `airlock mcp`: the airlock
-//! at `[proxy] listen` when its health check answers as airlock does, else
-//! one started in-process. Anything else listening there is an error: an
-//! agent's requests, with its tenant token, must never go to it.
+//! Finding the proxy for `airlock run` and `airlock mcp`: the airlock at
+//! `[proxy] listen` only when it proves it serves this AIRLOCK_HOME (its
+//! instance id, and a challenge answered with the home's key: see
+//! [`airlock::instance`]); otherwise a private proxy started in-process on
+//! an ephemeral loopback port, for this one agent. An agent's requests,
+//! with its tenant token, never go to a listener that has not proved it is
+//! this home's airlock.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use anyhow::bail;
 use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::Empty;
@@ -15,6 +17,7 @@ use tokio::net::TcpStream;
 
 use super::serve::seal_audit;
 use airlock::home::Home;
+use airlock::instance::{self, Instance};
 use airlock_policy::Policy;
 
 /// How long connecting may take; past it, nothing counts as listening.
@@ -24,52 +27,103 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// listener is not airlock.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The proxy at `[proxy] listen` when an airlock answers there, else one
-/// started in-process (stopped by the caller).
+/// What listens on `[proxy] listen`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Listening {
+    /// Nothing (or the port is 0, picked at each start).
+    Nothing,
+    /// This home's airlock: it proved it.
+    Ours,
+    /// An airlock serving another home (its instance id).
+    OtherHome(String),
+    /// Something that is not an airlock, or one that claims this home and
+    /// cannot prove it.
+    Unproven,
+}
+
+/// The proxy an agent of `home` uses: the one at `listen` when it is this
+/// home's, else a private one started in-process on an ephemeral loopback
+/// port (stopped by the caller). Why a listener was passed over is said on
+/// stderr, before the agent starts.
 pub async fn find_or_start_proxy(
     home: &Home,
     listen: SocketAddr,
 ) -> anyhow::Result<(SocketAddr, Option<airlock::RunningProxy>)> {
-    if airlock_listening(listen).await? {
-        return Ok((listen, None));
+    match probe(home, listen).await? {
+        Listening::Ours => return Ok((listen, None)),
+        Listening::Nothing => {}
+        Listening::OtherHome(id) => eprintln!(
+            "airlock: the proxy on {listen} serves another AIRLOCK_HOME (instance {id}, this home's is {}); this \
+             agent gets a private proxy of its own",
+            instance::instance_id(&home.dir)
+        ),
+        Listening::Unproven => eprintln!(
+            "airlock: what listens on {listen} did not prove it is this home's airlock; it gets nothing of the \
+             tenant's, and this agent gets a private proxy of its own"
+        ),
     }
-    let policy = Policy::load(&home.config, &home.dir)?;
+    let mut policy = Policy::load(&home.config, &home.dir)?;
     seal_audit(&policy)?;
+    // Private: loopback, a port of its own, so no other agent finds it and
+    // none loses it when this one exits.
+    let ip = if listen.ip().is_loopback() { listen.ip() } else { IpAddr::V4(Ipv4Addr::LOCALHOST) };
+    policy.proxy.listen = SocketAddr::new(ip, 0);
     let proxy = airlock::Proxy::bind(&home.dir, &home.config, policy).await?;
-    tracing::info!(addr = %proxy.local_addr(), "no proxy was listening; started one in-process");
+    tracing::info!(addr = %proxy.local_addr(), "started a private proxy in-process for this agent");
     let running = proxy.spawn();
     Ok((running.addr(), Some(running)))
 }
 
-/// Whether an airlock answers on `addr`: false when the port is 0 (picked
-/// at each start) or nothing accepts a connection; an error when something
-/// does but its answer to the health check is not airlock's.
-async fn airlock_listening(addr: SocketAddr) -> anyhow::Result<bool> {
-    if addr.port() == 0 {
-        return Ok(false);
-    }
-    let Ok(Ok(stream)) = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await else {
-        return Ok(false);
-    };
-    if tokio::time::timeout(ANSWER_TIMEOUT, answers_as_airlock(stream)).await.unwrap_or(false) {
-        Ok(true)
-    } else {
-        bail!("something other than airlock is listening on {addr}; stop it or change [proxy] listen")
+/// One line on what listens on `listen`, for `airlock status`.
+pub async fn describe(home: &Home, listen: SocketAddr) -> String {
+    match probe(home, listen).await {
+        Ok(Listening::Ours) => format!("this home's airlock is running on {listen}"),
+        Ok(Listening::Nothing) => format!(
+            "nothing listens on {listen}; `airlock run` starts a private proxy per agent (Docker and CI agents need \
+             `airlock serve`)"
+        ),
+        Ok(Listening::OtherHome(id)) => {
+            format!("an airlock of another AIRLOCK_HOME (instance {id}) listens on {listen}")
+        }
+        Ok(Listening::Unproven) => {
+            format!("something that is not this home's airlock listens on {listen}; stop it or change [proxy] listen")
+        }
+        Err(e) => format!("cannot check {listen}: {e:#}"),
     }
 }
 
-/// Sends the health check on `stream`: airlock answers 200 with its version
-/// header. Anything else — another status, no such header, a connection
-/// closed early, bytes that are not HTTP — is not airlock.
-async fn answers_as_airlock(stream: TcpStream) -> bool {
-    let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await else {
-        return false;
+/// What listens on `addr`, asked with a fresh challenge.
+async fn probe(home: &Home, addr: SocketAddr) -> anyhow::Result<Listening> {
+    if addr.port() == 0 {
+        return Ok(Listening::Nothing);
+    }
+    let Ok(Ok(stream)) = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await else {
+        return Ok(Listening::Nothing);
     };
+    let ours = Instance::load_or_create(&home.dir)?;
+    let challenge = instance::new_challenge();
+    let answer = tokio::time::timeout(ANSWER_TIMEOUT, health(stream, &challenge)).await.ok().flatten();
+    let Some(head) = answer else { return Ok(Listening::Unproven) };
+    let text = |name: &str| head.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    Ok(match (text(instance::INSTANCE_HEADER), text(instance::PROOF_HEADER)) {
+        (Some(id), Some(proof)) if id == ours.id() && ours.verify(&challenge, addr, &proof) => Listening::Ours,
+        (Some(id), _) if id != ours.id() => Listening::OtherHome(id),
+        _ => Listening::Unproven,
+    })
+}
+
+/// Sends the health check with `challenge` on `stream`: the answer's
+/// headers when it is airlock's (200 with its version header); None for
+/// anything else — another status, a connection closed early, bytes that
+/// are not HTTP.
+async fn health(stream: TcpStream, challenge: &str) -> Option<http::HeaderMap> {
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
     let check = Request::get(airlock::listener::HEALTH_PATH)
         .header(header::HOST, "airlock")
         .header(header::CONNECTION, "close")
+        .header(instance::CHALLENGE_HEADER, challenge)
         .body(Empty::<Bytes>::new())
-        .expect("a GET of a constant path with constant headers is a valid request");
+        .ok()?;
     // The connection is driven here, not spawned: when the answer comes,
     // or the time is up, nothing of the probe is left running.
     let mut answer = std::pin::pin!(sender.send_request(check));
@@ -80,5 +134,7 @@ async fn answers_as_airlock(stream: TcpStream) -> bool {
         // not HTTP): its answer, if it read one, is waiting.
         _ = conn => answer.await,
     };
-    answer.is_ok_and(|a| a.status() == StatusCode::OK && a.headers().contains_key(airlock::listener::VERSION_HEADER))
+    let answer = answer.ok()?;
+    let airlock = answer.status() == StatusCode::OK && answer.headers().contains_key(airlock::listener::VERSION_HEADER);
+    airlock.then(|| answer.headers().clone())
 }

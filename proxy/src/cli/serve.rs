@@ -16,10 +16,19 @@ use airlock_policy::Policy;
 /// `airlock init`: creates what is missing, says so when nothing is.
 pub fn init(home: &Home) -> anyhow::Result<ExitCode> {
     let created = create_home(home)?;
+    let policy = load_policy(home)?;
     if !created.ca && !created.config {
-        eprintln!("{} is already initialised", home.dir.display());
+        let tenants: Vec<&str> = policy.tenants().map(|(_, t)| t.name.as_str()).collect();
+        eprintln!("{} is already initialised; nothing was changed.", home.dir.display());
+        eprintln!("  config:  {}", home.config.display());
+        eprintln!("  CA:      {}", CertificateAuthority::cert_path(&home.dir).display());
+        eprintln!("  tenants: {}", if tenants.is_empty() { "none".to_owned() } else { tenants.join(", ") });
+        eprintln!(
+            "Add a tenant with `airlock tenant add NAME`, its routes with `airlock route add`; `airlock status` \
+                   shows what needs action."
+        );
     }
-    seal_audit(&load_policy(home)?)?;
+    seal_audit(&policy)?;
     Ok(ExitCode::SUCCESS)
 }
 

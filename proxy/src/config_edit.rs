@@ -1,0 +1,293 @@
+//! Editing `airlock.toml` in place, for `airlock tenant` and `airlock
+//! route`: with `toml_edit`, so that the operator's comments, order and
+//! layout survive. Every edit is checked by loading the result as the
+//! proxy does ([`Policy::from_toml`]) before it replaces the file; the new
+//! file is written beside the old one with its mode (0600 when new) and
+//! renamed over it, so a running `airlock serve` — which reloads the
+//! config when it changes — sees the old file or the new, never half.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use toml_edit::{ArrayOfTables, DocumentMut, Item, Table};
+
+use airlock_policy::{ConfigError, Policy};
+
+/// A config file read for editing.
+#[derive(Debug)]
+pub struct ConfigFile {
+    path: PathBuf,
+    home: PathBuf,
+    doc: DocumentMut,
+}
+
+/// Why an edit was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum EditError {
+    /// The file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: io::Error,
+    },
+    /// The file is not TOML.
+    #[error("{path} is not valid TOML: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// The edit names what the config does not have, or already has.
+    #[error("{0}")]
+    Refused(String),
+    /// The edited config would not load; the file is unchanged.
+    #[error("the change was not written, as the config would not load: {0}")]
+    Invalid(#[from] Box<ConfigError>),
+}
+
+impl ConfigFile {
+    /// Reads `path` (the config of AIRLOCK_HOME `home`).
+    pub fn open(path: &Path, home: &Path) -> Result<ConfigFile, EditError> {
+        let text = fs::read_to_string(path).map_err(|source| EditError::Io { path: path.to_owned(), source })?;
+        let doc = text.parse().map_err(|e: toml_edit::TomlError| EditError::Parse {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        })?;
+        Ok(ConfigFile { path: path.to_owned(), home: home.to_owned(), doc })
+    }
+
+    /// The tenants table, created (implicit: no `[tenants]` header) when
+    /// there is none.
+    fn tenants_mut(&mut self) -> Result<&mut Table, EditError> {
+        let item = self.doc.entry("tenants").or_insert_with(|| {
+            let mut t = Table::new();
+            t.set_implicit(true);
+            Item::Table(t)
+        });
+        item.as_table_mut().ok_or_else(|| EditError::Refused("`tenants` in the config is not a table".into()))
+    }
+
+    fn tenant_mut(&mut self, name: &str) -> Result<&mut Table, EditError> {
+        self.tenants_mut()?
+            .get_mut(name)
+            .and_then(Item::as_table_mut)
+            .ok_or_else(|| EditError::Refused(format!("the config has no tenant '{name}'")))
+    }
+
+    /// Adds `[tenants.NAME]` with `token`, after the last tenant.
+    pub fn add_tenant(&mut self, name: &str, token: &str) -> Result<(), EditError> {
+        let tenants = self.tenants_mut()?;
+        if tenants.contains_key(name) {
+            return Err(EditError::Refused(format!("the config already has a tenant '{name}'")));
+        }
+        let mut table = Table::new();
+        table.insert("token", toml_edit::value(token));
+        table.decor_mut().set_prefix("\n");
+        tenants.insert(name, Item::Table(table));
+        Ok(())
+    }
+
+    /// Removes `[tenants.NAME]` and its routes; the number of routes removed.
+    pub fn remove_tenant(&mut self, name: &str) -> Result<usize, EditError> {
+        let routes = self.tenant_mut(name)?.get("routes").and_then(Item::as_array_of_tables).map_or(0, |r| r.len());
+        self.tenants_mut()?.remove(name);
+        Ok(routes)
+    }
+
+    /// Appends `route` (a `[[tenants.T.routes]]` table with its `name`) to
+    /// `tenant`'s routes.
+    pub fn add_route(&mut self, tenant: &str, mut route: Table) -> Result<(), EditError> {
+        let name = route.get("name").and_then(Item::as_str).unwrap_or_default().to_owned();
+        let table = self.tenant_mut(tenant)?;
+        let routes = table
+            .entry("routes")
+            .or_insert_with(|| Item::ArrayOfTables(ArrayOfTables::new()))
+            .as_array_of_tables_mut()
+            .ok_or_else(|| EditError::Refused(format!("tenant '{tenant}''s routes are not a list of tables")))?;
+        if routes.iter().any(|r| r.get("name").and_then(Item::as_str) == Some(name.as_str())) {
+            return Err(EditError::Refused(format!("tenant '{tenant}' already has a route '{name}'")));
+        }
+        if route.decor().prefix().is_none() {
+            route.decor_mut().set_prefix("\n");
+        }
+        routes.push(route);
+        Ok(())
+    }
+
+    /// Removes `tenant`'s route `name`; the secret names it used are
+    /// returned (the secrets themselves stay).
+    pub fn remove_route(&mut self, tenant: &str, name: &str) -> Result<(), EditError> {
+        let routes = self.tenant_mut(tenant)?.get_mut("routes").and_then(Item::as_array_of_tables_mut);
+        let index =
+            routes.as_ref().and_then(|r| r.iter().position(|t| t.get("name").and_then(Item::as_str) == Some(name)));
+        match (routes, index) {
+            (Some(routes), Some(i)) => {
+                routes.remove(i);
+                Ok(())
+            }
+            _ => Err(EditError::Refused(format!("tenant '{tenant}' has no route '{name}'"))),
+        }
+    }
+
+    /// Declares `[secrets.NAME]` with `source = "store"` unless it is
+    /// declared; whether it was added.
+    pub fn declare_secret(&mut self, name: &str) -> Result<bool, EditError> {
+        let secrets = self
+            .doc
+            .entry("secrets")
+            .or_insert_with(|| {
+                let mut t = Table::new();
+                t.set_implicit(true);
+                Item::Table(t)
+            })
+            .as_table_mut()
+            .ok_or_else(|| EditError::Refused("`secrets` in the config is not a table".into()))?;
+        if secrets.contains_key(name) {
+            return Ok(false);
+        }
+        let mut table = Table::new();
+        table.insert("source", toml_edit::value("store"));
+        table.decor_mut().set_prefix(format!("\n# Give it a value with:  airlock secret set {name}\n"));
+        secrets.insert(name, Item::Table(table));
+        Ok(true)
+    }
+
+    /// The edited text.
+    pub fn text(&self) -> String {
+        self.doc.to_string()
+    }
+
+    /// Checks the edited config as the proxy loads it and, when it loads,
+    /// replaces the file with it; the loaded config is returned.
+    pub fn save(&self) -> Result<Policy, EditError> {
+        let text = self.text();
+        let base = self.path.parent().unwrap_or(Path::new("."));
+        let policy = Policy::from_toml(&text, &self.path.display().to_string(), base, &self.home).map_err(Box::new)?;
+        replace(&self.path, text.as_bytes()).map_err(|source| EditError::Io { path: self.path.clone(), source })?;
+        Ok(policy)
+    }
+}
+
+/// Writes `bytes` to a new file beside `path` with `path`'s mode (0600
+/// when it has none), flushed, then renames it over `path`.
+fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mode = fs::metadata(path).map(|m| m.permissions().mode() & 0o777).unwrap_or(0o600);
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let written = (|| {
+        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"# the operator's config
+[proxy]
+listen = "127.0.0.1:8080"   # where agents connect
+
+# acme's workspace
+[tenants.acme]
+token = "0123456789abcdef0123"
+
+[[tenants.acme.routes]]
+name = "example"            # the first route
+host = "api.example.com"
+secret = "example"
+placeholder = "AIRLOCK_EXAMPLE"
+
+[secrets.example]
+source = "store"
+"#;
+
+    fn file(text: &str) -> (tempdir::Dir, ConfigFile) {
+        let dir = tempdir::Dir::new();
+        let path = dir.0.join("airlock.toml");
+        fs::write(&path, text).unwrap();
+        let f = ConfigFile::open(&path, &dir.0).unwrap();
+        (dir, f)
+    }
+
+    mod tempdir {
+        pub struct Dir(pub std::path::PathBuf);
+        impl Dir {
+            pub fn new() -> Dir {
+                let mut b = [0u8; 8];
+                getrandom::fill(&mut b).unwrap();
+                let p = std::env::temp_dir().join(format!("airlock-edit-{}", hex::encode(b)));
+                std::fs::create_dir_all(&p).unwrap();
+                Dir(p)
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    fn route(name: &str, host: &str, secret: &str, placeholder: &str) -> Table {
+        let mut t = Table::new();
+        t.insert("name", toml_edit::value(name));
+        t.insert("host", toml_edit::value(host));
+        t.insert("secret", toml_edit::value(secret));
+        t.insert("placeholder", toml_edit::value(placeholder));
+        t
+    }
+
+    #[test]
+    fn edits_keep_comments_and_order_and_load() {
+        let (_dir, mut f) = file(CONFIG);
+        f.add_tenant("beta", "fedcba9876543210fedc").unwrap();
+        f.add_route("acme", route("second", "api.second.test", "second", "AIRLOCK_SECOND")).unwrap();
+        f.declare_secret("second").unwrap();
+        f.add_route("beta", route("b", "api.b.test", "example", "AIRLOCK_B")).unwrap();
+        let policy = f.save().unwrap();
+        assert_eq!(policy.tenants().count(), 2);
+        let text = fs::read_to_string(&f.path).unwrap();
+        for kept in ["# the operator's config", "# where agents connect", "# acme's workspace", "# the first route"] {
+            assert!(text.contains(kept), "{kept}: {text}");
+        }
+        // acme's new route follows its first, before beta's table.
+        let at = |s: &str| text.find(s).unwrap_or_else(|| panic!("{s}: {text}"));
+        assert!(at("name = \"example\"") < at("name = \"second\""));
+        assert!(at("name = \"second\"") < at("[tenants.beta]"), "{text}");
+        assert!(at("[tenants.beta]") < at("name = \"b\""), "{text}");
+        assert_eq!(fs::metadata(&f.path).unwrap().permissions().mode() & 0o777, 0o644 & 0o777);
+
+        let (_dir2, mut g) = file(&text);
+        g.remove_route("acme", "second").unwrap();
+        assert_eq!(g.remove_tenant("beta").unwrap(), 1);
+        g.save().unwrap();
+        let back = fs::read_to_string(&g.path).unwrap();
+        assert!(!back.contains("[tenants.beta]") && !back.contains("api.second.test"), "{back}");
+        assert!(back.contains("# the first route"), "{back}");
+    }
+
+    #[test]
+    fn an_edit_that_would_not_load_leaves_the_file_alone() {
+        let (_dir, mut f) = file(CONFIG);
+        // The placeholder is bound to another route already.
+        f.add_route("acme", route("dup", "api.dup.test", "example", "AIRLOCK_EXAMPLE")).unwrap();
+        let e = f.save().unwrap_err();
+        assert!(matches!(e, EditError::Invalid(_)), "{e}");
+        assert_eq!(fs::read_to_string(&f.path).unwrap(), CONFIG);
+        assert!(f.add_tenant("acme", "x").unwrap_err().to_string().contains("already has a tenant 'acme'"));
+        assert!(f.remove_route("acme", "nope").unwrap_err().to_string().contains("has no route 'nope'"));
+        assert!(f.remove_tenant("nope").unwrap_err().to_string().contains("no tenant 'nope'"));
+    }
+}

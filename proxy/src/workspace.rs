@@ -1,0 +1,116 @@
+//! Workspaces: folders bound to a tenant by `airlock connect`. The binding
+//! is a small marker file in the folder ([`MARKER`], holding the tenant's
+//! name and no secret), found by walking up from the current directory, so
+//! `airlock run`, `env` and `mcp` anywhere inside a client's folder act as
+//! its tenant without flags. AIRLOCK_HOME keeps the list of folders it has
+//! bound ([`REGISTRY`]) for `airlock status`.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The marker file's name.
+pub const MARKER: &str = ".airlock-workspace.toml";
+
+/// The list of bound folders, in AIRLOCK_HOME.
+pub const REGISTRY: &str = "workspaces.json";
+
+/// A folder bound to a tenant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Workspace {
+    /// The folder (absolute).
+    pub dir: PathBuf,
+    /// The tenant's name.
+    pub tenant: String,
+}
+
+/// A marker that cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}; bind the folder again with `airlock connect --tenant NAME`")]
+pub struct MarkerError {
+    /// The marker file.
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// The workspace `from` is in: the nearest folder, `from` or above it,
+/// with a marker; None when there is none.
+pub fn find(from: &Path) -> Result<Option<Workspace>, MarkerError> {
+    for dir in from.ancestors() {
+        let path = dir.join(MARKER);
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                let tenant = read_marker(&text).map_err(|message| MarkerError { path: path.clone(), message })?;
+                return Ok(Some(Workspace { dir: dir.to_owned(), tenant }));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(MarkerError { path, message: e.to_string() }),
+        }
+    }
+    Ok(None)
+}
+
+/// The tenant a marker names: its one key, `tenant`, a string.
+fn read_marker(text: &str) -> Result<String, String> {
+    let doc: toml_edit::DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| e.message().to_owned())?;
+    if let Some((key, _)) = doc.iter().find(|(k, _)| *k != "tenant") {
+        return Err(format!("unknown key {key:?}"));
+    }
+    doc.get("tenant").and_then(toml_edit::Item::as_str).map(str::to_owned).ok_or_else(|| "no tenant (a string)".into())
+}
+
+/// Binds `dir` to `tenant`: writes its marker (replacing one there) and
+/// adds it to `home`'s registry.
+pub fn bind(home: &Path, dir: &Path, tenant: &str) -> io::Result<Workspace> {
+    let dir = dir.canonicalize()?;
+    let text = format!(
+        "# This folder is an airlock workspace: `airlock run`, `airlock env` and `airlock mcp`\n# run here (and in \
+         every folder below) as this tenant. It holds no secret.\ntenant = {}\n",
+        toml_edit::value(tenant).into_value().map(|v| v.to_string()).unwrap_or_default().trim()
+    );
+    fs::write(dir.join(MARKER), text)?;
+    let workspace = Workspace { dir, tenant: tenant.to_owned() };
+    let mut all = registered(home);
+    all.retain(|w| w.dir != workspace.dir);
+    all.push(workspace.clone());
+    all.sort_by(|a, b| a.dir.cmp(&b.dir));
+    let json = serde_json::to_string_pretty(&all).map_err(io::Error::other)?;
+    fs::write(home.join(REGISTRY), json + "\n")?;
+    Ok(workspace)
+}
+
+/// The folders `home` has bound, as its registry lists them (an
+/// unreadable registry lists none).
+pub fn registered(home: &Path) -> Vec<Workspace> {
+    fs::read_to_string(home.join(REGISTRY)).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_marker_is_found_from_any_folder_below_it() {
+        let mut b = [0u8; 8];
+        getrandom::fill(&mut b).unwrap();
+        let root = std::env::temp_dir().join(format!("airlock-ws-{}", hex::encode(b)));
+        let (home, client) = (root.join("home"), root.join("clients/acme"));
+        fs::create_dir_all(client.join("src/deep")).unwrap();
+        fs::create_dir_all(&home).unwrap();
+        assert_eq!(find(&client.join("src/deep")).unwrap(), None);
+        let bound = bind(&home, &client, "acme \"quoted\"").unwrap();
+        let found = find(&client.join("src/deep")).unwrap().unwrap();
+        assert_eq!(found, bound);
+        assert_eq!(found.tenant, "acme \"quoted\"");
+        assert_eq!(registered(&home), vec![bound.clone()]);
+        bind(&home, &client, "beta").unwrap();
+        assert_eq!(registered(&home).len(), 1, "bound again, listed once");
+        fs::write(client.join(MARKER), "tenant = 3\n").unwrap();
+        assert!(find(&client).unwrap_err().to_string().contains(MARKER));
+        fs::remove_dir_all(&root).unwrap();
+    }
+}
