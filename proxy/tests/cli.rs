@@ -321,26 +321,39 @@ fn check_warns_when_the_config_or_home_is_open_to_others() {
     assert!(table.contains("Warning: ") && table.contains("every tenant's token"), "{table}");
 }
 
-/// `run` (like `mcp`) looks for an airlock at `[proxy] listen` with a
-/// health check, and never sends an agent through anything else listening
-/// there: whatever answers other than airlock's 200 with its version header
-/// — another server, a 200 without the header, the header on an error, bytes
-/// that are not HTTP, a connection closed or left silent — is refused with
-/// one message, and the command does not run.
+/// `airlock run` sends an agent's tenant token only to a proxy that proves
+/// it serves this AIRLOCK_HOME. Whatever else answers on `[proxy] listen` —
+/// another server, a 200 without airlock's header, the header on an error,
+/// bytes that are not HTTP, a connection closed or left silent, an "airlock"
+/// claiming this home's instance id without the key to prove it — gets the
+/// health check alone (with a challenge, and nothing of the tenant's), and
+/// the agent runs through a private proxy on another port.
 #[test]
-fn run_refuses_a_listener_that_is_not_airlock() {
+fn run_sends_nothing_to_a_listener_that_cannot_prove_it_is_this_homes_airlock() {
     let h = home("impostor");
     assert!(airlock(&h, &["init"], None).status.success());
     let config = std::fs::read_to_string(h.join("airlock.toml")).unwrap();
+    let token = config.lines().find_map(|l| l.strip_prefix("token = ")).unwrap().trim_matches('"').to_owned();
     let ran = h.join("ran");
+    let claims_this_home = format!(
+        "HTTP/1.1 200 OK\r\nx-airlock-version: 0.1.0\r\nx-airlock-instance: {}\r\nx-airlock-proof: {}\r\n\
+         content-length: 0\r\n\r\n",
+        airlock::instance::instance_id(&h),
+        "ab".repeat(32)
+    );
     for (what, answer) in [
-        ("another HTTP server", Some("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")),
-        ("a 200 without the header", Some("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")),
-        ("the header on a 503", Some("HTTP/1.1 503 Busy\r\nx-airlock-version: 0.1.0\r\ncontent-length: 0\r\n\r\n")),
-        ("not HTTP", Some("SSH-2.0-OpenSSH_9.6\r\n")),
-        ("closed without an answer", Some("")),
+        ("another HTTP server", Some("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n".to_owned())),
+        ("a 200 without the header", Some("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_owned())),
+        (
+            "the header on a 503",
+            Some("HTTP/1.1 503 Busy\r\nx-airlock-version: 0.1.0\r\ncontent-length: 0\r\n\r\n".into()),
+        ),
+        ("not HTTP", Some("SSH-2.0-OpenSSH_9.6\r\n".to_owned())),
+        ("closed without an answer", Some(String::new())),
         ("silent until airlock gives up", None),
+        ("this home's id without the proof", Some(claims_this_home.clone())),
     ] {
+        let _ = std::fs::remove_file(&ran);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let peer = std::thread::spawn(move || {
@@ -354,13 +367,17 @@ fn run_refuses_a_listener_that_is_not_airlock() {
             request
         });
         std::fs::write(h.join("airlock.toml"), config.replace("127.0.0.1:8080", &addr.to_string())).unwrap();
-        let out = airlock(&h, &["run", "--", "touch", ran.to_str().unwrap()], None);
+        let script = format!("printf %s \"$HTTPS_PROXY\" > '{}'", ran.display());
+        let out = airlock(&h, &["run", "--", "sh", "-c", &script], None);
         let request = peer.join().unwrap();
         assert!(request.starts_with("GET /v1/health HTTP/1.1\r\n"), "{what}: the probe sent {request:?}");
-        assert_eq!(out.status.code(), Some(1), "{what}: {}", text(&out));
-        let refusal = format!("something other than airlock is listening on {addr}; stop it or change [proxy] listen");
-        assert!(text(&out).contains(&refusal), "{what}: {}", text(&out));
-        assert!(!ran.exists(), "{what}: the command ran");
+        assert!(request.contains("x-airlock-challenge: "), "{what}: {request:?}");
+        assert!(!request.contains(&token) && !request.to_ascii_lowercase().contains("proxy-authorization"), "{what}");
+        assert_eq!(out.status.code(), Some(0), "{what}: {}", text(&out));
+        assert!(text(&out).contains(&format!("what listens on {addr} did not prove")), "{what}: {}", text(&out));
+        let used = std::fs::read_to_string(&ran).unwrap();
+        assert!(used.contains(&format!("demo:{token}@127.0.0.1:")), "{what}: {used}");
+        assert!(!used.ends_with(&format!("@{addr}")), "{what}: the agent was sent to {used}");
     }
 }
 

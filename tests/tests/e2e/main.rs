@@ -15,6 +15,7 @@ mod hostile;
 mod load;
 mod mtls;
 mod oauth2;
+mod operator;
 mod policy;
 mod redact;
 mod secrets_cli;
