@@ -9,6 +9,13 @@
 //! except after a crash mid-write — which [`open`] finds and repairs.
 //!
 //! Opening reads the log from its end (the last line only), never whole.
+//!
+//! Several airlocks of one home may write one log (each `airlock run`
+//! without a `serve` has a private proxy of its own): each takes the log's
+//! lock (`flock`) only to open it and to write a batch, and before sealing
+//! a batch reads where the chain stands — the last line's link, and its
+//! epoch's key from the seal when another writer has moved it on — so the
+//! chain stays one line after another, whoever wrote them.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -65,7 +72,13 @@ pub(super) type Registry = Mutex<Vec<Weak<Begun>>>;
 
 pub(super) struct Writer {
     path: PathBuf,
-    file: Flock<File>,
+    file: File,
+    /// Whether the lock is held across calls (while opening).
+    held: bool,
+    /// Entries waiting to be sealed onto the chain at the next batch.
+    pending: Vec<Vec<u8>>,
+    /// Whether the log is a pipe (nothing to read back).
+    fifo: bool,
     /// The file's length after the last batch written whole.
     len: u64,
     link: Link,
@@ -82,8 +95,8 @@ pub(super) struct Writer {
     head_stale: bool,
 }
 
-/// Opens the log at `path` for writing: locks it (one writer per log),
-/// repairs a torn tail, checks it still reaches its head and that its
+/// Opens the log at `path` for writing: locks it while opening (waiting
+/// for another writer's batch), repairs a torn tail, checks it still reaches its head and that its
 /// last line authenticates, closes the last key epoch (a `close` line under
 /// its key), advances the key and writes the `open` line (and any
 /// `repaired` or `missing` line).
@@ -114,16 +127,10 @@ pub(super) fn open(path: &Path, registry: Arc<Registry>) -> io::Result<Writer> {
             format!("the audit head {} is not a regular file", chain::head_path(path).display()),
         ));
     }
-    let mut file = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
-        if errno == nix::errno::Errno::EWOULDBLOCK {
-            io::Error::new(
-                io::ErrorKind::WouldBlock,
-                format!("another airlock is writing the audit log {}", path.display()),
-            )
-        } else {
-            io::Error::from(errno)
-        }
-    })?;
+    // Held until the open and its lines are written; then each batch
+    // takes it again.
+    let lock = Flock::lock(file.try_clone()?, FlockArg::LockExclusive).map_err(|(_, errno)| io::Error::from(errno))?;
+    let mut file = file;
     let tail = if kind.is_fifo() { Tail { end: 0, torn: 0, last: None } } else { read_tail(&mut file)? };
     let mut notes = Vec::new();
     if tail.torn > 0 {
@@ -182,6 +189,9 @@ pub(super) fn open(path: &Path, registry: Arc<Registry>) -> io::Result<Writer> {
     let mut w = Writer {
         path: path.to_owned(),
         file,
+        held: true,
+        pending: Vec::new(),
+        fifo: kind.is_fifo(),
         len,
         batch_start: link.clone(),
         link,
@@ -247,6 +257,8 @@ pub(super) fn open(path: &Path, registry: Arc<Registry>) -> io::Result<Writer> {
     }
     w.flush();
     w.write_head();
+    w.held = false;
+    drop(lock);
     Ok(w)
 }
 
@@ -373,13 +385,53 @@ impl Writer {
         self.head_stale = false;
     }
 
-    /// Seals a line onto the chain, first advancing the key if its epoch
-    /// is over.
+    /// Queues a line for the next batch, which seals it onto the chain
+    /// where it then stands.
     fn push(&mut self, entry: &[u8]) {
-        if self.epoch_started.elapsed() >= chain::EPOCH_LENGTH {
-            self.advance_epoch();
+        self.pending.push(entry.to_vec());
+    }
+
+    /// The log's lock, held until the returned guard drops; None when the
+    /// writer holds it already (while opening).
+    fn lock(&self) -> io::Result<Option<Flock<File>>> {
+        if self.held {
+            return Ok(None);
         }
-        self.seal(entry);
+        let file = self.file.try_clone()?;
+        Flock::lock(file, FlockArg::LockExclusive).map(Some).map_err(|(_, errno)| io::Error::from(errno))
+    }
+
+    /// Catches up with lines another writer added since this one last
+    /// wrote (called with the lock held): the chain continues from the
+    /// file's last line, under its epoch's key, read from the seal when
+    /// that writer moved the key on.
+    fn resync(&mut self) -> io::Result<()> {
+        if self.fifo || self.file.metadata()?.len() == self.len {
+            return Ok(());
+        }
+        let tail = read_tail(&mut self.file)?;
+        if tail.torn > 0 {
+            // Only a writer that crashed mid-batch leaves this.
+            self.file.set_len(tail.end)?;
+        }
+        self.len = tail.end;
+        let Some(last) = tail.last.as_deref().and_then(chain::sealed_line) else { return Ok(()) };
+        self.link = last.link;
+        let epoch = if last.closes { last.epoch + 1 } else { last.epoch };
+        if epoch > self.key.epoch() {
+            let seal = chain::read_seal(&self.path)?.ok_or_else(|| io::Error::other("the audit seal is gone"))?;
+            self.key = seal
+                .at(epoch)
+                .ok_or_else(|| io::Error::other("the audit seal is ahead of the log another writer wrote"))?;
+            if last.closes {
+                // Its writer stopped between the `close` and the next
+                // epoch's first line: this writer starts that epoch.
+                chain::write_seal(&self.path, &self.key)?;
+                self.seal_event(EventKind::Epoch, "the audit key advanced".to_owned());
+            }
+            self.epoch_started = Instant::now();
+        }
+        Ok(())
     }
 
     /// Seals a line onto the chain under the current key.
@@ -403,7 +455,7 @@ impl Writer {
     fn advance_epoch(&mut self) {
         self.epoch_started = Instant::now();
         self.seal_event(EventKind::Close, "the key epoch ends".to_owned());
-        if !self.flush() {
+        if !self.write_buf() {
             // Keep the key: the next epoch starts after a `close` that is
             // in the file.
             return;
@@ -452,13 +504,43 @@ impl Writer {
         }
     }
 
-    /// Writes the batch with one `write` (the head follows later). On failure the
-    /// batch is cut back off and counted as lost in a `lost` line.
+    /// Seals what is pending onto the chain where the log stands, under
+    /// the log's lock, advancing the key first if its epoch is over, and
+    /// writes the batch ([`Writer::write_buf`]).
     fn flush(&mut self) -> bool {
+        if self.pending.is_empty() && self.buf.is_empty() {
+            return true;
+        }
+        let _lock = match self.lock() {
+            Ok(lock) => lock,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot lock the audit log; the records wait for the next batch");
+                return false;
+            }
+        };
+        if self.buf.is_empty() {
+            if let Err(e) = self.resync() {
+                tracing::error!(error = %e, "cannot read where the audit chain stands; continuing from this writer's");
+            }
+            self.batch_start = self.link.clone();
+            if self.epoch_started.elapsed() >= chain::EPOCH_LENGTH {
+                self.advance_epoch();
+            }
+        }
+        for entry in std::mem::take(&mut self.pending) {
+            self.seal(&entry);
+        }
+        self.write_buf()
+    }
+
+    /// Writes the sealed batch with one `write` (the head follows later).
+    /// On failure the batch is cut back off and counted as lost in a
+    /// `lost` line, written with the next batch.
+    fn write_buf(&mut self) -> bool {
         if self.buf.is_empty() {
             return true;
         }
-        match (&*self.file).write_all(&self.buf) {
+        match (&self.file).write_all(&self.buf) {
             Ok(()) => {
                 self.len += self.buf.len() as u64;
                 self.buf.clear();
@@ -487,7 +569,13 @@ impl Writer {
                     }
                 }
                 self.batch_start = self.link.clone();
-                self.seal_event(EventKind::Lost, format!("{lost} records could not be written: {e}"));
+                let event = Event {
+                    detail: Some(format!("{lost} records could not be written: {e}")),
+                    ..Event::new(EventKind::Lost)
+                };
+                if let Ok(entry) = serde_json::to_vec(&event) {
+                    self.pending.insert(0, entry);
+                }
                 false
             }
         }
@@ -564,15 +652,41 @@ mod tests {
     }
 
     #[test]
-    fn a_second_writer_is_refused_while_one_holds_the_log() {
-        let dir = std::env::temp_dir().join(format!("airlock-lock-{}", std::process::id()));
+    /// Two writers of one log (two `airlock run`s' private proxies):
+    /// their batches interleave, each continuing the chain where the other
+    /// left it, across the second's open (which ends the first's epoch)
+    /// and an epoch the first advances on its own; the whole log verifies
+    /// under the seal's first key, every line authenticated.
+    fn two_writers_of_one_log_keep_one_chain() {
+        let dir = std::env::temp_dir().join(format!("airlock-two-writers-{}", std::process::id()));
         let path = dir.join("audit.jsonl");
+        let key = super::super::ensure_seal(&path).unwrap().unwrap();
         let registry = Arc::new(Mutex::new(Vec::new()));
-        let first = open(&path, Arc::clone(&registry)).unwrap();
-        let second = open(&path, registry).map(|_| ()).unwrap_err();
-        assert_eq!(second.kind(), io::ErrorKind::WouldBlock);
-        assert!(second.to_string().contains("another airlock is writing"), "{second}");
-        drop(first);
+        let mut first = open(&path, Arc::clone(&registry)).unwrap();
+        first.push(br#"{"request_id":"a1"}"#);
+        assert!(first.flush());
+        let mut second = open(&path, registry).unwrap();
+        first.push(br#"{"request_id":"a2"}"#);
+        assert!(first.flush());
+        second.push(br#"{"request_id":"b1"}"#);
+        second.push(br#"{"request_id":"b2"}"#);
+        assert!(second.flush());
+        first.epoch_started = Instant::now().checked_sub(chain::EPOCH_LENGTH).unwrap();
+        first.push(br#"{"request_id":"a3"}"#);
+        assert!(first.flush());
+        second.push(br#"{"request_id":"b3"}"#);
+        assert!(second.flush());
+        first.write_head();
+        second.write_head();
+        let key = EpochKey::from_verification_key(&key).unwrap();
+        let verified = chain::verify(&path, Some(&key)).unwrap().unwrap();
+        // open, a1, close, open (second), a2, b1, b2, close, epoch, a3, b3.
+        assert_eq!((verified.records, verified.authenticated, verified.last_epoch), (11, 11, 3));
+        let text = fs::read_to_string(&path).unwrap();
+        let order: Vec<&str> =
+            ["a1", "a2", "b1", "b2", "a3", "b3"].iter().map(|id| &text[text.find(id).unwrap()..][..2]).collect();
+        assert_eq!(order, ["a1", "a2", "b1", "b2", "a3", "b3"]);
+        drop((first, second));
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -352,4 +352,7 @@ async fn concurrent_runs_and_a_second_home_each_keep_their_own_proxy() {
     assert!(used.ends_with(&format!("@127.0.0.1:{port}")), "{used}");
     assert!(!text(&out).contains("private proxy"), "{}", text(&out));
     drop(served);
+    // Two private proxies and a serve wrote the first home's log: one chain.
+    let verified = ok(&mut airlock(&first.path, &first.path, &["audit", "--verify"])).await;
+    assert!(verified.contains("intact") || verified.contains("ok"), "{verified}");
 }
