@@ -72,7 +72,7 @@ async fn tenant_and_route_commands_edit_a_commented_config_that_a_running_serve_
     let said = ok(&mut airlock(&home.path, &here, &["tenant", "add", "gamma"])).await;
     assert!(said.contains("added tenant 'gamma'"), "{said}");
     let host = format!("api.acme.test:{}", upstream.port());
-    let said = ok(&mut airlock(
+    let said = ok(airlock(
         &home.path,
         &here,
         &["route", "add", "--tenant", "gamma", "--host", &host, "--header", "authorization", "--placeholder"],
@@ -199,7 +199,7 @@ async fn a_connected_folder_picks_its_tenant_and_status_says_what_needs_action()
     let out = airlock(&home.path, &deep, &["run", "--", "true"]).output().await.unwrap();
     assert!(!out.status.success() && text(&out).contains("airlock connect --tenant NAME"), "{}", text(&out));
 
-    let said = ok(&mut airlock(&home.path, &home.path, &["connect"]).arg(&client).args([
+    let said = ok(airlock(&home.path, &home.path, &["connect"]).arg(&client).args([
         "--tenant",
         "beta",
         "--agent",
