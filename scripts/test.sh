@@ -51,3 +51,6 @@ fi
 export AIRLOCK_TEST_NODE_MODULES="$PWD/$node_dir/node_modules"
 
 cargo test --workspace --locked "$@"
+
+# The README's set-up and walkthrough, as written, in a fresh clone.
+python3 scripts/readme-check.py
