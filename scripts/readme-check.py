@@ -69,15 +69,15 @@ def main() -> None:
     for port in (8080, 9443):
         if port_open(port):
             fail(f"port {port} is taken; the README's walkthrough needs it")
-    readme = open(os.path.join(REPO, "README.md")).read()
+    scratch = tempfile.mkdtemp(prefix="airlock-readme-")
+    clone = os.path.join(scratch, "airlock")
+    subprocess.run(["git", "clone", "-q", REPO, clone], check=True)
+    # The clone's README: what a new user reads (the last commit).
+    readme = open(os.path.join(clone, "README.md")).read()
     setup = blocks_under(readme, "## Set up (two commands)")
     walkthrough = blocks_under(readme, "## A 60-second walkthrough with curl")
     if len(setup) < 1 or len(walkthrough) < 3:
         fail(f"expected the set-up block and three walkthrough blocks, found {len(setup)} and {len(walkthrough)}")
-
-    scratch = tempfile.mkdtemp(prefix="airlock-readme-")
-    clone = os.path.join(scratch, "airlock")
-    subprocess.run(["git", "clone", "-q", REPO, clone], check=True)
     # The build cache survives between runs; the sources are the clone's.
     cache = os.path.join(REPO, "target", "readme-check")
     os.makedirs(cache, exist_ok=True)
@@ -100,13 +100,23 @@ def main() -> None:
 
         script = "set -euo pipefail\n" + "\n".join(walkthrough[:3])
         print("readme-check: the walkthrough, as one script", flush=True)
-        done = subprocess.run(
-            ["bash", "-c", script], cwd=clone, env=env, capture_output=True, text=True, timeout=3600
-        )
-        out = done.stdout + done.stderr
+        # Its own process group: whatever it leaves running is found, and
+        # stopped, when it ends.
+        with open(os.path.join(scratch, "walkthrough.log"), "w+") as log:
+            walk = subprocess.Popen(
+                ["bash", "-c", script], cwd=clone, env=env, stdout=log, stderr=log, start_new_session=True
+            )
+            code = walk.wait(timeout=3600)
+            left = subprocess.run(["pgrep", "-g", str(walk.pid)], capture_output=True, text=True).stdout.split()
+            if left:
+                os.killpg(walk.pid, signal.SIGTERM)
+            log.seek(0)
+            out = log.read()
         print(out[-6000:])
-        if done.returncode != 0:
-            fail(f"the walkthrough exited {done.returncode}")
+        if code != 0:
+            fail(f"the walkthrough exited {code}")
+        if left:
+            fail(f"the walkthrough left processes running: {left}")
         for expected in [
             "authorization: Bearer sk_live_the_real_key",  # the echo server got the key
             "Bearer AIRLOCK_EXAMPLE_KEY",  # the echo came back scrubbed

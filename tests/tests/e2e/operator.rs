@@ -269,7 +269,8 @@ async fn concurrent_runs_and_a_second_home_each_keep_their_own_proxy() {
 
     // The long agent: a request, then waits for `go`, then another.
     let long_script = format!(
-        "{c} && printf %s \"$HTTPS_PROXY\" > '{p}' && while [ ! -e '{go}' ]; do sleep 0.1; done && {c}",
+        "{c} && printf %s \"$HTTPS_PROXY\" > '{p}' && n=0 && while [ ! -e '{go}' ] && [ $n -lt 600 ]; do sleep 0.1; \
+         n=$((n+1)); done && {c}",
         c = curl_script(&url, ACME_PLACEHOLDER),
         p = first.path.join("long-proxy").display(),
         go = go.display()
