@@ -3,7 +3,9 @@
 //! name and no secret), found by walking up from the current directory, so
 //! `airlock run`, `env` and `mcp` anywhere inside a client's folder act as
 //! its tenant without flags. AIRLOCK_HOME keeps the list of folders it has
-//! bound ([`REGISTRY`]) for `airlock status`.
+//! bound ([`REGISTRY`]), for `airlock status` and to honour only its own
+//! bindings: a marker that came with a cloned repository, or that an agent
+//! wrote, names no tenant until the operator binds the folder.
 
 use std::fs;
 use std::io;
@@ -28,7 +30,7 @@ pub struct Workspace {
 
 /// A marker that cannot be read.
 #[derive(Debug, thiserror::Error)]
-#[error("{path}: {message}; bind the folder again with `airlock connect --tenant NAME`")]
+#[error("{path}: {message}")]
 pub struct MarkerError {
     /// The marker file.
     pub path: PathBuf,
@@ -37,20 +39,43 @@ pub struct MarkerError {
 }
 
 /// The workspace `from` is in: the nearest folder, `from` or above it,
-/// with a marker; None when there is none.
+/// with a marker; None when there is none. Its binding is not checked
+/// against a home: see [`find_bound`].
 pub fn find(from: &Path) -> Result<Option<Workspace>, MarkerError> {
     for dir in from.ancestors() {
         let path = dir.join(MARKER);
         match fs::read_to_string(&path) {
             Ok(text) => {
                 let tenant = read_marker(&text).map_err(|message| MarkerError { path: path.clone(), message })?;
-                return Ok(Some(Workspace { dir: dir.to_owned(), tenant }));
+                let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
+                return Ok(Some(Workspace { dir, tenant }));
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(MarkerError { path, message: e.to_string() }),
         }
     }
     Ok(None)
+}
+
+/// The workspace `from` is in, as `home` bound it: the nearest marker, or
+/// None; an error when that marker is not one `home` wrote there for that
+/// tenant (a marker a repository brought with it, another home's, or one
+/// edited since), so a folder never picks a tenant the operator did not
+/// bind it to.
+pub fn find_bound(home: &Path, from: &Path) -> Result<Option<Workspace>, MarkerError> {
+    let Some(found) = find(from)? else { return Ok(None) };
+    if registered(home).contains(&found) {
+        return Ok(Some(found));
+    }
+    Err(MarkerError {
+        path: found.dir.join(MARKER),
+        message: format!(
+            "it names tenant '{}', but this AIRLOCK_HOME ({}) did not bind the folder to it (a marker can come with              a cloned repository); pass --tenant, or bind it: airlock connect {} --tenant NAME",
+            found.tenant,
+            home.display(),
+            found.dir.display()
+        ),
+    })
 }
 
 /// The tenant a marker names: its one key, `tenant`, a string.
@@ -109,6 +134,19 @@ mod tests {
         assert_eq!(registered(&home), vec![bound.clone()]);
         bind(&home, &client, "beta").unwrap();
         assert_eq!(registered(&home).len(), 1, "bound again, listed once");
+        // A marker this home did not write for that tenant names nothing.
+        fs::write(client.join(MARKER), "tenant = \"acme\"\n").unwrap();
+        let e = find_bound(&home, &client.join("src")).unwrap_err().to_string();
+        assert!(e.contains("did not bind the folder") && e.contains("--tenant"), "{e}");
+        assert_eq!(find_bound(&home, &client).unwrap_err().path, client.canonicalize().unwrap().join(MARKER));
+        let other = root.join("clients/other");
+        fs::create_dir_all(&other).unwrap();
+        fs::write(other.join(MARKER), "tenant = \"beta\"\n").unwrap();
+        assert!(find_bound(&home, &other).is_err(), "a marker no home bound");
+        assert_eq!(find_bound(&home, &root).unwrap(), None);
+        assert_eq!(find_bound(&home, &client).is_ok(), false);
+        bind(&home, &client, "acme").unwrap();
+        assert_eq!(find_bound(&home, &client.join("src/deep")).unwrap().unwrap().tenant, "acme");
         fs::write(client.join(MARKER), "tenant = 3\n").unwrap();
         assert!(find(&client).unwrap_err().to_string().contains(MARKER));
         fs::remove_dir_all(&root).unwrap();

@@ -12,7 +12,7 @@ use airlock::home::Home;
 /// Serves MCP on stdio until stdin ends.
 pub fn serve(home: Home, tenant: Option<&str>) -> anyhow::Result<ExitCode> {
     let policy = load_policy(&home)?;
-    let tenant = super::pick_tenant(&policy, tenant)?;
+    let tenant = super::pick_tenant(&home, &policy, tenant)?;
     runtime()?.block_on(async move {
         let (addr, running) = find_or_start_proxy(&home, policy.proxy.listen).await?;
         let server = airlock::mcp::Server::new(&policy, &tenant, addr)?;

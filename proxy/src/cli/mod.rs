@@ -35,12 +35,12 @@ pub fn load_policy(home: &Home) -> anyhow::Result<Policy> {
 }
 
 /// The tenant a command acts as: the one named; else the one the
-/// workspace around the current directory is bound to (`airlock
-/// connect`); else the config's only tenant.
-pub fn pick_tenant(policy: &Policy, named: Option<&str>) -> anyhow::Result<String> {
+/// workspace around the current directory is bound to by this home
+/// (`airlock connect`); else the config's only tenant.
+pub fn pick_tenant(home: &Home, policy: &Policy, named: Option<&str>) -> anyhow::Result<String> {
     if named.is_none() {
         let cwd = std::env::current_dir().context("cannot read the current directory")?;
-        if let Some(ws) = airlock::workspace::find(&cwd)? {
+        if let Some(ws) = airlock::workspace::find_bound(&home.dir, &cwd)? {
             return airlock::agent::pick_tenant(policy, Some(&ws.tenant)).with_context(|| {
                 format!("{} is bound to tenant '{}' ({})", ws.dir.display(), ws.tenant, airlock::workspace::MARKER)
             });

@@ -123,7 +123,7 @@ fn strings(items: &[String]) -> Item {
 
 fn add(home: &Home, args: AddArgs) -> anyhow::Result<ExitCode> {
     let policy = load_policy(home)?;
-    let tenant = pick_tenant(&policy, args.tenant.as_deref())?;
+    let tenant = pick_tenant(home, &policy, args.tenant.as_deref())?;
     let service = args.service.as_deref().map(airlock::catalogue::service).transpose()?;
     let host = match (&args.host, &service) {
         (Some(h), _) => h.clone(),
@@ -254,7 +254,7 @@ fn list(home: &Home, tenant: Option<&str>) -> anyhow::Result<ExitCode> {
 
 fn rm(home: &Home, name: &str, tenant: Option<&str>) -> anyhow::Result<ExitCode> {
     let policy = load_policy(home)?;
-    let tenant = pick_tenant(&policy, tenant)?;
+    let tenant = pick_tenant(home, &policy, tenant)?;
     let mut file = ConfigFile::open(&home.config, &home.dir)?;
     file.remove_route(&tenant, name)?;
     file.save()?;

@@ -19,7 +19,7 @@ use airlock::home::Home;
 /// + the signal, if a signal ended it) is returned.
 pub fn agent(home: Home, tenant: Option<&str>, command: &[String]) -> anyhow::Result<ExitCode> {
     let policy = load_policy(&home)?;
-    let tenant = super::pick_tenant(&policy, tenant)?;
+    let tenant = super::pick_tenant(&home, &policy, tenant)?;
     let listen = policy.proxy.listen;
     runtime()?.block_on(async move {
         let (addr, running) = find_or_start_proxy(&home, listen).await?;

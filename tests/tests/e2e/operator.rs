@@ -232,6 +232,14 @@ async fn a_connected_folder_picks_its_tenant_and_status_says_what_needs_action()
         airlock(&home.path, &deep, &["env", "--tenant", "acme", "--proxy-host", "127.0.0.1"]).output().await.unwrap();
     assert!(text(&out).contains(&format!("http://acme:{ACME_TOKEN}@")), "{}", text(&out));
 
+    // A marker this home did not write (one a cloned repository brought)
+    // picks no tenant: nothing runs until the folder is bound.
+    let cloned = home.path.join("clients/cloned");
+    std::fs::create_dir_all(&cloned).unwrap();
+    std::fs::write(cloned.join(".airlock-workspace.toml"), "tenant = \"acme\"\n").unwrap();
+    let out = airlock(&home.path, &cloned, &["run", "--", "true"]).output().await.unwrap();
+    assert!(!out.status.success() && text(&out).contains("did not bind the folder"), "{}", text(&out));
+
     let status = airlock(&home.path, &home.path, &["status"]).output().await.unwrap();
     assert!(status.status.success(), "{}", text(&status));
     let said = text(&status);
