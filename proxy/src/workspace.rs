@@ -144,7 +144,7 @@ mod tests {
         fs::write(other.join(MARKER), "tenant = \"beta\"\n").unwrap();
         assert!(find_bound(&home, &other).is_err(), "a marker no home bound");
         assert_eq!(find_bound(&home, &root).unwrap(), None);
-        assert_eq!(find_bound(&home, &client).is_ok(), false);
+        assert!(find_bound(&home, &client).is_err());
         bind(&home, &client, "acme").unwrap();
         assert_eq!(find_bound(&home, &client.join("src/deep")).unwrap().unwrap().tenant, "acme");
         fs::write(client.join(MARKER), "tenant = 3\n").unwrap();
