@@ -22,7 +22,7 @@ pub enum Format {
 /// proxy URL in place of the listen address's IP.
 pub fn print(home: &Home, tenant: Option<&str>, format: Format, proxy_host: Option<&str>) -> anyhow::Result<ExitCode> {
     let policy = load_policy(home)?;
-    let tenant = super::pick_tenant(&home, &policy, tenant)?;
+    let tenant = super::pick_tenant(home, &policy, tenant)?;
     let listen = policy.proxy.listen;
     if listen.port() == 0 {
         bail!(
