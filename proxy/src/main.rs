@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use airlock::home::Home;
 
@@ -209,8 +209,28 @@ enum Command {
     },
 }
 
+/// Every (sub)command's help ends with the ENVIRONMENT section: those
+/// without examples of their own (`secret set`, `route add`, …) get it
+/// alone.
+fn with_environment(cmd: clap::Command) -> clap::Command {
+    let cmd = cmd.mut_subcommands(with_environment);
+    let has = cmd.get_after_help().is_some_and(|h| h.to_string().contains("ENVIRONMENT:"));
+    if has {
+        return cmd;
+    }
+    let help = match cmd.get_after_help() {
+        Some(h) => format!("{h}\n\n{}", environment!()),
+        None => environment!().to_owned(),
+    };
+    cmd.after_help(help)
+}
+
 fn main() -> ExitCode {
-    let args = Cli::parse();
+    let matches = with_environment(Cli::command()).get_matches();
+    let args = match Cli::from_arg_matches(&matches) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
     let home = match Home::resolve(args.config.clone()).context("cannot find AIRLOCK_HOME") {
         Ok(h) => h,
         Err(e) => {

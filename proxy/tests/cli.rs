@@ -391,3 +391,48 @@ fn read_head(stream: &mut TcpStream) -> String {
     }
     String::from_utf8_lossy(&head).into_owned()
 }
+
+/// Every command's and subcommand's `--help` ends with the environment it
+/// reads, and the top-level commands' with examples.
+#[test]
+fn every_help_has_examples_and_an_environment_section() {
+    let h = home("help");
+    let commands: &[&[&str]] = &[
+        &[],
+        &["init"],
+        &["serve"],
+        &["run"],
+        &["env"],
+        &["ca"],
+        &["ca", "export"],
+        &["check"],
+        &["audit"],
+        &["mcp"],
+        &["secret"],
+        &["secret", "set"],
+        &["secret", "list"],
+        &["secret", "rm"],
+        &["tenant"],
+        &["tenant", "add"],
+        &["tenant", "list"],
+        &["tenant", "rm"],
+        &["route"],
+        &["route", "add"],
+        &["route", "list"],
+        &["route", "rm"],
+        &["route", "services"],
+        &["connect"],
+        &["status"],
+    ];
+    for command in commands {
+        let mut args = command.to_vec();
+        args.push("--help");
+        let out = airlock(&h, &args, None);
+        let help = text(&out);
+        assert!(out.status.success(), "{command:?}: {help}");
+        assert!(help.contains("ENVIRONMENT:\n  AIRLOCK_HOME"), "{command:?}: {help}");
+        if command.len() == 1 {
+            assert!(help.contains("EXAMPLES:\n  ") && help.contains(&format!("airlock {}", command[0])), "{command:?}: {help}");
+        }
+    }
+}
