@@ -32,7 +32,7 @@ pub mod sigv4;
 mod units;
 mod websocket;
 
-pub use config::{BuildError, ConfigError, RouteError, starter_config};
+pub use config::{BuildError, ConfigError, RESERVED_ENV, RouteError, reserved_env, starter_config};
 pub use decide::{AuthError, ConnectAction, Decision, Denial, DenialCode, Injection, RequestInfo};
 pub use glob::InvalidGlob;
 pub use limits::Limits;

@@ -331,6 +331,27 @@ pub fn render(vars: &[(String, String)], format: Format) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    /// No route's `env` can name a variable airlock sets for the agent:
+    /// the config refuses every one (`airlock_policy::reserved_env`).
+    #[test]
+    fn every_variable_airlock_sets_is_reserved_from_routes() {
+        let ours = PROXY_VARS.iter().chain(&NO_PROXY_VARS).chain(&BUNDLE_VARS).chain(&[
+            "NODE_EXTRA_CA_CERTS",
+            "NODE_USE_ENV_PROXY",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION",
+            "AWS_SESSION_TOKEN",
+            "AWS_SECURITY_TOKEN",
+        ]);
+        for var in ours {
+            assert!(airlock_policy::reserved_env(var), "{var}");
+        }
+        assert!(!airlock_policy::reserved_env("OPENAI_API_KEY"));
+    }
+
     use super::*;
 
     fn pattern(spec: &str) -> (HostPattern, u16) {

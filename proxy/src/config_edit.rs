@@ -4,7 +4,11 @@
 //! proxy does ([`Policy::from_toml`]) before it replaces the file; the new
 //! file is written beside the old one with its mode (0600 when new) and
 //! renamed over it, so a running `airlock serve` — which reloads the
-//! config when it changes — sees the old file or the new, never half.
+//! config when it changes — sees the old file or the new, never half. An
+//! edit holds a lock (`flock` on `.airlock.toml.lock` beside the file)
+//! from reading the file to replacing it, so two edits at once are made
+//! one after the other, neither lost; a config that is a symlink has its
+//! target replaced, the link kept.
 
 use std::fs;
 use std::io::{self, Write};
@@ -21,6 +25,8 @@ pub struct ConfigFile {
     path: PathBuf,
     home: PathBuf,
     doc: DocumentMut,
+    /// Held from reading the file until this is dropped.
+    _lock: nix::fcntl::Flock<fs::File>,
 }
 
 /// Why an edit was not made.
@@ -46,19 +52,29 @@ pub enum EditError {
     #[error("{0}")]
     Refused(String),
     /// The edited config would not load; the file is unchanged.
-    #[error("the change was not written, as the config would not load: {0}")]
+    #[error("the change was not written, as the config would not load")]
     Invalid(#[from] Box<ConfigError>),
 }
 
 impl ConfigFile {
-    /// Reads `path` (the config of AIRLOCK_HOME `home`).
+    /// Reads `path` (the config of AIRLOCK_HOME `home`), once no other
+    /// edit holds it; it stays held until the returned value is dropped.
     pub fn open(path: &Path, home: &Path) -> Result<ConfigFile, EditError> {
-        let text = fs::read_to_string(path).map_err(|source| EditError::Io { path: path.to_owned(), source })?;
+        // A symlinked config is edited where it points.
+        let path = &fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+        let io = |source| EditError::Io { path: path.to_owned(), source };
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let lock_path = path.with_file_name(format!(".{name}.lock"));
+        let lock_file =
+            fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&lock_path).map_err(io)?;
+        let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, errno)| io(io::Error::from(errno)))?;
+        let text = fs::read_to_string(path).map_err(io)?;
         let doc = text.parse().map_err(|e: toml_edit::TomlError| EditError::Parse {
             path: path.to_owned(),
             message: e.message().to_owned(),
         })?;
-        Ok(ConfigFile { path: path.to_owned(), home: home.to_owned(), doc })
+        Ok(ConfigFile { path: path.to_owned(), home: home.to_owned(), doc, _lock: lock })
     }
 
     /// The tenants table, created (implicit: no `[tenants]` header) when
@@ -276,6 +292,32 @@ source = "store"
         let back = fs::read_to_string(&g.path).unwrap();
         assert!(!back.contains("[tenants.beta]") && !back.contains("api.second.test"), "{back}");
         assert!(back.contains("# the first route"), "{back}");
+    }
+
+    /// Edits made at once, each in its own thread (as separate `airlock`
+    /// processes would), all land: none reads the file before another's
+    /// write and writes over it.
+    #[test]
+    fn concurrent_edits_are_made_one_after_the_other() {
+        let (dir, f) = file(CONFIG);
+        let path = f.path.clone();
+        drop(f);
+        let threads: Vec<_> = (0..12)
+            .map(|i| {
+                let (path, home) = (path.clone(), dir.0.clone());
+                std::thread::spawn(move || {
+                    let mut f = ConfigFile::open(&path, &home).unwrap();
+                    f.add_tenant(&format!("t{i}"), "0123456789abcdef0123").unwrap();
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    f.save().unwrap();
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let policy = Policy::load(&path, &dir.0).unwrap();
+        assert_eq!(policy.tenants().count(), 13);
     }
 
     #[test]

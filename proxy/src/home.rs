@@ -19,8 +19,8 @@ pub struct Home {
     pub dir: PathBuf,
     /// The config file.
     pub config: PathBuf,
-    /// Whether the config is the default one inside `dir` (the only one
-    /// airlock creates by itself).
+    /// Whether the config is the default one inside `dir` (not named by
+    /// `--config` or `AIRLOCK_CONFIG`).
     pub config_is_default: bool,
 }
 
@@ -63,9 +63,9 @@ impl Home {
         Ok(Home { dir, config, config_is_default })
     }
 
-    /// Creates what is missing: the directory (0700), the CA, and — for the
-    /// default config location — a starter config with one tenant and a
-    /// fresh token (0600: it holds tenant tokens). Never overwrites.
+    /// Creates what is missing: the directory (0700), the CA, and a
+    /// starter config with one tenant and a fresh token where the config
+    /// is to be (0600: it holds tenant tokens). Never overwrites.
     pub fn init(&self) -> io::Result<Created> {
         let mut created = Created::default();
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir)?;
@@ -73,7 +73,7 @@ impl Home {
             created.ca = true;
         }
         CertificateAuthority::load_or_create(&self.dir).map_err(io::Error::other)?;
-        if self.config_is_default && !self.config.exists() {
+        if !self.config.exists() {
             write_new(&self.config, starter_config(&generate_token()).as_bytes())?;
             created.config = true;
         }

@@ -70,6 +70,8 @@ pub struct Server {
     proxy: SocketAddr,
     services: Value,
     tools: Value,
+    /// The home the proxy must prove it serves before each request.
+    instance: Option<crate::instance::Instance>,
 }
 
 impl std::fmt::Debug for Server {
@@ -85,7 +87,16 @@ impl Server {
         let services = services(policy, tenant);
         let tools = tools(&services);
         let credentials = format!("Basic {}", STANDARD.encode(format!("{}:{}", t.name, t.token())));
-        Ok(Server { tenant: t.name.clone(), credentials, proxy, services, tools })
+        Ok(Server { tenant: t.name.clone(), credentials, proxy, services, tools, instance: None })
+    }
+
+    /// Before each request, has the proxy prove on the same connection
+    /// that it serves the home of `instance` (a health check with a fresh
+    /// challenge, [`crate::instance`]); a listener that cannot is sent
+    /// nothing of the tenant's. Without it, the proxy is trusted as found.
+    pub fn verify_proxy(mut self, instance: crate::instance::Instance) -> Server {
+        self.instance = Some(instance);
+        self
     }
 
     /// Serves messages from `input` until it ends, answering on `output`.
@@ -269,12 +280,35 @@ impl Server {
         }
     }
 
-    /// POSTs an envelope to the proxy; the answer's status and JSON.
+    /// POSTs an envelope to the proxy — once it has proved itself on the
+    /// connection, when [`Server::verify_proxy`] asked for it; the answer's
+    /// status and JSON.
     async fn post(&self, envelope: &Value) -> Result<(u16, Value), String> {
         let tcp = tokio::net::TcpStream::connect(self.proxy).await.map_err(|e| e.to_string())?;
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
         tokio::spawn(conn);
+        if let Some(instance) = &self.instance {
+            let challenge = crate::instance::new_challenge();
+            let check = Request::get(crate::listener::HEALTH_PATH)
+                .header(header::HOST, self.proxy.to_string())
+                .header(crate::instance::CHALLENGE_HEADER, &challenge)
+                .body(Full::new(Bytes::new()))
+                .map_err(|e| e.to_string())?;
+            let resp = sender.send_request(check).await.map_err(|e| e.to_string())?;
+            let proof =
+                resp.headers().get(crate::instance::PROOF_HEADER).and_then(|p| p.to_str().ok()).map(str::to_owned);
+            // The answer's body is read (bounded) so the connection can
+            // carry the request.
+            Limited::new(resp.into_body(), MAX_ANSWER).collect().await.map_err(|e| e.to_string())?;
+            if !proof.is_some_and(|p| instance.verify(&challenge, self.proxy, &p)) {
+                return Err(format!(
+                    "what listens on {} did not prove it is this home's airlock; nothing was sent to it",
+                    self.proxy
+                ));
+            }
+            sender.ready().await.map_err(|e| e.to_string())?;
+        }
         let req = Request::post(PATH)
             .header(header::HOST, self.proxy.to_string())
             .header(header::AUTHORIZATION, &self.credentials)

@@ -44,7 +44,7 @@ pub struct MarkerError {
 pub fn find(from: &Path) -> Result<Option<Workspace>, MarkerError> {
     for dir in from.ancestors() {
         let path = dir.join(MARKER);
-        match fs::read_to_string(&path) {
+        match read_small(&path) {
             Ok(text) => {
                 let tenant = read_marker(&text).map_err(|message| MarkerError { path: path.clone(), message })?;
                 let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
@@ -57,25 +57,54 @@ pub fn find(from: &Path) -> Result<Option<Workspace>, MarkerError> {
     Ok(None)
 }
 
-/// The workspace `from` is in, as `home` bound it: the nearest marker, or
-/// None; an error when that marker is not one `home` wrote there for that
-/// tenant (a marker a repository brought with it, another home's, or one
-/// edited since), so a folder never picks a tenant the operator did not
-/// bind it to.
-pub fn find_bound(home: &Path, from: &Path) -> Result<Option<Workspace>, MarkerError> {
-    let Some(found) = find(from)? else { return Ok(None) };
-    if registered(home).contains(&found) {
-        return Ok(Some(found));
+/// The longest marker read: it holds one short line.
+const MAX_MARKER: u64 = 4096;
+
+/// A marker's text: a regular file (not a FIFO or device, which could
+/// block or never end) of at most [`MAX_MARKER`] bytes.
+fn read_small(path: &Path) -> io::Result<String> {
+    let meta = fs::metadata(path)?;
+    if !meta.is_file() || meta.len() > MAX_MARKER {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("not a file of at most {MAX_MARKER} bytes")));
     }
-    Err(MarkerError {
-        path: found.dir.join(MARKER),
-        message: format!(
-            "it names tenant '{}', but this AIRLOCK_HOME ({}) did not bind the folder to it (a marker can come with              a cloned repository); pass --tenant, or bind it: airlock connect {} --tenant NAME",
-            found.tenant,
-            home.display(),
-            found.dir.display()
-        ),
-    })
+    let mut text = String::new();
+    io::Read::read_to_string(&mut io::Read::take(fs::File::open(path)?, MAX_MARKER), &mut text)?;
+    Ok(text)
+}
+
+/// A marker found that `home` did not write (see [`find_bound`]).
+#[derive(Debug)]
+pub struct Unbound {
+    /// The marker file.
+    pub path: PathBuf,
+    /// The tenant it names.
+    pub tenant: String,
+}
+
+impl std::fmt::Display for Unbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} names tenant '{}', but this AIRLOCK_HOME did not bind the folder to it (a marker can come with a \
+             cloned repository); it is ignored. To use it: airlock connect {} --tenant NAME",
+            self.path.display(),
+            self.tenant,
+            self.path.parent().unwrap_or(Path::new(".")).display()
+        )
+    }
+}
+
+/// The workspace `from` is in, as `home` bound it: the nearest marker
+/// when `home` wrote it there for the tenant it names; else None, with
+/// the marker found (one a repository brought with it, another home's, or
+/// one edited since) as [`Unbound`], so a folder never picks a tenant the
+/// operator did not bind it to.
+pub fn find_bound(home: &Path, from: &Path) -> Result<(Option<Workspace>, Option<Unbound>), MarkerError> {
+    let Some(found) = find(from)? else { return Ok((None, None)) };
+    if registered(home).contains(&found) {
+        return Ok((Some(found), None));
+    }
+    Ok((None, Some(Unbound { path: found.dir.join(MARKER), tenant: found.tenant })))
 }
 
 /// The tenant a marker names: its one key, `tenant`, a string.
@@ -96,14 +125,26 @@ pub fn bind(home: &Path, dir: &Path, tenant: &str) -> io::Result<Workspace> {
          every folder below) as this tenant. It holds no secret.\ntenant = {}\n",
         toml_edit::value(tenant).into_value().map(|v| v.to_string()).unwrap_or_default().trim()
     );
-    fs::write(dir.join(MARKER), text)?;
+    let marker = dir.join(MARKER);
+    if fs::symlink_metadata(&marker).is_ok_and(|m| !m.is_file()) {
+        return Err(io::Error::other(format!("{} is not a regular file; not written", marker.display())));
+    }
+    fs::write(&marker, text)?;
     let workspace = Workspace { dir, tenant: tenant.to_owned() };
+    // The registry is read, changed and written under a lock, so bindings
+    // made at once all land.
+    let lock =
+        fs::OpenOptions::new().create(true).truncate(false).write(true).open(home.join(format!(".{REGISTRY}.lock")))?;
+    let _lock =
+        nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| io::Error::from(e))?;
     let mut all = registered(home);
     all.retain(|w| w.dir != workspace.dir);
     all.push(workspace.clone());
     all.sort_by(|a, b| a.dir.cmp(&b.dir));
     let json = serde_json::to_string_pretty(&all).map_err(io::Error::other)?;
-    fs::write(home.join(REGISTRY), json + "\n")?;
+    let tmp = home.join(format!(".{REGISTRY}.{}.tmp", std::process::id()));
+    fs::write(&tmp, json + "\n")?;
+    fs::rename(&tmp, home.join(REGISTRY))?;
     Ok(workspace)
 }
 
@@ -136,17 +177,27 @@ mod tests {
         assert_eq!(registered(&home).len(), 1, "bound again, listed once");
         // A marker this home did not write for that tenant names nothing.
         fs::write(client.join(MARKER), "tenant = \"acme\"\n").unwrap();
-        let e = find_bound(&home, &client.join("src")).unwrap_err().to_string();
-        assert!(e.contains("did not bind the folder") && e.contains("--tenant"), "{e}");
-        assert_eq!(find_bound(&home, &client).unwrap_err().path, client.canonicalize().unwrap().join(MARKER));
+        let (none, unbound) = find_bound(&home, &client.join("src")).unwrap();
+        assert!(none.is_none());
+        let e = unbound.unwrap();
+        assert_eq!(e.path, client.canonicalize().unwrap().join(MARKER));
+        assert!(e.to_string().contains("did not bind the folder") && e.to_string().contains("ignored"), "{e}");
         let other = root.join("clients/other");
         fs::create_dir_all(&other).unwrap();
         fs::write(other.join(MARKER), "tenant = \"beta\"\n").unwrap();
-        assert!(find_bound(&home, &other).is_err(), "a marker no home bound");
-        assert_eq!(find_bound(&home, &root).unwrap(), None);
-        assert!(find_bound(&home, &client).is_err());
+        assert!(find_bound(&home, &other).unwrap().0.is_none(), "a marker no home bound");
+        assert!(matches!(find_bound(&home, &root).unwrap(), (None, None)));
         bind(&home, &client, "acme").unwrap();
-        assert_eq!(find_bound(&home, &client.join("src/deep")).unwrap().unwrap().tenant, "acme");
+        assert_eq!(find_bound(&home, &client.join("src/deep")).unwrap().0.unwrap().tenant, "acme");
+        // Not a small regular file: refused, not read (a FIFO would block).
+        let fifo = root.join("fifo");
+        fs::create_dir_all(&fifo).unwrap();
+        nix::unistd::mkfifo(&fifo.join(MARKER), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert!(find(&fifo).unwrap_err().to_string().contains("not a file"));
+        let big = root.join("big");
+        fs::create_dir_all(&big).unwrap();
+        fs::File::create(big.join(MARKER)).unwrap().set_len(1 << 30).unwrap();
+        assert!(find(&big).is_err());
         fs::write(client.join(MARKER), "tenant = 3\n").unwrap();
         assert!(find(&client).unwrap_err().to_string().contains(MARKER));
         fs::remove_dir_all(&root).unwrap();

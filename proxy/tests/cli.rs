@@ -432,7 +432,10 @@ fn every_help_has_examples_and_an_environment_section() {
         assert!(out.status.success(), "{command:?}: {help}");
         assert!(help.contains("ENVIRONMENT:\n  AIRLOCK_HOME"), "{command:?}: {help}");
         if command.len() == 1 {
-            assert!(help.contains("EXAMPLES:\n  ") && help.contains(&format!("airlock {}", command[0])), "{command:?}: {help}");
+            assert!(
+                help.contains("EXAMPLES:\n  ") && help.contains(&format!("airlock {}", command[0])),
+                "{command:?}: {help}"
+            );
         }
     }
 }

@@ -260,6 +260,9 @@ fn build_route(r: RawRoute, tenant: &str, secrets: &BTreeMap<String, SecretSpec>
         if !ok {
             return Err(RouteError::EnvName(env.clone()));
         }
+        if reserved_env(env) {
+            return Err(RouteError::EnvReserved(env.clone()));
+        }
     }
     let headers = match r.headers {
         None => DEFAULT_HEADERS.iter().map(|h| (*h).to_owned()).collect(),
@@ -542,6 +545,57 @@ fn header_name(name: &str) -> HeaderName {
 /// RFC 9110 token characters.
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Variables a route's `env` may not name: those `airlock run` and
+/// `airlock env` set for the agent (the proxy URL, `NO_PROXY`, the CA
+/// files, the AWS keys, Node's proxy switch), airlock's own, and those that
+/// change how programs are found or run. Compared without case: Windows
+/// and some tools read them so.
+pub const RESERVED_ENV: &[&str] = &[
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "ALL_PROXY",
+    "GRPC_PROXY",
+    "NO_PROXY",
+    "NO_GRPC_PROXY",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "GIT_SSL_CAINFO",
+    "PIP_CERT",
+    "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
+    "AWS_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+    "NODE_USE_ENV_PROXY",
+    "NODE_OPTIONS",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "PATH",
+    "HOME",
+    "SHELL",
+    "LD_PRELOAD",
+    "LD_LIBRARY_PATH",
+    "LD_AUDIT",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONSTARTUP",
+    "BASH_ENV",
+    "ENV",
+    "PERL5OPT",
+    "RUBYOPT",
+    "JAVA_TOOL_OPTIONS",
+];
+
+/// Whether `env` is reserved ([`RESERVED_ENV`], `AIRLOCK_*`, `DYLD_*`).
+pub fn reserved_env(env: &str) -> bool {
+    let upper = env.to_ascii_uppercase();
+    RESERVED_ENV.contains(&upper.as_str()) || upper.starts_with("AIRLOCK_") || upper.starts_with("DYLD_")
 }
 
 #[cfg(test)]

@@ -244,6 +244,14 @@ pub enum RouteError {
     /// `env` is not an environment variable name.
     #[error("env '{0}' is not a valid environment variable name")]
     EnvName(String),
+    /// `env` names a variable `airlock run`/`env` set themselves (the
+    /// proxy, `NO_PROXY`, the CA files) or one that changes how programs
+    /// run (`PATH`, `LD_PRELOAD`, …): the placeholder would replace it.
+    #[error(
+        "env '{0}' is a variable airlock sets for the agent or one that changes how programs run; name the variable \
+         the API's SDK reads"
+    )]
+    EnvReserved(String),
     /// An entry of `headers` is not a header name.
     #[error("'{0}' is not a header name")]
     HeaderName(String),

@@ -15,6 +15,7 @@ mod error;
 mod schema;
 mod starter;
 
+pub use build::{RESERVED_ENV, reserved_env};
 pub use error::{BuildError, ConfigError, RouteError};
 pub use starter::starter_config;
 
@@ -77,6 +78,24 @@ mod tests {
     }
 
     const TOKEN: &str = "0123456789abcdef0123";
+
+    /// A route's `env` may not name a variable airlock sets for the agent
+    /// (here `NO_PROXY`, which Go reads before `no_proxy`, would send route
+    /// hosts around airlock) or one that changes how programs run.
+    #[test]
+    fn route_env_may_not_name_a_variable_airlock_sets() {
+        for env in ["NO_PROXY", "https_proxy", "SSL_CERT_FILE", "PATH", "LD_PRELOAD", "AIRLOCK_HOME", "DYLD_X"] {
+            let text = format!(
+                "[secrets.k]\nsource = \"store\"\n[tenants.a]\ntoken = \"{TOKEN}\"\n[[tenants.a.routes]]\nname = \"r\"\n\
+                 host = \"api.example.com\"\nsecret = \"k\"\nplaceholder = \"AIRLOCK_A_KEY\"\nenv = \"{env}\"\n"
+            );
+            let e = load(&text).unwrap_err().to_string();
+            assert!(e.contains(&format!("env '{env}' is a variable airlock sets")), "{env}: {e}");
+        }
+        let ok = "[secrets.k]\nsource = \"store\"\n[tenants.a]\ntoken = \"0123456789abcdef0123\"\n[[tenants.a.routes]]\n\
+                  name = \"r\"\nhost = \"api.example.com\"\nsecret = \"k\"\nplaceholder = \"AIRLOCK_A_KEY\"\nenv = \"OPENAI_API_KEY\"\n";
+        load(ok).unwrap();
+    }
 
     #[test]
     fn parse_errors_give_the_place_but_never_quote_the_line() {

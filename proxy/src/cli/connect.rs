@@ -64,7 +64,9 @@ pub fn connect(home: &Home, args: ConnectArgs) -> anyhow::Result<ExitCode> {
             }
             Agent::Cursor => {
                 let path = dir.join(".cursor/mcp.json");
-                fs::create_dir_all(dir.join(".cursor"))?;
+                if !fs::symlink_metadata(dir.join(".cursor")).is_ok_and(|m| m.file_type().is_symlink()) {
+                    fs::create_dir_all(dir.join(".cursor"))?;
+                }
                 merge_mcp_json(&path, &server)?;
                 println!("wrote the airlock MCP server into {} (Cursor)", path.display());
             }
@@ -73,7 +75,8 @@ pub fn connect(home: &Home, args: ConnectArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    println!("\nIn this folder, agents run as '{tenant}' with no flags:  airlock run -- YOUR-AGENT");
+    let config = if home.config_is_default { String::new() } else { format!("--config {} ", home.config.display()) };
+    println!("\nIn this folder, agents run as '{tenant}' with no --tenant:  airlock {config}run -- YOUR-AGENT");
     println!("`airlock status` shows whether the tenant's routes are ready.");
     Ok(ExitCode::SUCCESS)
 }
@@ -99,8 +102,13 @@ fn absolute(p: &Path) -> PathBuf {
 }
 
 /// Sets `mcpServers.airlock` in the JSON file at `path`, keeping the rest;
-/// a file that is not a JSON object is left alone and reported.
+/// a file that is not a JSON object is left alone and reported, as is a
+/// path through a symlink (a repository's `.mcp.json` may point anywhere).
 fn merge_mcp_json(path: &Path, server: &serde_json::Value) -> anyhow::Result<()> {
+    let linked = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
+    if linked(path) || path.parent().is_some_and(linked) {
+        bail!("{} is or goes through a symlink; not changed (write the airlock entry yourself)", path.display());
+    }
     let mut doc = match fs::read_to_string(path) {
         Ok(text) => serde_json::from_str::<serde_json::Value>(&text)
             .ok()

@@ -38,7 +38,7 @@ pub fn print(home: &Home, tenant: Option<&str>, format: Format, proxy_host: Opti
             bail!("--proxy-host {h:?} is not a host name or IP address")
         }
         Some(h) => format!("{h}:{}", listen.port()),
-        None => listen.to_string(),
+        None => super::probe::reachable(listen).to_string(),
     };
     // The environment printed is for another machine or container: this
     // shell's own NO_PROXY is not carried over.

@@ -15,7 +15,10 @@ pub fn serve(home: Home, tenant: Option<&str>) -> anyhow::Result<ExitCode> {
     let tenant = super::pick_tenant(&home, &policy, tenant)?;
     runtime()?.block_on(async move {
         let (addr, running) = find_or_start_proxy(&home, policy.proxy.listen).await?;
-        let server = airlock::mcp::Server::new(&policy, &tenant, addr)?;
+        // Whatever answers at `addr` later (a serve restarted, or a
+        // process that took its port) proves itself before each request.
+        let instance = airlock::instance::Instance::load_or_create(&home.dir)?;
+        let server = airlock::mcp::Server::new(&policy, &tenant, addr)?.verify_proxy(instance);
         tracing::info!(tenant = %tenant, proxy = %addr, "MCP server ready on stdio");
         let served = server.serve(tokio::io::stdin(), tokio::io::stdout()).await;
         if let Some(r) = running {

@@ -40,10 +40,14 @@ pub fn load_policy(home: &Home) -> anyhow::Result<Policy> {
 pub fn pick_tenant(home: &Home, policy: &Policy, named: Option<&str>) -> anyhow::Result<String> {
     if named.is_none() {
         let cwd = std::env::current_dir().context("cannot read the current directory")?;
-        if let Some(ws) = airlock::workspace::find_bound(&home.dir, &cwd)? {
+        let (bound, unbound) = airlock::workspace::find_bound(&home.dir, &cwd)?;
+        if let Some(ws) = bound {
             return airlock::agent::pick_tenant(policy, Some(&ws.tenant)).with_context(|| {
                 format!("{} is bound to tenant '{}' ({})", ws.dir.display(), ws.tenant, airlock::workspace::MARKER)
             });
+        }
+        if let Some(marker) = unbound {
+            eprintln!("airlock: {marker}");
         }
     }
     Ok(airlock::agent::pick_tenant(policy, named)?)

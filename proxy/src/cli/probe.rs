@@ -49,6 +49,9 @@ pub async fn find_or_start_proxy(
     home: &Home,
     listen: SocketAddr,
 ) -> anyhow::Result<(SocketAddr, Option<airlock::RunningProxy>)> {
+    // A serve listening on every address is reached, and proves itself,
+    // on loopback.
+    let listen = reachable(listen);
     match probe(home, listen).await? {
         Listening::Ours => return Ok((listen, None)),
         Listening::Nothing => {}
@@ -70,12 +73,29 @@ pub async fn find_or_start_proxy(
     policy.proxy.listen = SocketAddr::new(ip, 0);
     let proxy = airlock::Proxy::bind(&home.dir, &home.config, policy).await?;
     tracing::info!(addr = %proxy.local_addr(), "started a private proxy in-process for this agent");
+    // It reloads the config when the file changes, as serve does: a
+    // tenant or route removed is refused to a running agent too.
+    let watch = proxy.reloader().watch(std::time::Duration::from_secs(1));
     let running = proxy.spawn();
+    tokio::spawn(watch);
     Ok((running.addr(), Some(running)))
+}
+
+/// `addr` as a client reaches it: the unspecified address (a listener on
+/// every interface) is reached on loopback.
+pub fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port()),
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), addr.port())
+        }
+        _ => addr,
+    }
 }
 
 /// One line on what listens on `listen`, for `airlock status`.
 pub async fn describe(home: &Home, listen: SocketAddr) -> String {
+    let listen = reachable(listen);
     match probe(home, listen).await {
         Ok(Listening::Ours) => format!("this home's airlock is running on {listen}"),
         Ok(Listening::Nothing) => format!(

@@ -19,7 +19,7 @@ pub fn init(home: &Home) -> anyhow::Result<ExitCode> {
     let policy = load_policy(home)?;
     if !created.ca && !created.config {
         let tenants: Vec<&str> = policy.tenants().map(|(_, t)| t.name.as_str()).collect();
-        eprintln!("{} is already initialised; nothing was changed.", home.dir.display());
+        eprintln!("{} is already initialised; nothing in it was overwritten.", home.dir.display());
         eprintln!("  config:  {}", home.config.display());
         eprintln!("  CA:      {}", CertificateAuthority::cert_path(&home.dir).display());
         eprintln!("  tenants: {}", if tenants.is_empty() { "none".to_owned() } else { tenants.join(", ") });
@@ -77,6 +77,9 @@ pub fn serve(home: Home) -> anyhow::Result<ExitCode> {
 /// created.
 fn create_home(home: &Home) -> anyhow::Result<Created> {
     let created = home.init().with_context(|| format!("cannot initialise {}", home.dir.display()))?;
+    // The bundle agents read (system roots + this CA), rewritten at each
+    // start: after a CA rotation it must not keep trusting the old CA.
+    airlock::agent::write_bundle(&home.dir)?;
     if created.ca {
         eprintln!("created the airlock CA: {}", CertificateAuthority::cert_path(&home.dir).display());
     }

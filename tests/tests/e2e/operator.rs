@@ -365,3 +365,30 @@ async fn concurrent_runs_and_a_second_home_each_keep_their_own_proxy() {
     let verified = ok(&mut airlock(&first.path, &first.path, &["audit", "--verify"])).await;
     assert!(verified.contains("intact") || verified.contains("ok"), "{verified}");
 }
+
+/// A private proxy reloads the config as `serve` does: a tenant removed
+/// while its agent runs is refused from then on.
+#[tokio::test]
+async fn a_private_proxy_refuses_a_tenant_removed_while_its_agent_runs() {
+    let upstream = Upstream::start(Protocols::Both).await;
+    let home = TempHome::new("operator-private-reload");
+    std::fs::write(home.path.join("airlock.toml"), standard_config(&upstream, "", "")).unwrap();
+    store_standard_secrets(&home.path);
+    let url = format!("https://api.beta.test:{}/reload", upstream.port());
+    let code = format!(
+        "curl -sS --max-time 20 -o /dev/null -w '%{{http_connect}}' -H 'Authorization: Bearer {BETA_PLACEHOLDER}' {url}"
+    );
+    // First 200; then beta is removed; then, within ten seconds, 407.
+    let script = format!(
+        "first=$({code}); airlock tenant rm beta --force >/dev/null; n=0; while [ $n -lt 50 ]; do \
+         now=$({code}); [ \"$now\" = 407 ] && break; sleep 0.2; n=$((n+1)); done; echo \"$first $now\""
+    );
+    let bin_dir = airlock_bin().parent().unwrap().to_owned();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let out = airlock(&home.path, &home.path, &["run", "--tenant", "beta", "--", "sh", "-c", &script])
+        .env("PATH", path)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "200 407", "{}", text(&out));
+}

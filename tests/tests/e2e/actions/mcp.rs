@@ -97,9 +97,10 @@ async fn an_mcp_session_lists_the_routes_and_calls_through_a_running_proxy() {
     let upstream = Upstream::start(Protocols::Both).await;
     let text = config(&upstream, "");
     let proxy = TestProxy::start(&text).await;
-    // The MCP server's own home names the running proxy's address, so it
-    // finds it listening and sends actions there (no secrets of its own).
-    let home = TempHome::new("mcp");
+    // The running proxy's home names its address, so the MCP server finds
+    // it listening, has it prove it serves this home, and sends actions
+    // there.
+    let home = &proxy.home;
     let listen = format!("listen = \"{}\"", proxy.addr());
     std::fs::write(home.path.join("airlock.toml"), text.replace("listen = \"127.0.0.1:0\"", &listen)).unwrap();
     let stderr = home.path.join("mcp.log");
@@ -187,13 +188,54 @@ async fn an_mcp_session_lists_the_routes_and_calls_through_a_running_proxy() {
     let init = s.result("initialize", json!({"protocolVersion": "1999-01-01", "capabilities": {}})).await;
     assert_eq!(init["protocolVersion"], "2025-11-25");
 
+    // The proxy stops and another program takes its port: the next call
+    // has it prove itself first, and it gets the health check alone,
+    // nothing of the tenant's.
+    let addr = proxy.addr();
+    proxy.proxy.shutdown().await;
+    let squatter = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let heard = tokio::spawn(async move {
+        let (mut conn, _) = squatter.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tokio::io::AsyncReadExt::read(&mut conn, &mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        let healthy = "HTTP/1.1 200 OK\r\nx-airlock-version: 0.1.0\r\nx-airlock-proof: 00\r\ncontent-length: 0\r\n\r\n";
+        tokio::io::AsyncWriteExt::write_all(&mut conn, healthy.as_bytes()).await.unwrap();
+        // Whatever else comes on the connection.
+        let more = tokio::time::timeout(Duration::from_secs(2), async {
+            let n = tokio::io::AsyncReadExt::read(&mut conn, &mut buf).await.unwrap_or(0);
+            buf[..n].to_vec()
+        })
+        .await
+        .unwrap_or_default();
+        got.extend_from_slice(&more);
+        String::from_utf8_lossy(&got).into_owned()
+    });
+    let result = s
+        .result(
+            "tools/call",
+            json!({"name": "api_request", "arguments": {"service": "echo", "method": "GET", "path": "/x"}}),
+        )
+        .await;
+    assert_eq!(result["isError"], true, "{result}");
+    let said = result["content"][0]["text"].as_str().unwrap();
+    assert!(said.contains("did not prove it is this home's airlock"), "{said}");
+    let heard = heard.await.unwrap();
+    assert!(heard.starts_with("GET /v1/health HTTP/1.1\r\n") && heard.contains("x-airlock-challenge: "), "{heard}");
+    assert!(!heard.to_ascii_lowercase().contains("authorization") && !heard.contains("/v1/actions"), "{heard}");
+
     let transcript = s.finish().await;
     let log = std::fs::read_to_string(&stderr).unwrap();
     for (what, text) in [("airlock mcp's stdout", &transcript), ("airlock mcp's stderr", &log)] {
         assert_clean(what, text);
         assert!(!text.contains(ACME_TOKEN), "{what} shows the tenant token");
     }
-    proxy.proxy.shutdown().await;
 }
 
 /// The node_modules with the MCP SDK that scripts/test.sh installs from
