@@ -464,6 +464,19 @@ impl Policy {
         self.tenants().find(|(_, t)| t.name == name)
     }
 
+    /// Replaces `tenant`'s token (for a proxy private to one agent, which
+    /// accepts a token of its own instead of the config's); false when
+    /// there is no such tenant.
+    pub fn set_token(&mut self, tenant: &str, token: &str) -> bool {
+        match self.tenants.iter_mut().find(|t| t.name == tenant) {
+            Some(t) => {
+                t.token = zeroize::Zeroizing::new(token.to_owned());
+                true
+            }
+            None => false,
+        }
+    }
+
     /// A tenant's route by its name (an approved action's `service`).
     pub fn route_named(&self, tenant: TenantId, name: &str) -> Option<RouteId> {
         let routes = &self.tenants[tenant.0].routes;

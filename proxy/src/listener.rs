@@ -82,6 +82,19 @@ impl Proxy {
     /// (port 0 picks a free one) and opens the audit log. `config` is the
     /// file `policy` was loaded from, read again on reload.
     pub async fn bind(home: &Path, config: &Path, policy: Policy) -> Result<Proxy, StartError> {
+        Proxy::bind_with_tokens(home, config, policy, Vec::new()).await
+    }
+
+    /// [`Proxy::bind`] for a proxy private to one agent: each (tenant,
+    /// token) replaces that tenant's token from the config, at this load
+    /// and every reload, so the token the agent holds opens no other proxy
+    /// and nothing once this one stops.
+    pub async fn bind_with_tokens(
+        home: &Path,
+        config: &Path,
+        policy: Policy,
+        tokens: Vec<(String, zeroize::Zeroizing<String>)>,
+    ) -> Result<Proxy, StartError> {
         let ca = Arc::new(CertificateAuthority::load_or_create(home)?);
         let addr = policy.proxy.listen;
         let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
@@ -91,7 +104,7 @@ impl Proxy {
         let certs =
             LeafCache::new(ca, vec![b"h2".to_vec(), b"http/1.1".to_vec()], LEAF_CACHE_CAPACITY, LeafCache::DEFAULT_TTL);
         let instance = crate::instance::Instance::load_or_create(home).map_err(StartError::Instance)?;
-        let shared = Shared::new(home, config, policy, bound, certs, audit, instance)?;
+        let shared = Shared::new(home, config, policy, bound, certs, audit, instance, tokens)?;
         Ok(Proxy { shared: Arc::new(shared), listener, writer })
     }
 

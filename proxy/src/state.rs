@@ -95,6 +95,9 @@ pub(crate) struct Shared {
     pub(crate) listen: SocketAddr,
     /// Which home this proxy serves, and the key proving it.
     pub(crate) instance: crate::instance::Instance,
+    /// Tokens that replace the config's at every load (tenant, token): a
+    /// proxy private to one agent accepts only tokens of its own.
+    tokens: Vec<(String, zeroize::Zeroizing<String>)>,
     home: PathBuf,
     pub(crate) config: PathBuf,
 }
@@ -111,7 +114,12 @@ impl Shared {
         certs: LeafCache,
         audit: AuditLog,
         instance: crate::instance::Instance,
+        tokens: Vec<(String, zeroize::Zeroizing<String>)>,
     ) -> Result<Self, TrustError> {
+        let mut policy = policy;
+        for (tenant, token) in &tokens {
+            policy.set_token(tenant, token);
+        }
         let vault = Arc::new(Vault::new(home));
         for e in vault.prefetch(policy.secrets()) {
             warn!(error = %e, "secret unavailable; requests that need it will be refused until it is fixed");
@@ -128,6 +136,7 @@ impl Shared {
             audit,
             listen,
             instance,
+            tokens,
             home: home.to_owned(),
             config: config.to_owned(),
         })
@@ -150,8 +159,11 @@ impl Shared {
     /// (vault commands, the trust store): call it off the async workers.
     pub(crate) fn reload(&self) -> Result<(), ReloadError> {
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
-        let policy = Policy::load(&self.config, &self.home)?;
-        if policy.proxy.listen != self.loaded().policy.proxy.listen {
+        let mut policy = Policy::load(&self.config, &self.home)?;
+        for (tenant, token) in &self.tokens {
+            policy.set_token(tenant, token);
+        }
+        if policy.proxy.listen != self.loaded().policy.proxy.listen && self.tokens.is_empty() {
             warn!("[proxy] listen changed; it takes effect at the next restart");
         }
         let loaded = Loaded::new(policy, self.listen)?;

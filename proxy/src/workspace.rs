@@ -9,6 +9,7 @@
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -83,28 +84,54 @@ pub struct Unbound {
 
 impl std::fmt::Display for Unbound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = if self.tenant.is_empty() {
+            "cannot be read".to_owned()
+        } else {
+            format!("names tenant '{}', but this AIRLOCK_HOME did not bind the folder to it", self.tenant)
+        };
         write!(
             f,
-            "{} names tenant '{}', but this AIRLOCK_HOME did not bind the folder to it (a marker can come with a \
-             cloned repository); it is ignored. To use it: airlock connect {} --tenant NAME",
+            "{} {names} (a marker can come with a cloned repository); it is ignored. To use the folder: airlock \
+             connect {} --tenant NAME",
             self.path.display(),
-            self.tenant,
             self.path.parent().unwrap_or(Path::new(".")).display()
         )
     }
 }
 
-/// The workspace `from` is in, as `home` bound it: the nearest marker
-/// when `home` wrote it there for the tenant it names; else None, with
-/// the marker found (one a repository brought with it, another home's, or
-/// one edited since) as [`Unbound`], so a folder never picks a tenant the
-/// operator did not bind it to.
-pub fn find_bound(home: &Path, from: &Path) -> Result<(Option<Workspace>, Option<Unbound>), MarkerError> {
-    let Some(found) = find(from)? else { return Ok((None, None)) };
-    if registered(home).contains(&found) {
-        return Ok((Some(found), None));
+/// The workspace `from` is in, as `home` bound it: the nearest marker,
+/// `from` or above, that `home` wrote there for the tenant it names; else
+/// None. Markers on the way that `home` did not bind (one a repository
+/// brought with it, another home's, one edited since, one that cannot be
+/// read) are passed over — so a folder never picks a tenant the operator
+/// did not bind it to, and a stray marker below a bound folder does not
+/// hide its binding; the nearest is returned as [`Unbound`] for a notice.
+pub fn find_bound(home: &Path, from: &Path) -> (Option<Workspace>, Option<Unbound>) {
+    let registry = registered(home);
+    let mut passed: Option<Unbound> = None;
+    let mut from = from.to_owned();
+    loop {
+        let found = find(&from);
+        let next = match &found {
+            Ok(Some(ws)) => ws.dir.parent().map(Path::to_owned),
+            Ok(None) => None,
+            Err(e) => e.path.parent().and_then(Path::parent).map(Path::to_owned),
+        };
+        match found {
+            Ok(Some(ws)) if registry.contains(&ws) => return (Some(ws), passed),
+            Ok(Some(ws)) => {
+                passed.get_or_insert(Unbound { path: ws.dir.join(MARKER), tenant: ws.tenant });
+            }
+            Ok(None) => return (None, passed),
+            Err(e) => {
+                passed.get_or_insert(Unbound { path: e.path, tenant: String::new() });
+            }
+        }
+        match next {
+            Some(dir) => from = dir,
+            None => return (None, passed),
+        }
     }
-    Ok((None, Some(Unbound { path: found.dir.join(MARKER), tenant: found.tenant })))
 }
 
 /// The tenant a marker names: its one key, `tenant`, a string.
@@ -141,11 +168,36 @@ pub fn bind(home: &Path, dir: &Path, tenant: &str) -> io::Result<Workspace> {
     all.retain(|w| w.dir != workspace.dir);
     all.push(workspace.clone());
     all.sort_by(|a, b| a.dir.cmp(&b.dir));
-    let json = serde_json::to_string_pretty(&all).map_err(io::Error::other)?;
-    let tmp = home.join(format!(".{REGISTRY}.{}.tmp", std::process::id()));
-    fs::write(&tmp, json + "\n")?;
-    fs::rename(&tmp, home.join(REGISTRY))?;
+    write_registry(home, &all)?;
     Ok(workspace)
+}
+
+/// Forgets every folder bound to `tenant` (its markers are then ignored:
+/// a tenant added later under the same name does not inherit them); the
+/// folders forgotten.
+pub fn unbind_tenant(home: &Path, tenant: &str) -> io::Result<Vec<PathBuf>> {
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(home.join(format!(".{REGISTRY}.lock")))?;
+    let _lock =
+        nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| io::Error::from(e))?;
+    let (gone, kept): (Vec<Workspace>, Vec<Workspace>) = registered(home).into_iter().partition(|w| w.tenant == tenant);
+    if !gone.is_empty() {
+        write_registry(home, &kept)?;
+    }
+    Ok(gone.into_iter().map(|w| w.dir).collect())
+}
+
+/// Replaces the registry (0600: it names every client folder and tenant).
+fn write_registry(home: &Path, all: &[Workspace]) -> io::Result<()> {
+    let json = serde_json::to_string_pretty(all).map_err(io::Error::other)?;
+    let tmp = home.join(format!(".{REGISTRY}.{}.tmp", std::process::id()));
+    let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    io::Write::write_all(&mut f, (json + "\n").as_bytes())?;
+    fs::rename(&tmp, home.join(REGISTRY))
 }
 
 /// The folders `home` has bound, as its registry lists them (an
@@ -177,7 +229,7 @@ mod tests {
         assert_eq!(registered(&home).len(), 1, "bound again, listed once");
         // A marker this home did not write for that tenant names nothing.
         fs::write(client.join(MARKER), "tenant = \"acme\"\n").unwrap();
-        let (none, unbound) = find_bound(&home, &client.join("src")).unwrap();
+        let (none, unbound) = find_bound(&home, &client.join("src"));
         assert!(none.is_none());
         let e = unbound.unwrap();
         assert_eq!(e.path, client.canonicalize().unwrap().join(MARKER));
@@ -185,10 +237,23 @@ mod tests {
         let other = root.join("clients/other");
         fs::create_dir_all(&other).unwrap();
         fs::write(other.join(MARKER), "tenant = \"beta\"\n").unwrap();
-        assert!(find_bound(&home, &other).unwrap().0.is_none(), "a marker no home bound");
-        assert!(matches!(find_bound(&home, &root).unwrap(), (None, None)));
+        assert!(find_bound(&home, &other).0.is_none(), "a marker no home bound");
+        assert!(matches!(find_bound(&home, &root), (None, None)));
         bind(&home, &client, "acme").unwrap();
-        assert_eq!(find_bound(&home, &client.join("src/deep")).unwrap().0.unwrap().tenant, "acme");
+        assert_eq!(find_bound(&home, &client.join("src/deep")).0.unwrap().tenant, "acme");
+        // A stray marker below a bound folder (a cloned repository's), or
+        // one that cannot be read, does not hide the binding.
+        fs::write(client.join("src").join(MARKER), "tenant = \"demo\"\n").unwrap();
+        let (bound, passed) = find_bound(&home, &client.join("src/deep"));
+        assert_eq!((bound.unwrap().tenant.as_str(), passed.unwrap().tenant.as_str()), ("acme", "demo"));
+        fs::write(client.join("src").join(MARKER), "tenant = [\n").unwrap();
+        assert_eq!(find_bound(&home, &client.join("src/deep")).0.unwrap().tenant, "acme");
+        fs::remove_file(client.join("src").join(MARKER)).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(fs::metadata(home.join(REGISTRY)).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(unbind_tenant(&home, "acme").unwrap(), vec![client.canonicalize().unwrap()]);
+        assert!(find_bound(&home, &client).0.is_none(), "forgotten with its tenant");
+        bind(&home, &client, "acme").unwrap();
         // Not a small regular file: refused, not read (a FIFO would block).
         let fifo = root.join("fifo");
         fs::create_dir_all(&fifo).unwrap();

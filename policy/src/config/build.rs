@@ -590,12 +590,26 @@ pub const RESERVED_ENV: &[&str] = &[
     "PERL5OPT",
     "RUBYOPT",
     "JAVA_TOOL_OPTIONS",
+    "NODE_PATH",
+    "IFS",
+    "PROMPT_COMMAND",
+    "TMPDIR",
+    "DOCKER_HOST",
+    "SSH_AUTH_SOCK",
+    "EDITOR",
+    "VISUAL",
+    "PAGER",
 ];
 
-/// Whether `env` is reserved ([`RESERVED_ENV`], `AIRLOCK_*`, `DYLD_*`).
+/// Whether `env` is reserved: [`RESERVED_ENV`]; any `…_PROXY` (npm's,
+/// global-agent's, SOCKS: clients read proxies under many names); and the
+/// families `AIRLOCK_*`, `DYLD_*`, `LD_*`, `GIT_*` (git runs commands and
+/// reads config from them) and `NPM_CONFIG_*`.
 pub fn reserved_env(env: &str) -> bool {
     let upper = env.to_ascii_uppercase();
-    RESERVED_ENV.contains(&upper.as_str()) || upper.starts_with("AIRLOCK_") || upper.starts_with("DYLD_")
+    RESERVED_ENV.contains(&upper.as_str())
+        || upper.ends_with("_PROXY")
+        || ["AIRLOCK_", "DYLD_", "LD_", "GIT_", "NPM_CONFIG_"].iter().any(|p| upper.starts_with(p))
 }
 
 #[cfg(test)]

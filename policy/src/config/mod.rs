@@ -84,7 +84,20 @@ mod tests {
     /// hosts around airlock) or one that changes how programs run.
     #[test]
     fn route_env_may_not_name_a_variable_airlock_sets() {
-        for env in ["NO_PROXY", "https_proxy", "SSL_CERT_FILE", "PATH", "LD_PRELOAD", "AIRLOCK_HOME", "DYLD_X"] {
+        for env in [
+            "NO_PROXY",
+            "https_proxy",
+            "SSL_CERT_FILE",
+            "PATH",
+            "LD_PRELOAD",
+            "AIRLOCK_HOME",
+            "DYLD_X",
+            "GIT_CONFIG_GLOBAL",
+            "npm_config_proxy",
+            "GLOBAL_AGENT_HTTPS_PROXY",
+            "SOCKS_PROXY",
+            "NODE_PATH",
+        ] {
             let text = format!(
                 "[secrets.k]\nsource = \"store\"\n[tenants.a]\ntoken = \"{TOKEN}\"\n[[tenants.a.routes]]\nname = \"r\"\n\
                  host = \"api.example.com\"\nsecret = \"k\"\nplaceholder = \"AIRLOCK_A_KEY\"\nenv = \"{env}\"\n"

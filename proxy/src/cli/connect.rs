@@ -105,9 +105,15 @@ fn absolute(p: &Path) -> PathBuf {
 /// a file that is not a JSON object is left alone and reported, as is a
 /// path through a symlink (a repository's `.mcp.json` may point anywhere).
 fn merge_mcp_json(path: &Path, server: &serde_json::Value) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     let linked = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
-    if linked(path) || path.parent().is_some_and(linked) {
-        bail!("{} is or goes through a symlink; not changed (write the airlock entry yourself)", path.display());
+    // A hard link writes through to another file just as a symlink does.
+    let shared = fs::symlink_metadata(path).is_ok_and(|m| m.nlink() > 1);
+    if linked(path) || path.parent().is_some_and(linked) || shared {
+        bail!(
+            "{} is or goes through a link to another file; not changed (write the airlock entry yourself)",
+            path.display()
+        );
     }
     let mut doc = match fs::read_to_string(path) {
         Ok(text) => serde_json::from_str::<serde_json::Value>(&text)

@@ -11,10 +11,14 @@ use airlock::home::Home;
 
 /// Serves MCP on stdio until stdin ends.
 pub fn serve(home: Home, tenant: Option<&str>) -> anyhow::Result<ExitCode> {
-    let policy = load_policy(&home)?;
+    let mut policy = load_policy(&home)?;
     let tenant = super::pick_tenant(&home, &policy, tenant)?;
     runtime()?.block_on(async move {
-        let (addr, running) = find_or_start_proxy(&home, policy.proxy.listen).await?;
+        let found = find_or_start_proxy(&home, policy.proxy.listen, &tenant).await?;
+        let (addr, running) = (found.addr, found.running);
+        if let Some(token) = &found.token {
+            policy.set_token(&tenant, token);
+        }
         // Whatever answers at `addr` later (a serve restarted, or a
         // process that took its port) proves itself before each request.
         let instance = airlock::instance::Instance::load_or_create(&home.dir)?;

@@ -40,7 +40,7 @@ pub fn load_policy(home: &Home) -> anyhow::Result<Policy> {
 pub fn pick_tenant(home: &Home, policy: &Policy, named: Option<&str>) -> anyhow::Result<String> {
     if named.is_none() {
         let cwd = std::env::current_dir().context("cannot read the current directory")?;
-        let (bound, unbound) = airlock::workspace::find_bound(&home.dir, &cwd)?;
+        let (bound, unbound) = airlock::workspace::find_bound(&home.dir, &cwd);
         if let Some(ws) = bound {
             return airlock::agent::pick_tenant(policy, Some(&ws.tenant)).with_context(|| {
                 format!("{} is bound to tenant '{}' ({})", ws.dir.display(), ws.tenant, airlock::workspace::MARKER)

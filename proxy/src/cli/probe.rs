@@ -41,19 +41,30 @@ pub enum Listening {
     Unproven,
 }
 
-/// The proxy an agent of `home` uses: the one at `listen` when it is this
-/// home's, else a private one started in-process on an ephemeral loopback
-/// port (stopped by the caller). Why a listener was passed over is said on
-/// stderr, before the agent starts.
-pub async fn find_or_start_proxy(
-    home: &Home,
-    listen: SocketAddr,
-) -> anyhow::Result<(SocketAddr, Option<airlock::RunningProxy>)> {
+/// The proxy an agent of `home` uses.
+#[derive(Debug)]
+pub struct Found {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The proxy started for this agent, stopped by the caller; None for
+    /// this home's running serve.
+    pub running: Option<airlock::RunningProxy>,
+    /// `tenant`'s token for it: the config's for a serve, a fresh one for a
+    /// private proxy (it accepts no other, and opens nothing once the proxy
+    /// stops: a process that takes its port then learns nothing of use).
+    pub token: Option<zeroize::Zeroizing<String>>,
+}
+
+/// The proxy an agent of `home`, as `tenant`, uses: the one at `listen`
+/// when it is this home's, else a private one started in-process on an
+/// ephemeral loopback port, with a token of its own for the tenant. Why a
+/// listener was passed over is said on stderr, before the agent starts.
+pub async fn find_or_start_proxy(home: &Home, listen: SocketAddr, tenant: &str) -> anyhow::Result<Found> {
     // A serve listening on every address is reached, and proves itself,
     // on loopback.
     let listen = reachable(listen);
     match probe(home, listen).await? {
-        Listening::Ours => return Ok((listen, None)),
+        Listening::Ours => return Ok(Found { addr: listen, running: None, token: None }),
         Listening::Nothing => {}
         Listening::OtherHome(id) => eprintln!(
             "airlock: the proxy on {listen} serves another AIRLOCK_HOME (instance {id}, this home's is {}); this \
@@ -71,14 +82,16 @@ pub async fn find_or_start_proxy(
     // none loses it when this one exits.
     let ip = if listen.ip().is_loopback() { listen.ip() } else { IpAddr::V4(Ipv4Addr::LOCALHOST) };
     policy.proxy.listen = SocketAddr::new(ip, 0);
-    let proxy = airlock::Proxy::bind(&home.dir, &home.config, policy).await?;
+    let token = zeroize::Zeroizing::new(airlock::home::generate_token());
+    let tokens = vec![(tenant.to_owned(), token.clone())];
+    let proxy = airlock::Proxy::bind_with_tokens(&home.dir, &home.config, policy, tokens).await?;
     tracing::info!(addr = %proxy.local_addr(), "started a private proxy in-process for this agent");
     // It reloads the config when the file changes, as serve does: a
     // tenant or route removed is refused to a running agent too.
     let watch = proxy.reloader().watch(std::time::Duration::from_secs(1));
     let running = proxy.spawn();
     tokio::spawn(watch);
-    Ok((running.addr(), Some(running)))
+    Ok(Found { addr: running.addr(), running: Some(running), token: Some(token) })
 }
 
 /// `addr` as a client reaches it: the unspecified address (a listener on

@@ -18,11 +18,15 @@ use airlock::home::Home;
 /// Runs `command` as `tenant`'s agent and waits for it; its exit status (128
 /// + the signal, if a signal ended it) is returned.
 pub fn agent(home: Home, tenant: Option<&str>, command: &[String]) -> anyhow::Result<ExitCode> {
-    let policy = load_policy(&home)?;
+    let mut policy = load_policy(&home)?;
     let tenant = super::pick_tenant(&home, &policy, tenant)?;
     let listen = policy.proxy.listen;
     runtime()?.block_on(async move {
-        let (addr, running) = find_or_start_proxy(&home, listen).await?;
+        let found = find_or_start_proxy(&home, listen, &tenant).await?;
+        let (addr, running) = (found.addr, found.running);
+        if let Some(token) = &found.token {
+            policy.set_token(&tenant, token);
+        }
         let inherited: Vec<String> =
             airlock::agent::NO_PROXY_VARS.iter().filter_map(|k| std::env::var(k).ok()).collect();
         let env = airlock::agent::agent_env(&home.dir, &policy, &tenant, &addr.to_string(), &inherited)?;

@@ -101,5 +101,11 @@ fn rm(home: &Home, name: &str, force: bool) -> anyhow::Result<ExitCode> {
     let routes = file.remove_tenant(name)?;
     file.save()?;
     println!("removed tenant '{name}' ({routes} route(s)); its secrets stay declared and stored");
+    // Its folders are forgotten: a tenant added later under this name
+    // must be connected to them again.
+    let unbound = airlock::workspace::unbind_tenant(&home.dir, name)?;
+    for dir in unbound {
+        println!("  {} is no longer bound (its marker is ignored)", dir.display());
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -256,6 +256,14 @@ async fn a_connected_folder_picks_its_tenant_and_status_says_what_needs_action()
     assert_eq!(json["workspaces"][0]["ready"], false, "{json}");
     let acme = json["tenants"].as_array().unwrap().iter().find(|t| t["tenant"] == "acme").unwrap();
     assert_eq!(acme["ready"], true, "{json}");
+
+    // Removing the tenant forgets its folders: a tenant added later under
+    // the same name (another client, maybe) does not inherit them.
+    let said = ok(&mut airlock(&home.path, &home.path, &["tenant", "rm", "beta", "--force"])).await;
+    assert!(said.contains("is no longer bound"), "{said}");
+    ok(&mut airlock(&home.path, &home.path, &["tenant", "add", "beta"])).await;
+    let out = airlock(&home.path, &deep, &["env"]).output().await.unwrap();
+    assert!(!out.status.success() && text(&out).contains("did not bind the folder"), "{}", text(&out));
 }
 
 /// Two `airlock run`s of one home with no `serve`: each agent has a private
@@ -312,6 +320,9 @@ async fn concurrent_runs_and_a_second_home_each_keep_their_own_proxy() {
     assert_ne!(long_proxy, short_proxy, "the two agents shared a proxy");
     for used in [&long_proxy, &short_proxy] {
         assert!(!used.ends_with(&format!(":{port}")), "a private proxy took the configured port: {used}");
+        // A token of its own: once it stops, whatever takes its port
+        // learns nothing that opens another proxy.
+        assert!(used.starts_with("http://acme:") && !used.contains(ACME_TOKEN), "{used}");
     }
     // Their logs went to the home, not the agents' terminals.
     assert!(!text(&long).contains(" INFO "), "{}", text(&long));
@@ -359,6 +370,16 @@ async fn concurrent_runs_and_a_second_home_each_keep_their_own_proxy() {
     assert!(out.status.success(), "{}", text(&out));
     let used = std::fs::read_to_string(first.path.join("own")).unwrap();
     assert!(used.ends_with(&format!("@127.0.0.1:{port}")), "{used}");
+    assert!(used.contains(ACME_TOKEN), "a serve takes the config's token: {used}");
+    // The private proxies' tokens open nothing on the serve.
+    let long_on_serve = long_proxy.replace(long_proxy.rsplit(':').next().unwrap(), &port.to_string());
+    let out2 = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-o", "/dev/null", "-w", "%{http_connect}", "--proxy", &long_on_serve])
+        .arg(&url)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out2.stdout), "407", "{}", text(&out2));
     assert!(!text(&out).contains("private proxy"), "{}", text(&out));
     drop(served);
     // Two private proxies and a serve wrote the first home's log: one chain.
