@@ -104,7 +104,12 @@ impl Proxy {
         let certs =
             LeafCache::new(ca, vec![b"h2".to_vec(), b"http/1.1".to_vec()], LEAF_CACHE_CAPACITY, LeafCache::DEFAULT_TTL);
         let instance = crate::instance::Instance::load_or_create(home).map_err(StartError::Instance)?;
-        let shared = Shared::new(home, config, policy, bound, certs, audit, instance, tokens)?;
+        let mut policy = policy;
+        for (tenant, token) in &tokens {
+            policy.set_token(tenant, token);
+        }
+        let mut shared = Shared::new(home, config, policy, bound, certs, audit, instance)?;
+        shared.tokens = tokens;
         Ok(Proxy { shared: Arc::new(shared), listener, writer })
     }
 

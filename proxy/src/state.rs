@@ -97,7 +97,7 @@ pub(crate) struct Shared {
     pub(crate) instance: crate::instance::Instance,
     /// Tokens that replace the config's at every load (tenant, token): a
     /// proxy private to one agent accepts only tokens of its own.
-    tokens: Vec<(String, zeroize::Zeroizing<String>)>,
+    pub(crate) tokens: Vec<(String, zeroize::Zeroizing<String>)>,
     home: PathBuf,
     pub(crate) config: PathBuf,
 }
@@ -114,12 +114,7 @@ impl Shared {
         certs: LeafCache,
         audit: AuditLog,
         instance: crate::instance::Instance,
-        tokens: Vec<(String, zeroize::Zeroizing<String>)>,
     ) -> Result<Self, TrustError> {
-        let mut policy = policy;
-        for (tenant, token) in &tokens {
-            policy.set_token(tenant, token);
-        }
         let vault = Arc::new(Vault::new(home));
         for e in vault.prefetch(policy.secrets()) {
             warn!(error = %e, "secret unavailable; requests that need it will be refused until it is fixed");
@@ -136,7 +131,7 @@ impl Shared {
             audit,
             listen,
             instance,
-            tokens,
+            tokens: Vec::new(),
             home: home.to_owned(),
             config: config.to_owned(),
         })
