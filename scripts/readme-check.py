@@ -107,7 +107,7 @@ def main() -> None:
                 ["bash", "-c", script], cwd=clone, env=env, stdout=log, stderr=log, start_new_session=True
             )
             code = walk.wait(timeout=3600)
-            left = subprocess.run(["pgrep", "-g", str(walk.pid)], capture_output=True, text=True).stdout.split()
+            left = group_members(walk.pid)
             if left:
                 os.killpg(walk.pid, signal.SIGTERM)
             log.seek(0)
@@ -135,6 +135,23 @@ def main() -> None:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print("readme-check: the README's set-up and walkthrough work as written")
+
+
+def group_members(pgid: int) -> list[str]:
+    """The processes still alive in process group `pgid` (from /proc)."""
+    alive = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{entry}/stat").read()
+        except OSError:
+            continue
+        # Fields after the command (which may hold spaces): state, ppid, pgrp.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] != "Z" and fields[2] == str(pgid):
+            alive.append(entry)
+    return alive
 
 
 def run_until_healthy_then_interrupt(command: str, cwd: str, env: dict, log: str) -> None:
