@@ -230,30 +230,12 @@ placeholder = "AIRLOCK_EXAMPLE"
 source = "store"
 "#;
 
-    fn file(text: &str) -> (tempdir::Dir, ConfigFile) {
-        let dir = tempdir::Dir::new();
+    fn file(text: &str) -> (crate::TestDir, ConfigFile) {
+        let dir = crate::TestDir::new("edit");
         let path = dir.0.join("airlock.toml");
         fs::write(&path, text).unwrap();
         let f = ConfigFile::open(&path, &dir.0).unwrap();
         (dir, f)
-    }
-
-    mod tempdir {
-        pub struct Dir(pub std::path::PathBuf);
-        impl Dir {
-            pub fn new() -> Dir {
-                let mut b = [0u8; 8];
-                getrandom::fill(&mut b).unwrap();
-                let p = std::env::temp_dir().join(format!("airlock-edit-{}", hex::encode(b)));
-                std::fs::create_dir_all(&p).unwrap();
-                Dir(p)
-            }
-        }
-        impl Drop for Dir {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
     }
 
     fn route(name: &str, host: &str, secret: &str, placeholder: &str) -> Table {

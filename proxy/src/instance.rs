@@ -121,10 +121,8 @@ mod tests {
 
     #[test]
     fn proofs_hold_only_for_the_same_key_challenge_and_address() {
-        let mut b = [0u8; 8];
-        getrandom::fill(&mut b).unwrap();
-        let root = std::env::temp_dir().join(format!("airlock-instance-{}", hex::encode(b)));
-        let (a, other) = (root.join("a"), root.join("b"));
+        let root = crate::TestDir::new("instance");
+        let (a, other) = (root.0.join("a"), root.0.join("b"));
         fs::create_dir_all(&a).unwrap();
         fs::create_dir_all(&other).unwrap();
         let one = Instance::load_or_create(&a).unwrap();
@@ -142,6 +140,5 @@ mod tests {
         assert!(one.prove("short", addr).is_none() && one.prove(&"z".repeat(40), addr).is_none());
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(fs::metadata(a.join(KEY_FILE)).unwrap().permissions().mode() & 0o777, 0o600);
-        fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -136,6 +136,28 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type airlock sends to clients and upstreams.
 pub type Body = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;
 
+/// A scratch folder for unit tests, removed when dropped.
+#[cfg(test)]
+pub(crate) struct TestDir(pub(crate) std::path::PathBuf);
+
+#[cfg(test)]
+impl TestDir {
+    /// A new empty folder under the system's temporary directory, its
+    /// name `airlock-TAG-` and a random id.
+    pub(crate) fn new(tag: &str) -> TestDir {
+        let dir = std::env::temp_dir().join(format!("airlock-{tag}-{}", respond::request_id()));
+        std::fs::create_dir_all(&dir).expect("the temporary directory is writable");
+        TestDir(dir)
+    }
+}
+
+#[cfg(test)]
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -213,9 +213,8 @@ mod tests {
 
     #[test]
     fn a_marker_is_found_from_any_folder_below_it() {
-        let mut b = [0u8; 8];
-        getrandom::fill(&mut b).unwrap();
-        let root = std::env::temp_dir().join(format!("airlock-ws-{}", hex::encode(b)));
+        let scratch = crate::TestDir::new("ws");
+        let root = scratch.0.clone();
         let (home, client) = (root.join("home"), root.join("clients/acme"));
         fs::create_dir_all(client.join("src/deep")).unwrap();
         fs::create_dir_all(&home).unwrap();
@@ -265,6 +264,5 @@ mod tests {
         assert!(find(&big).is_err());
         fs::write(client.join(MARKER), "tenant = 3\n").unwrap();
         assert!(find(&client).unwrap_err().to_string().contains(MARKER));
-        fs::remove_dir_all(&root).unwrap();
     }
 }
