@@ -63,12 +63,7 @@ impl ConfigFile {
         // A symlinked config is edited where it points.
         let path = &fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
         let io = |source| EditError::Io { path: path.to_owned(), source };
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let lock_path = path.with_file_name(format!(".{name}.lock"));
-        let lock_file =
-            fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&lock_path).map_err(io)?;
-        let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, errno)| io(io::Error::from(errno)))?;
+        let lock = crate::home::lock_beside(path).map_err(io)?;
         let text = fs::read_to_string(path).map_err(io)?;
         let doc = text.parse().map_err(|e: toml_edit::TomlError| EditError::Parse {
             path: path.to_owned(),
@@ -77,15 +72,19 @@ impl ConfigFile {
         Ok(ConfigFile { path: path.to_owned(), home: home.to_owned(), doc, _lock: lock })
     }
 
-    /// The tenants table, created (implicit: no `[tenants]` header) when
-    /// there is none.
-    fn tenants_mut(&mut self) -> Result<&mut Table, EditError> {
-        let item = self.doc.entry("tenants").or_insert_with(|| {
+    /// The top-level table `key` (`tenants`, `secrets`), created implicit
+    /// (no `[key]` header of its own) when there is none.
+    fn top_table(&mut self, key: &str) -> Result<&mut Table, EditError> {
+        let item = self.doc.entry(key).or_insert_with(|| {
             let mut t = Table::new();
             t.set_implicit(true);
             Item::Table(t)
         });
-        item.as_table_mut().ok_or_else(|| EditError::Refused("`tenants` in the config is not a table".into()))
+        item.as_table_mut().ok_or_else(|| EditError::Refused(format!("`{key}` in the config is not a table")))
+    }
+
+    fn tenants_mut(&mut self) -> Result<&mut Table, EditError> {
+        self.top_table("tenants")
     }
 
     fn tenant_mut(&mut self, name: &str) -> Result<&mut Table, EditError> {
@@ -153,16 +152,7 @@ impl ConfigFile {
     /// Declares `[secrets.NAME]` with `source = "store"` unless it is
     /// declared; whether it was added.
     pub fn declare_secret(&mut self, name: &str) -> Result<bool, EditError> {
-        let secrets = self
-            .doc
-            .entry("secrets")
-            .or_insert_with(|| {
-                let mut t = Table::new();
-                t.set_implicit(true);
-                Item::Table(t)
-            })
-            .as_table_mut()
-            .ok_or_else(|| EditError::Refused("`secrets` in the config is not a table".into()))?;
+        let secrets = self.top_table("secrets")?;
         if secrets.contains_key(name) {
             return Ok(false);
         }

@@ -107,6 +107,24 @@ pub fn exposure(dir: &Path, config: &Path) -> Vec<String> {
     out
 }
 
+/// An exclusive lock for changing the file at `path`, held until the
+/// returned value is dropped: an `flock` on `.NAME.lock` beside it (0600,
+/// created when missing), so read-change-write cycles of `path` by several
+/// processes run one after another. Waits for the holder.
+///
+/// # Errors
+/// The lock file cannot be opened or locked.
+pub fn lock_beside(path: &Path) -> io::Result<nix::fcntl::Flock<fs::File>> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path.with_file_name(format!(".{name}.lock")))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, errno)| io::Error::from(errno))
+}
+
 /// Writes a new file with mode 0600, failing if it exists.
 fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;

@@ -160,10 +160,7 @@ pub fn bind(home: &Path, dir: &Path, tenant: &str) -> io::Result<Workspace> {
     let workspace = Workspace { dir, tenant: tenant.to_owned() };
     // The registry is read, changed and written under a lock, so bindings
     // made at once all land.
-    let lock =
-        fs::OpenOptions::new().create(true).truncate(false).write(true).open(home.join(format!(".{REGISTRY}.lock")))?;
-    let _lock =
-        nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| io::Error::from(e))?;
+    let _lock = crate::home::lock_beside(&home.join(REGISTRY))?;
     let mut all = registered(home);
     all.retain(|w| w.dir != workspace.dir);
     all.push(workspace.clone());
@@ -176,14 +173,7 @@ pub fn bind(home: &Path, dir: &Path, tenant: &str) -> io::Result<Workspace> {
 /// a tenant added later under the same name does not inherit them); the
 /// folders forgotten.
 pub fn unbind_tenant(home: &Path, tenant: &str) -> io::Result<Vec<PathBuf>> {
-    let lock = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(home.join(format!(".{REGISTRY}.lock")))?;
-    let _lock =
-        nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| io::Error::from(e))?;
+    let _lock = crate::home::lock_beside(&home.join(REGISTRY))?;
     let (gone, kept): (Vec<Workspace>, Vec<Workspace>) = registered(home).into_iter().partition(|w| w.tenant == tenant);
     if !gone.is_empty() {
         write_registry(home, &kept)?;
