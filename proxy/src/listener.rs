@@ -105,9 +105,7 @@ impl Proxy {
             LeafCache::new(ca, vec![b"h2".to_vec(), b"http/1.1".to_vec()], LEAF_CACHE_CAPACITY, LeafCache::DEFAULT_TTL);
         let instance = crate::instance::Instance::load_or_create(home).map_err(StartError::Instance)?;
         let mut policy = policy;
-        for (tenant, token) in &tokens {
-            policy.set_token(tenant, token);
-        }
+        crate::state::replace_tokens(&mut policy, &tokens);
         let mut shared = Shared::new(home, config, policy, bound, certs, audit, instance)?;
         shared.tokens = tokens;
         Ok(Proxy { shared: Arc::new(shared), listener, writer })

@@ -155,9 +155,7 @@ impl Shared {
     pub(crate) fn reload(&self) -> Result<(), ReloadError> {
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let mut policy = Policy::load(&self.config, &self.home)?;
-        for (tenant, token) in &self.tokens {
-            policy.set_token(tenant, token);
-        }
+        replace_tokens(&mut policy, &self.tokens);
         if policy.proxy.listen != self.loaded().policy.proxy.listen && self.tokens.is_empty() {
             warn!("[proxy] listen changed; it takes effect at the next restart");
         }
@@ -171,5 +169,13 @@ impl Shared {
         *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
         info!(config = %self.config.display(), "config reloaded");
         Ok(())
+    }
+}
+
+/// Gives each tenant of `tokens` its token in place of the config's (a
+/// proxy private to one agent, at its first load and every reload).
+pub(crate) fn replace_tokens(policy: &mut Policy, tokens: &[(String, zeroize::Zeroizing<String>)]) {
+    for (tenant, token) in tokens {
+        policy.set_token(tenant, token);
     }
 }
