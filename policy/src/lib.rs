@@ -32,7 +32,10 @@ pub mod sigv4;
 mod units;
 mod websocket;
 
-pub use config::{BuildError, ConfigError, RESERVED_ENV, RouteError, reserved_env, starter_config};
+pub use config::{
+    BUNDLE_VARS, BuildError, ConfigError, NO_PROXY_VARS, PROXY_VARS, RESERVED_ENV, RouteError, reserved_env,
+    starter_config,
+};
 pub use decide::{AuthError, ConnectAction, Decision, Denial, DenialCode, Injection, RequestInfo};
 pub use glob::InvalidGlob;
 pub use limits::Limits;

@@ -20,24 +20,10 @@ use crate::encoding::percent_encode;
 /// CA.
 pub const BUNDLE_FILE: &str = "ca-bundle.pem";
 
-/// Variables that point at the CA bundle (OpenSSL, Python requests, curl,
-/// git, pip, grpcio — which reads no other —, and the AWS SDKs and CLI).
-pub const BUNDLE_VARS: [&str; 7] = [
-    "SSL_CERT_FILE",
-    "REQUESTS_CA_BUNDLE",
-    "CURL_CA_BUNDLE",
-    "GIT_SSL_CAINFO",
-    "PIP_CERT",
-    "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
-    "AWS_CA_BUNDLE",
-];
-/// Variables that carry the proxy URL (grpcio reads `grpc_proxy` before
-/// the others).
-pub const PROXY_VARS: [&str; 5] = ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy", "grpc_proxy"];
-/// Variables that list hosts reached without the proxy (curl, requests,
-/// httpx, Go, git and pip read one or the other; grpcio reads
-/// `no_grpc_proxy` first).
-pub const NO_PROXY_VARS: [&str; 3] = ["NO_PROXY", "no_proxy", "no_grpc_proxy"];
+// Which variables point at the CA bundle, carry the proxy URL, or list
+// hosts reached without it: the config's check of a route's `env` needs
+// them too, so they are defined once, in the policy crate.
+pub use airlock_policy::{BUNDLE_VARS, NO_PROXY_VARS, PROXY_VARS};
 /// Loopback names and addresses an agent reaches directly (its own dev
 /// servers), unless a route of its tenant names one of them.
 pub const LOOPBACK: [&str; 3] = ["localhost", "127.0.0.1", "::1"];

@@ -547,26 +547,34 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// Variables a route's `env` may not name: those `airlock run` and
-/// `airlock env` set for the agent (the proxy URL, `NO_PROXY`, the CA
-/// files, the AWS keys, Node's proxy switch), airlock's own, and those that
-/// change how programs are found or run. Compared without case: Windows
-/// and some tools read them so.
-pub const RESERVED_ENV: &[&str] = &[
-    "HTTPS_PROXY",
-    "HTTP_PROXY",
-    "ALL_PROXY",
-    "GRPC_PROXY",
-    "NO_PROXY",
-    "NO_GRPC_PROXY",
+/// Variables that point at the CA bundle `airlock run`/`env` write
+/// (OpenSSL, Python requests, curl, git, pip, grpcio — which reads no
+/// other —, and the AWS SDKs and CLI).
+pub const BUNDLE_VARS: [&str; 7] = [
     "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
     "REQUESTS_CA_BUNDLE",
     "CURL_CA_BUNDLE",
     "GIT_SSL_CAINFO",
     "PIP_CERT",
     "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
     "AWS_CA_BUNDLE",
+];
+
+/// Variables that carry the proxy URL (grpcio reads `grpc_proxy` before
+/// the others).
+pub const PROXY_VARS: [&str; 5] = ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy", "grpc_proxy"];
+
+/// Variables that list hosts reached without the proxy (curl, requests,
+/// httpx, Go, git and pip read one or the other; grpcio reads
+/// `no_grpc_proxy` first).
+pub const NO_PROXY_VARS: [&str; 3] = ["NO_PROXY", "no_proxy", "no_grpc_proxy"];
+
+/// Variables a route's `env` may not name beyond those [`reserved_env`]
+/// finds by their lists and families: the rest `airlock run`/`env` set
+/// (the AWS keys, Node's CA and proxy switch) and those that change how
+/// programs are found or run.
+pub const RESERVED_ENV: &[&str] = &[
+    "SSL_CERT_DIR",
     "NODE_EXTRA_CA_CERTS",
     "NODE_USE_ENV_PROXY",
     "NODE_OPTIONS",
@@ -579,9 +587,6 @@ pub const RESERVED_ENV: &[&str] = &[
     "PATH",
     "HOME",
     "SHELL",
-    "LD_PRELOAD",
-    "LD_LIBRARY_PATH",
-    "LD_AUDIT",
     "PYTHONPATH",
     "PYTHONHOME",
     "PYTHONSTARTUP",
@@ -601,13 +606,17 @@ pub const RESERVED_ENV: &[&str] = &[
     "PAGER",
 ];
 
-/// Whether `env` is reserved: [`RESERVED_ENV`]; any `…_PROXY` (npm's,
-/// global-agent's, SOCKS: clients read proxies under many names); and the
-/// families `AIRLOCK_*`, `DYLD_*`, `LD_*`, `GIT_*` (git runs commands and
-/// reads config from them) and `NPM_CONFIG_*`.
+/// Whether a route's `env` may not name `env` (compared without case:
+/// Windows and some tools read variables so): the variables `airlock
+/// run`/`env` set ([`BUNDLE_VARS`], [`PROXY_VARS`], [`NO_PROXY_VARS`],
+/// [`RESERVED_ENV`]); any `…_PROXY` (npm's, global-agent's, SOCKS: clients
+/// read proxies under many names); and the families `AIRLOCK_*`, `DYLD_*`,
+/// `LD_*`, `GIT_*` (git runs commands and reads config from them) and
+/// `NPM_CONFIG_*`.
 pub fn reserved_env(env: &str) -> bool {
     let upper = env.to_ascii_uppercase();
-    RESERVED_ENV.contains(&upper.as_str())
+    let set = BUNDLE_VARS.iter().chain(&PROXY_VARS).chain(&NO_PROXY_VARS).chain(RESERVED_ENV);
+    set.into_iter().any(|v| v.eq_ignore_ascii_case(&upper))
         || upper.ends_with("_PROXY")
         || ["AIRLOCK_", "DYLD_", "LD_", "GIT_", "NPM_CONFIG_"].iter().any(|p| upper.starts_with(p))
 }

@@ -15,7 +15,7 @@ mod error;
 mod schema;
 mod starter;
 
-pub use build::{RESERVED_ENV, reserved_env};
+pub use build::{BUNDLE_VARS, NO_PROXY_VARS, PROXY_VARS, RESERVED_ENV, reserved_env};
 pub use error::{BuildError, ConfigError, RouteError};
 pub use starter::starter_config;
 
