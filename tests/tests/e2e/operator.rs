@@ -50,6 +50,30 @@ fn curl_script(url: &str, placeholder: &str) -> String {
     format!("curl -sS -f --max-time 20 -H 'Authorization: Bearer {placeholder}' {url}")
 }
 
+/// `airlock run --tenant acme` on `home`: one curl of `url` with acme's
+/// placeholder, then the agent's `HTTPS_PROXY` written to `home/NAME`; its
+/// output, and the proxy URL it had (empty if it wrote none).
+async fn run_and_record(home: &Path, url: &str, name: &str) -> (Output, String) {
+    let file = home.join(name);
+    let script = format!("{} && printf %s \"$HTTPS_PROXY\" > '{}'", curl_script(url, ACME_PLACEHOLDER), file.display());
+    let out = airlock(home, home, &["run", "--tenant", "acme", "--", "sh", "-c", &script]).output().await.unwrap();
+    (out, std::fs::read_to_string(file).unwrap_or_default())
+}
+
+/// Runs `curl()` until its output is `want`, for up to ten seconds; its
+/// last output.
+async fn poll_until(curl: impl Fn() -> Command, want: &str) -> String {
+    let mut got = String::new();
+    for _ in 0..50 {
+        got = String::from_utf8_lossy(&curl().output().await.unwrap().stdout).into_owned();
+        if got == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    got
+}
+
 /// Tenants and routes added and removed from the CLI: the operator's
 /// comments and layout survive, an edit that would not load is refused
 /// with the file unchanged, and a running `airlock serve` picks each change
@@ -119,14 +143,7 @@ async fn tenant_and_route_commands_edit_a_commented_config_that_a_running_serve_
             .env_remove("no_proxy");
         c
     };
-    let mut status = String::new();
-    for _ in 0..50 {
-        status = String::from_utf8_lossy(&curl().output().await.unwrap().stdout).into_owned();
-        if status == "200/200" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let status = poll_until(curl, "200/200").await;
     assert_eq!(status, "200/200", "serve did not pick up the new tenant: {}", served.log());
     let seen = upstream.seen();
     assert_eq!(seen.last().unwrap().header("authorization"), Some(format!("Bearer {gamma_secret}").as_str()));
@@ -164,13 +181,7 @@ async fn tenant_and_route_commands_edit_a_commented_config_that_a_running_serve_
     ok(&mut airlock(&home.path, &here, &["tenant", "rm", "gamma", "--force"])).await;
     let tenants = ok(&mut airlock(&home.path, &here, &["tenant", "list"])).await;
     assert!(tenants.contains("acme") && !tenants.contains("gamma"), "{tenants}");
-    for _ in 0..50 {
-        status = String::from_utf8_lossy(&curl().output().await.unwrap().stdout).into_owned();
-        if status == "000/407" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let status = poll_until(curl, "000/407").await;
     assert_eq!(status, "000/407", "serve did not drop the removed tenant: {}", served.log());
     let now = std::fs::read_to_string(home.path.join("airlock.toml")).unwrap();
     assert!(now.contains("# beta's key, rotated monthly") && !now.contains("[tenants.gamma]"), "{now}");
@@ -301,22 +312,13 @@ async fn concurrent_runs_and_a_second_home_each_keep_their_own_proxy() {
         wait_for(Duration::from_secs(30), || first.path.join("long-proxy").exists()).await,
         "the long agent's first request did not finish"
     );
-    let short_script = format!(
-        "{} && printf %s \"$HTTPS_PROXY\" > '{}'",
-        curl_script(&url, ACME_PLACEHOLDER),
-        first.path.join("short-proxy").display()
-    );
-    let short = airlock(&first.path, &first.path, &["run", "--tenant", "acme", "--", "sh", "-c", &short_script])
-        .output()
-        .await
-        .unwrap();
+    let (short, short_proxy) = run_and_record(&first.path, &url, "short-proxy").await;
     assert!(short.status.success(), "{}", text(&short));
     // The short agent has exited; the long one carries on.
     std::fs::write(&go, "").unwrap();
     let long = tokio::time::timeout(Duration::from_secs(60), long.wait_with_output()).await.unwrap().unwrap();
     assert!(long.status.success(), "the long agent lost its proxy: {}", text(&long));
     let long_proxy = std::fs::read_to_string(first.path.join("long-proxy")).unwrap();
-    let short_proxy = std::fs::read_to_string(first.path.join("short-proxy")).unwrap();
     assert_ne!(long_proxy, short_proxy, "the two agents shared a proxy");
     for used in [&long_proxy, &short_proxy] {
         assert!(!used.ends_with(&format!(":{port}")), "a private proxy took the configured port: {used}");
@@ -337,18 +339,9 @@ async fn concurrent_runs_and_a_second_home_each_keep_their_own_proxy() {
     std::fs::write(second.path.join("airlock.toml"), &config).unwrap();
     store_standard_secrets(&second.path);
     let records_before = audit_records(&first.path.join("audit.jsonl")).len();
-    let script = format!(
-        "{} && printf %s \"$HTTPS_PROXY\" > '{}'",
-        curl_script(&url, ACME_PLACEHOLDER),
-        second.path.join("proxy").display()
-    );
-    let out = airlock(&second.path, &second.path, &["run", "--tenant", "acme", "--", "sh", "-c", &script])
-        .output()
-        .await
-        .unwrap();
+    let (out, used) = run_and_record(&second.path, &url, "proxy").await;
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("serves another AIRLOCK_HOME"), "{}", text(&out));
-    let used = std::fs::read_to_string(second.path.join("proxy")).unwrap();
     assert!(!used.ends_with(&format!(":{port}")), "the second home's agent went to the first's proxy: {used}");
     assert_eq!(
         audit_records(&first.path.join("audit.jsonl")).len(),
@@ -358,17 +351,8 @@ async fn concurrent_runs_and_a_second_home_each_keep_their_own_proxy() {
     assert_eq!(audit_records(&second.path.join("audit.jsonl")).last().unwrap()["decision"], "allow");
 
     // The serving home's own run uses its serve.
-    let script = format!(
-        "{} && printf %s \"$HTTPS_PROXY\" > '{}'",
-        curl_script(&url, ACME_PLACEHOLDER),
-        first.path.join("own").display()
-    );
-    let out = airlock(&first.path, &first.path, &["run", "--tenant", "acme", "--", "sh", "-c", &script])
-        .output()
-        .await
-        .unwrap();
+    let (out, used) = run_and_record(&first.path, &url, "own").await;
     assert!(out.status.success(), "{}", text(&out));
-    let used = std::fs::read_to_string(first.path.join("own")).unwrap();
     assert!(used.ends_with(&format!("@127.0.0.1:{port}")), "{used}");
     assert!(used.contains(ACME_TOKEN), "a serve takes the config's token: {used}");
     // The private proxies' tokens open nothing on the serve.
