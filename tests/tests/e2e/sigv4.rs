@@ -240,20 +240,24 @@ async fn another_scope_a_presigned_url_and_another_routes_key_are_refused_before
 async fn boto3_under_airlock_run_uploads_and_downloads_with_placeholder_keys() {
     let server = AwsServer::start().await;
     let home = home_for(&server, "sigv4-run");
-    let out = tokio::process::Command::new(airlock_bin())
-        .args(["run", "--tenant", "acme", "--"])
-        .arg(crate::conformance::venv_python())
-        .arg(script("sigv4_agent.py"))
-        .args(["boto3", "--endpoint", &server.endpoint("s3")])
-        .env("AIRLOCK_HOME", &home.path)
-        .env_remove("AIRLOCK_CONFIG")
-        .env("AWS_SESSION_TOKEN", "inherited-token-the-agent-must-not-get")
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .unwrap();
+    // boto3 (`sigv4_agent.py boto3 ARGS`) under `airlock run`, with no AWS
+    // config or credentials file of this machine's.
+    let endpoint = server.endpoint("s3");
+    let boto3 = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(airlock_bin());
+        cmd.args(["run", "--tenant", "acme", "--"])
+            .arg(crate::conformance::venv_python())
+            .arg(script("sigv4_agent.py"))
+            .args(["boto3", "--endpoint", &endpoint])
+            .args(args)
+            .env("AIRLOCK_HOME", &home.path)
+            .env_remove("AIRLOCK_CONFIG")
+            .env("AWS_CONFIG_FILE", "/nonexistent")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+            .env("RUST_LOG", "warn");
+        cmd
+    };
+    let out = boto3(&[]).env("AWS_SESSION_TOKEN", "inherited-token-the-agent-must-not-get").output().await.unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_no_secret("boto3's output", &text, &secrets());
     assert!(out.status.success(), "{text}; server: {}", server.stats().await);
@@ -263,19 +267,7 @@ async fn boto3_under_airlock_run_uploads_and_downloads_with_placeholder_keys() {
     assert!(stats["verified"].as_u64() >= Some(4), "{stats}");
     assert_eq!(stats["refused"], 0, "{stats}");
     // Signed for another region: boto3 shows airlock's code and next step.
-    let out = tokio::process::Command::new(airlock_bin())
-        .args(["run", "--tenant", "acme", "--"])
-        .arg(crate::conformance::venv_python())
-        .arg(script("sigv4_agent.py"))
-        .args(["boto3", "--endpoint", &server.endpoint("s3"), "--region", "us-east-1"])
-        .env("AIRLOCK_HOME", &home.path)
-        .env_remove("AIRLOCK_CONFIG")
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .unwrap();
+    let out = boto3(&["--region", "us-east-1"]).output().await.unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{text}");
     let refusal: Value = serde_json::from_slice(&out.stdout).unwrap();
