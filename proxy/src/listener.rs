@@ -82,21 +82,24 @@ impl Proxy {
     /// (port 0 picks a free one) and opens the audit log. `config` is the
     /// file `policy` was loaded from, read again on reload.
     pub async fn bind(home: &Path, config: &Path, policy: Policy) -> Result<Proxy, StartError> {
-        Proxy::bind_with_tokens(home, config, policy, Vec::new()).await
+        let addr = policy.proxy.listen;
+        Proxy::bind_private(home, config, policy, addr, Vec::new()).await
     }
 
-    /// [`Proxy::bind`] for a proxy private to one agent: each (tenant,
-    /// token) replaces that tenant's token from the config, at this load
-    /// and every reload, so the token the agent holds opens no other proxy
-    /// and nothing once this one stops.
-    pub async fn bind_with_tokens(
+    /// [`Proxy::bind`] for a proxy private to one agent: it listens on
+    /// `addr` in place of `[proxy] listen` (which the config keeps, so a
+    /// reload sees it unchanged), and each (tenant, token) replaces that
+    /// tenant's token from the config, at this load and every reload, so
+    /// the token the agent holds opens no other proxy and nothing once
+    /// this one stops.
+    pub async fn bind_private(
         home: &Path,
         config: &Path,
         policy: Policy,
+        addr: SocketAddr,
         tokens: Vec<(String, zeroize::Zeroizing<String>)>,
     ) -> Result<Proxy, StartError> {
         let ca = Arc::new(CertificateAuthority::load_or_create(home)?);
-        let addr = policy.proxy.listen;
         let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
         let bound = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
         let (audit, writer) = AuditLog::open(&policy.audit.path)

@@ -156,7 +156,7 @@ impl Shared {
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let mut policy = Policy::load(&self.config, &self.home)?;
         replace_tokens(&mut policy, &self.tokens);
-        if policy.proxy.listen != self.loaded().policy.proxy.listen && self.tokens.is_empty() {
+        if policy.proxy.listen != self.loaded().policy.proxy.listen {
             warn!("[proxy] listen changed; it takes effect at the next restart");
         }
         let loaded = Loaded::new(policy, self.listen)?;

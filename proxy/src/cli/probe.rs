@@ -76,15 +76,15 @@ pub async fn find_or_start_proxy(home: &Home, listen: SocketAddr, tenant: &str) 
              tenant's, and this agent gets a private proxy of its own"
         ),
     }
-    let mut policy = Policy::load(&home.config, &home.dir)?;
+    let policy = Policy::load(&home.config, &home.dir)?;
     seal_audit(&policy)?;
     // Private: loopback, a port of its own, so no other agent finds it and
     // none loses it when this one exits.
     let ip = if listen.ip().is_loopback() { listen.ip() } else { IpAddr::V4(Ipv4Addr::LOCALHOST) };
-    policy.proxy.listen = SocketAddr::new(ip, 0);
     let token = zeroize::Zeroizing::new(airlock::home::generate_token());
     let tokens = vec![(tenant.to_owned(), token.clone())];
-    let proxy = airlock::Proxy::bind_with_tokens(&home.dir, &home.config, policy, tokens).await?;
+    let addr = SocketAddr::new(ip, 0);
+    let proxy = airlock::Proxy::bind_private(&home.dir, &home.config, policy, addr, tokens).await?;
     tracing::info!(addr = %proxy.local_addr(), "started a private proxy in-process for this agent");
     // It reloads the config when the file changes, as serve does: a
     // tenant or route removed is refused to a running agent too.
